@@ -1,0 +1,315 @@
+"""ROC AUC, patient-level bootstrap confidence intervals and paired comparisons of models.
+
+All functions take arrays and return numbers or tables; nothing here reads files.
+
+Conventions
+-----------
+* ``y_true``: (n_images,) or (n_images, n_classes) of 0/1 labels.
+* ``y_score``: the same shape, predicted probabilities (any monotone score works).
+* ``patient_ids``: (n_images,) labels of the patient each image belongs to. Bootstrap
+  replicates resample *patients* with replacement and keep all of a patient's images,
+  because images of one patient are not independent (the original study resampled nothing
+  and split by image).
+
+The AUC is the Mann-Whitney statistic: the probability that a random positive scores higher
+than a random negative, ties counting one half. A class without positives or without
+negatives has no AUC (NaN); the macro AUC is the mean over classes that have one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_N_BOOTSTRAP = 2000
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray:
+    arr = np.asarray(a)
+    return arr[:, None] if arr.ndim == 1 else arr
+
+
+def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Area under the ROC curve of one class (NaN if only one class is present).
+
+    ``y_true`` and ``y_score`` are (n,) arrays. Ties between a positive and a negative score
+    count one half (midranks), which is what scikit-learn's ``roc_auc_score`` computes.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true has {y.size} values but y_score has {s.size}")
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(s)  # midranks for ties
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def per_class_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """AUC of every column: (n, n_classes) arrays -> (n_classes,) (NaN where undefined)."""
+    yt, ys = _as_2d(y_true), _as_2d(y_score)
+    if yt.shape != ys.shape:
+        raise ValueError(f"y_true shape {yt.shape} differs from y_score shape {ys.shape}")
+    return np.array([roc_auc(yt[:, k], ys[:, k]) for k in range(yt.shape[1])])
+
+
+def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Mean of the per-class AUCs over classes where the AUC is defined (NaN if none is)."""
+    aucs = per_class_auc(y_true, y_score)
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+
+
+# --- weighted AUC: the engine of the bootstrap -------------------------------------------
+
+
+class _SortedClass:
+    """One class's scores sorted once, so that many weighted AUCs cost O(n) each."""
+
+    def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
+        order = np.argsort(s, kind="mergesort")
+        self.order = order
+        s_sorted = s[order]
+        self.is_pos = y[order].astype(bool)
+        # tie groups: index of each sorted element's group
+        new_group = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+        self.group = np.cumsum(new_group) - 1
+        self.n_groups = int(self.group[-1]) + 1 if s.size else 0
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        """Weighted AUC for each row of weights ``w`` (B, n) in the original image order.
+
+        AUC = sum_{i pos, j neg} w_i w_j ([s_i > s_j] + 0.5 [s_i = s_j]) / (W_pos W_neg).
+        """
+        ws = w[:, self.order]
+        w_pos = np.where(self.is_pos, ws, 0.0)
+        w_neg = ws - w_pos
+        b = ws.shape[0]
+        # one bincount over all rows: offset each row's group index by row * n_groups
+        idx = (np.arange(b)[:, None] * self.n_groups + self.group[None, :]).ravel()
+        size = b * self.n_groups
+        pos_g = np.bincount(idx, weights=w_pos.ravel(), minlength=size).reshape(b, -1)
+        neg_g = np.bincount(idx, weights=w_neg.ravel(), minlength=size).reshape(b, -1)
+        neg_below = np.cumsum(neg_g, axis=1) - neg_g  # negative weight strictly below each group
+        num = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
+        den = pos_g.sum(axis=1) * neg_g.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _patient_index(patient_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    _, inverse = np.unique(np.asarray(patient_ids), return_inverse=True)
+    return inverse.ravel(), int(inverse.max()) + 1 if inverse.size else 0
+
+
+def _bootstrap_weights(
+    patient_of_image: np.ndarray, n_patients: int, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n_boot, n_images) image weights: how often each image's patient was drawn."""
+    counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
+    return counts[:, patient_of_image].astype(np.float64)
+
+
+def bootstrap_auc_replicates(
+    y_true: np.ndarray,
+    y_scores: Sequence[np.ndarray],
+    patient_ids: np.ndarray,
+    n_boot: int = DEFAULT_N_BOOTSTRAP,
+    seed: int = 0,
+    chunk: int = 200,
+) -> np.ndarray:
+    """Per-class AUCs of several models on the same patient-level bootstrap replicates.
+
+    ``y_scores`` holds one (n, n_classes) score array per model; all models see the same
+    resampled patients in each replicate, which is what a paired comparison needs.
+    Returns (n_models, n_boot, n_classes); NaN where a replicate lacks positives or negatives.
+    """
+    yt = _as_2d(y_true)
+    scores = [_as_2d(np.asarray(s, dtype=np.float64)) for s in y_scores]
+    for s in scores:
+        if s.shape != yt.shape:
+            raise ValueError(f"score shape {s.shape} differs from label shape {yt.shape}")
+    pid, n_pat = _patient_index(np.asarray(patient_ids))
+    if pid.size != yt.shape[0]:
+        raise ValueError(f"{pid.size} patient ids for {yt.shape[0]} images")
+    rng = np.random.default_rng(seed)
+    sorted_cls = [[_SortedClass(yt[:, k], s[:, k]) for k in range(yt.shape[1])] for s in scores]
+    out = np.empty((len(scores), n_boot, yt.shape[1]))
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        w = _bootstrap_weights(pid, n_pat, stop - start, rng)
+        for m, per_cls in enumerate(sorted_cls):
+            for k, sc in enumerate(per_cls):
+                out[m, start:stop, k] = sc.auc(w)
+    return out
+
+
+def _macro(per_class: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN (NaN where all are NaN)."""
+    finite = np.isfinite(per_class)
+    total = np.where(finite, per_class, 0.0).sum(axis=-1)
+    n = finite.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def _percentile_ci(reps: np.ndarray, level: float) -> tuple[float, float]:
+    finite = reps[np.isfinite(reps)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class AucWithCi:
+    """An AUC with its patient-level bootstrap percentile confidence interval."""
+
+    auc: float
+    ci_low: float
+    ci_high: float
+
+
+def auc_confidence_intervals(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    patient_ids: np.ndarray,
+    class_names: Sequence[str],
+    n_boot: int = DEFAULT_N_BOOTSTRAP,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, AucWithCi]:
+    """Per-class and macro ("macro") AUC with patient-level bootstrap percentile CIs."""
+    point = per_class_auc(y_true, y_score)
+    reps = bootstrap_auc_replicates(y_true, [y_score], patient_ids, n_boot, seed)[0]
+    result = {}
+    for k, name in enumerate(class_names):
+        result[name] = AucWithCi(float(point[k]), *_percentile_ci(reps[:, k], level))
+    macro_point = float(_macro(point[None, :])[0])
+    result["macro"] = AucWithCi(macro_point, *_percentile_ci(_macro(reps), level))
+    return result
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """AUC difference (model minus baseline) with bootstrap CI and two p-values."""
+
+    auc_model: float
+    auc_baseline: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_bootstrap: float
+    p_delong: float  # NaN for the macro AUC (DeLong is per class)
+
+
+def _bootstrap_p(diff_reps: np.ndarray) -> float:
+    """Two-sided bootstrap p-value for 'no difference': 2 × the smaller tail mass at 0."""
+    d = diff_reps[np.isfinite(diff_reps)]
+    if d.size == 0:
+        return float("nan")
+    tail = min((d <= 0).mean(), (d >= 0).mean())
+    return float(min(1.0, 2.0 * tail))
+
+
+def paired_comparison(
+    y_true: np.ndarray,
+    y_score_model: np.ndarray,
+    y_score_baseline: np.ndarray,
+    patient_ids: np.ndarray,
+    class_names: Sequence[str],
+    n_boot: int = DEFAULT_N_BOOTSTRAP,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, PairedComparison]:
+    """Compare a model to a baseline on the same test images, per class and macro.
+
+    The paired bootstrap resamples patients and scores both models on each replicate, so the
+    CI of the difference accounts for the two models' correlation. DeLong's test (image level,
+    it assumes independent images) is given per class as a second opinion.
+    """
+    reps = bootstrap_auc_replicates(
+        y_true, [y_score_model, y_score_baseline], patient_ids, n_boot, seed
+    )
+    a_model, a_base = per_class_auc(y_true, y_score_model), per_class_auc(y_true, y_score_baseline)
+    yt = _as_2d(y_true)
+    sm, sb = _as_2d(y_score_model), _as_2d(y_score_baseline)
+    result = {}
+    for k, name in enumerate(class_names):
+        diff = reps[0, :, k] - reps[1, :, k]
+        p_delong = delong_paired_test(yt[:, k], sm[:, k], sb[:, k])[1]
+        result[name] = PairedComparison(
+            float(a_model[k]),
+            float(a_base[k]),
+            float(a_model[k] - a_base[k]),
+            *_percentile_ci(diff, level),
+            _bootstrap_p(diff),
+            p_delong,
+        )
+    m_model, m_base = float(_macro(a_model[None])[0]), float(_macro(a_base[None])[0])
+    diff = _macro(reps[0]) - _macro(reps[1])
+    result["macro"] = PairedComparison(
+        m_model,
+        m_base,
+        m_model - m_base,
+        *_percentile_ci(diff, level),
+        _bootstrap_p(diff),
+        float("nan"),
+    )
+    return result
+
+
+# --- DeLong ----------------------------------------------------------------------------
+
+
+def delong_components(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components of one model's AUC.
+
+    Returns (v10, v01): v10[i] = fraction of negatives a positive i beats (ties one half),
+    shape (n_pos,); v01[j] = fraction of positives that beat negative j, shape (n_neg,).
+    The AUC is ``v10.mean() == v01.mean()``. Computed with midranks (Sun & Xu, 2014) in
+    O(n log n) instead of the O(n_pos × n_neg) definition.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    pos, neg = s[y], s[~y]
+    n_pos, n_neg = pos.size, neg.size
+    r_all = stats.rankdata(np.r_[pos, neg])
+    r_pos, r_neg = stats.rankdata(pos), stats.rankdata(neg)
+    v10 = (r_all[:n_pos] - r_pos) / n_neg
+    v01 = 1.0 - (r_all[n_pos:] - r_neg) / n_pos
+    return v10, v01
+
+
+def delong_paired_test(
+    y_true: np.ndarray, y_score_a: np.ndarray, y_score_b: np.ndarray
+) -> tuple[float, float]:
+    """DeLong's test of equal AUC for two models scored on the same images.
+
+    Returns (z, two-sided p). NaN if the AUC is undefined or both models are identical.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    if y.all() or not y.any():
+        return float("nan"), float("nan")
+    v10a, v01a = delong_components(y, y_score_a)
+    v10b, v01b = delong_components(y, y_score_b)
+    s10 = np.cov(np.vstack([v10a, v10b])) if v10a.size > 1 else np.zeros((2, 2))
+    s01 = np.cov(np.vstack([v01a, v01b])) if v01a.size > 1 else np.zeros((2, 2))
+    cov = s10 / v10a.size + s01 / v01a.size
+    var_diff = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    delta = v10a.mean() - v10b.mean()
+    if var_diff <= 0:
+        return float("nan"), float("nan")
+    z = float(delta / np.sqrt(var_diff))
+    return z, float(2 * stats.norm.sf(abs(z)))
+
+
+def delong_variance(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """DeLong's estimate of the variance of one model's AUC."""
+    v10, v01 = delong_components(y_true, y_score)
+    return float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)

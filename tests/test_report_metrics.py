@@ -1,0 +1,153 @@
+"""AUC, bootstrap CI and paired comparison against scikit-learn and hand-computed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from gensyn.report import metrics
+
+CLASSES = ["a", "b", "c"]
+
+
+def _toy(n_images: int = 300, n_patients: int = 100, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    patients = rng.integers(0, n_patients, size=n_images)
+    y = (rng.random((n_images, 3)) < [0.3, 0.5, 0.1]).astype(int)
+    signal = np.array([1.5, 0.5, 1.0])
+    score = 1 / (1 + np.exp(-(y * signal + rng.normal(size=y.shape))))
+    return y, score, patients
+
+
+def test_auc_hand_computed_with_ties():
+    # positives 0.8, 0.4; negatives 0.4, 0.1, 0.9 -> pairs: (0.8>0.4,0.8>0.1,0.8<0.9) = 2,
+    # (0.4=0.4 -> .5, 0.4>0.1 -> 1, 0.4<0.9 -> 0) = 1.5  => 3.5 / 6
+    y = np.array([1, 1, 0, 0, 0])
+    s = np.array([0.8, 0.4, 0.4, 0.1, 0.9])
+    assert metrics.roc_auc(y, s) == pytest.approx(3.5 / 6)
+
+
+def test_auc_matches_sklearn_on_rounded_scores():
+    y, s, _ = _toy()
+    s = np.round(s, 1)  # many ties
+    for k in range(3):
+        assert metrics.roc_auc(y[:, k], s[:, k]) == pytest.approx(roc_auc_score(y[:, k], s[:, k]))
+    assert metrics.macro_auc(y, s) == pytest.approx(roc_auc_score(y, s, average="macro"))
+
+
+def test_auc_undefined_class_is_nan_and_skipped_in_macro():
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    s = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.2], [0.7, 0.5]])
+    per = metrics.per_class_auc(y, s)
+    assert per[0] == pytest.approx(0.75) and np.isnan(per[1])
+    assert metrics.macro_auc(y, s) == pytest.approx(0.75)
+
+
+def test_weighted_auc_equals_auc_of_repeated_images():
+    """A bootstrap weight of k must count like k copies of the image (checked by sklearn)."""
+    y, s, _ = _toy(n_images=80)
+    s = np.round(s, 1)
+    rng = np.random.default_rng(3)
+    w = rng.integers(0, 4, size=(5, y.shape[0])).astype(float)
+    sc = metrics._SortedClass(y[:, 0], s[:, 0])
+    got = sc.auc(w)
+    for b in range(5):
+        rep = np.repeat(np.arange(y.shape[0]), w[b].astype(int))
+        assert got[b] == pytest.approx(roc_auc_score(y[rep, 0], s[rep, 0]))
+
+
+def test_bootstrap_resamples_whole_patients():
+    """Replicates are identical to a by-hand patient bootstrap with the same draws."""
+    y, s, patients = _toy(n_images=120, n_patients=30)
+    reps = metrics.bootstrap_auc_replicates(y, [s], patients, n_boot=20, seed=5)[0]
+    rng = np.random.default_rng(5)
+    uniq, inverse = np.unique(patients, return_inverse=True)
+    counts = rng.multinomial(uniq.size, np.full(uniq.size, 1 / uniq.size), size=20)
+    for b in range(20):
+        # build the replicate explicitly: each drawn patient contributes all its images
+        rows = np.concatenate(
+            [
+                np.flatnonzero(inverse == p).repeat(1)
+                for p in np.repeat(np.arange(uniq.size), counts[b])
+            ]
+        )
+        for k in range(3):
+            if 0 < y[rows, k].sum() < rows.size:
+                assert reps[b, k] == pytest.approx(roc_auc_score(y[rows, k], s[rows, k]))
+            else:
+                assert np.isnan(reps[b, k])
+
+
+def test_ci_contains_point_and_shrinks_with_more_patients():
+    small = metrics.auc_confidence_intervals(*_toy(200, 50), CLASSES, n_boot=400, seed=1)
+    large = metrics.auc_confidence_intervals(*_toy(2000, 500), CLASSES, n_boot=400, seed=1)
+    for name in [*CLASSES, "macro"]:
+        assert small[name].ci_low <= small[name].auc <= small[name].ci_high
+        width_small = small[name].ci_high - small[name].ci_low
+        width_large = large[name].ci_high - large[name].ci_low
+        assert width_large < width_small
+
+
+def test_ci_width_agrees_with_delong_for_independent_images():
+    """With one image per patient the bootstrap SD and DeLong's SD estimate the same thing."""
+    y, s, _ = _toy(3000, 3000, seed=2)
+    patients = np.arange(y.shape[0])
+    reps = metrics.bootstrap_auc_replicates(y, [s], patients, n_boot=1000, seed=0)[0]
+    for k in range(3):
+        sd_boot = np.nanstd(reps[:, k])
+        sd_delong = np.sqrt(metrics.delong_variance(y[:, k], s[:, k]))
+        assert sd_boot == pytest.approx(sd_delong, rel=0.12)
+
+
+def test_same_seed_same_ci():
+    a = metrics.auc_confidence_intervals(*_toy(), CLASSES, n_boot=100, seed=7)
+    b = metrics.auc_confidence_intervals(*_toy(), CLASSES, n_boot=100, seed=7)
+    assert a == b
+
+
+def test_delong_components_match_definition():
+    y, s, _ = _toy(60)
+    s = np.round(s, 1)
+    yk, sk = y[:, 0].astype(bool), s[:, 0]
+    pos, neg = sk[yk], sk[~yk]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = metrics.delong_components(yk, sk)
+    np.testing.assert_allclose(v10, psi.mean(axis=1))
+    np.testing.assert_allclose(v01, psi.mean(axis=0))
+    # variance from the textbook formula S10/m + S01/n
+    var = psi.mean(axis=1).var(ddof=1) / pos.size + psi.mean(axis=0).var(ddof=1) / neg.size
+    assert metrics.delong_variance(yk, sk) == pytest.approx(var)
+
+
+def test_delong_paired_hand_computed():
+    """Two positives, two negatives: everything worked out on paper.
+
+    Model A: pos (0.9, 0.6), neg (0.5, 0.1) -> AUC 1, all components 1, variance 0.
+    Model B: pos (0.9, 0.3), neg (0.5, 0.1) -> v10 = (1, 0.5), v01 = (0.5, 1), AUC 0.75.
+    var(A - B) = var(v10 diff)/2 + var(v01 diff)/2 = 0.125/2 + 0.125/2 = 0.125,
+    z = 0.25 / sqrt(0.125).
+    """
+    y = np.array([1, 1, 0, 0])
+    a = np.array([0.9, 0.6, 0.5, 0.1])
+    b = np.array([0.9, 0.3, 0.5, 0.1])
+    z, p = metrics.delong_paired_test(y, a, b)
+    assert z == pytest.approx(0.25 / np.sqrt(0.125))
+    from scipy.stats import norm
+
+    assert p == pytest.approx(2 * norm.sf(0.25 / np.sqrt(0.125)))
+
+
+def test_paired_comparison_detects_better_model_and_not_equal_one():
+    y, s, patients = _toy(1500, 500, seed=4)
+    rng = np.random.default_rng(9)
+    better = 1 / (1 + np.exp(-(y * 2.5 + rng.normal(size=y.shape))))
+    res = metrics.paired_comparison(y, better, s, patients, CLASSES, n_boot=500, seed=0)
+    for name in [*CLASSES, "macro"]:
+        r = res[name]
+        assert r.delta == pytest.approx(r.auc_model - r.auc_baseline)
+        assert r.ci_low <= r.delta <= r.ci_high
+    assert res["macro"].ci_low > 0 and res["macro"].p_bootstrap < 0.01
+    assert res["a"].p_delong < 0.01
+    same = metrics.paired_comparison(y, s, s, patients, CLASSES, n_boot=200, seed=0)
+    assert same["macro"].delta == 0 and same["macro"].p_bootstrap == 1.0
