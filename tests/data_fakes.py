@@ -1,0 +1,189 @@
+"""Local stand-ins for the Zenodo and NBIA REST APIs (used by the data tests and benchmarks).
+
+One threaded ``http.server`` on 127.0.0.1 serves:
+
+* ``/api/records/<id>`` and ``/api/records/<id>/files`` (Zenodo record JSON, InvenioRDM shape),
+  ``/api/records/<id>/files/<key>/content`` (file bytes, honours ``Range: bytes=N-``);
+* ``/nbia/getCollectionValues``, ``/nbia/getSeries?Collection=``,
+  ``/nbia/getImage?SeriesInstanceUID=`` (a ZIP, honours Range);
+* ``/raw/<name>`` (plain bytes with Range, for the curl benchmark).
+
+Faults are queued per path and consumed one per request: ``"500"`` (HTTP 500), ``"cut"``
+(send half the body then close the connection), ``"garbage"`` (right length, wrong bytes),
+``"norange"`` (ignore the Range header, answer 200 with everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+@dataclass
+class FakeState:
+    """What the fake server holds and how it misbehaves."""
+
+    record_id: str = "6406114"
+    files: dict[str, bytes] = field(default_factory=dict)  # Zenodo file key -> bytes
+    bad_md5: set[str] = field(default_factory=set)  # keys whose published MD5 is wrong
+    token: str | None = None  # if set, every request needs "Authorization: Bearer <token>"
+    collections: list[str] = field(default_factory=lambda: ["LIDC-IDRI", "NSCLC-Radiomics"])
+    series: dict[str, dict] = field(default_factory=dict)  # uid -> getSeries row
+    series_zip: dict[str, bytes] = field(default_factory=dict)  # uid -> ZIP bytes
+    raw: dict[str, bytes] = field(default_factory=dict)
+    faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    throttle_s_per_mib: float = 0.0
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_fault(self, path: str) -> str | None:
+        with self.lock:
+            queue = self.faults.get(path)
+            return queue.pop(0) if queue else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: FakeState  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _json(self, obj: object) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _status(self, code: int) -> None:
+        body = f'{{"status": {code}}}'.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _bytes(self, data: bytes, path: str) -> None:
+        fault = self.state.next_fault(path)
+        if fault == "500":
+            return self._status(500)
+        if fault == "garbage":
+            data = bytes(len(data))
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and fault != "norange":
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):
+                return self._status(416)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = memoryview(data)[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if fault == "cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
+        step = 1 << 20 if not self.state.throttle_s_per_mib else 1 << 16
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i : i + step])
+            if self.state.throttle_s_per_mib:
+                import time
+
+                time.sleep(self.state.throttle_s_per_mib * step / (1 << 20))
+        return None
+
+    def do_GET(self) -> None:
+        st = self.state
+        url = urlparse(self.path)
+        path = unquote(url.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with st.lock:
+            st.requests.append((self.path, dict(self.headers)))
+        if st.token is not None and self.headers.get("Authorization") != f"Bearer {st.token}":
+            code = 401 if "Authorization" not in self.headers else 403
+            return self._status(code)
+        base = f"http://{self.headers['Host']}"
+        rec = f"/api/records/{st.record_id}"
+        if path in (rec, rec + "/files"):
+            if st.next_fault(path) == "500":
+                return self._status(500)
+            entries = [
+                {
+                    "key": k,
+                    "size": len(v),
+                    "id": k,
+                    "checksum": "md5:"
+                    + (hashlib.md5(v).hexdigest() if k not in st.bad_md5 else "0" * 32),
+                    "links": {"self": f"{base}{rec}/files/{k}/content"},
+                }
+                for k, v in st.files.items()
+            ]
+            return self._json(
+                {"id": st.record_id, "files": entries} if path == rec else {"entries": entries}
+            )
+        if path.startswith(rec + "/files/") and path.endswith("/content"):
+            key = path[len(rec + "/files/") : -len("/content")]
+            if key not in st.files:
+                return self._status(404)
+            return self._bytes(st.files[key], path)
+        if path.startswith("/api/records/"):
+            return self._status(404)
+        if path == "/nbia/getCollectionValues":
+            return self._json([{"Collection": c} for c in st.collections])
+        if path == "/nbia/getSeries":
+            coll = query.get("Collection")
+            return self._json([r for r in st.series.values() if r["Collection"] == coll])
+        if path == "/nbia/getImage":
+            uid = query.get("SeriesInstanceUID", "")
+            if uid not in st.series_zip:
+                return self._status(404)
+            return self._bytes(st.series_zip[uid], f"getImage/{uid}")
+        if path.startswith("/raw/"):
+            return self._bytes(st.raw[path[5:]], path)
+        return self._status(404)
+
+
+@contextmanager
+def serve(state: FakeState) -> Iterator[str]:
+    """Run the fake server in a thread; yield its base URL ``http://127.0.0.1:<port>``."""
+    handler = type("Handler", (_Handler,), {"state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def make_series_zip(n_images: int, seed: int = 0, with_license: bool = True) -> bytes:
+    """A ZIP like NBIA's getImage answer: ``n_images`` tiny DICOM-like files (+ a LICENSE)."""
+    import io
+    import random
+    import zipfile
+
+    rng = random.Random(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(n_images):
+            payload = bytes(128) + b"DICM" + bytes(rng.getrandbits(8) for _ in range(256))
+            zf.writestr(f"1-{i + 1:03d}.dcm", payload)
+        if with_license:
+            zf.writestr("LICENSE", "CC BY 3.0")
+    return buf.getvalue()
