@@ -1,0 +1,90 @@
+"""Start-up checks of command-line overrides, run before Hydra composes the config.
+
+Hydra already rejects unknown keys, but its message does not say what is allowed. This
+check composes the config the same way and, for a key that is not in it, prints the key,
+the closest known keys and the keys allowed at that level, then exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: Flags of Hydra's command line that take a value (we leave such invocations to Hydra).
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                "-cn", "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            keys.extend(_all_keys(node._get_node(key), path + "."))
+    return keys
+
+
+def unknown_key_message(cfg: DictConfig, key: str) -> str:
+    """The error text for an override of ``key``, which ``cfg`` does not have."""
+    parent_path, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+    where = f"'{parent_path}'" if parent_path else "the top level"
+    lines = [f"error: unknown config key '{key}'."]
+    candidates = _all_keys(cfg)
+    close = [c for c in difflib.get_close_matches(key, candidates, n=4, cutoff=0.6)
+             if c != parent_path][:3]
+    close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close][:3]
+    if close:
+        lines.append("  Did you mean: " + ", ".join(close) + " ?")
+    if isinstance(parent, DictConfig):
+        lines.append(f"  Keys allowed at {where}: " + ", ".join(str(k) for k in parent.keys()))
+    lines.append("  `python launch.py --cfg job` prints the whole config; "
+                 "`python launch.py stage=list` lists the stages.")
+    return "\n".join(lines)
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+    """Exit with a clear message if an override in ``argv`` names a key the config lacks."""
+    args = [a for a in argv if a not in ("-m", "--multirun")]
+    if any(a.split("=", 1)[0] in _VALUE_FLAGS or a.startswith("-") for a in args):
+        return  # Hydra's own options: let Hydra handle the command line
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException:
+        return  # a syntax error: Hydra reports it
+    groups = {p.parent.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")}
+    choices: list[str] = []
+    keys: list[str] = []
+    for ov in overrides:
+        name = ov.key_or_group
+        if ov.is_hydra_override() or ov.is_add() or ov.is_force_add() or ov.is_delete():
+            continue
+        if name in groups:
+            value = ov.value()
+            first = value.list[0] if hasattr(value, "list") else value
+            choices.append(f"{name}={first}")
+        else:
+            keys.append(name)
+    if not keys:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=choices)
+    except HydraException:
+        return  # e.g. an unknown group option: Hydra lists the available ones
+    for key in keys:
+        missing = object()
+        if OmegaConf.select(cfg, key, default=missing) is missing:
+            print(unknown_key_message(cfg, key), file=sys.stderr)
+            raise SystemExit(2)

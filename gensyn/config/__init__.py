@@ -1,0 +1,78 @@
+"""Typed config schemas, registered with Hydra's ConfigStore.
+
+Each config group has a dataclass schema (one module per group), stored in Hydra's
+ConfigStore as ``schema/<group>``; the YAML files in ``conf/<group>/`` hold values only.
+The top-level :class:`Config` (stored as ``_config_schema`` and first in
+``conf/config.yaml``'s defaults) types every group with its schema, so Hydra checks
+every YAML file and command-line override against it: an unknown key (a misspelling) or
+a value of the wrong type is an error at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from gensyn.config.carm_pose import CarmPoseConfig
+from gensyn.config.classifier import ClassifierConfig
+from gensyn.config.dataset import FINDINGS, DatasetConfig
+from gensyn.config.generator import GeneratorConfig
+from gensyn.config.logger import LoggerConfig
+from gensyn.config.paths import PathsConfig
+from gensyn.config.projector import ProjectorConfig
+from gensyn.config.sampling import SamplingConfig
+from gensyn.config.stage import StageConfig
+
+__all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
+
+#: Config group name -> schema dataclass.
+GROUP_SCHEMAS: dict[str, type] = {
+    "stage": StageConfig,
+    "dataset": DatasetConfig,
+    "carm_pose": CarmPoseConfig,
+    "projector": ProjectorConfig,
+    "generator": GeneratorConfig,
+    "classifier": ClassifierConfig,
+    "sampling": SamplingConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+}
+
+
+@dataclass
+class Config:
+    """The whole configuration (``conf/config.yaml``)."""
+
+    stage: StageConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    carm_pose: CarmPoseConfig = MISSING
+    projector: ProjectorConfig = MISSING
+    generator: GeneratorConfig = MISSING
+    classifier: ClassifierConfig = MISSING
+    sampling: SamplingConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    experiment_name: str = "default"  # set by experiment=...; groups W&B runs
+    profile_name: str = "default"  # set by profile=... (default | tiny)
+    seed: int = 0  # every random choice derives from it
+    split_idx: int = 0  # which fold is the validation fold (classify, predict)
+    force: bool = False  # recompute the requested stage even if its run folder is DONE
+    run_upstream: bool = True  # run unfinished upstream stages first (else: error)
+    dry_run: bool = False  # stages that support it list what they would do
+    shard: int = 0  # this job's share of the work (download, drr) ...
+    num_shards: int = 1  # ... out of num_shards
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 2  # data-loading workers (not part of any run hash)
+    extras: dict[str, Any] = field(default_factory=dict)  # free-form notes, not hashed
+
+
+def register_configs() -> None:
+    """Store the top-level schema and every group schema in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="_config_schema", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=f"schema/{group}", name="base", node=schema)

@@ -1,0 +1,13 @@
+"""Schema of the ``stage`` group: which stage ``launch.py`` runs."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageConfig:
+    """``name`` is a registered stage (``python launch.py stage=list`` shows them)."""
+
+    name: str = "pipeline"
+    # Only for stage=pipeline: the stages to run in order (stages that are not registered yet
+    # are skipped with a note, so the demo grows as stages land).
+    stages: list[str] = field(default_factory=list)

@@ -1,0 +1,158 @@
+"""The one place for writing and reading files: atomic writes, images, tables, JSON.
+
+Every file a stage produces goes through :func:`atomic_write`, so a killed process never
+leaves a file that looks complete: data is written to a temporary file in the same folder
+and renamed into place (rename is atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    Temporary files carry the suffix ``.partial`` (``*.partial`` files are never outputs).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=PARTIAL_SUFFIX + final.suffix, dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically (UTF-8) and return the path."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically; numpy scalars and paths are converted."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=default) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_table(path: str | os.PathLike[str], table: Any) -> Path:
+    """Write a pandas DataFrame as CSV (no index) atomically."""
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def read_table(path: str | os.PathLike[str]) -> Any:
+    """Read a CSV table written by :func:`write_table` into a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def to_uint(image: np.ndarray, bit_depth: int = 8, vmin: float | None = None,
+            vmax: float | None = None) -> np.ndarray:
+    """Scale a float image linearly from [vmin, vmax] (default: its min/max) to uint8/uint16.
+
+    Values outside the window are clipped. A constant image maps to 0.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    img = np.asarray(image, dtype=np.float64)
+    lo = float(np.min(img)) if vmin is None else float(vmin)
+    hi = float(np.max(img)) if vmax is None else float(vmax)
+    top = 255 if bit_depth == 8 else 65535
+    scaled = np.zeros_like(img) if hi <= lo else (np.clip(img, lo, hi) - lo) / (hi - lo)
+    return np.round(scaled * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write a 2-D uint8 or uint16 array as a grey-scale PNG (or an RGB uint8 H×W×3) atomically.
+
+    No metadata (text chunks, timestamps) is written, so identical pixels give identical files.
+    """
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()")
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        pil = Image.fromarray(arr, mode="RGB")
+    elif arr.ndim == 2:
+        pil = Image.fromarray(arr)
+    else:
+        raise ValueError(f"write_image expects H×W or H×W×3 arrays, got shape {arr.shape}")
+    suffix = Path(path).suffix.lower()
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix)
+    if fmt is None:
+        raise ValueError(f"unsupported image suffix {suffix!r} for {path}; use .png, .jpg or .tif")
+    with atomic_write(path) as tmp:
+        pil.save(tmp, format=fmt)
+    return Path(path)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file into a numpy array, keeping its bit depth (8 or 16 bit grey, or RGB)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as pil:
+            arr = np.array(pil)
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if arr.dtype == np.int32:  # PIL mode "I" for 16-bit PNGs
+        arr = arr.astype(np.uint16)
+    return arr
+
+
+def write_nifti(path: str | os.PathLike[str], volume: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a volume with its 4×4 voxel-to-world (RAS, mm) affine as NIfTI atomically."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(volume), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    name = Path(path).name
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise ValueError(f"NIfTI path must end in .nii or .nii.gz: {path}")
+    with atomic_write(path) as tmp:
+        # nibabel picks compression from the suffix, so write under the real suffix first.
+        real_tmp = tmp.with_name(tmp.name + (".nii.gz" if name.endswith(".gz") else ".nii"))
+        nib.save(img, real_tmp)
+        os.replace(real_tmp, tmp)
+    return Path(path)

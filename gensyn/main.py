@@ -1,0 +1,39 @@
+"""Dispatch a composed config to its stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from gensyn.errors import GensynError
+from gensyn.registry import describe_stages, get_stage
+from gensyn.runs import execute
+
+log = logging.getLogger("gensyn")
+
+
+def list_stages() -> str:
+    """The registered stages, one line each."""
+    rows = describe_stages()
+    width = max(len(r["name"]) for r in rows)
+    return "\n".join(f"{r['name']:<{width}}  {r['summary']}" for r in rows)
+
+
+def run(cfg: DictConfig) -> Path | None:
+    """Run ``cfg.stage.name`` and return its run folder (``stage=list`` prints the stages)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    name = cfg.stage.name
+    if name == "list":
+        print(list_stages())
+        return None
+    try:
+        get_stage(name)
+        out = execute(cfg, name, force=bool(cfg.force))
+    except GensynError as exc:  # a user-fixable problem: one clear message, no traceback
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+    print(f"{name}: {out}")
+    return out

@@ -1,0 +1,98 @@
+"""Weights & Biases tracking (offline files in the run folder by default) and a no-op tracker."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
+
+
+class Tracker:
+    """Interface of a tracker: metrics, images, summary values, finish."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log scalar metrics at ``step``."""
+
+    def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
+        """Log an image array (uint8/uint16, H×W or H×W×3) or an image file."""
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        """Set run-level summary values."""
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the run."""
+
+
+class NullTracker(Tracker):
+    """``logger=none``: nothing is sent anywhere (metrics still go to metrics.jsonl)."""
+
+
+def sweep_tags() -> list[str]:
+    """The command-line overrides of this Hydra job (e.g. ``split_idx=2``), used as W&B tags."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # not inside a Hydra app (tests composing configs)
+        return []
+
+
+class WandbTracker(Tracker):
+    """A W&B run per stage run, grouped by experiment, typed by stage, tagged by sweep values."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    @classmethod
+    def start(cls, cfg: DictConfig, ctx: RunContext) -> WandbTracker:
+        """Start a W&B run whose files live in ``<run folder>/wandb``."""
+        import wandb
+
+        mode = cfg.logger.mode
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            log.warning("logger.mode=online but WANDB_API_KEY is not set: logging offline instead")
+            mode = "offline"
+        run = wandb.init(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            mode=mode,
+            dir=str(ctx.out_dir),
+            group=str(cfg.experiment_name),
+            job_type=ctx.name,
+            name=f"{ctx.name}-{ctx.stage_hash}",
+            id=f"{ctx.name}-{ctx.stage_hash}",
+            resume="allow",
+            tags=[ctx.name, str(cfg.experiment_name), *sweep_tags()][:64],
+            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+        )
+        return cls(run)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
+        import wandb
+
+        data = str(image) if isinstance(image, Path) else np.asarray(image)
+        self.run.log({key: wandb.Image(data, caption=caption)})
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)

@@ -1,0 +1,30 @@
+"""GENSYN entry point: ``python launch.py [stage=NAME] [group=option] [key=value] [-m]``.
+
+With no arguments it runs the demo pipeline on built-in simulated data.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from gensyn.cli import check_overrides  # noqa: E402
+from gensyn.config import register_configs  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Run the stage named by ``stage=`` (see ``python launch.py stage=list``)."""
+    from gensyn.main import run
+
+    run(cfg)
+
+
+if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
+    main()
