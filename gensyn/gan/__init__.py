@@ -1,0 +1,1 @@
+"""SyntheX CycleGAN: networks, losses, image pool, data, training and translation."""

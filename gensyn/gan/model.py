@@ -1,0 +1,264 @@
+"""The CycleGAN model: two generators, two discriminators, two optimisers, one training step.
+
+Notation as in the CycleGAN paper: domain A = DRRs, domain B = real X-rays;
+``g_ab`` maps A→B (the SyntheX translator), ``g_ba`` maps B→A, ``d_b`` judges B images
+(real vs ``g_ab(a)``), ``d_a`` judges A images. One step updates both generators on
+
+    L_G = L_gan(d_b(g_ab(a))) + L_gan(d_a(g_ba(b)))
+          + λ_A |g_ba(g_ab(a)) - a|₁ + λ_B |g_ab(g_ba(b)) - b|₁
+          + λ_id (λ_B |g_ab(b) - b|₁ + λ_A |g_ba(a) - a|₁)
+
+then both discriminators on real images and pooled fakes. This equals the reference
+recipe's update; for speed, calls that the recipe makes one after another go through a
+network together when that cannot change the result (instance norm normalises each image
+on its own): g_ab sees [a, b] in one batch (translation and identity), the discriminators
+see [real, fake] in one batch. With batch norm the calls stay separate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from gensyn.config.generator import GeneratorConfig
+from gensyn.gan import losses
+from gensyn.gan.networks import build_discriminator, build_generator
+from gensyn.gan.pool import ImagePool
+
+LOSS_NAMES = ("d_a", "g_a", "cycle_a", "idt_a", "d_b", "g_b", "cycle_b", "idt_b")
+PRECISIONS = ("bf16", "fp32")
+
+
+def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
+    """Learning-rate multiplier during ``epoch`` (1-based): 1 for the first ``n_epochs``,
+    then linearly down, 1 - k / (n_epochs_decay + 1) in the k-th decay epoch."""
+    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
+
+
+def validate_options(opts: GeneratorConfig) -> None:
+    """Raise ValueError naming the ``generator.*`` key for inconsistent options."""
+    if opts.lambda_identity > 0 and opts.input_nc != opts.output_nc:
+        raise ValueError(
+            f"generator.lambda_identity={opts.lambda_identity} needs input_nc == output_nc "
+            f"(got {opts.input_nc} and {opts.output_nc}); set lambda_identity=0 or equal channels"
+        )
+    if opts.precision not in PRECISIONS:
+        raise ValueError(
+            f"generator.precision={opts.precision!r}; allowed: {', '.join(PRECISIONS)}"
+        )
+    if opts.batch_size < 1:
+        raise ValueError(f"generator.batch_size must be >= 1, got {opts.batch_size}")
+    if opts.n_epochs < 0 or opts.n_epochs_decay < 0 or opts.n_epochs + opts.n_epochs_decay < 1:
+        raise ValueError(
+            "generator.n_epochs and n_epochs_decay must be >= 0 with at least one epoch in total"
+        )
+
+
+class CycleGAN(nn.Module):
+    """Networks, optimisers, LR schedulers and image pools of one CycleGAN training run."""
+
+    def __init__(self, opts: GeneratorConfig, device: torch.device, seed: int = 0) -> None:
+        super().__init__()
+        validate_options(opts)
+        self.opts = opts
+        self.device = device
+        torch.manual_seed(seed)  # reproducible initial weights
+        g_kwargs = dict(
+            arch=opts.arch,
+            norm=opts.norm,
+            use_dropout=opts.use_dropout,
+            init_type=opts.init_type,
+            init_gain=opts.init_gain,
+        )
+        d_kwargs = dict(
+            n_layers=opts.n_layers_d,
+            norm=opts.norm,
+            init_type=opts.init_type,
+            init_gain=opts.init_gain,
+        )
+        self.g_ab = build_generator(opts.input_nc, opts.output_nc, opts.ngf, **g_kwargs)  # type: ignore[arg-type]
+        self.g_ba = build_generator(opts.output_nc, opts.input_nc, opts.ngf, **g_kwargs)  # type: ignore[arg-type]
+        self.d_a = build_discriminator(opts.input_nc, opts.ndf, **d_kwargs)  # type: ignore[arg-type]
+        self.d_b = build_discriminator(opts.output_nc, opts.ndf, **d_kwargs)  # type: ignore[arg-type]
+        cuda = device.type == "cuda"
+        self.memory_format = (
+            torch.channels_last if (cuda and opts.channels_last) else torch.contiguous_format
+        )
+        self.to(device=device, memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.amp = cuda and opts.precision == "bf16"
+        # Batched calls are exact only when normalisation is per image.
+        self.batch_calls = opts.norm != "batch"
+        fused = cuda and opts.fused_adam
+        betas = (opts.beta1, opts.beta2)
+        g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
+        d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
+        self.opt_g = torch.optim.Adam(g_params, lr=opts.lr, betas=betas, fused=fused or None)
+        self.opt_d = torch.optim.Adam(d_params, lr=opts.lr, betas=betas, fused=fused or None)
+        factor = lambda last_epoch: lr_factor(last_epoch + 1, opts.n_epochs, opts.n_epochs_decay)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor)
+        self.pool_a = ImagePool(opts.pool_size, seed=seed * 2 + 1)
+        self.pool_b = ImagePool(opts.pool_size, seed=seed * 2 + 2)
+        # Callables used in the step; torch.compile replaces them, state dicts stay on the originals.
+        self._g_ab: nn.Module = self.g_ab
+        self._g_ba: nn.Module = self.g_ba
+        self._d_a: nn.Module = self.d_a
+        self._d_b: nn.Module = self.d_b
+
+    def compile(self, mode: str | None = None) -> None:  # type: ignore[override]
+        """Compile the four networks with torch.compile (used for the step and translation)."""
+        self._g_ab = torch.compile(self.g_ab, mode=mode)  # type: ignore[assignment]
+        self._g_ba = torch.compile(self.g_ba, mode=mode)  # type: ignore[assignment]
+        self._d_a = torch.compile(self.d_a, mode=mode)  # type: ignore[assignment]
+        self._d_b = torch.compile(self.d_b, mode=mode)  # type: ignore[assignment]
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """bf16 autocast on CUDA when configured, else nothing."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            yield
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a batch (N, C, H, W) to the device in the networks' memory format (no sync)."""
+        return images.to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format
+        )
+
+    def _set_d_grad(self, flag: bool) -> None:
+        for p in (*self.d_a.parameters(), *self.d_b.parameters()):
+            p.requires_grad_(flag)
+
+    def _generate(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        o = self.opts
+        identity = o.lambda_identity > 0
+        n = real_a.shape[0]
+        if self.batch_calls and identity:
+            fake_b, idt_a = self._g_ab(torch.cat([real_a, real_b])).split([n, real_b.shape[0]])
+            fake_a, idt_b = self._g_ba(torch.cat([real_b, real_a])).split([real_b.shape[0], n])
+        else:
+            fake_b, fake_a = self._g_ab(real_a), self._g_ba(real_b)
+            idt_a = self._g_ab(real_b) if identity else None
+            idt_b = self._g_ba(real_a) if identity else None
+        out = {
+            "fake_b": fake_b,
+            "fake_a": fake_a,
+            "rec_a": self._g_ba(fake_b),
+            "rec_b": self._g_ab(fake_a),
+        }
+        if identity:
+            out["idt_a"], out["idt_b"] = idt_a, idt_b  # type: ignore[assignment]
+        return out
+
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        """One update of generators and discriminators on a batch of A and B images.
+
+        Returns the eight losses (order :data:`LOSS_NAMES`) as one detached float32 tensor on
+        the device; reading it is the caller's choice (it synchronises with the GPU).
+        """
+        o = self.opts
+        mode = o.gan_mode
+        real_a, real_b = self.prepare(real_a), self.prepare(real_b)
+        zero = torch.zeros((), device=self.device)
+        # --- generators
+        self._set_d_grad(False)
+        with self.autocast():
+            x = self._generate(real_a, real_b)
+            loss_g_a = losses.gan_loss(self._d_b(x["fake_b"]), True, mode)
+            loss_g_b = losses.gan_loss(self._d_a(x["fake_a"]), True, mode)
+        loss_cycle_a = losses.l1_loss(x["rec_a"], real_a) * o.lambda_a
+        loss_cycle_b = losses.l1_loss(x["rec_b"], real_b) * o.lambda_b
+        if o.lambda_identity > 0:
+            loss_idt_a = losses.l1_loss(x["idt_a"], real_b) * o.lambda_b * o.lambda_identity
+            loss_idt_b = losses.l1_loss(x["idt_b"], real_a) * o.lambda_a * o.lambda_identity
+        else:
+            loss_idt_a = loss_idt_b = zero
+        loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        loss_g.backward()
+        self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        # --- discriminators, on pooled fakes
+        self._set_d_grad(True)
+        fake_b = self.pool_b.query(x["fake_b"].detach())
+        fake_a = self.pool_a.query(x["fake_a"].detach())
+        with self.autocast():
+            loss_d_a = self._d_loss(self._d_b, real_b, fake_b)  # D_A of the reference judges B
+            loss_d_b = self._d_loss(self._d_a, real_a, fake_a)
+        (loss_d_a + loss_d_b).backward()
+        self.opt_d.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        return (
+            torch.stack(
+                [
+                    loss_d_a,
+                    loss_g_a,
+                    loss_cycle_a,
+                    loss_idt_a,
+                    loss_d_b,
+                    loss_g_b,
+                    loss_cycle_b,
+                    loss_idt_b,
+                ]
+            )
+            .detach()
+            .float()
+        )
+
+    def _d_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.batch_calls:
+            scores = net(torch.cat([real, fake.to(real.dtype)]))
+            real_scores, fake_scores = scores.split([real.shape[0], fake.shape[0]])
+        else:
+            real_scores, fake_scores = net(real), net(fake)
+        return losses.discriminator_loss(real_scores, fake_scores, self.opts.gan_mode)
+
+    def step_schedulers(self) -> None:
+        """Advance both LR schedulers by one epoch (call at the end of each epoch)."""
+        self.sched_g.step()
+        self.sched_d.step()
+
+    @property
+    def lr(self) -> float:
+        """The generators' current learning rate."""
+        return float(self.opt_g.param_groups[0]["lr"])
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        """Translate a batch (N, C, H, W) in [-1, 1] with g_ab ('a2b') or g_ba ('b2a'), in eval mode.
+
+        Returns float32 images on the device.
+        """
+        net = self._g_ab if direction == "a2b" else self._g_ba
+        was_training = net.training
+        net.eval()
+        try:
+            with self.autocast():
+                out = net(self.prepare(images))
+        finally:
+            net.train(was_training)
+        return out.float()
+
+    def training_state(self) -> dict[str, Any]:
+        """State dicts of networks, optimisers, schedulers and pools (for checkpoints)."""
+        return {
+            "g_ab": self.g_ab.state_dict(),
+            "g_ba": self.g_ba.state_dict(),
+            "d_a": self.d_a.state_dict(),
+            "d_b": self.d_b.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "pool_a": self.pool_a.state_dict(),
+            "pool_b": self.pool_b.state_dict(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` saved."""
+        for name in ("g_ab", "g_ba", "d_a", "d_b", "opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(state[name])
+        self.pool_a.load_state_dict(state["pool_a"], self.device)
+        self.pool_b.load_state_dict(state["pool_b"], self.device)

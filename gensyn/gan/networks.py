@@ -1,0 +1,234 @@
+"""CycleGAN networks: a ResNet generator and a PatchGAN discriminator.
+
+The architectures follow the CycleGAN paper (Zhu et al., 2017, appendix 7.2) as used by
+SyntheX: the generator is ``c7s1-ngf, d2ngf, d4ngf, R4ngf × n_blocks, u2ngf, ungf,
+c7s1-out`` with reflection padding and instance normalisation (no learned affine, no
+running statistics, so convolutions carry biases); the discriminator is the 70×70
+PatchGAN ``C64-C128-C256-C512`` followed by a 1-channel convolution. Parameter counts
+equal those of the reference implementation for the same options (tests pin them).
+
+Images are tensors of shape (N, C, H, W) with values in [-1, 1]; the generator keeps H×W
+(which must be divisible by 4), the discriminator returns a score map of shape
+(N, 1, H/8 - 2, W/8 - 2) for three layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GENERATOR_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    """The normalisation layer ``norm`` (instance | batch | none) for ``channels`` channels.
+
+    Instance norm has no affine parameters and tracks no running statistics, as in the
+    reference recipe.
+    """
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")
+
+
+def _conv_bias(norm: str) -> bool:
+    # Batch norm's learned shift makes a conv bias redundant; instance norm without
+    # affine parameters (and no norm at all) keeps it.
+    return norm != "batch"
+
+
+class ResnetBlock(nn.Module):
+    """Two 3×3 convolutions with reflection padding and a skip connection."""
+
+    def __init__(self, channels: int, norm: str = "instance", use_dropout: bool = False) -> None:
+        super().__init__()
+        bias = _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            make_norm(norm, channels),
+            nn.ReLU(inplace=True),
+        ]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            make_norm(norm, channels),
+        ]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """ResNet generator: 2 stride-2 downsamplings, ``n_blocks`` residual blocks, 2 upsamplings.
+
+    Input (N, in_channels, H, W) in [-1, 1], H and W divisible by 4; output
+    (N, out_channels, H, W) in [-1, 1] (tanh).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        use_dropout: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        bias = _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, kernel_size=7, bias=bias),
+            make_norm(norm, ngf),
+            nn.ReLU(inplace=True),
+        ]
+        channels = ngf
+        for _ in range(2):  # downsampling
+            layers += [
+                nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
+                make_norm(norm, channels * 2),
+                nn.ReLU(inplace=True),
+            ]
+            channels *= 2
+        layers += [ResnetBlock(channels, norm, use_dropout) for _ in range(n_blocks)]
+        for _ in range(2):  # upsampling
+            layers += [
+                nn.ConvTranspose2d(
+                    channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                make_norm(norm, channels // 2),
+                nn.ReLU(inplace=True),
+            ]
+            channels //= 2
+        layers += [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(channels, out_channels, kernel_size=7),
+            nn.Tanh(),
+        ]
+        self.model = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator; ``n_layers=3`` gives 70×70 receptive fields.
+
+    Input (N, in_channels, H, W); output raw scores (N, 1, H', W') (no sigmoid: the LSGAN
+    loss works on raw scores).
+    """
+
+    def __init__(
+        self, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance"
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        bias = _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1  # the last feature layer keeps the resolution
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
+                make_norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise conv weights (normal(0, gain) by default) and zero their biases, in place.
+
+    Batch-norm scales are drawn from normal(1, gain) with zero shifts. Uses the global torch
+    RNG, so seed it first for reproducible weights.
+    """
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"unknown init_type {init_type!r}; allowed: {', '.join(INIT_TYPES)}")
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            weight = module.weight
+            if init_type == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(weight, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(weight, gain=gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def build_generator(
+    in_channels: int,
+    out_channels: int,
+    ngf: int = 64,
+    arch: str = "resnet_9blocks",
+    norm: str = "instance",
+    use_dropout: bool = False,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+) -> ResnetGenerator:
+    """A freshly initialised generator; ``arch`` is resnet_9blocks or resnet_6blocks."""
+    if arch not in GENERATOR_BLOCKS:
+        raise ValueError(f"unknown generator arch {arch!r}; allowed: {', '.join(GENERATOR_BLOCKS)}")
+    net = ResnetGenerator(in_channels, out_channels, ngf, GENERATOR_BLOCKS[arch], norm, use_dropout)
+    init_weights(net, init_type, init_gain)
+    return net
+
+
+def build_discriminator(
+    in_channels: int,
+    ndf: int = 64,
+    n_layers: int = 3,
+    norm: str = "instance",
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+) -> PatchDiscriminator:
+    """A freshly initialised PatchGAN discriminator (n_layers=3: the 70×70 'basic' one)."""
+    net = PatchDiscriminator(in_channels, ndf, n_layers, norm)
+    init_weights(net, init_type, init_gain)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``net``."""
+    return sum(p.numel() for p in net.parameters())
+
+
+def receptive_field_px(n_layers: int) -> int:
+    """Receptive field (pixels) of one output of a PatchGAN with ``n_layers`` (3 → 70)."""
+    field, jump = 1, 1
+    strides = [2] * n_layers + [1, 1]  # n_layers stride-2 convs, then two stride-1 convs
+    for stride in strides:
+        field += 3 * jump  # kernel 4: (k - 1) * jump
+        jump *= stride
+    return field
