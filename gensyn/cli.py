@@ -24,8 +24,8 @@ _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--con
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
     keys: list[str] = []
     if isinstance(node, DictConfig):
-        for key in node.keys():
-            path = f"{prefix}{key}"
+        for key in node:
+            path = f"{prefix}{key!s}"
             keys.append(path)
             keys.extend(_all_keys(node._get_node(key), path + "."))
     return keys
@@ -44,7 +44,7 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str:
     if close:
         lines.append("  Did you mean: " + ", ".join(close) + " ?")
     if isinstance(parent, DictConfig):
-        lines.append(f"  Keys allowed at {where}: " + ", ".join(str(k) for k in parent.keys()))
+        lines.append(f"  Keys allowed at {where}: " + ", ".join(str(k) for k in parent))
     lines.append("  `python launch.py --cfg job` prints the whole config; "
                  "`python launch.py stage=list` lists the stages.")
     return "\n".join(lines)
@@ -72,7 +72,7 @@ def check_overrides(argv: Sequence[str]) -> None:
             continue
         if name in groups:
             value = ov.value()
-            first = value.list[0] if hasattr(value, "list") else value
+            first = getattr(value, "list", [value])[0]
             choices.append(f"{name}={first}")
         else:
             keys.append(name)
