@@ -187,3 +187,79 @@ def make_series_zip(n_images: int, seed: int = 0, with_license: bool = True) -> 
         if with_license:
             zf.writestr("LICENSE", "CC BY 3.0")
     return buf.getvalue()
+
+
+def write_dicom_series(
+    folder,
+    hu,
+    *,
+    row_dir=(1.0, 0.0, 0.0),
+    col_dir=(0.0, 1.0, 0.0),
+    first_position=(0.0, 0.0, 0.0),
+    pixel_spacing=(1.0, 1.0),
+    slice_step=None,
+    series_uid="1.2.826.0.1.3680043.8.498.1",
+    skip_slices=(),
+    shuffle_seed=0,
+    slope=1.0,
+    intercept=-1024.0,
+):
+    """Write ``hu`` (N slices x rows x columns, HU) as single-frame CT DICOM files.
+
+    ``row_dir``/``col_dir`` are ImageOrientationPatient (LPS), ``pixel_spacing`` is
+    (between rows, between columns) in mm and ``slice_step`` the LPS vector from one
+    slice's position to the next (default: the normal times 1.5 mm). Files are written in
+    a shuffled order with shuffled names, so readers must sort by position.
+    """
+    import random
+    from pathlib import Path
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    row_dir = np.asarray(row_dir, float)
+    col_dir = np.asarray(col_dir, float)
+    normal = np.cross(row_dir, col_dir)
+    step = normal * 1.5 if slice_step is None else np.asarray(slice_step, float)
+    hu = np.asarray(hu)
+    stored = np.rint((hu - intercept) / slope).astype(np.uint16)
+    order = list(range(hu.shape[0]))
+    random.Random(shuffle_seed).shuffle(order)
+    paths = []
+    for n, k in enumerate(order):
+        if k in skip_slices:
+            continue
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+        ds.Modality = "CT"
+        ds.PatientID = "PHANTOM"
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [f"{v:.10f}" for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(first_position) + k * step]
+        ds.PixelSpacing = [f"{pixel_spacing[0]:.6f}", f"{pixel_spacing[1]:.6f}"]
+        ds.SliceThickness = f"{float(np.linalg.norm(step)):.4f}"
+        ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[2])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleIntercept = f"{intercept:g}"
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        path = folder / f"img{n:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
