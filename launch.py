@@ -8,11 +8,11 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from gensyn.cli import check_overrides  # noqa: E402
-from gensyn.config import register_configs  # noqa: E402
+from gensyn.cli import check_overrides
+from gensyn.config import register_configs
 
 register_configs()
 
