@@ -1,0 +1,1 @@
+"""Reader study: build a blinded real-vs-synthetic study, serve it in Label Studio, analyse it."""

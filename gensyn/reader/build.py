@@ -1,0 +1,256 @@
+"""Build a blinded reader study: pick images per source, make them look alike, write a key.
+
+A reader must judge an image by its content only. Everything else that could tell the
+source apart is removed or made identical:
+
+* file names -> random ids (``<10 hex>.png``);
+* metadata -> none: the PNG holds only IHDR, IDAT and IEND chunks (no text, time, gamma);
+* size, bit depth, colour -> every image ``image_size_px`` square, 8-bit grey;
+* borders -> constant rows/columns at the edges (padding, collimation) are cut off, then a
+  fixed margin, then a centred square crop;
+* intensities -> one percentile window per image mapped to 0..255, one encoder.
+
+The answer key (image id -> source, truth, original file) is written to a separate folder
+that the serving code never reads from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gensyn import io
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TRUTHS = ("real", "fake")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: PNG chunk types a blinded image may contain; anything else could carry metadata.
+ALLOWED_PNG_CHUNKS = frozenset({"IHDR", "IDAT", "IEND"})
+KEY_COLUMNS = ("image_id", "source", "truth", "original_path", "sha256")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image source of the study: a folder of images that are all ``truth``."""
+
+    name: str
+    truth: str  # "real" | "fake"
+    folder: Path
+    pattern: str = "**/*.png"
+
+    def __post_init__(self) -> None:
+        if self.truth not in TRUTHS:
+            raise ValueError(
+                f"source {self.name!r}: truth must be one of {TRUTHS}, got {self.truth!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BlindingParams:
+    """How images are made alike (see module docstring)."""
+
+    image_size_px: int = 512
+    margin_fraction: float = 0.02  # cut from every side after the border strip
+    border_std_fraction: float = 0.01  # a row/column is border if its std < this × image range
+    window_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.image_size_px < 16:
+            raise ValueError(f"image_size_px must be >= 16, got {self.image_size_px}")
+        if not 0.0 <= self.margin_fraction < 0.5:
+            raise ValueError(f"margin_fraction must be in [0, 0.5), got {self.margin_fraction}")
+        lo, hi = self.window_percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"window_percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")
+
+
+def list_images(source: Source) -> list[Path]:
+    """All image files of ``source`` (sorted, so the seeded choice is reproducible)."""
+    if not source.folder.is_dir():
+        raise FileNotFoundError(f"source {source.name!r}: folder {source.folder} does not exist")
+    files = sorted(
+        p for p in source.folder.glob(source.pattern) if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    return [p for p in files if not p.name.endswith(io.PARTIAL_SUFFIX + p.suffix)]
+
+
+def to_grey_float(image: np.ndarray) -> np.ndarray:
+    """H×W (grey) or H×W×C (RGB[A]) pixels of any integer/float type -> H×W float64."""
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        rgb = arr[..., :3].astype(np.float64)
+        if rgb.shape[2] == 1:
+            return rgb[..., 0]
+        return rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D grey or 3-D colour image, got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def strip_borders(image: np.ndarray, std_fraction: float) -> np.ndarray:
+    """Cut constant rows/columns (padding, collimator shadow) from the four edges.
+
+    A row or column counts as border while its standard deviation is below
+    ``std_fraction`` × (1st-99th percentile range of the image). Never cuts below half size.
+    """
+    lo, hi = np.percentile(image, [1.0, 99.0])
+    tol = std_fraction * max(float(hi - lo), 1e-12)
+    row_std = image.std(axis=1)
+    col_std = image.std(axis=0)
+
+    def span(std: np.ndarray) -> tuple[int, int]:
+        busy = np.flatnonzero(std >= tol)
+        if busy.size == 0:
+            return 0, std.size
+        start, stop = int(busy[0]), int(busy[-1]) + 1
+        if stop - start < std.size // 2:  # nearly blank image: keep it whole rather than a sliver
+            return 0, std.size
+        return start, stop
+
+    r0, r1 = span(row_std)
+    c0, c1 = span(col_std)
+    return image[r0:r1, c0:c1]
+
+
+def square_crop(image: np.ndarray, margin_fraction: float) -> np.ndarray:
+    """Cut ``margin_fraction`` of each side, then the centred largest square."""
+    h, w = image.shape
+    mh, mw = round(h * margin_fraction), round(w * margin_fraction)
+    image = image[mh : h - mh, mw : w - mw]
+    h, w = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def blind_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
+    """Any input image -> ``image_size_px``² uint8 grey image made alike (see module doc)."""
+    from PIL import Image
+
+    grey = to_grey_float(image)
+    grey = strip_borders(grey, params.border_std_fraction)
+    grey = square_crop(grey, params.margin_fraction)
+    resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
+        (params.image_size_px, params.image_size_px), Image.Resampling.LANCZOS
+    )
+    arr = np.asarray(resized, dtype=np.float64)
+    lo, hi = np.percentile(arr, list(params.window_percentiles))
+    return io.to_uint(arr, bit_depth=8, vmin=float(lo), vmax=float(hi))
+
+
+def png_chunk_types(data: bytes) -> list[str]:
+    """The chunk types of a PNG file, in order (raises ValueError if not a PNG)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file (bad signature)")
+    types, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        types.append(data[pos + 4 : pos + 8].decode("latin-1"))
+        pos += 12 + length
+    return types
+
+
+def random_ids(n: int, rng: np.random.Generator, hex_digits: int = 10) -> list[str]:
+    """``n`` distinct random hex ids (drawn from ``rng``, so seeded)."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < n:
+        value = "".join(f"{b:02x}" for b in rng.integers(0, 256, size=(hex_digits + 1) // 2))
+        value = value[:hex_digits]
+        if value not in seen:
+            seen.add(value)
+            ids.append(value)
+    return ids
+
+
+def build_study(
+    sources: Sequence[Source],
+    images_per_source: int,
+    out_dir: str | os.PathLike[str],
+    seed: int,
+    params: BlindingParams | None = None,
+) -> pd.DataFrame:
+    """Pick ``images_per_source`` images per source (seeded), blind them, write images + key.
+
+    Writes ``out_dir/images/<id>.png`` (what readers see) and ``out_dir/key/answer_key.csv``
+    (columns :data:`KEY_COLUMNS`; never served). Returns the key as a DataFrame, rows in
+    random order. Raises ValueError naming the source when it has too few images, and when
+    two sources share a name.
+    """
+    import pandas as pd
+
+    params = params or BlindingParams()
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"reader study source names must be unique, got {names}")
+    if images_per_source < 1:
+        raise ValueError(f"images_per_source must be >= 1, got {images_per_source}")
+    rng = np.random.default_rng(seed)
+    picked: list[tuple[Source, Path]] = []
+    for source in sources:
+        files = list_images(source)
+        if len(files) < images_per_source:
+            raise ValueError(
+                f"source {source.name!r} has {len(files)} images matching {source.pattern!r} in "
+                f"{source.folder}, fewer than images_per_source={images_per_source}"
+            )
+        chosen = rng.choice(len(files), size=images_per_source, replace=False)
+        picked += [(source, files[i]) for i in sorted(chosen)]
+
+    order = rng.permutation(len(picked))  # key rows (and ids) carry no source order
+    ids = random_ids(len(picked), rng)
+    out = Path(out_dir)
+    rows = []
+    for image_id, k in zip(ids, order, strict=True):
+        source, path = picked[k]
+        pixels = blind_pixels(io.read_image(path), params)
+        target = out / "images" / f"{image_id}.png"
+        io.write_image(target, pixels)
+        rows.append(
+            {
+                "image_id": image_id,
+                "source": source.name,
+                "truth": source.truth,
+                "original_path": str(path),
+                "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+            }
+        )
+    key = pd.DataFrame(rows, columns=list(KEY_COLUMNS))
+    problems = check_blinded(out / "images", params.image_size_px)
+    if problems:
+        raise ValueError("blinded images differ in more than content:\n" + "\n".join(problems))
+    io.write_table(out / "key" / "answer_key.csv", key)
+    return key
+
+
+def check_blinded(images_dir: str | os.PathLike[str], image_size_px: int) -> list[str]:
+    """Problems that could let a reader tell sources apart by format (empty list = none).
+
+    Checks every PNG in ``images_dir``: size, mode (8-bit grey), chunk types, file name form.
+    """
+    from PIL import Image
+
+    problems = []
+    for path in sorted(Path(images_dir).glob("*.png")):
+        data = path.read_bytes()
+        extra = set(png_chunk_types(data)) - ALLOWED_PNG_CHUNKS
+        if extra:
+            problems.append(f"{path.name}: extra PNG chunks {sorted(extra)}")
+        with Image.open(path) as img:
+            if img.size != (image_size_px, image_size_px) or img.mode != "L":
+                problems.append(
+                    f"{path.name}: size {img.size} mode {img.mode}, want {image_size_px}² L"
+                )
+        stem = path.stem
+        if len(stem) != 10 or any(c not in "0123456789abcdef" for c in stem):
+            problems.append(f"{path.name}: name is not a random 10-hex id")
+    return problems
