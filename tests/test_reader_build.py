@@ -1,0 +1,115 @@
+"""Blinded study builder: selection is seeded, outputs carry nothing but content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from gensyn.reader.build import (
+    BlindingParams,
+    Source,
+    build_study,
+    check_blinded,
+    png_chunk_types,
+    strip_borders,
+)
+
+SECRET = "SOURCE-IS-DRR-centre-view"
+
+
+def _chest(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random 'X-ray' in [0, 1]: sums of Gaussian blobs, no flat rows."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.2 * yy + 0.1 * xx
+    for _ in range(6):
+        cy, cx, s = rng.random(3)
+        img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.02 + 0.05 * s))
+    return (img - img.min()) / (img.max() - img.min())
+
+
+def make_sources(root: Path, n_per_source: int = 6) -> list[Source]:
+    """Three sources that differ in every non-content way a leak could come from."""
+    rng = np.random.default_rng(7)
+    specs = [
+        ("xray16", "real"),  # 16-bit PNG with a text chunk, portrait
+        ("drr_rgb", "fake"),  # 8-bit RGB JPEG, landscape
+        ("synthex_pad", "fake"),  # 8-bit grey PNG with black padding border
+    ]
+    for name, _ in specs:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(n_per_source):
+            if name == "xray16":
+                pix = (_chest(rng, 90, 70) * 65535).astype(np.uint16)
+                info = PngImagePlugin.PngInfo()
+                info.add_text("Comment", SECRET)
+                Image.fromarray(pix).save(folder / f"{SECRET}_{i}.png", pnginfo=info)
+            elif name == "drr_rgb":
+                pix = (_chest(rng, 60, 80) * 255).astype(np.uint8)
+                Image.fromarray(np.stack([pix] * 3, axis=-1)).save(
+                    folder / f"drr_{i}.jpg", quality=95
+                )
+            else:
+                pix = np.zeros((100, 100), dtype=np.uint8)
+                pix[15:85, 10:90] = (_chest(rng, 70, 80) * 200 + 30).astype(np.uint8)
+                Image.fromarray(pix).save(folder / f"synthex_{i}.png")
+    return [Source(name, truth, root / name, pattern="*.*") for name, truth in specs]
+
+
+def test_blinded_images_look_alike_and_key_is_separate(tmp_path: Path) -> None:
+    sources = make_sources(tmp_path / "src")
+    params = BlindingParams(image_size_px=48)
+    key = build_study(sources, 4, tmp_path / "study", seed=3, params=params)
+
+    images = sorted((tmp_path / "study" / "images").glob("*"))
+    assert len(images) == 12 and len(key) == 12
+    assert key["source"].value_counts().to_dict() == {"xray16": 4, "drr_rgb": 4, "synthex_pad": 4}
+    assert set(key.loc[key["source"] == "xray16", "truth"]) == {"real"}
+    assert check_blinded(tmp_path / "study" / "images", 48) == []
+    for path in images:
+        data = path.read_bytes()
+        assert set(png_chunk_types(data)) == {"IHDR", "IDAT", "IEND"}
+        assert SECRET.encode() not in data
+        with Image.open(path) as img:
+            assert img.size == (48, 48) and img.mode == "L"
+            pix = np.asarray(img)
+        assert pix.min() == 0 and pix.max() == 255  # one intensity window for every source
+    # the only files next to the images are the images; the key lives elsewhere
+    assert {p.suffix for p in images} == {".png"}
+    assert (tmp_path / "study" / "key" / "answer_key.csv").is_file()
+    assert not any(SECRET in p.name for p in images)
+
+
+def test_padding_border_is_cut_off(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    content = _chest(rng, 40, 30)
+    padded = np.zeros((70, 60))
+    padded[10:50, 20:50] = content + 0.5
+    assert strip_borders(padded, 0.01).shape == (40, 30)
+
+
+def test_selection_is_seeded(tmp_path: Path) -> None:
+    sources = make_sources(tmp_path / "src")
+    params = BlindingParams(image_size_px=32)
+    a = build_study(sources, 3, tmp_path / "a", seed=1, params=params)
+    b = build_study(sources, 3, tmp_path / "b", seed=1, params=params)
+    c = build_study(sources, 3, tmp_path / "c", seed=2, params=params)
+    assert a.equals(b)
+    assert sorted(a["original_path"]) != sorted(c["original_path"]) or list(a["image_id"]) != list(
+        c["image_id"]
+    )
+    assert set(a["image_id"]).isdisjoint(c["image_id"])
+
+
+def test_too_few_images_names_the_source(tmp_path: Path) -> None:
+    sources = make_sources(tmp_path / "src", n_per_source=2)
+    with pytest.raises(ValueError, match=r"xray16.*fewer than images_per_source=3"):
+        build_study(sources, 3, tmp_path / "study", seed=0, params=BlindingParams(image_size_px=32))
+
+
+def test_bad_truth_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="truth must be one of"):
+        Source("x", "synthetic", tmp_path)
