@@ -76,3 +76,6 @@ def register_configs() -> None:
     cs.store(name="_config_schema", node=Config)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=f"schema/{group}", name="base", node=schema)
+    from gensyn.config.launcher import register_launcher_configs
+
+    register_launcher_configs()  # hydra/launcher=slurm

@@ -1,0 +1,7 @@
+"""The launcher class Hydra instantiates for ``hydra/launcher=slurm`` (see gensyn.launcher)."""
+
+from gensyn.launcher import SlurmLauncher
+
+
+class GensynSlurmLauncher(SlurmLauncher):
+    """hydra-submitit-launcher's SLURM launcher with GENSYN's additions (gensyn.launcher)."""
