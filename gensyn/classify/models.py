@@ -1,0 +1,133 @@
+"""Chest X-ray classifiers (Keras 3): the study's DenseNet121 and a small CPU demo CNN.
+
+Both models take ``uint8`` grey images of shape (S, S, 1), exactly what
+:func:`gensyn.classify.data.load_image` returns, and output (5,) sigmoid probabilities
+in the order of ``gensyn.config.FINDINGS``. The fixed intensity mapping from 0..255 to the
+network's input range is the first layer of the model, so a saved model carries it and
+training and prediction cannot normalise differently (the original study did).
+Random augmentation layers, when enabled, are active in training only (Keras semantics).
+
+Import this module only after ``KERAS_BACKEND`` is set (``gensyn.classify.keras_env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gensyn.classify.keras_env import keras
+
+MODEL_NAMES = ("densenet121", "small_cnn")
+# ImageNet statistics used by keras.applications.densenet.preprocess_input ("torch" mode);
+# the study's DenseNet121 started from ImageNet weights, which expect this input range.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build.
+
+    ``image_size_px``: side S of the square input. ``weights``: None (random init) or a local
+    path to a DenseNet121 *no-top* weights file (``.h5``/``.weights.h5``), never downloaded.
+    ``trainable_tail_layers``: DenseNet121 layers left trainable, counted from the end of the
+    convolutional base (the study: 9); -1 trains all. ``widths``: small_cnn channels per stage.
+    """
+
+    name: str = "densenet121"
+    image_size_px: int = 512
+    n_classes: int = 5
+    weights: str | None = None
+    trainable_tail_layers: int = 9
+    augment: bool = False
+    dropout: float = 0.0
+    widths: Sequence[int] = (16, 32, 64, 128)
+    seed: int = 0
+
+
+def _input_and_augment(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inputs = keras.Input((spec.image_size_px, spec.image_size_px, 1), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
+    if spec.augment:
+        # Small geometric changes only: no flips (the heart is on the left), no crops that
+        # could cut a finding out.
+        x = keras.layers.RandomRotation(5.0 / 360.0, fill_mode="constant", seed=spec.seed)(x)
+        x = keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=spec.seed + 1)(x)
+        x = keras.layers.RandomZoom(0.05, fill_mode="constant", seed=spec.seed + 2)(x)
+        x = keras.layers.RandomContrast(0.1, seed=spec.seed + 3)(x)
+    return inputs, x
+
+
+def densenet121(spec: ModelSpec) -> keras.Model:
+    """DenseNet121 base, all but the last ``trainable_tail_layers`` frozen, GAP, Dense(5, sigmoid)."""
+    inputs, x = _input_and_augment(spec)
+    x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    x = keras.layers.Rescaling(
+        [1.0 / s for s in IMAGENET_STD],
+        [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)],
+        name="imagenet_normalise",
+    )(x)
+    base = keras.applications.DenseNet121(
+        include_top=False,
+        weights=spec.weights,
+        input_shape=(spec.image_size_px, spec.image_size_px, 3),
+    )
+    set_trainable_tail(base, spec.trainable_tail_layers)
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if spec.dropout > 0:
+        x = keras.layers.Dropout(spec.dropout, seed=spec.seed)(x)
+    # float32 output even under a mixed-precision policy, so the loss is computed in float32
+    outputs = keras.layers.Dense(
+        spec.n_classes, activation="sigmoid", dtype="float32", name="findings"
+    )(x)
+    return keras.Model(inputs, outputs, name="densenet121_classifier")
+
+
+def set_trainable_tail(base: keras.Model, n_tail: int) -> None:
+    """Freeze all layers of ``base`` except the last ``n_tail`` (all trainable if n_tail < 0).
+
+    Frozen BatchNormalization layers run in inference mode (Keras 3), as in the study.
+    """
+    layers = base.layers
+    if n_tail < 0 or n_tail >= len(layers):
+        for layer in layers:
+            layer.trainable = True
+        return
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= len(layers) - n_tail
+
+
+def small_cnn(spec: ModelSpec) -> keras.Model:
+    """A small CNN for CPU demos: per stage conv-BN-ReLU twice, then 2x2 max-pool; GAP; Dense."""
+    inputs, x = _input_and_augment(spec)
+    x = keras.layers.Rescaling(2.0, -1.0, name="to_symmetric_range")(x)
+    for i, width in enumerate(spec.widths):
+        for j in range(2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(
+                x
+            )
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
+            x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    # max and mean pooling: a small bright finding is visible in the max, a big one in the mean
+    x = keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(x), keras.layers.GlobalMaxPooling2D()(x)]
+    )
+    if spec.dropout > 0:
+        x = keras.layers.Dropout(spec.dropout, seed=spec.seed)(x)
+    outputs = keras.layers.Dense(
+        spec.n_classes, activation="sigmoid", dtype="float32", name="findings"
+    )(x)
+    return keras.Model(inputs, outputs, name="small_cnn_classifier")
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    """Build the model named by ``spec.name`` (one of ``MODEL_NAMES``)."""
+    if spec.name == "densenet121":
+        return densenet121(spec)
+    if spec.name == "small_cnn":
+        if spec.weights is not None:
+            raise ValueError("classifier.weights applies to densenet121 only; set it to null")
+        return small_cnn(spec)
+    raise ValueError(f"unknown classifier {spec.name!r}; choose one of {MODEL_NAMES}")

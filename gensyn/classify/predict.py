@@ -1,0 +1,59 @@
+"""Predicted probabilities for a list of image files, through the one preprocessing function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gensyn.classify.data import BatchStream
+from gensyn.classify.keras_env import keras
+
+
+def padded_batches(stream: BatchStream) -> Iterator[tuple[np.ndarray]]:
+    """Image batches of ``stream``, the last one padded to full size with zeros.
+
+    Equal shapes mean one compiled prediction function (a DenseNet121 at 512² takes tens of
+    seconds to compile); :func:`predict_paths` trims the padding.
+    """
+    for batch in stream:
+        images = batch[0] if isinstance(batch, tuple) else batch
+        if images.shape[0] < stream.batch_size:
+            pad = np.zeros((stream.batch_size - images.shape[0], *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, pad])
+        yield (images,)  # Keras wants a tuple from generators
+
+
+def predict_paths(
+    model: keras.Model,
+    paths: Sequence[str | os.PathLike[str]],
+    image_size_px: int,
+    batch_size: int = 64,
+    num_workers: int = 4,
+    prefetch_batches: int = 4,
+) -> np.ndarray:
+    """Probabilities (n_images, n_classes) of ``model`` for the images at ``paths``, in order."""
+    if len(paths) == 0:
+        return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    stream = BatchStream(
+        [os.fspath(p) for p in paths],
+        None,
+        batch_size,
+        image_size_px,
+        shuffle=False,
+        num_workers=num_workers,
+        prefetch_batches=prefetch_batches,
+    )
+    probs = model.predict(padded_batches(stream), steps=len(stream), verbose=0)
+    return np.asarray(probs, dtype=np.float32)[: len(paths)]
+
+
+def load_classifier(path: str | os.PathLike[str]) -> keras.Model:
+    """Load a model saved by training (``best.keras``) for inference; the file must exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained classifier at {path}; run stage=classify first")
+    # compile=False: the training loss (possibly class-weighted) is not needed to predict
+    return keras.saving.load_model(path, compile=False)

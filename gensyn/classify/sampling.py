@@ -1,0 +1,128 @@
+"""Which synthetic images (DRR or SyntheX) join the real training folds: the sampling arms.
+
+An arm is ``(source, views_per_ct)``: ``none`` is the baseline (real images only); ``drr`` and
+``synthex`` add, for every CT, its centre view plus ``views_per_ct - 1`` angled views chosen
+at random (seeded per CT, so every fold of an arm uses the same images and the 5-view set
+contains the 2-view set). Synthetic images are only ever added to *training* data, never to
+validation or test data.
+
+CT labels are mapped to the five findings by :data:`CT_LABEL_ALIASES`: a CT table column
+counts for a finding if its lower-cased name is one of the finding's aliases (the demo and
+converted tables use the finding names themselves; RAD-ChestCT uses e.g. ``pleural_effusion``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+SOURCES = ("none", "drr", "synthex")
+#: finding -> column names in CT label tables that mean this finding (lower case).
+CT_LABEL_ALIASES: dict[str, tuple[str, ...]] = {
+    "Effusion": ("effusion", "pleural_effusion"),
+    "Pneumothorax": ("pneumothorax",),
+    "Atelectasis": ("atelectasis",),
+    "Cardiomegaly": ("cardiomegaly",),
+    "Pneumonia": ("pneumonia",),
+}
+
+
+def arm_name(source: str, views_per_ct: int) -> str:
+    """A readable, unique arm name: ``baseline``, ``drr_5``, ``synthex_10`` ..."""
+    check_arm(source, views_per_ct)
+    return "baseline" if source == "none" else f"{source}_{views_per_ct}"
+
+
+def check_arm(source: str, views_per_ct: int, max_views: int | None = None) -> None:
+    """Raise ValueError for an unknown source or an impossible number of views."""
+    if source not in SOURCES:
+        raise ValueError(f"sampling.source must be one of {SOURCES}, got {source!r}")
+    if views_per_ct < 1:
+        raise ValueError(f"sampling.views_per_ct must be >= 1, got {views_per_ct}")
+    if max_views is not None and views_per_ct > max_views:
+        raise ValueError(
+            f"sampling.views_per_ct={views_per_ct} but the CTs have at most {max_views} views "
+            "(centre + angled) in the upstream manifest"
+        )
+
+
+def ct_findings(volumes: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
+    """A table ``ct_id`` + one 0/1 column per finding from a CT label table.
+
+    Every finding must be matched by exactly one column (see :data:`CT_LABEL_ALIASES`);
+    a missing one is an error naming the columns found, never a silent zero.
+    """
+    by_lower = {c.lower(): c for c in volumes.columns}
+    out = pd.DataFrame({"ct_id": volumes["ct_id"].astype(str)})
+    for finding in findings:
+        aliases = (finding.lower(), *CT_LABEL_ALIASES.get(finding, ()))
+        found = sorted({by_lower[a] for a in aliases if a in by_lower})
+        if len(found) != 1:
+            raise ValueError(
+                f"CT label table needs one column for {finding!r} (any of {aliases}); "
+                f"found {found} among {list(volumes.columns)}"
+            )
+        out[finding] = volumes[found[0]].fillna(0).astype(int).clip(0, 1).to_numpy()
+    return out
+
+
+def select_views(manifest: pd.DataFrame, views_per_ct: int, seed: int) -> pd.DataFrame:
+    """Per CT: its centre view plus ``views_per_ct - 1`` angled views drawn with a per-CT seed.
+
+    ``manifest`` has ``ct_id``, ``is_center`` and one row per image. The angled views of a CT
+    are put in a random order fixed by (seed, ct_id) and the first n - 1 taken, so larger n
+    extend smaller n. Raises ValueError if a CT has no centre view or too few angled views.
+    """
+    rows = []
+    for ct_id, group in manifest.groupby("ct_id", sort=True):
+        center = group[group["is_center"].astype(bool)]
+        angled = group[~group["is_center"].astype(bool)]
+        if len(center) != 1:
+            raise ValueError(
+                f"CT {ct_id!r} has {len(center)} centre views in the manifest, needs 1"
+            )
+        if len(angled) < views_per_ct - 1:
+            raise ValueError(
+                f"CT {ct_id!r} has {len(angled)} angled views; views_per_ct={views_per_ct} needs "
+                f"{views_per_ct - 1}: render more poses (carm_pose) or lower sampling.views_per_ct"
+            )
+        # a stable per-CT stream (Python's hash() of a string changes between processes)
+        ct_seed = zlib.crc32(str(ct_id).encode())
+        order = np.random.default_rng([seed, ct_seed]).permutation(len(angled))
+        rows.append(center)
+        rows.append(angled.iloc[np.sort(order[: views_per_ct - 1])])
+    return pd.concat(rows, ignore_index=True) if rows else manifest.iloc[:0]
+
+
+def synthetic_training_rows(
+    manifest: pd.DataFrame,
+    volumes: pd.DataFrame,
+    findings: Sequence[str],
+    views_per_ct: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Rows ``image_id, patient_id, path, <findings>, source`` of the synthetic images of an arm.
+
+    ``manifest``: the DRR or SyntheX manifest (``path, ct_id, patient_id, is_center`` ...);
+    ``volumes``: the CT label table (``ct_id`` and label columns).
+    """
+    chosen = select_views(manifest, views_per_ct, seed)
+    labels = ct_findings(volumes, findings)
+    merged = chosen.assign(ct_id=chosen["ct_id"].astype(str)).merge(
+        labels, on="ct_id", how="left", validate="many_to_one"
+    )
+    if merged[list(findings)].isna().any().any():
+        missing = merged.loc[merged[list(findings)].isna().any(axis=1), "ct_id"].unique()[:5]
+        raise ValueError(f"CTs without labels in the CT label table: {list(missing)}")
+    patient = merged["patient_id"] if "patient_id" in merged else merged["ct_id"]
+    return pd.DataFrame(
+        {
+            "image_id": [f"syn_{p}" for p in merged["path"].astype(str)],
+            "patient_id": "ct_" + patient.astype(str),
+            "path": merged["path"].astype(str),
+            **{f: merged[f].astype(int) for f in findings},
+        }
+    )
