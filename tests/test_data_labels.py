@@ -112,6 +112,7 @@ def test_padchest_against_hand_counts(tmp_path: Path) -> None:
     assert t["frontal"].sum() == 6  # all but the lateral and the costal view
     assert t.loc["a.png", "relpath"] == "0/a.png" and t.loc["a.png", "patient_id"] == "p1"
     assert t.loc["a.png", "label_method"] == "Physician"
+    assert t.loc["a.png", "photometric"] == "MONOCHROME2"
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,9 @@ def read_padchest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFr
     """
     raw = pd.read_csv(
         path,
-        usecols=lambda c: c in {*PADCHEST_COLUMNS, "MethodLabel"},
+        usecols=lambda c: (
+            c in {*PADCHEST_COLUMNS, "MethodLabel", "PhotometricInterpretation_DICOM"}
+        ),
         dtype=str,
         keep_default_na=False,
         na_values=[""],
@@ -155,6 +157,8 @@ def read_padchest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFr
     )
     if "MethodLabel" in raw.columns:
         table["label_method"] = raw["MethodLabel"].values
+    if "PhotometricInterpretation_DICOM" in raw.columns:  # MONOCHROME1 images are inverted
+        table["photometric"] = raw["PhotometricInterpretation_DICOM"].fillna("").values
     return table, skipped.reset_index(drop=True)
 
 

@@ -1,0 +1,263 @@
+"""Real chest X-ray preparation: 8/16-bit PNGs of any size -> windowed, resized PNGs.
+
+Per image: decode keeping the stored bit depth (PadChest: 16-bit PNG holding 12-bit
+values), invert ``MONOCHROME1`` images (bright air) so that bone is bright in every output,
+resize to ``size_px`` (area averaging when shrinking, bilinear when enlarging; ``mode``
+``squash`` stretches to a square like the original study, ``pad`` keeps the aspect ratio
+and pads with black), window to the output range (``percentile``: the ``window_pct``
+percentiles of the resized image map to 0 and full scale; ``minmax``; ``bits``: the whole
+range of the stored bit depth, ``0 .. 2**bits - 1``) and write ``bit_depth`` PNG atomically.
+
+:func:`prepare_many` streams: worker processes take paths, one result row at a time is
+appended to a journal CSV, finished outputs are skipped on a re-run, and an unreadable image
+becomes a row with ``status = failed`` and its reason instead of stopping the run. Memory
+is bounded by ``workers`` images, not by the data set's size.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any
+
+import numpy as np
+
+WINDOWS = ("percentile", "minmax", "bits")
+MODES = ("squash", "pad")
+JOURNAL_FIELDS = (
+    "image_id",
+    "src",
+    "dst",
+    "status",
+    "reason",
+    "width_px",
+    "height_px",
+    "stored_bits",
+    "window_lo",
+    "window_hi",
+)
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """How to prepare images (see the module docstring). ``size_px`` is the output side length."""
+
+    size_px: int = 512
+    bit_depth: int = 8
+    window: str = "percentile"
+    window_pct: tuple[float, float] = (0.5, 99.5)
+    mode: str = "squash"
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window={self.window!r}; allowed: {', '.join(WINDOWS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r}; allowed: {', '.join(MODES)}")
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth={self.bit_depth}; allowed: 8, 16")
+        if self.size_px < 8:
+            raise ValueError(f"size_px={self.size_px} is too small (>= 8)")
+        lo, hi = self.window_pct
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"window_pct={self.window_pct} must satisfy 0 <= lo < hi <= 100")
+
+
+@dataclass(frozen=True)
+class PrepJob:
+    """One image: id, source path, destination path, invert (MONOCHROME1)."""
+
+    image_id: str
+    src: str
+    dst: str
+    invert: bool = False
+
+
+def read_xray(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a grey-scale image keeping its bit depth -> 2-D uint8 or uint16 array.
+
+    RGB(A) images are reduced to their first channel (scanned films are stored as grey RGB).
+    Raises ValueError naming the file if it cannot be decoded.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L"):
+                arr = np.asarray(im, dtype=np.uint16)
+            elif im.mode == "I":
+                arr = np.asarray(im).clip(0, 65535).astype(np.uint16)
+            elif im.mode in ("L", "P", "LA", "RGB", "RGBA"):
+                arr = np.asarray(im.convert("L") if im.mode == "P" else im)
+                arr = arr[..., 0] if arr.ndim == 3 else arr
+            else:
+                raise ValueError(f"unsupported image mode {im.mode}")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if arr.ndim != 2 or min(arr.shape) < 2:
+        raise ValueError(f"cannot read image {path}: shape {arr.shape} is not a 2-D image")
+    return arr
+
+
+def stored_bits(image: np.ndarray) -> int:
+    """Smallest of 8, 10, 12, 14, 16 bits that holds the image's maximum value."""
+    top = int(image.max())
+    return next(b for b in (8, 10, 12, 14, 16) if top < 2**b)
+
+
+def resize(image: np.ndarray, size_px: int, mode: str = "squash") -> np.ndarray:
+    """Resize a 2-D image to ``size_px`` x ``size_px`` float32 (area average when shrinking)."""
+    from PIL import Image
+
+    h, w = image.shape
+    if mode == "squash":
+        target = (size_px, size_px)
+    else:
+        scale = size_px / max(h, w)
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shrink = target[0] <= w and target[1] <= h
+    flt = Image.fromarray(image.astype(np.float32), mode="F")
+    out = np.asarray(
+        flt.resize(target, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+    )
+    if mode == "pad":
+        canvas = np.zeros((size_px, size_px), np.float32)
+        top, left = (size_px - out.shape[0]) // 2, (size_px - out.shape[1]) // 2
+        canvas[top : top + out.shape[0], left : left + out.shape[1]] = out
+        return canvas
+    return out
+
+
+def window_limits(
+    image: np.ndarray, options: PrepOptions, bits: int, valid: np.ndarray | None = None
+) -> tuple[float, float]:
+    """The input values that map to black and full white."""
+    values = image if valid is None else image[valid]
+    if options.window == "bits":
+        return 0.0, float(2**bits - 1)
+    if options.window == "minmax":
+        return float(values.min()), float(values.max())
+    lo, hi = np.percentile(values, options.window_pct)
+    return float(lo), float(hi)
+
+
+def prepare_image(job: PrepJob, options: PrepOptions) -> dict[str, Any]:
+    """Prepare one image (see module docstring); returns its journal row. Never raises for a
+    bad image: the row then has ``status = failed`` and the reason."""
+    from gensyn.io import to_uint, write_image
+
+    row: dict[str, Any] = {
+        "image_id": job.image_id,
+        "src": job.src,
+        "dst": job.dst,
+        "status": "ok",
+        "reason": "",
+    }
+    try:
+        raw = read_xray(job.src)
+        bits = stored_bits(raw)
+        row.update(width_px=raw.shape[1], height_px=raw.shape[0], stored_bits=bits)
+        small = resize(raw, options.size_px, options.mode)
+        valid = None
+        if options.mode == "pad":
+            valid = resize(np.ones_like(raw, dtype=np.uint8), options.size_px, "pad") > 0.5
+        lo, hi = window_limits(small, options, bits, valid)
+        out = to_uint(small, options.bit_depth, lo, hi)
+        if job.invert:
+            top = 255 if options.bit_depth == 8 else 65535
+            out = (top - out).astype(out.dtype)
+            if valid is not None:
+                out[~valid] = 0
+        row.update(window_lo=round(lo, 3), window_hi=round(hi, 3))
+        write_image(job.dst, out)
+    except (ValueError, OSError, MemoryError) as exc:
+        row.update(status="failed", reason=str(exc))
+    return row
+
+
+def _work(args: tuple[PrepJob, PrepOptions]) -> dict[str, Any]:
+    return prepare_image(*args)
+
+
+def read_journal(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
+    """Rows of an earlier (possibly killed) run by image id; torn last lines are ignored."""
+    rows: dict[str, dict[str, str]] = {}
+    p = Path(path)
+    if not p.is_file():
+        return rows
+    with open(p, newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            if rec.get("image_id") and rec.get("window_hi") is not None and None not in rec:
+                rows[rec["image_id"]] = rec
+    return rows
+
+
+def prepare_many(
+    jobs: Iterable[PrepJob],
+    options: PrepOptions,
+    journal: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    total: int | None = None,
+    chunksize: int = 8,
+) -> Iterator[dict[str, Any]]:
+    """Prepare images in ``workers`` processes, appending each result row to ``journal``.
+
+    Jobs whose output exists and whose journal row says ``ok`` are skipped (their old row is
+    yielded again); failed images are retried. Yields one row per job as results arrive.
+    """
+    from tqdm.auto import tqdm
+
+    done = read_journal(journal)
+    journal = Path(journal)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not journal.is_file() or journal.stat().st_size == 0
+    if not new_file:  # cut a torn last line so appended rows start on a fresh line
+        with open(journal, "rb+") as raw_fh:
+            raw_fh.seek(0, os.SEEK_END)
+            size = raw_fh.tell()
+            raw_fh.seek(max(0, size - 1))
+            if raw_fh.read(1) != b"\n":
+                raw_fh.write(b"\n")
+
+    # Pool.imap consumes todo() in its own thread: skipped rows travel through a queue.
+    skipped: SimpleQueue[dict[str, Any]] = SimpleQueue()
+
+    def todo() -> Iterator[tuple[PrepJob, PrepOptions]]:
+        for job in jobs:
+            old = done.get(job.image_id)
+            if old and old.get("status") == "ok" and Path(job.dst).is_file():
+                skipped.put(old)
+                continue
+            yield job, options
+
+    def drain() -> Iterator[dict[str, Any]]:
+        while not skipped.empty():
+            bar.update(1)
+            yield skipped.get()
+
+    bar = tqdm(total=total, unit="img", disable=not progress, desc="prepare_xrays")
+    with open(journal, "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=JOURNAL_FIELDS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        pool = get_context("spawn").Pool(workers) if workers > 1 else None
+        try:
+            results = pool.imap(_work, todo(), chunksize=chunksize) if pool else map(_work, todo())
+            for row in results:
+                writer.writerow(row)
+                fh.flush()
+                bar.update(1)
+                yield from drain()
+                yield row
+            yield from drain()
+        finally:
+            if pool is not None:
+                pool.terminate()
+            bar.close()
