@@ -1,0 +1,195 @@
+"""Public DRR API: HU volume + affine + poses -> images.
+
+``render_drrs`` is the stable entry point used by ``stage=drr`` and by the demo's
+simulated X-ray domain (gensyn/data/xray_sim.py); docs/conventions.md documents it.
+``DrrRenderer`` keeps the prepared volume for rendering many pose batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gensyn.drr.geometry import CarmGeometry, CarmPose, detector_pixels_world, volume_center_world
+from gensyn.drr.physics import (
+    PhysicsConfig,
+    add_poisson_noise,
+    density_from_hu,
+    intensity_from_line_integrals,
+    spectrum_table,
+)
+
+__all__ = ["DrrRenderer", "make_rays", "render_drrs", "to_uint8", "to_uint16"]
+
+RENDER_METHODS = ("auto", "joseph", "trilinear", "fused")
+
+
+def make_rays(poses: Sequence[CarmPose], geometry: CarmGeometry, volume_shape, affine):
+    """RaySet for ``poses`` (isocentre defaults to the volume centre)."""
+    from gensyn.drr.projector import RaySet
+
+    center = volume_center_world(tuple(volume_shape), affine)
+    parts = [detector_pixels_world(p, geometry, center) for p in poses]
+    origin, d_col, d_row, source = (np.stack(x) for x in zip(*parts, strict=True))
+    return RaySet(
+        source, origin, d_col, d_row, geometry.detector_rows_px, geometry.detector_cols_px
+    )
+
+
+class DrrRenderer:
+    """A CT prepared for rendering: per-material density volumes on ``device``.
+
+    Args:
+        volume_hu: CT in Hounsfield units, (I, J, K) array or tensor, NIfTI voxel order.
+        affine: 4x4 NIfTI affine (voxel index -> world RAS mm).
+        physics: materials, spectrum, noise, output.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        masks: disjoint boolean volumes keyed by material name (e.g. from a
+            segmentation model) replacing the HU thresholds.
+    """
+
+    def __init__(
+        self,
+        volume_hu,
+        affine: np.ndarray,
+        physics: PhysicsConfig | None = None,
+        device: str = "cpu",
+        masks: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        import torch
+
+        from gensyn.drr.projector import ChannelVolume
+
+        self.physics = PhysicsConfig() if physics is None else physics
+        hu = torch.as_tensor(
+            np.asarray(volume_hu) if not isinstance(volume_hu, torch.Tensor) else volume_hu
+        )
+        if hu.ndim != 3:
+            raise ValueError(f"volume_hu must be 3-D (I, J, K), got shape {tuple(hu.shape)}")
+        self.hu = hu.to(device=device, dtype=torch.float32)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.masks = (
+            None if masks is None else {k: torch.as_tensor(v).to(device) for k, v in masks.items()}
+        )
+        if self.masks is not None:
+            missing = [m for m in self.physics.materials if m not in self.masks]
+            if missing:
+                raise ValueError(
+                    f"material masks lack {missing}; expected keys {self.physics.materials}"
+                )
+        self.table = spectrum_table(self.physics)
+        self.volume = ChannelVolume(self._build, tuple(self.hu.shape), len(self.physics.materials))
+
+    def _build(self, perm: tuple[int, int, int]):
+        """Density volumes (g/cm^3) with voxel axes ``perm``: (n0, M, n1, n2)."""
+        import torch
+
+        hu = self.hu.permute(*perm).contiguous()
+        rho = density_from_hu(hu)
+        p = self.physics
+        if self.masks is None:
+            air, bone = hu <= p.air_max_hu, hu > p.bone_min_hu
+            masks = {"air": air, "bone": bone, "soft_tissue": ~(air | bone)}
+        else:
+            masks = {k: v.permute(*perm) for k, v in self.masks.items()}
+        zero = torch.zeros((), device=rho.device)
+        return torch.stack(
+            [torch.where(masks[m], rho, zero) for m in p.materials], dim=1
+        ).contiguous()
+
+    def material_line_integrals(
+        self, poses, geometry, method="joseph", step_mm=None, max_samples=1 << 21
+    ):
+        """Per-material density line integrals (B, H, W, M) in g/cm^2 (torch)."""
+        from gensyn.drr.projector import line_integrals
+
+        rays = make_rays(poses, geometry, self.hu.shape, self.affine)
+        lint = line_integrals(self.volume, self.affine, rays, method, step_mm, max_samples)
+        return lint / 10.0  # g/cm^3 * mm -> g/cm^2
+
+    def render(
+        self,
+        poses: Sequence[CarmPose],
+        geometry: CarmGeometry,
+        method: str = "auto",
+        step_mm: float | None = None,
+        max_samples: int = 1 << 21,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """Render one DRR per pose; see :func:`render_drrs`."""
+        import torch
+
+        from gensyn.drr import fused
+
+        if method not in RENDER_METHODS:
+            raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
+        if len(poses) == 0:
+            return np.zeros((0, geometry.detector_rows_px, geometry.detector_cols_px), np.float32)
+        physics = self.physics
+        if method == "auto":
+            method = "fused" if self.hu.is_cuda and fused.available() else "joseph"
+        if method == "fused":
+            if physics.photon_count > 0:
+                raise ValueError("method 'fused' is noise-free; use 'joseph' with photon_count > 0")
+            rays = make_rays(poses, geometry, self.hu.shape, self.affine)
+            intensity = fused.render(self.volume, self.affine, rays, self.table)
+        else:
+            lint = self.material_line_integrals(poses, geometry, method, step_mm, max_samples)
+            intensity = intensity_from_line_integrals(lint, self.table)
+            if physics.photon_count > 0:
+                gen = torch.Generator(device=lint.device)
+                gen.manual_seed(0 if seed is None else int(seed))
+                intensity = add_poisson_noise(
+                    intensity, lint, self.table, physics.photon_count, gen
+                )
+        if physics.output == "line_integral":
+            intensity = -torch.log(intensity.clamp_min(1e-12))
+        return intensity.float().cpu().numpy()
+
+
+def render_drrs(
+    volume_hu,
+    affine: np.ndarray,
+    poses: Sequence[CarmPose],
+    geometry: CarmGeometry,
+    physics: PhysicsConfig | None = None,
+    device: str = "cpu",
+    method: str = "auto",
+    step_mm: float | None = None,
+    max_samples: int = 1 << 21,
+    masks: Mapping[str, np.ndarray] | None = None,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Render one DRR per pose.
+
+    Args:
+        volume_hu: CT in Hounsfield units, (I, J, K) array or tensor, NIfTI voxel order.
+        affine: 4x4 NIfTI affine (voxel index -> world RAS mm).
+        poses: C-arm poses (alpha/beta in degrees, isocentre default = volume centre).
+        geometry: detector and distances; its pixel count is the image size.
+        physics: spectrum, materials, noise, output; default ``PhysicsConfig()``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        method: ``auto`` (``fused`` on CUDA when Triton is importable, else
+            ``joseph``), ``joseph``, ``trilinear`` (torch, any device) or ``fused``
+            (Triton kernel, CUDA only, noise-free).
+        step_mm: sample spacing of ``trilinear``.
+        max_samples: memory bound of the projector (samples per chunk).
+        masks: material masks replacing HU thresholds.
+        seed: seed of the Poisson noise.
+    Returns:
+        float32 array (n_poses, H, W): I/I0 in (0, 1] for ``output=intensity`` or
+        -ln(I/I0) (bone bright) for ``output=line_integral``.
+    """
+    renderer = DrrRenderer(volume_hu, affine, physics, device, masks)
+    return renderer.render(poses, geometry, method, step_mm, max_samples, seed)
+
+
+def to_uint8(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] float image -> uint8 (rounded, clipped)."""
+    return np.round(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_uint16(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] float image -> uint16 (rounded, clipped)."""
+    return np.round(np.clip(image01, 0.0, 1.0) * 65535.0).astype(np.uint16)
