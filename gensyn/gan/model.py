@@ -29,7 +29,11 @@ from gensyn.gan import losses
 from gensyn.gan.networks import build_discriminator, build_generator
 from gensyn.gan.pool import ImagePool
 
-LOSS_NAMES = ("d_a", "g_a", "cycle_a", "idt_a", "d_b", "g_b", "cycle_b", "idt_b")
+#: Loss terms, with the reference implementation's names in brackets: adversarial losses of
+#: g_ab [G_A] and g_ba [G_B], cycle losses A→B→A [cycle_A] and B→A→B [cycle_B], identity
+#: losses |g_ab(b) - b| [idt_A] and |g_ba(a) - a| [idt_B], discriminator losses of d_b
+#: (judges domain B) [D_A] and d_a [D_B].
+LOSS_NAMES = ("gan_ab", "gan_ba", "cycle_aba", "cycle_bab", "idt_ab", "idt_ba", "d_b", "d_a")
 PRECISIONS = ("bf16", "fp32")
 
 
@@ -153,59 +157,65 @@ class CycleGAN(nn.Module):
             out["idt_a"], out["idt_b"] = idt_a, idt_b  # type: ignore[assignment]
         return out
 
+    def _generator_losses(
+        self, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        o = self.opts
+        with self.autocast():
+            x = self._generate(real_a, real_b)
+            terms = {
+                "gan_ab": losses.gan_loss(self._d_b(x["fake_b"]), True, o.gan_mode),
+                "gan_ba": losses.gan_loss(self._d_a(x["fake_a"]), True, o.gan_mode),
+            }
+        terms["cycle_aba"] = losses.l1_loss(x["rec_a"], real_a) * o.lambda_a
+        terms["cycle_bab"] = losses.l1_loss(x["rec_b"], real_b) * o.lambda_b
+        if o.lambda_identity > 0:
+            terms["idt_ab"] = losses.l1_loss(x["idt_a"], real_b) * o.lambda_b * o.lambda_identity
+            terms["idt_ba"] = losses.l1_loss(x["idt_b"], real_a) * o.lambda_a * o.lambda_identity
+        else:
+            terms["idt_ab"] = terms["idt_ba"] = torch.zeros((), device=self.device)
+        return terms, x
+
+    def _discriminator_losses(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            return {
+                "d_b": self._d_loss(self._d_b, real_b, fake_b),
+                "d_a": self._d_loss(self._d_a, real_a, fake_a),
+            }
+
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         """One update of generators and discriminators on a batch of A and B images.
 
-        Returns the eight losses (order :data:`LOSS_NAMES`) as one detached float32 tensor on
-        the device; reading it is the caller's choice (it synchronises with the GPU).
+        Returns the losses (order :data:`LOSS_NAMES`) as one detached float32 tensor on the
+        device; reading it is the caller's choice (it synchronises with the GPU).
         """
-        o = self.opts
-        mode = o.gan_mode
         real_a, real_b = self.prepare(real_a), self.prepare(real_b)
-        zero = torch.zeros((), device=self.device)
-        # --- generators
+        # generators, with the discriminators frozen
         self._set_d_grad(False)
-        with self.autocast():
-            x = self._generate(real_a, real_b)
-            loss_g_a = losses.gan_loss(self._d_b(x["fake_b"]), True, mode)
-            loss_g_b = losses.gan_loss(self._d_a(x["fake_a"]), True, mode)
-        loss_cycle_a = losses.l1_loss(x["rec_a"], real_a) * o.lambda_a
-        loss_cycle_b = losses.l1_loss(x["rec_b"], real_b) * o.lambda_b
-        if o.lambda_identity > 0:
-            loss_idt_a = losses.l1_loss(x["idt_a"], real_b) * o.lambda_b * o.lambda_identity
-            loss_idt_b = losses.l1_loss(x["idt_b"], real_a) * o.lambda_a * o.lambda_identity
-        else:
-            loss_idt_a = loss_idt_b = zero
-        loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
-        loss_g.backward()
+        g_terms, x = self._generator_losses(real_a, real_b)
+        sum(g_terms.values()).backward()  # type: ignore[union-attr]
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
-        # --- discriminators, on pooled fakes
+        # discriminators, on pooled fakes
         self._set_d_grad(True)
         fake_b = self.pool_b.query(x["fake_b"].detach())
         fake_a = self.pool_a.query(x["fake_a"].detach())
-        with self.autocast():
-            loss_d_a = self._d_loss(self._d_b, real_b, fake_b)  # D_A of the reference judges B
-            loss_d_b = self._d_loss(self._d_a, real_a, fake_a)
-        (loss_d_a + loss_d_b).backward()
+        d_terms = self._discriminator_losses(real_a, real_b, fake_a, fake_b)
+        (d_terms["d_b"] + d_terms["d_a"]).backward()
         self.opt_d.step()
         self.opt_d.zero_grad(set_to_none=True)
-        return (
-            torch.stack(
-                [
-                    loss_d_a,
-                    loss_g_a,
-                    loss_cycle_a,
-                    loss_idt_a,
-                    loss_d_b,
-                    loss_g_b,
-                    loss_cycle_b,
-                    loss_idt_b,
-                ]
-            )
-            .detach()
-            .float()
-        )
+        terms = {**g_terms, **d_terms}
+        return torch.stack([terms[k].float() for k in LOSS_NAMES]).detach()
+
+    @torch.no_grad()
+    def evaluate_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+        """All losses on a batch without updating anything (fakes straight, not pooled)."""
+        real_a, real_b = self.prepare(real_a), self.prepare(real_b)
+        g_terms, x = self._generator_losses(real_a, real_b)
+        d_terms = self._discriminator_losses(real_a, real_b, x["fake_a"], x["fake_b"])
+        return {k: float(v) for k, v in {**g_terms, **d_terms}.items()}
 
     def _d_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.batch_calls:
