@@ -1,0 +1,113 @@
+"""The one preprocessing function and the streaming batches."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gensyn.classify import data
+
+
+def test_load_image_8bit_matches_hand_computed_stretch(tmp_path):
+    img = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16) // 4 + 10  # values 10..73
+    Image.fromarray(img).save(tmp_path / "a.png")
+    out = data.load_image(tmp_path / "a.png", 16)
+    expected = np.round((img.astype(float) - 10) * 255 / 63).astype(np.uint8)
+    assert out.shape == (16, 16, 1) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], expected)
+
+
+def test_load_image_16bit_keeps_precision_and_resizes(tmp_path):
+    # a 16-bit ramp whose whole range is 1000..1255: an early cast to 8 bit would flatten it
+    ramp = (1000 + np.tile(np.arange(256), (64, 1))).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "b.png")
+    out = data.load_image(tmp_path / "b.png", 32)[..., 0]
+    assert out.shape == (32, 32)
+    assert out.min() == 0 and out.max() == 255
+    assert (np.diff(out[0].astype(int)) >= 0).all() and len(np.unique(out[0])) == 32
+    # same as PIL's float resize followed by the stretch
+    ref = np.asarray(Image.fromarray(ramp.astype(np.float32)).resize((32, 32), Image.BILINEAR))
+    ref = np.floor((ref - ref.min()) * 255 / (ref.max() - ref.min()) + 0.5)
+    np.testing.assert_array_equal(out, ref.astype(np.uint8))
+
+
+def test_load_image_rgb_constant_and_broken(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:4] = 200
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    out = data.load_image(tmp_path / "c.png", 8)[..., 0]
+    assert set(np.unique(out)) == {0, 255}
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "d.png")
+    assert not data.load_image(tmp_path / "d.png", 8).any()
+    (tmp_path / "e.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"e\.png"):
+        data.load_image(tmp_path / "e.png", 8)
+
+
+def _pngs(tmp_path, n):
+    paths = []
+    for i in range(n):
+        arr = np.zeros((8, 8), np.uint8)
+        arr[0, 0], arr[1, 1] = 255, i  # pixel (1,1) identifies the image after stretching
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    return paths
+
+
+def _ids(batch_images):
+    return [int(v) for v in batch_images[:, 1, 1, 0]]
+
+
+def test_batch_stream_order_shuffle_and_remainder(tmp_path):
+    paths = _pngs(tmp_path, 23)
+    labels = np.arange(23, dtype=float)[:, None].repeat(5, axis=1)
+    plain = data.BatchStream(paths, labels, 5, 8, shuffle=False, num_workers=2)
+    batches = list(plain)
+    assert len(plain) == 5 and [b[0].shape[0] for b in batches] == [5, 5, 5, 5, 3]
+    assert np.concatenate([b[1][:, 0] for b in batches]).tolist() == list(range(23))
+    assert sum((_ids(b[0]) for b in batches), []) == list(range(23))
+
+    shuffled = data.BatchStream(paths, labels, 5, 8, shuffle=True, seed=3, drop_remainder=True)
+    e0 = np.concatenate([b[1][:, 0] for b in shuffled])
+    assert len(e0) == 20 and len(set(e0)) == 20
+    np.testing.assert_array_equal(e0, np.concatenate([b[1][:, 0] for b in shuffled]))
+    shuffled.set_epoch(1)
+    e1 = np.concatenate([b[1][:, 0] for b in shuffled])
+    assert not np.array_equal(e0, e1)
+    # images stay with their labels through the shuffle
+    for images, lab in shuffled:
+        assert _ids(images) == lab[:, 0].astype(int).tolist()
+
+
+def test_batch_stream_bounds_batches_in_flight(tmp_path):
+    paths = _pngs(tmp_path, 40)
+    stream = data.BatchStream(paths, None, 2, 8, num_workers=2, prefetch_batches=3)
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+    original = stream._load_batch
+
+    def counting(pool, idx):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        try:
+            return original(pool, idx)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    stream._load_batch = counting  # type: ignore[method-assign]
+    consumed = 0
+    for _ in stream:
+        consumed += 1
+        threading.Event().wait(0.005)  # a slow consumer: the producer must not run ahead
+    assert consumed == 20 and state["max"] <= 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="label rows"):
+        data.BatchStream(["a", "b"], np.zeros((3, 5)), 1, 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.BatchStream(["a"], None, 0, 8)
