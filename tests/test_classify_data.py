@@ -68,7 +68,7 @@ def test_batch_stream_order_shuffle_and_remainder(tmp_path):
     batches = list(plain)
     assert len(plain) == 5 and [b[0].shape[0] for b in batches] == [5, 5, 5, 5, 3]
     assert np.concatenate([b[1][:, 0] for b in batches]).tolist() == list(range(23))
-    assert sum((_ids(b[0]) for b in batches), []) == list(range(23))
+    assert [i for b in batches for i in _ids(b[0])] == list(range(23))
 
     shuffled = data.BatchStream(paths, labels, 5, 8, shuffle=True, seed=3, drop_remainder=True)
     e0 = np.concatenate([b[1][:, 0] for b in shuffled])
