@@ -174,7 +174,7 @@ def test_radchest_labels_with_locations(tmp_path: Path) -> None:
             "nodule": [1, 0, 0],
             "pleural_effusion": [0, 1, 0],
             "left_lung*pneumothorax": [0, 0, 1],
-            "right_lung*pneumothorax": [0, 1, 1],
+            "pneumothorax*right_lung": [0, 1, 1],
             "cardiomegaly": [1, 0, 0],
         }
     ).to_csv(path, index=False)
@@ -183,9 +183,9 @@ def test_radchest_labels_with_locations(tmp_path: Path) -> None:
     assert list(t["Pneumothorax"]) == [0, 1, 1] and list(t["Effusion"]) == [0, 1, 0]
     assert list(t["Cardiomegaly"]) == [1, 0, 0] and t["Atelectasis"].sum() == 0
     assert list(t["labels"]) == [
-        "cardiomegaly|nodule",
-        "pleural_effusion|pneumothorax",
-        "pneumothorax",
+        "nodule|cardiomegaly",
+        "pleural_effusion|pneumothorax*right_lung",
+        "left_lung*pneumothorax|pneumothorax*right_lung",
     ]
     assert (t["view"] == "CT").all()
 

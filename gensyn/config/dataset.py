@@ -19,6 +19,55 @@ class DemoDataConfig:
 
 
 @dataclass
+class DownloadConfig:
+    """Where ``stage=download`` fetches raw data from (gensyn.data.zenodo / gensyn.data.nbia).
+
+    Tokens never live in YAML: ``token_env`` names an environment variable and
+    ``token_file`` a file holding the token on its first line.
+    """
+
+    source: str = "none"  # zenodo | nbia | none (data placed in raw_dir by hand)
+    api_url: str = ""  # "" = the public service's default
+    record_id: str = ""  # Zenodo record
+    collection: str = ""  # NBIA collection, e.g. LIDC-IDRI
+    modality: str = "CT"  # NBIA series modality kept ("" = all)
+    include: list[str] = field(default_factory=list)  # file-name globs to fetch ([] = all)
+    token_env: str = ""  # environment variable holding the access token
+    token_file: str | None = None  # or a file with the token on its first line
+    attempts: int = 6  # tries per file (5xx, dropped connections, bad checksums)
+    num_workers: int = 4  # parallel downloads (not hashed)
+
+
+@dataclass
+class ConvertConfig:
+    """How ``stage=convert`` reads raw CTs (gensyn.data.convert)."""
+
+    ct_format: str = ""  # dicom | nrrd | npz ("" for demo)
+    npz_key: str = "ct"  # array name inside each NPZ
+    npz_spacing_mm: list[float] | None = None  # per array axis; None = from the file or fail
+    npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
+    label_file: str = ""  # CT label table below raw_dir (RAD-ChestCT); "" = none
+    nifti_suffix: str = ".nii.gz"
+    num_workers: int = 2  # parallel conversions (not hashed)
+
+
+@dataclass
+class XrayConfig:
+    """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.labels, gensyn.data.xray_prep)."""
+
+    label_source: str = ""  # padchest | chestxray14 ("" for demo)
+    label_file: str = ""  # label table below raw_dir
+    image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
+    frontal_only: bool = True  # keep PA/AP views only, as the original study
+    size_px: int = 512
+    bit_depth: int = 8
+    window: str = "percentile"  # percentile | minmax | bits
+    window_pct: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    mode: str = "squash"  # squash (stretch to square, as the original) | pad
+    num_workers: int = 2  # parallel image workers (not hashed)
+
+
+@dataclass
 class DatasetConfig:
     """A data set. ``name: demo`` is generated; other names are downloaded/converted sources."""
 
@@ -27,3 +76,6 @@ class DatasetConfig:
     raw_dir: str = "${paths.data_dir}/${dataset.name}/raw"
     findings: list[str] = field(default_factory=lambda: list(FINDINGS))
     demo: DemoDataConfig = field(default_factory=DemoDataConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    xray: XrayConfig = field(default_factory=XrayConfig)

@@ -187,25 +187,29 @@ def read_chestxray14(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID") -> pd.DataFrame:
-    """Parse a RAD-ChestCT abnormality table (one row per CT, one 0/1 column per abnormality;
-    location-specific columns ``<location>*<abnormality>`` are OR-ed over locations).
+    """Parse a RAD-ChestCT abnormality table (one row per CT, one 0/1 column per abnormality).
 
-    ``image_id`` and ``patient_id`` are the volume id (the table has no patient ids); ``view`` is
-    ``CT``. ``id_column`` falls back to the first column if absent.
+    Location-specific columns (``left_lung*pneumothorax`` or ``pneumothorax*left_lung``) count
+    for a study label if any ``*``-separated part is its RAD-ChestCT term, so the parser does
+    not depend on the order. ``labels`` keeps the original column names of the positive
+    columns. ``image_id`` and ``patient_id`` are the volume id (the table has no patient ids);
+    ``view`` is ``CT``. ``id_column`` falls back to the first column if absent.
     """
     raw = pd.read_csv(path)
     if id_column not in raw.columns:
         id_column = str(raw.columns[0])
-    label_cols = [c for c in raw.columns if c != id_column]
+    label_cols = [str(c) for c in raw.columns if c != id_column]
     values = raw[label_cols].apply(pd.to_numeric, errors="coerce")
     bad = [c for c in label_cols if not values[c].dropna().isin([0, 1]).all()]
     if bad:
         raise ValueError(f"{path}: RAD-ChestCT label columns must hold 0/1; {bad[:5]} do not")
-    abnormality = {c: str(c).split("*")[-1].strip().lower() for c in label_cols}
-    findings = []
-    for _, row in values.fillna(0).iterrows():
-        names = sorted({abnormality[c] for c in label_cols if row[c] == 1})
-        findings.append(names)
+    parts = {c: {p.strip().lower() for p in c.split("*")} for c in label_cols}
+    positive = values.fillna(0).to_numpy() == 1
+    findings = [[c for c, on in zip(label_cols, row, strict=True) if on] for row in positive]
+    study = {
+        name: [int(any(parts[c] & RADCHEST_MAP[name] for c in row)) for row in findings]
+        for name in STUDY_LABELS
+    }
     ids = raw[id_column].astype(str)
     return pd.DataFrame(
         {
@@ -215,7 +219,7 @@ def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID")
             "view": "CT",
             "frontal": False,
             "relpath": ids + ".npz",
-            **_study_columns(findings, RADCHEST_MAP),
+            **study,
             "labels": ["|".join(f) for f in findings],
         }
     )

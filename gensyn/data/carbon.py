@@ -1,0 +1,220 @@
+"""Collect carbontracker logs of every run folder into one table.
+
+carbontracker writes, per monitored process, ``<prefix>_carbontracker.log`` (per-epoch
+durations and average power) and ``<prefix>_carbontracker_output.log`` (the consumption
+summary). Its own parser (``carbontracker.parser``) fails on logs real jobs leave behind,
+so this module reads the files itself and tolerates:
+
+* a job killed before the summary (no ``Actual consumption`` block): energy is rebuilt
+  from the per-epoch ``Duration`` and ``Average power usage`` lines times the logged PUE
+  coefficient, CO2eq from the logged carbon intensity (status ``partial``);
+* power values written as ``None``, ``nan``, numpy arrays (``[12.1 3.4]``, possibly across
+  lines) or in scientific notation, which carbontracker's regular expressions miss;
+* ``CO2eq: nan g`` (no carbon intensity available) and missing equivalents;
+* unequal numbers of standard and output logs, empty files, and durations over 24 h;
+* only a ``Predicted consumption`` block (status ``predicted``);
+* folder names: carbontracker matches its file-name pattern ``.*carbontracker.log`` against
+  the whole path, so any folder named like ``..carbontracker_log..`` turns every file into a
+  "standard log"; here only file-name suffixes count.
+
+Units: ``duration_s`` seconds, ``energy_kwh`` kilowatt-hours, ``co2eq_g`` grams CO2eq.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+OUTPUT_SUFFIX = "_carbontracker_output.log"
+STD_SUFFIX = "_carbontracker.log"
+COLUMNS = (
+    "stage",
+    "run",
+    "experiment",
+    "arm",
+    "split_idx",
+    "log",
+    "status",
+    "duration_s",
+    "energy_kwh",
+    "co2eq_g",
+)
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
+_BLOCK = re.compile(
+    r"(Actual|Predicted) consumption[^\n:]*:\s*\n\s*Time:\s*([^\n]*)\n\s*Energy:\s*("
+    + _NUM
+    + r")\s*kWh\s*\n\s*CO2eq:\s*("
+    + _NUM
+    + r")\s*g",
+    re.IGNORECASE,
+)
+_DURATION = re.compile(r"Duration:\s*([^\n]+)")
+_POWER = re.compile(r"Average power usage \(W\) for ([^:]+):\s*(\[[^\]]*\]|\S+)", re.DOTALL)
+_PUE = re.compile(r"PUE coefficient of (" + _NUM + r")", re.IGNORECASE)
+_INTENSITY = re.compile(r"(" + _NUM + r")\s*gCO2(?:eq)?/kWh", re.IGNORECASE)
+
+
+def parse_time_s(text: str) -> float:
+    """``'H:MM:SS(.ff)'`` or ``'N day(s), H:MM:SS'`` -> seconds (NaN if unparseable)."""
+    days = 0.0
+    m = re.search(r"(\d+)\s+days?,\s*", text)
+    if m:
+        days = float(m.group(1))
+        text = text[m.end() :]
+    m = re.search(r"(-?)(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", text)
+    if not m:
+        return math.nan
+    value = days * 86400 + float(m.group(2)) * 3600 + float(m.group(3)) * 60 + float(m.group(4))
+    return -value if m.group(1) else value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _power_w(text: str) -> float:
+    """Total average power of one component line (array values summed; None/nan -> NaN)."""
+    values = [_float(v) for v in re.findall(_NUM, text.strip("[]"), re.IGNORECASE)]
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) if values else math.nan
+
+
+def parse_std_log(text: str) -> dict[str, float]:
+    """Rebuild duration and energy from the per-epoch lines of a standard log."""
+    epochs = re.split(r"Epoch \d+:", text)[1:]
+    duration = energy_j = 0.0
+    measured = False
+    for chunk in epochs:
+        dm = _DURATION.search(chunk)
+        if not dm:
+            continue  # epoch started, never finished
+        seconds = parse_time_s(dm.group(1))
+        if math.isnan(seconds):
+            continue
+        duration += seconds
+        powers = [_power_w(p) for _, p in _POWER.findall(chunk)]
+        powers = [p for p in powers if not math.isnan(p)]
+        if powers:
+            energy_j += sum(powers) * seconds
+            measured = True
+    intensity = [_float(v) for v in _INTENSITY.findall(text)]
+    intensity = [v for v in intensity if not math.isnan(v)]
+    # carbontracker multiplies its reported energy by the data-centre PUE it logs at start.
+    pue = _PUE.search(text)
+    factor = _float(pue.group(1)) if pue else 1.0
+    energy_kwh = (
+        energy_j / 3.6e6 * (factor if not math.isnan(factor) else 1.0) if measured else math.nan
+    )
+    co2 = energy_kwh * intensity[-1] if intensity and measured else math.nan
+    return {
+        "duration_s": duration if epochs else math.nan,
+        "energy_kwh": energy_kwh,
+        "co2eq_g": co2,
+    }
+
+
+def parse_log_pair(output_log: Path | None, std_log: Path | None) -> dict[str, Any]:
+    """Parse one carbontracker run (either file may be missing or empty)."""
+    out_text = output_log.read_text(encoding="utf-8", errors="replace") if output_log else ""
+    std_text = std_log.read_text(encoding="utf-8", errors="replace") if std_log else ""
+    blocks = {kind.lower(): (t, e, c) for kind, t, e, c in _BLOCK.findall(out_text)}  # last wins
+    for kind in ("actual", "predicted"):
+        if kind in blocks:
+            t, e, c = blocks[kind]
+            return {
+                "status": kind,
+                "duration_s": parse_time_s(t),
+                "energy_kwh": _float(e),
+                "co2eq_g": _float(c),
+            }
+    partial = parse_std_log(std_text)
+    status = "partial" if not math.isnan(partial["energy_kwh"]) else "empty"
+    return {"status": status, **partial}
+
+
+def find_log_pairs(log_dir: Path) -> list[tuple[str, Path | None, Path | None]]:
+    """(prefix, output log, standard log) for each carbontracker run in ``log_dir``."""
+    pairs: dict[str, list[Path | None]] = {}
+    for p in sorted(log_dir.glob("*.log")):
+        if p.stat().st_size == 0:
+            continue
+        if p.name.endswith(OUTPUT_SUFFIX):
+            pairs.setdefault(p.name[: -len(OUTPUT_SUFFIX)], [None, None])[0] = p
+        elif p.name.endswith(STD_SUFFIX):
+            pairs.setdefault(p.name[: -len(STD_SUFFIX)], [None, None])[1] = p
+    return [(k, v[0], v[1]) for k, v in sorted(pairs.items())]
+
+
+def _run_info(run: Path) -> dict[str, Any]:
+    """Experiment, arm and fold of a run folder from its resolved ``config.yaml``."""
+    info: dict[str, Any] = {"experiment": "", "arm": "", "split_idx": math.nan}
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        return info
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except Exception:  # a torn or foreign config must not stop the summary
+        return info
+    sampling = cfg.get("sampling") or {}
+    source = sampling.get("source", "")
+    views = sampling.get("views_per_ct")
+    info["experiment"] = cfg.get("experiment_name", "")
+    info["arm"] = f"{source}-{views}v" if source and source != "none" and views else (source or "")
+    info["split_idx"] = cfg.get("split_idx", math.nan)
+    return info
+
+
+def collect(runs_dir: str | os.PathLike[str], log_dir_name: str = "carbon_logs") -> pd.DataFrame:
+    """One row per carbontracker run found in ``<runs_dir>/<stage>/<hash>/<log_dir_name>/``."""
+    rows = []
+    root = Path(runs_dir)
+    for log_dir in sorted(root.glob(f"*/*/{log_dir_name}")):
+        run = log_dir.parent
+        info = _run_info(run)
+        for prefix, out_log, std_log in find_log_pairs(log_dir):
+            rows.append(
+                {
+                    "stage": run.parent.name,
+                    "run": run.name,
+                    **info,
+                    "log": prefix,
+                    **parse_log_pair(out_log, std_log),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Totals per stage, per (stage, arm) and overall: runs, duration_s, energy_kwh, co2eq_g.
+
+    NaN values (unmeasured) are left out of sums; ``runs_unmeasured`` counts them.
+    """
+
+    def agg(level: str, stage: str, arm: str, group: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "level": level,
+            "stage": stage,
+            "arm": arm,
+            "runs": len(group),
+            "runs_unmeasured": int(group["energy_kwh"].isna().sum()),
+            "duration_s": group["duration_s"].sum(min_count=1),
+            "energy_kwh": group["energy_kwh"].sum(min_count=1),
+            "co2eq_g": group["co2eq_g"].sum(min_count=1),
+        }
+
+    rows = [agg("stage", str(stage), "", g) for stage, g in table.groupby("stage")]
+    arms = table[table["arm"].fillna("") != ""]
+    rows += [agg("arm", str(st), str(arm), g) for (st, arm), g in arms.groupby(["stage", "arm"])]
+    rows.append(agg("total", "", "", table))
+    return pd.DataFrame(rows)

@@ -1,0 +1,205 @@
+"""carbon_summary parsing: real carbontracker logs, killed jobs and the parser's quirks."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gensyn.data.carbon import collect, parse_log_pair, parse_time_s, summarise
+
+HEAD = (
+    "2026-11-25 17:05:06 - carbontracker version 2.4.7\n"
+    "2026-11-25 17:05:06 - Only predicted and actual consumptions are multiplied by a PUE "
+    "coefficient of 1.58 (Daniel Bizo, 2023, Uptime Institute Global Data Center Survey).\n"
+    "2026-11-25 17:05:08 - The following components were found: CPU with device(s) AMD EPYC.\n"
+)
+
+
+def _std(epochs: list[tuple[str, str]], intensity: float | None = 445.0) -> str:
+    text = HEAD
+    for n, (duration, power) in enumerate(epochs, 1):
+        text += (
+            f"2026-11-25 17:05:11 - Epoch {n}:\n2026-11-25 17:05:11 - Duration: {duration}\n"
+            f"2026-11-25 17:05:11 - Average power usage (W) for cpu: {power}\n"
+        )
+    if intensity is not None:
+        text += f"2026-11-25 17:05:11 - Average carbon intensity during training was {intensity:.2f} gCO2eq/kWh. \n"
+    return text
+
+
+def _output(energy: str, co2: str, time: str = "0:00:03", kind: str = "Actual consumption") -> str:
+    return (
+        HEAD + f"2026-11-25 17:05:11 - CarbonTracker: \n{kind}:\n\tTime:\t{time}\n"
+        f"\tEnergy:\t{energy} kWh\n\tCO2eq:\t{co2} g\n\tThis is equivalent to:\n"
+        "\t0.000329215 km travelled by car\n2026-11-25 17:05:11 - CarbonTracker: Finished monitoring.\n"
+    )
+
+
+def _write_run(root: Path, stage: str, run: str, logs: dict[str, str], config: str = "") -> Path:
+    d = root / stage / run / "carbon_logs"
+    d.mkdir(parents=True)
+    for name, text in logs.items():
+        (d / name).write_text(text)
+    if config:
+        (root / stage / run / "config.yaml").write_text(config)
+    return d
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("0:00:03", 3.0),
+        ("0:00:03.51", 3.51),
+        ("27:03:04", 27 * 3600 + 184),
+        ("1 day, 2:03:04", 86400 + 7384),
+        ("garbage", math.nan),
+    ],
+)
+def test_time_strings(text: str, seconds: float) -> None:
+    got = parse_time_s(text)
+    assert (math.isnan(got) and math.isnan(seconds)) or got == pytest.approx(seconds)
+
+
+def test_real_logs_agree_with_the_peer_parser(tmp_path: Path) -> None:
+    """Logs written by carbontracker itself (via the project's wrapper); its parser as peer."""
+    import time
+
+    from carbontracker import parser
+
+    from gensyn.tracking.carbon import CarbonMonitor
+
+    log_dir = tmp_path / "runs" / "drr" / "abc" / "carbon_logs"
+    mon = CarbonMonitor(log_dir)
+    mon.start()
+    time.sleep(2.5)
+    energy = mon.stop()
+    if not energy:
+        pytest.skip("carbontracker found no power source on this machine")
+    (log_dir.parent / "config.yaml").write_text(
+        "experiment_name: demo\nsampling: {source: drr, views_per_ct: 5}\nsplit_idx: 2\n"
+    )
+    table = collect(tmp_path / "runs")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["stage"], row["run"], row["status"], row["arm"], row["split_idx"]) == (
+        "drr",
+        "abc",
+        "actual",
+        "drr-5v",
+        2,
+    )
+    peer = parser.parse_all_logs(str(log_dir))[0]["actual"]
+    assert row["energy_kwh"] == pytest.approx(peer["energy (kWh)"])
+    assert row["co2eq_g"] == pytest.approx(peer["co2eq (g)"])
+    assert row["energy_kwh"] == pytest.approx(energy["energy_kwh"])
+    # the same run killed before its summary: energy rebuilt from the per-epoch lines
+    std = next(log_dir.glob("*_carbontracker.log"))
+    rebuilt = parse_log_pair(None, std)
+    assert rebuilt["status"] == "partial"
+    assert rebuilt["energy_kwh"] == pytest.approx(row["energy_kwh"], rel=0.02)
+    assert rebuilt["co2eq_g"] == pytest.approx(row["co2eq_g"], rel=0.02)
+
+
+def test_quirky_and_incomplete_logs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    # 1) complete, CO2eq nan (no intensity), scientific notation energy
+    _write_run(
+        runs,
+        "classify",
+        "h1",
+        {
+            "a_carbontracker_output.log": _output("1.5e-03", "nan"),
+            "a_carbontracker.log": _std([("0:00:03.00", "60.0")], None),
+        },
+        "experiment_name: thesis\nsampling: {source: synthex, views_per_ct: 10}\nsplit_idx: 0\n",
+    )
+    # 2) killed: no output log, numpy-array power over two devices, a None epoch, an unfinished epoch
+    _write_run(
+        runs,
+        "classify",
+        "h2",
+        {
+            "b_carbontracker.log": _std([("0:01:00.00", "[100.0 50.0]"), ("0:00:30.00", "None")])
+            + "2026 - Epoch 3:\n"
+        },
+        "experiment_name: thesis\nsampling: {source: synthex, views_per_ct: 10}\nsplit_idx: 1\n",
+    )
+    # 3) only a prediction; 4) empty files and an error log only (no row)
+    _write_run(
+        runs,
+        "gan_train",
+        "h3",
+        {
+            "c_carbontracker_output.log": _output(
+                "0.25", "111.25", "1 day, 0:00:00", "Predicted consumption for 200 epoch(s)"
+            )
+        },
+    )
+    _write_run(
+        runs,
+        "drr",
+        "h4",
+        {
+            "d_carbontracker_output.log": "",
+            "d_carbontracker.log": "",
+            "d_carbontracker_err.log": "Traceback ...",
+        },
+    )
+    # 5) a garbage nan power and a scientific-notation power value
+    _write_run(
+        runs,
+        "drr",
+        "h5",
+        {"e_carbontracker.log": _std([("0:00:10.00", "nan"), ("0:00:10.00", "1.2e+02")])},
+    )
+    table = collect(runs).set_index("run")
+    assert dict(table["status"]) == {
+        "h1": "actual",
+        "h2": "partial",
+        "h3": "predicted",
+        "h5": "partial",
+    }
+    assert table.loc["h1", "energy_kwh"] == pytest.approx(1.5e-3) and math.isnan(
+        table.loc["h1", "co2eq_g"]
+    )
+    # h2: (150 W * 60 s) * PUE 1.58 = 14220 J; the None epoch adds time but no energy
+    assert table.loc["h2", "energy_kwh"] == pytest.approx(150 * 60 * 1.58 / 3.6e6)
+    assert table.loc["h2", "duration_s"] == pytest.approx(90.0)
+    assert table.loc["h2", "co2eq_g"] == pytest.approx(150 * 60 * 1.58 / 3.6e6 * 445.0)
+    assert table.loc["h3", "duration_s"] == pytest.approx(86400.0)
+    assert table.loc["h5", "energy_kwh"] == pytest.approx(120 * 10 * 1.58 / 3.6e6)
+    assert table.loc["h1", "arm"] == "synthex-10v" and table.loc["h3", "arm"] == ""
+    summary = summarise(table.reset_index())
+    total = summary[summary["level"] == "total"].iloc[0]
+    assert total["runs"] == 4
+    assert total["energy_kwh"] == pytest.approx(
+        1.5e-3 + 150 * 60 * 1.58 / 3.6e6 + 0.25 + 120 * 10 * 1.58 / 3.6e6
+    )
+    arm = summary[(summary["level"] == "arm")].set_index("arm")
+    assert arm.loc["synthex-10v", "runs"] == 2
+    stage = summary[summary["level"] == "stage"].set_index("stage")
+    assert stage.loc["classify", "runs_unmeasured"] == 0 and stage.loc["drr", "runs"] == 1
+
+
+def test_carbontracker_parser_fails_where_we_do_not(tmp_path: Path) -> None:
+    """The quirk that motivates our own parser: a killed job leaves unmatched logs."""
+    from carbontracker import exceptions, parser
+
+    d = _write_run(
+        tmp_path,
+        "s",
+        "r",
+        {
+            "x_carbontracker.log": _std([("0:00:05.00", "[1.0 2.0]")]),
+            "y_carbontracker.log": _std([("0:00:05.00", "3.0")]),
+            "y_carbontracker_output.log": _output("1e-6", "nan"),
+        },
+    )
+    with pytest.raises((exceptions.MismatchedLogFilesError, ValueError, KeyError)):
+        parser.parse_all_logs(str(d))
+    assert len(collect(tmp_path)) == 2
+    shutil.rmtree(d)
+    assert collect(tmp_path).empty
