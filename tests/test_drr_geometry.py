@@ -1,0 +1,126 @@
+"""DRR validation (b) geometry and (c) sign conventions (docs/conventions.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gensyn.drr import GEOMETRY_PRESETS, CarmGeometry, CarmPose, PhysicsConfig, project_points
+from gensyn.drr.geometry import carm_frame, source_world
+from gensyn.drr.projector import line_integrals
+from gensyn.drr.render import make_rays, render_drrs
+
+SPACING_MM = 2.0
+SHAPE = (60, 60, 60)
+
+
+def _affine(shape=SHAPE, spacing_mm=SPACING_MM, flip=False):
+    aff = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    aff[:3, 3] = -(np.asarray(shape) - 1) / 2 * spacing_mm
+    if flip:  # same world placement with the first two voxel axes reversed (LPS-like storage)
+        aff[0, 0] = aff[1, 1] = -spacing_mm
+        aff[:2, 3] *= -1
+    return aff
+
+
+def _beads(centers_mm, sigma_mm=3.0, shape=SHAPE, affine=None):
+    """Gaussian beads at world positions (mm) in a voxel grid."""
+    affine = _affine(shape) if affine is None else affine
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    vol = np.zeros(shape, np.float32)
+    for c in centers_mm:
+        vol += np.exp(-((world - np.asarray(c)) ** 2).sum(-1) / (2 * sigma_mm**2)).astype(
+            np.float32
+        )
+    return vol
+
+
+def _centroid(img):
+    img = np.where(img > 0.05 * img.max(), img, 0.0)
+    r, c = np.indices(img.shape)
+    return np.array([(r * img).sum(), (c * img).sum()]) / img.sum()
+
+
+@pytest.mark.parametrize(
+    ("alpha", "beta", "sid", "sad"),
+    [
+        (0, 0, 1020, 530),
+        (10, -10, 1020, 530),
+        (-25, 40, 1200, 800),
+        (30, 90, 900, 450),
+        (5, 170, 1500, 1000),
+    ],
+)
+def test_bead_lands_on_predicted_pixel(alpha, beta, sid, sad):
+    bead = np.array([18.0, -12.0, 25.0])
+    geometry = CarmGeometry(sid, sad, 100, 90, 2.0)
+    pose = CarmPose(alpha, beta)
+    affine = _affine()
+    vol = torch.from_numpy(_beads([bead], affine=affine))[None]
+    rays = make_rays([pose], geometry, SHAPE, affine)
+    img = line_integrals(vol, affine, rays)[0, ..., 0].numpy()
+    expected = project_points(bead[None], pose, geometry, np.zeros(3))[0]
+    assert np.abs(_centroid(img) - expected).max() < 0.5
+
+
+def test_isocenter_projects_to_detector_centre_and_magnification():
+    geometry = GEOMETRY_PRESETS["mobile_carm"]
+    iso = np.array([5.0, -3.0, 12.0])
+    for pose in [CarmPose(0, 0, tuple(iso)), CarmPose(17, -33, tuple(iso))]:
+        center = project_points(iso[None], pose, geometry)[0]
+        np.testing.assert_allclose(center, [(2250 - 1) / 2] * 2, atol=1e-9)
+        # a 10 mm offset along the image columns at the isocentre is magnified SID/SAD
+        _, cols, _ = carm_frame(pose)
+        shifted = project_points((iso + 10 * cols)[None], pose, geometry)[0]
+        np.testing.assert_allclose(shifted[1] - center[1], 10 * 1020 / 530 / 0.2, rtol=1e-9)
+        assert np.isclose(np.linalg.norm(source_world(pose, geometry) - iso), 530)
+
+
+def test_signs_at_rest_pose():
+    """PA view: patient's left on the image right, head at the top."""
+    geometry = CarmGeometry(1000, 600, 64, 64, 2.0)
+    pose = CarmPose(0, 0)
+    left, head = np.array([-30.0, 0, 0]), np.array([0, 0, 30.0])  # RAS: -x = left
+    (r_l, c_l), (r_h, c_h) = project_points(np.stack([left, head]), pose, geometry, np.zeros(3))
+    assert c_l > 40 and abs(r_l - 31.5) < 1e-6
+    assert r_h < 20 and abs(c_h - 31.5) < 1e-6
+    beam, _, _ = carm_frame(pose)
+    np.testing.assert_allclose(beam, [0, 1, 0])  # source posterior, detector anterior
+
+
+def test_signs_lao_and_cranial():
+    geometry = CarmGeometry(1000, 600, 64, 64, 2.0)
+    anterior = np.array([[0.0, 40.0, 0.0]])
+    center = (64 - 1) / 2
+    # LAO: detector moves to the patient's left; anterior structures shift to the image left
+    beam, _, _ = carm_frame(CarmPose(0, 30))
+    assert beam[0] < 0 and beam[1] > 0
+    assert project_points(anterior, CarmPose(0, 30), geometry, np.zeros(3))[0, 1] < center - 1
+    assert project_points(anterior, CarmPose(0, -30), geometry, np.zeros(3))[0, 1] > center + 1
+    # cranial: detector tilts towards the head; anterior structures shift down the image
+    beam, _, _ = carm_frame(CarmPose(20, 0))
+    assert beam[2] > 0
+    assert project_points(anterior, CarmPose(20, 0), geometry, np.zeros(3))[0, 0] > center + 1
+    assert project_points(anterior, CarmPose(-20, 0), geometry, np.zeros(3))[0, 0] < center - 1
+
+
+def test_rendered_image_follows_conventions_and_affine():
+    """A bone bead on the patient's left and one towards the head; storage order is irrelevant."""
+    geometry = CarmGeometry(1000, 600, 48, 48, 3.0)
+    physics = PhysicsConfig(mode="mono", output="line_integral")
+    poses = [CarmPose(0, 0), CarmPose(10, -20)]
+    images = []
+    for flip in (False, True):
+        affine = _affine(flip=flip)
+        left_bead = _beads([[-40.0, 0.0, 0.0]], affine=affine)
+        head_bead = _beads([[0.0, 0.0, 45.0]], affine=affine)
+        hu = -1000.0 + 2500.0 * np.clip(left_bead + 0.5 * head_bead, 0, 1)
+        images.append(render_drrs(hu, affine, poses, geometry, physics))
+    rest = images[0][0]
+    _, cols = np.unravel_index(np.argsort(rest.ravel())[-1], rest.shape)
+    assert cols > 30  # patient's left bead: image right
+    top = rest[:24].max()
+    assert top > 0.2 * rest.max()  # head bead in the upper half
+    np.testing.assert_allclose(images[0], images[1], rtol=1e-4, atol=1e-4)
