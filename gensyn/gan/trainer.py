@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from gensyn import preemption
 from gensyn.config.generator import GeneratorConfig
 from gensyn.gan.data import UnpairedDataset
 from gensyn.gan.model import LOSS_NAMES, CycleGAN
@@ -216,7 +217,9 @@ class CycleGANTrainer:
         """
         self.load_checkpoint()
         previous = None
-        if threading_main():
+        # Outside SLURM nobody handles SIGTERM: save and stop on it. Inside a SLURM job the
+        # launcher's handlers stay in place and checkpoint_point() does the saving.
+        if threading_main() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             while self.state.epoch <= self.total_epochs:
@@ -233,13 +236,19 @@ class CycleGANTrainer:
         sums = torch.tensor(st.loss_sums, device=self.device, dtype=torch.float64)
         start_time = time.perf_counter()
         start_index = st.index
+
+        def save_mid_epoch() -> None:
+            st.loss_sums = sums.tolist()
+            self.save_checkpoint()
+
         for real_a, real_b in self._loader(epoch, st.index):
             sums += self.model.train_step(real_a, real_b).double() * real_a.shape[0]
             st.index += real_a.shape[0]
             st.iterations += 1
+            # On SLURM the launcher's handlers set the flags read here (USR2 raises Preempted).
+            preemption.checkpoint_point(save=save_mid_epoch)
             if self._stop:
-                st.loss_sums = sums.tolist()
-                self.save_checkpoint()
+                save_mid_epoch()
                 raise TrainingInterrupted(
                     f"stopped by SIGTERM in epoch {epoch} at item {st.index}; checkpoint "
                     f"{self.checkpoint_path} (run the same command to resume)"
