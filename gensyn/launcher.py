@@ -268,7 +268,11 @@ def _collect(plan: PlannedJob, job: Any, sweep_dir: Path) -> tuple[JobReturn, st
     except (UncompletedJobError, FailedJobError) as exc:
         ret = JobReturn(overrides=plan.overrides, status=JobStatus.FAILED)
         ret.return_value = exc
-        reason = f"state {job.state}, no result"
+        job.get_info(mode="force")  # refresh the SLURM state from sacct
+        if isinstance(exc, FailedJobError):
+            reason = f"the job raised an error (SLURM state {job.state})"
+        else:
+            reason = f"the job ended without a result (SLURM state {job.state})"
     else:
         if ret.status != JobStatus.FAILED:
             return ret, None

@@ -15,6 +15,8 @@
 # Settings (environment): GENSYN_SLURM_DIR, GENSYN_SLURM_CPUS (default: nproc),
 # GENSYN_SLURM_MEM_MB (default: total memory - 1 GiB), GENSYN_SLURM_GRACE_S (pre-emption
 # grace time, default 30), GENSYN_SLURM_KILL_WAIT_S (SIGTERM -> SIGKILL, default 10),
+# GENSYN_SLURM_CRED_EXPIRE_S (credential lifetime = delay before a requeued job restarts,
+# default 10; SLURM's default is 120),
 # GENSYN_SLURM_PORT_BASE (slurmctld port; slurmd, slurmdbd, mariadb use the next three;
 # default 6817), GENSYN_SLURM_TIMEOUT_S (how long to wait for readiness, default 120).
 set -euo pipefail
@@ -27,6 +29,7 @@ CPUS="${GENSYN_SLURM_CPUS:-$(nproc)}"
 MEM_MB="${GENSYN_SLURM_MEM_MB:-$(($(awk '/^MemTotal:/{print int($2/1024)}' /proc/meminfo) - 1024))}"
 GRACE_S="${GENSYN_SLURM_GRACE_S:-30}"
 KILL_WAIT_S="${GENSYN_SLURM_KILL_WAIT_S:-10}"
+CRED_EXPIRE_S="${GENSYN_SLURM_CRED_EXPIRE_S:-10}"  # also how long a requeued job waits (SLURM default 120)
 PORT_BASE="${GENSYN_SLURM_PORT_BASE:-6817}"
 CTLD_PORT=$PORT_BASE
 SLURMD_PORT=$((PORT_BASE + 1))
@@ -89,7 +92,8 @@ render() { # render TEMPLATE OUTPUT
         -e "s|@STATE@|$STATE|g" -e "s|@CPUS@|$CPUS|g" -e "s|@MEM_MB@|$MEM_MB|g" \
         -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
         -e "s|@DBD_PORT@|$DBD_PORT|g" -e "s|@DB_PORT@|$DB_PORT|g" -e "s|@DB_PASS@|$DB_PASS|g" \
-        -e "s|@GRACE_S@|$GRACE_S|g" -e "s|@KILL_WAIT_S@|$KILL_WAIT_S|g" "$1" >"$2"
+        -e "s|@GRACE_S@|$GRACE_S|g" -e "s|@KILL_WAIT_S@|$KILL_WAIT_S|g" \
+        -e "s|@CRED_EXPIRE_S@|$CRED_EXPIRE_S|g" "$1" >"$2"
 }
 render "$HERE/slurm.conf.in" "$STATE/etc/slurm.conf"
 (umask 077 && render "$HERE/slurmdbd.conf.in" "$STATE/etc/slurmdbd.conf")
