@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def _select(cfg: DictConfig, key: str) -> Any:
     if value is missing:
         raise KeyError(f"stage hashes config key {key!r}, which is not in the config")
     if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-        value = OmegaConf.to_container(value, resolve=True)
+        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    elif isinstance(value, Enum):  # typed choices (e.g. sampling.source) hash by name
+        value = value.name
     return value
 
 

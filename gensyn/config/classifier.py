@@ -1,10 +1,55 @@
-"""Schema of the ``classifier`` group: the chest X-ray classifier."""
+"""Schema of the ``classifier`` group: the chest X-ray classifier and how it is trained.
+
+Defaults are the original study's recipe (REFERENCE.md): DenseNet121 at 512², all but the
+last 9 layers frozen, Adam 1e-5, 30 epochs, batch 128, 5 patient-level folds. ``weights`` is
+``null`` (random init) or a local path to a DenseNet121 no-top weights file: nothing is
+ever downloaded. Names that must come from a fixed list are Enums, so a misspelling fails
+when the config is composed.
+"""
 
 from dataclasses import dataclass
+from enum import Enum
+
+
+class ClassifierName(Enum):
+    """Which network: the study's DenseNet121, or a small CNN for CPU demos."""
+
+    densenet121 = "densenet121"
+    small_cnn = "small_cnn"
+
+
+class Precision(Enum):
+    """Keras dtype policy; ``auto`` = mixed_bfloat16 on GPUs, float32 on CPU."""
+
+    auto = "auto"
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+
+
+class ClassWeighting(Enum):
+    """``balanced`` weights each class's positive term by n_negative / n_positive."""
+
+    none = "none"
+    balanced = "balanced"
 
 
 @dataclass
 class ClassifierConfig:
-    """``name``: densenet121 (the study's model) or small_cnn (fast CPU demo)."""
+    """The classifier, its input, its optimisation and its cross-validation folds."""
 
-    name: str = "densenet121"
+    name: ClassifierName = ClassifierName.densenet121
+    image_size_px: int = 512  # images are resized to image_size_px² by the one preprocessing
+    weights: str | None = None  # null or a local DenseNet121 no-top weights file (.h5)
+    trainable_tail_layers: int = 9  # DenseNet121 layers left trainable, from the end; -1: all
+    small_cnn_widths: tuple[int, ...] = (16, 32, 64, 128)  # small_cnn channels per stage
+    dropout: float = 0.0  # before the Dense head
+    augment: bool = False  # small rotations/shifts/zoom/contrast, training only
+    class_weighting: ClassWeighting = ClassWeighting.none
+    epochs: int = 30
+    batch_size: int = 128  # global batch (split over GPUs when there are several)
+    learning_rate: float = 1e-5  # Adam
+    precision: Precision = Precision.auto
+    n_folds: int = 5  # patient-level multilabel-stratified folds; split_idx picks the val fold
+    predict_batch_size: int = 128
+    prefetch: int = 4  # batches decoded ahead of the accelerator (not hashed)

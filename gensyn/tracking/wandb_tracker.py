@@ -76,7 +76,7 @@ class WandbTracker(Tracker):
             id=f"{ctx.name}-{ctx.stage_hash}",
             resume="allow",
             tags=[ctx.name, str(cfg.experiment_name), *sweep_tags()][:64],
-            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # type: ignore[arg-type]
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
         return cls(run)
