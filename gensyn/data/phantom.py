@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,7 @@ def generate_phantom(
     info: dict[str, object] = {"findings": finding_info}
     info["cardiothoracic_ratio"] = cardiothoracic_ratio(anat.labels, grid.spacing_mm)
     info["heart_ctr_normal"] = params.heart_ctr
+    info["anatomy"] = asdict(params)
     return Phantom(patient_seed, hu, grid.affine, anat.labels, labels, regions, info)
 
 

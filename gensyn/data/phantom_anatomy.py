@@ -377,9 +377,9 @@ def _add_small_vessels(
     n1 = smooth_noise(rng, sub_shape, cell_vox=5.0)
     n2 = smooth_noise(rng, sub_shape, cell_vox=5.0)
     x, _, _ = grid.xyz()
-    taper = np.clip(1.25 - np.abs(x + 4.0) / a_c[ks].reshape(1, 1, -1), 0.15, 1.0)
-    worm = np.clip(1.0 - (n1 * n1 + n2 * n2) * (1.0 / 0.06), 0.0, 1.0)
-    worm *= taper * 0.7
+    taper = np.clip(1.2 - 1.1 * np.abs(x + 4.0) / a_c[ks].reshape(1, 1, -1), 0.1, 1.0)
+    worm = np.clip(1.0 - (n1 * n1 + n2 * n2) * (1.0 / 0.12), 0.0, 1.0)
+    worm *= taper * 0.85
     worm *= lung[:, :, ks]
     np.maximum(vessel_frac[:, :, ks], worm, out=vessel_frac[:, :, ks])
 
