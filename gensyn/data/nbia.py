@@ -25,7 +25,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -38,6 +38,7 @@ from gensyn.data.download import (
     download_file,
 )
 
+T = TypeVar("T")
 DEFAULT_API_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v1"
 TOKEN_HINT = (
     "Public collections (LIDC-IDRI) need no token on the v1 API; for restricted collections "
@@ -139,7 +140,7 @@ def list_series(
     return sorted(out, key=lambda s: s.uid)
 
 
-def shard(items: list[Series], shard_index: int, num_shards: int) -> list[Series]:
+def shard(items: list[T], shard_index: int, num_shards: int) -> list[T]:
     """Every ``num_shards``-th item starting at ``shard_index`` (a stable split for job arrays)."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(
