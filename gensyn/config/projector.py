@@ -1,11 +1,42 @@
-"""Schema of the ``projector`` group: the DRR renderer and its physics."""
+"""Schema of the ``projector`` group: the DRR renderer, its X-ray system and physics.
 
-from dataclasses import dataclass
+Defaults = the original study (DeepDRR 1.x mobile C-arm: 2250 px at 0.2 mm,
+source-to-detector 1020 mm, 90 kV with 4 mm Al, HU thresholds -800 / 350, no noise),
+rendered directly at ``image_size_px`` (the detector binned to that size).
+"""
+
+from dataclasses import dataclass, field
 
 
 @dataclass
 class ProjectorConfig:
-    """``name``: torch (GENSYN's own)."""
+    """``name``: torch (GENSYN's own, gensyn/drr). Distances in mm, energies in keV."""
 
     name: str = "torch"
     image_size_px: int = 512
+    # X-ray system: a preset of gensyn.drr.GEOMETRY_PRESETS (mobile_carm | pa_chest),
+    # optionally overridden field by field (null = the preset's value)
+    geometry: str = "mobile_carm"
+    source_to_detector_mm: float | None = None
+    source_to_isocenter_mm: float | None = None
+    detector_size_mm: float | None = None
+    crop_fraction: float = 1.0  # central part of the detector kept (then binned to image_size_px)
+    # physics (gensyn.drr.PhysicsConfig)
+    mode: str = "poly"  # poly | mono
+    kvp: float = 90.0
+    filtration_mm_al: float = 4.0
+    energy_bin_kev: float = 2.0
+    mono_energy_kev: float | None = None  # null = mean energy of the spectrum
+    air_max_hu: float = -800.0
+    bone_min_hu: float = 350.0
+    photon_count: float = 0.0  # open-field photons per pixel; 0 = noise-free
+    # sampler
+    method: str = "auto"  # auto | joseph | trilinear | fused
+    step_mm: float | None = None  # trilinear only; null = smallest voxel spacing
+    max_samples: int = 2097152  # samples per chunk (memory bound)
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    batch_poses: int = 8
+    # images: -ln(I/I0) windowed between percentiles, bone bright
+    bit_depth: int = 8
+    window_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    save_float: bool = False  # also write the float -ln(I/I0) image as .npy

@@ -1,22 +1,27 @@
 """DRR engine: digital C-arm geometry, X-ray physics and projectors.
 
 Public API: :func:`render_drrs` with :class:`CarmPose`, :class:`CarmGeometry`,
-:class:`PhysicsConfig`; helpers :func:`to_uint8`, :func:`to_uint16`,
-:func:`window_level`. Conventions: docs/conventions.md.
+:class:`PhysicsConfig` (or ``preset("pa_chest")``); :class:`DrrRenderer` to
+render many pose batches of one CT; :func:`to_image` (8/16-bit), :func:`window_level`,
+:func:`pose_set`. Conventions: docs/conventions.md.
 """
 
 from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmGeometry, CarmPose, project_points
 from gensyn.drr.physics import PhysicsConfig, window_level
-from gensyn.drr.render import render_drrs, to_uint8, to_uint16
+from gensyn.drr.poses import View, pose_set
+from gensyn.drr.render import DrrRenderer, preset, render_drrs, to_image
 
 __all__ = [
     "GEOMETRY_PRESETS",
     "CarmGeometry",
     "CarmPose",
+    "DrrRenderer",
     "PhysicsConfig",
+    "View",
+    "pose_set",
+    "preset",
     "project_points",
     "render_drrs",
-    "to_uint8",
-    "to_uint16",
+    "to_image",
     "window_level",
 ]

@@ -11,16 +11,29 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from gensyn.drr.geometry import CarmGeometry, CarmPose, detector_pixels_world, volume_center_world
+from gensyn.drr.geometry import (
+    GEOMETRY_PRESETS,
+    CarmGeometry,
+    CarmPose,
+    detector_pixels_world,
+    volume_center_world,
+)
 from gensyn.drr.physics import (
     PhysicsConfig,
     add_poisson_noise,
     density_from_hu,
     intensity_from_line_integrals,
     spectrum_table,
+    window_level,
 )
 
-__all__ = ["DrrRenderer", "make_rays", "render_drrs", "to_uint8", "to_uint16"]
+__all__ = ["DrrRenderer", "make_rays", "preset", "render_drrs", "to_image"]
+
+#: Spectra of the named X-ray systems (geometry: gensyn.drr.geometry.GEOMETRY_PRESETS).
+PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
+    "mobile_carm": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
+}
 
 RENDER_METHODS = ("auto", "joseph", "trilinear", "fused")
 
@@ -185,11 +198,23 @@ def render_drrs(
     return renderer.render(poses, geometry, method, step_mm, max_samples, seed)
 
 
-def to_uint8(image01: np.ndarray) -> np.ndarray:
-    """[0, 1] float image -> uint8 (rounded, clipped)."""
-    return np.round(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
+def to_image(
+    drr: np.ndarray, bit_depth: int = 8, percentiles=(0.5, 99.5), low=None, high=None
+) -> np.ndarray:
+    """A DRR (H, W) as a uint8/uint16 image: linear window between ``low`` and ``high``.
+
+    ``low``/``high`` default to the image's ``percentiles``. For ``-ln(I/I0)`` DRRs
+    (``output=line_integral``) bone is bright, as on a radiograph.
+    """
+    from gensyn.io import to_uint
+
+    return to_uint(window_level(drr, low, high, tuple(percentiles)), bit_depth, 0.0, 1.0)
 
 
-def to_uint16(image01: np.ndarray) -> np.ndarray:
-    """[0, 1] float image -> uint16 (rounded, clipped)."""
-    return np.round(np.clip(image01, 0.0, 1.0) * 65535.0).astype(np.uint16)
+def preset(name: str) -> tuple[CarmGeometry, PhysicsConfig]:
+    """Geometry and physics of a named X-ray system (``mobile_carm`` | ``pa_chest``)."""
+    if name not in GEOMETRY_PRESETS:
+        raise ValueError(
+            f"unknown X-ray system preset {name!r}; allowed: {sorted(GEOMETRY_PRESETS)}"
+        )
+    return GEOMETRY_PRESETS[name], PHYSICS_PRESETS[name]
