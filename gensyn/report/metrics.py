@@ -313,3 +313,50 @@ def delong_variance(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """DeLong's estimate of the variance of one model's AUC."""
     v10, v01 = delong_components(y_true, y_score)
     return float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)
+
+
+# --- a grid of arms × folds ------------------------------------------------------------
+
+
+def fold_mean_replicates(
+    y_true: np.ndarray,
+    arm_scores: dict[str, Sequence[np.ndarray]],
+    patient_ids: np.ndarray,
+    n_boot: int = DEFAULT_N_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Per arm, the fold-mean per-class AUC on each patient-level bootstrap replicate.
+
+    ``arm_scores`` maps an arm name to its folds' (n, C) score arrays on the same test images.
+    Every model of every arm is scored on the same resampled patients, so differences between
+    arms are paired. Returns arm -> (n_boot, C).
+    """
+    names = list(arm_scores)
+    flat = [s for name in names for s in arm_scores[name]]
+    reps = bootstrap_auc_replicates(y_true, flat, patient_ids, n_boot, seed)
+    out, start = {}, 0
+    for name in names:
+        n = len(arm_scores[name])
+        with np.errstate(invalid="ignore"):
+            block = reps[start : start + n]
+            finite = np.isfinite(block)
+            total = np.where(finite, block, 0.0).sum(axis=0)
+            count = finite.sum(axis=0)
+            out[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        start += n
+    return out
+
+
+def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite values of ``replicates`` (NaN, NaN if none)."""
+    return _percentile_ci(np.asarray(replicates, dtype=np.float64), level)
+
+
+def bootstrap_p_value(diff_replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'no difference' (2 × the smaller tail mass at zero)."""
+    return _bootstrap_p(np.asarray(diff_replicates, dtype=np.float64))
+
+
+def macro_of(per_class: np.ndarray) -> np.ndarray:
+    """Macro average over the last axis, ignoring NaN classes."""
+    return _macro(np.asarray(per_class, dtype=np.float64))
