@@ -34,7 +34,6 @@ class ProjectorConfig:
     method: str = "auto"  # auto | joseph | trilinear | fused
     step_mm: float | None = None  # trilinear only; null = smallest voxel spacing
     max_samples: int = 2097152  # samples per chunk (memory bound)
-    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     batch_poses: int = 8
     # images: -ln(I/I0) windowed between percentiles, bone bright
     bit_depth: int = 8

@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "GEOMETRY_PRESETS",
+    "make_geometry",
     "CarmGeometry",
     "CarmPose",
     "carm_frame",
@@ -101,6 +102,32 @@ GEOMETRY_PRESETS: dict[str, CarmGeometry] = {
     "mobile_carm": CarmGeometry(1020.0, 530.0, 2250, 2250, 0.2),
     "pa_chest": CarmGeometry(1800.0, 1650.0, 3000, 3000, 0.143),
 }
+
+
+def make_geometry(
+    preset: str = "mobile_carm",
+    image_size_px: int | None = None,
+    source_to_detector_mm: float | None = None,
+    source_to_isocenter_mm: float | None = None,
+    detector_size_mm: float | None = None,
+    crop_fraction: float = 1.0,
+) -> CarmGeometry:
+    """A preset geometry with optional overrides, cropped and binned to an image size.
+
+    The central ``crop_fraction`` of the (square) detector is kept and sampled with
+    ``image_size_px`` pixels per side (None = the preset's pixel pitch).
+    """
+    if preset not in GEOMETRY_PRESETS:
+        raise ValueError(f"unknown geometry preset {preset!r}; allowed: {sorted(GEOMETRY_PRESETS)}")
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    base = GEOMETRY_PRESETS[preset]
+    sid = base.source_to_detector_mm if source_to_detector_mm is None else float(source_to_detector_mm)
+    sad = base.source_to_isocenter_mm if source_to_isocenter_mm is None else float(source_to_isocenter_mm)
+    size_mm = base.detector_height_mm if detector_size_mm is None else float(detector_size_mm)
+    size_mm *= crop_fraction
+    n_px = round(size_mm / base.pixel_size_mm) if image_size_px is None else int(image_size_px)
+    return CarmGeometry(sid, sad, n_px, n_px, size_mm / n_px)
 
 
 @dataclass(frozen=True)

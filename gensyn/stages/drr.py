@@ -1,0 +1,182 @@
+"""Stage ``drr``: render every converted CT at the configured C-arm poses.
+
+Reads ``volumes.csv`` (ct_id, patient_id, path) of stage ``convert``; writes
+``images/<ct_id>/<ct_id>_v<view>.png`` (8/16-bit, -ln(I/I0) windowed, bone bright),
+optional ``.npy`` floats, and ``manifest.csv`` with one row per image. A CT whose
+``images/<ct_id>/views.json`` lists existing files is complete and skipped on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gensyn.registry import stage
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def _physics(p: DictConfig) -> Any:
+    from gensyn.drr import PhysicsConfig
+
+    return PhysicsConfig(
+        mode=p.mode,
+        kvp=p.kvp,
+        filtration_mm_al=p.filtration_mm_al,
+        energy_bin_kev=p.energy_bin_kev,
+        mono_energy_kev=p.mono_energy_kev,
+        air_max_hu=p.air_max_hu,
+        bone_min_hu=p.bone_min_hu,
+        photon_count=p.photon_count,
+        output="line_integral",
+    )
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _volume_columns(volumes: Any, where: Path) -> Any:
+    """ct_id, patient_id, path (relative to the convert folder) from a convert table."""
+    from gensyn.errors import GensynError
+
+    vol = volumes.copy()
+    if "ct_id" not in vol.columns and "volume_id" in vol.columns:
+        vol["ct_id"] = vol["volume_id"]
+    if "path" not in vol.columns and "nifti" in vol.columns:
+        vol["path"] = "volumes/" + vol["nifti"].astype(str)
+    if "patient_id" not in vol.columns and "ct_id" in vol.columns:
+        vol["patient_id"] = vol["ct_id"]
+    missing = [c for c in ("ct_id", "patient_id", "path") if c not in vol.columns]
+    if missing:
+        raise GensynError(f"{where} lacks columns {missing} (has {list(volumes.columns)})")
+    return vol
+
+
+def _complete(ct_dir: Path, expected: list[str]) -> bool:
+    from gensyn.io import read_json
+
+    marker = ct_dir / "views.json"
+    if not marker.is_file():
+        return False
+    return read_json(marker).get("files") == expected and all(
+        (ct_dir.parent.parent / f).is_file() for f in expected
+    )
+
+
+@stage(
+    "drr",
+    summary="render DRRs of every CT at the configured C-arm poses (carm_pose, projector)",
+    config_keys=("carm_pose", "projector"),
+    upstream=("convert",),
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    """Render, write images + manifest; resumable per CT."""
+    import nibabel as nib
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from gensyn.drr import DrrRenderer, pose_set, to_image
+    from gensyn.drr.geometry import make_geometry
+    from gensyn.io import read_table, write_image, write_json, write_table
+
+    p, poses_cfg = cfg.projector, cfg.carm_pose
+    if p.bit_depth not in (8, 16):
+        raise ValueError(f"projector.bit_depth must be 8 or 16, got {p.bit_depth}")
+    convert_dir = ctx.upstream_dir("convert")
+    volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
+    volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
+    geometry = make_geometry(
+        p.geometry,
+        p.image_size_px,
+        p.source_to_detector_mm,
+        p.source_to_isocenter_mm,
+        p.detector_size_mm,
+        p.crop_fraction,
+    )
+    physics = _physics(p)
+    device = _device(cfg.device)
+    physics_cols = {
+        "mode": physics.mode,
+        "kvp": physics.kvp,
+        "filtration_mm_al": physics.filtration_mm_al,
+        "air_max_hu": physics.air_max_hu,
+        "bone_min_hu": physics.bone_min_hu,
+        "photon_count": physics.photon_count,
+        "geometry": p.geometry,
+        "source_to_detector_mm": geometry.source_to_detector_mm,
+        "source_to_isocenter_mm": geometry.source_to_isocenter_mm,
+        "pixel_size_mm": geometry.pixel_size_mm,
+        "image_size_px": geometry.detector_rows_px,
+        "bit_depth": p.bit_depth,
+    }
+    rows: list[dict[str, Any]] = []
+    rendered, render_s = 0, 0.0
+    for _, vol in tqdm(volumes.iterrows(), total=len(volumes), desc="drr", unit="CT"):
+        ct_id, patient_id = str(vol["ct_id"]), str(vol["patient_id"])
+        views = pose_set(
+            poses_cfg.mode,
+            list(poses_cfg.alpha_deg),
+            list(poses_cfg.beta_deg),
+            poses_cfg.num_random,
+            list(poses_cfg.alpha_range_deg),
+            list(poses_cfg.beta_range_deg),
+            poses_cfg.seed,
+            ct_id,
+        )
+        names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
+        ct_dir = ctx.out_dir / "images" / ct_id
+        if not _complete(ct_dir, names):
+            img: Any = nib.load(convert_dir / str(vol["path"]))
+            hu = np.asarray(img.dataobj, dtype=np.float32)
+            t0 = time.perf_counter()
+            renderer = DrrRenderer(hu, np.asarray(img.affine), physics, device)
+            for start in range(0, len(views), p.batch_poses):
+                batch = views[start : start + p.batch_poses]
+                drrs = renderer.render(
+                    [v.pose for v in batch], geometry, p.method, p.step_mm, p.max_samples
+                )
+                for view, drr in zip(batch, drrs, strict=True):
+                    name = names[view.index]
+                    write_image(
+                        ctx.path(name), to_image(drr, p.bit_depth, tuple(p.window_percentiles))
+                    )
+                    if p.save_float:
+                        np.save(ctx.path(name[:-4] + ".npy"), drr.astype(np.float32))
+            render_s += time.perf_counter() - t0
+            rendered += len(views)
+            write_json(ctx.path("images", ct_id, "views.json"), {"files": names})
+        for view, name in zip(views, names, strict=True):
+            rows.append(
+                {
+                    "path": name,
+                    "ct_id": ct_id,
+                    "patient_id": patient_id,
+                    "view_index": view.index,
+                    "is_center": view.is_center,
+                    "alpha_deg": view.pose.alpha_deg,
+                    "beta_deg": view.pose.beta_deg,
+                    **physics_cols,
+                }
+            )
+    import pandas as pd
+
+    manifest = pd.DataFrame(rows)
+    write_table(ctx.path("manifest.csv"), manifest)
+    if rendered:
+        ctx.log_metrics({"drrs_rendered": rendered, "drrs_per_s": rendered / max(render_s, 1e-9)})
+    ctx.summary.update({"n_images": len(manifest), "n_cts": len(volumes), "device": device})
+    if len(manifest):
+        ctx.log_image("drr_example", ctx.out_dir / manifest["path"].iloc[0], caption="first DRR")
+        ctx.summary["figures"] = [manifest["path"].iloc[0]]
