@@ -96,3 +96,77 @@ def test_nbia_download_sharded_sweep(launch, gensyn_root: Path) -> None:
     assert sorted(len(m) for m in manifests) == [2, 3]
     assert set(manifests[0]["name"]).isdisjoint(manifests[1]["name"])
     assert bad.returncode == 1 and "Did you mean: LIDC-IDRI" in bad.stdout + bad.stderr
+
+
+def test_convert_stage_dicom_with_a_bad_series(launch, gensyn_root: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+    from data_fakes import write_dicom_series
+
+    raw = gensyn_root / "data" / "lidc_idri" / "raw"
+    hu = np.full((5, 6, 7), -1000, np.int16)
+    hu[2, 3, 4] = 500
+    write_dicom_series(raw / "1.2.good", hu, pixel_spacing=(0.7, 0.7), slice_step=(0, 0, 2.5))
+    write_dicom_series(raw / "1.2.gap", hu, skip_slices=(2,))
+    launch("stage=convert", "dataset=lidc_idri", "dataset.download.source=none", "logger=none")
+    out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
+    volumes = pd.read_csv(out / "volumes.csv")
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(volumes["volume_id"]) == ["1.2.good"]
+    assert volumes.loc[0, "spacing_z_mm"] == 2.5 and volumes.loc[0, "hu_max"] == 500
+    assert (
+        list(failures["volume_id"]) == ["1.2.gap"] and "missing slices" in failures.loc[0, "reason"]
+    )
+    img = nib.load(out / "volumes" / "1.2.good.nii.gz")
+    assert img.shape == (7, 6, 5) and img.get_data_dtype() == np.int16
+
+
+def test_prepare_xrays_stage_padchest(launch, gensyn_root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from test_data_labels import PADCHEST_HEADER, _pc_row
+
+    raw = gensyn_root / "data" / "padchest" / "raw"
+    (raw / "images" / "0").mkdir(parents=True)
+    rows = [
+        ("a.png", "p1", "PA", "\"['pleural effusion']\""),
+        ("b.png", "p1", "L", "\"['normal']\""),
+        ("c.png", "p2", "AP", "\"['pneumothorax']\""),
+        ("d.png", "p3", "PA", "\"['normal']\""),
+        ("e.png", "p4", "PA", "\"['cardiomegaly']\""),
+    ]
+    (raw / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv").write_text(
+        "\n".join([PADCHEST_HEADER] + [_pc_row(n, *r) for n, r in enumerate(rows)]) + "\n"
+    )
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 4096, (90, 70)).astype(np.uint16)).save(
+            raw / "images" / "0" / name
+        )
+    (raw / "images" / "0" / "d.png").write_bytes(b"corrupt")  # e.png is missing
+    launch("stage=prepare_xrays", "dataset=padchest", "dataset.xray.size_px=32", "logger=none")
+    out = next((gensyn_root / "workdir" / "runs" / "prepare_xrays").glob("*/DONE")).parent
+    table = pd.read_csv(out / "xrays.csv")
+    assert list(table["image_id"]) == ["a.png", "c.png"]  # b is lateral, d corrupt, e missing
+    assert list(table["Effusion"]) == [1, 0] and list(table["Pneumothorax"]) == [0, 1]
+    assert set(table["split"]) == {"train"} and (table["width_px"] == 70).all()
+    for p in table["path"]:
+        assert Image.open(out / p).size == (32, 32)
+    bad = pd.read_csv(out / "unreadable.csv").set_index("image_id")
+    assert bad.loc["e.png", "reason"] == "file not found" and "d.png" in bad.loc["d.png", "reason"]
+
+
+def test_carbon_summary_stage(launch, gensyn_root: Path) -> None:
+    from test_data_carbon import _output, _std
+
+    logs = gensyn_root / "workdir" / "runs" / "drr" / "abc123" / "carbon_logs"
+    logs.mkdir(parents=True)
+    (logs / "x_carbontracker_output.log").write_text(_output("0.002", "0.89"))
+    (logs / "y_carbontracker.log").write_text(_std([("0:00:10.00", "36.0")]))
+    proc = launch("stage=carbon_summary", "logger=none")
+    out = next((gensyn_root / "workdir" / "runs" / "carbon_summary").iterdir())
+    runs = pd.read_csv(out / "carbon_runs.csv")
+    assert sorted(runs["status"]) == ["actual", "partial"]
+    total = pd.read_csv(out / "carbon_summary.csv").query("level == 'total'").iloc[0]
+    assert abs(total["energy_kwh"] - (0.002 + 36 * 10 * 1.58 / 3.6e6)) < 1e-9
+    assert (out / "carbon.html").is_file() and proc.returncode == 0

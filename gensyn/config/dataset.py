@@ -59,6 +59,7 @@ class XrayConfig:
     label_file: str = ""  # label table below raw_dir
     image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
     frontal_only: bool = True  # keep PA/AP views only, as the original study
+    split: str = "train"  # train (folds are drawn from it) | test (held-out test set)
     size_px: int = 512
     bit_depth: int = 8
     window: str = "percentile"  # percentile | minmax | bits

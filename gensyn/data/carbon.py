@@ -175,12 +175,20 @@ def _run_info(run: Path) -> dict[str, Any]:
     return info
 
 
-def collect(runs_dir: str | os.PathLike[str], log_dir_name: str = "carbon_logs") -> pd.DataFrame:
-    """One row per carbontracker run found in ``<runs_dir>/<stage>/<hash>/<log_dir_name>/``."""
+def collect(
+    runs_dir: str | os.PathLike[str],
+    log_dir_name: str = "carbon_logs",
+    exclude: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """One row per carbontracker run found in ``<runs_dir>/<stage>/<hash>/<log_dir_name>/``
+    (``exclude``: a run folder to leave out, e.g. the collector's own, still running)."""
     rows = []
     root = Path(runs_dir)
+    skip = Path(exclude).resolve() if exclude is not None else None
     for log_dir in sorted(root.glob(f"*/*/{log_dir_name}")):
         run = log_dir.parent
+        if skip is not None and run.resolve() == skip:
+            continue
         info = _run_info(run)
         for prefix, out_log, std_log in find_log_pairs(log_dir):
             rows.append(

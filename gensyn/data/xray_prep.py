@@ -261,3 +261,44 @@ def prepare_many(
             if pool is not None:
                 pool.terminate()
             bar.close()
+
+
+def locate_images(relpaths: Iterable[str], image_root: str | os.PathLike[str]) -> list[str | None]:
+    """Absolute paths of images listed relative to ``image_root``; None where absent.
+
+    A relpath that does not exist as given is looked up by file name anywhere below the
+    root (ChestX-ray14 lists bare names but ships them in ``images_001/images/`` ...); the
+    folder tree is walked once, only if needed.
+    """
+    root = Path(image_root)
+    index: dict[str, str] | None = None
+    out: list[str | None] = []
+    for rel in relpaths:
+        direct = root / rel
+        if direct.is_file():
+            out.append(str(direct))
+            continue
+        if index is None:
+            index = {}
+            for folder, _, names in os.walk(root):
+                for name in names:
+                    index.setdefault(name, os.path.join(folder, name))
+        out.append(index.get(Path(rel).name))
+    return out
+
+
+def contact_sheet(paths: list[str], tile_px: int = 128, columns: int = 4) -> np.ndarray:
+    """A uint8 grid of up to ``columns``² prepared images (for reports)."""
+    from gensyn.io import read_image
+
+    paths = paths[: columns * columns]
+    rows = max(1, -(-len(paths) // columns))
+    sheet = np.zeros((rows * tile_px, columns * tile_px), np.uint8)
+    for n, path in enumerate(paths):
+        img = resize(read_image(path).astype(np.float32), tile_px)
+        top = float(img.max()) or 1.0
+        r, c = divmod(n, columns)
+        sheet[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px] = np.clip(
+            img / top * 255, 0, 255
+        ).astype(np.uint8)
+    return sheet

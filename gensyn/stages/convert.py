@@ -1,0 +1,94 @@
+"""stage=convert: raw CTs -> NIfTI (int16 HU, true spacing/origin/orientation).
+
+Writes ``volumes/<volume_id><suffix>``, ``volumes.csv`` (one validation row per volume:
+shape, spacing, origin, orientation codes, HU range), ``failures.csv`` (volume, file,
+reason) and, where the data set has CT labels, ``labels.csv`` (the common label table,
+``image_id`` = volume id). ``dataset=demo`` generates phantom CTs instead
+(:func:`gensyn.data.demo.convert`, same outputs). Converted volumes are skipped on a re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gensyn.registry import stage
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def _upstream(cfg: DictConfig) -> tuple[str, ...]:
+    return ("download",) if cfg.dataset.download.source != "none" else ()
+
+
+@stage(
+    "convert",
+    summary="CT volumes (DICOM, NRRD, NPZ or demo phantoms) -> NIfTI with true geometry",
+    config_keys=("dataset.name", "dataset.raw_dir", "dataset.convert", "dataset.demo", "seed"),
+    upstream=_upstream,
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from gensyn import io
+    from gensyn.errors import GensynError
+
+    if cfg.dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
+        import importlib
+
+        demo = importlib.import_module("gensyn.data.demo")
+        ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
+        return
+
+    from gensyn.data.convert import NpzOptions, convert_many, discover_sources
+    from gensyn.data.labels import read_radchest
+
+    c = cfg.dataset.convert
+    raw = Path(cfg.dataset.raw_dir)
+    if c.ct_format not in ("dicom", "nrrd", "npz"):
+        raise GensynError(f"dataset.convert.ct_format={c.ct_format!r}; allowed: dicom, nrrd, npz")
+    sources = discover_sources(raw, c.ct_format) if raw.is_dir() else []
+    if not sources:
+        raise GensynError(
+            f"no {c.ct_format} volumes found below {raw} (dataset.raw_dir); "
+            "run stage=download or copy the data there"
+        )
+    npz = NpzOptions(
+        key=c.npz_key,
+        axis_codes=c.npz_axis_codes,
+        spacing_mm=tuple(c.npz_spacing_mm) if c.npz_spacing_mm else None,
+    )
+    rows, failures = convert_many(
+        sources,
+        ctx.out_dir / "volumes",
+        npz=npz,
+        workers=int(c.num_workers),
+        suffix=c.nifti_suffix,
+    )
+    io.write_table(ctx.path("volumes.csv"), pd.DataFrame(rows))
+    io.write_table(
+        ctx.path("failures.csv"), pd.DataFrame(failures, columns=["volume_id", "file", "reason"])
+    )
+    if c.label_file:
+        label_path = raw / c.label_file
+        if not label_path.is_file():
+            raise GensynError(f"CT label table {label_path} (dataset.convert.label_file) not found")
+        labels = read_radchest(label_path)
+        labels = labels[labels["image_id"].isin({r["volume_id"] for r in rows})]
+        io.write_table(ctx.path("labels.csv"), labels)
+        ctx.summary["n_labelled"] = len(labels)
+    ctx.summary.update(n_volumes=len(rows), n_failed=len(failures))
+    ctx.log_metrics({"n_volumes": len(rows), "n_failed": len(failures)})
+    for f in failures[:10]:
+        log.warning("convert: %s failed: %s", f["volume_id"], f["reason"])
+    if not rows:
+        raise GensynError(
+            f"convert: all {len(failures)} volume(s) failed; see {ctx.out_dir / 'failures.csv'}"
+        )
