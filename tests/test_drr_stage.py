@@ -1,0 +1,129 @@
+"""stage=drr: images, manifest, resume per CT, pose modes; end to end on the tiny profile."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gensyn.drr import pose_set
+
+
+def _phantom_ct(shape=(40, 36, 32), spacing=(6.0, 6.0, 7.0)):
+    """Water ellipsoid with a bone rod on the patient's left, in air (HU)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    xyz = (ijk - (np.asarray(shape) - 1) / 2) * np.asarray(spacing)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[((xyz / [110.0, 80.0, 100.0]) ** 2).sum(-1) < 1] = 40.0
+    hu[(xyz[..., 0] + 50) ** 2 + xyz[..., 1] ** 2 < 15**2] = 900.0
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing)
+    return hu.astype(np.int16), affine
+
+
+@pytest.fixture
+def convert_dir(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    from gensyn.io import write_nifti, write_table
+
+    folder = tmp_path / "convert"
+    rows = []
+    for i in range(2):
+        hu, affine = _phantom_ct()
+        write_nifti(folder / "volumes" / f"ct{i}.nii.gz", hu, affine)
+        rows.append({"ct_id": f"ct{i}", "patient_id": f"p{i}", "path": f"volumes/ct{i}.nii.gz"})
+    write_table(folder / "volumes.csv", pd.DataFrame(rows))
+    return folder
+
+
+def _run_stage(cfg, out_dir: Path, convert_dir: Path):
+    from gensyn.runs import RunContext
+    from gensyn.stages import drr
+
+    ctx = RunContext(
+        name="drr",
+        out_dir=out_dir,
+        stage_hash="test",
+        cfg=cfg,
+        upstream_dirs={"convert": convert_dir},
+    )
+    drr.run(cfg, ctx)
+    return ctx
+
+
+def test_stage_grid_images_manifest_and_resume(compose, convert_dir, tmp_path):
+    from gensyn.io import read_image, read_table
+
+    cfg = compose(
+        "carm_pose=grid",
+        "carm_pose.alpha_deg=[-10,0,10]",
+        "carm_pose.beta_deg=[0,10]",
+        "projector.image_size_px=48",
+        "projector.bit_depth=16",
+        "projector.save_float=true",
+    )
+    out = tmp_path / "drr"
+    ctx = _run_stage(cfg, out, convert_dir)
+    manifest = read_table(out / "manifest.csv")
+    assert len(manifest) == 12 and ctx.summary["n_images"] == 12
+    assert manifest.groupby("ct_id")["is_center"].sum().tolist() == [1, 1]
+    center = manifest[manifest["is_center"].astype(bool)].iloc[0]
+    assert (center["alpha_deg"], center["beta_deg"], center["view_index"]) == (0, 0, 0)
+    for col in ("patient_id", "kvp", "filtration_mm_al", "mode", "pixel_size_mm"):
+        assert col in manifest.columns
+    img = read_image(out / center["path"])
+    assert img.shape == (48, 48) and img.dtype == np.uint16
+    drr = np.load(out / center["path"].replace(".png", ".npy"))
+    # bone rod on the patient's left: image right half brighter (bone bright)
+    assert drr[:, 28:].max() > drr[:, :20].max()
+    # resume: complete CTs are skipped; a CT without its marker is rendered again
+    first = out / manifest["path"].iloc[0]
+    stamp = first.stat().st_mtime_ns
+    (out / "images" / "ct1" / "views.json").unlink()
+    (out / manifest[manifest["ct_id"] == "ct1"]["path"].iloc[0]).unlink()
+    _run_stage(cfg, out, convert_dir)
+    assert first.stat().st_mtime_ns == stamp
+    assert (out / manifest[manifest["ct_id"] == "ct1"]["path"].iloc[0]).is_file()
+    assert len(read_table(out / "manifest.csv")) == 12
+
+
+def test_pose_sets():
+    assert [v.pose.alpha_deg for v in pose_set("center")] == [0.0]
+    grid = pose_set("grid", [-10, -5, 0, 5, 10], [-10, -5, 0, 5, 10])
+    assert len(grid) == 25 and grid[0].is_center and sum(v.is_center for v in grid) == 1
+    a = pose_set("random", num_random=4, seed=1, ct_id="x")
+    b = pose_set("random", num_random=4, seed=1, ct_id="x")
+    c = pose_set("random", num_random=4, seed=1, ct_id="y")
+    assert a == b and a != c and len(a) == 5 and a[0].is_center
+    assert all(-10 <= v.pose.alpha_deg <= 10 and -10 <= v.pose.beta_deg <= 10 for v in a)
+    with pytest.raises(ValueError, match="allowed"):
+        pose_set("spiral")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("gensyn.data.demo") is None,
+    reason="demo phantoms (gensyn.data.demo) not there yet",
+)
+def test_stage_end_to_end_tiny(launch, gensyn_root):
+    """python launch.py stage=drr profile=tiny: convert (demo phantoms) then DRRs."""
+    from gensyn.io import read_table
+
+    launch("stage=drr", "profile=tiny", "carm_pose=random", "carm_pose.num_random=2", "logger=none")
+    manifests = list(gensyn_root.rglob("drr/*/manifest.csv"))
+    assert len(manifests) == 1
+    manifest = read_table(manifests[0])
+    assert len(manifest) == 3 * manifest["ct_id"].nunique() > 0
+    assert all((manifests[0].parent / p).is_file() for p in manifest["path"])
+    # a second launch finds the DONE folder
+    again = launch(
+        "stage=drr", "profile=tiny", "carm_pose=random", "carm_pose.num_random=2", "logger=none"
+    )
+    assert (
+        "skip" in (again.stdout + again.stderr).lower()
+        or "done" in (again.stdout + again.stderr).lower()
+    )
