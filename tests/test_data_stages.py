@@ -112,7 +112,7 @@ def test_convert_stage_dicom_with_a_bad_series(launch, gensyn_root: Path) -> Non
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv")
     failures = pd.read_csv(out / "failures.csv")
-    assert list(volumes["volume_id"]) == ["1.2.good"]
+    assert list(volumes["volume_id"]) == ["1.2.good"] and volumes.loc[0, "patient_id"] == "PHANTOM"
     assert volumes.loc[0, "spacing_z_mm"] == 2.5 and volumes.loc[0, "hu_max"] == 500
     assert (
         list(failures["volume_id"]) == ["1.2.gap"] and "missing slices" in failures.loc[0, "reason"]

@@ -373,8 +373,23 @@ def convert_volume(
     out = Path(out_dir) / f"{source.volume_id}{suffix}"
     write_nifti(out, volume, affine)
     row = validation_row(source.volume_id, volume, affine)
-    row.update(source=source.path, fmt=source.fmt, nifti=out.name)
+    row.update(patient_id=patient_id(source), source=source.path, fmt=source.fmt, nifti=out.name)
     return row
+
+
+def patient_id(source: VolumeSource) -> str:
+    """The DICOM PatientID of a series (first file), else the volume id (NRRD, NPZ)."""
+    if source.fmt == "dicom":
+        import pydicom
+
+        for f in sorted(Path(source.path).glob("*.dcm")):
+            try:
+                value = pydicom.dcmread(f, stop_before_pixels=True).get("PatientID")
+            except Exception:  # unreadable files are reported by the converter itself
+                continue
+            if value:
+                return str(value)
+    return source.volume_id
 
 
 def _convert_or_fail(
@@ -388,7 +403,9 @@ def _convert_or_fail(
 
             img: Any = nib.load(done)
             row = validation_row(source.volume_id, np.asarray(img.dataobj), img.affine)
-            row.update(source=source.path, fmt=source.fmt, nifti=done.name)
+            row.update(
+                patient_id=patient_id(source), source=source.path, fmt=source.fmt, nifti=done.name
+            )
             return "ok", row
         return "ok", convert_volume(source, out_dir, npz, suffix)
     except ConversionError as exc:

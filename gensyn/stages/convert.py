@@ -43,8 +43,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if cfg.dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
         import importlib
 
-        demo = importlib.import_module("gensyn.data.demo")
-        ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
+        try:
+            demo = importlib.import_module("gensyn.data.demo")
+            make = demo.convert
+        except (ImportError, AttributeError) as exc:
+            raise GensynError(
+                f"dataset=demo needs gensyn.data.demo.convert(cfg, out_dir), not available ({exc})"
+            ) from None
+        ctx.summary.update(make(cfg, ctx.out_dir) or {})
         return
 
     from gensyn.data.convert import NpzOptions, convert_many, discover_sources

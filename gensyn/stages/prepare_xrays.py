@@ -39,8 +39,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if cfg.dataset.name == "demo":  # simulated radiographs: gensyn.data.demo, same outputs
         import importlib
 
-        demo = importlib.import_module("gensyn.data.demo")
-        ctx.summary.update(demo.prepare_xrays(cfg, ctx.out_dir) or {})
+        try:
+            demo = importlib.import_module("gensyn.data.demo")
+            make = demo.prepare_xrays
+        except (ImportError, AttributeError) as exc:
+            raise GensynError(
+                f"dataset=demo needs gensyn.data.demo.prepare_xrays(cfg, out_dir), not available ({exc})"
+            ) from None
+        ctx.summary.update(make(cfg, ctx.out_dir) or {})
         return
 
     from gensyn.data.labels import read_label_table
