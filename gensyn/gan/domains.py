@@ -70,14 +70,15 @@ def select_domains(
         raise ValueError(f"generator.heldout_size must be >= 0, got {heldout_size}")
     if "split" in xrays.columns:
         xrays = xrays[xrays["split"].astype(str) != "test"]
+    for domain, table in (("A", drrs), ("B", xrays)):
+        if len(table) == 0:
+            what = "DRRs in the drr manifest" if domain == "A" else "real X-rays (non-test)"
+            raise ValueError(f"domain {domain} is empty: no {what}")
     parts = []
     for domain, table, keys in (
         ("A", drrs, ("ct_id", "patient_id", "path")),
         ("B", xrays, ("patient_id", "image_id", "path")),
     ):
-        if len(table) == 0:
-            what = "DRRs in the drr manifest" if domain == "A" else "real X-rays (non-test)"
-            raise ValueError(f"domain {domain} is empty: no {what}")
         group_col = next(k for k in keys if k in table.columns)
         rng = np.random.default_rng([seed, ord(domain)])
         heldout, train = _split_groups(table[group_col], heldout_size, max_per_domain, rng)
