@@ -24,14 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
 CHUNK_BYTES = 1 << 20
-# Received bytes are written in blocks of this size; a dropped connection loses at most
-# one block (requests discards a partly filled block when the connection breaks).
-STREAM_BLOCK_BYTES = 1 << 16
 
 
 class DownloadError(RuntimeError):
@@ -185,7 +183,12 @@ def download_file(
             raise
         except _PermanentHTTPError as exc:
             raise DownloadError(str(exc)) from None
-        except (requests.RequestException, _TransientError, OSError) as exc:
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            _TransientError,
+            OSError,
+        ) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "%s: attempt %d/%d failed (%s)",
@@ -247,6 +250,8 @@ def _fetch_into_part(
         return md5_of_file(part, chunk_bytes)  # complete already; the caller verifies it
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     timeout = (retry.connect_timeout_s, retry.read_timeout_s)
+    # identity: the bytes on the wire are the file's bytes (Range and MD5 refer to them)
+    headers["Accept-Encoding"] = "identity"
     with session.get(remote.url, headers=headers, stream=True, timeout=timeout) as resp:
         check_auth(resp, remote.name, token_hint)
         if resp.status_code == 416:  # our offset is past the end: the part is wrong or complete
@@ -265,23 +270,55 @@ def _fetch_into_part(
             mode = "wb"
             if on_bytes:
                 on_bytes(-offset)
-        digest = hashlib.md5(usedforsecurity=False)
-        if mode == "ab" and offset:
-            with open(part, "rb") as fh:
-                while block := fh.read(chunk_bytes):
-                    digest.update(block)
-        expected = resp.headers.get("Content-Length")
-        received = 0
-        with open(part, mode) as fh:
-            for block in resp.iter_content(chunk_size=STREAM_BLOCK_BYTES):
-                fh.write(block)
-                digest.update(block)
-                received += len(block)
-                if on_bytes:
-                    on_bytes(len(block))
+        hasher = _Hasher()
+        try:
+            if mode == "ab" and offset:
+                with open(part, "rb") as fh:
+                    while block := fh.read(chunk_bytes):
+                        hasher.put(block)
+            expected = resp.headers.get("Content-Length")
+            received = 0
+            with open(part, mode) as fh:
+                # read1 hands over whatever has arrived (up to chunk_bytes), so the bytes
+                # received before a dropped connection reach the .part file and are resumable.
+                while block := resp.raw.read1(chunk_bytes):
+                    fh.write(block)
+                    hasher.put(block)
+                    received += len(block)
+                    if on_bytes:
+                        on_bytes(len(block))
+        finally:
+            digest = hasher.finish()
         if expected is not None and received != int(expected):
             raise _TransientError(f"connection closed after {received} of {expected} bytes")
-        return digest.hexdigest()
+        return digest
+
+
+class _Hasher:
+    """MD5 in a helper thread (hashlib releases the GIL), overlapping hashing with receiving.
+
+    At most ``max_blocks`` blocks wait in the queue, so memory stays bounded.
+    """
+
+    def __init__(self, max_blocks: int = 16) -> None:
+        import queue
+
+        self._digest = hashlib.md5(usedforsecurity=False)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max_blocks)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="md5")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._digest.update(block)
+
+    def put(self, block: bytes) -> None:
+        self._queue.put(block)
+
+    def finish(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._digest.hexdigest()
 
 
 def _content_range_start(header: str) -> int:
