@@ -22,6 +22,7 @@ from gensyn.config.generator import GeneratorConfig
 from gensyn.config.logger import LoggerConfig
 from gensyn.config.paths import PathsConfig
 from gensyn.config.projector import ProjectorConfig
+from gensyn.config.report import ReportConfig
 from gensyn.config.sampling import SamplingConfig
 from gensyn.config.stage import StageConfig
 
@@ -54,6 +55,7 @@ class Config:
     sampling: SamplingConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
+    report: ReportConfig = field(default_factory=ReportConfig)  # stage=report (not a group)
     experiment_name: str = "default"  # set by experiment=...; groups W&B runs
     profile_name: str = "default"  # set by profile=... (default | tiny)
     seed: int = 0  # every random choice derives from it

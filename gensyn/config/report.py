@@ -1,0 +1,30 @@
+"""Schema of ``report``: which arms and folds the classification report gathers, and its statistics."""
+
+from dataclasses import dataclass, field
+
+#: The original study's nine arms, as names of options of the ``sampling`` group.
+THESIS_ARMS = (
+    "none",
+    "drr_1",
+    "drr_2",
+    "drr_5",
+    "drr_10",
+    "synthex_1",
+    "synthex_2",
+    "synthex_5",
+    "synthex_10",
+)
+
+
+@dataclass
+class ReportConfig:
+    """``arms``: ``sampling`` options to gather (missing runs are listed, not fatal).
+
+    Folds 0 .. classifier.n_folds-1 are gathered for each arm. ``baseline`` is the arm every
+    other arm is compared with (paired bootstrap over test patients, and DeLong).
+    """
+
+    arms: list[str] = field(default_factory=lambda: list(THESIS_ARMS))
+    baseline: str = "none"
+    n_bootstrap: int = 2000
+    ci_level: float = 0.95
