@@ -13,8 +13,10 @@ converted tables use the finding names themselves; RAD-ChestCT uses e.g. ``pleur
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,3 +128,45 @@ def synthetic_training_rows(
             **{f: merged[f].astype(int) for f in findings},
         }
     )
+
+
+def parse_arm(option: str) -> tuple[str, int]:
+    """``(source, views_per_ct)`` of a ``sampling`` option name: none, drr, drr_5, synthex_10 ..."""
+    source, _, views = option.partition("_")
+    try:
+        n = int(views) if views else 1
+    except ValueError:
+        raise ValueError(f"unknown sampling arm {option!r}; e.g. none, drr_5, synthex_10") from None
+    check_arm(source, n)
+    return source, n
+
+
+def resolve_paths(table: pd.DataFrame, root: str | os.PathLike[str]) -> pd.DataFrame:
+    """A copy of ``table`` whose ``path`` column is absolute (relative paths are below ``root``)."""
+    base = Path(root)
+    paths = [p if os.path.isabs(p) else str(base / p) for p in table["path"].astype(str)]
+    return table.assign(path=paths)
+
+
+def training_tables(
+    xrays: pd.DataFrame,
+    folds: pd.DataFrame,
+    split_idx: int,
+    synthetic: pd.DataFrame | None,
+    findings: Sequence[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val) tables of one cross-validation round of one arm.
+
+    ``xrays``: real images with split == train; ``folds``: their split table; ``synthetic``:
+    rows from :func:`synthetic_training_rows` (or None). Synthetic rows join *train* only.
+    """
+    from gensyn.data.splits import train_val_ids
+
+    train_ids, val_ids = train_val_ids(folds, split_idx)
+    ids = xrays["image_id"].astype(str)
+    cols = ["image_id", "patient_id", "path", *findings]
+    train = xrays.loc[ids.isin(train_ids), cols].assign(source="real")
+    val = xrays.loc[ids.isin(val_ids), cols].assign(source="real")
+    if synthetic is not None and len(synthetic):
+        train = pd.concat([train, synthetic[cols].assign(source="synthetic")], ignore_index=True)
+    return train.reset_index(drop=True), val.reset_index(drop=True)

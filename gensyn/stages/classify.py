@@ -1,0 +1,163 @@
+"""stage=classify: train one classifier of one sampling arm on one cross-validation fold.
+
+Reads ``xrays.csv`` of ``prepare_xrays`` (real images; ``split == train`` rows are folded,
+patient-level and multilabel-stratified, into ``classifier.n_folds`` folds; fold
+``split_idx`` validates), and for ``sampling.source=drr|synthex`` the manifest of ``drr`` or
+``gan_translate`` plus the CT labels of ``convert``: the centre view + ``views_per_ct - 1``
+angled views of every CT join the training folds only.
+
+Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, also kept
+in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv``,
+``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
+``best.keras`` (best validation macro AUC) and ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gensyn.registry import stage
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
+
+#: stage that provides the synthetic images of each sampling source
+SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}
+
+
+def source_of(cfg: DictConfig) -> str:
+    """``sampling.source`` as a plain string (the schema types it as an Enum)."""
+    src = cfg.sampling.source
+    return str(getattr(src, "value", src))
+
+
+def upstream_of(cfg: DictConfig) -> list[str]:
+    """prepare_xrays, plus convert and drr / gan_translate for a synthetic arm."""
+    src = source_of(cfg)
+    return ["prepare_xrays"] + (["convert", SYNTHETIC_STAGE[src]] if src in SYNTHETIC_STAGE else [])
+
+
+@stage(
+    "classify",
+    summary="train the chest X-ray classifier of one sampling arm on one fold (split_idx)",
+    config_keys=("classifier", "sampling", "split_idx", "seed"),
+    upstream=upstream_of,
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    from pathlib import Path
+
+    from gensyn import io
+    from gensyn.classify import sampling
+    from gensyn.data.splits import load_or_make_folds
+    from gensyn.errors import GensynError
+    from gensyn.runs import stage_hash
+
+    c = cfg.classifier
+    findings = list(cfg.dataset.findings)
+    src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
+    arm = sampling.arm_name(src, views)
+
+    xray_dir = ctx.upstream_dir("prepare_xrays")
+    xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
+    real_train = xrays[xrays["split"] == "train"].reset_index(drop=True)
+    if real_train.empty:
+        raise GensynError(f"{xray_dir / 'xrays.csv'} has no rows with split == train")
+    split_file = (
+        Path(cfg.paths.runs_dir)
+        / "splits"
+        / f"{stage_hash(cfg, 'prepare_xrays')}_k{c.n_folds}_seed{cfg.seed}.csv"
+    )
+    folds = load_or_make_folds(split_file, real_train, findings, int(c.n_folds), int(cfg.seed))
+    io.write_table(ctx.path("split.csv"), folds)
+
+    synthetic = None
+    if src in SYNTHETIC_STAGE:
+        syn_dir = ctx.upstream_dir(SYNTHETIC_STAGE[src])
+        manifest = sampling.resolve_paths(io.read_table(syn_dir / "manifest.csv"), syn_dir)
+        synthetic = sampling.synthetic_training_rows(
+            manifest, _ct_labels(ctx.upstream_dir("convert")), findings, views, int(cfg.seed)
+        )
+    train, val = sampling.training_tables(
+        real_train, folds, int(cfg.split_idx), synthetic, findings
+    )
+    io.write_table(ctx.path("train_images.csv"), train)
+    io.write_table(ctx.path("val_images.csv"), val)
+    counts = {
+        "arm": arm,
+        "source": src,
+        "views_per_ct": views,
+        "split_idx": int(cfg.split_idx),
+        "n_train_real": int((train["source"] == "real").sum()),
+        "n_train_synthetic": int((train["source"] == "synthetic").sum()),
+        "n_val": len(val),
+    }
+    io.write_json(ctx.path("arm.json"), counts)
+    ctx.summary.update(counts)
+    log.info("classify %s fold %d: %s", arm, cfg.split_idx, counts)
+
+    result = _train(cfg, ctx, train, val, findings)
+    ctx.summary.update(
+        best_epoch=result.best_epoch,
+        best_val_macro_auc=result.best_val_macro_auc,
+        **{f"best_val_auc_{k}": v for k, v in result.best_val_auc.items()},
+    )
+    if result.resumed_from_epoch is not None:
+        ctx.summary["resumed_from_epoch"] = result.resumed_from_epoch
+
+
+def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
+    """CT label table with ``ct_id``: convert's labels.csv (common table) or volumes.csv."""
+    from gensyn import io
+    from gensyn.errors import GensynError
+
+    labels = convert_dir / "labels.csv"
+    if labels.is_file():
+        return io.read_table(labels).rename(columns={"image_id": "ct_id"})
+    volumes = io.read_table(convert_dir / "volumes.csv")
+    if "ct_id" not in volumes.columns:
+        raise GensynError(f"no CT labels: neither {labels} nor a ct_id column in volumes.csv")
+    return volumes
+
+
+def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
+    from gensyn.classify.models import ModelSpec
+    from gensyn.classify.train import TrainSettings, train_classifier
+
+    c = cfg.classifier
+    spec = ModelSpec(
+        name=str(getattr(c.name, "value", c.name)),
+        image_size_px=int(c.image_size_px),
+        n_classes=len(findings),
+        weights=None if c.weights in (None, "", "none") else str(c.weights),
+        trainable_tail_layers=int(c.trainable_tail_layers),
+        augment=bool(c.augment),
+        dropout=float(c.dropout),
+        widths=tuple(int(w) for w in c.small_cnn_widths),
+        seed=int(cfg.seed),
+    )
+    settings = TrainSettings(
+        epochs=int(c.epochs),
+        batch_size=int(c.batch_size),
+        learning_rate=float(c.learning_rate),
+        class_weighting=str(getattr(c.class_weighting, "value", c.class_weighting)),
+        precision=str(getattr(c.precision, "value", c.precision)),
+        seed=int(cfg.seed),
+        num_workers=int(cfg.num_workers),
+        prefetch_batches=int(c.prefetch),
+    )
+    return train_classifier(
+        spec,
+        list(train["path"]),
+        train[findings].to_numpy(),
+        list(val["path"]),
+        val[findings].to_numpy(),
+        ctx.out_dir,
+        settings,
+        findings,
+        on_epoch=lambda epoch, metrics: ctx.log_metrics(metrics, step=epoch),
+    )

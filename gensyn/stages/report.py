@@ -1,0 +1,111 @@
+"""stage=report: gather a grid's predictions and write the classification report.
+
+For every arm in ``report.arms`` (``sampling`` option names) and every fold
+0 .. ``classifier.n_folds - 1`` it looks up the ``predict`` run of that config by hash (the
+rest of the config is this one's) and uses it if it is finished. Missing runs are listed
+in the report, not trained: training 45 models is the sweep's job, not the report's. A
+finished ``classify`` run without its ``predict`` run is predicted here (cheap), and the
+current config's own arm and fold are run if missing, so the demo pipeline always has one.
+
+Writes ``report.md`` / ``report.html``, ``auc_summary.csv`` (every statistic),
+``predictions.csv`` (all gathered predictions) and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gensyn.registry import stage
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def report_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.report`` merged over the :class:`ReportConfig` defaults (typed either way)."""
+    from omegaconf import OmegaConf
+
+    from gensyn.config.report import ReportConfig
+
+    base = OmegaConf.structured(ReportConfig)
+    return OmegaConf.merge(base, cfg.get("report") or {})  # type: ignore[return-value]
+
+
+@stage(
+    "report",
+    summary="per-class/macro AUC over folds with CIs, arms vs baseline, ROC and AUC-vs-views plots",
+    hashed=False,
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    import pandas as pd
+
+    from gensyn import io
+    from gensyn.classify.sampling import arm_name, parse_arm
+    from gensyn.errors import GensynError
+    from gensyn.report.render import write_report
+    from gensyn.runs import execute, is_done, run_dir, with_overrides
+    from gensyn.stages.classify import source_of
+
+    rc = report_settings(cfg)
+    own = (source_of(cfg), int(cfg.sampling.views_per_ct))
+    arms = [parse_arm(a) for a in rc.arms]
+    if own not in arms:
+        arms.append(own)
+    frames, missing = [], []
+    for source, views in arms:
+        for fold in range(int(cfg.classifier.n_folds)):
+            sub = with_overrides(
+                cfg, {"sampling.source": source, "sampling.views_per_ct": views, "split_idx": fold}
+            )
+            folder = run_dir(sub, "predict")
+            is_own = (source, views) == own and fold == int(cfg.split_idx)
+            if not is_done(folder) and (is_own or is_done(run_dir(sub, "classify"))):
+                folder = execute(sub, "predict")  # predicting is cheap once a model exists
+            if is_done(folder):
+                frames.append(io.read_table(folder / "predictions.csv"))
+            else:
+                missing.append(f"{arm_name(source, views)} fold {fold}")
+    if not frames:
+        raise GensynError("report: no finished predict runs for this config; run stage=predict")
+    preds = pd.concat(frames, ignore_index=True)
+    io.write_table(ctx.path("predictions.csv"), preds)
+    notes = [
+        f"dataset={cfg.dataset.name}, classifier={getattr(cfg.classifier.name, 'value', '')}"
+        f", {preds['arm'].nunique()} arm(s), {len(frames)} model(s)."
+    ]
+    if cfg.dataset.name == "demo":
+        notes.append("The demo data are SIMULATED: these numbers test the machinery, not medicine.")
+    if missing:
+        notes.append("Not finished (not in the tables): " + ", ".join(missing) + ".")
+    baseline = arm_name(*parse_arm(rc.baseline))
+    page, summary = write_report(
+        ctx.out_dir,
+        preds,
+        list(cfg.dataset.findings),
+        title="Classification report",
+        baseline=baseline,
+        n_boot=int(rc.n_bootstrap),
+        level=float(rc.ci_level),
+        seed=int(cfg.seed),
+        notes=notes,
+    )
+    macro = summary[summary["class"] == "macro"]
+    for row in macro.itertuples():
+        ctx.summary[f"macro_auc_{row.test_set}_{row.arm}"] = round(float(str(row.auc_mean)), 4)
+    ctx.summary["n_models"] = len(frames)
+    ctx.summary["n_missing"] = len(missing)
+    ctx.summary["reports"] = [page.name]
+    ctx.summary["figures"] = sorted(
+        str(p.relative_to(ctx.out_dir)) for p in (ctx.out_dir / "figures").glob("*.png")
+    )
+    print(f"Classification report: {page}")
+    for row in macro.itertuples():
+        print(
+            f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
+            f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
+        )

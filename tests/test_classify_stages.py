@@ -1,0 +1,147 @@
+"""classify / predict / report as stages: a tiny sweep over folds and arms, then the report.
+
+Upstream folders (prepare_xrays, convert, drr) are written by the test at the hash the
+config gives them, so these tests exercise exactly the classification stages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from classify_fakes import FINDINGS, draw_xray, make_xray_set
+
+from gensyn import io
+from gensyn.runs import DONE, run_dir
+
+
+def _done(folder):
+    io.write_json(folder / DONE, {"fake": True})
+
+
+def _fake_upstreams(compose, root):
+    cfg = compose("profile=tiny", root=root)
+    xray_dir = run_dir(cfg, "prepare_xrays")
+    table = make_xray_set(xray_dir / "images", n_patients=60, size_px=32, seed=0)
+    table["path"] = [f"images/{p.split('/')[-1]}" for p in table["path"]]  # relative, as upstream
+    io.write_table(xray_dir / "xrays.csv", table)
+    _done(xray_dir)
+
+    drr_cfg = compose("profile=tiny", "sampling=drr_2", root=root)
+    conv_dir, drr_dir = run_dir(drr_cfg, "convert"), run_dir(drr_cfg, "drr")
+    rng = np.random.default_rng(1)
+    cts, rows = [], []
+    for c in range(8):
+        labels = (rng.random(5) < 0.4).astype(int)
+        cts.append(
+            {
+                "image_id": f"ct{c}",
+                "patient_id": f"ctp{c}",
+                **dict(zip(FINDINGS, labels, strict=True)),
+            }
+        )
+        for v in range(4):
+            name = f"images/ct{c}/ct{c}_v{v:02d}.png"
+            io.write_image(drr_dir / name, draw_xray(labels, 32, rng))
+            rows.append(
+                {
+                    "path": name,
+                    "ct_id": f"ct{c}",
+                    "patient_id": f"ctp{c}",
+                    "view_index": v,
+                    "is_center": v == 0,
+                    "alpha_deg": 5.0 * v,
+                    "beta_deg": 0.0,
+                }
+            )
+    io.write_table(conv_dir / "labels.csv", pd.DataFrame(cts))
+    io.write_table(drr_dir / "manifest.csv", pd.DataFrame(rows))
+    _done(conv_dir)
+    _done(drr_dir)
+    return table
+
+
+@pytest.mark.slow
+def test_sweep_over_folds_and_arms_then_report(compose, launch, gensyn_root):
+    table = _fake_upstreams(compose, gensyn_root)
+    launch(
+        "stage=classify",
+        "split_idx=0,1",
+        "sampling=none,drr_2",
+        "profile=tiny",
+        "logger=none",
+        "-m",
+    )
+    proc = launch("stage=report", "profile=tiny", "logger=none", "report.n_bootstrap=200")
+    assert "Classification report" in proc.stdout
+
+    # each run folder records its arm; the DRR arm trained on 2 views × 8 CTs extra
+    base = io.read_json(run_dir(compose("profile=tiny", "split_idx=1"), "classify") / "arm.json")
+    drr = io.read_json(
+        run_dir(compose("profile=tiny", "split_idx=1", "sampling=drr_2"), "classify") / "arm.json"
+    )
+    assert base["arm"] == "baseline" and base["n_train_synthetic"] == 0
+    assert drr["arm"] == "drr_2" and drr["n_train_synthetic"] == 16
+    assert drr["n_train_real"] == base["n_train_real"] and drr["n_val"] == base["n_val"]
+
+    # no leakage: the two folds' validation patients are disjoint, and the split file is shared
+    folder0 = run_dir(compose("profile=tiny", "split_idx=0"), "classify")
+    folder1 = run_dir(compose("profile=tiny", "split_idx=1"), "classify")
+    val0 = set(io.read_table(folder0 / "val_images.csv")["patient_id"])
+    val1 = set(io.read_table(folder1 / "val_images.csv")["patient_id"])
+    train1 = set(io.read_table(folder1 / "train_images.csv")["patient_id"])
+    assert val0 and val1 and not val0 & val1 and not val1 & train1
+    pd.testing.assert_frame_equal(
+        io.read_table(folder0 / "split.csv"), io.read_table(folder1 / "split.csv")
+    )
+
+    reports = sorted((gensyn_root / "workdir" / "runs" / "report").glob("*/report.md"))
+    assert reports, "report not written"
+    text = reports[-1].read_text()
+    assert "baseline" in text and "drr_2" in text
+    summary = io.read_table(reports[-1].parent / "auc_summary.csv")
+    assert set(summary["arm"]) == {"baseline", "drr_2"}
+    assert (summary["n_folds"] == 2).all()
+    n_test = int((table["split"] == "test").sum())
+    preds = io.read_table(reports[-1].parent / "predictions.csv")
+    assert len(preds) == 4 * n_test  # 2 arms × 2 folds × test images
+
+
+def test_misspelt_arm_is_an_error(compose):
+    with pytest.raises(Exception, match="syntex"):
+        compose("sampling.source=syntex")
+    with pytest.raises(Exception, match="synthex_3"):
+        compose("sampling=synthex_3")
+    cfg = compose("sampling=synthex_5")
+    assert cfg.sampling.source.value == "synthex" and cfg.sampling.views_per_ct == 5
+
+
+def test_named_arm_options_match_their_names():
+    from pathlib import Path
+
+    import yaml
+
+    from gensyn.classify.sampling import parse_arm
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "sampling"
+    for path in conf.glob("*.yaml"):
+        values = yaml.safe_load(path.read_text())
+        source, views = parse_arm(path.stem)
+        assert values["source"] == source
+        if "_" in path.stem:
+            assert values["views_per_ct"] == views
+
+
+def test_thesis_grid_is_nine_arms_by_five_folds(compose):
+    from pathlib import Path
+
+    import yaml
+    from hydra import compose as hydra_compose  # noqa: F401  (the experiment file is plain YAML)
+
+    exp = Path(__file__).resolve().parent.parent / "conf" / "experiment" / "thesis_grid.yaml"
+    params = yaml.safe_load(exp.read_text())["hydra"]["sweeper"]["params"]
+    arms = params["sampling"].split(",")
+    assert len(arms) == 9 and len(set(arms)) == 9
+    assert params["split_idx"].split(",") == ["0", "1", "2", "3", "4"]
+    for arm in arms:  # every arm composes with the grid (real option files, typed values)
+        compose("experiment=thesis_grid", f"sampling={arm}")
