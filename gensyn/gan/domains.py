@@ -106,7 +106,7 @@ def domain_paths(table: pd.DataFrame, domain: str, subset: str) -> list[str]:
 
 #: File names tried, in order, for the upstream tables (the first that exists is used).
 DRR_MANIFESTS = ("manifest.csv",)
-XRAY_TABLES = ("images.csv", "xrays.csv", "manifest.csv", "table.csv")
+XRAY_TABLES = ("xrays.csv",)
 
 
 def read_upstream_table(
