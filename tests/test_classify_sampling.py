@@ -113,7 +113,7 @@ def test_arm_names_and_parsing():
     assert sampling.arm_name("none", 1) == "baseline"
     assert sampling.arm_name("synthex", 10) == "synthex_10"
     assert sampling.parse_arm("drr_5") == ("drr", 5) and sampling.parse_arm("none") == ("none", 1)
-    with pytest.raises(ValueError, match="sampling.source"):
+    with pytest.raises(ValueError, match=r"sampling\.source"):
         sampling.parse_arm("syntex_5")
     with pytest.raises(ValueError):
         sampling.parse_arm("drr_x")
