@@ -37,6 +37,7 @@ class ChainParams:
     unsharp_gain: float
     unsharp_sigma_frac: float
     detail_gain: float
+    tone_gamma: float  # > 1 darkens the mid-tones (lungs) before the sigmoid
     tone_gain: float
     tone_centre: float
     collimation_frac: tuple[float, float, float, float]  # top, bottom, left, right margins
@@ -61,6 +62,7 @@ def sample_chain_params(rng: np.random.Generator) -> ChainParams:
         unsharp_gain=float(rng.uniform(0.5, 1.1)),
         unsharp_sigma_frac=float(rng.uniform(0.05, 0.1)),
         detail_gain=float(rng.uniform(0.3, 0.7)),
+        tone_gamma=float(rng.uniform(1.3, 2.0)),
         tone_gain=float(rng.uniform(4.5, 7.5)),
         tone_centre=float(rng.uniform(0.42, 0.55)),
         collimation_frac=tuple(float(v) for v in rng.uniform(0.01, 0.07, size=4)),  # type: ignore[arg-type]
@@ -150,7 +152,7 @@ def acquire(line_integral: np.ndarray, params: ChainParams, rng: np.random.Gener
             left + int(0.04 * size) if p.marker == "R" else w - right - int(0.04 * size) - letter_h
         )
         marker = _marker_mask(int(size), p.marker, top + int(0.04 * size), col, letter_h)[:h, :w]
-        primary[marker] *= 0.03
+        primary[marker] *= 0.003
 
     glow = ndimage.gaussian_filter(primary, p.scatter_sigma_frac * size, mode="nearest")
     body = line > 0.5
@@ -180,7 +182,7 @@ def process(density: np.ndarray, params: ChainParams, bit_depth: int = 8) -> np.
     processed = density + p.unsharp_gain * (density - coarse) + p.detail_gain * (density - fine)
     top, bottom, left, right = (round(f * size) for f in p.collimation_frac)
     lo, hi = np.percentile(processed[top : h - bottom, left : w - right], [1.0, 99.5])
-    x = np.clip((processed - lo) / max(hi - lo, 1e-6), -0.2, 1.2)
+    x = np.clip((processed - lo) / max(hi - lo, 1e-6), 0.0, 1.2) ** p.tone_gamma
     curve = 1.0 / (1.0 + np.exp(-p.tone_gain * (x - p.tone_centre)))
     c0 = 1.0 / (1.0 + np.exp(p.tone_gain * p.tone_centre))
     c1 = 1.0 / (1.0 + np.exp(-p.tone_gain * (1.0 - p.tone_centre)))

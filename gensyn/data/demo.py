@@ -1,0 +1,241 @@
+"""The built-in demo data set: SIMULATED chest CTs and SIMULATED "real" chest X-rays.
+
+Two disjoint groups of phantom patients (:mod:`gensyn.data.phantom`):
+
+* CT patients ``demo-ct-NNNN``: NIfTI volumes + ``volumes.csv`` (``ct_id, patient_id,
+  path`` and the five labels), what stage ``convert`` produces for real CT sources;
+* X-ray patients ``demo-xr-NNNN``: one PA radiograph each, projected from their phantom and
+  passed through the clinical-look chain of :mod:`gensyn.data.xray_sim`, as 8-bit PNG +
+  ``images.csv`` (``image_id, patient_id, view, frontal, path``, labels, ``split``), what
+  stage ``prepare_xrays`` produces for real X-ray sources.
+
+Patient seeds come from ``SeedSequence([seed, group, index])``; a file that already exists
+is not made again (a killed run resumes), and the tables are rebuilt from the seeds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gensyn.data.phantom import FINDINGS, generate_phantom, sample_labels, save_phantom_nifti
+
+CT_GROUP, XRAY_GROUP = 0, 1
+VOLUME_TABLE = "volumes.csv"
+XRAY_TABLE = "images.csv"
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """Size and seeds of the demo data (mirrors the ``dataset.demo`` config group)."""
+
+    num_ct_patients: int = 40
+    num_xray_patients: int = 400
+    volume_shape_vox: tuple[int, int, int] = (128, 128, 128)
+    voxel_spacing_mm: tuple[float, float, float] = (2.8, 2.8, 2.6)
+    xray_size_px: int = 256
+    finding_prevalence: float = 0.3
+    test_fraction: float = 0.3
+    seed: int = 0
+    # X-ray patients are rendered from coarser phantoms (same field of view) onto a coarser
+    # detector, then upsampled to ``xray_size_px``: the clinical chain blurs below this
+    # resolution anyway, and it makes 400 patients ~5x cheaper.
+    xray_volume_shape_vox: tuple[int, int, int] = (80, 48, 80)
+    xray_render_px: int = 128
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], seed: int = 0) -> DemoSpec:
+        """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.dataset.demo)``)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown demo data keys {sorted(unknown)}; allowed: {sorted(known)}")
+        kw = {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in values.items()}
+        return cls(**{"seed": seed, **kw})  # type: ignore[arg-type]
+
+    @property
+    def xray_spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size of the X-ray patients' phantoms: the CT field of view on a coarser grid."""
+        return tuple(  # type: ignore[return-value]
+            s * n / m
+            for s, n, m in zip(
+                self.voxel_spacing_mm,
+                self.volume_shape_vox,
+                self.xray_volume_shape_vox,
+                strict=True,
+            )
+        )
+
+
+def patient_seed(seed: int, group: int, index: int) -> int:
+    """Seed of patient ``index`` of a group (CT or X-ray); groups never share a seed stream."""
+    return int(np.random.SeedSequence([seed, group, index]).generate_state(1, np.uint32)[0])
+
+
+def _label_columns(labels: Mapping[str, bool]) -> dict[str, Any]:
+    out: dict[str, Any] = {f: int(labels[f]) for f in FINDINGS}
+    out["labels"] = "|".join(f for f in FINDINGS if labels[f]) or "No Finding"
+    return out
+
+
+def _make_ct(args: tuple[Path, int, DemoSpec]) -> None:
+    path, seed, spec = args
+    if path.exists():
+        return
+    ph = generate_phantom(
+        seed,
+        sample_labels(seed, spec.finding_prevalence),
+        spec.volume_shape_vox,
+        spec.voxel_spacing_mm,
+    )
+    save_phantom_nifti(ph, path)
+
+
+def write_demo_cts(
+    out_dir: str | os.PathLike[str], spec: DemoSpec, workers: int = 1
+) -> pd.DataFrame:
+    """Write the CT patients' NIfTI volumes under ``out_dir/ct/`` and ``out_dir/volumes.csv``.
+
+    Returns the table: ``ct_id, patient_id, path`` (relative to ``out_dir``), the five labels
+    as 0/1, ``labels`` (names joined by ``|``), ``patient_seed``, ``source``.
+    """
+    from gensyn.io import write_table
+
+    out = Path(out_dir)
+    (out / "ct").mkdir(parents=True, exist_ok=True)
+    rows, jobs = [], []
+    for i in range(spec.num_ct_patients):
+        seed = patient_seed(spec.seed, CT_GROUP, i)
+        ct_id = f"demo-ct-{i:04d}"
+        rel = f"ct/{ct_id}.nii.gz"
+        labels = sample_labels(seed, spec.finding_prevalence)
+        rows.append(
+            {
+                "ct_id": ct_id,
+                "patient_id": ct_id,
+                "path": rel,
+                **_label_columns(labels),
+                "patient_seed": seed,
+                "source": "demo",
+            }
+        )
+        jobs.append((out / rel, seed, spec))
+    _run(_make_ct, jobs, workers)
+    table = pd.DataFrame(rows)
+    write_table(out / VOLUME_TABLE, table)
+    return table
+
+
+def _project_pa(hu: np.ndarray, affine: np.ndarray, render_px: int, size_px: int) -> np.ndarray:
+    """PA line-integral image rendered at ``render_px``, linearly upsampled to ``size_px``."""
+    line = _render_pa(hu, affine, render_px)
+    if render_px == size_px:
+        return line
+    from scipy import ndimage
+
+    return ndimage.zoom(line, size_px / render_px, order=1, grid_mode=True, mode="nearest")
+
+
+def _render_pa(hu: np.ndarray, affine: np.ndarray, size_px: int) -> np.ndarray:
+    """PA line-integral image: gensyn.drr's standing-chest geometry when available."""
+    try:
+        from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmPose
+        from gensyn.drr.physics import PhysicsConfig
+        from gensyn.drr.render import render_drrs
+    except ImportError:  # DRR engine missing: parallel-beam projection
+        from gensyn.data.xray_sim import pa_line_integral
+
+        return pa_line_integral(hu, affine, size_px)
+    # A department chest radiograph: 1.8 m SID, 120 kVp (the DRR domain uses a 90 kVp C-arm).
+    physics = PhysicsConfig(mode="poly", kvp=120.0, filtration_mm_al=3.0, output="line_integral")
+    geometry = GEOMETRY_PRESETS["pa_chest"].resized(size_px)
+    return render_drrs(hu, affine, [CarmPose()], geometry, physics, method="joseph")[0]
+
+
+def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, Any]:
+    path, seed, spec, labels = args
+    from gensyn.data.xray_sim import sample_chain_params, simulate_real_radiograph
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    params = sample_chain_params(rng)
+    if not path.exists():
+        from gensyn.io import write_image
+
+        ph = generate_phantom(seed, labels, spec.xray_volume_shape_vox, spec.xray_spacing_mm)
+        line = _project_pa(ph.hu, ph.affine, spec.xray_render_px, spec.xray_size_px)
+        write_image(path, simulate_real_radiograph(line, rng, params))
+    return {"marker": params.marker, "rotation_deg": round(params.rotation_deg, 3)}
+
+
+def write_demo_xrays(
+    out_dir: str | os.PathLike[str], spec: DemoSpec, workers: int = 1
+) -> pd.DataFrame:
+    """Write the X-ray patients' simulated PA radiographs (``images/*.png``) and ``images.csv``.
+
+    Columns: ``image_id, patient_id, view (PA), frontal, path`` (relative to ``out_dir``), the
+    five labels as 0/1, ``labels``, ``split`` (``train``/``test``, by patient, a seeded
+    ``test_fraction``), ``source``, ``marker``, ``rotation_deg``.
+    """
+    from gensyn.io import write_table
+
+    if not 0.0 <= spec.test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {spec.test_fraction}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    n = spec.num_xray_patients
+    order = np.random.default_rng(np.random.SeedSequence([spec.seed, XRAY_GROUP, 99])).permutation(
+        n
+    )
+    is_test = np.zeros(n, dtype=bool)
+    is_test[order[: round(spec.test_fraction * n)]] = True
+    rows, jobs = [], []
+    for i in range(n):
+        seed = patient_seed(spec.seed, XRAY_GROUP, i)
+        pid = f"demo-xr-{i:04d}"
+        labels = sample_labels(seed, spec.finding_prevalence)
+        rel = f"images/{pid}-pa.png"
+        rows.append(
+            {
+                "image_id": f"{pid}-pa",
+                "patient_id": pid,
+                "view": "PA",
+                "frontal": True,
+                "path": rel,
+                **_label_columns(labels),
+                "split": "test" if is_test[i] else "train",
+                "source": "demo",
+            }
+        )
+        jobs.append((out / rel, seed, spec, labels))
+    extras = _run(_make_xray, jobs, workers)
+    table = pd.DataFrame([{**r, **e} for r, e in zip(rows, extras, strict=True)])
+    write_table(out / XRAY_TABLE, table)
+    return table
+
+
+def _run(fn: Any, jobs: list[Any], workers: int) -> list[Any]:
+    """Map ``fn`` over ``jobs`` in order, in ``workers`` processes (1 = in this process)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker process
+    # spawn, not fork: a parent that already runs torch/OpenMP threads must not be forked.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
+        return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def _one_thread() -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
