@@ -22,6 +22,7 @@ from gensyn.config.generator import GeneratorConfig
 from gensyn.config.logger import LoggerConfig
 from gensyn.config.paths import PathsConfig
 from gensyn.config.projector import ProjectorConfig
+from gensyn.config.reader_study import ReaderStudyConfig
 from gensyn.config.report import ReportConfig
 from gensyn.config.sampling import SamplingConfig
 from gensyn.config.stage import StageConfig
@@ -39,6 +40,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "sampling": SamplingConfig,
     "logger": LoggerConfig,
     "paths": PathsConfig,
+    "reader_study": ReaderStudyConfig,
 }
 
 
@@ -55,6 +57,7 @@ class Config:
     sampling: SamplingConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
+    reader_study: ReaderStudyConfig = MISSING
     report: ReportConfig = field(default_factory=ReportConfig)  # stage=report (not a group)
     experiment_name: str = "default"  # set by experiment=...; groups W&B runs
     profile_name: str = "default"  # set by profile=... (default | tiny)

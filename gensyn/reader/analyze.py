@@ -119,8 +119,13 @@ def score_answers(
 
 def _proportion(k: int, n: int, name: str) -> dict[str, Any]:
     lo, hi = wilson_interval(k, n)
-    return {f"{name}_k": k, f"{name}_n": n, name: k / n if n else math.nan, f"{name}_ci_low": lo,
-            f"{name}_ci_high": hi}  # fmt: skip
+    return {
+        f"{name}_k": k,
+        f"{name}_n": n,
+        name: k / n if n else math.nan,
+        f"{name}_ci_low": lo,
+        f"{name}_ci_high": hi,
+    }
 
 
 def performance(scored: pd.DataFrame) -> dict[str, Any]:
@@ -219,8 +224,12 @@ class StudyResults:
         return UNCERTAIN_RULES[self.uncertain_as]
 
 
-def analyze(answers: pd.DataFrame, key: pd.DataFrame, uncertain_as: str = "wrong",
-            readers: Sequence[str] | None = None) -> StudyResults:  # fmt: skip
+def analyze(
+    answers: pd.DataFrame,
+    key: pd.DataFrame,
+    uncertain_as: str = "wrong",
+    readers: Sequence[str] | None = None,
+) -> StudyResults:
     """Score ``answers`` (columns :data:`ANSWER_COLUMNS`) against ``key`` and summarise.
 
     ``readers``: the readers expected (default: those with answers); readers without any

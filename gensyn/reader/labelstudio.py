@@ -18,6 +18,7 @@ invitation link.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,8 +41,11 @@ class LabelStudioError(GensynError):
 
 
 def label_studio_executable(venv_dir: str | os.PathLike[str] = DEFAULT_VENV) -> Path:
-    """Path of ``label-studio`` in ``venv_dir``; LabelStudioError with the fix if missing."""
-    exe = Path(venv_dir) / "bin" / "label-studio"
+    """Path of ``label-studio`` in ``venv_dir`` (relative: to the repository root); error if missing."""
+    venv = Path(venv_dir)
+    if not venv.is_absolute():  # relative to the repository, not to the working directory
+        venv = Path(__file__).resolve().parents[2] / venv
+    exe = venv / "bin" / "label-studio"
     if not exe.is_file():
         raise LabelStudioError(f"Label Studio not found at {exe}; {SETUP_HINT}")
     return exe
@@ -88,24 +92,26 @@ def prepare_database_template(executable: Path, template_dir: Path, timeout_s: f
     template into a new server's data folder brings that start down to seconds.
     """
     db = template_dir / "label_studio.sqlite3"
-    done = template_dir / "MIGRATED"
-    if done.exists():
+    if db.is_file():
         return db
-    template_dir.mkdir(parents=True, exist_ok=True)
+    work = template_dir.with_name(f"{template_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     proc = subprocess.run(
-        [str(executable), "version", "--data-dir", str(template_dir)],
-        env=private_env(template_dir),
+        [str(executable), "version", "--data-dir", str(work)],
+        env=private_env(work),
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
     )
-    if proc.returncode != 0 or not db.is_file():
+    if proc.returncode != 0 or not (work / db.name).is_file():
         tail = (proc.stdout + proc.stderr)[-2000:]
-        raise LabelStudioError(
-            f"migrating a Label Studio database in {template_dir} failed:\n{tail}"
-        )
-    done.write_text("ok\n")
+        shutil.rmtree(work, ignore_errors=True)
+        raise LabelStudioError(f"migrating a Label Studio database in {work} failed:\n{tail}")
+    template_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(work / db.name, db)  # atomic: a template is either complete or absent
+    shutil.rmtree(work, ignore_errors=True)
     return db
 
 
@@ -147,13 +153,26 @@ class LabelStudioServer:
         # the admin account is created on first start (and left alone on later starts)
         env["LABEL_STUDIO_USERNAME"] = self.admin_email
         env["LABEL_STUDIO_PASSWORD"] = self.admin_password
-        cmd = [str(exe), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port),
-               "--data-dir", str(self.data_dir)]  # fmt: skip
+        cmd = [
+            str(exe),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() ends it and its children
-            )  # fmt: skip
+            )
         self.wait_healthy(timeout_s)
 
     def wait_healthy(self, timeout_s: float) -> None:

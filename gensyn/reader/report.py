@@ -34,8 +34,13 @@ def plot_sources(results: StudyResults, path: Path) -> Path:
     t = results.sources
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(t) + 2), 3.6))
     x = np.arange(len(t))
-    ax.bar(x, t["accuracy"].fillna(0), color=[TRUTH_COLOURS[v] for v in t["truth"]],
-           yerr=_ci_err(t, "accuracy"), capsize=4)  # fmt: skip
+    ax.bar(
+        x,
+        t["accuracy"].fillna(0),
+        color=[TRUTH_COLOURS[v] for v in t["truth"]],
+        yerr=_ci_err(t, "accuracy"),
+        capsize=4,
+    )
     ax.axhline(0.5, color="grey", lw=1, ls="--", label="chance (two choices)")
     ax.set_xticks(
         x, [f"{s}\n({v})" for s, v in zip(t["source"], t["truth"], strict=True)], fontsize=8
@@ -65,8 +70,15 @@ def plot_readers(results: StudyResults, path: Path) -> Path:
     for i, (name, colour) in enumerate(
         [("accuracy", "#55A868"), ("sensitivity", "#DD8452"), ("specificity", "#4C72B0")]
     ):
-        ax.errorbar(x + (i - 1) * 0.2, t[name], yerr=_ci_err(t, name), fmt="o", color=colour,
-                    capsize=3, label=name)  # fmt: skip
+        ax.errorbar(
+            x + (i - 1) * 0.2,
+            t[name],
+            yerr=_ci_err(t, name),
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=name,
+        )
     ax.set_xticks(x, t["reader_id"])
     ax.set_ylim(0, 1.05)
     ax.axhline(0.5, color="grey", lw=1, ls="--")
@@ -115,9 +127,15 @@ def _metric_table(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     for name in ("accuracy", "sensitivity", "specificity"):
         out[f"{name} (95% CI)"] = [
             f"{k}/{n} = " + _pct(v, lo, hi)
-            for k, n, v, lo, hi in zip(t[f"{name}_k"], t[f"{name}_n"], t[name],
-                                       t[f"{name}_ci_low"], t[f"{name}_ci_high"], strict=True)
-        ]  # fmt: skip
+            for k, n, v, lo, hi in zip(
+                t[f"{name}_k"],
+                t[f"{name}_n"],
+                t[name],
+                t[f"{name}_ci_low"],
+                t[f"{name}_ci_high"],
+                strict=True,
+            )
+        ]
     out["median s/image"] = t["median_time_s"].round(1)
     return out
 
@@ -127,8 +145,12 @@ def _clean(text: str) -> str:
     return " ".join(str(text).replace("|", "/").split())
 
 
-def write_report(results: StudyResults, out_dir: str | os.PathLike[str], title: str,
-                 context: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def write_report(
+    results: StudyResults,
+    out_dir: str | os.PathLike[str],
+    title: str,
+    context: dict[str, Any] | None = None,
+) -> Path:
     """Write figures, result tables (CSV/JSON) and ``report.md`` / ``report.html``."""
     from gensyn.report.page import Page
 
@@ -142,9 +164,16 @@ def write_report(results: StudyResults, out_dir: str | os.PathLike[str], title: 
     io.write_table(out / "readers.csv", results.readers)
     io.write_table(out / "sources.csv", results.sources)
     io.write_table(out / "reasons.csv", results.reasons)
-    io.write_json(out / "results.json", {"uncertain_as": results.uncertain_as, "rule": results.rule,
-                                         "overall": results.overall, "agreement": results.agreement,
-                                         "notes": results.notes})  # fmt: skip
+    io.write_json(
+        out / "results.json",
+        {
+            "uncertain_as": results.uncertain_as,
+            "rule": results.rule,
+            "overall": results.overall,
+            "agreement": results.agreement,
+            "notes": results.notes,
+        },
+    )
 
     page = Page(title)
     ctx = context or {}
@@ -155,8 +184,10 @@ def write_report(results: StudyResults, out_dir: str | os.PathLike[str], title: 
         + " ".join(f"{k}: {v}." for k, v in ctx.items())
     )
     page.text(f"How 'uncertain' counts: {results.rule} (uncertain_as={results.uncertain_as})")
-    page.text("Positive = synthetic (fake). Sensitivity = synthetic images called fake; specificity "
-              "= real images called real. Intervals: Wilson score 95% CIs.")  # fmt: skip
+    page.text(
+        "Positive = synthetic (fake). Sensitivity = synthetic images called fake; specificity "
+        "= real images called real. Intervals: Wilson score 95% CIs."
+    )
     for note in results.notes:
         page.text("Note: " + note)
     page.heading("Overall (all readers pooled)")

@@ -78,6 +78,7 @@ class ReaderSite:
     project_id: int
     data_dir: str = ""
     port: int = 0
+    pid: int = 0  # process id of a server we started (0: not ours)
 
 
 def check_reader_id(reader_id: str) -> str:
@@ -174,8 +175,9 @@ def parse_result(result: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
     return verdict, reason
 
 
-def answers_from_tasks(tasks: Sequence[Mapping[str, Any]], reader_id: str, reader_user_id: int | None = None
-                       ) -> list[dict[str, Any]]:  # fmt: skip
+def answers_from_tasks(
+    tasks: Sequence[Mapping[str, Any]], reader_id: str, reader_user_id: int | None = None
+) -> list[dict[str, Any]]:
     """One row per answered image from tasks with annotations (API list or JSON export).
 
     Skipped/cancelled annotations are ignored; only annotations by ``reader_user_id`` count
@@ -219,8 +221,13 @@ def fetch_answers(admin: LabelStudioClient, site: ReaderSite) -> list[dict[str, 
     return answers_from_tasks(admin.tasks(site.project_id), site.reader_id, int(users[0]["id"]))
 
 
-def submit_answer(reader: LabelStudioClient, task_id: int, verdict: str, reason: str = "",
-                  lead_time_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
+def submit_answer(
+    reader: LabelStudioClient,
+    task_id: int,
+    verdict: str,
+    reason: str = "",
+    lead_time_s: float = 0.0,
+) -> dict[str, Any]:
     """Submit one answer through the API as a reader would (for tests and scripted studies)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")

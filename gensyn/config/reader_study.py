@@ -1,0 +1,67 @@
+"""Schema of the ``reader_study`` group: a blinded real-vs-synthetic study in Label Studio.
+
+Original study: 60 images (6 sources × 10), 3 radiologists, answers real / fake /
+uncertain with a reason for fake or uncertain, in Label Studio.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ReaderSourceConfig:
+    """One image source: a folder of images that are all real or all synthetic ("fake").
+
+    Images come from an upstream stage's run folder (``stage`` + ``subdir``) or from an
+    explicit ``folder``; ``pattern`` is a glob below it.
+    """
+
+    name: str = ""
+    truth: str = "real"  # real | fake
+    stage: str = ""  # upstream stage whose run folder holds the images ("" = use folder)
+    subdir: str = ""  # below the stage's run folder
+    folder: str = ""  # an explicit folder (used when stage is "")
+    pattern: str = "**/*.png"
+
+
+@dataclass
+class BlindingConfig:
+    """How all images are made alike (see gensyn/reader/build.py)."""
+
+    image_size_px: int = 512  # the original study showed 512×512 PNGs
+    margin_fraction: float = 0.02  # cut from each side after stripping constant borders
+    border_std_fraction: float = 0.01
+    window_low_percentile: float = 0.5
+    window_high_percentile: float = 99.5
+
+
+@dataclass
+class ReaderServerConfig:
+    """Label Studio servers: started here (one per reader) or run by someone else."""
+
+    mode: str = "start"  # start | connect
+    host: str = "127.0.0.1"  # listen address of started servers; never 0.0.0.0 unless intended
+    base_port: int = 8480  # reader i (in `readers` order) gets base_port + i
+    urls: dict[str, str] = field(default_factory=dict)  # mode=connect: reader id -> server URL
+    venv: str = ".venv-reader"  # Label Studio's own environment (scripts/setup_reader_env.sh)
+    data_root: str = "${paths.work_dir}/labelstudio"  # databases live here, outside run folders
+    startup_timeout_s: float = 300.0
+    # credentials are read from these environment variables, never from configs
+    admin_email_env: str = "GENSYN_LS_ADMIN_EMAIL"
+    admin_password_env: str = "GENSYN_LS_ADMIN_PASSWORD"
+    admin_token_env: str = "GENSYN_LS_API_TOKEN"  # mode=connect alternative to the password
+    reader_password_env: str = "GENSYN_READER_{reader}_PASSWORD"
+
+
+@dataclass
+class ReaderStudyConfig:
+    """The study: sources, readers, how 'uncertain' counts, servers."""
+
+    images_per_source: int = 10
+    sources: list[ReaderSourceConfig] = field(default_factory=list)
+    readers: list[str] = field(default_factory=lambda: ["R1", "R2", "R3"])  # ids, never names
+    uncertain_as: str = "wrong"  # wrong | exclude | fake | real
+    # analyse answers from here instead of the servers: a CSV (reader_id, image_id, verdict,
+    # reason, lead_time_s) or a folder of Label Studio JSON exports named <reader id>.json
+    answers_file: str = ""
+    blinding: BlindingConfig = field(default_factory=BlindingConfig)
+    server: ReaderServerConfig = field(default_factory=ReaderServerConfig)
