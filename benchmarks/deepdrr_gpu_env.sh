@@ -46,6 +46,8 @@ ldconfig
 python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site "$whl"/*.whl
 tar xzf "$whl/diffdrr-site.tgz" -C /tmp/site
 rm -rf /tmp/site/tests  # DeepDRR's wheel ships a top-level "tests" package
+# DeepDRR imports ~50 MB of tabulated scatter data as .py modules: compile them in parallel once
+python3 -m compileall -q -j 0 /tmp/site >/dev/null || true
 mkdir -p /tmp/stubs/SimpleITK
 cat >/tmp/stubs/SimpleITK/__init__.py <<'EOF'
 """Stand-in for SimpleITK (not carried): torchio imports it, DiffDRR's DRR path does not use it."""

@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         hu_bead, bead_mm = add_bead(hu, affine)
         center = volume_center_world(hu.shape, affine)
         predicted = [project_points(bead_mm[None], p, geometry, center)[0] for p in POSES]
-        for label, physics, spectrum in PHYSICS_RUNS:
+        for label, physics, spectrum in [r for r in PHYSICS_RUNS if r[0] in args.physics]:
             row: dict = {"ct": ct, "shape": list(hu.shape), "physics": label}
             images = {}
             t0 = time.perf_counter()
@@ -336,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--device", default="cuda")
     r.add_argument("--size", type=int, default=512, help="detector pixels (mobile C-arm field)")
     r.add_argument("--cts", nargs="+", default=["phantom", "cxr"])
+    r.add_argument(
+        "--physics",
+        nargs="+",
+        default=[r[0] for r in PHYSICS_RUNS],
+        choices=[r[0] for r in PHYSICS_RUNS],
+    )
     r.add_argument("--deepdrr-python", default=".venv-deepdrr/bin/python")
     r.add_argument("--deepdrr-pythonpath", default="")
     r.add_argument("--deepdrr-step", type=float, default=0.1, help="DeepDRR step (voxels)")

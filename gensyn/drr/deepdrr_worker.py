@@ -47,6 +47,10 @@ class _AbsentModule(types.ModuleType):
             raise AttributeError(name)
         if name == "DeprecationError":  # pyvista's, raised by DeepDRR for removed features
             return DeprecationWarning
+        if name == "options":  # pyglet.options[...] = ... in pyrender's viewer
+            return {}
+        if name[:1].islower():  # a submodule (pyglet.window, pyglet.clock)
+            return importlib.import_module(f"{self.__name__}.{name}")
         return type(name, (_Absent,), {})
 
 
@@ -88,6 +92,13 @@ def install_shims() -> list[str]:
         sys.modules["cuda.cudart"] = runtime
         cuda.cudart = runtime  # type: ignore[attr-defined]
         used.append("cuda.cudart->cuda.bindings.runtime")
+    try:  # pyrender imports pyglet windows at import time; DRRs of volumes never open one
+        import pyrender  # noqa: F401
+    except Exception as exc:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("pyglet", "pyrender")]:
+            del sys.modules[name]
+        sys.meta_path.insert(0, _AbsentFinder({"pyglet"}))
+        used.append(f"pyglet ({type(exc).__name__}: {str(exc)[:80]})")
     return used
 
 
