@@ -8,6 +8,8 @@ network, which must never hang a job on a cluster node without internet.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 from pathlib import Path
@@ -40,19 +42,16 @@ class CarbonMonitor:
             try:
                 from carbontracker.tracker import CarbonTracker
 
-                tracker = CarbonTracker(
-                    epochs=1, epochs_before_pred=0, monitor_epochs=1, update_interval=1,
-                    log_dir=str(self.log_dir), verbose=0, ignore_errors=True,
-                    decimal_precision=9,
-                )
-                for name in list(logging.root.manager.loggerDict):
-                    if name.startswith("carbontracker"):
-                        for handler in logging.getLogger(name).handlers:
-                            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                                handler, logging.FileHandler
-                            ):
-                                handler.setLevel(logging.WARNING)
-                tracker.epoch_start()
+                # carbontracker binds its console handlers to sys.stdout when it starts: bind
+                # them to a sink so its chatter stays out of the stage's output (its log
+                # files in log_dir keep everything).
+                with contextlib.redirect_stdout(io.StringIO()):
+                    tracker = CarbonTracker(
+                        epochs=1, epochs_before_pred=0, monitor_epochs=1, update_interval=1,
+                        log_dir=str(self.log_dir), verbose=0, ignore_errors=True,
+                        decimal_precision=9,
+                    )
+                    tracker.epoch_start()
                 result["tracker"] = tracker
             except Exception as exc:
                 result["error"] = exc
