@@ -151,8 +151,13 @@ def write_nifti(path: str | os.PathLike[str], volume: np.ndarray, affine: np.nda
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise ValueError(f"NIfTI path must end in .nii or .nii.gz: {path}")
     with atomic_write(path) as tmp:
-        # nibabel picks compression from the suffix, so write under the real suffix first.
-        real_tmp = tmp.with_name(tmp.name + (".nii.gz" if name.endswith(".gz") else ".nii"))
-        nib.save(img, real_tmp)
-        os.replace(real_tmp, tmp)
+        if name.endswith(".gz"):
+            # ISA-L's gzip (level 1) writes the same format ~3x faster than zlib.
+            from isal import igzip
+
+            with igzip.open(tmp, "wb", compresslevel=1) as gz:
+                img.to_file_map({"image": nib.FileHolder(fileobj=gz)})
+        else:
+            nib.save(img, tmp.with_name(tmp.name + ".nii"))
+            os.replace(tmp.with_name(tmp.name + ".nii"), tmp)
     return Path(path)

@@ -225,7 +225,7 @@ def write_dicom_series(
     normal = np.cross(row_dir, col_dir)
     step = normal * 1.5 if slice_step is None else np.asarray(slice_step, float)
     hu = np.asarray(hu)
-    stored = np.rint((hu - intercept) / slope).astype(np.uint16)
+    stored = np.clip(np.rint((hu - intercept) / slope), 0, 65535).astype(np.uint16)
     order = list(range(hu.shape[0]))
     random.Random(shuffle_seed).shuffle(order)
     paths = []

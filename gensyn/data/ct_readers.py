@@ -209,7 +209,8 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.nd
     affine_lps[:3, 3] = positions[0]
     affine = affine_lps.copy()
     affine[:3, :] = LPS_TO_RAS @ affine_lps[:3, :]
-    planes = np.empty((len(slices), int(first.Rows), int(first.Columns)), np.float32)
+    # Slices are converted one at a time straight into int16 (memory: one volume).
+    planes = np.empty((len(slices), int(first.Rows), int(first.Columns)), np.int16)
     for n, (f, ds) in enumerate(slices):
         try:
             pixels = ds.pixel_array
@@ -217,9 +218,17 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.nd
             raise ConversionError(f, f"cannot decode pixel data ({exc})") from exc
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        planes[n] = pixels * slope + intercept if (slope, intercept) != (1.0, 0.0) else pixels
-    hu = to_int16_hu(planes, folder)
-    return np.ascontiguousarray(hu.transpose(2, 1, 0)), affine
+        if slope == 1.0 and intercept.is_integer() and np.issubdtype(pixels.dtype, np.integer):
+            hu: np.ndarray = pixels.astype(np.int32) + int(intercept)
+        else:
+            hu = np.rint(pixels * slope + intercept)
+        lo, hi = float(hu.min()), float(hu.max())
+        if lo < INT16_MIN or hi > INT16_MAX:
+            raise ConversionError(f, f"HU range [{lo:g}, {hi:g}] does not fit int16")
+        planes[n] = hu
+    # planes[k, row, col] in C order is voxel (i=col, j=row, k) in Fortran order: the
+    # transposed view is what NIfTI stores, without copying 300 MB around.
+    return planes.transpose(2, 1, 0), affine
 
 
 # --------------------------------------------------------------------------- NRRD
