@@ -92,6 +92,8 @@ def install_shims() -> list[str]:
         sys.modules["cuda.cudart"] = runtime
         cuda.cudart = runtime  # type: ignore[attr-defined]
         used.append("cuda.cudart->cuda.bindings.runtime")
+    if _accept_reshape_newshape():
+        used.append("numpy.reshape(newshape=) (removed in NumPy 2.5)")
     try:  # pyrender imports pyglet windows at import time; DRRs of volumes never open one
         import pyrender  # noqa: F401
     except Exception as exc:
@@ -100,6 +102,28 @@ def install_shims() -> list[str]:
         sys.meta_path.insert(0, _AbsentFinder({"pyglet"}))
         used.append(f"pyglet ({type(exc).__name__}: {str(exc)[:80]})")
     return used
+
+
+def _accept_reshape_newshape() -> bool:
+    """DeepDRR 1.2 calls ``reshape(a, newshape=...)`` (it pins numpy < 2); NumPy 2.5 dropped
+    that keyword. Where it is gone, accept it again as the ``shape`` argument."""
+    import inspect
+
+    original = np.reshape
+    try:
+        if "newshape" in inspect.signature(original).parameters:
+            return False
+    except (TypeError, ValueError):
+        return False
+
+    def reshape(a, *args, newshape=None, **kwargs):
+        if newshape is not None:
+            args = (newshape, *args)
+        return original(a, *args, **kwargs)
+
+    reshape.__doc__ = original.__doc__
+    np.reshape = reshape  # type: ignore[assignment]
+    return True
 
 
 def _without_egl(projector_module) -> None:
