@@ -33,9 +33,19 @@ class ProjectorConfig:
     # sampler
     method: str = "auto"  # auto | joseph | trilinear | fused
     step_mm: float | None = None  # trilinear only; null = smallest voxel spacing
-    max_samples: int = 2097152  # samples per chunk (memory bound)
+    max_samples: int = 8388608  # samples per chunk: memory ~ 20 bytes x this (CPU and GPU)
     batch_poses: int = 8
     # images: -ln(I/I0) windowed between percentiles, bone bright
     bit_depth: int = 8
     window_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     save_float: bool = False  # also write the float -ln(I/I0) image as .npy
+    # projector=deepdrr only (gensyn/drr/deepdrr_adapter.py, docs/deepdrr.md): DeepDRR runs
+    # out of process in its own environment; spectrum: physics (GENSYN's kvp/filtration via
+    # spekpy) | 90KV_AL40 | 60KV_AL35 | 120KV_AL43 (DeepDRR's tables)
+    deepdrr_python: str = ".venv-deepdrr/bin/python"
+    deepdrr_spectrum: str = "physics"
+    deepdrr_step_voxels: float = 0.1  # DeepDRR's ray-marching step (its default)
+    deepdrr_threads: int = 8  # CUDA block side
+    deepdrr_timeout_s: float = 3600.0
+    deepdrr_pythonpath: str = ""  # extra PYTHONPATH of the worker (wheels in a --target folder)
+    deepdrr_shims: bool = False  # stand-ins for absent optional imports (docs/deepdrr.md)

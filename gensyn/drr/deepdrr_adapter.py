@@ -59,6 +59,7 @@ __all__ = [
     "deepdrr_camera",
     "project_points_deepdrr",
     "render_drrs_deepdrr",
+    "settings_from_config",
 ]
 
 WORKER = Path(__file__).with_name("deepdrr_worker.py")
@@ -261,9 +262,17 @@ class DeepDrrRenderer:
         self,
         poses: Sequence[CarmPose],
         geometry: CarmGeometry,
+        method: str | None = None,
+        step_mm: float | None = None,
+        max_samples: int | None = None,
+        *,
         timing_repeats: int = 0,
     ) -> np.ndarray:
         """Render one DRR per pose with DeepDRR, in GENSYN's output convention.
+
+        Called like :meth:`gensyn.drr.render.DrrRenderer.render`; ``method``,
+        ``step_mm`` and ``max_samples`` belong to GENSYN's projector and are ignored
+        (DeepDRR marches rays at ``settings.step_voxels``).
 
         Args:
             poses: C-arm poses (isocentre default = volume centre).
@@ -348,6 +357,19 @@ def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict
     report = json.loads(job_path.with_name("images.json").read_text())
     report["wall_s"] = time.perf_counter() - start
     return report
+
+
+def settings_from_config(projector_cfg: Any) -> DeepDrrSettings:
+    """:class:`DeepDrrSettings` from the ``projector`` config group (``deepdrr_*`` keys)."""
+    return DeepDrrSettings(
+        python=str(projector_cfg.deepdrr_python),
+        spectrum=str(projector_cfg.deepdrr_spectrum),
+        step_voxels=float(projector_cfg.deepdrr_step_voxels),
+        threads=int(projector_cfg.deepdrr_threads),
+        timeout_s=float(projector_cfg.deepdrr_timeout_s),
+        pythonpath=str(projector_cfg.deepdrr_pythonpath),
+        shims=bool(projector_cfg.deepdrr_shims),
+    )
 
 
 def render_drrs_deepdrr(

@@ -26,11 +26,11 @@ import numpy as np
 
 __all__ = [
     "GEOMETRY_PRESETS",
-    "make_geometry",
     "CarmGeometry",
     "CarmPose",
     "carm_frame",
     "detector_pixels_world",
+    "make_geometry",
     "project_points",
     "source_world",
     "volume_center_world",
@@ -122,8 +122,16 @@ def make_geometry(
     if not 0 < crop_fraction <= 1:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
     base = GEOMETRY_PRESETS[preset]
-    sid = base.source_to_detector_mm if source_to_detector_mm is None else float(source_to_detector_mm)
-    sad = base.source_to_isocenter_mm if source_to_isocenter_mm is None else float(source_to_isocenter_mm)
+    sid = (
+        base.source_to_detector_mm
+        if source_to_detector_mm is None
+        else float(source_to_detector_mm)
+    )
+    sad = (
+        base.source_to_isocenter_mm
+        if source_to_isocenter_mm is None
+        else float(source_to_isocenter_mm)
+    )
     size_mm = base.detector_height_mm if detector_size_mm is None else float(detector_size_mm)
     size_mm *= crop_fraction
     n_px = round(size_mm / base.pixel_size_mm) if image_size_px is None else int(image_size_px)

