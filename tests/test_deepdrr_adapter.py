@@ -134,6 +134,17 @@ def test_physics_spectrum_weights_match_energy_integrating_detector() -> None:
     assert _spectrum_payload(DeepDrrSettings(spectrum="90KV_AL40"), physics) == "90KV_AL40"
 
 
+def test_projector_deepdrr_config_maps_to_settings(compose) -> None:
+    from gensyn.drr.deepdrr_adapter import settings_from_config
+
+    cfg = compose("projector=deepdrr", "projector.deepdrr_spectrum=90KV_AL40")
+    assert cfg.projector.name == "deepdrr"
+    assert cfg.projector.kvp == 90.0 and cfg.projector.filtration_mm_al == 4.0
+    assert settings_from_config(cfg.projector) == DeepDrrSettings(spectrum="90KV_AL40")
+    with pytest.raises(ValueError, match="allowed"):
+        settings_from_config(compose("projector=deepdrr", "projector.deepdrr_spectrum=x").projector)
+
+
 def test_settings_reject_unknown_spectrum() -> None:
     with pytest.raises(ValueError, match="allowed"):
         DeepDrrSettings(spectrum="80kV")
