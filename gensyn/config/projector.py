@@ -49,13 +49,3 @@ class ProjectorConfig:
     deepdrr_timeout_s: float = 3600.0
     deepdrr_pythonpath: str = ""  # extra PYTHONPATH of the worker (wheels in a --target folder)
     deepdrr_shims: bool = False  # stand-ins for absent optional imports (docs/deepdrr.md)
-    # projector=deepdrr only (gensyn/drr/deepdrr_adapter.py, docs/deepdrr.md): DeepDRR runs
-    # out of process in its own environment; spectrum: physics (GENSYN's kvp/filtration via
-    # spekpy) | 90KV_AL40 | 60KV_AL35 | 120KV_AL43 (DeepDRR's tables)
-    deepdrr_python: str = ".venv-deepdrr/bin/python"
-    deepdrr_spectrum: str = "physics"
-    deepdrr_step_voxels: float = 0.1  # DeepDRR's ray-marching step (its default)
-    deepdrr_threads: int = 8  # CUDA block side
-    deepdrr_timeout_s: float = 3600.0
-    deepdrr_pythonpath: str = ""  # extra PYTHONPATH of the worker (wheels in a --target folder)
-    deepdrr_shims: bool = False  # stand-ins for absent optional imports (docs/deepdrr.md)
