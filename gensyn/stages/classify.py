@@ -159,5 +159,13 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
         ctx.out_dir,
         settings,
         findings,
-        on_epoch=lambda epoch, metrics: ctx.log_metrics(metrics, step=epoch),
+        on_epoch=lambda epoch, metrics: _after_epoch(ctx, epoch, metrics),
     )
+
+
+def _after_epoch(ctx, epoch, metrics):  # type: ignore[no-untyped-def]
+    """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.preemption)."""
+    from gensyn import preemption
+
+    ctx.log_metrics(metrics, step=epoch)
+    preemption.checkpoint_point()
