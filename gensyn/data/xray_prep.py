@@ -77,60 +77,89 @@ class PrepJob:
     invert: bool = False
 
 
-def read_xray(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a grey-scale image keeping its bit depth -> 2-D uint8 or uint16 array.
+def open_xray(path: str | os.PathLike[str]) -> Any:
+    """Decode a grey-scale image into a PIL image of mode ``I;16`` (16-bit), ``L`` or ``I``.
 
-    RGB(A) images are reduced to their first channel (scanned films are stored as grey RGB).
-    Raises ValueError naming the file if it cannot be decoded.
+    RGB(A) images keep their first channel (scanned films are stored as grey RGB). The
+    pixels stay in PIL: converting a 2048² 16-bit image to numpy costs more than resizing it,
+    so only the small resized image is converted. Raises ValueError naming the file.
     """
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L"):
-                arr = np.asarray(im, dtype=np.uint16)
-            elif im.mode == "I":
-                arr = np.asarray(im).clip(0, 65535).astype(np.uint16)
-            elif im.mode in ("L", "P", "LA", "RGB", "RGBA"):
-                arr = np.asarray(im.convert("L") if im.mode == "P" else im)
-                arr = arr[..., 0] if arr.ndim == 3 else arr
-            else:
-                raise ValueError(f"unsupported image mode {im.mode}")
+        im: Any = Image.open(path)
+        im.load()
+        if im.mode in ("I;16B", "I;16L"):
+            im = im.convert("I;16")
+        elif im.mode in ("RGB", "RGBA", "LA"):
+            im = im.getchannel(0)
+        elif im.mode == "P":
+            im = im.convert("L")
+        elif im.mode not in ("I;16", "I", "L"):
+            raise ValueError(f"unsupported image mode {im.mode}")
     except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
-    if arr.ndim != 2 or min(arr.shape) < 2:
-        raise ValueError(f"cannot read image {path}: shape {arr.shape} is not a 2-D image")
-    return arr
+    if min(im.size) < 2:
+        raise ValueError(f"cannot read image {path}: size {im.size} is not a 2-D image")
+    return im
+
+
+def read_xray(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a grey-scale image keeping its bit depth -> 2-D uint8 or uint16 array."""
+    im = open_xray(path)
+    arr = np.asarray(im)
+    return (
+        arr.clip(0, 65535).astype(np.uint16)
+        if im.mode == "I"
+        else arr.astype(np.uint16 if im.mode == "I;16" else np.uint8, copy=False)
+    )
+
+
+def bits_for(max_value: float) -> int:
+    """Smallest of 8, 10, 12, 14, 16 bits that holds ``max_value``."""
+    return next((b for b in (8, 10, 12, 14) if max_value < 2**b), 16)
 
 
 def stored_bits(image: np.ndarray) -> int:
     """Smallest of 8, 10, 12, 14, 16 bits that holds the image's maximum value."""
-    top = int(image.max())
-    return next(b for b in (8, 10, 12, 14, 16) if top < 2**b)
+    return bits_for(float(image.max()))
+
+
+def _target(width: int, height: int, size_px: int, mode: str) -> tuple[int, int]:
+    if mode == "squash":
+        return size_px, size_px
+    scale = size_px / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _pad(small: np.ndarray, size_px: int) -> np.ndarray:
+    canvas = np.zeros((size_px, size_px), np.float32)
+    top, left = (size_px - small.shape[0]) // 2, (size_px - small.shape[1]) // 2
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return canvas
+
+
+def resize_image(im: Any, size_px: int, mode: str = "squash") -> np.ndarray:
+    """Resize a PIL grey image to ``size_px`` square, float32 (area average when shrinking;
+    ``pad`` keeps the aspect ratio and pads with 0)."""
+    from PIL import Image
+
+    target = _target(im.size[0], im.size[1], size_px, mode)
+    shrink = target[0] <= im.size[0] and target[1] <= im.size[1]
+    filt = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    if not shrink and im.mode == "I;16":  # PIL interpolates I;16 with nearest only
+        im = im.convert("I")
+    small = np.asarray(im.resize(target, filt), dtype=np.float32)
+    return _pad(small, size_px) if mode == "pad" else small
 
 
 def resize(image: np.ndarray, size_px: int, mode: str = "squash") -> np.ndarray:
-    """Resize a 2-D image to ``size_px`` x ``size_px`` float32 (area average when shrinking)."""
+    """Resize a 2-D array to ``size_px`` square, float32 (area average when shrinking)."""
     from PIL import Image
 
-    h, w = image.shape
-    if mode == "squash":
-        target = (size_px, size_px)
-    else:
-        scale = size_px / max(h, w)
-        target = (max(1, round(w * scale)), max(1, round(h * scale)))
-    shrink = target[0] <= w and target[1] <= h
-    flt = Image.fromarray(image.astype(np.float32), mode="F")
-    out = np.asarray(
-        flt.resize(target, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+    return resize_image(
+        Image.fromarray(np.asarray(image, dtype=np.float32), mode="F"), size_px, mode
     )
-    if mode == "pad":
-        canvas = np.zeros((size_px, size_px), np.float32)
-        top, left = (size_px - out.shape[0]) // 2, (size_px - out.shape[1]) // 2
-        canvas[top : top + out.shape[0], left : left + out.shape[1]] = out
-        return canvas
-    return out
 
 
 def window_limits(
@@ -159,13 +188,14 @@ def prepare_image(job: PrepJob, options: PrepOptions) -> dict[str, Any]:
         "reason": "",
     }
     try:
-        raw = read_xray(job.src)
-        bits = stored_bits(raw)
-        row.update(width_px=raw.shape[1], height_px=raw.shape[0], stored_bits=bits)
-        small = resize(raw, options.size_px, options.mode)
+        im = open_xray(job.src)
+        bits = bits_for(float(im.getextrema()[1]))
+        row.update(width_px=im.size[0], height_px=im.size[1], stored_bits=bits)
+        small = resize_image(im, options.size_px, options.mode)
         valid = None
         if options.mode == "pad":
-            valid = resize(np.ones_like(raw, dtype=np.uint8), options.size_px, "pad") > 0.5
+            w, h = _target(im.size[0], im.size[1], options.size_px, "pad")
+            valid = _pad(np.ones((h, w), np.float32), options.size_px) > 0.5
         lo, hi = window_limits(small, options, bits, valid)
         out = to_uint(small, options.bit_depth, lo, hi)
         if job.invert:
