@@ -9,8 +9,9 @@ GPU goal) over the same physical extent. Detectors: 512² (the mobile C-arm's fi
 binned to 512) and DeepDRR's default MobileCArm detector (1536² at 0.194 mm), both at
 SID 1020 mm, source-isocentre 530 mm. Poses: a batch of alpha/beta in [-10, 10] deg.
 
-Timed: rendering of a pose batch to host memory after a warm-up (each tool's own
-set-up, e.g. DeepDRR's kernel compilation and texture upload, reported apart).
+Timed: best of ``--repeats`` renders of a pose batch to host memory after a warm-up
+(``_time`` of benchmarks/drr.py); each tool's set-up (DeepDRR: kernel compilation and
+texture upload; GENSYN: density layouts, Triton compilation) is reported apart.
 GENSYN and DeepDRR: polychromatic 90 kV / 4 mm Al, three materials, no noise.
 DiffDRR: its default Siddon renderer (monochromatic line integrals of density).
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from deepdrr_parity import deepdrr_settings, load_ct, use_spectrum_cache  # noqa: E402
+from drr import _sync, _time  # noqa: E402  (benchmarks/drr.py: best of repeats after a warm-up)
 
 from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmGeometry, CarmPose  # noqa: E402
 from gensyn.drr.physics import PhysicsConfig  # noqa: E402
@@ -59,32 +60,16 @@ def poses(n: int, seed: int = 0) -> list[CarmPose]:
     return [CarmPose(float(a), float(b)) for a, b in rng.uniform(-10, 10, size=(n, 2))]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def time_gensyn(hu, affine, geometry, batch, device, repeats) -> dict:
     from gensyn.drr.render import DrrRenderer
 
     t0 = time.perf_counter()
     renderer = DrrRenderer(hu, affine, PhysicsConfig(output="intensity"), device=device)
-    renderer.render(batch[:1], geometry)  # build layouts, warm caches/kernels
+    renderer.render(batch[:1], geometry)  # build layouts, compile kernels
     _sync(device)
     setup_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        renderer.render(batch, geometry)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return {
-        "setup_s": setup_s,
-        "times_s": times,
-        "drrs_per_s": len(batch) / statistics.median(times),
-    }
+    best = _time(lambda: renderer.render(batch, geometry), device, repeats)
+    return {"setup_s": setup_s, "best_s": best, "drrs_per_s": len(batch) / best}
 
 
 def time_deepdrr(hu, affine, geometry, batch, args, repeats) -> dict:
@@ -95,10 +80,11 @@ def time_deepdrr(hu, affine, geometry, batch, args, repeats) -> dict:
     )
     renderer.render(batch, geometry, timing_repeats=repeats)
     rep = renderer.last_run
+    best = min(rep["render_s"])  # first render (warm-up) excluded, as in _time
     return {
         "setup_s": rep["init_s"],
-        "times_s": rep["render_s"],
-        "drrs_per_s": len(batch) / statistics.median(rep["render_s"]),
+        "best_s": best,
+        "drrs_per_s": len(batch) / best,
         "report": rep,
     }
 
@@ -141,17 +127,8 @@ def time_diffdrr(hu, affine, geometry, batch, device, repeats, chunk) -> dict:
     drr(angles[:1], shift, parameterization="euler_angles", convention="ZXY")
     _sync(device)
     setup_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        render_all()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return {
-        "setup_s": setup_s,
-        "times_s": times,
-        "drrs_per_s": len(batch) / statistics.median(times),
-    }
+    best = _time(render_all, device, repeats)
+    return {"setup_s": setup_s, "best_s": best, "drrs_per_s": len(batch) / best}
 
 
 def main(argv: list[str] | None = None) -> None:

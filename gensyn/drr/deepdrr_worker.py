@@ -213,7 +213,9 @@ def main(job_path: str) -> int:
     try:
         projector.initialize()
     except Exception as exc:
-        if not job.get("shims"):
+        # DeepDRR makes its EGL context current before it first touches CUDA
+        # (``cupy_device``); only a failure before that point is an EGL failure.
+        if not job.get("shims") or hasattr(projector, "cupy_device"):
             raise
         print(f"EGL context failed ({type(exc).__name__}: {exc}); running without", file=sys.stderr)
         _without_egl(projector_module)
