@@ -112,20 +112,35 @@ def ensure_project(admin: LabelStudioClient) -> int:
 
 
 def import_images(admin: LabelStudioClient, project_id: int, image_paths: Sequence[Path]) -> int:
-    """Upload images as tasks in the given order (one request each, so ids follow the order).
+    """Upload images as tasks so that task ids follow the given order; returns the task count.
 
-    Does nothing if the project already has tasks (a resumed serve). Returns the task count.
+    One multipart request (Label Studio keeps the file order); if the stored order differs,
+    the tasks are deleted and uploaded one request per image. Does nothing if the project
+    already has tasks (a resumed serve).
     """
     existing = admin.tasks(project_id)
     if existing:
         return len(existing)
-    for path in image_paths:
-        with open(path, "rb") as fh:
-            admin.request(
-                "POST",
-                f"/api/projects/{project_id}/import",
-                files={"file": (path.name, fh, "image/png")},
-            )
+    want = [p.stem for p in image_paths]
+    handles = [open(p, "rb") for p in image_paths]  # noqa: SIM115 - closed below
+    try:
+        files = [
+            (f"file{k}", (p.name, fh, "image/png"))
+            for k, (p, fh) in enumerate(zip(image_paths, handles, strict=True))
+        ]
+        admin.request("POST", f"/api/projects/{project_id}/import", files=files)
+    finally:
+        for fh in handles:
+            fh.close()
+    if [image_id_of(t) for t in admin.tasks(project_id)] != want:
+        admin.request("DELETE", f"/api/projects/{project_id}/tasks/")
+        for path in image_paths:
+            with open(path, "rb") as fh:
+                admin.request(
+                    "POST",
+                    f"/api/projects/{project_id}/import",
+                    files={"file": (path.name, fh, "image/png")},
+                )
     return len(admin.tasks(project_id))
 
 
