@@ -342,3 +342,40 @@ def test_nbia_image_count_mismatch_is_a_failure(nstate: FakeState, tmp_path: Pat
     assert [u for u, _ in failed] == [uid]
     assert "3 DICOM files, NBIA lists 7" in failed[0][1]
     assert not (tmp_path / uid).exists() and len(done) == 3
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_unpack_archives_atomically_and_safely(tmp_path: Path) -> None:
+    import tarfile
+
+    from gensyn.data.download import archive_stem, unpack_archive
+
+    (tmp_path / "p1.zip").write_bytes(_zip_bytes({"ct/trn1.npz": b"a", "trn2.npz": b"b"}))
+    out = unpack_archive(tmp_path / "p1.zip", tmp_path)
+    assert out == tmp_path / "p1" and (out / "ct" / "trn1.npz").read_bytes() == b"a"
+    assert unpack_archive(tmp_path / "p1.zip", tmp_path) == out  # done: skipped
+    src = tmp_path / "x.npz"
+    src.write_bytes(b"xyz")
+    with tarfile.open(tmp_path / "p2.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="inner/x.npz")
+    assert (
+        unpack_archive(tmp_path / "p2.tar.gz", tmp_path) / "inner" / "x.npz"
+    ).read_bytes() == b"xyz"
+    (tmp_path / "evil.zip").write_bytes(_zip_bytes({"../../escape.txt": b"!"}))
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    for name, msg in (("evil.zip", "escapes"), ("bad.zip", "cannot unpack")):
+        with pytest.raises(DownloadError, match=msg):
+            unpack_archive(tmp_path / name, tmp_path)
+    assert not (tmp_path.parent / "escape.txt").exists()
+    assert not list(tmp_path.glob("*.unpacking")) and not (tmp_path / "evil").exists()
+    assert archive_stem("a.TAR.GZ") == "a" and archive_stem("a.npz") is None

@@ -20,7 +20,13 @@ def _all_text(root: Path) -> bytes:
 
 
 def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path) -> None:
-    files = {"trn00001.npz": b"x" * 70_000, "labels.csv": b"NoteAcc_DEID,nodule\ntrn00001,1\n"}
+    from test_data_download import _zip_bytes
+
+    files = {
+        "trn00001.npz": b"x" * 70_000,
+        "labels.csv": b"NoteAcc_DEID,nodule\ntrn00001,1\n",
+        "part2.zip": _zip_bytes({"trn00002.npz": b"y" * 1000}),
+    }
     state = FakeState(files=files, token=TOKEN)
     state.faults["/api/records/6406114/files/trn00001.npz/content"] = ["cut", "500"]
     with serve(state) as url:
@@ -28,7 +34,7 @@ def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path)
         dry = launch(
             "stage=download", "dataset=radchest", api, "dry_run=true", env={"ZENODO_TOKEN": TOKEN}
         )
-        assert "2 item(s)" in dry.stdout and "trn00001.npz" in dry.stdout
+        assert "3 item(s)" in dry.stdout and "trn00001.npz" in dry.stdout
         raw = gensyn_root / "data" / "radchest" / "raw"
         assert not raw.exists() or not any(raw.iterdir())
         proc = launch(
@@ -44,6 +50,7 @@ def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path)
         )
     for name, data in files.items():
         assert (raw / name).read_bytes() == data
+    assert (raw / "part2" / "trn00002.npz").read_bytes() == b"y" * 1000  # unpack: true
     manifest = next((gensyn_root / "workdir" / "runs" / "download").glob("*/manifest.csv"))
     table = pd.read_csv(manifest)
     assert set(table["status"]) == {"verified"}

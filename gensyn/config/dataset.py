@@ -16,6 +16,7 @@ class DemoDataConfig:
     xray_size_px: int = 256
     finding_prevalence: float = 0.3
     test_fraction: float = 0.3  # fraction of simulated X-ray patients held out as the test set
+    num_workers: int = 2  # processes that generate the demo data (not part of the run hash)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class DownloadConfig:
     token_env: str = ""  # environment variable holding the access token
     token_file: str | None = None  # or a file with the token on its first line
     attempts: int = 6  # tries per file (5xx, dropped connections, bad checksums)
+    unpack: bool = False  # extract verified .zip/.tar(.gz) files into raw_dir/<name>/
     num_workers: int = 4  # parallel downloads (not hashed)
 
 

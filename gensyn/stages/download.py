@@ -108,7 +108,7 @@ def _zenodo(
     from fnmatch import fnmatch
 
     from gensyn.data import zenodo
-    from gensyn.data.download import download_many
+    from gensyn.data.download import DownloadError, archive_stem, download_many, unpack_archive
     from gensyn.data.nbia import shard
 
     d = cfg.dataset.download
@@ -141,6 +141,12 @@ def _zenodo(
         row["status"] = "failed" if str(row["name"]) in reasons else "verified"
         row["reason"] = reasons.get(str(row["name"]), "")
         row["path"] = str(raw_dir / row["name"])
+        row["unpacked_to"] = ""
+        if d.unpack and row["status"] == "verified" and archive_stem(str(row["name"])):
+            try:
+                row["unpacked_to"] = str(unpack_archive(raw_dir / row["name"], raw_dir))
+            except DownloadError as exc:
+                row.update(status="failed", reason=str(exc))
     return rows
 
 
