@@ -152,7 +152,7 @@ def bench_xrays(n: int) -> None:
 
     times = cpu_seconds(one, n)
     print(
-        f"simulated real X-ray (phantom {spec.xray_volume_shape_vox} + PA render "
+        f"simulated real X-ray (phantom {spec.xray_shape_vox} + PA render "
         f"{spec.xray_render_px} px + chain at {spec.xray_size_px} px + PNG):"
     )
     print(

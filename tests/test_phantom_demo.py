@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from gensyn.data import demo
 from gensyn.data.demo import (
     CT_GROUP,
     XRAY_GROUP,
@@ -56,7 +59,7 @@ def test_xray_set_disjoint_patients_split_and_images(tmp_path: Path) -> None:
     assert not ct_seeds & xr_seeds
     assert (xrays["split"] == "test").sum() == 3  # round(0.3 * 10), one image per patient
     assert set(xrays["view"]) == {"PA"}
-    on_disk = read_table(tmp_path / "xr" / "images.csv")
+    on_disk = read_table(tmp_path / "xr" / "xrays.csv")
     assert on_disk["image_id"].tolist() == xrays["image_id"].tolist()
     for rel in on_disk["path"]:
         img = read_image(tmp_path / "xr" / rel)
@@ -83,8 +86,26 @@ def test_spec_from_config_mapping_rejects_unknown_keys() -> None:
         DemoSpec.from_mapping({"num_ct_patiens": 5})
 
 
+def test_stage_branches_with_the_real_config(compose: Callable[..., Any], tmp_path: Path) -> None:
+    """What stages convert / prepare_xrays call for dataset=demo, on the tiny profile."""
+    cfg = compose("profile=tiny", "dataset.demo.num_xray_patients=12")
+    ct = demo.convert(cfg, tmp_path / "convert")
+    assert ct["n_volumes"] == 6 and ct["simulated"]
+    assert (tmp_path / "convert" / ct["figures"][0]).is_file()
+    volumes = read_table(tmp_path / "convert" / "volumes.csv")
+    assert nib.load(tmp_path / "convert" / volumes["path"][0]).shape == (48, 48, 48)
+    xr = demo.prepare_xrays(cfg, tmp_path / "prepare")
+    assert xr["n_images"] == 12 and xr["n_train"] + xr["n_test"] == 12
+    assert read_image(tmp_path / "prepare" / "figures" / "examples.png").ndim == 2
+    table = read_table(tmp_path / "prepare" / "xrays.csv")
+    assert read_image(tmp_path / "prepare" / table["path"][0]).shape == (64, 64)
+
+
 @pytest.mark.slow
-def test_two_worker_processes_give_the_same_data(tmp_path: Path) -> None:
+def test_two_worker_processes_give_the_same_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "MIN_POOL_CPU_S", 0.0)  # use the pool even for tiny work
     one = write_demo_xrays(tmp_path / "one", TINY, workers=1)
     two = write_demo_xrays(tmp_path / "two", TINY, workers=2)
     assert one.equals(two)

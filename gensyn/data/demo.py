@@ -2,12 +2,14 @@
 
 Two disjoint groups of phantom patients (:mod:`gensyn.data.phantom`):
 
-* CT patients ``demo-ct-NNNN``: NIfTI volumes + ``volumes.csv`` (``ct_id, patient_id,
-  path`` and the five labels), what stage ``convert`` produces for real CT sources;
+* CT patients ``demo-ct-NNNN``: NIfTI volumes (``volumes/``) + ``volumes.csv`` (``ct_id,
+  patient_id, path`` and the five labels), what stage ``convert`` produces for real CTs;
 * X-ray patients ``demo-xr-NNNN``: one PA radiograph each, projected from their phantom and
   passed through the clinical-look chain of :mod:`gensyn.data.xray_sim`, as 8-bit PNG +
-  ``images.csv`` (``image_id, patient_id, view, frontal, path``, labels, ``split``), what
+  ``xrays.csv`` (``image_id, patient_id, view, frontal, path``, labels, ``split``), what
   stage ``prepare_xrays`` produces for real X-ray sources.
+
+:func:`convert` and :func:`prepare_xrays` are the ``dataset=demo`` branches of those stages.
 
 Patient seeds come from ``SeedSequence([seed, group, index])``; a file that already exists
 is not made again (a killed run resumes), and the tables are rebuilt from the seeds.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,7 +30,6 @@ import pandas as pd
 
 from gensyn.data.phantom import (
     FINDINGS,
-    Tissue,
     generate_phantom,
     sample_labels,
     save_phantom_nifti,
@@ -36,7 +37,8 @@ from gensyn.data.phantom import (
 
 CT_GROUP, XRAY_GROUP = 0, 1
 VOLUME_TABLE = "volumes.csv"
-XRAY_TABLE = "images.csv"
+XRAY_TABLE = "xrays.csv"
+MIN_POOL_CPU_S = 10.0  # estimated work below this runs without worker processes
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,11 @@ class DemoSpec:
     finding_prevalence: float = 0.3
     test_fraction: float = 0.3
     seed: int = 0
-    # X-ray patients are rendered from coarser phantoms (same field of view) onto a coarser
-    # detector, then upsampled to ``xray_size_px``: the clinical chain blurs below this
-    # resolution anyway, and it makes 400 patients ~5x cheaper.
-    xray_volume_shape_vox: tuple[int, int, int] = (80, 48, 80)
+    # X-ray patients are rendered from coarser phantoms (same field of view; None = 5/8 of
+    # the CT grid in x and z, 3/8 along the beam) onto a coarser detector (at most
+    # ``xray_render_px``), then upsampled to ``xray_size_px``: the clinical chain blurs
+    # below this resolution anyway, and it makes 400 patients ~5x cheaper.
+    xray_volume_shape_vox: tuple[int, int, int] | None = None
     xray_render_px: int = 128
 
     @classmethod
@@ -64,21 +67,31 @@ class DemoSpec:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown demo data keys {sorted(unknown)}; allowed: {sorted(known)}")
-        kw = {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in values.items()}
+        kw = {
+            k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+            for k, v in values.items()
+        }
         return cls(**{"seed": seed, **kw})  # type: ignore[arg-type]
+
+    @property
+    def xray_shape_vox(self) -> tuple[int, int, int]:
+        """Grid of the X-ray patients' phantoms."""
+        if self.xray_volume_shape_vox is not None:
+            return self.xray_volume_shape_vox
+        scale = (0.625, 0.375, 0.625)
+        shape = [max(16, round(n * f)) for n, f in zip(self.volume_shape_vox, scale, strict=True)]
+        return shape[0], shape[1], shape[2]
 
     @property
     def xray_spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size of the X-ray patients' phantoms: the CT field of view on a coarser grid."""
-        return tuple(  # type: ignore[return-value]
+        sp = [
             s * n / m
             for s, n, m in zip(
-                self.voxel_spacing_mm,
-                self.volume_shape_vox,
-                self.xray_volume_shape_vox,
-                strict=True,
+                self.voxel_spacing_mm, self.volume_shape_vox, self.xray_shape_vox, strict=True
             )
-        )
+        ]
+        return sp[0], sp[1], sp[2]
 
 
 def patient_seed(seed: int, group: int, index: int) -> int:
@@ -108,7 +121,7 @@ def _make_ct(args: tuple[Path, int, DemoSpec]) -> None:
 def write_demo_cts(
     out_dir: str | os.PathLike[str], spec: DemoSpec, workers: int = 1
 ) -> pd.DataFrame:
-    """Write the CT patients' NIfTI volumes under ``out_dir/ct/`` and ``out_dir/volumes.csv``.
+    """Write the CT patients' NIfTI volumes under ``out_dir/volumes/`` and ``out_dir/volumes.csv``.
 
     Returns the table: ``ct_id, patient_id, path`` (relative to ``out_dir``), the five labels
     as 0/1, ``labels`` (names joined by ``|``), ``patient_seed``, ``source``.
@@ -116,12 +129,12 @@ def write_demo_cts(
     from gensyn.io import write_table
 
     out = Path(out_dir)
-    (out / "ct").mkdir(parents=True, exist_ok=True)
+    (out / "volumes").mkdir(parents=True, exist_ok=True)
     rows, jobs = [], []
     for i in range(spec.num_ct_patients):
         seed = patient_seed(spec.seed, CT_GROUP, i)
         ct_id = f"demo-ct-{i:04d}"
-        rel = f"ct/{ct_id}.nii.gz"
+        rel = f"volumes/{ct_id}.nii.gz"
         labels = sample_labels(seed, spec.finding_prevalence)
         rows.append(
             {
@@ -134,7 +147,7 @@ def write_demo_cts(
             }
         )
         jobs.append((out / rel, seed, spec))
-    _run(_make_ct, jobs, workers)
+    _run(_make_ct, jobs, workers, 0.3 * np.prod(spec.volume_shape_vox) / 128**3)
     table = pd.DataFrame(rows)
     write_table(out / VOLUME_TABLE, table)
     return table
@@ -175,8 +188,9 @@ def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, A
     if not path.exists():
         from gensyn.io import write_image
 
-        ph = generate_phantom(seed, labels, spec.xray_volume_shape_vox, spec.xray_spacing_mm)
-        line = _project_pa(ph.hu, ph.affine, spec.xray_render_px, spec.xray_size_px)
+        ph = generate_phantom(seed, labels, spec.xray_shape_vox, spec.xray_spacing_mm)
+        render_px = min(spec.xray_render_px, spec.xray_size_px)
+        line = _project_pa(ph.hu, ph.affine, render_px, spec.xray_size_px)
         write_image(path, simulate_real_radiograph(line, rng, params))
     return {"marker": params.marker, "rotation_deg": round(params.rotation_deg, 3)}
 
@@ -184,7 +198,7 @@ def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, A
 def write_demo_xrays(
     out_dir: str | os.PathLike[str], spec: DemoSpec, workers: int = 1
 ) -> pd.DataFrame:
-    """Write the X-ray patients' simulated PA radiographs (``images/*.png``) and ``images.csv``.
+    """Write the X-ray patients' simulated PA radiographs (``images/*.png``) and ``xrays.csv``.
 
     Columns: ``image_id, patient_id, view (PA), frontal, path`` (relative to ``out_dir``), the
     five labels as 0/1, ``labels``, ``split`` (``train``/``test``, by patient, a seeded
@@ -221,17 +235,22 @@ def write_demo_xrays(
             }
         )
         jobs.append((out / rel, seed, spec, labels))
-    extras = _run(_make_xray, jobs, workers)
+    extras = _run(_make_xray, jobs, workers, 0.1 * np.prod(spec.xray_shape_vox) / (80 * 48 * 80))
     table = pd.DataFrame([{**r, **e} for r, e in zip(rows, extras, strict=True)])
     write_table(out / XRAY_TABLE, table)
     return table
 
 
-def _run(fn: Any, jobs: list[Any], workers: int) -> list[Any]:
-    """Map ``fn`` over ``jobs`` in order, in ``workers`` processes (1 = in this process)."""
-    if workers <= 1 or len(jobs) <= 1:
+def _run(fn: Any, jobs: list[Any], workers: int, cpu_s_per_job: float) -> list[Any]:
+    """Map ``fn`` over ``jobs`` in order, in ``workers`` processes (1 = in this process).
+
+    Starting a worker costs a few CPU seconds (imports, X-ray spectrum), so work estimated
+    below ~10 CPU seconds runs in this process.
+    """
+    if len(jobs) * cpu_s_per_job < MIN_POOL_CPU_S:
+        workers = 1
+    if workers <= 1:
         return [fn(j) for j in jobs]
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker process
     # spawn, not fork: a parent that already runs torch/OpenMP threads must not be forked.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
@@ -239,63 +258,65 @@ def _run(fn: Any, jobs: list[Any], workers: int) -> list[Any]:
 
 
 def _one_thread() -> None:
+    """Worker start-up: one BLAS/OpenMP thread per process (torch reads it when imported)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     try:
-        import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(1)
+        threadpool_limits(limits=1)  # numpy's BLAS is already loaded in the worker
     except ImportError:
         pass
 
 
-def overview_figure(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """PNG overview: CT slices and a clean PA projection of one phantom, four simulated X-rays.
+def spec_from_config(cfg: Any) -> tuple[DemoSpec, int]:
+    """(DemoSpec, workers) from a composed GENSYN config (``dataset.demo`` and ``seed``)."""
+    values = dict(cfg.dataset.demo)
+    workers = int(values.pop("num_workers", 2))
+    return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
 
-    Used for docs/demo_data.md and the pipeline report. Returns the written path.
+
+def _counts(table: pd.DataFrame) -> dict[str, int]:
+    return {f"n_{f}": int(table[f].sum()) for f in FINDINGS}
+
+
+def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``stage=convert dataset=demo``: phantom CTs, ``volumes.csv`` and a slice figure.
+
+    Returns the stage summary (counts per finding, figure paths relative to ``out_dir``).
     """
-    import matplotlib
+    from gensyn.data.demo_figures import ct_slices_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    spec, workers = spec_from_config(cfg)
+    table = write_demo_cts(out_dir, spec, workers)
+    first = table.iloc[0]
+    ct_slices_figure(
+        Path(out_dir) / str(first["path"]),
+        Path(out_dir) / "figures" / "phantom_slices.png",
+        f"{first['ct_id']}: {first['labels']} (SIMULATED phantom)",
+    )
+    return {
+        "n_volumes": len(table),
+        **_counts(table),
+        "simulated": True,
+        "figures": ["figures/phantom_slices.png"],
+    }
 
-    from gensyn.data.xray_sim import pa_line_integral, simulate_real_radiograph
-    from gensyn.io import atomic_write
 
-    ct_labels = {"Effusion": True, "Cardiomegaly": True}
-    ph = generate_phantom(patient_seed(seed, CT_GROUP, 0), ct_labels)
-    hu = ph.hu.astype(np.float32)
-    nx = hu.shape[0]
-    heart = np.argwhere(ph.tissue == Tissue.HEART).mean(axis=0).astype(int)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 9))
-    window = {"cmap": "gray", "vmin": -1000, "vmax": 400}
-    aspect_cor = ph.spacing_mm[2] / ph.spacing_mm[0]
-    views = [
-        ("axial", hu[::-1, ::-1, heart[2]].T, 1.0),  # radiological: patient's right on the left
-        ("coronal", hu[::-1, heart[1] - 12, ::-1].T, aspect_cor),
-        ("sagittal", hu[nx // 2 - 8, ::-1, ::-1].T, ph.spacing_mm[2] / ph.spacing_mm[1]),
-    ]
-    names = " + ".join(k for k, v in ct_labels.items() if v)
-    for ax, (title, img, aspect) in zip(axes[0, :3], views, strict=True):
-        ax.imshow(img, aspect=aspect, **window)
-        ax.set_title(f"CT {title}: {names}", fontsize=10)
-    axes[0, 3].imshow(pa_line_integral(ph.hu, ph.affine, 256), cmap="gray")
-    axes[0, 3].set_title("same CT, clean PA projection", fontsize=10)
-    for ax, finding in zip(axes[1], ("", "Cardiomegaly", "Pneumothorax", "Pneumonia"), strict=True):
-        s = patient_seed(seed, XRAY_GROUP, 1000 + len(finding))
-        xr = generate_phantom(s, {finding: True} if finding else {})
-        rng = np.random.default_rng(s)
-        ax.imshow(
-            simulate_real_radiograph(pa_line_integral(xr.hu, xr.affine, 256), rng),
-            cmap="gray",
-            vmin=0,
-            vmax=255,
-        )
-        ax.set_title(f"simulated X-ray: {finding or 'no finding'}", fontsize=10)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle("GENSYN demo data: SIMULATED chest CT phantoms and SIMULATED radiographs")
-    fig.tight_layout(h_pad=2.5)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=72)
-    plt.close(fig)
-    return Path(path)
+def prepare_xrays(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``stage=prepare_xrays dataset=demo``: simulated radiographs, ``xrays.csv``, contact sheet."""
+    from gensyn.data.xray_prep import contact_sheet
+    from gensyn.io import write_image
+
+    spec, workers = spec_from_config(cfg)
+    table = write_demo_xrays(out_dir, spec, workers)
+    paths = [str(Path(out_dir) / p) for p in table["path"][:16]]
+    write_image(Path(out_dir) / "figures" / "examples.png", contact_sheet(paths))
+    return {
+        "n_images": len(table),
+        "n_train": int((table["split"] == "train").sum()),
+        "n_test": int((table["split"] == "test").sum()),
+        **_counts(table),
+        "simulated": True,
+        "figures": ["figures/examples.png"],
+    }
