@@ -170,3 +170,12 @@ def test_poisson_noise_statistics():
     got_var = (noisy[0, 24:40, 24:40] - center).var()
     assert 0.7 < got_var / expected_var < 1.3
     assert abs((noisy[0, 24:40, 24:40] - center).mean()) < 3 * np.sqrt(expected_var / 256)
+
+
+def test_density_from_hu_matches_calibration_table():
+    from gensyn.drr.physics import DENSITY_KNOTS_G_CM3, DENSITY_KNOTS_HU, density_from_hu
+
+    hu = np.linspace(-1500, 2900, 1001)
+    expected = np.interp(hu, DENSITY_KNOTS_HU, DENSITY_KNOTS_G_CM3)
+    np.testing.assert_allclose(density_from_hu(hu), expected, rtol=1e-5, atol=1e-6)
+    assert density_from_hu(torch.tensor([4000.0])).item() > DENSITY_KNOTS_G_CM3[-1]  # extrapolated

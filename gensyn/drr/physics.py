@@ -99,13 +99,15 @@ def density_from_hu(hu):
 
     is_numpy = not isinstance(hu, torch.Tensor)
     hu_t = torch.as_tensor(np.asarray(hu, dtype=np.float32)) if is_numpy else hu.float()
-    knots_hu = torch.tensor(DENSITY_KNOTS_HU, device=hu_t.device)
-    knots_rho = torch.tensor(DENSITY_KNOTS_G_CM3, device=hu_t.device)
-    slopes = (knots_rho[1:] - knots_rho[:-1]) / (knots_hu[1:] - knots_hu[:-1])
-    # segment index (0 .. n-2); below the first knot is clamped, above the last extrapolated
-    seg = (torch.bucketize(hu_t, knots_hu) - 1).clamp_(0, len(slopes) - 1)
-    rho = knots_rho[seg] + slopes[seg] * (hu_t - knots_hu[seg])
-    rho = torch.where(hu_t < knots_hu[0], knots_rho[0], rho).clamp_min_(0.0)
+    knots_hu, knots_rho = DENSITY_KNOTS_HU, DENSITY_KNOTS_G_CM3
+    # f(x) = f0 + sum_i slope_i * clamp(x - k_i, 0, k_(i+1) - k_i), the last segment open:
+    # elementwise passes only (no index tensors), so memory stays ~2 volumes on the GPU
+    rho = torch.full_like(hu_t, knots_rho[0])
+    for i in range(len(knots_hu) - 1):
+        slope = (knots_rho[i + 1] - knots_rho[i]) / (knots_hu[i + 1] - knots_hu[i])
+        upper = knots_hu[i + 1] - knots_hu[i] if i < len(knots_hu) - 2 else None
+        rho.add_((hu_t - knots_hu[i]).clamp_(0.0, upper), alpha=slope)
+    rho.clamp_(min=0.0)
     return rho.numpy() if is_numpy else rho
 
 

@@ -101,15 +101,18 @@ class DrrRenderer:
         hu = self.hu.permute(*perm).contiguous()
         rho = density_from_hu(hu)
         p = self.physics
-        if self.masks is None:
-            air, bone = hu <= p.air_max_hu, hu > p.bone_min_hu
-            masks = {"air": air, "bone": bone, "soft_tissue": ~(air | bone)}
-        else:
-            masks = {k: v.permute(*perm) for k, v in self.masks.items()}
-        zero = torch.zeros((), device=rho.device)
-        return torch.stack(
-            [torch.where(masks[m], rho, zero) for m in p.materials], dim=1
-        ).contiguous()
+        out = torch.empty(hu.shape[0], len(p.materials), *hu.shape[1:], device=hu.device)
+        for i, material in enumerate(p.materials):
+            if self.masks is not None:
+                mask = self.masks[material].permute(*perm)
+            elif material == "air":
+                mask = hu <= p.air_max_hu
+            elif material == "bone":
+                mask = hu > p.bone_min_hu
+            else:
+                mask = (hu > p.air_max_hu) & (hu <= p.bone_min_hu)
+            torch.mul(rho, mask, out=out[:, i])
+        return out
 
     def material_line_integrals(
         self, poses, geometry, method="joseph", step_mm=None, max_samples=1 << 23
