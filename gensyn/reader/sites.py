@@ -190,20 +190,38 @@ def _answers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def stop_sites(sites: Sequence[ReaderSite]) -> list[str]:
-    """Stop the local servers of ``sites`` (by recorded process id); returns the readers stopped.
+def server_pids(data_dir: str) -> list[int]:
+    """Process ids of Label Studio servers started with ``--data-dir data_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in args]
+        is_ls = any(a.endswith("label-studio") for a in text) and "--data-dir" in text
+        if is_ls and text[text.index("--data-dir") + 1] == data_dir:
+            pids.append(int(proc.name))
+    return pids
 
-    Only a process whose command line is Label Studio with this site's data folder is signalled.
+
+def stop_sites(sites: Sequence[ReaderSite]) -> list[str]:
+    """Stop the local servers of ``sites``; returns the readers whose server was stopped.
+
+    Only Label Studio processes started with exactly this site's data folder are signalled.
     """
     stopped = []
     for site in sites:
-        if not site.pid:
-            continue
-        try:
-            cmdline = Path(f"/proc/{site.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "label-studio" in cmdline and site.data_dir in cmdline:
-            os.killpg(site.pid, signal.SIGTERM)
+        pids = server_pids(site.data_dir) if site.data_dir else []
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else os.kill(
+                    pid, signal.SIGTERM
+                )
+            except ProcessLookupError:
+                continue
+        if pids:
             stopped.append(site.reader_id)
     return stopped
