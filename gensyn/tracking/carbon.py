@@ -35,8 +35,10 @@ class CarbonMonitor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         result: dict[str, Any] = {}
 
-        # carbontracker and geocoder log to stdout at INFO/ERROR level; their logs go to files.
+        # carbontracker and geocoder log to the console at INFO/ERROR level; keep that out of
+        # the stage's output (carbontracker's own log files in log_dir keep everything).
         logging.getLogger("geocoder").setLevel(logging.CRITICAL)
+        logging.getLogger("carbontracker").propagate = False
 
         def init() -> None:
             try:
