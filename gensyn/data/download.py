@@ -237,7 +237,8 @@ def _fetch_into_part(
     chunk_bytes: int,
     retry: RetryPolicy,
 ) -> str:
-    """Append the missing bytes to ``part``; return the MD5 of the whole part file.
+    """Append the missing bytes to ``part``; return the MD5 of the whole part file
+    ("" when ``remote.md5`` is None: nothing to compare with).
 
     The MD5 is computed while streaming (the bytes already on disk are hashed first), so a
     verified download reads each byte from disk at most once.
@@ -270,9 +271,9 @@ def _fetch_into_part(
             mode = "wb"
             if on_bytes:
                 on_bytes(-offset)
-        hasher = _Hasher()
+        hasher = _Hasher() if remote.md5 is not None else _NoHasher()
         try:
-            if mode == "ab" and offset:
+            if mode == "ab" and offset and remote.md5 is not None:
                 with open(part, "rb") as fh:
                     while block := fh.read(chunk_bytes):
                         hasher.put(block)
@@ -292,6 +293,16 @@ def _fetch_into_part(
         if expected is not None and received != int(expected):
             raise _TransientError(f"connection closed after {received} of {expected} bytes")
         return digest
+
+
+class _NoHasher:
+    """Stand-in when no checksum is published (NBIA ZIPs): nothing to hash."""
+
+    def put(self, block: bytes) -> None:
+        pass
+
+    def finish(self) -> str:
+        return ""
 
 
 class _Hasher:
