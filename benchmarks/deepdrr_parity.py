@@ -181,6 +181,95 @@ def compare(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
     }
 
 
+# ---------------------------------------------------------------- tables (CPU)
+DEEPDRR_MATERIAL_FILES = {"air": "air", "soft_tissue": "tissue_soft", "bone": "bone"}
+#: (soft tissue, bone) area densities in g/cm^2 of test paths through a chest
+PATHS_G_CM2 = {"lung field": (12.0, 0.3), "mediastinum": (25.0, 1.5), "spine": (22.0, 6.0)}
+
+
+def deepdrr_tables(wheel: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """DeepDRR's material tables (energy MeV, mu/rho cm^2/g) and spectra, read from its wheel."""
+    import zipfile
+
+    materials, spectra = {}, {}
+    with zipfile.ZipFile(wheel) as zf:
+        for name, fname in DEEPDRR_MATERIAL_FILES.items():
+            text = zf.read(f"deepdrr/material/material_decompositions/{fname}").decode()
+            rows = [
+                [float(x) for x in line.split()]
+                for line in text.splitlines()
+                if line.strip() and not line.startswith(("_", "Energy"))
+            ]
+            materials[name] = np.array(rows)[:, :2]
+        namespace: dict = {"np": np}
+        exec(
+            compile(zf.read("deepdrr/projector/spectral_data.py"), "spectral_data", "exec"),
+            namespace,
+        )
+        spectra = {k: np.asarray(v, dtype=float) for k, v in namespace["spectrums"].items()}
+    return materials, spectra
+
+
+def _loglog(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    # NIST tables repeat an energy at absorption edges; keep the upper value
+    xp, idx = np.unique(xp, return_index=True)
+    return np.exp(np.interp(np.log(x), np.log(xp), np.log(fp[idx])))
+
+
+def tables(wheel: Path) -> str:
+    """Attenuation tables and spectra of DeepDRR vs GENSYN, and what they do to -ln I."""
+    from gensyn.drr.physics import mass_attenuation_cm2_per_g, spectrum_table
+
+    materials, spectra = deepdrr_tables(wheel)
+    energies = np.array([30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0])
+    out = ["| material | " + " | ".join(f"{e:.0f} keV" for e in energies) + " |"]
+    out.append("| --- |" + " --- |" * len(energies))
+    for name, table in materials.items():
+        dd = _loglog(energies / 1000.0, table[:, 0], table[:, 1])
+        ours = mass_attenuation_cm2_per_g(name, energies)
+        out.append(
+            f"| {name}: DeepDRR / GENSYN − 1 | "
+            + " | ".join(f"{r:+.2%}" for r in dd / ours - 1)
+            + " |"
+        )
+    ours_table = spectrum_table(PhysicsConfig())
+    e_ours, phi_ours = ours_table.energies_kev, ours_table.photon_weights
+    dd_spec = spectra["90KV_AL40"]
+    e_dd = dd_spec[:, 0] / 1000.0
+    phi_dd = np.clip(dd_spec[:, 1], 0, None) / np.clip(dd_spec[:, 1], 0, None).sum()
+    out.append("")
+    out.append(
+        f"Mean photon energy: spekpy 90 kV / 4 mm Al {np.sum(e_ours * phi_ours):.1f} keV, "
+        f"DeepDRR 90KV_AL40 {np.sum(e_dd * phi_dd):.1f} keV."
+    )
+
+    def neglog(e, phi, mu_of, path) -> float:
+        w = phi * e / np.sum(phi * e)  # energy-integrating detector
+        att = path[0] * mu_of("soft_tissue", e) + path[1] * mu_of("bone", e)
+        return float(-np.log(np.sum(w * np.exp(-att))))
+
+    def mu_ours(m, e):
+        return mass_attenuation_cm2_per_g(m, e)
+
+    def mu_dd(m, e):
+        t = materials[m]
+        return _loglog(e / 1000.0, t[:, 0], t[:, 1])
+
+    out += [
+        "",
+        "| path (soft tissue, bone g/cm²) | GENSYN −ln I | DeepDRR tables, spekpy | DeepDRR tables + 90KV_AL40 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, path in PATHS_G_CM2.items():
+        a = neglog(e_ours, phi_ours, mu_ours, path)
+        b = neglog(e_ours, phi_ours, mu_dd, path)
+        c = neglog(e_dd, phi_dd, mu_dd, path)
+        out.append(
+            f"| {label} {path} | {a:.3f} | {b:.3f} ({b / a - 1:+.2%}) | {c:.3f} ({c / a - 1:+.2%}) |"
+        )
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- run
 def deepdrr_settings(args: argparse.Namespace, spectrum: str):
     from gensyn.drr.deepdrr_adapter import DeepDrrSettings
@@ -330,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("prepare", help="write CTs and spectrum tables")
     p.add_argument("--out", required=True)
     p.add_argument("--cxr-bin", type=int, default=1, help="in-plane binning of the chest CT")
+    t = sub.add_parser("tables", help="DeepDRR's attenuation tables and spectrum vs GENSYN (CPU)")
+    t.add_argument("--deepdrr-wheel", required=True, help="deepdrr-1.2.2-py3-none-any.whl")
     r = sub.add_parser("run", help="render with GENSYN and DeepDRR and compare")
     r.add_argument("--inputs", required=True)
     r.add_argument("--out", default="deepdrr_parity_out")
@@ -352,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "prepare":
         prepare(Path(args.out), args.cxr_bin)
+    elif args.cmd == "tables":
+        print(tables(Path(args.deepdrr_wheel)))
     else:
         run(args)
 
