@@ -185,8 +185,9 @@ def bench_gpu(
     print(f"ours torch joseph: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
     if fused.available():
         ref = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
-        for tile in [(8, 16), (16, 16), (8, 32), (16, 32), (4, 32)]:
-            for warps in (4, 8):
+        tiles = [(8, 16), (16, 16), (8, 32), (16, 32), (4, 32)] if sweep else [(16, 16)]
+        for tile in tiles:
+            for warps in (4, 8) if sweep else (4,):
 
                 def run(t=tile, w=warps):
                     return fused.render(renderer.volume, affine, rays, renderer.table, True, t, w)
@@ -269,11 +270,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--gpu-volume", type=int, nargs=3, default=[512, 512, 300])
     ap.add_argument("--memory-check", action="store_true", help="GPU: 512^3 volume with 64 poses")
+    ap.add_argument(
+        "--sweep", action="store_true", help="GPU: try several tile sizes of the fused kernel"
+    )
     args = ap.parse_args()
     if args.device == "cpu":
         bench_cpu(args.sizes, args.repeats, args.batch)
     else:
-        bench_gpu(tuple(args.gpu_volume), args.sizes[-1], args.batch, args.repeats, args.device)
+        bench_gpu(
+            tuple(args.gpu_volume),
+            args.sizes[-1],
+            args.batch,
+            args.repeats,
+            args.device,
+            args.sweep,
+        )
         if args.memory_check:
             memory_check(args.device)
 

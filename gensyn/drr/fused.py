@@ -130,7 +130,7 @@ def render(
     rays: Any,
     table: Any,
     half: bool = True,
-    tile: tuple[int, int] = (8, 16),
+    tile: tuple[int, int] = (16, 16),
     num_warps: int = 4,
 ) -> Any:
     """I/I0 of shape (B, H, W) on the volume's CUDA device (noise-free).
@@ -138,7 +138,8 @@ def render(
     ``volume`` is the renderer's :class:`~gensyn.drr.projector.ChannelVolume` of
     material densities (g/cm^3); ``table`` the spectrum (materials in channel order).
     ``half`` stores densities as float16 (accumulation is float32); ``tile`` is the
-    detector tile (rows, cols) of one program.
+    detector tile (rows, cols) of one program (16 x 16 with 4 warps was fastest on an
+    H100 among 8x16, 16x16, 8x32, 16x32, 4x32 with 4 or 8 warps).
     """
     import torch
     import triton
