@@ -162,7 +162,12 @@ def bench_cpu(sizes: list[int], repeats: int, batch: int) -> None:
 
 
 def bench_gpu(
-    shape: tuple[int, int, int], size: int, batch: int, repeats: int, device: str
+    shape: tuple[int, int, int],
+    size: int,
+    batch: int,
+    repeats: int,
+    device: str,
+    sweep: bool = False,
 ) -> None:
     from gensyn.drr import fused
 
