@@ -355,12 +355,17 @@ def main() -> None:
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--load", type=int, default=0)
     p.add_argument("--crop", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=3, help="first one is warm-up")
+    p.add_argument("--epochs", type=int, default=2, help="first one is warm-up")
     p.add_argument("--arch", default="")
     p.add_argument("--ngf", type=int, default=0)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--threads", type=int, default=0, help="CPU: torch threads (0: default)")
-    p.add_argument("--skip", default="", help="comma list of configs to skip (e.g. compile,ref)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list of what to run (default all): reference, ours_fp32, ours_bf16_cl, "
+        "ours_bf16_cl_compile, translate, translate_compile (GPU); reference, ours_cpu_fp32 (CPU)",
+    )
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="bf16", help=argparse.SUPPRESS)
@@ -388,7 +393,11 @@ def main() -> None:
         print("RESULT " + json.dumps(fn(a)), flush=True)
         return
     a.data = a.data or tempfile.mkdtemp(prefix="gan-bench-")
-    skip = set(filter(None, a.skip.split(",")))
+    only = set(filter(None, a.only.split(",")))
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
     results: dict[str, Any] = {
         "device": a.device,
         "options": {
@@ -415,15 +424,15 @@ def main() -> None:
     else:
         configs = {"ours_cpu_fp32": ["--precision", "fp32", "--channels-last", "0"]}
     train: dict[str, Any] = {}
-    if a.ref_dir and "ref" not in skip:
+    if a.ref_dir and wanted("reference"):
         train["reference"] = _run_worker(a, "ref", [])
     for name, extra in configs.items():
-        if not any(s in name for s in skip):
+        if wanted(name):
             train[name] = _run_worker(a, "ours", extra)
     results["train"] = train
-    if gpu and "translate" not in skip:
+    if gpu and (wanted("translate") or wanted("translate_compile")):
         results["translate"] = _run_worker(
-            a, "translate", ["--compile", "0" if "compile" in skip else "1"]
+            a, "translate", ["--compile", "1" if wanted("translate_compile") else "0"]
         )
     ref_its = train.get("reference", {}).get("it_per_s")
     print("\n| configuration | it/s | vs reference | peak GPU MiB | warm-up epoch s |")
