@@ -177,3 +177,26 @@ def test_carbon_summary_stage(launch, gensyn_root: Path) -> None:
     total = pd.read_csv(out / "carbon_summary.csv").query("level == 'total'").iloc[0]
     assert abs(total["energy_kwh"] - (0.002 + 36 * 10 * 1.58 / 3.6e6)) < 1e-9
     assert (out / "carbon.html").is_file() and proc.returncode == 0
+
+
+def test_convert_stage_radchest_npz_with_labels(launch, gensyn_root: Path) -> None:
+    import numpy as np
+
+    raw = gensyn_root / "data" / "radchest" / "raw"
+    (raw / "part1").mkdir(parents=True)
+    for name in ("trn00001", "trn00002"):
+        np.savez_compressed(raw / "part1" / f"{name}.npz", ct=np.full((4, 5, 6), -1000, np.int16))
+    pd.DataFrame(
+        {
+            "NoteAcc_DEID": ["trn00001", "trn00002", "trn09999"],
+            "pneumothorax*right_lung": [1, 0, 1],
+            "cardiomegaly": [0, 1, 0],
+        }
+    ).to_csv(raw / "imgtrain_Abnormality_and_Location_Labels.csv", index=False)
+    launch("stage=convert", "dataset=radchest", "dataset.download.source=none", "logger=none")
+    out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
+    volumes = pd.read_csv(out / "volumes.csv").set_index("volume_id")
+    assert list(volumes.index) == ["trn00001", "trn00002"]
+    assert (volumes[["spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]] == 0.8).all().all()
+    assert list(volumes["Pneumothorax"]) == [1, 0] and list(volumes["Cardiomegaly"]) == [0, 1]
+    assert len(pd.read_csv(out / "labels.csv")) == 2  # the unconverted trn09999 is left out

@@ -54,7 +54,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         return
 
     from gensyn.data.convert import NpzOptions, convert_many, discover_sources
-    from gensyn.data.labels import read_radchest
+    from gensyn.data.labels import STUDY_LABELS, read_radchest
 
     c = cfg.dataset.convert
     raw = Path(cfg.dataset.raw_dir)
@@ -66,6 +66,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             f"no {c.ct_format} volumes found below {raw} (dataset.raw_dir); "
             "run stage=download or copy the data there"
         )
+    labels = None
+    if c.label_file:  # checked before hours of conversion, not after
+        label_path = raw / c.label_file
+        if not label_path.is_file():
+            raise GensynError(
+                f"CT label table {label_path} (dataset.convert.label_file) not found; "
+                "set dataset.convert.label_file to its name below raw_dir, or '' for none"
+            )
+        try:
+            labels = read_radchest(label_path)
+        except ValueError as exc:
+            raise GensynError(f"convert: {exc}") from None
     npz = NpzOptions(
         key=c.npz_key,
         axis_codes=c.npz_axis_codes,
@@ -78,15 +90,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         workers=int(c.num_workers),
         suffix=c.nifti_suffix,
     )
-    io.write_table(ctx.path("volumes.csv"), pd.DataFrame(rows))
+    volumes = pd.DataFrame(rows)
+    if labels is not None and len(volumes):  # the five study labels next to each volume
+        study = labels[["image_id", *STUDY_LABELS]].rename(columns={"image_id": "volume_id"})
+        volumes = volumes.merge(study, on="volume_id", how="left")
+    io.write_table(ctx.path("volumes.csv"), volumes)
     io.write_table(
         ctx.path("failures.csv"), pd.DataFrame(failures, columns=["volume_id", "file", "reason"])
     )
-    if c.label_file:
-        label_path = raw / c.label_file
-        if not label_path.is_file():
-            raise GensynError(f"CT label table {label_path} (dataset.convert.label_file) not found")
-        labels = read_radchest(label_path)
+    if labels is not None:
         labels = labels[labels["image_id"].isin({r["volume_id"] for r in rows})]
         io.write_table(ctx.path("labels.csv"), labels)
         ctx.summary["n_labelled"] = len(labels)
