@@ -6,7 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from data_fakes import FakeState, make_series_zip, serve
+
+# Each test runs `python launch.py` (several seconds of start-up each): slow, run in CI.
+pytestmark = pytest.mark.slow
 
 TOKEN = "zen-T0KEN-4242-never-print"
 
