@@ -145,6 +145,22 @@ def test_projector_deepdrr_config_maps_to_settings(compose) -> None:
         settings_from_config(compose("projector=deepdrr", "projector.deepdrr_spectrum=x").projector)
 
 
+def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) -> None:
+    from gensyn.drr.deepdrr_adapter import renderer_for
+    from gensyn.drr.render import DrrRenderer
+
+    hu, affine = _small_ct()
+    physics = PhysicsConfig()
+    torch_r = renderer_for(compose().projector, hu, affine, physics, "cpu")
+    assert isinstance(torch_r, DrrRenderer)
+    deep_r = renderer_for(compose("projector=deepdrr").projector, hu, affine, physics, "cpu")
+    assert isinstance(deep_r, DeepDrrRenderer) and deep_r.settings == DeepDrrSettings()
+    cfg = compose().projector
+    cfg.name = "astra"
+    with pytest.raises(ValueError, match="allowed"):
+        renderer_for(cfg, hu, affine, physics, "cpu")
+
+
 def test_settings_reject_unknown_spectrum() -> None:
     with pytest.raises(ValueError, match="allowed"):
         DeepDrrSettings(spectrum="80kV")

@@ -59,6 +59,7 @@ __all__ = [
     "deepdrr_camera",
     "project_points_deepdrr",
     "render_drrs_deepdrr",
+    "renderer_for",
     "settings_from_config",
 ]
 
@@ -247,7 +248,9 @@ class DeepDrrRenderer:
         labels = np.zeros(hu.shape, dtype=np.uint8)
         for index, name in enumerate(names):
             labels[masks[name]] = index
-        self._dir = Path(self.workdir or tempfile.mkdtemp(prefix="gensyn-deepdrr-"))
+        # without a workdir the exchange files live as long as this renderer
+        self._tmp = None if self.workdir else tempfile.TemporaryDirectory(prefix="gensyn-deepdrr-")
+        self._dir = Path(self.workdir or self._tmp.name)  # type: ignore[union-attr]
         self._dir.mkdir(parents=True, exist_ok=True)
         self.volume_path = self._dir / "volume.npz"
         np.savez(
@@ -370,6 +373,25 @@ def settings_from_config(projector_cfg: Any) -> DeepDrrSettings:
         pythonpath=str(projector_cfg.deepdrr_pythonpath),
         shims=bool(projector_cfg.deepdrr_shims),
     )
+
+
+PROJECTORS = ("torch", "deepdrr")
+
+
+def renderer_for(
+    projector_cfg: Any, volume_hu, affine: np.ndarray, physics: PhysicsConfig, device: str
+):
+    """The renderer that ``projector.name`` asks for, both called as ``.render(poses, geometry,
+    method, step_mm, max_samples)``: GENSYN's :class:`~gensyn.drr.render.DrrRenderer`
+    (``torch``) or :class:`DeepDrrRenderer` (``deepdrr``; ``device`` is DeepDRR's GPU 0)."""
+    name = str(projector_cfg.name)
+    if name == "torch":
+        from gensyn.drr.render import DrrRenderer
+
+        return DrrRenderer(volume_hu, affine, physics, device)
+    if name == "deepdrr":
+        return DeepDrrRenderer(volume_hu, affine, physics, settings_from_config(projector_cfg))
+    raise ValueError(f"projector.name={name!r}; allowed: {list(PROJECTORS)}")
 
 
 def render_drrs_deepdrr(

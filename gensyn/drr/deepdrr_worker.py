@@ -236,7 +236,10 @@ def main(job_path: str) -> int:
         pdf = spec[:, 1] / spec[:, 1].sum()
         open_field_kev = float(np.sum(spec[:, 0] / 1000.0 * pdf))
     finally:
-        projector.free()
+        try:
+            projector.free()
+        except Exception as exc:  # the images are what matters; the process ends anyway
+            print(f"Projector.free failed ({type(exc).__name__}: {exc})", file=sys.stderr)
     images = images.reshape(len(projections), height, width)
     out = Path(job["output_npz"])
     np.savez(out, intensity_kev=images, open_field_kev=np.float64(open_field_kev))
@@ -244,7 +247,7 @@ def main(job_path: str) -> int:
         "deepdrr_version": getattr(deepdrr, "__version__", None) or _dist_version("deepdrr"),
         "numpy_version": np.__version__,
         "cupy_version": cupy.__version__,
-        "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+        "gpu": _text(cupy.cuda.runtime.getDeviceProperties(0)["name"]),
         "shims": shims,
         "egl": egl_mode,
         "n_poses": len(projections),
@@ -256,6 +259,10 @@ def main(job_path: str) -> int:
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return 0
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _dist_version(name: str) -> str | None:
