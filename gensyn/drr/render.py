@@ -94,6 +94,22 @@ class DrrRenderer:
         self.table = spectrum_table(self.physics)
         self.volume = ChannelVolume(self._build, tuple(self.hu.shape), len(self.physics.materials))
 
+    def with_physics(self, physics: PhysicsConfig) -> DrrRenderer:
+        """The same CT with other physics; shares the material volumes if they are unchanged."""
+        same = (physics.air_max_hu, physics.bone_min_hu) == (
+            self.physics.air_max_hu,
+            self.physics.bone_min_hu,
+        )
+        other = object.__new__(DrrRenderer)
+        other.__dict__.update(self.__dict__)
+        other.physics = physics
+        other.table = spectrum_table(physics)
+        if not same:
+            from gensyn.drr.projector import ChannelVolume
+
+            other.volume = ChannelVolume(other._build, tuple(self.hu.shape), len(physics.materials))
+        return other
+
     def _build(self, perm: tuple[int, int, int]):
         """Density volumes (g/cm^3) with voxel axes ``perm``: (n0, M, n1, n2)."""
         import torch
