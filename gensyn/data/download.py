@@ -170,6 +170,8 @@ def download_file(
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + PART_SUFFIX)
     if already_verified(final, remote):
+        if on_bytes:
+            on_bytes(final.stat().st_size)  # counts towards the progress bar's total
         return final
     last_error = "no attempt made"
     for attempt in range(retry.attempts):
