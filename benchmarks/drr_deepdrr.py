@@ -75,6 +75,10 @@ def time_gensyn(hu, affine, geometry, batch, device, repeats) -> dict:
 def time_deepdrr(hu, affine, geometry, batch, args, repeats) -> dict:
     from gensyn.drr.deepdrr_adapter import DeepDrrRenderer
 
+    if args.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()  # leave DeepDRR the memory GENSYN's caching allocator holds
     renderer = DeepDrrRenderer(
         hu, affine, PhysicsConfig(output="intensity"), deepdrr_settings(args, "physics")
     )
