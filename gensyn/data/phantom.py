@@ -161,7 +161,7 @@ def generate_phantom(
     )
     hu = _to_hu(grid, params, anat, hu_delta, noise_rng)
     info: dict[str, object] = {"findings": finding_info}
-    info["cardiothoracic_ratio"] = cardiothoracic_ratio(anat.labels, grid.spacing_mm)
+    info["cardiothoracic_ratio"] = cardiothoracic_ratio(anat.labels)
     info["heart_ctr_normal"] = params.heart_ctr
     info["anatomy"] = asdict(params)
     return Phantom(patient_seed, hu, grid.affine, anat.labels, labels, regions, info)
@@ -210,15 +210,12 @@ def _reconstruction_blur(vol: np.ndarray, weight: float) -> np.ndarray:
     return vol
 
 
-def cardiothoracic_ratio(
-    tissue: np.ndarray, spacing_mm: tuple[float, float, float] | None = None
-) -> float:
+def cardiothoracic_ratio(tissue: np.ndarray) -> float:
     """Widest heart extent along x divided by the widest extent of both lungs in one slice.
 
     The radiographic definition (maximal transverse cardiac diameter over maximal inner
-    thoracic diameter) measured on the label volume; spacing does not matter for the ratio.
+    thoracic diameter) measured along x on the label volume (i along x, as generated).
     """
-    del spacing_mm
     heart_cols = np.flatnonzero(np.any(tissue == Tissue.HEART, axis=(1, 2)))
     lung_like = np.isin(
         tissue,
