@@ -26,8 +26,9 @@ What happens on a signal (set up by :class:`gensyn.launcher.SlurmLauncher` in th
   ``hydra.launcher.checkpoint_grace_s``, is requeued at once and resumes from its last
   regular checkpoint.
 * ``SIGTERM`` (SLURM is about to kill the job: it requeues it itself, or it was cancelled):
-  the next :func:`checkpoint_point` saves (``save``) and the stage goes on until SLURM kills
-  it; nothing is requeued from inside the job.
+  the next :func:`checkpoint_point` saves (``save``) and waits, doing no more work, until
+  SLURM kills the job (or sends USR2: then as above); nothing is requeued from inside the
+  job. Still alive after ``checkpoint_grace_s``, the stage goes on.
 
 Outside SLURM nothing ever sets the flags, so :func:`checkpoint_point` costs one check.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -64,8 +66,9 @@ class _State:
 
     def reset(self) -> None:
         self.stop_requested = False  # USR2: save, stop and requeue
-        self.save_requested = False  # SIGTERM: save, keep going until SLURM kills us
+        self.save_requested = False  # SIGTERM: save, then wait for SLURM to kill us
         self.polled = False  # the running stage calls checkpoint_point (it can stop cleanly)
+        self.grace_s = 0.0  # set by install(): how long to wait for the end after SIGTERM
 
 
 _state = _State()
@@ -81,7 +84,8 @@ def checkpoint_point(save: Callable[[], None] | None = None) -> None:
 
     ``save`` (optional) writes a checkpoint from which the stage resumes with the same
     result; it is called only when a signal arrived. Raises :class:`Preempted` after a
-    stop request (USR2); returns after a save request (SIGTERM) and otherwise.
+    stop request (USR2); after a save request (SIGTERM) it waits for the end (see the
+    module docstring); otherwise it returns at once.
     """
     _state.polled = True
     if not requested():
@@ -89,10 +93,18 @@ def checkpoint_point(save: Callable[[], None] | None = None) -> None:
     if save is not None:
         log.warning("pre-emption: saving a checkpoint")
         save()
+    if _state.save_requested and not _state.stop_requested:
+        _state.save_requested = False
+        log.warning("SIGTERM: checkpoint saved; waiting up to %.0f s for SLURM", _state.grace_s)
+        deadline = time.monotonic() + _state.grace_s
+        while time.monotonic() < deadline and not _state.stop_requested:
+            time.sleep(0.1)
+        if not _state.stop_requested:
+            log.warning("still running %.0f s after SIGTERM: going on", _state.grace_s)
+            return
     _state.save_requested = False
-    if _state.stop_requested:
-        log.warning("pre-emption: checkpoint saved, stopping for requeue")
-        raise Preempted("stopped at a checkpoint on SLURM's request; the job is requeued")
+    log.warning("pre-emption: checkpoint saved, stopping for requeue")
+    raise Preempted("stopped at a checkpoint on SLURM's request; the job is requeued")
 
 
 def install(requeue_now: SignalHandler, grace_s: float) -> None:
@@ -104,6 +116,7 @@ def install(requeue_now: SignalHandler, grace_s: float) -> None:
     stage does not reach one in time.
     """
     _state.reset()
+    _state.grace_s = grace_s
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
