@@ -9,7 +9,7 @@ epoch is warm-up (cuDNN autotuning, compilation), the following epochs are timed
         --json gan.json
     python benchmarks/gan.py --device cpu     # the demo's CycleGAN training time on this CPU
 
-Reported: training iterations/s (ours: fp32, bf16 + channels-last, and + torch.compile;
+Reported: training iterations/s (ours: fp32, bf16, bf16 + channels-last, and + torch.compile;
 the reference as it ships), translation images/s at 512² (batched bf16 vs the reference's
 batch-1 fp32 generator forward, and ours end to end PNG → PNG), peak GPU memory.
 The reference checkout (a git-ignored folder, never committed) is imported, not copied;
@@ -276,6 +276,7 @@ def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
         cnet = torch.compile(net)
         res["ours_bf16_compiled_b32"] = _images_per_s(cnet, 32, a.size, "bf16", True)
     plain = build_generator(1, 1, a.ngf, a.arch).cuda().eval()
+    res["ours_bf16_nchw_b32"] = _images_per_s(plain, 32, a.size, "bf16", False)
     res["ours_fp32_b1"] = _images_per_s(plain, 1, a.size, "fp32", False, 64)
     paths_a, _ = make_domains(Path(a.data), a.images, a.size)
     with tempfile.TemporaryDirectory() as out:
@@ -363,7 +364,7 @@ def main() -> None:
     p.add_argument(
         "--only",
         default="",
-        help="comma list of what to run (default all): reference, ours_fp32, ours_bf16_cl, "
+        help="comma list of what to run (default all): reference, ours_fp32, ours_bf16, ours_bf16_cl, "
         "ours_bf16_cl_compile, translate, translate_compile (GPU); reference, ours_cpu_fp32 (CPU)",
     )
     p.add_argument("--timeout", type=int, default=1200)
@@ -411,6 +412,7 @@ def main() -> None:
         results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
         configs = {
             "ours_fp32": ["--precision", "fp32", "--channels-last", "0"],
+            "ours_bf16": ["--precision", "bf16", "--channels-last", "0"],
             "ours_bf16_cl": ["--precision", "bf16", "--channels-last", "1"],
             "ours_bf16_cl_compile": [
                 "--precision",
