@@ -42,12 +42,12 @@ class CarbonMonitor:
 
         def init() -> None:
             try:
-                from carbontracker.tracker import CarbonTracker
-
-                # carbontracker binds its console handlers to sys.stdout when it starts: bind
-                # them to a sink so its chatter stays out of the stage's output (its log
+                # carbontracker binds console handlers to sys.stdout on import and on start:
+                # bind them to a sink so its chatter stays out of the stage's output (its log
                 # files in log_dir keep everything).
                 with contextlib.redirect_stdout(io.StringIO()):
+                    from carbontracker.tracker import CarbonTracker
+
                     tracker = CarbonTracker(
                         epochs=1, epochs_before_pred=0, monitor_epochs=1, update_interval=1,
                         log_dir=str(self.log_dir), verbose=0, ignore_errors=True,
