@@ -53,6 +53,7 @@ class WandbTracker(Tracker):
 
     def __init__(self, run: Any) -> None:
         self.run = run
+        self._warned: set[str] = set()
 
     @classmethod
     def start(cls, cfg: DictConfig, ctx: RunContext) -> WandbTracker:
@@ -75,24 +76,33 @@ class WandbTracker(Tracker):
             name=f"{ctx.name}-{ctx.stage_hash}",
             id=f"{ctx.name}-{ctx.stage_hash}",
             resume="allow",
+            reinit="create_new",  # stages run stages (pipeline, report): one W&B run each
             tags=[ctx.name, str(cfg.experiment_name), *sweep_tags()][:64],
             config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # type: ignore[arg-type]
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
         return cls(run)
 
+    def _safely(self, what: str, func: Any, *args: Any, **kwargs: Any) -> None:
+        # Tracking must never take a stage down: report a failing call once, then go on.
+        try:
+            func(*args, **kwargs)
+        except Exception as exc:
+            if what not in self._warned:
+                self._warned.add(what)
+                log.warning("W&B %s failed (%s); continuing", what, exc)
+
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        self.run.log(metrics, step=step)
+        self._safely("log", self.run.log, metrics, step=step)
 
     def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
         import wandb
 
         data = str(image) if isinstance(image, Path) else np.asarray(image)
-        self.run.log({key: wandb.Image(data, caption=caption)})
+        self._safely("log_image", lambda: self.run.log({key: wandb.Image(data, caption=caption)}))
 
     def log_summary(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            self.run.summary[key] = value
+        self._safely("summary", self.run.summary.update, values)
 
     def finish(self, exit_code: int = 0) -> None:
-        self.run.finish(exit_code=exit_code)
+        self._safely("finish", self.run.finish, exit_code=exit_code)
