@@ -251,3 +251,20 @@ def test_nifti_round_trip(base: Phantom, tmp_path: Path) -> None:
     np.testing.assert_allclose(img.affine, base.affine)
     assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
     assert img.header["sform_code"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20, 28))
+def test_every_finding_is_inserted_and_confined_for_many_patients(seed: int) -> None:
+    """All five findings together, on several patients: each present, nothing outside."""
+    plain = generate_phantom(seed, NONE)
+    sick = generate_phantom(seed, dict.fromkeys(FINDINGS, True))
+    regions = np.zeros(plain.hu.shape, dtype=bool)
+    for finding in FINDINGS:
+        assert sick.finding_masks[finding].sum() > 200, finding
+        regions |= sick.finding_masks[finding]
+    for tissue in (Tissue.EFFUSION, Tissue.PNEUMOTHORAX, Tissue.ATELECTASIS, Tissue.CONSOLIDATION):
+        assert (sick.tissue == tissue).sum() > 100, tissue
+    assert cardiothoracic_ratio(sick.tissue) > 0.5 > cardiothoracic_ratio(plain.tissue)
+    grown = ndimage.binary_dilation(regions, structure=CUBE)
+    assert not (_changed(sick, plain) & ~grown).any()
