@@ -127,6 +127,7 @@ class LabelStudioServer:
     venv_dir: Path = Path(DEFAULT_VENV)
     template_db: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_offset: int = field(default=0, repr=False)  # where this start's output begins
 
     @property
     def url(self) -> str:
@@ -164,6 +165,7 @@ class LabelStudioServer:
             "--data-dir",
             str(self.data_dir),
         ]
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd,
@@ -184,7 +186,9 @@ class LabelStudioServer:
                     f"Label Studio exited with code {self.process.returncode}; log {self.log_path}:\n"
                     + self._log_tail()
                 )
-            if self.is_healthy():
+            # Label Studio silently moves to the next port if ours was taken meanwhile: make
+            # sure the server answering is the one we started
+            if self.is_healthy() and self._listening_line() in self._log_since_start():
                 return
             time.sleep(0.5)
         self.stop()
@@ -192,12 +196,23 @@ class LabelStudioServer:
             f"Label Studio did not answer on {self.url} within {timeout_s:.0f} s:\n{self._log_tail()}"
         )
 
+    def _listening_line(self) -> str:
+        return f"Starting development server at http://{self.host}:{self.port}/"
+
     def is_healthy(self) -> bool:
         """True if the server answers ``/health`` with 200."""
         try:
             return requests.get(self.url + HEALTH_PATH, timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
+    def _log_since_start(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self, n_chars: int = 3000) -> str:
         try:

@@ -84,7 +84,7 @@ def plot_readers(results: StudyResults, path: Path) -> Path:
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_ylabel("share")
     ax.set_title("Per reader (sensitivity = fakes spotted)", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with io.atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
