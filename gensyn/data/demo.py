@@ -164,19 +164,20 @@ def _project_pa(hu: np.ndarray, affine: np.ndarray, render_px: int, size_px: int
 
 
 def _render_pa(hu: np.ndarray, affine: np.ndarray, size_px: int) -> np.ndarray:
-    """PA line-integral image: gensyn.drr's standing-chest geometry when available."""
-    try:
-        from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmPose
-        from gensyn.drr.physics import PhysicsConfig
-        from gensyn.drr.render import render_drrs
-    except ImportError:  # DRR engine missing: parallel-beam projection
-        from gensyn.data.xray_sim import pa_line_integral
+    """PA line-integral image in gensyn.drr's standing-chest system (``pa_chest`` preset).
 
-        return pa_line_integral(hu, affine, size_px)
-    # A department chest radiograph: 1.8 m SID, 120 kVp (the DRR domain uses a 90 kVp C-arm).
-    physics = PhysicsConfig(mode="poly", kvp=120.0, filtration_mm_al=3.0, output="line_integral")
-    geometry = GEOMETRY_PRESETS["pa_chest"].resized(size_px)
-    return render_drrs(hu, affine, [CarmPose()], geometry, physics, method="joseph")[0]
+    A department chest radiograph: 1.8 m source-detector distance, 120 kVp, 3 mm Al; the
+    DRR domain of the study uses a 90 kVp mobile C-arm instead.
+    """
+    from dataclasses import replace
+
+    from gensyn.drr import CarmPose, preset, render_drrs
+
+    geometry, physics = preset("pa_chest")
+    physics = replace(physics, mode="poly", output="line_integral", photon_count=0.0)
+    return render_drrs(
+        hu, affine, [CarmPose()], geometry.resized(size_px), physics, method="joseph"
+    )[0]
 
 
 def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, Any]:
