@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
 import hydra
 from omegaconf import DictConfig
 
-from gensyn.cli import check_overrides
+from gensyn.cli import check_overrides, normalize_argv
 from gensyn.config import register_configs
 
 register_configs()
@@ -26,5 +26,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = normalize_argv(sys.argv[1:])
     check_overrides(sys.argv[1:])
     main()

@@ -50,6 +50,16 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str:
     return "\n".join(lines)
 
 
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Move ``-m``/``--multirun`` before the overrides.
+
+    Hydra's argument parser needs overrides to be contiguous, so
+    ``launch.py stage=classify split_idx=0,1 -m hydra/launcher=slurm`` would fail there.
+    """
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    return flags[:1] + [a for a in argv if a not in ("-m", "--multirun")]
+
+
 def check_overrides(argv: Sequence[str]) -> None:
     """Exit with a clear message if an override in ``argv`` names a key the config lacks."""
     args = [a for a in argv if a not in ("-m", "--multirun")]
