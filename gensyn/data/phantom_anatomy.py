@@ -73,6 +73,7 @@ class AnatomyParams:
     lung_gradient_hu: float  # posterior (dependent) lung is denser in a supine CT
     noise_hu: float  # CT noise standard deviation
     texture_hu: float  # amplitude of smooth tissue texture
+    breast_depth_mm: float  # 0 for a male habitus
 
 
 def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
@@ -105,6 +106,7 @@ def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
         lung_gradient_hu=rng.uniform(25.0, 70.0),
         noise_hu=rng.uniform(8.0, 20.0),
         texture_hu=rng.uniform(0.7, 1.3),
+        breast_depth_mm=rng.uniform(20.0, 50.0) if rng.uniform() < 0.5 else 0.0,
     )
 
 
@@ -207,6 +209,8 @@ def build_anatomy(grid: Grid, p: AnatomyParams, rng: np.random.Generator) -> Ana
         x, y, 0.0, y_body, (a_body - p.fat_mm).reshape(shape3), (b_body - p.fat_mm).reshape(shape3)
     )
     labels[inner < 1] = Tissue.MUSCLE
+    if p.breast_depth_mm > 0:
+        _paint_breasts(grid, p, labels, y_body + float(b_body.max()) - 8.0)
     cav = ellipse_r2(x, y, 0.0, yc, a_c.reshape(shape3), b_c.reshape(shape3)) < 1
     cav &= z < p.z_apex_mm + 4.0
     z_d = diaphragm_surface(grid, p)
@@ -256,6 +260,24 @@ def build_anatomy(grid: Grid, p: AnatomyParams, rng: np.random.Generator) -> Ana
         grow_vessel_tree(grid, side_lung, hila[key], vessel_frac, airway_frac, rng)
     add_small_vessels(grid, labels == Tissue.LUNG, vessel_frac, a_c, rng)
     return Anatomy(labels, vessel_frac, airway_frac, a_c, b_c, z_d, spine_y, hila, heart)
+
+
+def _paint_breasts(grid: Grid, p: AnatomyParams, labels: np.ndarray, y_front: float) -> None:
+    """Two flattened (supine) breasts on the anterior chest wall: fat with a glandular core."""
+    z_c = p.z_dome_right_mm + 35.0
+    depth = p.breast_depth_mm
+    for side in (1.0, -1.0):
+        centre = np.array([side * 0.45 * p.cavity_half_width_mm, y_front, z_c])
+        semi = np.array([60.0, depth, 55.0])
+        box = grid.box(centre - semi, centre + semi)
+        if box is None:
+            continue
+        x, y, z = grid.xyz(box)
+        r2 = ((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2
+        r2 = r2 + ((z - centre[2]) / semi[2]) ** 2
+        sub = labels[box]
+        sub[(r2 < 1) & (sub == Tissue.AIR)] = Tissue.FAT
+        sub[(r2 < 0.3) & ((sub == Tissue.FAT) | (sub == Tissue.AIR))] = Tissue.MUSCLE  # glandular
 
 
 def _paint_abdomen(grid: Grid, p: AnatomyParams, labels: np.ndarray, region: np.ndarray) -> None:
