@@ -13,7 +13,9 @@ from gensyn.reader.build import (
     Source,
     build_study,
     check_blinded,
+    crop_to_field,
     png_chunk_types,
+    remove_markers,
     strip_borders,
 )
 
@@ -89,6 +91,39 @@ def test_padding_border_is_cut_off(tmp_path: Path) -> None:
     padded = np.zeros((70, 60))
     padded[10:50, 20:50] = content + 0.5
     assert strip_borders(padded, 0.01).shape == (40, 30)
+
+
+def test_rotated_collimation_with_bright_frame_is_cropped_but_dark_lungs_are_not() -> None:
+    rng = np.random.default_rng(1)
+    h, w = 120, 100
+    content = 0.3 + 0.7 * _chest(rng, h, w)
+    yy, xx = np.mgrid[0:h, 0:w]
+    # a field tilted by ~3 degrees, 12-18 px of black shutter, a 2 px bright frame outside it
+    field = (np.abs((yy - 60) + 0.05 * (xx - 50)) < 45) & (
+        np.abs((xx - 50) - 0.05 * (yy - 60)) < 36
+    )
+    img = np.where(field, content, 0.0)
+    img[:2], img[-2:], img[:, :2], img[:, -2:] = 0.9, 0.9, 0.9, 0.9
+    cut = crop_to_field(img, dark_fraction=0.05)
+    assert cut.shape[0] <= 92 and cut.shape[1] <= 74  # the black band is gone ...
+    assert cut.shape[0] >= 76 and cut.shape[1] >= 58  # ... and not much more
+    assert (cut <= 0.05).mean() < 0.02
+    # a tight DRR: lungs nearly black and touching the edges, no shutter: nothing is cut
+    drr = 0.2 + 0.6 * _chest(rng, h, w)
+    drr[35:83, :25] = 0.0  # 40% of each edge column
+    drr[35:83, -25:] = 0.01
+    assert crop_to_field(drr, dark_fraction=0.05).shape == (h, w)
+
+
+def test_corner_marker_is_painted_over_but_bright_anatomy_stays() -> None:
+    rng = np.random.default_rng(2)
+    img = 0.2 + 0.3 * _chest(rng, 100, 100)
+    img[:, 45:55] = 0.95  # spine: bright, long, touches the edges
+    img[8:13, 10:14] = 1.0  # an "L" marker: small, isolated, near the corner
+    out = remove_markers(img)
+    assert out[8:13, 10:14].max() < 0.6
+    assert np.array_equal(out[:, 45:55], img[:, 45:55])
+    assert np.array_equal(out[30:, :40], img[30:, :40])
 
 
 def test_selection_is_seeded(tmp_path: Path) -> None:

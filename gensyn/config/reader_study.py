@@ -30,6 +30,8 @@ class BlindingConfig:
     image_size_px: int = 512  # the original study showed 512×512 PNGs
     margin_fraction: float = 0.02  # cut from each side after stripping constant borders
     border_std_fraction: float = 0.01
+    field_dark_fraction: float = 0.05  # crop black shutters/collimation (0 = off)
+    remove_markers: bool = True  # paint over small bright blobs near edges (side markers)
     window_low_percentile: float = 0.5
     window_high_percentile: float = 99.5
 

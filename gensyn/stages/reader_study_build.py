@@ -60,6 +60,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         image_size_px=b.image_size_px,
         margin_fraction=b.margin_fraction,
         border_std_fraction=b.border_std_fraction,
+        field_dark_fraction=b.field_dark_fraction,
+        remove_markers=b.remove_markers,
         window_percentiles=(b.window_low_percentile, b.window_high_percentile),
     )
     try:
