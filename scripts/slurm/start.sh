@@ -61,7 +61,12 @@ fi
 export SLURM_CONF="$STATE/etc/slurm.conf"
 export PATH="/usr/sbin:/sbin:$PATH"
 
-alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE: the pid in the file runs the daemon named by the file (not a reused pid)
+alive() {
+    local pid
+    [[ -f "$1" ]] && pid="$(cat "$1")" && [[ -n "$pid" ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$(basename "$1" .pid)" ]]
+}
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     local limit=$1 what=$2
@@ -154,7 +159,7 @@ fi
 if ! sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT"; then
     sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description="GENSYN test account" >/dev/null
 fi
-if ! sacctmgr -n -P list user format=user | grep -qx root; then
+if ! sacctmgr -n -P list assoc user=root account="$ACCOUNT" format=user | grep -qx root; then
     sacctmgr -i add user root account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
 fi
 

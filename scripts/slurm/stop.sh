@@ -15,7 +15,8 @@ stop_pid_file() { # stop_pid_file NAME: SIGTERM, wait up to 20 s, then SIGKILL
     local pid_file="$STATE/run/$1.pid" pid
     [[ -f "$pid_file" ]] || return 0
     pid="$(cat "$pid_file")"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    # only a process that still runs this daemon (pids are reused)
+    if [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$1" ]]; then
         log "stopping $1 (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 40); do
