@@ -97,9 +97,9 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
         trainer = CycleGANTrainer(
             opts, paths_a, paths_b, out, device=a.device, num_workers=a.workers
         )
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         history = trainer.fit()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         t0 = time.perf_counter()
         trainer.save_checkpoint()
         ckpt_s = time.perf_counter() - t0
@@ -107,6 +107,7 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     its = sum(len(paths_a) for _ in timed) / sum(h["epoch_time_s"] for h in timed)
     return {
         "it_per_s": its,
+        "cpu_s_per_it": cpu / (len(history) * trainer.dataset.epoch_length),
         "wall_s": wall,
         "checkpoint_s": ckpt_s,
         "warmup_epoch_s": history[0]["epoch_time_s"],
@@ -192,6 +193,7 @@ def worker_ref(a: argparse.Namespace) -> dict[str, Any]:
         model = create_model(opt)
         model.setup(opt)
         times, iters = [], []
+        cpu0 = time.process_time()
         for _ in range(a.epochs):
             _sync()
             t0 = time.perf_counter()
@@ -204,9 +206,11 @@ def worker_ref(a: argparse.Namespace) -> dict[str, Any]:
             _sync()
             times.append(time.perf_counter() - t0)
             iters.append(n)
+        cpu = time.process_time() - cpu0
     timed = slice(1, None) if len(times) > 1 else slice(None)
     return {
         "it_per_s": sum(iters[timed]) / sum(times[timed]),
+        "cpu_s_per_it": cpu / sum(iters),
         "warmup_epoch_s": times[0],
         "peak_gpu_mb": _peak_gpu_mb(),
         "data_loader": loader_kind,
@@ -437,14 +441,14 @@ def main() -> None:
             a, "translate", ["--compile", "1" if wanted("translate_compile") else "0"]
         )
     ref_its = train.get("reference", {}).get("it_per_s")
-    print("\n| configuration | it/s | vs reference | peak GPU MiB | warm-up epoch s |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| configuration | it/s | vs reference | peak GPU MiB | warm-up epoch s | CPU s/it |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, r in train.items():
         if "it_per_s" in r:
             ratio = f"{r['it_per_s'] / ref_its:.2f}x" if ref_its else "-"
             print(
                 f"| {name} | {r['it_per_s']:.2f} | {ratio} | {r['peak_gpu_mb']:.0f} | "
-                f"{r['warmup_epoch_s']:.1f} |"
+                f"{r['warmup_epoch_s']:.1f} | {r.get('cpu_s_per_it', 0):.3f} |"
             )
     if "translate" in results:
         print("\n| translation | images/s |\n| --- | --- |")
