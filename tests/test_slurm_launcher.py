@@ -94,6 +94,35 @@ def test_dry_run_lists_jobs_resources_and_done_runs(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*_submitted.pkl")) and not list(tmp_path.rglob("*.sh"))
 
 
+def test_thesis_grid_dry_run_lists_45_gpu_jobs_in_one_array(tmp_path: Path) -> None:
+    proc = run_app(
+        tmp_path,
+        "-m",
+        "experiment=thesis_grid",
+        "stage=classify",
+        "logger=none",
+        "hydra/launcher=slurm_gpu",
+        "hydra.launcher.dry_run=true",
+        script="launch.py",
+    )
+    out = proc.stdout
+    assert "DRY RUN: 45 of 45 jobs would be submitted as one SLURM job array" in out
+    for arm in ("none", "drr_1", "drr_10", "synthex_2", "synthex_10"):
+        for fold in range(5):
+            assert f"sampling={arm} split_idx={fold}" in out
+    folders = [ln.split("run folder: ")[1] for ln in out.splitlines() if "run folder: " in ln]
+    assert len(folders) == len(set(folders)) == 45  # 45 distinct runs
+    assert all("/runs/classify/" in f for f in folders)
+    for line in (
+        "#SBATCH --array=0-44%45",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --time=240",
+    ):
+        assert line in out, f"{line!r} missing from the dry run:\n{out[-3000:]}"
+
+
 def test_misspelt_launcher_key_is_an_error(tmp_path: Path) -> None:
     proc = run_app(
         tmp_path,
@@ -117,7 +146,7 @@ def test_sweep_is_one_array_with_the_local_results(tmp_path: Path, slurm_cluster
     remote.mkdir()
     sweep = [*PROBE, "+extras.steps=6", "+extras.step_s=0", "seed=0,1,2"]
     run_app(local, "-m", *sweep)
-    proc = run_app(remote, "-m", *sweep, *SLURM)
+    proc = run_app(remote, "-m", *sweep, *SLURM, "hydra.launcher.account=gensyn")
     arrays = submitted_arrays(proc.stdout + proc.stderr)
     assert [n for _, n in arrays] == [3], proc.stdout + proc.stderr
     array = arrays[0][0]
@@ -128,6 +157,13 @@ def test_sweep_is_one_array_with_the_local_results(tmp_path: Path, slurm_cluster
         60,
         f"every task of array {array} to be COMPLETED in sacct",
     )
+    accounts = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", array, "-o", "Account"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert accounts == ["gensyn"] * 3  # hydra.launcher.account reached SLURM
     for seed in range(3):
         assert (probe_dir(remote, seed) / "DONE").is_file()
         assert weights(remote, seed) == weights(local, seed)
