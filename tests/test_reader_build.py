@@ -5,19 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
 
-from gensyn.reader.build import (
-    BlindingParams,
-    Source,
-    build_study,
-    check_blinded,
-    crop_to_field,
-    png_chunk_types,
-    remove_markers,
-    strip_borders,
-)
+from gensyn.reader.blinding import BlindingParams, crop_to_field, remove_markers, strip_borders
+from gensyn.reader.build import Source, build_study, check_blinded, png_chunk_types
 
 SECRET = "SOURCE-IS-DRR-centre-view"
 
@@ -82,6 +75,9 @@ def test_blinded_images_look_alike_and_key_is_separate(tmp_path: Path) -> None:
     # the only files next to the images are the images; the key lives elsewhere
     assert {p.suffix for p in images} == {".png"}
     assert (tmp_path / "study" / "key" / "answer_key.csv").is_file()
+    audit = pd.read_csv(tmp_path / "study" / "key" / "blinding_audit.csv")
+    assert set(audit["feature"]) >= {"file_bytes", "frame_mean", "corner_max"}
+    assert audit["separation"].between(0.5, 1.0).all()
     assert not any(SECRET in p.name for p in images)
 
 

@@ -24,7 +24,8 @@ from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from gensyn.reader.analyze import analyze
-from gensyn.reader.build import BlindingParams, Source, build_study
+from gensyn.reader.blinding import BlindingParams
+from gensyn.reader.build import Source, build_study
 from gensyn.reader.labelstudio import (
     LabelStudioClient,
     LabelStudioError,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gensyn import io
+from gensyn.reader.blinding import BlindingParams, blind_pixels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,29 +57,6 @@ class Source:
             )
 
 
-@dataclass(frozen=True)
-class BlindingParams:
-    """How images are made alike (see module docstring)."""
-
-    image_size_px: int = 512
-    margin_fraction: float = 0.02  # cut from every side after the border strip
-    border_std_fraction: float = 0.01  # a row/column is border if its std < this × image range
-    field_dark_fraction: float = (
-        0.05  # darker than this share of the range = outside the field (0: off)
-    )
-    remove_markers: bool = True  # paint over small bright blobs near the edges (side markers)
-    window_percentiles: tuple[float, float] = (0.5, 99.5)
-
-    def __post_init__(self) -> None:
-        if self.image_size_px < 16:
-            raise ValueError(f"image_size_px must be >= 16, got {self.image_size_px}")
-        if not 0.0 <= self.margin_fraction < 0.5:
-            raise ValueError(f"margin_fraction must be in [0, 0.5), got {self.margin_fraction}")
-        lo, hi = self.window_percentiles
-        if not 0.0 <= lo < hi <= 100.0:
-            raise ValueError(f"window_percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")
-
-
 def list_images(source: Source) -> list[Path]:
     """All image files of ``source`` (sorted, so the seeded choice is reproducible)."""
     if not source.folder.is_dir():
@@ -87,168 +65,6 @@ def list_images(source: Source) -> list[Path]:
         p for p in source.folder.glob(source.pattern) if p.suffix.lower() in IMAGE_SUFFIXES
     )
     return [p for p in files if not p.name.endswith(io.PARTIAL_SUFFIX + p.suffix)]
-
-
-def to_grey_float(image: np.ndarray) -> np.ndarray:
-    """H×W (grey) or H×W×C (RGB[A]) pixels of any integer/float type -> H×W float64."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        rgb = arr[..., :3].astype(np.float64)
-        if rgb.shape[2] == 1:
-            return rgb[..., 0]
-        return rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D grey or 3-D colour image, got shape {arr.shape}")
-    return arr.astype(np.float64)
-
-
-def strip_borders(image: np.ndarray, std_fraction: float) -> np.ndarray:
-    """Cut constant rows/columns (padding, collimator shadow) from the four edges.
-
-    A row or column counts as border while its standard deviation is below
-    ``std_fraction`` × (1st-99th percentile range of the image). Never cuts below half size.
-    """
-    lo, hi = np.percentile(image, [1.0, 99.0])
-    tol = std_fraction * max(float(hi - lo), 1e-12)
-    row_std = image.std(axis=1)
-    col_std = image.std(axis=0)
-
-    def span(std: np.ndarray) -> tuple[int, int]:
-        busy = np.flatnonzero(std >= tol)
-        if busy.size == 0:
-            return 0, std.size
-        start, stop = int(busy[0]), int(busy[-1]) + 1
-        if stop - start < std.size // 2:  # nearly blank image: keep it whole rather than a sliver
-            return 0, std.size
-        return start, stop
-
-    r0, r1 = span(row_std)
-    c0, c1 = span(col_std)
-    return image[r0:r1, c0:c1]
-
-
-def crop_to_field(image: np.ndarray, dark_fraction: float, edge_tolerance: float = 0.02,
-                  band_share: float = 0.5, min_keep: float = 0.6) -> np.ndarray:  # fmt: skip
-    """Largest axis-aligned rectangle inside the exposed field (greedy).
-
-    Pixels darker than ``min + dark_fraction × (p99 - min)`` count as outside the field
-    (black shutters, rotated or rounded collimation, padding). An edge whose outer lines
-    (6% deep) include one at least ``band_share`` outside has a band; of the edges with a
-    band, the one with the largest outside share loses a line until each has at most
-    ``edge_tolerance`` + the outside share of the image centre; no dimension shrinks below ``min_keep`` of its size.
-    """
-    h, w = image.shape
-    lo, hi = float(image.min()), float(np.percentile(image, 99.0))
-    if hi <= lo:
-        return image
-    outside = image <= lo + dark_fraction * (hi - lo)
-    r0, r1, c0, c1 = 0, h, 0, w
-    min_h, min_w = int(np.ceil(min_keep * h)), int(np.ceil(min_keep * w))
-    # Look a few lines inwards: a thin bright frame (resampling ringing, a drawn edge) must
-    # not hide the black band behind it.
-    depth_r, depth_c = max(2, round(0.06 * h)), max(2, round(0.06 * w))
-    active: set[str] = set()
-    # dark pixels inside the image (lungs, noise) are not border: tolerate as many at an edge
-    centre = outside[h // 4 : h - h // 4, w // 4 : w - w // 4]
-    tolerance = edge_tolerance + (float(centre.mean()) if centre.size else 0.0)
-    while True:
-        shares = {}
-        if r1 - r0 > min_h:  # only the outer lines are looked at: O(depth × side) per step
-            shares["top"] = outside[r0 : r0 + depth_r, c0:c1].mean(axis=1).max()
-            shares["bottom"] = outside[r1 - depth_r : r1, c0:c1].mean(axis=1).max()
-        if c1 - c0 > min_w:
-            shares["left"] = outside[r0:r1, c0 : c0 + depth_c].mean(axis=0).max()
-            shares["right"] = outside[r0:r1, c1 - depth_c : c1].mean(axis=0).max()
-        # An edge with a dark band (mostly-outside lines) becomes active; active edges are
-        # cut until clean. Dark anatomy reaching an edge (lungs of a tight DRR) never
-        # fills most of a line, so it does not start a cut.
-        active |= {k for k, v in shares.items() if v >= band_share}
-        candidates = {k: v for k, v in shares.items() if k in active and v > tolerance}
-        if not candidates:
-            break
-        worst = max(candidates, key=lambda k: candidates[k])
-        if worst == "top":
-            r0 += 1
-        elif worst == "bottom":
-            r1 -= 1
-        elif worst == "left":
-            c0 += 1
-        else:
-            c1 -= 1
-    return image[r0:r1, c0:c1]
-
-
-def remove_markers(image: np.ndarray, edge_band: float = 0.25, max_area_fraction: float = 0.01,
-                   bright_percentile: float = 99.0, min_contrast: float = 0.3) -> np.ndarray:  # fmt: skip
-    """Paint over burned-in markers: small, isolated bright blobs near the image edges.
-
-    A blob is a connected set of pixels above the ``bright_percentile`` value, of at most
-    ``max_area_fraction`` of the image, centred within ``edge_band`` of an edge, and
-    brighter than its surrounding ring by ``min_contrast`` × the image range (so bright
-    anatomy, which continues into bright surroundings, is left alone). Blob pixels are
-    replaced by the median of the ring around them.
-    """
-    from scipy import ndimage
-
-    h, w = image.shape
-    hi = float(np.percentile(image, bright_percentile))
-    span = float(np.ptp(image)) or 1.0
-    labels, _ = ndimage.label(image >= hi)
-    out = image.copy()
-    pad = 6  # room for the dilated blob and its ring
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        if region is None:
-            continue
-        rs, cs = region
-        cy, cx = (rs.start + rs.stop - 1) / 2, (cs.start + cs.stop - 1) / 2
-        if min(cy, h - 1 - cy) >= edge_band * h and min(cx, w - 1 - cx) >= edge_band * w:
-            continue  # not near an edge
-        window = (
-            slice(max(rs.start - pad, 0), rs.stop + pad),
-            slice(max(cs.start - pad, 0), cs.stop + pad),
-        )
-        blob = labels[window] == index
-        if blob.sum() > max_area_fraction * h * w:
-            continue
-        grown = ndimage.binary_dilation(blob, iterations=2)
-        ring = ndimage.binary_dilation(grown, iterations=3) & ~grown
-        if not ring.any():
-            continue
-        local = image[window]
-        ring_value = float(np.median(local[ring]))
-        if float(local[blob].mean()) - ring_value >= min_contrast * span:
-            out[window][grown] = ring_value
-    return out
-
-
-def square_crop(image: np.ndarray, margin_fraction: float) -> np.ndarray:
-    """Cut ``margin_fraction`` of each side, then the centred largest square."""
-    h, w = image.shape
-    mh, mw = round(h * margin_fraction), round(w * margin_fraction)
-    image = image[mh : h - mh, mw : w - mw]
-    h, w = image.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top : top + side, left : left + side]
-
-
-def blind_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
-    """Any input image -> ``image_size_px``² uint8 grey image made alike (see module doc)."""
-    from PIL import Image
-
-    grey = to_grey_float(image)
-    grey = strip_borders(grey, params.border_std_fraction)
-    if params.field_dark_fraction > 0:
-        grey = crop_to_field(grey, params.field_dark_fraction)
-    if params.remove_markers:
-        grey = remove_markers(grey)
-    grey = square_crop(grey, params.margin_fraction)
-    resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
-        (params.image_size_px, params.image_size_px), Image.Resampling.LANCZOS
-    )
-    arr = np.asarray(resized, dtype=np.float64)
-    lo, hi = np.percentile(arr, list(params.window_percentiles))
-    return io.to_uint(arr, bit_depth=8, vmin=float(lo), vmax=float(hi))
 
 
 def png_chunk_types(data: bytes) -> list[str]:
@@ -333,7 +149,50 @@ def build_study(
     if problems:
         raise ValueError("blinded images differ in more than content:\n" + "\n".join(problems))
     io.write_table(out / "key" / "answer_key.csv", key)
+    if key["truth"].nunique() == 2:
+        io.write_table(out / "key" / "blinding_audit.csv", audit_blinding(out / "images", key))
     return key
+
+
+def audit_blinding(images_dir: str | os.PathLike[str], key: pd.DataFrame) -> pd.DataFrame:
+    """How well simple whole-image features separate fake from real images (ROC AUC).
+
+    Features: file size, mean, standard deviation, mean of the outer 5% frame, brightest
+    corner patch. ``separation`` = max(AUC, 1 - AUC): 0.5 means the feature says nothing;
+    near 1 means a reader could sort by it. Content differs too (that is what readers
+    judge), so a high value is a reason to look at the images, not proof of a leak.
+    """
+    import pandas as pd
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    for image_id in key["image_id"]:
+        path = Path(images_dir) / f"{image_id}.png"
+        with Image.open(path) as img:
+            pix = np.asarray(img, dtype=np.float64)
+        h = pix.shape[0]  # blinded images are square
+        b, c = max(1, h // 20), max(1, h // 10)
+        frame = np.concatenate(
+            [pix[:b].ravel(), pix[-b:].ravel(), pix[:, :b].ravel(), pix[:, -b:].ravel()]
+        )
+        corners = [pix[:c, :c], pix[:c, -c:], pix[-c:, :c], pix[-c:, -c:]]
+        rows.append(
+            {
+                "file_bytes": path.stat().st_size,
+                "mean": pix.mean(),
+                "std": pix.std(),
+                "frame_mean": frame.mean(),
+                "corner_max": max(float(q.mean()) for q in corners),
+            }
+        )
+    features = pd.DataFrame(rows)
+    is_fake = (key["truth"].to_numpy() == "fake").astype(int)
+    out = []
+    for name in features.columns:
+        auc = float(roc_auc_score(is_fake, features[name]))
+        out.append({"feature": name, "auc_fake_vs_real": auc, "separation": max(auc, 1 - auc)})
+    return pd.DataFrame(out)
 
 
 def check_blinded(images_dir: str | os.PathLike[str], image_size_px: int) -> list[str]:

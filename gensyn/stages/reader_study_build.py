@@ -35,7 +35,8 @@ def _upstream(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Outputs: ``images/<id>.png`` (served to readers), ``key/answer_key.csv`` (never served)."""
     from gensyn.errors import GensynError
-    from gensyn.reader.build import BlindingParams, Source, build_study
+    from gensyn.reader.blinding import BlindingParams
+    from gensyn.reader.build import Source, build_study
 
     rs = cfg.reader_study
     if not rs.sources:
@@ -68,6 +69,25 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         key = build_study(sources, rs.images_per_source, ctx.out_dir, seed=cfg.seed, params=params)
     except (ValueError, FileNotFoundError) as exc:
         raise GensynError(f"reader_study_build: {exc}") from exc
+    audit_file = ctx.out_dir / "key" / "blinding_audit.csv"
+    if audit_file.exists():
+        import logging
+
+        from gensyn import io
+
+        audit = io.read_table(audit_file)
+        worst = audit.loc[audit["separation"].idxmax()]
+        ctx.summary["blinding_worst_feature"] = (
+            f"{worst['feature']} (separation {worst['separation']:.2f})"
+        )
+        if worst["separation"] > 0.9:
+            logging.getLogger(__name__).warning(
+                "reader study: %s alone separates fake from real images (%.2f); look at the "
+                "blinded images before serving them (%s)",
+                worst["feature"],
+                worst["separation"],
+                audit_file,
+            )
     ctx.summary["n_images"] = len(key)
     ctx.summary["sources"] = ", ".join(f"{s.name} ({s.truth})" for s in sources)
     ctx.log_metrics({"n_images": len(key)})
