@@ -94,6 +94,7 @@ def test_dry_run_lists_jobs_resources_and_done_runs(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*_submitted.pkl")) and not list(tmp_path.rglob("*.sh"))
 
 
+@pytest.mark.slow  # no cluster needed, but composing 45 configs twice takes about a minute
 def test_thesis_grid_dry_run_lists_45_gpu_jobs_in_one_array(tmp_path: Path) -> None:
     proc = run_app(
         tmp_path,
