@@ -71,7 +71,7 @@ def test_real_logs_agree_with_the_peer_parser(tmp_path: Path) -> None:
 
     from gensyn.tracking.carbon import CarbonMonitor
 
-    log_dir = tmp_path / "runs" / "drr" / "abc" / "carbon_logs"
+    log_dir = tmp_path / "runs" / "classify" / "abc" / "carbon_logs"
     mon = CarbonMonitor(log_dir)
     mon.start()
     time.sleep(2.5)
@@ -85,7 +85,7 @@ def test_real_logs_agree_with_the_peer_parser(tmp_path: Path) -> None:
     assert len(table) == 1
     row = table.iloc[0]
     assert (row["stage"], row["run"], row["status"], row["arm"], row["split_idx"]) == (
-        "drr",
+        "classify",
         "abc",
         "actual",
         "drr-5v",
@@ -203,3 +203,18 @@ def test_carbontracker_parser_fails_where_we_do_not(tmp_path: Path) -> None:
     assert len(collect(tmp_path)) == 2
     shutil.rmtree(d)
     assert collect(tmp_path).empty
+
+
+def test_arm_only_where_the_result_depends_on_it(tmp_path: Path) -> None:
+    cfg = "experiment_name: thesis\nsampling: {source: none, views_per_ct: 1}\nsplit_idx: 3\n"
+    logs = {"a_carbontracker_output.log": _output("0.001", "1.0")}
+    _write_run(tmp_path, "drr", "d1", logs, cfg)
+    _write_run(tmp_path, "classify", "c1", logs, cfg)
+    _write_run(tmp_path, "report", "r1", logs, cfg)
+    (tmp_path / "report" / "r1" / "identity.json").write_text(
+        '{"stage": "report", "config": {}, "upstream": {"classify": "c1"}}'
+    )
+    table = collect(tmp_path).set_index("stage")
+    assert table.loc["drr", "arm"] == "" and math.isnan(table.loc["drr", "split_idx"])
+    assert table.loc["classify", "arm"] == "baseline" and table.loc["classify", "split_idx"] == 3
+    assert table.loc["report", "arm"] == "baseline"

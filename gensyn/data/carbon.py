@@ -22,6 +22,7 @@ Units: ``duration_s`` seconds, ``energy_kwh`` kilowatt-hours, ``co2eq_g`` grams 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -154,8 +155,16 @@ def find_log_pairs(log_dir: Path) -> list[tuple[str, Path | None, Path | None]]:
     return [(k, v[0], v[1]) for k, v in sorted(pairs.items())]
 
 
+ARM_STAGES = frozenset({"classify", "predict"})  # stages whose results depend on the arm
+
+
 def _run_info(run: Path) -> dict[str, Any]:
-    """Experiment, arm and fold of a run folder from its resolved ``config.yaml``."""
+    """Experiment, arm and fold of a run folder from its resolved ``config.yaml``.
+
+    ``arm`` (``baseline``, ``drr-5v``, ``synthex-10v`` ...) and ``split_idx`` are filled only
+    for runs whose result depends on them: a stage in :data:`ARM_STAGES` or whose
+    ``identity.json`` hashes a ``sampling`` / ``split_idx`` key or a classify upstream.
+    """
     info: dict[str, Any] = {"experiment": "", "arm": "", "split_idx": math.nan}
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
@@ -164,14 +173,23 @@ def _run_info(run: Path) -> dict[str, Any]:
         import yaml
 
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except Exception:  # a torn or foreign config must not stop the summary
+        ident_path = run / "identity.json"
+        ident = json.loads(ident_path.read_text(encoding="utf-8")) if ident_path.is_file() else {}
+    except Exception:  # a torn or foreign file must not stop the summary
         return info
-    sampling = cfg.get("sampling") or {}
-    source = sampling.get("source", "")
-    views = sampling.get("views_per_ct")
     info["experiment"] = cfg.get("experiment_name", "")
-    info["arm"] = f"{source}-{views}v" if source and source != "none" and views else (source or "")
-    info["split_idx"] = cfg.get("split_idx", math.nan)
+    keys = set((ident.get("config") or {}).keys())
+    depends = (
+        run.parent.name in ARM_STAGES
+        or "classify" in (ident.get("upstream") or {})
+        or any(k == "sampling" or k.startswith("sampling.") or k == "split_idx" for k in keys)
+    )
+    if depends:
+        sampling = cfg.get("sampling") or {}
+        source = sampling.get("source", "") or "none"
+        views = sampling.get("views_per_ct")
+        info["arm"] = "baseline" if source == "none" else f"{source}-{views}v"
+        info["split_idx"] = cfg.get("split_idx", math.nan)
     return info
 
 
