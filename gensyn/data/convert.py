@@ -13,6 +13,8 @@ a validation row. :func:`convert_many` converts many volumes in parallel and col
 failures instead of stopping.
 """
 
+from __future__ import annotations
+
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
