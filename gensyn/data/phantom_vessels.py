@@ -52,11 +52,11 @@ def grow_vessel_tree(
 
     Target points sampled inside the lung are split recursively along their principal axis;
     each split is a bifurcation half-way towards the targets' centroid. ``n_targets`` None:
-    64 for a lung of >= 100k voxels (128³ grid), fewer on coarser grids, where small
+    64 for a lung of >= 50k voxels (128³ grid), fewer on coarser grids, where small
     vessels would not be resolved anyway (the tree costs the same at any grid size).
     """
     if n_targets is None:
-        n_targets = int(np.clip(round(64 * np.sqrt(np.count_nonzero(lung) / 1e5)), 8, 64))
+        n_targets = int(np.clip(round(64 * np.sqrt(np.count_nonzero(lung) / 5e4)), 8, 64))
     picks = rng.integers(0, lung.size, 40 * n_targets)
     inside = picks[lung.ravel()[picks]][:n_targets]
     if len(inside) < 2:
