@@ -204,3 +204,22 @@ def test_wrong_tables_name_the_missing_columns(tmp_path: Path) -> None:
     path.write_text("NoteAcc_DEID,nodule\ntrn1,2\n")
     with pytest.raises(ValueError, match="0/1"):
         read_radchest(path)
+
+
+def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
+    from gensyn.data.labels import read_radchest_tables
+
+    pd.DataFrame({"NoteAcc_DEID": ["trn1", "trn2"], "atelectasis": [1, 0]}).to_csv(
+        tmp_path / "a.csv", index=False
+    )
+    pd.DataFrame({"NoteAcc_DEID": ["val1"], "pneumonia": [1]}).to_csv(
+        tmp_path / "b.csv", index=False
+    )
+    pd.DataFrame({"NoteAcc_DEID": ["trn1", "val1"], "MRN_DEID": ["m1", "m1"]}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
+    t = read_radchest_tables([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "meta.csv")
+    assert list(t["patient_id"]) == ["m1", "trn2", "m1"]
+    assert list(t["Atelectasis"]) == [1, 0, 0] and list(t["Pneumonia"]) == [0, 0, 1]
+    with pytest.raises(ValueError, match="more than one label table"):
+        read_radchest_tables([tmp_path / "a.csv", tmp_path / "a.csv"])

@@ -191,16 +191,19 @@ def test_convert_stage_radchest_npz_with_labels(launch, gensyn_root: Path) -> No
     for name in ("trn00001", "trn00002"):
         np.savez_compressed(raw / "part1" / f"{name}.npz", ct=np.full((4, 5, 6), -1000, np.int16))
     pd.DataFrame(
-        {
-            "NoteAcc_DEID": ["trn00001", "trn00002", "trn09999"],
-            "pneumothorax*right_lung": [1, 0, 1],
-            "cardiomegaly": [0, 1, 0],
-        }
+        {"NoteAcc_DEID": ["trn00001", "trn09999"], "pneumothorax*right_lung": [1, 1]}
     ).to_csv(raw / "imgtrain_Abnormality_and_Location_Labels.csv", index=False)
+    pd.DataFrame({"NoteAcc_DEID": ["trn00002"], "cardiomegaly": [1]}).to_csv(
+        raw / "imgvalid_Abnormality_and_Location_Labels.csv", index=False
+    )
+    pd.DataFrame({"NoteAcc_DEID": ["trn00001", "trn00002"], "MRN_DEID": ["P7", "P7"]}).to_csv(
+        raw / "CT_Scan_Metadata_Complete_35747.csv", index=False
+    )
     launch("stage=convert", "dataset=radchest", "dataset.download.source=none", "logger=none")
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv").set_index("volume_id")
     assert list(volumes.index) == ["trn00001", "trn00002"]
     assert (volumes[["spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]] == 0.8).all().all()
     assert list(volumes["Pneumothorax"]) == [1, 0] and list(volumes["Cardiomegaly"]) == [0, 1]
+    assert list(volumes["patient_id"]) == ["P7", "P7"]  # two scans of one patient
     assert len(pd.read_csv(out / "labels.csv")) == 2  # the unconverted trn09999 is left out

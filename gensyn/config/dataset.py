@@ -48,7 +48,8 @@ class ConvertConfig:
     npz_key: str = "ct"  # array name inside each NPZ
     npz_spacing_mm: list[float] | None = None  # per array axis; None = from the file or fail
     npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
-    label_file: str = ""  # CT label table below raw_dir (RAD-ChestCT); "" = none
+    label_file: str = ""  # CT label table(s) below raw_dir, a glob (RAD-ChestCT); "" = none
+    metadata_file: str = ""  # RAD-ChestCT scan metadata (patient ids, MRN_DEID); "" = none
     nifti_suffix: str = ".nii.gz"
     num_workers: int = 2  # parallel conversions (not hashed)
 

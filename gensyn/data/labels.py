@@ -225,6 +225,38 @@ def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID")
     )
 
 
+def read_radchest_tables(
+    label_paths: list[str | os.PathLike[str]],
+    metadata_path: str | os.PathLike[str] | None = None,
+    id_column: str = "NoteAcc_DEID",
+    patient_column: str = "MRN_DEID",
+) -> pd.DataFrame:
+    """Several RAD-ChestCT label tables (train / valid / test) as one common table.
+
+    With ``metadata_path`` (``CT_Scan_Metadata_Complete_35747.csv``), ``patient_id`` is the
+    de-identified MRN of each scan, so that splits can keep a patient's scans together;
+    scans it does not list keep their volume id. A volume listed twice is an error.
+    """
+    if not label_paths:
+        raise ValueError("no RAD-ChestCT label table given")
+    tables = [read_radchest(p, id_column) for p in label_paths]
+    table = pd.concat(tables, ignore_index=True).fillna({k: 0 for k in STUDY_LABELS})
+    for k in STUDY_LABELS:
+        table[k] = table[k].astype(int)
+    dup = table["image_id"][table["image_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"volumes listed in more than one label table: {list(dup[:5])}")
+    if metadata_path is not None:
+        meta = pd.read_csv(
+            metadata_path, usecols=lambda c: c in (id_column, patient_column), dtype=str
+        )
+        if {id_column, patient_column} - set(meta.columns):
+            raise ValueError(f"{metadata_path}: needs columns {id_column} and {patient_column}")
+        mrn = dict(zip(meta[id_column], meta[patient_column], strict=True))
+        table["patient_id"] = [mrn.get(i, i) for i in table["image_id"]]
+    return table
+
+
 def read_label_table(
     source: str, path: str | os.PathLike[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -54,7 +54,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         return
 
     from gensyn.data.convert import NpzOptions, convert_many, discover_sources
-    from gensyn.data.labels import STUDY_LABELS, read_radchest
+    from gensyn.data.labels import STUDY_LABELS, read_radchest_tables
 
     c = cfg.dataset.convert
     raw = Path(cfg.dataset.raw_dir)
@@ -68,14 +68,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         )
     labels = None
     if c.label_file:  # checked before hours of conversion, not after
-        label_path = raw / c.label_file
-        if not label_path.is_file():
+        label_paths = sorted(raw.glob(c.label_file))
+        if not label_paths:
             raise GensynError(
-                f"CT label table {label_path} (dataset.convert.label_file) not found; "
-                "set dataset.convert.label_file to its name below raw_dir, or '' for none"
+                f"no CT label table matches {raw / c.label_file} (dataset.convert.label_file); "
+                "set it to the table's name (a glob) below raw_dir, or '' for none"
             )
+        meta = raw / c.metadata_file if c.metadata_file else None
         try:
-            labels = read_radchest(label_path)
+            labels = read_radchest_tables(
+                list(label_paths), meta if meta is not None and meta.is_file() else None
+            )
         except ValueError as exc:
             raise GensynError(f"convert: {exc}") from None
     npz = NpzOptions(
@@ -91,9 +94,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         suffix=c.nifti_suffix,
     )
     volumes = pd.DataFrame(rows)
-    if labels is not None and len(volumes):  # the five study labels next to each volume
-        study = labels[["image_id", *STUDY_LABELS]].rename(columns={"image_id": "volume_id"})
-        volumes = volumes.merge(study, on="volume_id", how="left")
+    if labels is not None and len(volumes):  # patient ids and the five study labels
+        study = labels[["image_id", "patient_id", *STUDY_LABELS]].rename(
+            columns={"image_id": "volume_id"}
+        )
+        volumes = volumes.drop(columns=["patient_id"]).merge(study, on="volume_id", how="left")
+        volumes["patient_id"] = volumes["patient_id"].fillna(volumes["volume_id"])
     io.write_table(ctx.path("volumes.csv"), volumes)
     io.write_table(
         ctx.path("failures.csv"), pd.DataFrame(failures, columns=["volume_id", "file", "reason"])
