@@ -87,7 +87,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from gensyn.drr import DrrRenderer, pose_set, to_image
+    from gensyn.drr import pose_set, to_image
+    from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.geometry import make_geometry
     from gensyn.io import read_table, write_image, write_json, write_table
 
@@ -141,7 +142,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             img: Any = nib.load(convert_dir / str(vol["path"]))
             hu = np.asarray(img.dataobj, dtype=np.float32)
             t0 = time.perf_counter()
-            renderer = DrrRenderer(hu, np.asarray(img.affine), physics, device)
+            # projector.name: torch (GENSYN) | deepdrr (out of process, gensyn/drr/deepdrr_adapter.py)
+            renderer = renderer_for(p, hu, np.asarray(img.affine), physics, device)
             for start in range(0, len(views), p.batch_poses):
                 batch = views[start : start + p.batch_poses]
                 drrs = renderer.render(
