@@ -115,6 +115,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         "air_max_hu": physics.air_max_hu,
         "bone_min_hu": physics.bone_min_hu,
         "photon_count": physics.photon_count,
+        "projector": p.name,
         "geometry": p.geometry,
         "source_to_detector_mm": geometry.source_to_detector_mm,
         "source_to_isocenter_mm": geometry.source_to_isocenter_mm,
