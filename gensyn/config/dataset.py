@@ -61,7 +61,7 @@ class XrayConfig:
     label_source: str = ""  # padchest | chestxray14 ("" for demo)
     label_file: str = ""  # label table below raw_dir
     image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
-    frontal_only: bool = True  # keep PA/AP views only, as the original study
+    views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # kept views ([] = all)
     split: str = "train"  # train (folds are drawn from it) | test (held-out test set)
     size_px: int = 512
     bit_depth: int = 8

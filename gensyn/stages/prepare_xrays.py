@@ -78,8 +78,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     except ValueError as exc:
         raise GensynError(f"prepare_xrays: {exc}") from None
     n_listed = len(table)
-    if x.frontal_only:
-        table = table[table["frontal"]].reset_index(drop=True)
+    if x.views:  # PA / AP (frontal) by default, as the original study
+        table = table[table["view"].isin(list(x.views))].reset_index(drop=True)
     table["split"] = x.split
     sources = locate_images(table["relpath"], raw / x.image_dir)
     stems = table["image_id"].map(lambda i: Path(str(i)).stem)
