@@ -140,3 +140,18 @@ def test_resume_skips_finished_images_and_survives_torn_journal(tmp_path: Path) 
         lines = fh.read().splitlines()
     assert len([ln for ln in lines if ln.startswith("1,")]) == 2  # redone once
     assert len([ln for ln in lines if ln.startswith("0,")]) == 1  # not redone
+
+
+def test_locate_images_direct_and_by_name(tmp_path: Path) -> None:
+    from gensyn.data.xray_prep import locate_images
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "images_002" / "images").mkdir(parents=True)
+    (tmp_path / "0" / "a.png").write_bytes(b"a")
+    (tmp_path / "images_002" / "images" / "00000013_005.png").write_bytes(b"b")
+    got = locate_images(["0/a.png", "00000013_005.png", "missing.png"], tmp_path)
+    assert got == [
+        str(tmp_path / "0" / "a.png"),
+        str(tmp_path / "images_002" / "images" / "00000013_005.png"),
+        None,
+    ]
