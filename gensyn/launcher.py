@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
         requeue_now = _guarded(signal.getsignal(preemption.STOP_SIGNAL))
         preemption.install(requeue_now, self.checkpoint_grace_s)
         try:
-            return super().__call__(*args, **kwargs)
+            ret: JobReturn = super().__call__(*args, **kwargs)
+            if ret.status == JobStatus.FAILED:  # Hydra caught it: put it in the job's logs
+                exc = ret._return_value
+                traceback.print_exception(exc, file=sys.stderr)
+                log.error("the job failed", exc_info=(type(exc), exc, exc.__traceback__))
+            return ret
         except preemption.Preempted:
             preemption.cancel_grace_timer()
             log.warning("stage stopped at a checkpoint: requeueing the job")
@@ -172,7 +178,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         if failures:
             raise SlurmJobsFailedError(
                 f"{len(failures)} of {len(jobs)} SLURM jobs of array {array_id} failed "
-                f"(sweep folder {sweep_dir}):\n"
+                f"(sweep folder {sweep_dir.resolve()}):\n"
                 + "\n".join(failures)
                 + "\nFix the cause and submit the same command again: finished runs are "
                 "skipped, only these run again."
@@ -288,12 +294,18 @@ def _failure_report(plan: PlannedJob, job: Any, reason: str, sweep_dir: Path) ->
         f"- SLURM job {job.job_id} ({plan.label}) failed: {reason.strip().splitlines()[-1]}",
         f"    error log: {stderr}",
         f"    output log: {stdout}",
-        f"    hydra log: {sweep_dir / str(plan.idx)}",
+        f"    hydra log: {_hydra_log(sweep_dir / str(plan.idx))}",
     ]
     if tail:
         lines.append("    last lines of the log:")
         lines += [f"      | {ln}" for ln in tail]
     return "\n".join(lines)
+
+
+def _hydra_log(job_dir: Path) -> Path:
+    """The Hydra log file of a sweep job (``<job name>.log``), else its folder."""
+    logs = sorted(job_dir.resolve().glob("*.log"))
+    return logs[0] if logs else job_dir.resolve()
 
 
 def _tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:

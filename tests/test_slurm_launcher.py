@@ -248,6 +248,8 @@ def test_failed_job_is_reported_and_only_it_reruns(tmp_path: Path, slurm_cluster
     assert "ValueError: slurm_probe: deliberate failure after step 0" in report
     err_log = Path(report.split("error log: ")[1].split()[0])
     assert err_log.is_file() and err_log.name == f"{array}_1_0_log.err"
+    hydra_log = Path(report.split("hydra log: ")[1].split()[0])
+    assert hydra_log.is_file() and "deliberate failure" in hydra_log.read_text()
     assert (probe_dir(tmp_path, 0) / "DONE").is_file() and (
         probe_dir(tmp_path, 2) / "DONE"
     ).is_file()
