@@ -372,3 +372,19 @@ def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path
         assert outside == [], f"the page tried to reach outside hosts: {outside}"
     finally:
         server.stop()
+
+
+def test_api_tokens_personal_access_token_works_legacy_is_off(study: Study) -> None:
+    """Label Studio 1.23: personal access tokens (JWT) work; legacy tokens are off by default."""
+    url = study.sites["R3"].url
+    admin = LabelStudioClient.login(url, *ADMIN)
+    assert admin.get("/api/token/") == []  # a fresh server: the admin has no token yet
+    pat = admin.post("/api/token/")["token"]
+    by_token = LabelStudioClient.with_token(url, pat)
+    assert [p["id"] for p in by_token.projects()] == [study.sites["R3"].project_id]
+    assert by_token.whoami()["email"] == ADMIN[0]
+    legacy = admin.get("/api/current-user/token")["token"]
+    with pytest.raises(LabelStudioError, match="refused the API token"):
+        LabelStudioClient.with_token(url, legacy)
+    with pytest.raises(LabelStudioError):
+        LabelStudioClient.with_token(url, pat[:-4] + "abcd")
