@@ -122,9 +122,10 @@ def acquire(line_integral: np.ndarray, params: ChainParams, rng: np.random.Gener
     """Detector side of the chain: the measured density -ln(quanta / quanta_unattenuated).
 
     Pose jitter (content mapped by ``p -> c + shift + scale * R(-rotation) (p - c)`` in
-    (row, col) pixels about the centre c), collimated primary exp(-line) with a lead marker,
-    scatter glow (a broad blur of the primary scaled to ``scatter_to_primary`` of the mean
-    primary behind the body), Gaussian detector blur, Poisson quanta and electronic noise.
+    (row, col) pixels about the centre c), collimated primary exp(-line), scatter glow (a
+    broad blur of the primary scaled to ``scatter_to_primary`` of the mean primary behind
+    the body), a lead marker on the detector (stops primary and scatter), Gaussian detector
+    blur, Poisson quanta and electronic noise.
     Returns float32 of the input shape; unexposed regions have high density.
     """
     img = np.asarray(line_integral, dtype=np.float32)
@@ -145,14 +146,6 @@ def acquire(line_integral: np.ndarray, params: ChainParams, rng: np.random.Gener
     field[top : h - bottom, left : w - right] = 1.0
     field = ndimage.gaussian_filter(field, 1.2, mode="nearest")  # penumbra
     primary = primary * field
-    if p.marker:
-        letter_h = max(int(0.07 * size), 8)
-        # A PA film: the patient's right is on the image left; "R" is placed on that side.
-        col = (
-            left + int(0.04 * size) if p.marker == "R" else w - right - int(0.04 * size) - letter_h
-        )
-        marker = _marker_mask(int(size), p.marker, top + int(0.04 * size), col, letter_h)[:h, :w]
-        primary[marker] *= 0.003
 
     glow = ndimage.gaussian_filter(primary, p.scatter_sigma_frac * size, mode="nearest")
     body = line > 0.5
@@ -161,7 +154,16 @@ def acquire(line_integral: np.ndarray, params: ChainParams, rng: np.random.Gener
     glow *= (
         p.scatter_to_primary * float(primary[body].mean()) / max(float(glow[body].mean()), 1e-12)
     )
-    signal = ndimage.gaussian_filter(primary + glow, p.detector_blur_px, mode="nearest")
+    exposure = primary + glow
+    if p.marker:  # lead on the detector face: it stops scattered photons as well
+        letter_h = max(int(0.07 * size), 8)
+        # A PA film: the patient's right is on the image left; "R" is placed on that side.
+        col = (
+            left + int(0.04 * size) if p.marker == "R" else w - right - int(0.04 * size) - letter_h
+        )
+        marker = _marker_mask(int(size), p.marker, top + int(0.04 * size), col, letter_h)[:h, :w]
+        exposure[marker] *= 0.003
+    signal = ndimage.gaussian_filter(exposure, p.detector_blur_px, mode="nearest")
     quanta = rng.poisson(np.clip(signal, 0.0, None) * p.photons_per_px).astype(np.float32)
     quanta += rng.normal(0.0, p.electronic_noise, size=quanta.shape).astype(np.float32)
     return -np.log(np.clip(quanta, 0.5, None) / p.photons_per_px).astype(np.float32)
