@@ -384,7 +384,7 @@ def main() -> None:
     defaults = (
         dict(images=200, size=512, load=552, crop=512, arch="resnet_9blocks", ngf=64)
         if gpu
-        else dict(images=64, size=256, load=276, crop=128, arch="resnet_6blocks", ngf=16)
+        else dict(images=64, size=256, load=276, crop=64, arch="resnet_6blocks", ngf=8)
     )
     for k, v in defaults.items():
         if not getattr(a, k):
