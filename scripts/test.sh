@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev || exit 1
-[ -f requirements/peers.txt ] && { .venv/bin/python -m pip install --quiet -r requirements/peers.txt || exit 1; }
+[ -f requirements/peers.txt ] && { .venv/bin/python -m pip install --quiet --no-deps -r requirements/peers.txt || exit 1; }
 [ -f scripts/setup_reader_env.sh ] && { bash scripts/setup_reader_env.sh || exit 1; }
 if [ -f scripts/slurm/start.sh ]; then
   bash scripts/slurm/start.sh || exit 1
