@@ -262,3 +262,28 @@ def test_rerun_skips_converted_volumes(tmp_path: Path) -> None:
     )
     assert rows1 == rows2
     assert (tmp_path / "out" / "a.nii.gz").stat().st_mtime_ns == mtime
+
+
+def test_coronal_preview_is_independent_of_storage_order(tmp_path: Path) -> None:
+    from gensyn.data.convert import coronal_preview
+    from gensyn.io import write_nifti
+
+    vol = np.full((20, 10, 30), -1000, np.int16)  # RAS order: x (to the Right), y, z (up)
+    vol[15:19, :, 24:29] = 1000  # the patient's right, near the top
+    ras = np.diag([2.0, 3.0, 1.0, 1.0])
+    write_nifti(tmp_path / "ras.nii.gz", vol, ras)
+    # the same voxels stored as (z flipped, x flipped, y): another file, same world
+    flipped = vol[::-1, :, ::-1].transpose(2, 0, 1)
+    aff = np.zeros((4, 4))
+    aff[3, 3] = 1
+    aff[2, 0] = -1.0  # axis 0 runs down (z)
+    aff[0, 1] = -2.0  # axis 1 runs to the patient's left (x)
+    aff[1, 2] = 3.0  # axis 2 runs anterior (y)
+    aff[:3, 3] = [38.0, 0.0, 29.0]
+    write_nifti(tmp_path / "other.nii.gz", flipped, aff)
+    a = coronal_preview(tmp_path / "ras.nii.gz", height_px=60)
+    b = coronal_preview(tmp_path / "other.nii.gz", height_px=60)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (60, 80)  # 40 mm wide, 30 mm high
+    bright = np.argwhere(a > 200)
+    assert bright[:, 0].max() < 15 and bright[:, 1].max() < 20  # top left: superior, patient right

@@ -222,3 +222,34 @@ def discover_sources(raw_dir: str | os.PathLike[str], fmt: str) -> list[VolumeSo
             name = str(p.relative_to(root)).replace(os.sep, "__").split(".")[0]
         out.append(VolumeSource(volume_id=name, fmt=fmt, path=str(p)))
     return out
+
+
+def coronal_preview(
+    nifti: str | os.PathLike[str],
+    height_px: int = 256,
+    window_hu: tuple[float, float] = (-1000.0, 1000.0),
+) -> np.ndarray:
+    """A coronal mid-slice of a NIfTI CT as uint8, in radiological display with true aspect.
+
+    The volume is brought to the closest RAS orientation first, so the head is at the top and
+    the patient's right on the viewer's left whatever the file's axis order: a quick visual
+    check that the geometry survived conversion. Height ``height_px``; width from the
+    physical size (mm) of the volume.
+    """
+    import nibabel as nib
+    from PIL import Image
+
+    img: Any = nib.as_closest_canonical(nib.load(nifti))
+    data = np.asarray(img.dataobj)
+    spacing = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+    plane = data[:, data.shape[1] // 2, :].astype(np.float32)  # (x: L->R, z: I->S)
+    plane = plane.T[::-1, ::-1]  # rows superior->inferior, columns patient right->left
+    lo, hi = window_hu
+    grey = (np.clip((plane - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    height_mm, width_mm = plane.shape[0] * spacing[2], plane.shape[1] * spacing[0]
+    width_px = max(1, round(height_px * width_mm / height_mm))
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(grey)).resize(
+            (width_px, height_px), Image.Resampling.BILINEAR
+        )
+    )

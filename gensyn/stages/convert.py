@@ -53,7 +53,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         ctx.summary.update(make(cfg, ctx.out_dir) or {})
         return
 
-    from gensyn.data.convert import NpzOptions, convert_many, discover_sources
+    import numpy as np
+
+    from gensyn.data.convert import NpzOptions, convert_many, coronal_preview, discover_sources
     from gensyn.data.labels import STUDY_LABELS, read_radchest_tables
 
     c = cfg.dataset.convert
@@ -108,6 +110,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         labels = labels[labels["image_id"].isin({r["volume_id"] for r in rows})]
         io.write_table(ctx.path("labels.csv"), labels)
         ctx.summary["n_labelled"] = len(labels)
+    if rows:  # coronal previews: head up, patient right on the left, true aspect
+        strip = [coronal_preview(ctx.out_dir / "volumes" / r["nifti"]) for r in rows[:4]]
+        io.write_image(ctx.path("figures", "coronal.png"), np.concatenate(strip, axis=1))
+        ctx.summary["figures"] = ["figures/coronal.png"]
     ctx.summary.update(n_volumes=len(rows), n_failed=len(failures))
     ctx.log_metrics({"n_volumes": len(rows), "n_failed": len(failures)})
     for f in failures[:10]:
