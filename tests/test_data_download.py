@@ -358,7 +358,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 def test_unpack_archives_atomically_and_safely(tmp_path: Path) -> None:
     import tarfile
 
-    from gensyn.data.download import archive_stem, unpack_archive
+    from gensyn.data.archives import archive_stem, unpack_archive
 
     (tmp_path / "p1.zip").write_bytes(_zip_bytes({"ct/trn1.npz": b"a", "trn2.npz": b"b"}))
     out = unpack_archive(tmp_path / "p1.zip", tmp_path)

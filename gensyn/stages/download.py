@@ -108,7 +108,8 @@ def _zenodo(
     from fnmatch import fnmatch
 
     from gensyn.data import zenodo
-    from gensyn.data.download import DownloadError, archive_stem, download_many, unpack_archive
+    from gensyn.data.archives import archive_stem, unpack_archive
+    from gensyn.data.download import DownloadError, download_many
     from gensyn.data.nbia import shard
 
     d = cfg.dataset.download
