@@ -87,6 +87,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import numpy as np
     from tqdm.auto import tqdm
 
+    from gensyn import preemption
     from gensyn.drr import pose_set, to_image
     from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.geometry import make_geometry
@@ -160,6 +161,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             render_s += time.perf_counter() - t0
             rendered += len(views)
             write_json(ctx.path("images", ct_id, "views.json"), {"files": names})
+            preemption.checkpoint_point()  # this CT is complete: stop here if SLURM asked
         for view, name in zip(views, names, strict=True):
             rows.append(
                 {
