@@ -124,3 +124,47 @@ def test_rendered_image_follows_conventions_and_affine():
     top = rest[:24].max()
     assert top > 0.2 * rest.max()  # head bead in the upper half
     np.testing.assert_allclose(images[0], images[1], rtol=1e-4, atol=1e-4)
+
+
+def test_make_geometry_crop_and_binning():
+    from gensyn.drr.geometry import make_geometry
+
+    g = make_geometry("mobile_carm", 256, crop_fraction=0.5)
+    assert (g.detector_rows_px, g.detector_cols_px) == (256, 256)
+    assert np.isclose(g.pixel_size_mm * 256, 2250 * 0.2 * 0.5)
+    assert make_geometry("mobile_carm").detector_rows_px == 2250  # the preset's own pixels
+    g = make_geometry("pa_chest", 128, source_to_detector_mm=2000.0)
+    assert (g.source_to_detector_mm, g.source_to_isocenter_mm) == (2000.0, 1650.0)
+    with pytest.raises(ValueError, match="allowed"):
+        make_geometry("cbct")
+    with pytest.raises(ValueError, match="source_to_isocenter_mm"):
+        CarmGeometry(500.0, 600.0, 10, 10, 1.0)
+
+
+def test_presets_images_and_shared_volumes():
+    from gensyn.drr import DrrRenderer, preset, to_image
+
+    geometry, physics = preset("pa_chest")
+    assert (geometry.source_to_detector_mm, physics.kvp, physics.filtration_mm_al) == (
+        1800.0,
+        120.0,
+        3.0,
+    )
+    with pytest.raises(ValueError, match="allowed"):
+        preset("dental")
+    hu = -1000.0 + 1100.0 * _beads([[0.0, 0.0, 0.0]], sigma_mm=20.0)
+    renderer = DrrRenderer(hu, _affine(), physics)
+    mono = renderer.with_physics(PhysicsConfig(mode="mono", mono_energy_kev=60.0))
+    assert mono.volume is renderer.volume
+    small = geometry.resized(32)
+    poly_img, mono_img = (
+        renderer.render([CarmPose()], small)[0],
+        mono.render([CarmPose()], small)[0],
+    )
+    assert poly_img.max() > 0 and not np.allclose(poly_img, mono_img)
+    img8, img16 = to_image(poly_img, 8), to_image(poly_img, 16)
+    assert img8.dtype == np.uint8 and img16.dtype == np.uint16
+    assert img8.max() == 255 and img8.min() == 0
+    # brighter where more attenuating (bone bright), monotone mapping
+    order = np.argsort(poly_img.ravel())
+    assert np.all(np.diff(img16.ravel()[order].astype(int)) >= 0)
