@@ -160,16 +160,9 @@ def render(
         if not poses:
             continue
         p_ax, q_ax = [a for a in range(3) if a != axis]
-        key = ("fused", axis, half)
-        packed = volume._cache.get(key)
-        if packed is None:
-            planar = volume.layout((axis, p_ax, q_ax))  # (S, C, P, Q)
-            packed = torch.zeros(
-                planar.shape[0], planar.shape[2], planar.shape[3], nc,
-                dtype=torch.float16 if half else torch.float32, device=planar.device,
-            )  # fmt: skip
-            packed[..., :n_mat] = planar.permute(0, 2, 3, 1)
-            volume._cache[key] = packed
+        packed = volume.cached(
+            ("fused", axis, half), lambda a=axis, p=p_ax, q=q_ax: _pack(volume, a, p, q, nc, half)
+        )
         dev = packed.device
         if packed.numel() >= 2**31:
             raise ValueError(
@@ -193,6 +186,19 @@ def render(
         out[torch.as_tensor(poses, device=dev)] = res
     assert out is not None
     return out
+
+
+def _pack(volume: Any, axis: int, p_ax: int, q_ax: int, nc: int, half: bool) -> Any:
+    """Channels-last copy (S, P, Q, nc) of the slice layout, zero-padded to ``nc`` channels."""
+    import torch
+
+    planar = volume.layout((axis, p_ax, q_ax))  # (S, C, P, Q)
+    dtype = torch.float16 if half else torch.float32
+    packed = torch.zeros(
+        planar.shape[0], planar.shape[2], planar.shape[3], nc, dtype=dtype, device=planar.device
+    )
+    packed[..., : planar.shape[1]] = planar.permute(0, 2, 3, 1)
+    return packed
 
 
 def _subset(rays: Any, idx: list[int]) -> Any:

@@ -44,7 +44,7 @@ class ChannelVolume:
         self.builder = builder
         self.shape = tuple(int(n) for n in shape)
         self.channels = int(channels)
-        self._cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def from_tensor(cls, volume: torch.Tensor) -> ChannelVolume:
@@ -59,9 +59,14 @@ class ChannelVolume:
         return cls(build, tuple(vol.shape[1:]), vol.shape[0])
 
     def layout(self, perm: tuple[int, int, int]) -> torch.Tensor:
-        if perm not in self._cache:
-            self._cache[perm] = self.builder(perm)
-        return self._cache[perm]
+        """Channels with voxel axes ``perm``: (n_perm0, C, n_perm1, n_perm2), built once."""
+        return self.cached(perm, lambda: self.builder(perm))
+
+    def cached(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A derived layout (e.g. the fused kernel's packed one), built once per ``key``."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
 
 @dataclass
