@@ -88,12 +88,12 @@ def test_batch_stream_bounds_batches_in_flight(tmp_path):
     lock, state = threading.Lock(), {"now": 0, "max": 0}
     original = stream._load_batch
 
-    def counting(pool, idx):
+    def counting(*args):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
         try:
-            return original(pool, idx)
+            return original(*args)
         finally:
             with lock:
                 state["now"] -= 1
@@ -111,3 +111,38 @@ def test_bad_arguments():
         data.BatchStream(["a", "b"], np.zeros((3, 5)), 1, 8)
     with pytest.raises(ValueError, match="batch_size"):
         data.BatchStream(["a"], None, 0, 8)
+
+
+def test_augmentation_is_seeded_training_only_and_keeps_content():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 16, 16, 1)).astype(np.uint8)
+    a = data.augment_batch(images, np.random.default_rng(1))
+    b = data.augment_batch(images, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == images.shape and a.dtype == np.uint8 and not np.array_equal(a, images)
+    # no shift and no contrast change is the identity
+    same = data.augment_batch(images, np.random.default_rng(1), max_shift=0.0, contrast=0.0)
+    np.testing.assert_array_equal(same, images)
+    # a pure shift moves pixels: some row or column of the output equals a shifted input row
+    shifted = data.augment_batch(images, np.random.default_rng(2), max_shift=0.25, contrast=0.0)
+    for img, out in zip(images[..., 0], shifted[..., 0], strict=True):
+        found = any(
+            np.array_equal(
+                out[max(0, dy) : 16 + min(0, dy), max(0, dx) : 16 + min(0, dx)],
+                img[max(0, -dy) : 16 - max(0, dy), max(0, -dx) : 16 - max(0, dx)],
+            )
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+        )
+        assert found
+
+
+def test_stream_augments_only_when_asked(tmp_path):
+    paths = _pngs(tmp_path, 8)
+    plain = np.concatenate(list(data.BatchStream(paths, None, 4, 8)))
+    aug = data.BatchStream(paths, None, 4, 8, augment=True, seed=0)
+    first, again = np.concatenate(list(aug)), np.concatenate(list(aug))
+    np.testing.assert_array_equal(first, again)  # same epoch, same augmentation
+    assert not np.array_equal(first, plain)
+    aug.set_epoch(1)
+    assert not np.array_equal(np.concatenate(list(aug)), first)

@@ -47,10 +47,3 @@ def test_small_cnn_and_unknown_name():
     assert model.predict(np.zeros((3, 32, 32, 1), np.uint8), verbose=0).shape == (3, 5)
     with pytest.raises(ValueError, match="densenet121"):
         build_model(ModelSpec("resnet50"))
-
-
-def test_augmentation_only_in_training():
-    model = build_model(ModelSpec("small_cnn", image_size_px=32, widths=(8,), augment=True))
-    x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1)).astype(np.uint8)
-    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
-    assert not np.allclose(model(x, training=True), model(x, training=True))

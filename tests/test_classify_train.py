@@ -76,10 +76,14 @@ def test_class_weighting_balanced(xrays, tmp_path):
     np.testing.assert_allclose(w, [1.0, 1.0])
     w = positive_class_weights(np.array([[1, 1], [0, 0], [0, 0], [0, 1]]))
     np.testing.assert_allclose(w, [3.0, 1.0])
-    short = TrainSettings(epochs=1, batch_size=16, num_workers=2, class_weighting="balanced")
+    short = TrainSettings(
+        epochs=1, batch_size=16, num_workers=2, class_weighting="balanced", lr_schedule="cosine"
+    )
     assert _run(xrays, tmp_path, short).history[0]["loss"] > 0
     with pytest.raises(ValueError, match="class_weighting"):
         _run(xrays, tmp_path, TrainSettings(class_weighting="inverse"))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _run(xrays, tmp_path, TrainSettings(batch_size=16, lr_schedule="step"))
 
 
 SCRIPT = """

@@ -5,7 +5,8 @@ Both models take ``uint8`` grey images of shape (S, S, 1), exactly what
 in the order of ``gensyn.config.FINDINGS``. The fixed intensity mapping from 0..255 to the
 network's input range is the first layer of the model, so a saved model carries it and
 training and prediction cannot normalise differently (the original study did).
-Random augmentation layers, when enabled, are active in training only (Keras semantics).
+Augmentation, when enabled, happens on the host in the training batches only
+(:mod:`gensyn.classify.data`), never in prediction.
 
 Import this module only after ``KERAS_BACKEND`` is set (``gensyn.classify.keras_env``).
 """
@@ -39,28 +40,20 @@ class ModelSpec:
     n_classes: int = 5
     weights: str | None = None
     trainable_tail_layers: int = 9
-    augment: bool = False
     dropout: float = 0.0
     widths: Sequence[int] = (16, 32, 64, 128)
     seed: int = 0
 
 
-def _input_and_augment(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+def _input(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     inputs = keras.Input((spec.image_size_px, spec.image_size_px, 1), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
-    if spec.augment:
-        # Small geometric changes only: no flips (the heart is on the left), no crops that
-        # could cut a finding out.
-        x = keras.layers.RandomRotation(5.0 / 360.0, fill_mode="constant", seed=spec.seed)(x)
-        x = keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=spec.seed + 1)(x)
-        x = keras.layers.RandomZoom(0.05, fill_mode="constant", seed=spec.seed + 2)(x)
-        x = keras.layers.RandomContrast(0.1, seed=spec.seed + 3)(x)
     return inputs, x
 
 
 def densenet121(spec: ModelSpec) -> keras.Model:
     """DenseNet121 base, all but the last ``trainable_tail_layers`` frozen, GAP, Dense(5, sigmoid)."""
-    inputs, x = _input_and_augment(spec)
+    inputs, x = _input(spec)
     x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
     x = keras.layers.Rescaling(
         [1.0 / s for s in IMAGENET_STD],
@@ -100,7 +93,7 @@ def set_trainable_tail(base: keras.Model, n_tail: int) -> None:
 
 def small_cnn(spec: ModelSpec) -> keras.Model:
     """A small CNN for CPU demos: per stage conv-BN-ReLU twice, then 2x2 max-pool; GAP; Dense."""
-    inputs, x = _input_and_augment(spec)
+    inputs, x = _input(spec)
     x = keras.layers.Rescaling(2.0, -1.0, name="to_symmetric_range")(x)
     for i, width in enumerate(spec.widths):
         for j in range(2):

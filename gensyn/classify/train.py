@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTINGS = ("none", "balanced")
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT = "checkpoint.npz"
 BEST_MODEL = "best.keras"
 
@@ -45,6 +46,8 @@ class TrainSettings:
     epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 1e-5
+    lr_schedule: str = "constant"  # constant (the study) | cosine (decay to 0 over all steps)
+    augment: bool = False  # host-side shifts and contrast on training batches
     class_weighting: str = "none"  # none | balanced (positive weight n_neg / n_pos per class)
     precision: str = "auto"  # auto: mixed_bfloat16 on GPU, float32 on CPU
     seed: int = 0
@@ -176,7 +179,15 @@ def train_classifier(
         loss: Any = WeightedBinaryCrossentropy(positive_class_weights(train_labels).tolist())
     else:
         loss = keras.losses.BinaryCrossentropy()
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
+    steps_per_epoch = len(train_paths) // settings.batch_size
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"classifier.lr_schedule must be one of {LR_SCHEDULES}, got {settings.lr_schedule!r}"
+        )
+    lr: Any = settings.learning_rate
+    if settings.lr_schedule == "cosine":  # a function of the optimizer's step: resume-safe
+        lr = keras.optimizers.schedules.CosineDecay(lr, settings.epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
 
     state: dict[str, Any] = {
         "next_epoch": 0,
@@ -202,6 +213,7 @@ def train_classifier(
         drop_remainder=True,
         num_workers=settings.num_workers,
         prefetch_batches=settings.prefetch_batches,
+        augment=settings.augment,
     )
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         train_stream.set_epoch(epoch)

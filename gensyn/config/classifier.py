@@ -27,6 +27,13 @@ class Precision(Enum):
     mixed_float16 = "mixed_float16"
 
 
+class LrSchedule(Enum):
+    """``constant`` (the study) or ``cosine`` decay to zero over all training steps."""
+
+    constant = "constant"
+    cosine = "cosine"
+
+
 class ClassWeighting(Enum):
     """``balanced`` weights each class's positive term by n_negative / n_positive."""
 
@@ -44,11 +51,12 @@ class ClassifierConfig:
     trainable_tail_layers: int = 9  # DenseNet121 layers left trainable, from the end; -1: all
     small_cnn_widths: tuple[int, ...] = (16, 32, 64, 128)  # small_cnn channels per stage
     dropout: float = 0.0  # before the Dense head
-    augment: bool = False  # small rotations/shifts/zoom/contrast, training only
+    augment: bool = False  # random shifts and contrast of training batches (host side)
     class_weighting: ClassWeighting = ClassWeighting.none
     epochs: int = 30
     batch_size: int = 128  # global batch (split over GPUs when there are several)
     learning_rate: float = 1e-5  # Adam
+    lr_schedule: LrSchedule = LrSchedule.constant
     precision: Precision = Precision.auto
     n_folds: int = 5  # patient-level multilabel-stratified folds; split_idx picks the val fold
     predict_batch_size: int = 128
