@@ -145,3 +145,19 @@ def test_thesis_grid_is_nine_arms_by_five_folds(compose):
     assert params["split_idx"].split(",") == ["0", "1", "2", "3", "4"]
     for arm in arms:  # every arm composes with the grid (real option files, typed values)
         compose("experiment=thesis_grid", f"sampling={arm}")
+
+
+@pytest.mark.slow
+def test_tiny_sweep_on_the_real_demo_upstreams(launch, gensyn_root):
+    """The issue's command on the tiny profile, with the real prepare_xrays demo stage."""
+    launch("stage=classify", "split_idx=0,1", "profile=tiny", "logger=none", "-m")
+    proc = launch("stage=report", "profile=tiny", "logger=none", "report.n_bootstrap=100")
+    assert "baseline" in proc.stdout and "(2 fold(s))" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_classifier_learns(launch, gensyn_root):
+    """The demo's small CNN on the default demo data: test macro AUC >= 0.75 (fold 0)."""
+    launch("stage=predict", "logger=none")
+    (summary,) = (gensyn_root / "workdir" / "runs" / "predict").glob("*/summary.json")
+    assert io.read_json(summary)["test_macro_auc"] >= 0.75
