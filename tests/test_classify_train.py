@@ -159,3 +159,49 @@ def test_killed_run_resumes_to_identical_result(xrays, tmp_path):
     for row in (*ha, *hb):
         row.pop("train_images_per_s")  # wall-clock timing, the only thing allowed to differ
     assert ha == hb and json.loads(state_a)["best_epoch"] == json.loads(state_b)["best_epoch"]
+
+
+DP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import pandas as pd
+from classify_fakes import FINDINGS
+from gensyn.classify.models import ModelSpec
+from gensyn.classify.train import TrainSettings, train_classifier
+table = pd.read_csv({table!r})
+tr, te = table[table.split == "train"], table[table.split == "test"]
+res = train_classifier(ModelSpec("small_cnn", image_size_px=32, widths=(8, 16)),
+    list(tr.path), tr[FINDINGS].to_numpy(), list(te.path), te[FINDINGS].to_numpy(),
+    {out!r}, TrainSettings(epochs=1, batch_size={batch}, num_workers=2), FINDINGS)
+print("OK", res.history[0]["loss"])
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_over_two_devices(xrays, tmp_path):
+    """keras.distribution.DataParallel path, on two forced CPU devices in a subprocess."""
+    table = tmp_path / "table.csv"
+    xrays.to_csv(table, index=False)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "GENSYN_DATA_PARALLEL_CPU": "1",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    for batch, ok in ((16, True), (15, False)):
+        script = tmp_path / f"dp_{batch}.py"
+        script.write_text(
+            DP_SCRIPT.format(
+                tests=str(Path(__file__).parent),
+                table=str(table),
+                out=str(tmp_path / f"out{batch}"),
+                batch=batch,
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True
+        )
+        if ok:
+            assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+        else:
+            assert proc.returncode != 0 and "divisible by the 2 devices" in proc.stderr

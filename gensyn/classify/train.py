@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,17 +108,25 @@ def resolve_precision(precision: str) -> str:
 
 
 def configure_devices(batch_size: int) -> int:
-    """Data parallel over all accelerators when there are several; returns their number."""
+    """Data parallel over all accelerators when there are several; returns their number.
+
+    CPU devices count only when ``GENSYN_DATA_PARALLEL_CPU=1`` (tests force several CPU
+    devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
+    """
     import jax
 
     devices = jax.devices()
-    if len(devices) > 1 and jax.default_backend() != "cpu":
+    on_cpu = jax.default_backend() == "cpu"
+    if len(devices) > 1 and (not on_cpu or os.environ.get("GENSYN_DATA_PARALLEL_CPU") == "1"):
         if batch_size % len(devices):
             raise ValueError(
-                f"classifier.batch_size={batch_size} must be divisible by the {len(devices)} GPUs"
+                f"classifier.batch_size={batch_size} must be divisible by the {len(devices)} "
+                "devices it is split over"
             )
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return len(devices)
+        log.info("data parallel over %d devices", len(devices))
+        return len(devices)
+    return 1
 
 
 def _save_checkpoint(path: Path, model: keras.Model, state: dict[str, Any]) -> None:
