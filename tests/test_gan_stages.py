@@ -84,7 +84,7 @@ def _ctx(cfg: object, name: str, out: Path, upstream: dict[str, Path]) -> RunCon
 def test_stages_on_hand_made_upstreams(tmp_path: Path, compose: Callable[..., object]) -> None:
     from gensyn.stages import gan_train, gan_translate, synthex_prep
 
-    cfg = compose("profile=tiny", "device=cpu", "num_workers=0")
+    cfg = compose("profile=tiny", "device=cpu", "num_workers=0", "generator.heldout_size=6")
     drr_dir, xray_dir = tmp_path / "drr", tmp_path / "xrays"
     drrs = make_drr_run(drr_dir)
     xrays = make_xray_run(xray_dir)
@@ -140,7 +140,7 @@ def test_stages_on_hand_made_upstreams(tmp_path: Path, compose: Callable[..., ob
 def test_missing_inputs_give_clear_errors(tmp_path: Path, compose: Callable[..., object]) -> None:
     from gensyn.stages import gan_translate, synthex_prep
 
-    cfg = compose("profile=tiny", "device=cpu")
+    cfg = compose("profile=tiny", "device=cpu", "generator.heldout_size=6")
     drr_dir, xray_dir = tmp_path / "drr", tmp_path / "xrays"
     make_drr_run(drr_dir, n_ct=2, views=1)
     xray_dir.mkdir()
