@@ -18,13 +18,16 @@ sweep to SLURM as one job array (submitit). On top of hydra-submitit-launcher's
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import signal
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
@@ -61,6 +64,10 @@ LOG_TAIL_LINES = 12
 
 class SlurmJobsFailedError(GensynError, CompactHydraException):
     """Some jobs of a sweep failed; the message lists each with its SLURM id and logs."""
+
+
+class SlurmSubmitError(GensynError, CompactHydraException):
+    """sbatch is missing or refused the job array."""
 
 
 @dataclass
@@ -135,6 +142,13 @@ class SlurmLauncher(SubmititSlurmLauncher):
             plans.append(plan_job(sweep_cfg, initial_job_idx + offset, list(overrides)))
         to_run = [p for p in plans if not (self.skip_done and p.done)]
 
+        if not self.dry_run and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+            raise SlurmSubmitError(
+                "hydra/launcher=slurm needs SLURM's sbatch and srun on PATH, and they are not "
+                "here. Submit from a SLURM login node, start the single-node test cluster "
+                "(sudo scripts/slurm/start.sh, see docs/cluster.md), or add "
+                "hydra.launcher.dry_run=true to list the jobs without submitting."
+            )
         executor = self._make_executor(submitit)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         if self.dry_run:
@@ -154,7 +168,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             (p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}", _singleton_state())
             for p in to_run
         ]
-        jobs = executor.map_array(self, *zip(*job_args, strict=True))
+        jobs = self._submit(executor, job_args)
         array_id = str(jobs[0].job_id).split("_")[0]
         log.info(
             "submitted SLURM job array %s (%d tasks); logs in %s",
@@ -185,6 +199,19 @@ class SlurmLauncher(SubmititSlurmLauncher):
             )
         return [results[p.idx] for p in plans]
 
+    def _submit(self, executor: Any, job_args: list[tuple[Any, ...]]) -> list[Any]:
+        """Submit the job array; a refusal by sbatch becomes one clear error."""
+        from submitit.core.utils import FailedJobError
+
+        try:
+            return list(executor.map_array(self, *zip(*job_args, strict=True)))
+        except FailedJobError as exc:
+            raise SlurmSubmitError(
+                f"sbatch refused the job array of {len(job_args)} jobs:\n{str(exc).strip()}\n"
+                "Check hydra.launcher.partition / account / qos / gpus_per_node / "
+                "additional_parameters; hydra.launcher.dry_run=true prints the #SBATCH header."
+            ) from None
+
     def _make_executor(self, submitit: Any) -> Any:
         params = dict(self.params)
         # The job unpickles this launcher, whose class Hydra requires in hydra_plugins/.
@@ -193,12 +220,20 @@ class SlurmLauncher(SubmititSlurmLauncher):
             f'export PYTHONPATH="{root}${{PYTHONPATH:+:$PYTHONPATH}}"',
             *(params.get("setup") or []),
         ]
-        executor = submitit.AutoExecutor(
-            cluster="slurm",
-            folder=params.pop("submitit_folder"),
-            slurm_max_num_timeout=params.pop("max_num_timeout"),
-            slurm_python=self.python,
-        )
+        from submitit.slurm.slurm import SlurmExecutor  # lazy: Hydra imports plugins at start-up
+
+        with contextlib.ExitStack() as stack:
+            if self.dry_run and shutil.which("srun") is None:
+                # a dry run only writes the sbatch script: it needs no SLURM on this machine
+                stack.enter_context(
+                    mock.patch.object(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+                )
+            executor = submitit.AutoExecutor(
+                cluster="slurm",
+                folder=params.pop("submitit_folder"),
+                slurm_max_num_timeout=params.pop("max_num_timeout"),
+                slurm_python=self.python,
+            )
         generic = {
             "timeout_min",
             "cpus_per_task",
@@ -342,4 +377,4 @@ def _guarded(requeue_now: Any) -> preemption.SignalHandler:
     return handler
 
 
-__all__ = ["PlannedJob", "SlurmJobsFailedError", "SlurmLauncher", "plan_job"]
+__all__ = ["PlannedJob", "SlurmJobsFailedError", "SlurmLauncher", "SlurmSubmitError", "plan_job"]

@@ -59,9 +59,10 @@ def run_app(
     script: str = "tests/slurm_app.py",
     timeout: float = 600,
     check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a GENSYN entry point (the probe app or launch.py) with GENSYN_ROOT=root, cwd=root."""
-    env = {**os.environ, "GENSYN_ROOT": str(root)}
+    env = {**os.environ, "GENSYN_ROOT": str(root), **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=root,

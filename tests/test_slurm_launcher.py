@@ -10,6 +10,7 @@ cluster; the others are ``slow`` and skip outside CI when no cluster is up.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,17 @@ def test_thesis_grid_dry_run_lists_45_gpu_jobs_in_one_array(tmp_path: Path) -> N
         "#SBATCH --time=240",
     ):
         assert line in out, f"{line!r} missing from the dry run:\n{out[-3000:]}"
+
+
+def test_without_slurm_a_dry_run_works_and_a_submission_says_why_not(tmp_path: Path) -> None:
+    dirs = os.environ["PATH"].split(os.pathsep)
+    no_slurm = os.pathsep.join(d for d in dirs if not (Path(d) / "srun").exists())
+    args = ["-m", *PROBE, "seed=0,1", *SLURM]
+    dry = run_app(tmp_path, *args, "hydra.launcher.dry_run=true", env={"PATH": no_slurm})
+    assert "DRY RUN: 2 of 2 jobs" in dry.stdout and "#SBATCH --array=0-1%2" in dry.stdout
+    proc = run_app(tmp_path, *args, env={"PATH": no_slurm}, check=False)
+    assert proc.returncode != 0
+    assert "needs SLURM's sbatch and srun on PATH" in proc.stderr, proc.stderr
 
 
 def test_misspelt_launcher_key_is_an_error(tmp_path: Path) -> None:
