@@ -1,7 +1,9 @@
 """Resumable CycleGAN training loop.
 
 A checkpoint (``checkpoint.pt``, written atomically) is saved at the end of every epoch and
-when the process receives SIGTERM (pre-emption): networks, optimisers, LR schedulers,
+on pre-emption (SIGTERM outside SLURM; inside a SLURM job the launcher's signal handlers
+and :func:`gensyn.preemption.checkpoint_point`, called after every iteration): networks,
+optimisers, LR schedulers,
 image pools, epoch, position in the epoch, loss sums and the RNG states of python, numpy,
 torch and CUDA. Because every random choice of the data pipeline is a function of
 ``(seed, epoch)`` (see :mod:`gensyn.gan.data`), a resumed run continues with exactly the
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from gensyn import preemption
 from gensyn.config.generator import GeneratorConfig
+from gensyn.errors import GensynError
 from gensyn.gan.data import UnpairedDataset
 from gensyn.gan.model import LOSS_NAMES, CycleGAN
 from gensyn.io import atomic_write
@@ -53,7 +56,7 @@ RESUME_KEYS = (
 )
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(GensynError):
     """Training stopped on SIGTERM after saving a checkpoint; run the same command to resume."""
 
 
