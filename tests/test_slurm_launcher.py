@@ -274,3 +274,29 @@ def test_failed_job_is_reported_and_only_it_reruns(tmp_path: Path, slurm_cluster
     assert (probe_dir(tmp_path, 1) / "DONE").is_file()
     assert [s["start_step"] for s in starts(tmp_path, 1)] == [0, 1]  # resumed from its checkpoint
     assert len(starts(tmp_path, 0)) == 1 and len(starts(tmp_path, 2)) == 1  # not run again
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_and_resumes_until_done(tmp_path: Path, slurm_cluster: None) -> None:
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    local.mkdir()
+    remote.mkdir()
+    # 40 s of work under a 1 min limit with the warning 30 s before it: USR2 comes every
+    # ~20-30 s (SLURM may signal up to 60 s early), each time the job checkpoints and requeues
+    work = [*PROBE, "+extras.steps=40", "seed=4"]
+    run_app(
+        remote,
+        "-m",
+        *work,
+        "+extras.step_s=1",
+        "hydra/launcher=slurm",
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.max_num_timeout=5",
+    )
+    run_app(local, *work, "+extras.step_s=0")
+    history = starts(remote, 4)
+    steps = [int(s["start_step"]) for s in history]
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[0] == 0, history
+    assert len({s["slurm_job"] for s in history}) == 1  # one job, requeued each time
+    assert weights(remote, 4) == weights(local, 4)
