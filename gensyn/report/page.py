@@ -95,17 +95,23 @@ class Page:
                 parts.append("<table>")
                 if caption:
                     parts.append(f"<caption>{html.escape(caption)}</caption>")
-                parts.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>"
-                                              for c in frame.columns) + "</tr>")
+                parts.append(
+                    "<tr>"
+                    + "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+                    + "</tr>"
+                )
                 for row in frame.itertuples(index=False):
-                    parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>"
-                                                  for v in row) + "</tr>")
+                    parts.append(
+                        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                    )
                 parts.append("</table>")
             elif kind == "figure":
                 path, caption = data
                 rel = html.escape(os.path.relpath(path, out_dir))
-                parts.append(f"<figure><img src='{rel}' alt='{html.escape(caption)}'>"
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img src='{rel}' alt='{html.escape(caption)}'>"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
         parts.append("</body></html>")
         return "\n".join(parts)
 
