@@ -77,7 +77,7 @@ def test_init_is_normal_002_with_zero_bias() -> None:
     conv = g.model[10].body[1]  # a 256×256×3×3 conv inside a residual block
     assert abs(float(conv.weight.detach().std()) - 0.02) < 0.001
     assert abs(float(conv.weight.detach().mean())) < 0.001
-    assert float(conv.bias.abs().max()) == 0.0
+    assert float(conv.bias.detach().abs().max()) == 0.0
 
 
 def test_bad_options_raise_clear_errors() -> None:
