@@ -81,3 +81,10 @@ def test_roc_points_match_sklearn():
     ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
     np.testing.assert_allclose(fpr, ref_fpr)
     np.testing.assert_allclose(tpr, ref_tpr)
+
+
+def test_missing_note_groups_folds_by_arm():
+    note = render.missing_note(
+        [("baseline", 3), ("baseline", 1), ("drr_5", 0), ("drr_5", 1), ("drr_5", 2)], n_folds=3
+    )
+    assert note == "Not finished, so not in the tables: baseline (folds 1, 3); drr_5 (all 3 folds)."

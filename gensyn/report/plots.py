@@ -41,7 +41,7 @@ def plot_roc_curves(
     """
     plt = _pyplot()
     n = len(classes)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), squeeze=False)
     mean = preds.groupby(["arm", "image_id"], sort=False).mean(numeric_only=True).reset_index()
     for ax, cls in zip(axes[0], classes, strict=True):
         for arm, group in mean.groupby("arm", sort=False):

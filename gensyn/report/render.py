@@ -108,7 +108,8 @@ def _pretty(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     """Arms as rows, classes as columns, 'mean ± sd [ci]' cells."""
 
     def cell(r: pd.Series) -> str:
-        return f"{r.auc_mean:.3f} ± {r.auc_sd:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+        sd = f" ± {r.auc_sd:.3f}" if np.isfinite(r.auc_sd) else ""  # one fold: no sd
+        return f"{r.auc_mean:.3f}{sd} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
 
     table = summary.assign(cell=summary.apply(cell, axis=1))
     wide = table.pivot(index="arm", columns="class", values="cell")
@@ -132,6 +133,20 @@ def _deltas(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | Non
     )
     wide = wide.loc[list(dict.fromkeys(rows["arm"])), [*classes, "macro"]]
     return wide.reset_index()
+
+
+def missing_note(missing: Sequence[tuple[str, int]], n_folds: int) -> str:
+    """'arm (folds 1, 2)' per arm, 'arm (all folds)' where every fold is missing."""
+    by_arm: dict[str, list[int]] = {}
+    for arm, fold in missing:
+        by_arm.setdefault(arm, []).append(fold)
+    parts = [
+        f"{arm} (all {n_folds} folds)"
+        if len(folds) == n_folds
+        else f"{arm} (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, sorted(folds)))})"
+        for arm, folds in by_arm.items()
+    ]
+    return "Not finished, so not in the tables: " + "; ".join(parts) + "."
 
 
 def write_report(

@@ -47,7 +47,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify.sampling import arm_name, parse_arm
     from gensyn.errors import GensynError
-    from gensyn.report.render import write_report
+    from gensyn.report.render import missing_note, write_report
     from gensyn.runs import execute, is_done, run_dir, with_overrides
     from gensyn.stages.classify import source_of
 
@@ -56,7 +56,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     arms = [parse_arm(a) for a in rc.arms]
     if own not in arms:
         arms.append(own)
-    frames, missing = [], []
+    frames: list[pd.DataFrame] = []
+    missing: list[tuple[str, int]] = []
     for source, views in arms:
         for fold in range(int(cfg.classifier.n_folds)):
             sub = with_overrides(
@@ -69,7 +70,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             if is_done(folder):
                 frames.append(io.read_table(folder / "predictions.csv"))
             else:
-                missing.append(f"{arm_name(source, views)} fold {fold}")
+                missing.append((arm_name(source, views), fold))
     if not frames:
         raise GensynError("report: no finished predict runs for this config; run stage=predict")
     preds = pd.concat(frames, ignore_index=True)
@@ -81,7 +82,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if cfg.dataset.name == "demo":
         notes.append("The demo data are SIMULATED: these numbers test the machinery, not medicine.")
     if missing:
-        notes.append("Not finished (not in the tables): " + ", ".join(missing) + ".")
+        notes.append(missing_note(missing, int(cfg.classifier.n_folds)))
     baseline = arm_name(*parse_arm(rc.baseline))
     page, summary = write_report(
         ctx.out_dir,
