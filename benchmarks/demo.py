@@ -9,11 +9,13 @@ Peak RSS is sampled every 0.1 s over the whole process tree (launch.py and any w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,10 +28,8 @@ def tree_rss_bytes(proc: psutil.Process) -> int:
     """Resident memory of a process and all its descendants."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += p.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
     return total
 
 
@@ -51,17 +51,14 @@ def main() -> None:
     watcher = psutil.Process(proc.pid)
     peak = 0
     lines: list[str] = []
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
+    reader.start()
     while proc.poll() is None:
         peak = max(peak, tree_rss_bytes(watcher))
-        chunk = proc.stdout.read()
-        if chunk:
-            lines.append(chunk)
         time.sleep(0.1)
-    rest = proc.stdout.read()
-    if rest:
-        lines.append(rest)
+    reader.join(timeout=10)
     wall = time.perf_counter() - start
     output = "".join(lines)
     print(output[-3000:])
