@@ -13,6 +13,7 @@ from classify_fakes import FINDINGS, draw_xray, make_xray_set
 
 from gensyn import io
 from gensyn.runs import DONE, run_dir
+from gensyn.stages.predict import with_dataset
 
 
 def _done(folder):
@@ -54,6 +55,12 @@ def _fake_upstreams(compose, root):
                     "beta_deg": 0.0,
                 }
             )
+    # an external test set (all split == test), as prepare_xrays would write for ChestX-ray14
+    ext_dir = run_dir(with_dataset(cfg, "chestxray14"), "prepare_xrays")
+    ext = make_xray_set(ext_dir / "images", n_patients=30, size_px=48, seed=5, prefix="cxr")
+    ext["path"] = [f"images/{p.split('/')[-1]}" for p in ext["path"]]
+    io.write_table(ext_dir / "xrays.csv", ext.assign(split="test"))
+    _done(ext_dir)
     io.write_table(conv_dir / "labels.csv", pd.DataFrame(cts))
     io.write_table(drr_dir / "manifest.csv", pd.DataFrame(rows))
     _done(conv_dir)
@@ -72,7 +79,13 @@ def test_sweep_over_folds_and_arms_then_report(compose, launch, gensyn_root):
         "logger=none",
         "-m",
     )
-    proc = launch("stage=report", "profile=tiny", "logger=none", "report.n_bootstrap=200")
+    proc = launch(
+        "stage=report",
+        "profile=tiny",
+        "logger=none",
+        "report.n_bootstrap=200",
+        "report.test_datasets=[chestxray14]",
+    )
     assert "Classification report" in proc.stdout
 
     # each run folder records its arm; the DRR arm trained on 2 views × 8 CTs extra
@@ -101,10 +114,18 @@ def test_sweep_over_folds_and_arms_then_report(compose, launch, gensyn_root):
     assert "baseline" in text and "drr_2" in text
     summary = io.read_table(reports[-1].parent / "auc_summary.csv")
     assert set(summary["arm"]) == {"baseline", "drr_2"}
+    assert set(summary["test_set"]) == {"demo", "chestxray14"}
     assert (summary["n_folds"] == 2).all()
     n_test = int((table["split"] == "test").sum())
     preds = io.read_table(reports[-1].parent / "predictions.csv")
-    assert len(preds) == 4 * n_test  # 2 arms × 2 folds × test images
+    assert (preds["test_set"] == "demo").sum() == 4 * n_test  # 2 arms × 2 folds × test images
+    assert (preds["test_set"] == "chestxray14").sum() == 4 * len(
+        io.read_table(
+            run_dir(with_dataset(compose("profile=tiny"), "chestxray14"), "prepare_xrays")
+            / "xrays.csv"
+        )
+    )
+    assert "Test set: chestxray14" in text
 
 
 def test_misspelt_arm_is_an_error(compose):

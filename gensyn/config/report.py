@@ -25,6 +25,10 @@ class ReportConfig:
     """
 
     arms: list[str] = field(default_factory=lambda: list(THESIS_ARMS))
+    # Extra held-out test sets for stage=predict: names of ``dataset`` options (conf/dataset)
+    # whose prepare_xrays rows with split == test are predicted too, e.g. [chestxray14] for a
+    # model trained on PadChest (the original study's external test set).
+    test_datasets: list[str] = field(default_factory=list)
     baseline: str = "none"
     n_bootstrap: int = 2000
     ci_level: float = 0.95
