@@ -11,3 +11,7 @@ class StageConfig:
     # Only for stage=pipeline: the stages to run in order (stages that are not registered yet
     # are skipped with a note, so the demo grows as stages land).
     stages: list[str] = field(default_factory=list)
+    # Only for stage=pipeline: sampling arms (options of the ``sampling`` group) whose
+    # classifier is trained and evaluated on fold ``split_idx`` before the report, so the
+    # report compares real-only training with DRR and SyntheX arms.
+    arms: list[str] = field(default_factory=list)

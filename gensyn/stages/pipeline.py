@@ -21,18 +21,39 @@ def _available(cfg: DictConfig, hashed: bool) -> list[str]:
     return [s for s in names if s in stages and stages[s].hashed == hashed]
 
 
+def _arm_overrides(arm: str) -> dict[str, object]:
+    """The dotted overrides equal to ``sampling=<arm>`` (read from conf/sampling/<arm>.yaml)."""
+    from omegaconf import OmegaConf
+
+    from gensyn.cli import CONF_DIR
+    from gensyn.errors import GensynError
+
+    path = CONF_DIR / "sampling" / f"{arm}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise GensynError(f"stage.arms: unknown sampling arm {arm!r}; known arms: {known}")
+    values = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(values, dict)
+    return {f"sampling.{key!s}": value for key, value in values.items()}
+
+
 @stage(
     "pipeline",
     summary="run the whole study in order (stage.stages) and write a summary report",
+    config_keys=("stage.arms",),
     upstream=lambda cfg: _available(cfg, hashed=True),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """All listed stages have run (as upstreams); collect their summaries into one report."""
     from gensyn import io
     from gensyn.report.page import Page
-    from gensyn.runs import execute
+    from gensyn.runs import execute, with_overrides
 
     missing = [s for s in cfg.stage.stages if s not in load_stages()]
+    if "predict" in load_stages():
+        for arm in cfg.stage.arms:  # classify + predict per arm; the report compares them
+            log.info("pipeline: sampling arm %s, fold %d", arm, cfg.split_idx)
+            execute(with_overrides(cfg, _arm_overrides(arm)), "predict")
     for name in _available(cfg, hashed=False):  # collectors, e.g. carbon_summary, run last
         ctx.upstream_dirs[name] = execute(cfg, name)
 
