@@ -195,6 +195,100 @@ def test_noise_is_refused(tmp_path: Path) -> None:
         renderer.render([CarmPose()], CarmGeometry(1020.0, 530.0, 8, 8, 2.0))
 
 
+def _cuda_tex3d(array: np.ndarray, xyz: np.ndarray, linear: bool) -> float:
+    """CUDA ``tex3D`` of ``array`` (I, J, K) at unnormalised coordinates (x, y, z) = (i, j, k)
+    axes, clamp addressing (CUDA Programming Guide, "Texture Fetching"): point filtering
+    returns T[floor(x)]; linear filtering, with x_B = x - 0.5, i = floor(x_B),
+    a = x_B - i, returns (1 - a) T[i] + a T[i + 1] per axis (texel centres at i + 0.5)."""
+    top = np.array(array.shape) - 1
+    if not linear:
+        return float(array[tuple(np.clip(np.floor(xyz).astype(int), 0, top))])
+    base = np.floor(xyz - 0.5)
+    frac = xyz - 0.5 - base
+    value = 0.0
+    for corner in np.ndindex(2, 2, 2):
+        d = np.array(corner)
+        weight = np.prod(np.where(d == 1, frac, 1.0 - frac))
+        value += weight * array[tuple(np.clip(base.astype(int) + d, 0, top))]
+    return float(value)
+
+
+def _deepdrr_kernel_sample(
+    density: np.ndarray, labels: np.ndarray, n_materials: int, anatomical_from_ijk, x_mm
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """What DeepDRR 1.2.2's project_kernel.cu takes at world point x: its index point
+    p = IJK_from_world x; px = p - 1; density = tex3D(px + 0.5) (linear); material
+    weights = trilinear weights of the labels at floor(px) + {0, 1} (point fetches).
+    Returns (density, weights per material, p)."""
+    p = (np.linalg.inv(anatomical_from_ijk) @ np.append(x_mm, 1.0))[:3]
+    px = p - 1.0
+    dens = _cuda_tex3d(density, px + 0.5, linear=True)
+    base = np.floor(px)
+    frac = px - base
+    weights = np.zeros(n_materials)
+    for corner in np.ndindex(2, 2, 2):
+        d = np.array(corner)
+        label = int(_cuda_tex3d(labels, px + d, linear=False))
+        weights[label] += np.prod(np.where(d == 1, frac, 1.0 - frac))
+    return dens, weights, p
+
+
+def test_deepdrr_kernel_sees_each_voxel_where_gensyn_puts_it() -> None:
+    """The volume the worker hands DeepDRR (padded arrays, shifted affine), read the way
+    DeepDRR's kernel reads it, is GENSYN's volume model: trilinear in NIfTI indices
+    (voxel centres at integers), zero density and air one voxel beyond the edges."""
+    from scipy.ndimage import map_coordinates
+
+    from gensyn.drr.deepdrr_worker import deepdrr_volume_arrays
+
+    rng = np.random.default_rng(3)
+    shape = (7, 6, 5)
+    density = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    labels = rng.integers(0, 3, shape).astype(np.uint8)
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.5, 2.0, 2.5])
+    affine[:3, 3] = (10.0, -4.0, 7.0)
+    dens_p, labels_p, anat_from_ijk = deepdrr_volume_arrays(density, labels, affine, 0)
+    for _ in range(60):
+        ijk = rng.uniform(-0.99, np.array(shape) - 0.01)  # GENSYN's support: [-1, n]
+        x_mm = affine[:3, :3] @ ijk + affine[:3, 3]
+        dens, weights, p = _deepdrr_kernel_sample(dens_p, labels_p, 3, anat_from_ijk, x_mm)
+        # inside DeepDRR's ray box p in [-0.5, n' - 0.5]
+        assert np.all(p >= -0.5) and np.all(p <= np.array(dens_p.shape) - 0.5)
+        want = map_coordinates(density, ijk[:, None], order=1, mode="grid-constant", cval=0.0)
+        assert dens == pytest.approx(float(want[0]), abs=1e-5)
+        for m in range(3):
+            onehot = (labels == m).astype(float)
+            cval = 1.0 if m == 0 else 0.0
+            want_m = map_coordinates(onehot, ijk[:, None], order=1, mode="grid-constant", cval=cval)
+            assert weights[m] == pytest.approx(float(want_m[0]), abs=1e-9)
+
+
+def test_raw_affine_explains_the_one_voxel_shift_measured_on_h100() -> None:
+    """Handed the NIfTI affine as is (the adapter before the fix), DeepDRR's kernel reads
+    voxel i at affine @ (i + 1). For the ``gpu`` bead test's first pose that predicts the
+    bead centroid DeepDRR drew on an H100 (48.49, 28.61) px, 2.0 / 1.92 px from GENSYN's
+    projection (50.49, 30.53) (docs/deepdrr.md)."""
+    shape = (64, 64, 64)
+    bead = np.array([40, 22, 30])
+    delta = np.zeros(shape, dtype=np.float32)
+    delta[tuple(bead)] = 1.0
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -63.0
+    bead_mm = affine[:3, :3] @ bead + affine[:3, 3]
+    seen_at_mm = affine[:3, :3] @ (bead + 1) + affine[:3, 3]
+    labels = np.zeros(shape, dtype=np.uint8)
+    assert _deepdrr_kernel_sample(delta, labels, 1, affine, seen_at_mm)[0] == 1.0
+    assert _deepdrr_kernel_sample(delta, labels, 1, affine, bead_mm)[0] == 0.0
+    geometry = CarmGeometry(1020.0, 530.0, 96, 96, 2.0)
+    center = affine[:3, :3] @ ((np.array(shape) - 1) / 2) + affine[:3, 3]
+    want = project_points(bead_mm[None], CarmPose(0.0, 0.0), geometry, center)[0]
+    drawn = project_points(seen_at_mm[None], CarmPose(0.0, 0.0), geometry, center)[0]
+    np.testing.assert_allclose(want, [50.49, 30.53], atol=0.01)
+    np.testing.assert_allclose(drawn, [48.49, 28.61], atol=0.01)  # measured on the H100
+
+
 def _deepdrr_settings() -> DeepDrrSettings:
     python = os.environ.get("GENSYN_DEEPDRR_PYTHON", ".venv-deepdrr/bin/python")
     if not Path(python).exists():

@@ -15,7 +15,9 @@ it from GENSYN's own frame makes the two renderers see the same rays by construc
 (tested against :func:`gensyn.drr.geometry.project_points`). Camera axes: x along
 image columns, y along image rows, z along the beam (source -> detector). DeepDRR
 puts the centre of pixel (row r, col c) at index coordinates (c + 0.5, r + 0.5);
-GENSYN at (c, r); ``K`` carries that half-pixel shift.
+GENSYN at (c, r); ``K`` carries that half-pixel shift. The volume: DeepDRR's kernel
+reads voxel index p - 1 at its index point p, so the worker pads the arrays and shifts
+the affine (``deepdrr_worker.deepdrr_volume_arrays``; docs/deepdrr.md).
 
 Physics. DeepDRR gets GENSYN's density (``density_from_hu``) and GENSYN's material
 masks (HU thresholds or a segmentation), and, with ``spectrum="physics"``, GENSYN's

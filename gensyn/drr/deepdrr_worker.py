@@ -29,6 +29,17 @@ import numpy as np
 
 NO_CUDA_EXIT = 3
 
+#: DeepDRR 1.2's kernel (``projector/project_kernel.cu``) maps a world point x to
+#: p = IJK_from_world @ x, then samples its textures at p - 1 (``px = sx_ijk + alpha *
+#: rx_ijk - 1.0f``; density ``tex3D(px + 0.5)`` with linear filtering, labels
+#: ``tex3D(floor(px) + d)`` with point filtering), i.e. at voxel index p - 1, while it
+#: clips rays to the box p in [-0.5, n - 0.5]. Handing it the NIfTI affine as is would
+#: draw voxel i at affine @ (i + 1): one voxel off along every axis.
+KERNEL_INDEX_OFFSET = 1
+#: Zero-density voxels added before / after each axis so that DeepDRR's ray box covers
+#: GENSYN's volume model (trilinear, falling to zero one voxel beyond the edge voxels).
+PAD_BEFORE, PAD_AFTER = 1, 2
+
 
 class _Absent:
     """Stand-in for a class of an optional package that is not installed."""
@@ -147,6 +158,31 @@ def _without_egl(projector_module) -> None:
     )
 
 
+def deepdrr_volume_arrays(
+    density_g_cm3: np.ndarray, labels: np.ndarray, affine: np.ndarray, pad_label: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Density, labels and ``anatomical_from_IJK`` for ``deepdrr.Volume``, such that
+    DeepDRR's kernel sees voxel i (NIfTI index) at ``affine @ i``, as GENSYN does.
+
+    Args:
+        density_g_cm3: (I, J, K) density.
+        labels: (I, J, K) material index per voxel.
+        affine: 4x4 voxel index -> world (RAS) mm, voxel centres at integer indices.
+        pad_label: material index of the padding voxels (air; their density is 0).
+    Returns:
+        density (I + 3, J + 3, K + 3) float32, labels of the same shape, and the 4x4
+        transform ``affine @ translate(-(PAD_BEFORE + KERNEL_INDEX_OFFSET))``: DeepDRR's
+        index p of a world point is then the padded index + 1, which its kernel
+        samples at p - 1 = padded index = NIfTI index + PAD_BEFORE.
+    """
+    pad = ((PAD_BEFORE, PAD_AFTER),) * 3
+    density = np.pad(np.asarray(density_g_cm3, dtype=np.float32), pad, constant_values=0.0)
+    padded_labels = np.pad(np.asarray(labels), pad, constant_values=pad_label)
+    shift = np.eye(4)
+    shift[:3, 3] = -(PAD_BEFORE + KERNEL_INDEX_OFFSET)
+    return density, padded_labels, np.asarray(affine, dtype=np.float64) @ shift
+
+
 def _spectrum(spec) -> object:
     if isinstance(spec, str):
         return spec
@@ -174,10 +210,16 @@ def main(job_path: str) -> int:
 
     vol_npz = np.load(job["volume_npz"])
     names = [str(n) for n in vol_npz["materials"]]
+    density, labels, anatomical_from_ijk = deepdrr_volume_arrays(
+        vol_npz["density_g_cm3"],
+        vol_npz["labels"],
+        vol_npz["affine"],
+        pad_label=names.index("air") if "air" in names else 0,
+    )
     volume = deepdrr.Volume(
-        data=vol_npz["density_g_cm3"],
-        materials=({name: i for i, name in enumerate(names)}, vol_npz["labels"]),
-        anatomical_from_IJK=geo.FrameTransform(vol_npz["affine"]),
+        data=density,
+        materials=({name: i for i, name in enumerate(names)}, labels),
+        anatomical_from_IJK=geo.FrameTransform(anatomical_from_ijk),
         anatomical_coordinate_system="RAS",
     )
     cams = job["cameras"]
