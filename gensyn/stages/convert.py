@@ -41,16 +41,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.errors import GensynError
 
     if cfg.dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
-        import importlib
+        from gensyn.data import demo
 
-        try:
-            demo = importlib.import_module("gensyn.data.demo")
-            make = demo.convert
-        except (ImportError, AttributeError) as exc:
-            raise GensynError(
-                f"dataset=demo needs gensyn.data.demo.convert(cfg, out_dir), not available ({exc})"
-            ) from None
-        ctx.summary.update(make(cfg, ctx.out_dir) or {})
+        ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
         return
 
     import numpy as np

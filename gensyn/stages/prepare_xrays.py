@@ -36,17 +36,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.errors import GensynError
 
-    if cfg.dataset.name == "demo":  # simulated radiographs: gensyn.data.demo, same outputs
-        import importlib
+    if cfg.dataset.name == "demo":  # simulated radiographs: gensyn.data.demo writes the same outputs
+        from gensyn.data import demo
 
-        try:
-            demo = importlib.import_module("gensyn.data.demo")
-            make = demo.prepare_xrays
-        except (ImportError, AttributeError) as exc:
-            raise GensynError(
-                f"dataset=demo needs gensyn.data.demo.prepare_xrays(cfg, out_dir), not available ({exc})"
-            ) from None
-        ctx.summary.update(make(cfg, ctx.out_dir) or {})
+        ctx.summary.update(demo.prepare_xrays(cfg, ctx.out_dir) or {})
         return
 
     from gensyn.data.labels import read_label_table
