@@ -54,8 +54,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         for arm in cfg.stage.arms:  # classify + predict per arm; the report compares them
             log.info("pipeline: sampling arm %s, fold %d", arm, cfg.split_idx)
             execute(with_overrides(cfg, _arm_overrides(arm)), "predict")
-    for name in _available(cfg, hashed=False):  # collectors, e.g. carbon_summary, run last
-        ctx.upstream_dirs[name] = execute(cfg, name)
+    # Collectors (report, carbon_summary) run last; the report gathers the pipeline's arms.
+    collect_cfg = (
+        with_overrides(cfg, {"report.arms": list(cfg.stage.arms)}) if cfg.stage.arms else cfg
+    )
+    for name in _available(cfg, hashed=False):
+        ctx.upstream_dirs[name] = execute(collect_cfg, name)
 
     page = Page(f"GENSYN pipeline report ({cfg.experiment_name})")
     page.text(
