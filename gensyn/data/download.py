@@ -19,12 +19,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 import urllib3
+
+_Item = TypeVar("_Item")
 
 log = logging.getLogger(__name__)
 
@@ -388,8 +391,6 @@ def download_many(
         with lock:
             bar.update(n)
 
-    done: list[Path] = []
-    failed: list[tuple[str, str]] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {
@@ -404,18 +405,35 @@ def download_many(
                 ): r
                 for r in todo
             }
-            for fut in as_completed(futures):
-                remote = futures[fut]
-                try:
-                    done.append(fut.result())
-                except AuthError:
-                    for other in futures:
-                        other.cancel()
-                    raise
-                except DownloadError as exc:
-                    failed.append((remote.name, str(exc)))
+            done, failed = gather_downloads(futures, lambda r: r.name)
     finally:
         bar.close()
+    return done, failed
+
+
+def gather_downloads(
+    futures: dict[Future[Path], _Item],
+    name: Callable[[_Item], str],
+    on_done: Callable[[], None] | None = None,
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Collect parallel downloads as they finish: (paths, failures as (name, reason)).
+
+    An :class:`AuthError` cancels the downloads not yet started and propagates: a wrong token
+    fails every file, so there is no point going on.
+    """
+    done: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    for fut in as_completed(futures):
+        try:
+            done.append(fut.result())
+        except AuthError:
+            for other in futures:
+                other.cancel()
+            raise
+        except DownloadError as exc:
+            failed.append((name(futures[fut]), str(exc)))
+        if on_done is not None:
+            on_done()
     return done, failed
 
 

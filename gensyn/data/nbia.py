@@ -248,14 +248,12 @@ def download_collection(
 
     An :class:`~gensyn.data.download.AuthError` stops everything at once.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
-    from gensyn.data.download import AuthError
+    from gensyn.data.download import gather_downloads
 
-    done: list[Path] = []
-    failed: list[tuple[str, str]] = []
     with (
         tqdm(total=len(series), unit="series", disable=not progress, desc="NBIA") as bar,
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
@@ -263,15 +261,4 @@ def download_collection(
         futures = {
             pool.submit(download_series, session, s, dest_dir, api_url, retry): s for s in series
         }
-        for fut in as_completed(futures):
-            s = futures[fut]
-            try:
-                done.append(fut.result())
-            except AuthError:
-                for other in futures:
-                    other.cancel()
-                raise
-            except DownloadError as exc:
-                failed.append((s.uid, str(exc)))
-            bar.update(1)
-    return done, failed
+        return gather_downloads(futures, lambda s: s.uid, on_done=lambda: bar.update(1))
