@@ -1,17 +1,19 @@
 """Benchmark: the study's classifier recipe trained from PNG files on disk.
 
 DenseNet121 at 512², batch 128, all but the last 9 layers frozen, Adam, BCE (REFERENCE.md),
-fed by GENSYN's streaming pipeline (gensyn.classify.data: threaded PNG decode, bounded
-prefetch). Reports, in one run:
+fed by GENSYN's streaming pipeline (gensyn.classify.data: PNG decode in worker processes
+or threads, bounded prefetch). Reports, in one run:
 
-1. decode-only throughput of the input pipeline (images/s, no model);
+1. decode-only throughput of the input pipeline (images/s, no model), with threads and
+   with worker processes;
 2. training images/s with batches already in host RAM (the original study's loader, which
    held every image in memory) -- the compute ceiling;
 3. training images/s streaming the PNGs from disk -- ours; ``stream / in-RAM`` near 1 means
    the accelerator is not starved by input;
 4. prediction images/s streaming from disk;
 5. peak host RSS while streaming a whole epoch over all ``--n-images`` files (sampled every
-   0.2 s), next to what an all-in-RAM loader would hold for the same set.
+   0.2 s; the training process and, summed with it, its decode workers, which counts the
+   shared batch ring more than once), next to what an all-in-RAM loader would hold.
 
 It writes a synthetic PNG set first (8-bit grey, chest-like, per-image random shift and
 noise; existing files are reused). Examples:
@@ -23,6 +25,7 @@ noise; existing files are reused). Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -88,7 +91,8 @@ def make_pngs(folder: Path, n: int, size_px: int, workers: int) -> list[str]:
 
 
 class RssSampler:
-    """Peak resident set size of this process, sampled in a thread."""
+    """Peak resident set size of this process (``peak``) and of it plus its child processes
+    (``peak_tree``), sampled in a thread."""
 
     def __init__(self, every_s: float = 0.2) -> None:
         import psutil
@@ -96,12 +100,24 @@ class RssSampler:
         self.proc = psutil.Process()
         self.every_s = every_s
         self.peak = 0
+        self.peak_tree = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _tree_rss(self) -> int:
+        import psutil
+
+        total = 0
+        for child in self.proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
+                total += child.memory_info().rss
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            own = self.proc.memory_info().rss
+            self.peak = max(self.peak, own)
+            self.peak_tree = max(self.peak_tree, own + self._tree_rss())
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> RssSampler:
@@ -122,8 +138,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="cuda: 128, cpu: 8")
     ap.add_argument("--steps", type=int, default=None, help="timed training steps (cuda: 60)")
     ap.add_argument("--predict-images", type=int, default=None, help="cuda: 12800")
-    ap.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
+    ap.add_argument("--workers", type=int, default=None, help="decode workers (default: cores)")
     ap.add_argument("--prefetch", type=int, default=6, help="batches decoded ahead")
+    ap.add_argument(
+        "--decode",
+        choices=["auto", "threads", "processes"],
+        default="auto",
+        help="decoding for training and prediction (auto: processes from 4 workers on)",
+    )
     ap.add_argument(
         "--no-full-epoch", action="store_true", help="skip the RSS epoch over all files"
     )
@@ -162,7 +184,7 @@ def main() -> None:
     n_dev = configure_devices(batch)
     print(
         f"JAX {jax.__version__} on {jax.devices()}; keras {keras.__version__}; policy {policy}; "
-        f"{cores} cores, {workers} decode threads",
+        f"{cores} cores, {workers} decode workers",
         flush=True,
     )
     labels = (np.random.default_rng(0).random((n, 5)) < 0.3).astype(np.float32)
@@ -175,7 +197,7 @@ def main() -> None:
         "n_images": n,
     }
 
-    def stream(count: int, shuffle: bool = True) -> BatchStream:
+    def stream(count: int, shuffle: bool = True, decode: str = args.decode) -> BatchStream:
         return BatchStream(
             paths[:count],
             labels[:count],
@@ -186,13 +208,16 @@ def main() -> None:
             drop_remainder=True,
             num_workers=workers,
             prefetch_batches=args.prefetch,
+            decode=decode,
         )
 
-    # 1. input pipeline alone
-    s = stream(min(n, batch * steps))
-    t = time.perf_counter()
-    n_dec = sum(b[0].shape[0] for b in s)
-    results["decode_images_per_s"] = n_dec / (time.perf_counter() - t)
+    # 1. input pipeline alone, both ways of decoding (worker start-up included)
+    for mode in ("threads", "processes"):
+        s = stream(min(n, batch * steps), decode=mode)
+        t = time.perf_counter()
+        n_dec = sum(b[0].shape[0] for b in s)
+        results[f"decode_{mode}_images_per_s"] = n_dec / (time.perf_counter() - t)
+    results["decode_mode"] = "processes" if stream(batch).uses_processes else "threads"
 
     model = build_model(ModelSpec("densenet121", image_size_px=size, trainable_tail_layers=9))
     model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=keras.losses.BinaryCrossentropy())
@@ -224,9 +249,9 @@ def main() -> None:
     )
 
     # 4. prediction from disk
-    predict_paths(model, paths[:batch], size, batch, workers, args.prefetch)  # compile
+    predict_paths(model, paths[:batch], size, batch, workers, args.prefetch, args.decode)
     t = time.perf_counter()
-    predict_paths(model, paths[:n_pred], size, batch, workers, args.prefetch)
+    predict_paths(model, paths[:n_pred], size, batch, workers, args.prefetch, args.decode)
     results["predict_images_per_s"] = n_pred / (time.perf_counter() - t)
 
     # 5. a whole epoch over every file, RSS sampled throughout
@@ -237,6 +262,7 @@ def main() -> None:
             model.fit(iter(s), steps_per_epoch=len(s), epochs=1, verbose=0, shuffle=False)
             results["full_epoch_images_per_s"] = len(s) * batch / (time.perf_counter() - t)
         results["full_epoch_peak_rss_gb"] = rss.peak / 1e9
+        results["full_epoch_peak_rss_with_workers_gb"] = rss.peak_tree / 1e9
         results["all_in_ram_uint8_gb"] = n * size * size / 1e9
         results["all_in_ram_float32_rgb_gb"] = n * size * size * 3 * 4 / 1e9
 

@@ -9,8 +9,8 @@ epoch is warm-up (cuDNN autotuning, compilation), the following epochs are timed
         --json gan.json
     python benchmarks/gan.py --device cpu     # the demo's CycleGAN training time on this CPU
 
-Reported: training iterations/s (ours: fp32, bf16, bf16 + channels-last, and + torch.compile;
-the reference as it ships), translation images/s at 512² (batched bf16 vs the reference's
+Reported: training iterations/s (ours: fp32, bf16, bf16 + channels-last, each eager and as
+CUDA graphs, and + torch.compile; the reference as it ships), translation images/s at 512² (batched bf16 vs the reference's
 batch-1 fp32 generator forward, and ours end to end PNG → PNG), peak GPU memory.
 The reference checkout (a git-ignored folder, never committed) is imported, not copied;
 without torchvision its own data loader is replaced by GENSYN's (same augmentation).
@@ -92,6 +92,7 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
         precision=a.precision,
         channels_last=a.channels_last,
         compile=a.compile,
+        cuda_graphs=a.graphs,
     )
     with tempfile.TemporaryDirectory() as out:
         trainer = CycleGANTrainer(
@@ -264,8 +265,9 @@ def _images_per_s(
 
 
 def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
-    """Ours: generator forward (bf16, channels-last, batched) and PNG→PNG; the reference's
-    generator at batch 1 in fp32 as its test.py runs it."""
+    """Ours: generator forward (bf16, batched, NCHW as gan_translate runs it, and
+    channels-last) and PNG→PNG; the reference's generator at batch 1 in fp32 as its test.py
+    runs it."""
     import torch
 
     from gensyn.gan.networks import build_generator
@@ -273,18 +275,18 @@ def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
 
     res: dict[str, Any] = {}
     net = build_generator(1, 1, a.ngf, a.arch).cuda().eval()
-    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     for bs in (1, 8, 32, 64):
-        res[f"ours_bf16_b{bs}"] = _images_per_s(net, bs, a.size, "bf16", True)
+        res[f"ours_bf16_nchw_b{bs}"] = _images_per_s(net, bs, a.size, "bf16", False)
+    res["ours_fp32_b1"] = _images_per_s(net, 1, a.size, "fp32", False, 64)
     if a.compile:
         try:
             cnet = torch.compile(net)
-            res["ours_bf16_compiled_b32"] = _images_per_s(cnet, 32, a.size, "bf16", True)
+            res["ours_bf16_nchw_compiled_b32"] = _images_per_s(cnet, 32, a.size, "bf16", False)
         except Exception as exc:  # keep the other figures if compilation fails
             res["ours_bf16_compiled_b32_error"] = repr(exc)[:300]
-    plain = build_generator(1, 1, a.ngf, a.arch).cuda().eval()
-    res["ours_bf16_nchw_b32"] = _images_per_s(plain, 32, a.size, "bf16", False)
-    res["ours_fp32_b1"] = _images_per_s(plain, 1, a.size, "fp32", False, 64)
+    cl_net = build_generator(1, 1, a.ngf, a.arch).cuda().eval()
+    cl_net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    res["ours_bf16_cl_b32"] = _images_per_s(cl_net, 32, a.size, "bf16", True)
     paths_a, _ = make_domains(Path(a.data), a.images, a.size)
     with tempfile.TemporaryDirectory() as out:
         # 5 passes over the PNGs (1,000 images by default) so loader start-up is amortised
@@ -292,7 +294,13 @@ def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
         outputs = [Path(out) / f"{i:05d}.png" for i in range(len(sources))]
         t0 = time.perf_counter()
         n = translate_files(
-            net, sources, outputs, batch_size=32, num_workers=a.workers * 2, write_threads=8
+            net,
+            sources,
+            outputs,
+            batch_size=32,
+            channels_last=False,
+            num_workers=a.workers * 2,
+            write_threads=8,
         )
         res["ours_png_to_png_b32"] = n / (time.perf_counter() - t0)
     if a.ref_dir:
@@ -374,7 +382,8 @@ def main() -> None:
         "--only",
         default="",
         help="comma list of what to run (default all): reference, ours_fp32, ours_bf16, ours_bf16_cl, "
-        "ours_bf16_cl_compile, translate, translate_compile (GPU); reference, ours_cpu_fp32 (CPU)",
+        "each also as <name>_graphs (CUDA graphs, the GPU default), ours_bf16_cl_compile[_graphs], "
+        "translate, translate_compile (GPU); reference, ours_cpu_fp32 (CPU)",
     )
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -383,6 +392,7 @@ def main() -> None:
         "--channels-last", dest="channels_last", type=int, default=1, help=argparse.SUPPRESS
     )
     p.add_argument("--compile", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--graphs", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args()
     gpu = a.device == "cuda"
     # the SyntheX recipe on GPU; the demo's CPU-sized options on CPU (conf/experiment/demo.yaml)
@@ -419,18 +429,18 @@ def main() -> None:
         import torch
 
         results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-        configs = {
-            "ours_fp32": ["--precision", "fp32", "--channels-last", "0"],
-            "ours_bf16": ["--precision", "bf16", "--channels-last", "0"],
-            "ours_bf16_cl": ["--precision", "bf16", "--channels-last", "1"],
-            "ours_bf16_cl_compile": [
-                "--precision",
-                "bf16",
-                "--channels-last",
-                "1",
-                "--compile",
-                "1",
-            ],
+        fp32, bf16 = ["--precision", "fp32"], ["--precision", "bf16"]
+        nchw, cl = ["--channels-last", "0"], ["--channels-last", "1"]
+        graphs, comp = ["--graphs", "1"], ["--compile", "1"]
+        configs = {  # eager variants first, then CUDA graphs (the default on GPU)
+            "ours_fp32": fp32 + nchw,
+            "ours_bf16": bf16 + nchw,
+            "ours_bf16_cl": bf16 + cl,
+            "ours_fp32_graphs": fp32 + nchw + graphs,
+            "ours_bf16_graphs": bf16 + nchw + graphs,
+            "ours_bf16_cl_graphs": bf16 + cl + graphs,
+            "ours_bf16_cl_compile": bf16 + cl + comp,
+            "ours_bf16_cl_compile_graphs": bf16 + cl + comp + graphs,
         }
     else:
         configs = {"ours_cpu_fp32": ["--precision", "fp32", "--channels-last", "0"]}

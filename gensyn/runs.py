@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 DONE = "DONE"
 HASH_LENGTH = 12
 #: Leaf names that never change a result, wherever they appear in a hashed subtree.
-HASH_EXCLUDED_LEAVES = frozenset({"num_workers", "progress_bar", "log_every_n_steps", "prefetch"})
+HASH_EXCLUDED_LEAVES = frozenset(
+    {"num_workers", "progress_bar", "log_every_n_steps", "prefetch", "decode"}
+)
 
 
 class UpstreamMissingError(GensynError):
@@ -106,13 +108,18 @@ def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
             status = subprocess.run(
                 ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True, text=True, timeout=10,
+                capture_output=True,
+                text=True,
+                timeout=10,
             )
             info["git_dirty"] = bool(status.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
@@ -136,7 +143,9 @@ class RunContext:
         """The finished run folder of upstream stage ``name``."""
         if name not in self.upstream_dirs:
             known = ", ".join(sorted(self.upstream_dirs)) or "none"
-            raise KeyError(f"stage {self.name!r} did not declare upstream {name!r} (declared: {known})")
+            raise KeyError(
+                f"stage {self.name!r} did not declare upstream {name!r} (declared: {known})"
+            )
         return self.upstream_dirs[name]
 
     def path(self, *parts: str) -> Path:
@@ -246,7 +255,12 @@ def _run_in(cfg: DictConfig, spec: Stage, out: Path, upstream_dirs: dict[str, Pa
     io.write_json(out / "summary.json", ctx.summary)
     io.write_json(
         out / DONE,
-        {"stage": spec.name, "hash": digest, "duration_s": round(duration, 2),
-         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()},
+        {
+            "stage": spec.name,
+            "hash": digest,
+            "duration_s": round(duration, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": os.getpid(),
+        },
     )
     log.info("stage %s: done in %.1f s -> %s", spec.name, duration, out)

@@ -146,3 +146,46 @@ def test_stream_augments_only_when_asked(tmp_path):
     assert not np.array_equal(first, plain)
     aug.set_epoch(1)
     assert not np.array_equal(np.concatenate(list(aug)), first)
+
+
+def _shm_blocks() -> set[str]:
+    from pathlib import Path
+
+    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+
+def test_process_decoding_gives_the_thread_batches_and_frees_memory(tmp_path):
+    paths = _pngs(tmp_path, 23)
+    labels = np.arange(23, dtype=float)[:, None].repeat(5, axis=1)
+    before = _shm_blocks()
+    for augment, drop in ((False, False), (True, True)):
+        kw = dict(shuffle=True, seed=4, num_workers=2, prefetch_batches=2, augment=augment)
+        threads = data.BatchStream(paths, labels, 4, 8, drop_remainder=drop, decode="threads", **kw)
+        procs = data.BatchStream(paths, labels, 4, 8, drop_remainder=drop, decode="processes", **kw)
+        assert procs.uses_processes and not threads.uses_processes
+        got_t, got_p = list(threads), list(procs)
+        assert len(got_p) == len(got_t) == (5 if drop else 6)
+        for (ti, tl), (pi, pl) in zip(got_t, got_p, strict=True):
+            np.testing.assert_array_equal(ti, pi)
+            np.testing.assert_array_equal(tl, pl)
+            assert _ids(pi) == pl[:, 0].astype(int).tolist() or augment
+    assert _shm_blocks() <= before  # the shared ring is unlinked after each epoch
+
+
+def test_process_decoding_names_an_unreadable_file_and_frees_memory(tmp_path):
+    paths = _pngs(tmp_path, 9)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    before = _shm_blocks()
+    stream = data.BatchStream(
+        [*paths, str(tmp_path / "broken.png")], None, 3, 8, num_workers=2, decode="processes"
+    )
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        list(stream)
+    assert _shm_blocks() <= before
+
+
+def test_decode_mode_auto_and_bad_mode():
+    assert not data.BatchStream(["a"], None, 1, 8, num_workers=2).uses_processes
+    assert data.BatchStream(["a"], None, 1, 8, num_workers=data.AUTO_PROCESS_WORKERS).uses_processes
+    with pytest.raises(ValueError, match="decode"):
+        data.BatchStream(["a"], None, 1, 8, decode="gpu")

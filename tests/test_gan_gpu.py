@@ -40,3 +40,80 @@ def test_translation_matches_cpu() -> None:
     out = translate_batch(gpu.g_ab.eval(), x, "bf16", True).cpu()
     assert out.shape == ref.shape
     assert (out - ref).abs().max() < 0.05
+
+
+def _graph_model(graphs: bool, seed: int = 0) -> CycleGAN:
+    opts = GeneratorConfig(
+        arch="resnet_6blocks",
+        ngf=16,
+        ndf=16,
+        pool_size=2,  # full after two steps: later steps exercise the pool's coin flips
+        precision="fp32",
+        channels_last=False,
+        cuda_graphs=graphs,
+        n_epochs=1,
+        n_epochs_decay=3,
+    )
+    return CycleGAN(opts, torch.device("cuda"), seed=seed)
+
+
+def _batches(n: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(2)
+    return [
+        (
+            torch.rand(1, 1, size, size, generator=gen) * 2 - 1,
+            torch.rand(1, 1, size, size, generator=gen) * 2 - 1,
+        )
+        for _ in range(n)
+    ]
+
+
+def _train(
+    model: CycleGAN, batches: list[tuple[torch.Tensor, torch.Tensor]], sched_at: int = 5
+) -> torch.Tensor:
+    out = []
+    for i, (a, b) in enumerate(batches):
+        if i == sched_at:
+            model.step_schedulers()  # the LR changes while the graphs exist
+        out.append(model.train_step(a, b).cpu())
+    return torch.stack(out)
+
+
+def _weights(model: CycleGAN) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+
+
+def test_cuda_graph_step_equals_eager_step() -> None:
+    torch.backends.cudnn.benchmark = False
+    batches = _batches(9)
+    eager, graphed = _graph_model(False), _graph_model(True)
+    l_eager, l_graph = _train(eager, batches), _train(graphed, batches)
+    assert graphed._graphs is not None and eager._graphs is None
+    assert graphed.lr == eager.lr < graphed.opts.lr
+    assert torch.allclose(l_eager, l_graph, rtol=2e-3, atol=1e-4), (l_eager - l_graph).abs().max()
+    assert torch.allclose(_weights(eager), _weights(graphed), rtol=1e-3, atol=1e-5)
+
+
+def test_cuda_graph_checkpoint_resume_and_cross_device_load() -> None:
+    import io
+
+    batches = _batches(8)
+    whole = _graph_model(True)
+    l_whole = _train(whole, batches)
+    first = _graph_model(True)
+    _train(first, batches[:4], sched_at=99)
+    buf = io.BytesIO()
+    torch.save(first.training_state(), buf)
+    buf.seek(0)
+    state = torch.load(buf, map_location="cpu", weights_only=False)
+    second = _graph_model(True, seed=5)  # other initial weights: all must come from the state
+    second.load_training_state(state)
+    l_second = _train(second, batches[4:], sched_at=1)
+    assert torch.allclose(l_whole[4:], l_second, rtol=2e-3, atol=1e-4)
+    assert torch.allclose(_weights(whole), _weights(second), rtol=1e-3, atol=1e-5)
+    # the same checkpoint continues on the CPU, in eager mode
+    opts = second.opts
+    cpu = CycleGAN(opts, torch.device("cpu"), seed=0)
+    cpu.load_training_state(state)
+    assert isinstance(cpu.opt_g.param_groups[0]["lr"], float)
+    assert torch.isfinite(cpu.train_step(*batches[4])).all()

@@ -86,6 +86,32 @@ def test_one_step_lowers_losses_on_a_fixed_batch() -> None:
     assert after["d_a"] + after["d_b"] < before["d_a"] + before["d_b"]
 
 
+def test_checkpoint_of_a_cuda_graph_run_loads_on_cpu() -> None:
+    """A CUDA-graph run keeps Adam's LR and step count as tensors with ``capturable``; such a
+    checkpoint restores into an eager CPU run with this run's own optimiser flags."""
+    torch.manual_seed(0)
+    a = torch.rand(1, 1, 64, 64) * 2 - 1
+    b = torch.rand(1, 1, 64, 64) * 2 - 1
+    source = CycleGAN(small_opts(n_epochs=1, n_epochs_decay=1), torch.device("cpu"), seed=0)
+    source.train_step(a, b)
+    source.step_schedulers()
+    state = source.training_state()
+    for key in ("opt_g", "opt_d"):  # as a capturable optimiser on a GPU saves them
+        for group in state[key]["param_groups"]:
+            group["lr"] = torch.tensor(group["lr"])
+            group["capturable"] = True
+    target = CycleGAN(small_opts(n_epochs=1, n_epochs_decay=1), torch.device("cpu"), seed=3)
+    target.load_training_state(state)
+    for opt in (target.opt_g, target.opt_d):
+        group = opt.param_groups[0]
+        assert isinstance(group["lr"], float) and group["capturable"] is False
+        assert group["lr"] == pytest.approx(source.lr)
+    assert target.lr == pytest.approx(2e-4 * 0.5)
+    before = [p.detach().clone() for p in target.g_ab.parameters()]
+    assert torch.isfinite(target.train_step(a, b)).all()
+    assert any(not torch.equal(x, p) for x, p in zip(before, target.g_ab.parameters(), strict=True))
+
+
 def test_image_pool_matches_reference_semantics() -> None:
     pool = ImagePool(size=3, seed=1)
     images = [torch.full((1, 1, 2, 2), float(i)) for i in range(20)]

@@ -33,6 +33,7 @@ def predict_paths(
     batch_size: int = 64,
     num_workers: int = 4,
     prefetch_batches: int = 4,
+    decode: str = "auto",
 ) -> np.ndarray:
     """Probabilities (n_images, n_classes) of ``model`` for the images at ``paths``, in order."""
     if len(paths) == 0:
@@ -45,6 +46,7 @@ def predict_paths(
         shuffle=False,
         num_workers=num_workers,
         prefetch_batches=prefetch_batches,
+        decode=decode,
     )
     probs = model.predict(padded_batches(stream), steps=len(stream), verbose=0)
     return np.asarray(probs, dtype=np.float32)[: len(paths)]

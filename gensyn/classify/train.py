@@ -54,6 +54,7 @@ class TrainSettings:
     seed: int = 0
     num_workers: int = 4
     prefetch_batches: int = 4
+    decode: str = "auto"  # auto | threads | processes (gensyn.classify.data.BatchStream)
     verbose: int = 0
 
 
@@ -223,6 +224,7 @@ def train_classifier(
         num_workers=settings.num_workers,
         prefetch_batches=settings.prefetch_batches,
         augment=settings.augment,
+        decode=settings.decode,
     )
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         train_stream.set_epoch(epoch)
@@ -243,6 +245,7 @@ def train_classifier(
             settings.batch_size,
             settings.num_workers,
             settings.prefetch_batches,
+            settings.decode,
         )
         aucs = per_class_auc(val_labels, probs)
         macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")

@@ -41,6 +41,17 @@ class ClassWeighting(Enum):
     balanced = "balanced"
 
 
+class DecodeMode(Enum):
+    """How training and prediction decode images: a thread pool or worker processes.
+
+    ``auto`` uses processes from 4 workers (``num_workers``) on, threads below.
+    """
+
+    auto = "auto"
+    threads = "threads"
+    processes = "processes"
+
+
 @dataclass
 class ClassifierConfig:
     """The classifier, its input, its optimisation and its cross-validation folds."""
@@ -61,3 +72,4 @@ class ClassifierConfig:
     n_folds: int = 5  # patient-level multilabel-stratified folds; split_idx picks the val fold
     predict_batch_size: int = 128
     prefetch: int = 4  # batches decoded ahead of the accelerator (not hashed)
+    decode: DecodeMode = DecodeMode.auto  # threads | processes | auto (not hashed)

@@ -49,9 +49,11 @@ class GeneratorConfig:
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
     channels_last: bool = True  # NHWC memory format on CUDA
     compile: bool = False  # torch.compile the networks (CUDA)
+    cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
     fused_adam: bool = True  # fused Adam kernels on CUDA
     cudnn_benchmark: bool = True
     # --- logging and translation (not part of any run hash)
     sample_every_epochs: int = 1  # sample grid (DRR → translated → real) every n epochs
     num_samples: int = 4  # rows of the sample grid
     translate_batch_size: int = 32
+    translate_channels_last: bool = False  # NCHW translates faster on an H100 (RESULTS.md)

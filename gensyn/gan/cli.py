@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         net.in_channels,
         args.batch_size,
         saved["precision"],
-        saved["channels_last"],
+        bool(saved.get("translate_channels_last", False)),
         args.num_workers,
     )
     print(f"translated {n} images into {args.out}")

@@ -13,6 +13,14 @@ recipe's update; for speed, calls that the recipe makes one after another go thr
 network together when that cannot change the result (instance norm normalises each image
 on its own): g_ab sees [a, b] in one batch (translation and identity), the discriminators
 see [real, fake] in one batch. With batch norm the calls stay separate.
+
+On CUDA the step runs as two captured CUDA graphs (``generator.cuda_graphs``): one for the
+generators' forward, backward and Adam update, one for the discriminators'. At batch 1 the
+eager step is a chain of a few thousand small kernel launches, and the CPU that issues
+them, not the GPU, sets the pace; a graph replays the whole chain with one launch. The
+image pools stay outside the graphs (their coin flips are host decisions), so the update
+is the same as the eager one. The first ``GRAPH_WARMUP_STEPS`` steps run eagerly on a side
+stream (cuDNN autotuning, Adam's lazily created state), then the graphs are captured.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from gensyn.gan.pool import ImagePool
 #: (judges domain B) [D_A] and d_a [D_B].
 LOSS_NAMES = ("gan_ab", "gan_ba", "cycle_aba", "cycle_bab", "idt_ab", "idt_ba", "d_b", "d_a")
 PRECISIONS = ("bf16", "fp32")
+#: Eager steps before the CUDA graphs are captured.
+GRAPH_WARMUP_STEPS = 3
 
 
 def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
@@ -97,11 +107,26 @@ class CycleGAN(nn.Module):
         # Batched calls are exact only when normalisation is per image.
         self.batch_calls = opts.norm != "batch"
         fused = cuda and opts.fused_adam
+        # CUDA graphs need Adam's step count and learning rate on the device (the graph
+        # reads them at replay, so the LR schedule still applies).
+        self.use_graphs = cuda and bool(opts.cuda_graphs)
         betas = (opts.beta1, opts.beta2)
         g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
         d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
-        self.opt_g = torch.optim.Adam(g_params, lr=opts.lr, betas=betas, fused=fused or None)
-        self.opt_d = torch.optim.Adam(d_params, lr=opts.lr, betas=betas, fused=fused or None)
+        self.opt_g = torch.optim.Adam(
+            g_params,
+            lr=self._lr_value(opts.lr),
+            betas=betas,
+            fused=fused or None,
+            capturable=self.use_graphs,
+        )
+        self.opt_d = torch.optim.Adam(
+            d_params,
+            lr=self._lr_value(opts.lr),
+            betas=betas,
+            fused=fused or None,
+            capturable=self.use_graphs,
+        )
         factor = lambda last_epoch: lr_factor(last_epoch + 1, opts.n_epochs, opts.n_epochs_decay)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor)
@@ -112,6 +137,8 @@ class CycleGAN(nn.Module):
         self._g_ba: nn.Module = self.g_ba
         self._d_a: nn.Module = self.d_a
         self._d_b: nn.Module = self.d_b
+        self._graphs: _StepGraphs | None = None
+        self._eager_steps = 0
 
     def compile(self, mode: str | None = None) -> None:  # type: ignore[override]
         """Compile the four networks with torch.compile (used for the step and translation).
@@ -123,10 +150,22 @@ class CycleGAN(nn.Module):
             compiled = torch.compile(getattr(self, name), mode=mode, dynamic=False)
             setattr(self, f"_{name}", compiled)
 
+    def _lr_value(self, lr: float) -> float | torch.Tensor:
+        """A learning rate as the optimisers hold it: a device tensor with CUDA graphs."""
+        return torch.tensor(float(lr), device=self.device) if self.use_graphs else float(lr)
+
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """bf16 autocast on CUDA when configured, else nothing."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        """bf16 autocast on CUDA when configured, else nothing.
+
+        With CUDA graphs the cast-weight cache is off (required for capture).
+        """
+        with torch.autocast(
+            self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.amp,
+            cache_enabled=not self.use_graphs,
+        ):
             yield
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -195,7 +234,27 @@ class CycleGAN(nn.Module):
         device; reading it is the caller's choice (it synchronises with the GPU).
         """
         real_a, real_b = self.prepare(real_a), self.prepare(real_b)
+        if not self.use_graphs:
+            return self._eager_step(real_a, real_b)
+        graphs = self._graphs
+        if graphs is not None and graphs.fits(real_a, real_b):
+            return graphs.step(real_a, real_b)
+        if graphs is None and self._eager_steps >= GRAPH_WARMUP_STEPS:
+            self._graphs = _StepGraphs(self, real_a, real_b)
+            return self._graphs.step(real_a, real_b)
+        # Warm-up (or a batch of another size, e.g. an epoch's short last batch): eager,
+        # on a side stream as CUDA graph capture requires of the work before it.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            losses_ = self._eager_step(real_a, real_b)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._eager_steps += 1
+        return losses_
+
+    def _eager_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         # generators, with the discriminators frozen
+        self.opt_g.zero_grad(set_to_none=True)
         self._set_d_grad(False)
         g_terms, x = self._generator_losses(real_a, real_b)
         sum(g_terms.values()).backward()  # type: ignore[union-attr]
@@ -206,6 +265,7 @@ class CycleGAN(nn.Module):
         fmt = self.memory_format
         fake_b = self.pool_b.query(x["fake_b"].detach()).contiguous(memory_format=fmt)
         fake_a = self.pool_a.query(x["fake_a"].detach()).contiguous(memory_format=fmt)
+        self.opt_d.zero_grad(set_to_none=True)
         d_terms = self._discriminator_losses(real_a, real_b, fake_a, fake_b)
         (d_terms["d_b"] + d_terms["d_a"]).backward()
         self.opt_d.step()
@@ -271,8 +331,94 @@ class CycleGAN(nn.Module):
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`training_state` saved."""
-        for name in ("g_ab", "g_ba", "d_a", "d_b", "opt_g", "opt_d", "sched_g", "sched_d"):
+        """Restore what :meth:`training_state` saved.
+
+        A checkpoint written with or without CUDA graphs (or on another device) restores
+        into either: the optimisers keep this run's kernel flags and learning-rate type.
+        """
+        for name in ("g_ab", "g_ba", "d_a", "d_b"):
             getattr(self, name).load_state_dict(state[name])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            _load_optimizer(opt, state[key], self._lr_value)
+        for sched, key in ((self.sched_g, "sched_g"), (self.sched_d, "sched_d")):
+            sched.load_state_dict(state[key])
+            sched.base_lrs = [float(v) for v in sched.base_lrs]
         self.pool_a.load_state_dict(state["pool_a"], self.device)
         self.pool_b.load_state_dict(state["pool_b"], self.device)
+        self._graphs = None  # the optimisers' state tensors are new: capture again
+
+
+_OPTIMIZER_FLAGS = ("capturable", "fused", "foreach", "differentiable")
+
+
+def _load_optimizer(
+    opt: torch.optim.Optimizer,
+    state: dict[str, Any],
+    lr_value: Any,
+) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s own kernel flags and LR type."""
+    flags = [{k: g[k] for k in _OPTIMIZER_FLAGS if k in g} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, own in zip(opt.param_groups, flags, strict=True):
+        group.update(own)
+        group["lr"] = lr_value(float(group["lr"]))
+        if "initial_lr" in group:
+            group["initial_lr"] = float(group["initial_lr"])
+        on_device = bool(group.get("capturable") or group.get("fused"))
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st and "step" in st:
+                step = torch.as_tensor(st["step"], dtype=torch.float32)
+                st["step"] = step.to(p.device) if on_device else step.cpu()
+
+
+class _StepGraphs:
+    """The training step of a :class:`CycleGAN` as two CUDA graphs (generators, discriminators).
+
+    Inputs are copied into static buffers, the graphs replayed; the image pools run between
+    the two replays, outside the graphs. Captured for one pair of batch shapes.
+    """
+
+    def __init__(self, model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor) -> None:
+        self.model = model
+        self.real_a = real_a.clone()
+        self.real_b = real_b.clone()
+        model.opt_g.zero_grad(set_to_none=True)
+        model.opt_d.zero_grad(set_to_none=True)
+        torch.cuda.synchronize(model.device)
+        self.g_graph = torch.cuda.CUDAGraph()
+        model._set_d_grad(False)
+        with torch.cuda.graph(self.g_graph):
+            g_terms, x = model._generator_losses(self.real_a, self.real_b)
+            sum(g_terms.values()).backward()  # type: ignore[union-attr]
+            model.opt_g.step()
+        model._set_d_grad(True)
+        self.g_terms = g_terms
+        self.fake_a_out, self.fake_b_out = x["fake_a"].detach(), x["fake_b"].detach()
+        fmt = model.memory_format
+        self.fake_a = torch.empty_like(self.fake_a_out).contiguous(memory_format=fmt)
+        self.fake_b = torch.empty_like(self.fake_b_out).contiguous(memory_format=fmt)
+        self.d_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.d_graph):
+            d_terms = model._discriminator_losses(
+                self.real_a, self.real_b, self.fake_a, self.fake_b
+            )
+            (d_terms["d_b"] + d_terms["d_a"]).backward()
+            model.opt_d.step()
+        self.d_terms = d_terms
+
+    def fits(self, real_a: torch.Tensor, real_b: torch.Tensor) -> bool:
+        """Whether a batch has the shapes the graphs were captured for."""
+        return real_a.shape == self.real_a.shape and real_b.shape == self.real_b.shape
+
+    def step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        """One training step by replay; returns the losses as :meth:`CycleGAN.train_step`."""
+        m = self.model
+        self.real_a.copy_(real_a)
+        self.real_b.copy_(real_b)
+        self.g_graph.replay()
+        self.fake_b.copy_(m.pool_b.query(self.fake_b_out))
+        self.fake_a.copy_(m.pool_a.query(self.fake_a_out))
+        self.d_graph.replay()
+        terms = {**self.g_terms, **self.d_terms}
+        return torch.stack([terms[k].float() for k in LOSS_NAMES]).detach()

@@ -84,7 +84,7 @@ def translate_files(
     channels: int = 1,
     batch_size: int = 32,
     precision: str = "bf16",
-    channels_last: bool = True,
+    channels_last: bool = False,
     num_workers: int = 0,
     write_threads: int = 4,
     progress: Callable[[int], None] | None = None,
@@ -101,8 +101,9 @@ def translate_files(
         return 0
     net.eval()
     cuda = next(net.parameters()).device.type == "cuda"
-    if cuda and channels_last:
-        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        net.to(memory_format=fmt)  # type: ignore[call-overload]
     dataset = ImageListDataset([sources[i] for i in todo], channels)
     loader = DataLoader(
         dataset,

@@ -150,6 +150,7 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
         seed=int(cfg.seed),
         num_workers=int(cfg.num_workers),
         prefetch_batches=int(c.prefetch),
+        decode=str(getattr(c.decode, "value", c.decode)),
     )
     return train_classifier(
         spec,

@@ -29,6 +29,8 @@ UNHASHED = {
     "translate_batch_size",
     "channels_last",
     "compile",
+    "cuda_graphs",
+    "translate_channels_last",
     "fused_adam",
     "cudnn_benchmark",
 }

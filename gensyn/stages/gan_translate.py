@@ -62,7 +62,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         net.in_channels,
         cfg.generator.translate_batch_size,
         saved["precision"],
-        saved["channels_last"],
+        cfg.generator.translate_channels_last,
         cfg.num_workers,
     )
     seconds = time.perf_counter() - start

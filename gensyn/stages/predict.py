@@ -87,6 +87,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             size_px,
             int(cfg.classifier.predict_batch_size),
             int(cfg.num_workers),
+            int(cfg.classifier.prefetch),
+            str(getattr(cfg.classifier.decode, "value", cfg.classifier.decode)),
         )
         tables.append(
             pd.DataFrame(
