@@ -117,6 +117,40 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def worker_profile(a: argparse.Namespace) -> dict[str, Any]:
+    """Where an eager training step spends GPU time: torch.profiler's top CUDA kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    _light_gensyn_config()
+    from gensyn.config.generator import GeneratorConfig
+    from gensyn.gan.model import CycleGAN
+
+    torch.backends.cudnn.benchmark = True
+    opts = GeneratorConfig(
+        arch=a.arch,
+        ngf=a.ngf,
+        ndf=a.ngf,
+        precision=a.precision,
+        channels_last=a.channels_last,
+        cuda_graphs=False,
+    )
+    model = CycleGAN(opts, torch.device("cuda"))
+    x = torch.rand(1, 1, a.crop, a.crop) * 2 - 1
+    for _ in range(10):
+        model.train_step(x, x)
+    torch.cuda.synchronize()
+    steps = 5
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            model.train_step(x, x)
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    table = events.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
+    total_us = sum(e.self_device_time_total for e in events)
+    return {"gpu_ms_per_step": total_us / 1000 / steps, "table": table}
+
+
 def _ref_options(a: argparse.Namespace, checkpoints: str) -> list[str]:
     gpu = "0" if a.device == "cuda" else "-1"
     return [
@@ -405,7 +439,13 @@ def main() -> None:
         if not getattr(a, k):
             setattr(a, k, v)
     if a.worker:
-        fn = {"ours": worker_ours, "ref": worker_ref, "translate": worker_translate}[a.worker]
+        workers = {
+            "ours": worker_ours,
+            "ref": worker_ref,
+            "translate": worker_translate,
+            "profile": worker_profile,
+        }
+        fn = workers[a.worker]
         if a.device == "cpu" and a.threads:
             import torch
 
@@ -439,7 +479,8 @@ def main() -> None:
             "ours_fp32_graphs": fp32 + nchw + graphs,
             "ours_bf16_graphs": bf16 + nchw + graphs,
             "ours_bf16_cl_graphs": bf16 + cl + graphs,
-            "ours_bf16_cl_compile": bf16 + cl + comp,
+            "ours_bf16_compile": bf16 + nchw + comp,
+            "ours_bf16_compile_graphs": bf16 + nchw + comp + graphs,
             "ours_bf16_cl_compile_graphs": bf16 + cl + comp + graphs,
         }
     else:
@@ -451,6 +492,11 @@ def main() -> None:
         if wanted(name):
             train[name] = _run_worker(a, "ours", extra)
     results["train"] = train
+    if gpu and wanted("profile"):  # printed in full by the worker
+        results["profile_bf16_eager"] = _run_worker(
+            a, "profile", ["--precision", "bf16", "--channels-last", "0"]
+        )
+        print(results["profile_bf16_eager"].get("table", ""), flush=True)
     if gpu and (wanted("translate") or wanted("translate_compile")):
         results["translate"] = _run_worker(
             a, "translate", ["--compile", "1" if wanted("translate_compile") else "0"]

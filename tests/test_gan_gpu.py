@@ -21,7 +21,7 @@ def _pair() -> tuple[CycleGAN, CycleGAN]:
 
 def test_first_step_losses_match_cpu_within_bf16() -> None:
     cpu, gpu = _pair()
-    assert gpu.amp and gpu.memory_format == torch.channels_last
+    assert gpu.amp and gpu.use_graphs
     gen = torch.Generator().manual_seed(1)
     a = torch.rand(1, 1, 128, 128, generator=gen) * 2 - 1
     b = torch.rand(1, 1, 128, 128, generator=gen) * 2 - 1
@@ -68,52 +68,80 @@ def _batches(n: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def _train(
-    model: CycleGAN, batches: list[tuple[torch.Tensor, torch.Tensor]], sched_at: int = 5
-) -> torch.Tensor:
-    out = []
-    for i, (a, b) in enumerate(batches):
-        if i == sched_at:
-            model.step_schedulers()  # the LR changes while the graphs exist
-        out.append(model.train_step(a, b).cpu())
-    return torch.stack(out)
+def _snapshot(model: CycleGAN) -> dict:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.training_state(), buf)
+    buf.seek(0)
+    return torch.load(buf, map_location="cpu", weights_only=False)
 
 
-def _weights(model: CycleGAN) -> torch.Tensor:
-    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+def _net_weights(model: CycleGAN) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.cat([p.detach().flatten().cpu() for p in getattr(model, name).parameters()])
+        for name in ("g_ab", "g_ba", "d_a", "d_b")
+    }
+
+
+def _assert_same_update(
+    before: dict[str, torch.Tensor], x: CycleGAN, y: CycleGAN, what: str
+) -> None:
+    """x and y made the same update from ``before``, network by network.
+
+    Compared as update vectors (cosine, norm) rather than weights: a GAN step on a GPU is
+    not bit-reproducible (reflection-pad backward adds atomically), and Adam turns the
+    rounding noise of the zero gradients of the biases before instance norm into full-size
+    updates that change no output. Any real difference (a stale LR, a missed update, wrong
+    gradients) moves the whole vector.
+    """
+    wx, wy = _net_weights(x), _net_weights(y)
+    for name, w0 in before.items():
+        dx, dy = wx[name] - w0, wy[name] - w0
+        cos = torch.nn.functional.cosine_similarity(dx, dy, dim=0)
+        ratio = dx.norm() / dy.norm()
+        assert cos > 0.99 and abs(ratio - 1) < 0.02, (what, name, float(cos), float(ratio))
 
 
 def test_cuda_graph_step_equals_eager_step() -> None:
-    torch.backends.cudnn.benchmark = False
-    batches = _batches(9)
-    eager, graphed = _graph_model(False), _graph_model(True)
-    l_eager, l_graph = _train(eager, batches), _train(graphed, batches)
-    assert graphed._graphs is not None and eager._graphs is None
-    assert graphed.lr == eager.lr < graphed.opts.lr
-    assert torch.allclose(l_eager, l_graph, rtol=2e-3, atol=1e-4), (l_eager - l_graph).abs().max()
-    assert torch.allclose(_weights(eager), _weights(graphed), rtol=1e-3, atol=1e-5)
+    """From the same state, a replayed step makes the eager step's update, also after the
+    learning rate changed while the graphs existed."""
+    batches = _batches(7)
+    graphed = _graph_model(True)
+    for a, b in batches[:4]:  # 3 eager warm-up steps, then capture and replay
+        graphed.train_step(a, b)
+    assert graphed._graphs is not None
+    for i, (a, b) in enumerate(batches[4:]):
+        if i == 1:
+            graphed.step_schedulers()
+        eager = _graph_model(False, seed=9)
+        eager.load_training_state(_snapshot(graphed))
+        assert eager.lr == pytest.approx(graphed.lr)
+        before = _net_weights(graphed)
+        l_graph = graphed.train_step(a, b).cpu()
+        l_eager = eager.train_step(a, b).cpu()
+        assert graphed._graphs is not None and eager._graphs is None
+        assert torch.allclose(l_graph, l_eager, rtol=1e-3, atol=1e-5), (l_graph, l_eager)
+        _assert_same_update(before, graphed, eager, f"step {i}")
+    assert graphed.lr == pytest.approx(graphed.opts.lr * 0.75)
 
 
 def test_cuda_graph_checkpoint_resume_and_cross_device_load() -> None:
-    import io
-
-    batches = _batches(8)
+    batches = _batches(6)
     whole = _graph_model(True)
-    l_whole = _train(whole, batches)
-    first = _graph_model(True)
-    _train(first, batches[:4], sched_at=99)
-    buf = io.BytesIO()
-    torch.save(first.training_state(), buf)
-    buf.seek(0)
-    state = torch.load(buf, map_location="cpu", weights_only=False)
-    second = _graph_model(True, seed=5)  # other initial weights: all must come from the state
-    second.load_training_state(state)
-    l_second = _train(second, batches[4:], sched_at=1)
-    assert torch.allclose(l_whole[4:], l_second, rtol=2e-3, atol=1e-4)
-    assert torch.allclose(_weights(whole), _weights(second), rtol=1e-3, atol=1e-5)
+    for a, b in batches[:5]:
+        whole.train_step(a, b)
+    state = _snapshot(whole)
+    resumed = _graph_model(True, seed=5)  # other initial weights: all must come from the state
+    resumed.load_training_state(state)
+    assert resumed._graphs is None  # captured again for the restored optimiser state
+    before = _net_weights(whole)
+    l_whole = whole.train_step(*batches[5]).cpu()
+    l_resumed = resumed.train_step(*batches[5]).cpu()
+    assert torch.allclose(l_whole, l_resumed, rtol=1e-3, atol=1e-5), (l_whole, l_resumed)
+    _assert_same_update(before, whole, resumed, "resumed")
     # the same checkpoint continues on the CPU, in eager mode
-    opts = second.opts
-    cpu = CycleGAN(opts, torch.device("cpu"), seed=0)
+    cpu = CycleGAN(whole.opts, torch.device("cpu"), seed=0)
     cpu.load_training_state(state)
     assert isinstance(cpu.opt_g.param_groups[0]["lr"], float)
-    assert torch.isfinite(cpu.train_step(*batches[4])).all()
+    assert torch.isfinite(cpu.train_step(*batches[5])).all()

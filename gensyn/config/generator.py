@@ -47,7 +47,7 @@ class GeneratorConfig:
     flip: bool = True  # random horizontal flips during training
     # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
-    channels_last: bool = True  # NHWC memory format on CUDA
+    channels_last: bool = False  # NHWC memory format on CUDA (slower here: RESULTS.md)
     compile: bool = False  # torch.compile the networks (CUDA)
     cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
     fused_adam: bool = True  # fused Adam kernels on CUDA
