@@ -12,7 +12,7 @@ or threads, bounded prefetch). Reports, in one run:
    the accelerator is not starved by input;
 4. prediction images/s streaming from disk;
 5. peak host RSS while streaming a whole epoch over all ``--n-images`` files (sampled every
-   0.2 s; the training process and, summed with it, its decode workers, which counts the
+   0.5 s; the training process and, summed with it, its decode workers, which counts the
    shared batch ring more than once), next to what an all-in-RAM loader would hold.
 
 It writes a synthetic PNG set first (8-bit grey, chest-like, per-image random shift and
@@ -91,33 +91,41 @@ def make_pngs(folder: Path, n: int, size_px: int, workers: int) -> list[str]:
 
 
 class RssSampler:
-    """Peak resident set size of this process (``peak``) and of it plus its child processes
-    (``peak_tree``), sampled in a thread."""
+    """Peak resident set size of this process (``peak``), of it plus its child processes
+    (``peak_tree``, which counts shared pages once per process), and the peak of their
+    summed proportional set sizes (``peak_pss``: shared pages split between the processes
+    that map them, i.e. the memory the whole tree really holds), sampled in a thread."""
 
-    def __init__(self, every_s: float = 0.2) -> None:
+    def __init__(self, every_s: float = 0.5) -> None:
         import psutil
 
         self.proc = psutil.Process()
         self.every_s = every_s
         self.peak = 0
         self.peak_tree = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tree_rss(self) -> int:
+    def _tree(self) -> tuple[int, int]:
+        """(summed RSS, summed PSS) of this process's children."""
         import psutil
 
-        total = 0
+        rss = pss = 0
         for child in self.proc.children(recursive=True):
             with contextlib.suppress(psutil.Error):  # a worker that just exited
-                total += child.memory_info().rss
-        return total
+                info = child.memory_full_info()
+                rss += info.rss
+                pss += getattr(info, "pss", info.rss)
+        return rss, pss
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            own = self.proc.memory_info().rss
-            self.peak = max(self.peak, own)
-            self.peak_tree = max(self.peak_tree, own + self._tree_rss())
+            own = self.proc.memory_full_info()
+            self.peak = max(self.peak, own.rss)
+            rss, pss = self._tree()
+            self.peak_tree = max(self.peak_tree, own.rss + rss)
+            self.peak_pss = max(self.peak_pss, getattr(own, "pss", own.rss) + pss)
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> RssSampler:
@@ -263,6 +271,7 @@ def main() -> None:
             results["full_epoch_images_per_s"] = len(s) * batch / (time.perf_counter() - t)
         results["full_epoch_peak_rss_gb"] = rss.peak / 1e9
         results["full_epoch_peak_rss_with_workers_gb"] = rss.peak_tree / 1e9
+        results["full_epoch_peak_pss_with_workers_gb"] = rss.peak_pss / 1e9
         results["all_in_ram_uint8_gb"] = n * size * size / 1e9
         results["all_in_ram_float32_rgb_gb"] = n * size * size * 3 * 4 / 1e9
 
