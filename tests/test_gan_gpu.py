@@ -103,11 +103,14 @@ def _assert_same_update(
         assert cos > 0.99 and abs(ratio - 1) < 0.02, (what, name, float(cos), float(ratio))
 
 
-def test_cuda_graph_step_equals_eager_step() -> None:
-    """From the same state, a replayed step makes the eager step's update, also after the
-    learning rate changed while the graphs existed."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager_nets", "compiled_nets"])
+def test_cuda_graph_step_equals_eager_step(compiled: bool) -> None:
+    """From the same state, a replayed step (of eager or torch.compile'd networks) makes the
+    eager step's update, also after the learning rate changed while the graphs existed."""
     batches = _batches(7)
     graphed = _graph_model(True)
+    if compiled:
+        graphed.compile()
     for a, b in batches[:4]:  # 3 eager warm-up steps, then capture and replay
         graphed.train_step(a, b)
     assert graphed._graphs is not None

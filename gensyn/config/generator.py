@@ -48,7 +48,7 @@ class GeneratorConfig:
     # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
     channels_last: bool = False  # NHWC memory format on CUDA (slower here: RESULTS.md)
-    compile: bool = False  # torch.compile the networks (CUDA)
+    compile: bool = True  # torch.compile the networks (CUDA; ~1 min of compiling at the start)
     cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
     fused_adam: bool = True  # fused Adam kernels on CUDA
     cudnn_benchmark: bool = True
