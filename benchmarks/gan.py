@@ -71,29 +71,24 @@ def _peak_gpu_mb() -> float:
 
 
 # ----------------------------------------------------------------------------- workers
+def _bench_options(a: argparse.Namespace, **overrides: Any) -> Any:
+    """The GeneratorConfig of a benchmark run: the worker's flags plus ``overrides``."""
+    _light_gensyn_config()
+    from gensyn.config.generator import GeneratorConfig
+
+    flags = dict(arch=a.arch, ngf=a.ngf, ndf=a.ngf, load_size=a.load, crop_size=a.crop)
+    flags.update(precision=a.precision, channels_last=a.channels_last, compile=a.compile)
+    return GeneratorConfig(**{**flags, "cuda_graphs": a.graphs, **overrides})
+
+
 def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     """Train with GENSYN's trainer for a.epochs epochs; epochs after the first are timed."""
     import torch
 
-    _light_gensyn_config()
-    from gensyn.config.generator import GeneratorConfig
+    opts = _bench_options(a, n_epochs=a.epochs, n_epochs_decay=0, max_dataset_size=a.images)
     from gensyn.gan.trainer import CycleGANTrainer
 
     paths_a, paths_b = make_domains(Path(a.data), a.images, a.size)
-    opts = GeneratorConfig(
-        arch=a.arch,
-        ngf=a.ngf,
-        ndf=a.ngf,
-        load_size=a.load,
-        crop_size=a.crop,
-        n_epochs=a.epochs,
-        n_epochs_decay=0,
-        max_dataset_size=a.images,
-        precision=a.precision,
-        channels_last=a.channels_last,
-        compile=a.compile,
-        cuda_graphs=a.graphs,
-    )
     with tempfile.TemporaryDirectory() as out:
         trainer = CycleGANTrainer(
             opts, paths_a, paths_b, out, device=a.device, num_workers=a.workers
@@ -122,19 +117,10 @@ def worker_profile(a: argparse.Namespace) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    _light_gensyn_config()
-    from gensyn.config.generator import GeneratorConfig
+    opts = _bench_options(a, compile=False, cuda_graphs=False)
     from gensyn.gan.model import CycleGAN
 
     torch.backends.cudnn.benchmark = True
-    opts = GeneratorConfig(
-        arch=a.arch,
-        ngf=a.ngf,
-        ndf=a.ngf,
-        precision=a.precision,
-        channels_last=a.channels_last,
-        cuda_graphs=False,
-    )
     model = CycleGAN(opts, torch.device("cuda"))
     x = torch.rand(1, 1, a.crop, a.crop) * 2 - 1
     for _ in range(10):

@@ -113,19 +113,15 @@ class CycleGAN(nn.Module):
         betas = (opts.beta1, opts.beta2)
         g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
         d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
-        self.opt_g = torch.optim.Adam(
-            g_params,
-            lr=self._lr_value(opts.lr),
-            betas=betas,
-            fused=fused or None,
-            capturable=self.use_graphs,
-        )
-        self.opt_d = torch.optim.Adam(
-            d_params,
-            lr=self._lr_value(opts.lr),
-            betas=betas,
-            fused=fused or None,
-            capturable=self.use_graphs,
+        self.opt_g, self.opt_d = (
+            torch.optim.Adam(
+                params,
+                lr=self._lr_value(opts.lr),
+                betas=betas,
+                fused=fused or None,
+                capturable=self.use_graphs,
+            )
+            for params in (g_params, d_params)
         )
         factor = lambda last_epoch: lr_factor(last_epoch + 1, opts.n_epochs, opts.n_epochs_decay)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
