@@ -15,6 +15,7 @@ failures instead of stopping.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -178,7 +179,10 @@ def convert_many(
         results = map(_convert_or_fail, jobs)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        # spawn, as the other stages' pools: forking a process that may run JAX (the demo
+        # pipeline, a test session) can deadlock the child
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         results = pool.map(_convert_or_fail, jobs)
     try:
         for status, row in tqdm(
