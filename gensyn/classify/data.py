@@ -104,6 +104,14 @@ def augment_batch(
     )
 
 
+def _load_augmented(path: str, image_size_px: int, params: np.ndarray | None) -> np.ndarray:
+    """:func:`load_image`, then :func:`augment_image` with one row of :func:`augment_params`."""
+    image = load_image(path, image_size_px)
+    if params is None:
+        return image
+    return augment_image(image, int(params[0]), int(params[1]), float(params[2]))
+
+
 def epoch_order(n_items: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """Index order of one epoch: a permutation fixed by (seed, epoch), or 0..n-1."""
     if not shuffle:
@@ -183,11 +191,8 @@ class BatchStream:
         params = self._augment_params(idx.size, number)
 
         def one(slot: int) -> None:
-            image = load_image(self.paths[idx[slot]], self.image_size_px)
-            if params is not None:
-                p = params[slot]
-                image = augment_image(image, int(p[0]), int(p[1]), float(p[2]))
-            out[slot] = image
+            row = None if params is None else params[slot]
+            out[slot] = _load_augmented(self.paths[idx[slot]], self.image_size_px, row)
 
         # decode the batch's images in parallel; list() re-raises the first error
         list(pool.map(one, range(idx.size)))
@@ -309,9 +314,6 @@ def _decode_into_shared(
         _ATTACHED[shm_name] = shm
     ring: np.ndarray = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
     for k, path in enumerate(paths):
-        image = load_image(path, image_size_px)
-        if params is not None:
-            p = params[k]
-            image = augment_image(image, int(p[0]), int(p[1]), float(p[2]))
-        ring[slot, start + k] = image
+        row = None if params is None else params[k]
+        ring[slot, start + k] = _load_augmented(path, image_size_px, row)
     del ring

@@ -144,22 +144,13 @@ def render(
     import torch
     import triton
 
-    from gensyn.drr.projector import _dominant_axis, _to_voxel
+    from gensyn.drr.projector import _poses_by_axis, _to_voxel
 
     n_mat = volume.channels
     nc = 4 if n_mat <= 4 else 8
     src_v, org_v, dcol_v, drow_v = _to_voxel(rays, affine)
     out = None
-    for axis in range(3):
-        poses = [
-            b
-            for b in range(len(rays))
-            if _dominant_axis(src_v[b], org_v[b], dcol_v[b], drow_v[b], rays.rows, rays.cols)
-            == axis
-        ]
-        if not poses:
-            continue
-        p_ax, q_ax = [a for a in range(3) if a != axis]
+    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
         packed = volume.cached(
             ("fused", axis, half), lambda a=axis, p=p_ax, q=q_ax: _pack(volume, a, p, q, nc, half)
         )

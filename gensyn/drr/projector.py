@@ -157,8 +157,15 @@ def _dominant_axis(src, org, dcol, drow, rows: int, cols: int) -> int:
     return int(np.argmax(np.abs(center - src)))
 
 
-def _joseph(volume: ChannelVolume, rays, src_v, org_v, dcol_v, drow_v, max_samples) -> torch.Tensor:
-    out = None
+def _poses_by_axis(
+    rays: RaySet, src_v, org_v, dcol_v, drow_v
+) -> list[tuple[int, int, int, list[int]]]:
+    """Poses grouped by the voxel axis their central ray advances most along.
+
+    One ``(axis, p_ax, q_ax, poses)`` per axis that has poses, with ``p_ax < q_ax`` the two
+    in-plane axes; the slice-based projectors step through the volume along ``axis``.
+    """
+    groups = []
     for axis in range(3):
         poses = [
             b
@@ -166,10 +173,16 @@ def _joseph(volume: ChannelVolume, rays, src_v, org_v, dcol_v, drow_v, max_sampl
             if _dominant_axis(src_v[b], org_v[b], dcol_v[b], drow_v[b], rays.rows, rays.cols)
             == axis
         ]
-        if not poses:
-            continue
+        if poses:
+            p_ax, q_ax = [a for a in range(3) if a != axis]
+            groups.append((axis, p_ax, q_ax, poses))
+    return groups
+
+
+def _joseph(volume: ChannelVolume, rays, src_v, org_v, dcol_v, drow_v, max_samples) -> torch.Tensor:
+    out = None
+    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
         # slices along ``axis``; in-plane axes (p, q) map to grid (x -> q, y -> p)
-        p_ax, q_ax = [a for a in range(3) if a != axis]
         slices = volume.layout((axis, p_ax, q_ax))  # (S, C, P, Q)
         dev = slices.device
         if out is None:

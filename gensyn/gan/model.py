@@ -26,7 +26,7 @@ stream (cuDNN autotuning, Adam's lazily created state), then the graphs are capt
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -350,7 +350,7 @@ _OPTIMIZER_FLAGS = ("capturable", "fused", "foreach", "differentiable")
 def _load_optimizer(
     opt: torch.optim.Optimizer,
     state: dict[str, Any],
-    lr_value: Any,
+    lr_value: Callable[[float], float | torch.Tensor],
 ) -> None:
     """``opt.load_state_dict(state)`` keeping ``opt``'s own kernel flags and LR type."""
     flags = [{k: g[k] for k in _OPTIMIZER_FLAGS if k in g} for g in opt.param_groups]

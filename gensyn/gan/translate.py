@@ -60,7 +60,7 @@ def translate_batch(
     net: torch.nn.Module,
     images: torch.Tensor,
     precision: str = "bf16",
-    channels_last: bool = True,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Translate (N, C, H, W) in [-1, 1] on the network's device; returns float32 in [-1, 1].
 

@@ -15,7 +15,7 @@ in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 
@@ -30,10 +30,14 @@ log = logging.getLogger(__name__)
 SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}
 
 
+def option_str(value: Any) -> str:
+    """A config value the schema types as an Enum, as its plain string."""
+    return str(getattr(value, "value", value))
+
+
 def source_of(cfg: DictConfig) -> str:
-    """``sampling.source`` as a plain string (the schema types it as an Enum)."""
-    src = cfg.sampling.source
-    return str(getattr(src, "value", src))
+    """``sampling.source`` as a plain string."""
+    return option_str(cfg.sampling.source)
 
 
 def upstream_of(cfg: DictConfig) -> list[str]:
@@ -130,7 +134,7 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
 
     c = cfg.classifier
     spec = ModelSpec(
-        name=str(getattr(c.name, "value", c.name)),
+        name=option_str(c.name),
         image_size_px=int(c.image_size_px),
         n_classes=len(findings),
         weights=None if c.weights in (None, "", "none") else str(c.weights),
@@ -144,13 +148,13 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
         batch_size=int(c.batch_size),
         learning_rate=float(c.learning_rate),
         augment=bool(c.augment),
-        lr_schedule=str(getattr(c.lr_schedule, "value", c.lr_schedule)),
-        class_weighting=str(getattr(c.class_weighting, "value", c.class_weighting)),
-        precision=str(getattr(c.precision, "value", c.precision)),
+        lr_schedule=option_str(c.lr_schedule),
+        class_weighting=option_str(c.class_weighting),
+        precision=option_str(c.precision),
         seed=int(cfg.seed),
         num_workers=int(cfg.num_workers),
         prefetch_batches=int(c.prefetch),
-        decode=str(getattr(c.decode, "value", c.decode)),
+        decode=option_str(c.decode),
     )
     return train_classifier(
         spec,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gensyn.registry import stage
-from gensyn.stages.classify import source_of, upstream_of
+from gensyn.stages.classify import option_str, source_of, upstream_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,7 +88,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             int(cfg.classifier.predict_batch_size),
             int(cfg.num_workers),
             int(cfg.classifier.prefetch),
-            str(getattr(cfg.classifier.decode, "value", cfg.classifier.decode)),
+            option_str(cfg.classifier.decode),
         )
         tables.append(
             pd.DataFrame(
