@@ -17,8 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 #: Flags of Hydra's command line that take a value (we leave such invocations to Hydra).
-_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
-                "-cn", "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+_VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--info",
+    "-i",
+    "--experimental-rerun",
+}
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
@@ -38,15 +51,18 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str:
     where = f"'{parent_path}'" if parent_path else "the top level"
     lines = [f"error: unknown config key '{key}'."]
     candidates = _all_keys(cfg)
-    close = [c for c in difflib.get_close_matches(key, candidates, n=4, cutoff=0.6)
-             if c != parent_path][:3]
+    close = [
+        c for c in difflib.get_close_matches(key, candidates, n=4, cutoff=0.6) if c != parent_path
+    ][:3]
     close += [c for c in candidates if c.rsplit(".", 1)[-1] == leaf and c not in close][:3]
     if close:
         lines.append("  Did you mean: " + ", ".join(close) + " ?")
     if isinstance(parent, DictConfig):
         lines.append(f"  Keys allowed at {where}: " + ", ".join(str(k) for k in parent))
-    lines.append("  `python launch.py --cfg job` prints the whole config; "
-                 "`python launch.py stage=list` lists the stages.")
+    lines.append(
+        "  `python launch.py --cfg job` prints the whole config; "
+        "`python launch.py stage=list` lists the stages."
+    )
     return "\n".join(lines)
 
 
@@ -58,6 +74,26 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     """
     flags = [a for a in argv if a in ("-m", "--multirun")]
     return flags[:1] + [a for a in argv if a not in ("-m", "--multirun")]
+
+
+#: The two data-source groups: an option of one given to the other gets a pointed message.
+_SOURCE_GROUPS = {"dataset": "ct_dataset", "ct_dataset": "dataset"}
+
+
+def swapped_source_message(group: str, option: str) -> str | None:
+    """The error text for ``dataset=<a CT set>`` or ``ct_dataset=<an X-ray set>``, else None."""
+    other = _SOURCE_GROUPS.get(group)
+    if other is None or (CONF_DIR / group / f"{option}.yaml").is_file():
+        return None
+    if not (CONF_DIR / other / f"{option}.yaml").is_file():
+        return None
+    kinds = {"dataset": "X-ray", "ct_dataset": "CT"}
+    here = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    return (
+        f"error: {option} is a {kinds[other]} data set: use {other}={option}.\n"
+        f"  `{group}` selects the {kinds[group]} data ({here}); "
+        f"`{other}` selects the {kinds[other]} data."
+    )
 
 
 def check_overrides(argv: Sequence[str]) -> None:
@@ -82,6 +118,11 @@ def check_overrides(argv: Sequence[str]) -> None:
             continue
         if name in groups:
             value = ov.value()
+            for option in getattr(value, "list", [value]):
+                message = swapped_source_message(name, str(option))
+                if message:
+                    print(message, file=sys.stderr)
+                    raise SystemExit(2)
             first = getattr(value, "list", [value])[0]
             choices.append(f"{name}={first}")
         else:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from gensyn.errors import GensynError
 from gensyn.registry import describe_stages, get_stage
 from gensyn.runs import execute
+from gensyn.startup import check_config
 
 log = logging.getLogger("gensyn")
 
@@ -31,6 +32,7 @@ def run(cfg: DictConfig) -> Path | None:
         return None
     try:
         get_stage(name)
+        check_config(cfg)
         out = execute(cfg, name, force=bool(cfg.force))
     except GensynError as exc:  # a user-fixable problem: one clear message, no traceback
         log.error("%s", exc)

@@ -4,7 +4,8 @@ A stage is a function ``run(cfg, ctx)`` in a module under :mod:`gensyn.stages`, 
 with :func:`stage`. The decorator records what the stage's output depends on:
 
 * ``config_keys``: dotted config paths whose values change the result (they are hashed
-  into the run-folder name; everything else in the config is ignored for the hash);
+  into the run-folder name; everything else in the config is ignored for the hash), a tuple
+  or a function of the config (e.g. ``drr`` hashes ``seed`` only when it draws noise);
 * ``upstream``: the stages whose outputs it reads, either a tuple of names or a function
   of the config (e.g. ``classify`` needs ``drr`` only for ``sampling.source=drr``).
 """
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 StageFunc = Callable[["DictConfig", "RunContext"], None]
 UpstreamSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
+KeysSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,14 @@ class Stage:
     name: str
     summary: str
     func: StageFunc
-    config_keys: tuple[str, ...]
+    config_keys: KeysSpec
     upstream_spec: UpstreamSpec
     hashed: bool = True  # False for orchestration stages (pipeline, list) that own no outputs
+
+    def keys(self, cfg: DictConfig) -> tuple[str, ...]:
+        """The config keys hashed into this stage's run folder for this config."""
+        spec = self.config_keys
+        return tuple(spec(cfg) if callable(spec) else spec)
 
     def upstream(self, cfg: DictConfig) -> tuple[str, ...]:
         """The upstream stage names for this config."""
@@ -50,7 +57,7 @@ _REGISTRY: dict[str, Stage] = {}
 def stage(
     name: str,
     summary: str,
-    config_keys: Sequence[str] = (),
+    config_keys: KeysSpec = (),
     upstream: UpstreamSpec = (),
     hashed: bool = True,
 ) -> Callable[[StageFunc], StageFunc]:
@@ -59,7 +66,8 @@ def stage(
     def decorator(func: StageFunc) -> StageFunc:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
             raise ValueError(f"stage {name!r} is registered twice ({func.__module__})")
-        _REGISTRY[name] = Stage(name, summary, func, tuple(config_keys), upstream, hashed)
+        keys = config_keys if callable(config_keys) else tuple(config_keys)
+        _REGISTRY[name] = Stage(name, summary, func, keys, upstream, hashed)
         return func
 
     return decorator
@@ -88,6 +96,12 @@ def get_stage(name: str) -> Stage:
 def describe_stages() -> list[dict[str, Any]]:
     """One row per stage (name, summary, upstream for the default config) for listings."""
     return [
-        {"name": s.name, "summary": s.summary, "config_keys": list(s.config_keys)}
+        {
+            "name": s.name,
+            "summary": s.summary,
+            "config_keys": "depends on the config"
+            if callable(s.config_keys)
+            else list(s.config_keys),
+        }
         for s in sorted(load_stages().values(), key=lambda s: s.name)
     ]

@@ -70,7 +70,7 @@ def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
     spec = get_stage(name)
     return {
         "stage": name,
-        "config": {key: _strip(_select(cfg, key)) for key in spec.config_keys},
+        "config": {key: _strip(_select(cfg, key)) for key in spec.keys(cfg)},
         "upstream": {u: stage_hash(cfg, u) for u in spec.upstream(cfg)},
     }
 

@@ -34,21 +34,21 @@ def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path)
     state = FakeState(files=files, token=TOKEN)
     state.faults["/api/records/6406114/files/trn00001.npz/content"] = ["cut", "500"]
     with serve(state) as url:
-        api = f"dataset.download.api_url={url}/api"
+        api = f"ct_dataset.download.api_url={url}/api"
         dry = launch(
-            "stage=download", "dataset=radchest", api, "dry_run=true", env={"ZENODO_TOKEN": TOKEN}
+            "stage=download", "experiment=thesis", "ct_dataset=radchest", api, "dry_run=true", env={"ZENODO_TOKEN": TOKEN}
         )
         assert "3 item(s)" in dry.stdout and "trn00001.npz" in dry.stdout
         raw = gensyn_root / "data" / "radchest" / "raw"
         assert not raw.exists() or not any(raw.iterdir())
         proc = launch(
-            "stage=download", "dataset=radchest", api, "logger=wandb", env={"ZENODO_TOKEN": TOKEN}
+            "stage=download", "experiment=thesis", "ct_dataset=radchest", api, "logger=wandb", env={"ZENODO_TOKEN": TOKEN}
         )
         refused = launch(
             "stage=download",
-            "dataset=radchest",
+            "experiment=thesis", "ct_dataset=radchest",
             api,
-            "dataset.download.attempts=2",
+            "ct_dataset.download.attempts=2",
             check=False,
             env={"ZENODO_TOKEN": "wrong"},
         )
@@ -78,10 +78,10 @@ def test_nbia_download_sharded_sweep(launch, gensyn_root: Path) -> None:
         }
         state.series_zip[uid] = make_series_zip(3, seed=i)
     with serve(state) as url:
-        api = f"dataset.download.api_url={url}/nbia"
+        api = f"ct_dataset.download.api_url={url}/nbia"
         launch(
             "stage=download",
-            "dataset=lidc_idri",
+            "experiment=thesis", "ct_dataset=lidc_idri",
             api,
             "logger=none",
             "shard=0,1",
@@ -90,10 +90,10 @@ def test_nbia_download_sharded_sweep(launch, gensyn_root: Path) -> None:
         )
         bad = launch(
             "stage=download",
-            "dataset=lidc_idri",
+            "experiment=thesis", "ct_dataset=lidc_idri",
             api,
             "logger=none",
-            "dataset.download.collection=LIDC_IDRI",
+            "ct_dataset.download.collection=LIDC_IDRI",
             check=False,
         )
     raw = gensyn_root / "data" / "lidc_idri" / "raw"
@@ -119,7 +119,7 @@ def test_convert_stage_dicom_with_a_bad_series(launch, gensyn_root: Path) -> Non
     hu[2, 3, 4] = 500
     write_dicom_series(raw / "1.2.good", hu, pixel_spacing=(0.7, 0.7), slice_step=(0, 0, 2.5))
     write_dicom_series(raw / "1.2.gap", hu, skip_slices=(2,))
-    launch("stage=convert", "dataset=lidc_idri", "dataset.download.source=none", "logger=none")
+    launch("stage=convert", "experiment=thesis", "ct_dataset=lidc_idri", "ct_dataset.download.source=none", "logger=none")
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv")
     failures = pd.read_csv(out / "failures.csv")
@@ -155,7 +155,14 @@ def test_prepare_xrays_stage_padchest(launch, gensyn_root: Path) -> None:
             raw / "images" / "0" / name
         )
     (raw / "images" / "0" / "d.png").write_bytes(b"corrupt")  # e.png is missing
-    launch("stage=prepare_xrays", "dataset=padchest", "dataset.xray.size_px=32", "logger=none")
+    launch(  # test_fraction 0: no hold-out, every image train (as before the hold-out existed)
+        "stage=prepare_xrays",
+        "experiment=thesis",
+        "dataset=padchest",
+        "dataset.xray.size_px=32",
+        "dataset.xray.test_fraction=0",
+        "logger=none",
+    )
     out = next((gensyn_root / "workdir" / "runs" / "prepare_xrays").glob("*/DONE")).parent
     table = pd.read_csv(out / "xrays.csv")
     assert list(table["image_id"]) == ["a.png", "c.png"]  # b is lateral, d corrupt, e missing
@@ -199,7 +206,7 @@ def test_convert_stage_radchest_npz_with_labels(launch, gensyn_root: Path) -> No
     pd.DataFrame({"NoteAcc_DEID": ["trn00001", "trn00002"], "MRN_DEID": ["P7", "P7"]}).to_csv(
         raw / "CT_Scan_Metadata_Complete_35747.csv", index=False
     )
-    launch("stage=convert", "dataset=radchest", "dataset.download.source=none", "logger=none")
+    launch("stage=convert", "experiment=thesis", "ct_dataset=radchest", "ct_dataset.download.source=none", "logger=none")
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv").set_index("volume_id")
     assert list(volumes.index) == ["trn00001", "trn00002"]

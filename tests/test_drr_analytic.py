@@ -179,3 +179,32 @@ def test_density_from_hu_matches_calibration_table():
     expected = np.interp(hu, DENSITY_KNOTS_HU, DENSITY_KNOTS_G_CM3)
     np.testing.assert_allclose(density_from_hu(hu), expected, rtol=1e-5, atol=1e-6)
     assert density_from_hu(torch.tensor([4000.0])).item() > DENSITY_KNOTS_G_CM3[-1]  # extrapolated
+
+
+def test_poisson_noise_is_seeded_per_view_not_per_batch():
+    """A view's noise depends on (seed, CT, view) only: not on the batch it was rendered in."""
+    from gensyn.drr.render import view_noise_seed
+
+    shape = (20, 20, 20)
+    affine = _affine(shape, SPACING_MM)
+    hu = np.zeros(shape, np.float32)
+    geometry = CarmGeometry(1000.0, 600.0, 32, 32, 1.0)
+    physics = PhysicsConfig(output="intensity", mode="mono", photon_count=1000.0)
+    poses = [CarmPose(alpha_deg=a) for a in (0.0, 5.0, -5.0)]
+    seeds = [view_noise_seed(0, "ct-1", i) for i in range(3)]
+    together = render_drrs(hu, affine, poses, geometry, physics, seed=seeds)
+    alone = render_drrs(hu, affine, poses[2:], geometry, physics, seed=seeds[2:])
+    np.testing.assert_array_equal(together[2], alone[0])
+    # other CT, other view or other run seed: other noise
+    assert not np.array_equal(together[0], together[1] * 1.0)
+    other_ct = render_drrs(
+        hu, affine, poses[:1], geometry, physics, seed=[view_noise_seed(0, "ct-2", 0)]
+    )
+    other_seed = render_drrs(
+        hu, affine, poses[:1], geometry, physics, seed=[view_noise_seed(1, "ct-1", 0)]
+    )
+    assert not np.array_equal(together[0], other_ct[0])
+    assert not np.array_equal(together[0], other_seed[0])
+    assert len(set(seeds)) == 3 and all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(ValueError, match="one per pose"):
+        render_drrs(hu, affine, poses, geometry, physics, seed=seeds[:2])

@@ -17,7 +17,7 @@ from omegaconf import MISSING
 
 from gensyn.config.carm_pose import CarmPoseConfig
 from gensyn.config.classifier import ClassifierConfig
-from gensyn.config.dataset import FINDINGS, DatasetConfig
+from gensyn.config.dataset import FINDINGS, CtDatasetConfig, DatasetConfig
 from gensyn.config.generator import GeneratorConfig
 from gensyn.config.logger import LoggerConfig
 from gensyn.config.paths import PathsConfig
@@ -33,6 +33,7 @@ __all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
 GROUP_SCHEMAS: dict[str, type] = {
     "stage": StageConfig,
     "dataset": DatasetConfig,
+    "ct_dataset": CtDatasetConfig,
     "carm_pose": CarmPoseConfig,
     "projector": ProjectorConfig,
     "generator": GeneratorConfig,
@@ -49,7 +50,8 @@ class Config:
     """The whole configuration (``conf/config.yaml``)."""
 
     stage: StageConfig = MISSING
-    dataset: DatasetConfig = MISSING
+    dataset: DatasetConfig = MISSING  # X-rays: what the classifier learns and is tested on
+    ct_dataset: CtDatasetConfig = MISSING  # CTs: what DRRs and SyntheX images are made from
     carm_pose: CarmPoseConfig = MISSING
     projector: ProjectorConfig = MISSING
     generator: GeneratorConfig = MISSING

@@ -1,4 +1,11 @@
-"""Schema of the ``dataset`` group: which CT and X-ray data a study uses."""
+"""Schemas of the ``dataset`` and ``ct_dataset`` groups: the study's two data sources.
+
+``dataset`` is the X-ray data the classifier learns from and is tested on (PadChest,
+ChestX-ray14, the demo's simulated X-rays); ``ct_dataset`` is where the CTs come from that
+``download``, ``convert``, ``drr`` and the SyntheX stages use (RAD-ChestCT, LIDC-IDRI,
+ImagEng, the demo's phantoms). They are chosen separately: ``dataset=padchest
+ct_dataset=radchest`` is the original study.
+"""
 
 from dataclasses import dataclass, field
 
@@ -56,13 +63,26 @@ class ConvertConfig:
 
 @dataclass
 class XrayConfig:
-    """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.labels, gensyn.data.xray_prep)."""
+    """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.labels, gensyn.data.xray_prep).
+
+    Every image gets ``split`` train (folds are drawn from it) or test (never trained on):
+    ``split_source: official`` takes the data set's own lists (``official_train_list`` and
+    ``official_test_list``, one image file name per line, below raw_dir), ``holdout`` holds
+    out ``test_fraction`` of the patients (stratified on the findings, seeded by ``seed``;
+    0 = all train), ``auto`` is official where both lists are in raw_dir, else holdout.
+    ``external_test`` is which rows ``predict`` uses when this data set is another data set's
+    external test set (``report.test_datasets``): ``all`` or ``test_split`` (split == test).
+    """
 
     label_source: str = ""  # padchest | chestxray14 ("" for demo)
     label_file: str = ""  # label table below raw_dir
     image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
     views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # kept views ([] = all)
-    split: str = "train"  # train (folds are drawn from it) | test (held-out test set)
+    split_source: str = "auto"  # auto | official | holdout
+    official_train_list: str = ""  # below raw_dir, e.g. NIH's train_val_list.txt ("" = none)
+    official_test_list: str = ""  # below raw_dir, e.g. NIH's test_list.txt ("" = none)
+    test_fraction: float = 0.0  # holdout: fraction of patients held out as split=test, [0, 1)
+    external_test: str = "all"  # all | test_split (not hashed by prepare_xrays)
     size_px: int = 512
     bit_depth: int = 8
     window: str = "percentile"  # percentile | minmax | bits
@@ -73,13 +93,26 @@ class XrayConfig:
 
 @dataclass
 class DatasetConfig:
-    """A data set. ``name: demo`` is generated; other names are downloaded/converted sources."""
+    """The X-ray data set (``dataset``). ``name: demo`` is generated; others are prepared files."""
 
     name: str = "demo"
-    modality: str = "ct+xray"  # ct | xray | ct+xray
     raw_dir: str = "${paths.data_dir}/${dataset.name}/raw"
     findings: list[str] = field(default_factory=lambda: list(FINDINGS))
     demo: DemoDataConfig = field(default_factory=DemoDataConfig)
+    xray: XrayConfig = field(default_factory=XrayConfig)
+
+
+@dataclass
+class CtDatasetConfig:
+    """The CT data set (``ct_dataset``) that DRRs are rendered from.
+
+    ``name: demo`` is generated (procedural phantoms); others are downloaded and converted.
+    Its labels are mapped to ``dataset.findings`` (docs/data.md, "CT labels"); a finding the
+    CT set cannot label is unknown for its DRRs and masked from the classifier's loss.
+    """
+
+    name: str = "demo"
+    raw_dir: str = "${paths.data_dir}/${ct_dataset.name}/raw"
+    demo: DemoDataConfig = field(default_factory=DemoDataConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
-    xray: XrayConfig = field(default_factory=XrayConfig)

@@ -307,7 +307,7 @@ def read_npz_volume(
         raise ConversionError(
             path,
             "voxel spacing unknown: the file has no 'spacing_mm' array and "
-            "dataset.npz_spacing_mm is not set",
+            "ct_dataset.convert.npz_spacing_mm is not set",
         )
     return to_int16_hu(data, path), affine_from_codes(
         options.axis_codes, list(spacing_mm), data.shape

@@ -62,7 +62,7 @@ class DemoSpec:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], seed: int = 0) -> DemoSpec:
-        """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.dataset.demo)``)."""
+        """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.ct_dataset.demo)``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -270,9 +270,12 @@ def _one_thread() -> None:
         pass
 
 
-def spec_from_config(cfg: Any) -> tuple[DemoSpec, int]:
-    """(DemoSpec, workers) from a composed GENSYN config (``dataset.demo`` and ``seed``)."""
-    values = dict(cfg.dataset.demo)
+def spec_from_config(cfg: Any, group: str = "dataset") -> tuple[DemoSpec, int]:
+    """(DemoSpec, workers) from a composed GENSYN config (``<group>.demo`` and ``seed``).
+
+    ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
+    """
+    values = dict(cfg[group].demo)
     workers = int(values.pop("num_workers", 2))
     return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
 
@@ -282,13 +285,13 @@ def _counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``stage=convert dataset=demo``: phantom CTs, ``volumes.csv`` and a slice figure.
+    """``stage=convert ct_dataset=demo``: phantom CTs, ``volumes.csv`` and a slice figure.
 
     Returns the stage summary (counts per finding, figure paths relative to ``out_dir``).
     """
     from gensyn.data.demo_figures import ct_slices_figure
 
-    spec, workers = spec_from_config(cfg)
+    spec, workers = spec_from_config(cfg, "ct_dataset")
     table = write_demo_cts(out_dir, spec, workers)
     first = table.iloc[0]
     ct_slices_figure(

@@ -450,7 +450,7 @@ def read_token(env_var: str, token_file: str | None) -> str | None:
         path = Path(token_file).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"token file {path} (config key dataset.token_file) does not exist; create it with "
+                f"token file {path} (config key ct_dataset.download.token_file) does not exist; create it with "
                 f"the token on its first line, or set the environment variable {env_var}"
             )
         lines = path.read_text(encoding="utf-8").strip().splitlines()

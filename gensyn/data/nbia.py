@@ -43,7 +43,7 @@ DEFAULT_API_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v
 TOKEN_HINT = (
     "Public collections (LIDC-IDRI) need no token on the v1 API; for restricted collections "
     "use the v2 API and put an NBIA access token in the environment variable named by "
-    "dataset.token_env or the file named by dataset.token_file."
+    "ct_dataset.download.token_env or the file named by ct_dataset.download.token_file."
 )
 
 
@@ -105,7 +105,7 @@ def validate_collection(collection: str, available: list[str]) -> None:
     close = difflib.get_close_matches(collection, available, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
-        f"dataset.collection={collection!r} is not an NBIA collection ({len(available)} offered).{hint}"
+        f"ct_dataset.download.collection={collection!r} is not an NBIA collection ({len(available)} offered).{hint}"
     )
 
 

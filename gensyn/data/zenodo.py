@@ -29,7 +29,7 @@ def token_hint(env_var: str) -> str:
         "Zenodo needs a personal access token with access to this record: request access on the "
         "record's page, create a token at zenodo.org (Account > Applications > Personal access "
         f"tokens) and put it in the environment variable {env_var} or in a file named by "
-        "dataset.token_file (never in a YAML file)."
+        "ct_dataset.download.token_file (never in a YAML file)."
     )
 
 
@@ -45,7 +45,7 @@ def _get_json(session: requests.Session, url: str, hint: str, retry: RetryPolicy
             continue
         check_auth(resp, url, hint)
         if resp.status_code == 404:
-            raise DownloadError(f"{url}: HTTP 404, no such Zenodo record (check dataset.record_id)")
+            raise DownloadError(f"{url}: HTTP 404, no such Zenodo record (check ct_dataset.download.record_id)")
         if resp.status_code >= 500 or resp.status_code == 429:
             last = f"HTTP {resp.status_code}"
             continue

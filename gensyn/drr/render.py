@@ -147,7 +147,7 @@ class DrrRenderer:
         method: str = "auto",
         step_mm: float | None = None,
         max_samples: int = 1 << 23,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
     ) -> np.ndarray:
         """Render one DRR per pose; see :func:`render_drrs`."""
         import torch
@@ -170,14 +170,47 @@ class DrrRenderer:
             lint = self.material_line_integrals(poses, geometry, method, step_mm, max_samples)
             intensity = intensity_from_line_integrals(lint, self.table)
             if physics.photon_count > 0:
-                gen = torch.Generator(device=lint.device)
-                gen.manual_seed(0 if seed is None else int(seed))
-                intensity = add_poisson_noise(
-                    intensity, lint, self.table, physics.photon_count, gen
-                )
+                seeds = _noise_seeds(seed, len(poses))
+                noisy = []
+                for i, view_seed in enumerate(seeds):  # one stream per view: order-independent
+                    gen = torch.Generator(device=lint.device)
+                    gen.manual_seed(view_seed)
+                    noisy.append(
+                        add_poisson_noise(
+                            intensity[i : i + 1],
+                            lint[i : i + 1],
+                            self.table,
+                            physics.photon_count,
+                            gen,
+                        )
+                    )
+                intensity = torch.cat(noisy)
         if physics.output == "line_integral":
             intensity = -torch.log(intensity.clamp_min(1e-12))
         return intensity.float().cpu().numpy()
+
+
+def _noise_seeds(seed: int | Sequence[int] | None, n_poses: int) -> list[int]:
+    """One noise seed per pose: given per pose, or derived from one seed and the pose index."""
+    if seed is None or isinstance(seed, int | np.integer):
+        base = 0 if seed is None else int(seed)
+        return [view_noise_seed(base, "", i) for i in range(n_poses)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n_poses:
+        raise ValueError(f"{len(seeds)} noise seeds for {n_poses} poses; give one per pose")
+    return seeds
+
+
+def view_noise_seed(seed: int, ct_id: str, view_index: int) -> int:
+    """The Poisson-noise seed of view ``view_index`` of CT ``ct_id`` under run seed ``seed``.
+
+    Every (seed, CT, view) gets its own stream, independent of batching and of which
+    CTs are rendered in the same run, so a resumed or sharded run draws the same noise.
+    """
+    import zlib
+
+    state = np.random.SeedSequence([int(seed), zlib.crc32(ct_id.encode()), int(view_index)])
+    return int(state.generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def render_drrs(
@@ -191,7 +224,7 @@ def render_drrs(
     step_mm: float | None = None,
     max_samples: int = 1 << 23,
     masks: Mapping[str, np.ndarray] | None = None,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
 ) -> np.ndarray:
     """Render one DRR per pose.
 
@@ -208,7 +241,8 @@ def render_drrs(
         step_mm: sample spacing of ``trilinear``.
         max_samples: memory bound of the projector (samples per chunk).
         masks: material masks replacing HU thresholds.
-        seed: seed of the Poisson noise.
+        seed: seed of the Poisson noise: one int (each pose then gets a stream derived from
+            it and its index) or one seed per pose (see :func:`view_noise_seed`).
     Returns:
         float32 array (n_poses, H, W): I/I0 in (0, 1] for ``output=intensity`` or
         -ln(I/I0) (bone bright) for ``output=line_integral``.

@@ -26,6 +26,7 @@ stream (cuDNN autotuning, Adam's lazily created state), then the graphs are capt
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +37,8 @@ from gensyn.config.generator import GeneratorConfig
 from gensyn.gan import losses
 from gensyn.gan.networks import build_discriminator, build_generator
 from gensyn.gan.pool import ImagePool
+
+log = logging.getLogger(__name__)
 
 #: Loss terms, with the reference implementation's names in brackets: adversarial losses of
 #: g_ab [G_A] and g_ba [G_B], cycle losses A→B→A [cycle_A] and B→A→B [cycle_B], identity
@@ -134,6 +137,7 @@ class CycleGAN(nn.Module):
         self._d_a: nn.Module = self.d_a
         self._d_b: nn.Module = self.d_b
         self._graphs: _StepGraphs | None = None
+        self.graphs_failed = ""  # why CUDA graph capture failed ("" = it did not)
         self._eager_steps = 0
 
     def compile(self, mode: str | None = None) -> None:  # type: ignore[override]
@@ -235,9 +239,12 @@ class CycleGAN(nn.Module):
         graphs = self._graphs
         if graphs is not None and graphs.fits(real_a, real_b):
             return graphs.step(real_a, real_b)
-        if graphs is None and self._eager_steps >= GRAPH_WARMUP_STEPS:
-            self._graphs = _StepGraphs(self, real_a, real_b)
-            return self._graphs.step(real_a, real_b)
+        if graphs is None and self._eager_steps >= GRAPH_WARMUP_STEPS and not self.graphs_failed:
+            try:
+                self._graphs = _StepGraphs(self, real_a, real_b)
+                return self._graphs.step(real_a, real_b)
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                self._graph_capture_failed(exc)
         # Warm-up (or a batch of another size, e.g. an epoch's short last batch): eager,
         # on a side stream as CUDA graph capture requires of the work before it.
         side = torch.cuda.Stream(self.device)
@@ -247,6 +254,26 @@ class CycleGAN(nn.Module):
         torch.cuda.current_stream(self.device).wait_stream(side)
         self._eager_steps += 1
         return losses_
+
+    def _graph_capture_failed(self, exc: BaseException) -> None:
+        """Fall back to eager steps (still compiled, if compiling) after a failed capture.
+
+        Some configurations cannot be captured (e.g. cuDNN kernels that synchronise inside
+        capture on small images); training goes on without graphs, and the reason is logged
+        and kept in :attr:`graphs_failed` for the run summary.
+        """
+        self._graphs = None
+        self.graphs_failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        log.warning(
+            "CUDA graph capture of the CycleGAN step failed (%s); training continues without "
+            "CUDA graphs (generator.cuda_graphs=false avoids the attempt)",
+            self.graphs_failed,
+        )
+        # leave no half-captured state behind: end any capture, drop its gradients
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.synchronize(self.device)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
 
     def _eager_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         # generators, with the discriminators frozen

@@ -3,7 +3,7 @@
 Writes ``volumes/<volume_id><suffix>``, ``volumes.csv`` (one validation row per volume:
 shape, spacing, origin, orientation codes, HU range), ``failures.csv`` (volume, file,
 reason) and, where the data set has CT labels, ``labels.csv`` (the common label table,
-``image_id`` = volume id). ``dataset=demo`` generates phantom CTs instead
+``image_id`` = volume id). ``ct_dataset=demo`` generates phantom CTs instead
 (:func:`gensyn.data.demo.convert`, same outputs). Converted volumes are skipped on a re-run.
 """
 
@@ -23,13 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def _upstream(cfg: DictConfig) -> tuple[str, ...]:
-    return ("download",) if cfg.dataset.download.source != "none" else ()
+    return ("download",) if cfg.ct_dataset.download.source != "none" else ()
+
+
+def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """What a conversion depends on; the demo's phantoms also on their sizes and ``seed``."""
+    keys = ("ct_dataset.name", "ct_dataset.raw_dir", "ct_dataset.convert")
+    return (*keys, "ct_dataset.demo", "seed") if cfg.ct_dataset.name == "demo" else keys
 
 
 @stage(
     "convert",
     summary="CT volumes (DICOM, NRRD, NPZ or demo phantoms) -> NIfTI with true geometry",
-    config_keys=("dataset.name", "dataset.raw_dir", "dataset.convert", "dataset.demo", "seed"),
+    config_keys=_hashed_keys,
     upstream=_upstream,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -40,7 +46,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.errors import GensynError
 
-    if cfg.dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
+    if cfg.ct_dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
         from gensyn.data import demo
 
         ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
@@ -51,14 +57,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.data.convert import NpzOptions, convert_many, coronal_preview, discover_sources
     from gensyn.data.labels import STUDY_LABELS, read_radchest_tables
 
-    c = cfg.dataset.convert
-    raw = Path(cfg.dataset.raw_dir)
+    c = cfg.ct_dataset.convert
+    raw = Path(cfg.ct_dataset.raw_dir)
     if c.ct_format not in ("dicom", "nrrd", "npz"):
-        raise GensynError(f"dataset.convert.ct_format={c.ct_format!r}; allowed: dicom, nrrd, npz")
+        raise GensynError(
+            f"ct_dataset.convert.ct_format={c.ct_format!r}; allowed: dicom, nrrd, npz"
+        )
     sources = discover_sources(raw, c.ct_format) if raw.is_dir() else []
     if not sources:
         raise GensynError(
-            f"no {c.ct_format} volumes found below {raw} (dataset.raw_dir); "
+            f"no {c.ct_format} volumes found below {raw} (ct_dataset.raw_dir); "
             "run stage=download or copy the data there"
         )
     labels = None
@@ -66,7 +74,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         label_paths = sorted(raw.glob(c.label_file))
         if not label_paths:
             raise GensynError(
-                f"no CT label table matches {raw / c.label_file} (dataset.convert.label_file); "
+                f"no CT label table matches {raw / c.label_file} (ct_dataset.convert.label_file); "
                 "set it to the table's name (a glob) below raw_dir, or '' for none"
             )
         meta = raw / c.metadata_file if c.metadata_file else None

@@ -39,14 +39,6 @@ def _physics(p: DictConfig) -> Any:
     )
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _volume_columns(volumes: Any, where: Path) -> Any:
     """ct_id, patient_id, path (relative to the convert folder) from a convert table."""
     from gensyn.errors import GensynError
@@ -75,10 +67,16 @@ def _complete(ct_dir: Path, expected: list[str]) -> bool:
     )
 
 
+def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """Poses and projector; ``seed`` too when the DRRs carry Poisson noise (seeded by it)."""
+    noisy = float(cfg.projector.photon_count) > 0
+    return ("carm_pose", "projector", "seed") if noisy else ("carm_pose", "projector")
+
+
 @stage(
     "drr",
     summary="render DRRs of every CT at the configured C-arm poses (carm_pose, projector)",
-    config_keys=("carm_pose", "projector"),
+    config_keys=_hashed_keys,
     upstream=("convert",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -91,6 +89,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.drr import pose_set, to_image
     from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.render import view_noise_seed
     from gensyn.io import read_table, write_image, write_json, write_table
 
     p, poses_cfg = cfg.projector, cfg.carm_pose
@@ -108,7 +107,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         p.crop_fraction,
     )
     physics = _physics(p)
-    device = _device(cfg.device)
+    from gensyn.devices import torch_device
+
+    device = str(torch_device(str(cfg.device), "drr"))
     physics_cols = {
         "mode": physics.mode,
         "kvp": physics.kvp,
@@ -148,9 +149,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             renderer = renderer_for(p, hu, np.asarray(img.affine), physics, device)
             for start in range(0, len(views), p.batch_poses):
                 batch = views[start : start + p.batch_poses]
-                drrs = renderer.render(
-                    [v.pose for v in batch], geometry, p.method, p.step_mm, p.max_samples
-                )
+                poses = [v.pose for v in batch]
+                if physics.photon_count > 0:  # noise seeded per (seed, CT, view)
+                    seeds = [view_noise_seed(int(cfg.seed), ct_id, v.index) for v in batch]
+                    drrs = renderer.render(
+                        poses, geometry, p.method, p.step_mm, p.max_samples, seed=seeds
+                    )
+                else:
+                    drrs = renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples)
                 for view, drr in zip(batch, drrs, strict=True):
                     name = names[view.index]
                     write_image(

@@ -82,12 +82,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             path = io.write_image(ctx.path("samples", f"epoch_{epoch:04d}.png"), grid)
             ctx.log_image("samples", path, caption=f"epoch {epoch}: DRR | translated | real")
 
+    from gensyn.devices import torch_device
+
     trainer = CycleGANTrainer(
         opts,
         train_a,
         train_b,
         ctx.out_dir / "train",
-        device=cfg.device,
+        device=str(torch_device(str(cfg.device), "gan_train")),
         seed=cfg.seed,
         num_workers=cfg.num_workers,
         on_epoch_end=on_epoch_end,
@@ -106,6 +108,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         train_images_b=len(train_b),
         train_time_s=round(sum(h["epoch_time_s"] for h in history), 2),
         iterations_per_s=round(last["iterations_per_s"], 3),
+        device=str(trainer.device),
+        cuda_graphs=bool(trainer.model.use_graphs and not trainer.model.graphs_failed),
+        cuda_graphs_failed=trainer.model.graphs_failed,
         **{k: round(v, 5) for k, v in last.items() if k.startswith("loss_")},
     )
     ctx.summary.update(_check(trainer, held_a, held_b, opts, ctx, cfg.seed))

@@ -32,16 +32,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from pathlib import Path
 
     from gensyn import io
+    from gensyn.devices import torch_device
     from gensyn.gan import checks
     from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
-    from gensyn.gan.trainer import resolve_device
     from gensyn.gan.translate import load_generator, translate_files
 
     drr_dir = ctx.upstream_dir("drr")
     manifest = read_upstream_table(drr_dir, DRR_MANIFESTS, "DRR manifest")
     if len(manifest) == 0:
         raise ValueError(f"the drr run {drr_dir} lists no DRRs in its manifest")
-    device = resolve_device(cfg.device)
+    device = torch_device(str(cfg.device), "gan_translate")
     net, saved = load_generator(ctx.upstream_dir("gan_train") / "generator_a2b.pt", device)
 
     sources = manifest["path"].astype(str).tolist()

@@ -1,0 +1,128 @@
+"""Which device each framework uses: the one place ``device=auto|cpu|cuda`` is interpreted.
+
+GENSYN uses two frameworks: PyTorch (DRR projector, CycleGAN) and JAX (the Keras classifier).
+``device=cuda`` must be honoured by both or fail at start-up (:func:`check_device`), and every
+stage logs what its framework really uses (:func:`torch_device`, :func:`jax_device`), so a
+classifier that silently trains on the CPU of a GPU node (a CPU-only jaxlib) is seen at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from gensyn.errors import GensynError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+GPU_SETUP_HINT = (
+    "install the CUDA builds with `bash scripts/setup.sh --gpu` (requirements/gpu.txt), "
+    "or run with device=cpu"
+)
+
+
+def check_name(name: str) -> None:
+    """Raise GensynError unless ``name`` is one of :data:`DEVICES`."""
+    if name not in DEVICES:
+        raise GensynError(f"device={name!r} is not a device; allowed: {', '.join(DEVICES)}")
+
+
+def torch_has_cuda() -> bool:
+    """Whether PyTorch sees a CUDA GPU."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def jax_gpu_devices() -> list[str]:
+    """The GPU devices JAX sees ([] with a CPU-only jaxlib or ``JAX_PLATFORMS=cpu``)."""
+    import jax
+
+    try:
+        return [str(d) for d in jax.devices("gpu")]
+    except RuntimeError:  # no GPU backend in this jaxlib, or none initialised
+        return []
+
+
+def check_device(name: str) -> None:
+    """Start-up check: ``device=cuda`` needs a GPU visible to PyTorch *and* JAX.
+
+    ``device=cpu`` hides GPUs from JAX (set before JAX is imported) so that both frameworks
+    stay on the CPU.
+    """
+    check_name(name)
+    if name == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        return
+    if name != "cuda":
+        return
+    if not torch_has_cuda():
+        raise GensynError(
+            "device=cuda but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
+            + GPU_SETUP_HINT
+        )
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        raise GensynError(
+            "device=cuda but JAX_PLATFORMS=cpu is set in the environment; unset it, or run "
+            "with device=cpu"
+        )
+    if not jax_gpu_devices():
+        raise GensynError(
+            "device=cuda but JAX sees no GPU (a CPU-only jaxlib?), so the classifier would run "
+            "on the CPU; " + GPU_SETUP_HINT
+        )
+
+
+def torch_device(name: str, stage: str) -> torch.device:
+    """The PyTorch device for ``device=name``, logged once per stage."""
+    import torch
+
+    check_name(name)
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise GensynError(f"{stage}: device=cuda but PyTorch sees no CUDA GPU; {GPU_SETUP_HINT}")
+    dev = torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
+    what = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    log.info("%s: PyTorch %s runs on %s (%s)", stage, torch.__version__, dev, what)
+    return dev
+
+
+def jax_device(name: str, stage: str) -> str:
+    """The JAX backend this process uses (``cpu``/``gpu``), logged; warns if a GPU sits idle.
+
+    Call it before the first JAX computation. A CPU backend while PyTorch sees a GPU means
+    the classifier will train on the CPU of a GPU machine: a warning says how to fix it.
+    """
+    import jax
+
+    check_name(name)
+    backend = jax.default_backend()
+    devices = jax.devices()
+    log.info(
+        "%s: JAX %s runs on %s (%d device(s): %s)",
+        stage,
+        jax.__version__,
+        backend,
+        len(devices),
+        ", ".join(str(d) for d in devices[:4]),
+    )
+    if backend == "cpu" and name != "cpu":
+        try:
+            gpu_here = torch_has_cuda()
+        except ImportError:
+            gpu_here = False
+        if name == "cuda":
+            raise GensynError(f"{stage}: device=cuda but JAX runs on the CPU; {GPU_SETUP_HINT}")
+        if gpu_here:
+            log.warning(
+                "%s: the classifier runs on the CPU although a GPU is present (JAX has no GPU "
+                "backend); %s",
+                stage,
+                GPU_SETUP_HINT,
+            )
+    return str(backend)
