@@ -23,8 +23,10 @@ if [ "$mode" = fetch ]; then
         --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any"
   grep -v -E '^(torch|jax|jaxlib|jax\[cpu\]|numpy|scipy|pandas|scikit-learn|matplotlib|pillow|requests|psutil|tqdm)[=[]' \
     requirements/base.txt | grep -v '^#' | grep -v '^$' > "$whl/carry.txt"
+  # pure-Python packages published only as source: build their wheels here
+  python3 -m pip wheel -q --no-deps -w "$whl" antlr4-python3-runtime==4.9.3
   # shellcheck disable=SC2086
-  python3 -m pip download -q $plat -d "$whl" -r "$whl/carry.txt"
+  python3 -m pip download -q $plat --find-links "$whl" -d "$whl" -r "$whl/carry.txt"
   for f in "$whl"/*.whl; do
     name=$(basename "$f" | cut -d- -f1 | tr 'A-Z-' 'a-z_')
     if echo "$name" | grep -qxE "$keep"; then rm -f "$f"; fi

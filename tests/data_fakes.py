@@ -263,3 +263,106 @@ def write_dicom_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+#: study finding -> the word PadChest's ``Labels`` uses for it (fakes only)
+_PADCHEST_WORD = {
+    "Effusion": "pleural effusion",
+    "Pneumothorax": "pneumothorax",
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Pneumonia": "pneumonia",
+}
+
+
+def _fake_patients(n_patients: int, seed: int, prevalence: float = 0.3):
+    """Per patient: (index, 0/1 labels of the five findings, number of images 1-3)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        (p, (rng.random(5) < prevalence).astype(int), int(rng.integers(1, 4)))
+        for p in range(n_patients)
+    ]
+
+
+def write_padchest_tree(raw, n_patients: int = 30, seed: int = 0, size_px: int = 40):
+    """A PadChest-like ``raw_dir``: the label table in the real file's format and 16-bit PNGs
+    (12-bit values) in ``images/0/``; the first image of every third patient is a lateral.
+
+    Images carry the marks of :func:`classify_fakes.draw_xray`, so a small CNN can learn them.
+    Returns the written rows as a table: image_id, patient_id, projection, the five findings.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    from classify_fakes import FINDINGS, draw_xray
+    from PIL import Image
+    from test_data_labels import PADCHEST_HEADER, _pc_row
+
+    raw = Path(raw)
+    (raw / "images" / "0").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    rows, lines = [], [PADCHEST_HEADER]
+    for p, labels, n_img in _fake_patients(n_patients, seed):
+        words = [_PADCHEST_WORD[f] for f, on in zip(FINDINGS, labels, strict=True) if on]
+        cell = '"' + repr(words or ["normal"]).replace('"', "") + '"'
+        for i in range(n_img):
+            image_id = f"pc_{p:04d}_{i}.png"
+            projection = "L" if i == 0 and p % 3 == 0 and n_img > 1 else "PA"
+            pixels = draw_xray(labels, size_px, rng).astype(np.uint16) * 16
+            Image.fromarray(pixels[:, : size_px - 6]).save(raw / "images" / "0" / image_id)
+            lines.append(_pc_row(len(rows), image_id, f"pcp{p:04d}", projection, cell))
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "patient_id": f"pcp{p:04d}",
+                    "projection": projection,
+                    **dict(zip(FINDINGS, labels, strict=True)),
+                }
+            )
+    (raw / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv").write_text(
+        "\n".join(lines) + "\n"
+    )
+    return pd.DataFrame(rows)
+
+
+def write_chestxray14_tree(raw, n_patients: int = 20, seed: int = 0, size_px: int = 40):
+    """A ChestX-ray14-like ``raw_dir``: ``Data_Entry_2017.csv`` in the real format and 8-bit
+    PNGs named ``<patient:08d>_<follow-up:03d>.png`` in ``images/images_001/images/`` (as the
+    NIH archives unpack); the last image of every fourth patient is AP. No split lists
+    (write ``train_val_list.txt`` / ``test_list.txt`` yourself). Returns the written rows:
+    image_id, patient_id, view, the five findings.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    from classify_fakes import FINDINGS, draw_xray
+    from PIL import Image
+    from test_data_labels import CXR14
+
+    raw = Path(raw)
+    folder = raw / "images" / "images_001" / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    rows, lines = [], [CXR14.splitlines()[0]]
+    for p, labels, n_img in _fake_patients(n_patients, seed):
+        names = [f for f, on in zip(FINDINGS, labels, strict=True) if on]
+        cell = "|".join(names) or "No Finding"
+        for i in range(n_img):
+            image_id = f"{p + 1:08d}_{i:03d}.png"
+            view = "AP" if i == n_img - 1 and p % 4 == 3 else "PA"
+            Image.fromarray(draw_xray(labels, size_px, rng)).save(folder / image_id)
+            lines.append(f"{image_id},{cell},{i},{p + 1},50,M,{view},2500,2048,0.168,0.168,")
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "patient_id": str(p + 1),
+                    "view": view,
+                    **dict(zip(FINDINGS, labels, strict=True)),
+                }
+            )
+    (raw / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    return pd.DataFrame(rows)

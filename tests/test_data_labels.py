@@ -223,3 +223,11 @@ def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
     assert list(t["Atelectasis"]) == [1, 0, 0] and list(t["Pneumonia"]) == [0, 0, 1]
     with pytest.raises(ValueError, match="more than one label table"):
         read_radchest_tables([tmp_path / "a.csv", tmp_path / "a.csv"])
+
+
+def test_nih_split_list(tmp_path: Path) -> None:
+    from gensyn.data.labels import read_image_list
+
+    path = tmp_path / "test_list.txt"
+    path.write_text("00000003_000.png\n00000013_005.png\r\n\n  00000030_001.png \n")
+    assert read_image_list(path) == ["00000003_000.png", "00000013_005.png", "00000030_001.png"]

@@ -36,17 +36,28 @@ def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path)
     with serve(state) as url:
         api = f"ct_dataset.download.api_url={url}/api"
         dry = launch(
-            "stage=download", "experiment=thesis", "ct_dataset=radchest", api, "dry_run=true", env={"ZENODO_TOKEN": TOKEN}
+            "stage=download",
+            "experiment=thesis",
+            "ct_dataset=radchest",
+            api,
+            "dry_run=true",
+            env={"ZENODO_TOKEN": TOKEN},
         )
         assert "3 item(s)" in dry.stdout and "trn00001.npz" in dry.stdout
         raw = gensyn_root / "data" / "radchest" / "raw"
         assert not raw.exists() or not any(raw.iterdir())
         proc = launch(
-            "stage=download", "experiment=thesis", "ct_dataset=radchest", api, "logger=wandb", env={"ZENODO_TOKEN": TOKEN}
+            "stage=download",
+            "experiment=thesis",
+            "ct_dataset=radchest",
+            api,
+            "logger=wandb",
+            env={"ZENODO_TOKEN": TOKEN},
         )
         refused = launch(
             "stage=download",
-            "experiment=thesis", "ct_dataset=radchest",
+            "experiment=thesis",
+            "ct_dataset=radchest",
             api,
             "ct_dataset.download.attempts=2",
             check=False,
@@ -81,7 +92,8 @@ def test_nbia_download_sharded_sweep(launch, gensyn_root: Path) -> None:
         api = f"ct_dataset.download.api_url={url}/nbia"
         launch(
             "stage=download",
-            "experiment=thesis", "ct_dataset=lidc_idri",
+            "experiment=thesis",
+            "ct_dataset=lidc_idri",
             api,
             "logger=none",
             "shard=0,1",
@@ -90,7 +102,8 @@ def test_nbia_download_sharded_sweep(launch, gensyn_root: Path) -> None:
         )
         bad = launch(
             "stage=download",
-            "experiment=thesis", "ct_dataset=lidc_idri",
+            "experiment=thesis",
+            "ct_dataset=lidc_idri",
             api,
             "logger=none",
             "ct_dataset.download.collection=LIDC_IDRI",
@@ -119,7 +132,13 @@ def test_convert_stage_dicom_with_a_bad_series(launch, gensyn_root: Path) -> Non
     hu[2, 3, 4] = 500
     write_dicom_series(raw / "1.2.good", hu, pixel_spacing=(0.7, 0.7), slice_step=(0, 0, 2.5))
     write_dicom_series(raw / "1.2.gap", hu, skip_slices=(2,))
-    launch("stage=convert", "experiment=thesis", "ct_dataset=lidc_idri", "ct_dataset.download.source=none", "logger=none")
+    launch(
+        "stage=convert",
+        "experiment=thesis",
+        "ct_dataset=lidc_idri",
+        "ct_dataset.download.source=none",
+        "logger=none",
+    )
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv")
     failures = pd.read_csv(out / "failures.csv")
@@ -206,7 +225,13 @@ def test_convert_stage_radchest_npz_with_labels(launch, gensyn_root: Path) -> No
     pd.DataFrame({"NoteAcc_DEID": ["trn00001", "trn00002"], "MRN_DEID": ["P7", "P7"]}).to_csv(
         raw / "CT_Scan_Metadata_Complete_35747.csv", index=False
     )
-    launch("stage=convert", "experiment=thesis", "ct_dataset=radchest", "ct_dataset.download.source=none", "logger=none")
+    launch(
+        "stage=convert",
+        "experiment=thesis",
+        "ct_dataset=radchest",
+        "ct_dataset.download.source=none",
+        "logger=none",
+    )
     out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
     volumes = pd.read_csv(out / "volumes.csv").set_index("volume_id")
     assert list(volumes.index) == ["trn00001", "trn00002"]

@@ -141,6 +141,7 @@ def test_drr_hashes_the_seed_only_when_it_draws_noise(compose: Callable[..., Any
     assert h("seed=0", "projector.photon_count=1e5") != h("seed=1", "projector.photon_count=1e5")
     # real CTs are converted once for every seed; the demo's phantoms are drawn from it
     assert stage_hash(compose("experiment=thesis", "seed=0"), "convert") == stage_hash(  # type: ignore[arg-type]
-        compose("experiment=thesis", "seed=1"), "convert"  # type: ignore[arg-type]
+        compose("experiment=thesis", "seed=1"),
+        "convert",  # type: ignore[arg-type]
     )
     assert stage_hash(compose("seed=0"), "convert") != stage_hash(compose("seed=1"), "convert")  # type: ignore[arg-type]

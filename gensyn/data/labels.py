@@ -186,6 +186,13 @@ def read_chestxray14(path: str | os.PathLike[str]) -> pd.DataFrame:
     )
 
 
+def read_image_list(path: str | os.PathLike[str]) -> list[str]:
+    """An official split list such as ChestX-ray14's ``train_val_list.txt`` / ``test_list.txt``:
+    one image file name per line (``00000001_000.png``); blank lines are ignored."""
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
 def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID") -> pd.DataFrame:
     """Parse a RAD-ChestCT abnormality table (one row per CT, one 0/1 column per abnormality).
 

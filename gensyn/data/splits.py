@@ -8,12 +8,18 @@ any of their images is) with iterative stratification (Sechidis et al. 2011, pac
 
 A split table has one row per image: ``image_id, patient_id, fold``. Fold ``k`` is the
 validation data of cross-validation round ``split_idx = k``; the other folds are training.
+
+Before folding, ``stage=prepare_xrays`` marks each image ``split = train | test``: from a
+data set's official lists (:func:`official_split`, NIH's ``train_val_list.txt`` /
+``test_list.txt``) or, for a data set without its own test split, by holding out a fraction
+of the patients, stratified the same way (:func:`patient_holdout`). Folds are drawn from
+the ``train`` images only.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,19 @@ import pandas as pd
 from gensyn import io
 
 SPLIT_COLUMNS = ("image_id", "patient_id", "fold")
+HOLDOUT_COLUMNS = ("image_id", "patient_id", "split")
+SPLIT_SOURCES = ("auto", "official", "holdout")
+
+
+def _check_table(
+    table: pd.DataFrame, label_cols: Sequence[str], patient_col: str, image_col: str
+) -> None:
+    missing = [c for c in (image_col, patient_col, *label_cols) if c not in table.columns]
+    if missing:
+        raise ValueError(f"split table is missing columns {missing}; it has {list(table.columns)}")
+    if table[image_col].duplicated().any():
+        dup = table.loc[table[image_col].duplicated(), image_col].iloc[0]
+        raise ValueError(f"image ids must be unique; {dup!r} appears more than once")
 
 
 def patient_folds(
@@ -40,12 +59,7 @@ def patient_folds(
     """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    missing = [c for c in (image_col, patient_col, *label_cols) if c not in table.columns]
-    if missing:
-        raise ValueError(f"split table is missing columns {missing}; it has {list(table.columns)}")
-    if table[image_col].duplicated().any():
-        dup = table.loc[table[image_col].duplicated(), image_col].iloc[0]
-        raise ValueError(f"image ids must be unique; {dup!r} appears more than once")
+    _check_table(table, label_cols, patient_col, image_col)
     patients = table.groupby(patient_col, sort=True)[list(label_cols)].max()
     if len(patients) < n_folds:
         raise ValueError(f"{len(patients)} patients cannot fill {n_folds} folds; lower n_folds")
@@ -87,16 +101,7 @@ def load_or_make_folds(
     """
     path = Path(path)
     if path.is_file():
-        split = io.read_table(path)
-        if list(split.columns) != list(SPLIT_COLUMNS):
-            raise ValueError(
-                f"{path}: expected columns {list(SPLIT_COLUMNS)}, got {list(split.columns)}"
-            )
-        if set(split["image_id"].astype(str)) != set(table["image_id"].astype(str)):
-            raise ValueError(
-                f"{path} was made for other images than the current training table; "
-                "delete it to make a new split"
-            )
+        split = _read_saved(path, SPLIT_COLUMNS, table)
         if split["fold"].nunique() != n_folds:
             raise ValueError(
                 f"{path} has {split['fold'].nunique()} folds, config asks for {n_folds}"
@@ -108,6 +113,19 @@ def load_or_make_folds(
     return split
 
 
+def _read_saved(path: Path, columns: Sequence[str], table: pd.DataFrame) -> pd.DataFrame:
+    """A saved split table, checked to have ``columns`` and exactly the images of ``table``."""
+    split = io.read_table(path)
+    if list(split.columns) != list(columns):
+        raise ValueError(f"{path}: expected columns {list(columns)}, got {list(split.columns)}")
+    if set(split["image_id"].astype(str)) != set(table["image_id"].astype(str)):
+        raise ValueError(
+            f"{path} was made for other images than the current table; "
+            "delete it to make a new split"
+        )
+    return split
+
+
 def train_val_ids(split: pd.DataFrame, split_idx: int) -> tuple[set[str], set[str]]:
     """Image ids for training (all other folds) and validation (fold ``split_idx``)."""
     n_folds = int(split["fold"].max()) + 1
@@ -116,3 +134,95 @@ def train_val_ids(split: pd.DataFrame, split_idx: int) -> tuple[set[str], set[st
     is_val = split["fold"].to_numpy() == split_idx
     ids = split["image_id"].astype(str).to_numpy()
     return set(ids[~is_val]), set(ids[is_val])
+
+
+def patient_holdout(
+    table: pd.DataFrame,
+    label_cols: Sequence[str],
+    test_fraction: float,
+    seed: int = 0,
+    patient_col: str = "patient_id",
+    image_col: str = "image_id",
+) -> pd.DataFrame:
+    """Hold out about ``test_fraction`` of the patients, with all their images, as the test set.
+
+    Patients are stratified on their patient-level labels (as :func:`patient_folds`) with
+    ``MultilabelStratifiedShuffleSplit``, so train and test have about the same prevalence
+    of every finding. Returns ``image_id, patient_id, split`` (``train`` | ``test``) in the
+    input's row order; ``test_fraction = 0`` makes every image ``train``. The same table,
+    fraction and ``seed`` always give the same split.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    _check_table(table, label_cols, patient_col, image_col)
+    patients = table.groupby(patient_col, sort=True)[list(label_cols)].max()
+    is_test = np.zeros(len(patients), dtype=bool)
+    if test_fraction > 0:
+        if len(patients) < 2:
+            raise ValueError(f"{len(patients)} patient(s) cannot be split into train and test")
+        splitter = MultilabelStratifiedShuffleSplit(
+            n_splits=1, test_size=test_fraction, random_state=seed
+        )
+        labels = patients.to_numpy(dtype=int)
+        _, test_idx = next(splitter.split(np.zeros((len(patients), 1)), labels))
+        is_test[test_idx] = True
+    split_of_patient = pd.Series(np.where(is_test, "test", "train"), index=patients.index)
+    return pd.DataFrame(
+        {
+            "image_id": table[image_col].to_numpy(),
+            "patient_id": table[patient_col].to_numpy(),
+            "split": table[patient_col].map(split_of_patient).to_numpy(),
+        }
+    )
+
+
+def official_split(
+    image_ids: Sequence[str], train_ids: Iterable[str], test_ids: Iterable[str]
+) -> pd.Series:
+    """``train`` / ``test`` per image from a data set's official lists (image ids as listed,
+    e.g. ChestX-ray14's ``00000001_000.png``); ``""`` for an image in neither list.
+
+    Raises ValueError if an image is in both lists.
+    """
+    train, test = {str(i) for i in train_ids}, {str(i) for i in test_ids}
+    both = sorted(train & test)
+    if both:
+        raise ValueError(f"{len(both)} image(s) in both the train and the test list: {both[:5]}")
+    return pd.Series(
+        ["test" if i in test else "train" if i in train else "" for i in map(str, image_ids)],
+        dtype=str,
+    )
+
+
+def check_train_test_disjoint(split: pd.DataFrame) -> None:
+    """Raise ValueError if any patient has images in both ``split == train`` and ``test``."""
+    kept = split[split["split"].isin(["train", "test"])]
+    splits_per_patient = kept.groupby("patient_id")["split"].nunique()
+    leaking = splits_per_patient[splits_per_patient > 1]
+    if len(leaking):
+        raise ValueError(
+            f"{len(leaking)} patient(s) in both the train and the test split: "
+            f"{list(leaking.index[:5])}"
+        )
+
+
+def load_or_make_holdout(
+    path: str | os.PathLike[str],
+    table: pd.DataFrame,
+    label_cols: Sequence[str],
+    test_fraction: float,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Read the hold-out table at ``path`` if it exists, else make it
+    (:func:`patient_holdout`) and save it atomically. A saved table must cover exactly the
+    images of ``table``; a ValueError says so otherwise."""
+    path = Path(path)
+    if path.is_file():
+        split = _read_saved(path, HOLDOUT_COLUMNS, table)
+    else:
+        split = patient_holdout(table, label_cols, test_fraction, seed=seed)
+        io.write_table(path, split)
+    check_train_test_disjoint(split)
+    return split

@@ -1,12 +1,15 @@
 """stage=predict: the trained classifier of one arm and fold on the held-out test sets.
 
 Reads ``best.keras`` of ``classify`` and, through the same preprocessing as training, predicts
-the ``split == test`` rows of ``xrays.csv`` of ``prepare_xrays`` for the training data set
+the ``split == test`` rows of ``xrays.csv`` of ``prepare_xrays`` for the training data set,
 and for every data set in ``report.test_datasets`` (external sets, e.g. ChestX-ray14's PA
-images for a model trained on PadChest; their ``prepare_xrays`` runs first if needed).
-Writes ``predictions.csv``: one row per test image with ``arm, source, views_per_ct, fold,
-test_set, image_id, patient_id``, the labels ``y_<finding>`` and probabilities
-``p_<finding>``; the summary holds each test set's per-class and macro AUC.
+images for a model trained on PadChest; their ``prepare_xrays`` runs first if needed) the
+rows its ``dataset.xray.external_test`` names: ``all`` (every row, whatever its split) or
+``test_split`` (``split == test``). Writes ``predictions.csv``: one row per test image with
+``arm, source, views_per_ct, fold, test_set, image_id, patient_id``, the labels
+``y_<finding>``, probabilities ``p_<finding>`` and the test set's size ``n_test_set_images``,
+``n_test_set_patients``; the summary holds each test set's per-class and macro AUC, its
+``n_<set>_images`` and ``n_<set>_patients`` and ``<set>_rows`` (which rows were used).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from gensyn.stages.classify import option_str, source_of, upstream_of
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
     from omegaconf import DictConfig
 
     from gensyn.runs import RunContext
@@ -43,15 +47,39 @@ def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
     return sub
 
 
-def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path]]:
-    """(name, prepare_xrays folder) of the training data set and the external test sets."""
+#: dataset.xray.external_test choices: the rows of an external test set that are predicted
+EXTERNAL_TEST_ROWS = ("all", "test_split")
+
+
+def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
+    """(name, prepare_xrays folder, rows) of the training data set and the external test sets.
+
+    ``rows`` is ``test_split`` for the training data set (its other rows trained the model)
+    and the set's ``dataset.xray.external_test`` (``all`` | ``test_split``) for an external one.
+    """
+    from gensyn.errors import GensynError
     from gensyn.runs import execute
 
-    sets = [(str(cfg.dataset.name), own_dir)]
+    sets = [(str(cfg.dataset.name), own_dir, "test_split")]
     for name in cfg.report.test_datasets:
-        if str(name) != str(cfg.dataset.name):
-            sets.append((str(name), execute(with_dataset(cfg, str(name)), "prepare_xrays")))
+        if str(name) == str(cfg.dataset.name):
+            continue
+        ext = with_dataset(cfg, str(name))
+        rows = str(ext.dataset.xray.external_test)
+        if rows not in EXTERNAL_TEST_ROWS:
+            raise GensynError(
+                f"conf/dataset/{name}.yaml: xray.external_test={rows!r}; "
+                f"allowed: {', '.join(EXTERNAL_TEST_ROWS)}"
+            )
+        sets.append((str(name), execute(ext, "prepare_xrays"), rows))
     return sets
+
+
+def select_test_rows(xrays: pd.DataFrame, rows: str) -> pd.DataFrame:
+    """The rows of an ``xrays.csv`` table to predict: ``all`` or ``test_split`` (split == test)."""
+    if rows == "all":
+        return xrays.reset_index(drop=True)
+    return xrays[xrays["split"] == "test"].reset_index(drop=True)
 
 
 @stage(
@@ -75,9 +103,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     size_px = int(model.input_shape[1])  # the size the model was trained at, by construction
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     tables, empty = [], []
-    for name, xray_dir in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
+    for name, xray_dir, rows in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
         xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
-        test = xrays[xrays["split"] == "test"].reset_index(drop=True)
+        test = select_test_rows(xrays, rows)
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
@@ -90,6 +118,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             int(cfg.classifier.prefetch),
             option_str(cfg.classifier.decode),
         )
+        n_images, n_patients = len(test), int(test["patient_id"].nunique())
         tables.append(
             pd.DataFrame(
                 {
@@ -102,6 +131,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
                     "patient_id": test["patient_id"].astype(str),
                     **{f"y_{f}": test[f].astype(int) for f in findings},
                     **{f"p_{f}": probs[:, k] for k, f in enumerate(findings)},
+                    "n_test_set_images": n_images,
+                    "n_test_set_patients": n_patients,
                 }
             )
         )
@@ -113,10 +144,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             **{f"{prefix}_auc_{f}": float(a) for f, a in zip(findings, aucs, strict=True)},
         }
         ctx.log_metrics(metrics)
-        ctx.summary.update({f"n_{prefix}_images": len(test), **metrics})
+        ctx.summary.update(
+            {
+                f"n_{name}_images": n_images,
+                f"n_{name}_patients": n_patients,
+                f"{name}_rows": "all" if rows == "all" else "split == test",
+                **metrics,
+            }
+        )
     if not tables:
         raise GensynError(
             f"predict: no rows with split == test in {empty}; name an external test set with "
-            "report.test_datasets=[...] or give the data set a test split"
+            "report.test_datasets=[...] or give the data set a test split "
+            "(dataset.xray.test_fraction or official lists, docs/classification.md 'Test sets')"
         )
     io.write_table(ctx.path("predictions.csv"), pd.concat(tables, ignore_index=True))

@@ -4,6 +4,12 @@ Writes ``images/<image_id>.png``, ``xrays.csv`` (the common label table of gensy
 plus ``path`` relative to this folder, ``split`` and the source size / stored bits),
 ``unreadable.csv`` (image, file, reason: listed and skipped) and ``journal.csv`` (one row
 per processed image, appended as it happens, so a killed run resumes where it stopped).
+
+``split`` (train | test) comes from the data set's official lists or from a patient-level,
+stratified hold-out of ``dataset.xray.test_fraction`` (``test_split.csv``, made once and
+reused on a resumed run): see ``XrayConfig`` and gensyn.data.splits. With official lists,
+images in neither list are listed in ``unreadable.csv`` and skipped.
+
 ``dataset=demo`` simulates real radiographs instead (:func:`gensyn.data.demo.prepare_xrays`,
 same outputs).
 """
@@ -22,11 +28,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: dataset.xray keys that only steer other stages (predict) and so stay out of the hash
+UNHASHED = frozenset({"external_test"})
+
+
+def _hashed_keys() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from gensyn.config.dataset import XrayConfig
+
+    xray = [f"dataset.xray.{f.name}" for f in fields(XrayConfig) if f.name not in UNHASHED]
+    return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "seed")
+
 
 @stage(
     "prepare_xrays",
     summary="real chest X-rays: labels to the common table, frontal images resized and windowed",
-    config_keys=("dataset.name", "dataset.raw_dir", "dataset.xray", "dataset.demo", "seed"),
+    config_keys=_hashed_keys(),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     from pathlib import Path
@@ -36,7 +54,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.errors import GensynError
 
-    if cfg.dataset.name == "demo":  # simulated radiographs: gensyn.data.demo writes the same outputs
+    # simulated radiographs: gensyn.data.demo writes the same outputs
+    if cfg.dataset.name == "demo":
         from gensyn.data import demo
 
         ctx.summary.update(demo.prepare_xrays(cfg, ctx.out_dir) or {})
@@ -73,7 +92,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     n_listed = len(table)
     if x.views:  # PA / AP (frontal) by default, as the original study
         table = table[table["view"].isin(list(x.views))].reset_index(drop=True)
-    table["split"] = x.split
+    try:
+        table, split_source, unlisted = _assign_split(cfg, table, raw, ctx)
+    except ValueError as exc:
+        raise GensynError(f"prepare_xrays: {exc}") from None
     sources = locate_images(table["relpath"], raw / x.image_dir)
     stems = table["image_id"].map(lambda i: Path(str(i)).stem)
     if stems.duplicated().any():
@@ -93,6 +115,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     unreadable += [
         {"image_id": r.image_id, "file": str(label_path), "reason": r.reason}
         for r in skipped.itertuples()
+    ]
+    unreadable += [
+        {"image_id": i, "file": str(label_path), "reason": "in neither official split list"}
+        for i in unlisted
     ]
     invert = table.get("photometric", pd.Series([""] * len(table))).astype(str).eq("MONOCHROME1")
     ids = table["image_id"].astype(str).tolist()
@@ -130,11 +156,64 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         )
         ctx.summary["figures"] = ["figures/examples.png"]
     counts = {f"n_{k}": int(table[k].sum()) for k in cfg.dataset.findings if k in table.columns}
+    per_split = {
+        f"n_{s}_{what}": int(col[table["split"] == s].nunique())
+        for s in ("train", "test")
+        for what, col in (("images", table["image_id"]), ("patients", table["patient_id"]))
+    }
     ctx.summary.update(
-        n_listed=n_listed, n_images=len(table), n_unreadable=len(unreadable), **counts
+        n_listed=n_listed,
+        n_images=len(table),
+        n_unreadable=len(unreadable),
+        split_source=split_source,
+        **per_split,
+        **counts,
     )
     ctx.log_metrics({"n_images": len(table), "n_unreadable": len(unreadable)})
     if not len(table):
         raise GensynError(
             f"prepare_xrays: no image could be prepared; see {ctx.out_dir / 'unreadable.csv'}"
         )
+
+
+def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
+    """(``table`` with ``split``, the split source used, ids of images in neither official list).
+
+    ``official``: the data set's own train / test lists (images in neither are dropped);
+    ``holdout``: ``test_fraction`` of the patients, stratified (``test_split.csv``, reused);
+    ``auto``: official where both lists are in raw_dir. Raises ValueError.
+    """
+    from gensyn.data import splits
+    from gensyn.data.labels import read_image_list
+
+    x = cfg.dataset.xray
+    source = str(x.split_source)
+    if source not in splits.SPLIT_SOURCES:
+        raise ValueError(
+            f"dataset.xray.split_source={source!r}; allowed: {', '.join(splits.SPLIT_SOURCES)}"
+        )
+    names = [str(x.official_train_list), str(x.official_test_list)]
+    lists = [raw / n for n in names]
+    has_lists = all(names) and all(p.is_file() for p in lists)
+    if source == "official" and not has_lists:
+        raise ValueError(
+            "dataset.xray.split_source=official needs both official lists "
+            f"(official_train_list, official_test_list) {names} in {raw}"
+        )
+    if source == "auto":
+        source = "official" if has_lists else "holdout"
+    if source == "official":
+        split = splits.official_split(
+            table["image_id"], read_image_list(lists[0]), read_image_list(lists[1])
+        ).to_numpy()
+        unlisted = table.loc[split == "", "image_id"].astype(str).tolist()
+        table = table.assign(split=split)[split != ""].reset_index(drop=True)
+        splits.check_train_test_disjoint(table)
+        log.info("prepare_xrays: official split lists %s", names)
+        return table, source, unlisted
+    findings = [f for f in cfg.dataset.findings if f in table.columns]
+    held = splits.load_or_make_holdout(
+        ctx.path("test_split.csv"), table, findings, float(x.test_fraction), int(cfg.seed)
+    )
+    split_of = dict(zip(held["image_id"].astype(str), held["split"], strict=True))
+    return table.assign(split=table["image_id"].astype(str).map(split_of)), source, []

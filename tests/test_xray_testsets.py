@@ -1,0 +1,190 @@
+"""The real study's test sets: PadChest's patient hold-out, ChestX-ray14's official lists,
+ChestX-ray14 as an external test set (issue "The real study's test sets")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from data_fakes import write_chestxray14_tree, write_padchest_tree
+from test_classify_splits import LABELS, _table
+
+from gensyn import io
+from gensyn.data import splits
+
+
+def _patients_by_split(table: pd.DataFrame) -> dict[str, set[str]]:
+    return {s: set(g["patient_id"].astype(str)) for s, g in table.groupby("split")}
+
+
+def test_holdout_keeps_patients_whole_and_is_stratified() -> None:
+    table = _table(1000)
+    held = splits.patient_holdout(table, LABELS, 0.3, seed=0)
+    assert list(held["image_id"]) == list(table["image_id"])
+    assert (held.groupby("patient_id")["split"].nunique() == 1).all()
+    patients = table.groupby("patient_id")[LABELS].max()
+    is_test = held.groupby("patient_id")["split"].first().loc[patients.index] == "test"
+    assert abs(is_test.mean() - 0.3) < 0.01
+    # stratified: each finding's patient prevalence within half a point in train and test
+    # (a random 30% of the patients stays within 1.5 points only 3% of the time)
+    gap = (patients[is_test].mean() - patients[~is_test].mean()).abs()
+    assert (gap < 0.005).all(), gap
+
+
+def test_no_test_patient_in_any_fold() -> None:
+    table = _table(300)
+    held = splits.patient_holdout(table, LABELS, 0.3, seed=2)
+    train = table[held["split"].to_numpy() == "train"].reset_index(drop=True)
+    folds = splits.patient_folds(train, LABELS, n_folds=5, seed=2)
+    test_patients = set(held.loc[held["split"] == "test", "patient_id"])
+    assert test_patients and not test_patients & set(folds["patient_id"])
+    assert set(folds["image_id"]) == set(train["image_id"])
+
+
+def test_fraction_zero_is_all_train_and_bad_fractions_fail() -> None:
+    table = _table(20)
+    assert set(splits.patient_holdout(table, LABELS, 0.0)["split"]) == {"train"}
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            splits.patient_holdout(table, LABELS, bad)
+    with pytest.raises(ValueError, match="cannot be split"):
+        splits.patient_holdout(table[table["patient_id"] == "p0"], LABELS, 0.3)
+
+
+def test_holdout_is_seeded_saved_and_reused(tmp_path: Path) -> None:
+    table = _table()
+    a = splits.patient_holdout(table, LABELS, 0.3, seed=5)
+    pd.testing.assert_frame_equal(a, splits.patient_holdout(table, LABELS, 0.3, seed=5))
+    assert (a["split"] != splits.patient_holdout(table, LABELS, 0.3, seed=6)["split"]).any()
+    path = tmp_path / "test_split.csv"
+    first = splits.load_or_make_holdout(path, table, LABELS, 0.3, seed=5)
+    again = splits.load_or_make_holdout(path, table, LABELS, 0.5, seed=99)  # the file wins
+    assert list(first["split"]) == list(again["split"]) == list(a["split"])
+    with pytest.raises(ValueError, match="other images"):
+        splits.load_or_make_holdout(path, table.iloc[:-2], LABELS, 0.3)
+
+
+def test_official_lists_and_leakage_check() -> None:
+    ids = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "00000003_000.png"]
+    got = splits.official_split(ids, ["00000002_000.png"], ids[:2])
+    assert list(got) == ["test", "test", "train", ""]
+    with pytest.raises(ValueError, match="both the train and the test list"):
+        splits.official_split(ids, ids[:2], ids[1:3])
+    leaky = pd.DataFrame({"patient_id": ["1", "1", "2"], "split": ["train", "test", "test"]})
+    with pytest.raises(ValueError, match=r"both the train and the test split: \['1'\]"):
+        splits.check_train_test_disjoint(leaky)
+
+
+def test_predict_row_selection() -> None:
+    from gensyn.stages import predict
+
+    xrays = pd.DataFrame({"image_id": list("abc"), "split": ["train", "test", "train"]})
+    assert list(predict.select_test_rows(xrays, "all")["image_id"]) == ["a", "b", "c"]
+    assert list(predict.select_test_rows(xrays, "test_split")["image_id"]) == ["b"]
+
+
+def test_configs_and_hash(compose) -> None:
+    from gensyn.runs import stage_hash
+
+    pc = compose("dataset=padchest")
+    assert pc.dataset.xray.test_fraction == 0.3 and pc.dataset.xray.split_source == "holdout"
+    cx = compose("dataset=chestxray14").dataset.xray
+    assert cx.external_test == "all" and cx.split_source == "auto"
+    assert cx.official_train_list == "train_val_list.txt"
+    assert cx.official_test_list == "test_list.txt"
+    # external_test only steers predict: it must not re-run prepare_xrays
+    same = compose("dataset=padchest", "dataset.xray.external_test=test_split")
+    other = compose("dataset=padchest", "dataset.xray.test_fraction=0.2")
+    assert stage_hash(same, "prepare_xrays") == stage_hash(pc, "prepare_xrays")
+    assert stage_hash(other, "prepare_xrays") != stage_hash(pc, "prepare_xrays")
+
+
+def _write_nih_lists(raw: Path, rows: pd.DataFrame) -> tuple[set[str], str]:
+    """Official lists: every third patient's images are test; one train image is in neither."""
+    is_test = rows["patient_id"].astype(int) % 3 == 0
+    test = rows.loc[is_test, "image_id"].tolist()
+    train = rows.loc[~is_test, "image_id"].tolist()
+    unlisted = next(i for i, v in zip(train, rows.loc[~is_test, "view"], strict=True) if v == "PA")
+    train.remove(unlisted)
+    (raw / "train_val_list.txt").write_text("\n".join(train) + "\n")
+    (raw / "test_list.txt").write_text("\n".join(test) + "\n")
+    return set(test), unlisted
+
+
+def test_chestxray14_official_lists_are_honoured(compose, gensyn_root: Path) -> None:
+    from gensyn.errors import GensynError
+    from gensyn.registry import load_stages
+    from gensyn.runs import execute
+
+    load_stages()
+    raw = gensyn_root / "data" / "chestxray14" / "raw"
+    rows = write_chestxray14_tree(raw, n_patients=12, size_px=24)
+    small = ("experiment=thesis", "dataset=chestxray14", "dataset.xray.size_px=16")
+    with pytest.raises(GensynError, match="needs both official lists"):
+        execute(compose(*small, "dataset.xray.split_source=official"), "prepare_xrays")
+    test_ids, unlisted = _write_nih_lists(raw, rows)
+    out = execute(compose(*small), "prepare_xrays")
+    table = io.read_table(out / "xrays.csv")
+    pa = rows[rows["view"] == "PA"]
+    assert set(table["image_id"]) == set(pa["image_id"]) - {unlisted}
+    assert set(table.loc[table["split"] == "test", "image_id"]) == test_ids & set(pa["image_id"])
+    bad = io.read_table(out / "unreadable.csv")
+    assert list(bad["image_id"]) == [unlisted] and "neither" in bad.loc[0, "reason"]
+    assert io.read_json(out / "summary.json")["split_source"] == "official"
+    assert not (out / "test_split.csv").exists()
+
+
+@pytest.mark.slow
+def test_predict_padchest_with_chestxray14_external(compose, launch, gensyn_root: Path) -> None:
+    """The issue's command on fakes: PadChest's 30% patient hold-out and all of ChestX-ray14's
+    PA images (its official lists present, yet ignored: external_test=all)."""
+    from gensyn.runs import run_dir
+    from gensyn.stages.predict import with_dataset
+
+    data = gensyn_root / "data"
+    pc_rows = write_padchest_tree(data / "padchest" / "raw", n_patients=40)
+    cx_rows = write_chestxray14_tree(data / "chestxray14" / "raw", n_patients=12, size_px=24)
+    _write_nih_lists(data / "chestxray14" / "raw", cx_rows)
+    args = (
+        "experiment=thesis",
+        "dataset=padchest",
+        "report.test_datasets=[chestxray14]",
+        "profile=tiny",
+        "classifier=small_cnn",
+        "dataset.xray.size_px=32",
+    )
+    launch("stage=predict", "logger=none", *args)
+    cfg = compose(*args)
+    pc_dir = run_dir(cfg, "prepare_xrays")
+    cx_dir = run_dir(with_dataset(cfg, "chestxray14"), "prepare_xrays")
+    pc = io.read_table(pc_dir / "xrays.csv")
+    by_split = _patients_by_split(pc)
+    assert not by_split["test"] & by_split["train"]
+    assert 0.2 <= len(by_split["test"]) / pc["patient_id"].nunique() <= 0.4
+    assert (pc_dir / "test_split.csv").is_file()
+    assert set(pc["image_id"]) == set(pc_rows.loc[pc_rows["projection"] == "PA", "image_id"])
+
+    # classify folded split == train only: no test patient in any fold
+    folds = io.read_table(run_dir(cfg, "classify") / "split.csv")
+    assert set(folds["patient_id"].astype(str)) == by_split["train"]
+
+    pred_dir = run_dir(cfg, "predict")
+    preds = io.read_table(pred_dir / "predictions.csv")
+    summary = io.read_json(pred_dir / "summary.json")
+    cx = io.read_table(cx_dir / "xrays.csv")
+    assert set(cx["split"]) == {"train", "test"}  # official lists ...
+    expected = {  # ... but as an external set every row counts
+        "padchest": set(pc.loc[pc["split"] == "test", "image_id"].astype(str)),
+        "chestxray14": set(cx["image_id"].astype(str)),
+    }
+    for name, ids in expected.items():
+        got = preds[preds["test_set"] == name]
+        assert set(got["image_id"]) == ids and len(got) == len(ids)
+        n_pat = got["patient_id"].nunique()
+        assert summary[f"n_{name}_images"] == len(ids) and summary[f"n_{name}_patients"] == n_pat
+        assert (got["n_test_set_images"] == len(ids)).all()
+        assert (got["n_test_set_patients"] == n_pat).all()
+        assert np.isfinite(got[[f"p_{f}" for f in LABELS]].to_numpy()).all()
+    assert summary["chestxray14_rows"] == "all" and summary["padchest_rows"] == "split == test"
