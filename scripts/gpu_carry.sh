@@ -4,12 +4,16 @@
 # machine), by carrying wheels there.
 #
 #   here (internet):  bash scripts/gpu_carry.sh fetch .whl            (about 60 MB)
-#   there (GPU):      bash scripts/gpu_carry.sh install .whl && export PYTHONPATH=/tmp/site:$PWD
+#   there (GPU):      bash scripts/gpu_carry.sh install .whl && . /tmp/gensyn_env.sh
 #
 # 'fetch' downloads GENSYN's pinned runtime dependencies and theirs for CPython 3.12 on
 # x86-64 Linux, then drops the packages such a machine already has (numpy, scipy, pandas,
 # torch, jax, matplotlib, ... listed below) so that its CUDA builds are the ones used.
-# 'install' installs the rest into /tmp/site without resolving dependencies.
+# spekpy (a 160 MB wheel of physics tables) stays behind: the X-ray spectra GENSYN's presets
+# use are computed here into <wheel folder>/spectra (gensyn/drr/spectra.py reads them there),
+# and so does python-gdcm (only compressed DICOM needs it).
+# 'install' installs the rest into /tmp/site without resolving dependencies and writes
+# /tmp/gensyn_env.sh (PYTHONPATH, the spectrum cache, Keras on JAX).
 # A machine with internet needs none of this: `bash scripts/setup.sh --gpu`.
 set -euo pipefail
 mode=${1:?fetch|install} whl=${2:?wheel folder}
@@ -31,9 +35,19 @@ if [ "$mode" = fetch ]; then
     name=$(basename "$f" | cut -d- -f1 | tr 'A-Z-' 'a-z_')
     if echo "$name" | grep -qxE "$keep"; then rm -f "$f"; fi
   done
+  rm -f "$whl"/spekpy-*.whl "$whl"/python_gdcm-*.whl
+  GENSYN_SPECTRUM_CACHE="$whl/spectra" .venv/bin/python -c '
+from gensyn.drr.render import PHYSICS_PRESETS
+from gensyn.drr.physics import spectrum_table
+for physics in PHYSICS_PRESETS.values():
+    spectrum_table(physics)'
   du -sh "$whl"; ls "$whl" | wc -l
   exit 0
 fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site "$whl"/*.whl
-echo "installed $(ls "$whl"/*.whl | wc -l) wheels into /tmp/site"
+cat > /tmp/gensyn_env.sh <<ENV
+export PYTHONPATH=/tmp/site:$PWD GENSYN_SPECTRUM_CACHE=$(cd "$whl" && pwd)/spectra
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+ENV
+echo "installed $(ls "$whl"/*.whl | wc -l) wheels into /tmp/site; now: . /tmp/gensyn_env.sh"

@@ -208,3 +208,25 @@ def test_poisson_noise_is_seeded_per_view_not_per_batch():
     assert len(set(seeds)) == 3 and all(0 <= s < 2**63 for s in seeds)
     with pytest.raises(ValueError, match="one per pose"):
         render_drrs(hu, affine, poses, geometry, physics, seed=seeds[:2])
+
+
+def test_spectra_are_cached_on_disk(tmp_path, monkeypatch):
+    """A spectrum is computed by spekpy once, then read from GENSYN_SPECTRUM_CACHE."""
+    from gensyn.drr import spectra
+
+    monkeypatch.setenv("GENSYN_SPECTRUM_CACHE", str(tmp_path))
+    spectra.spekpy_spectrum.cache_clear()
+    energies, fluence = spectra.spekpy_spectrum(77.0, 2.5, 12.0, 2.0)
+    path = spectra.cache_file(77.0, 2.5, 12.0, 2.0)
+    assert path.parent == tmp_path and path.is_file()
+    assert not list(tmp_path.glob("*.partial*"))
+    spectra.spekpy_spectrum.cache_clear()
+
+    def no_spekpy(*args):
+        raise AssertionError("spekpy called although the spectrum is cached")
+
+    monkeypatch.setattr(spectra, "_compute", no_spekpy)
+    again_e, again_f = spectra.spekpy_spectrum(77.0, 2.5, 12.0, 2.0)
+    np.testing.assert_array_equal(energies, again_e)
+    np.testing.assert_array_equal(fluence, again_f)
+    spectra.spekpy_spectrum.cache_clear()

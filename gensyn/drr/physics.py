@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from gensyn.drr.spectra import spekpy_spectrum
+
 __all__ = [
     "MATERIALS",
     "PhysicsConfig",
@@ -159,23 +161,12 @@ class SpectrumTable:
     materials: tuple[str, ...]
 
 
-@lru_cache(maxsize=16)
-def _spekpy_spectrum(kvp: float, filtration_mm_al: float, anode_angle_deg: float, dk: float):
-    import spekpy
-
-    spec = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=dk)
-    if filtration_mm_al > 0:
-        spec.filter("Al", filtration_mm_al)
-    energies, fluence = spec.get_spectrum()
-    return np.asarray(energies, dtype=float), np.asarray(fluence, dtype=float)
-
-
 def spectrum_table(
     physics: PhysicsConfig, materials: tuple[str, ...] | None = None
 ) -> SpectrumTable:
     """Energy bins, weights and attenuation for ``physics`` (one bin in ``mono`` mode)."""
     materials = physics.materials if materials is None else materials
-    energies, fluence = _spekpy_spectrum(
+    energies, fluence = spekpy_spectrum(
         float(physics.kvp),
         float(physics.filtration_mm_al),
         float(physics.anode_angle_deg),
