@@ -151,3 +151,73 @@ def test_paired_comparison_detects_better_model_and_not_equal_one():
     assert res["a"].p_delong < 0.01
     same = metrics.paired_comparison(y, s, s, patients, CLASSES, n_boot=200, seed=0)
     assert same["macro"].delta == 0 and same["macro"].p_bootstrap == 1.0
+
+
+# --- corrected resampled t-test across trained models ------------------------------------
+
+
+def test_corrected_ttest_without_correction_is_scipy_paired_ttest():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(11)
+    base = rng.uniform(0.7, 0.8, size=7)
+    model = base + rng.normal(0.01, 0.01, size=7)
+    res = metrics.corrected_resampled_ttest(model, base, test_train_ratio=0.0)
+    ref = ttest_rel(model, base)
+    assert res.t == pytest.approx(ref.statistic)
+    assert res.p_value == pytest.approx(ref.pvalue)
+    assert res.n_pairs == 7 and res.df == 6 and res.note == ""
+
+
+def test_corrected_ttest_hand_computed():
+    """d = (0.02, 0.01, 0.03, 0.00, 0.04): mean 0.02, var = (0+1+1+4+4)e-4 / 4 = 2.5e-4.
+
+    k = 5 folds: n_test/n_train = 1/4; (1/5 + 1/4) · 2.5e-4 = 1.125e-4,
+    t = 0.02 / sqrt(1.125e-4) = 1.885618083..., 4 degrees of freedom.
+    """
+    base = np.array([0.80, 0.75, 0.70, 0.72, 0.78])
+    model = base + np.array([0.02, 0.01, 0.03, 0.00, 0.04])
+    ratio = metrics.kfold_test_train_ratio(5)
+    assert ratio == 0.25
+    res = metrics.corrected_resampled_ttest(model, base, ratio)
+    assert res.mean_diff == pytest.approx(0.02)
+    assert res.sd_diff == pytest.approx(np.sqrt(2.5e-4))
+    assert res.t == pytest.approx(1.8856180831641267)
+    assert res.df == 4
+    # the uncorrected t would be 0.02 / sqrt(2.5e-4 / 5) = 2.828...: the correction shrinks it
+    assert res.t < 0.02 / np.sqrt(2.5e-4 / 5)
+
+
+def test_corrected_ttest_p_from_t_distribution():
+    """Two-sided p of Student's t by the regularised incomplete beta function, and statsmodels."""
+    from scipy.special import betainc
+    from statsmodels.stats.weightstats import _tstat_generic
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.6, 0.9, size=15)  # 3 seeds × 5 folds
+    model = base + rng.normal(0.005, 0.02, size=15)
+    res = metrics.corrected_resampled_ttest(model, base, metrics.kfold_test_train_ratio(5))
+    df = 14
+    assert res.p_value == pytest.approx(betainc(df / 2, 0.5, df / (df + res.t**2)))
+    d = model - base
+    se = np.sqrt((1 / 15 + 0.25) * d.var(ddof=1))
+    t_sm, p_sm = _tstat_generic(d.mean(), 0.0, se, df, "two-sided", diff=0)
+    assert res.t == pytest.approx(t_sm) and res.p_value == pytest.approx(p_sm)
+
+
+def test_corrected_ttest_degenerate_and_invalid_inputs():
+    a = np.array([0.8, 0.7, 0.75])
+    same = metrics.corrected_resampled_ttest(a, a, 0.25)
+    assert same.p_value == 1.0 and np.isnan(same.t) and "0" in same.note
+    shifted = metrics.corrected_resampled_ttest(a + 0.01, a, 0.25)
+    assert np.isnan(shifted.p_value) and "equal" in shifted.note
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.corrected_resampled_ttest(a[:1], a[:1], 0.25)
+    with pytest.raises(ValueError, match="shapes"):
+        metrics.corrected_resampled_ttest(a, a[:2], 0.25)
+    with pytest.raises(ValueError, match="finite"):
+        metrics.corrected_resampled_ttest(np.array([0.8, np.nan]), np.array([0.7, 0.6]), 0.25)
+    with pytest.raises(ValueError, match=">= 0"):
+        metrics.corrected_resampled_ttest(a, a, -1.0)
+    with pytest.raises(ValueError, match="n_folds >= 2"):
+        metrics.kfold_test_train_ratio(1)

@@ -20,8 +20,9 @@ THESIS_ARMS = (
 class ReportConfig:
     """``arms``: ``sampling`` options to gather (missing runs are listed, not fatal).
 
-    Folds 0 .. classifier.n_folds-1 are gathered for each arm. ``baseline`` is the arm every
-    other arm is compared with (paired bootstrap over test patients, and DeLong).
+    Folds 0 .. classifier.n_folds-1 are gathered for each arm, for every seed in ``seeds``
+    (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (paired
+    bootstrap over test patients, DeLong, and the corrected t-test across trained models).
     """
 
     arms: list[str] = field(default_factory=lambda: list(THESIS_ARMS))
@@ -30,5 +31,8 @@ class ReportConfig:
     # model trained on PadChest (the original study's external test set).
     test_datasets: list[str] = field(default_factory=list)
     baseline: str = "none"
+    # Training seeds to gather (e.g. [0, 1, 2] after `seed=0,1,2 -m`); [] = only cfg.seed.
+    # Each seed draws its own fold split, so folds × seeds is repeated cross-validation.
+    seeds: list[int] = field(default_factory=list)
     n_bootstrap: int = 2000
     ci_level: float = 0.95

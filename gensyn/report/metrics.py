@@ -360,3 +360,73 @@ def bootstrap_p_value(diff_replicates: np.ndarray) -> float:
 def macro_of(per_class: np.ndarray) -> np.ndarray:
     """Macro average over the last axis, ignoring NaN classes."""
     return _macro(np.asarray(per_class, dtype=np.float64))
+
+
+# --- comparing arms across trained models (folds × seeds) --------------------------------
+
+
+def kfold_test_train_ratio(n_folds: int) -> float:
+    """n_test / n_train of one k-fold split: the validation fold over the other k - 1 folds.
+
+    This is the ratio the corrected resampled t-test uses for k-fold cross-validation, also
+    when it is repeated with several seeds (Bouckaert & Frank 2004: J = seeds × k, same ratio).
+    """
+    if n_folds < 2:
+        raise ValueError(f"k-fold cross-validation needs n_folds >= 2, got {n_folds}")
+    return 1.0 / (n_folds - 1)
+
+
+@dataclass(frozen=True)
+class CorrectedTTest:
+    """Nadeau–Bengio corrected resampled t-test of paired per-model differences.
+
+    ``note`` is empty unless the test is degenerate (all differences equal), in which case
+    ``p_value`` is 1 (all differences zero) or NaN (all equal but not zero) and ``t`` is NaN.
+    """
+
+    n_pairs: int
+    mean_diff: float
+    sd_diff: float
+    t: float
+    df: int
+    p_value: float
+    note: str = ""
+
+
+def corrected_resampled_ttest(
+    scores_model: np.ndarray, scores_baseline: np.ndarray, test_train_ratio: float
+) -> CorrectedTTest:
+    """Compare two learners over J paired trained models (e.g. folds × seeds).
+
+    ``scores_model``, ``scores_baseline``: (J,) metric values (e.g. macro AUC) of the two
+    learners' models, pair j trained on the same split and scored on the same test set.
+    With d = model - baseline,
+
+        t = mean(d) / sqrt((1/J + n_test/n_train) · var(d, ddof=1)),  J - 1 degrees of freedom,
+
+    two-sided p. The plain paired t-test (``test_train_ratio=0``) treats the J models as
+    independent, but their training sets overlap, so the d_j are positively correlated and
+    var(d)/J underestimates the variance of mean(d); Nadeau & Bengio (2003) approximate the
+    correlation by n_test / (n_test + n_train), which adds ``test_train_ratio`` to 1/J.
+    Use :func:`kfold_test_train_ratio` for (repeated) k-fold cross-validation.
+    """
+    a = np.asarray(scores_model, dtype=np.float64)
+    b = np.asarray(scores_baseline, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"need two (J,) arrays of paired values, got shapes {a.shape}, {b.shape}")
+    if a.size < 2:
+        raise ValueError(f"the corrected t-test needs at least 2 paired models, got {a.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired values must be finite (drop models without a metric first)")
+    if not (np.isfinite(test_train_ratio) and test_train_ratio >= 0):
+        raise ValueError(f"test_train_ratio must be finite and >= 0, got {test_train_ratio}")
+    d = a - b
+    n, mean, var = d.size, float(d.mean()), float(d.var(ddof=1))
+    sd = float(np.sqrt(var))
+    if var <= 0.0:  # every pair differs by the same amount: no spread to test against
+        if mean == 0.0:
+            return CorrectedTTest(n, mean, sd, float("nan"), n - 1, 1.0, "all differences are 0")
+        note = f"all {n} differences are equal ({mean:+.4g}); the t-test is undefined"
+        return CorrectedTTest(n, mean, sd, float("nan"), n - 1, float("nan"), note)
+    t = mean / np.sqrt((1.0 / n + test_train_ratio) * var)
+    return CorrectedTTest(n, mean, sd, float(t), n - 1, float(2 * stats.t.sf(abs(t), n - 1)))
