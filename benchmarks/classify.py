@@ -1,6 +1,6 @@
 """Benchmark: the study's classifier recipe trained from PNG files on disk.
 
-DenseNet121 at 512², batch 128, all but the last 9 layers frozen, Adam, BCE (REFERENCE.md),
+DenseNet121 at 512², batch 128, all but the last 9 layers frozen, Adam, BCE (docs/study.md),
 fed by GENSYN's streaming pipeline (gensyn.classify.data: PNG decode in worker processes
 or threads, bounded prefetch). Reports, in one run:
 

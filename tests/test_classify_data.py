@@ -189,3 +189,22 @@ def test_decode_mode_auto_and_bad_mode():
     assert data.BatchStream(["a"], None, 1, 8, num_workers=data.AUTO_PROCESS_WORKERS).uses_processes
     with pytest.raises(ValueError, match="decode"):
         data.BatchStream(["a"], None, 1, 8, decode="gpu")
+
+
+@pytest.mark.parametrize("decode", ["threads", "processes"])
+def test_window_continues_through_the_epochs(tmp_path, decode):
+    """Global batch g is batch g % 4 of epoch g // 4 (23 images, batch 5, remainder dropped)."""
+    paths = _pngs(tmp_path, 23)
+    labels = np.arange(23, dtype=float)[:, None].repeat(5, axis=1)
+    kw = dict(shuffle=True, seed=2, drop_remainder=True, augment=True, num_workers=2)
+    stream = data.BatchStream(paths, labels, 5, 8, decode=decode, **kw)
+    epochs = []
+    for epoch in range(3):
+        stream.set_epoch(epoch)
+        epochs.extend(list(stream))
+    assert len(epochs) == 12
+    window = list(stream.window(3, 6))  # epoch 0's last batch, all of epoch 1, epoch 2's first
+    assert len(window) == 6
+    for (wi, wl), (ei, el) in zip(window, epochs[3:9], strict=True):
+        np.testing.assert_array_equal(wi, ei)
+        np.testing.assert_array_equal(wl, el)

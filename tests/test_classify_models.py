@@ -1,10 +1,18 @@
-"""The classifiers: the study's DenseNet121 recipe (frozen all but 9 layers), weights from a file."""
+"""The classifiers: the study's DenseNet121 recipe (frozen all but 9 layers), ImageNet weights
+from Keras' cache or a local file, and the grey-to-ImageNet input mapping."""
 
 from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
+from gensyn.classify import models
 from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 
@@ -47,3 +55,102 @@ def test_small_cnn_and_unknown_name():
     assert model.predict(np.zeros((3, 32, 32, 1), np.uint8), verbose=0).shape == (3, 5)
     with pytest.raises(ValueError, match="densenet121"):
         build_model(ModelSpec("resnet50"))
+
+
+@pytest.fixture(scope="module")
+def notop_file(tmp_path_factory):
+    """A stand-in for Keras' ImageNet file: a random DenseNet121 base in the same (legacy h5)
+    layout, which keras.applications loads for ``weights=<.h5 path>``; and its weights."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(7)
+    base = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path_factory.mktemp("w") / models.IMAGENET_WEIGHTS_FILE
+    with h5py.File(path, "w") as fh:
+        legacy_h5_format.save_weights_to_hdf5_group(fh, base)
+    return path, [np.asarray(w) for w in base.weights]
+
+
+def test_imagenet_constants_are_keras_own():
+    from keras.src.applications import densenet
+
+    assert models.IMAGENET_WEIGHTS_URL == densenet.DENSENET121_WEIGHT_PATH_NO_TOP
+    source = inspect.getsource(densenet)
+    assert f'"{models.IMAGENET_WEIGHTS_FILE}"' in source
+    assert f'file_hash="{models.IMAGENET_WEIGHTS_MD5}"' in source
+
+
+def test_densenet121_loads_a_local_legacy_h5_file(notop_file):
+    path, expected = notop_file
+    model = build_model(ModelSpec("densenet121", image_size_px=32, weights=str(path)))
+    for got, want in zip(_base(model).weights, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+IMAGENET_SCRIPT = """
+import sys
+import numpy as np
+from gensyn.classify.models import ModelSpec, build_model
+from gensyn.errors import GensynError
+try:
+    model = build_model(ModelSpec("densenet121", image_size_px=32, weights="imagenet"))
+except GensynError as exc:
+    print("GensynError:", exc)
+    sys.exit(3)
+base = next(layer for layer in model.layers if layer.name == "densenet121")
+np.savez(sys.argv[1], *[np.asarray(w) for w in base.weights])
+"""
+
+
+def _build_with_keras_home(keras_home, out):
+    """Build the DenseNet121 with weights=imagenet in a fresh process with this KERAS_HOME and
+    every download going to a closed local port (no network, whatever the machine has)."""
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(keras_home),
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "no_proxy": "",
+    }
+    script = textwrap.dedent(IMAGENET_SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True
+    )
+
+
+def test_imagenet_weights_come_from_keras_cache_without_network(notop_file, tmp_path):
+    path, expected = notop_file
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "keras" / "models" / path.name).write_bytes(path.read_bytes())
+    proc = _build_with_keras_home(tmp_path / "keras", tmp_path / "loaded.npz")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    with np.load(tmp_path / "loaded.npz") as loaded:
+        got = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_imagenet_weights_offline_and_not_cached_is_a_clear_error(tmp_path):
+    proc = _build_with_keras_home(tmp_path / "empty", tmp_path / "unused.npz")
+    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+    (message,) = [line for line in proc.stdout.splitlines() if line.startswith("GensynError:")]
+    assert models.IMAGENET_WEIGHTS_FILE in message
+    assert (
+        "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    )
+    assert f"{tmp_path / 'empty' / 'models'}/" in message
+    assert "classifier.weights=/path/to/file.h5" in message
+    assert not (tmp_path / "empty" / "models" / models.IMAGENET_WEIGHTS_FILE).exists()
+
+
+def test_grey_input_becomes_keras_densenet_preprocessing_of_rgb():
+    """The model's first layers = keras.applications.densenet.preprocess_input on grey × 3."""
+    model = build_model(ModelSpec("densenet121", image_size_px=32))
+    front = keras.Model(model.input, model.get_layer("imagenet_normalise").output)
+    grey = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8)
+    rgb = np.repeat(grey, 3, axis=-1).astype(np.float32)
+    want = keras.applications.densenet.preprocess_input(rgb)
+    np.testing.assert_allclose(np.asarray(front.predict(grey, verbose=0)), want, atol=1e-5)

@@ -69,8 +69,8 @@ def test_too_many_views_or_no_centre_is_an_error():
         sampling.select_views(m, 1, seed=0)
 
 
-def test_ct_labels_mapped_and_missing_label_is_an_error():
-    vols = pd.DataFrame(
+def _vols() -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "ct_id": ["a", "b"],
             "pleural_effusion": [1, 0],
@@ -80,10 +80,42 @@ def test_ct_labels_mapped_and_missing_label_is_an_error():
             "pneumonia": [0, 0],
         }
     )
-    out = sampling.ct_findings(vols, FINDINGS)
+
+
+def test_ct_labels_mapped_by_alias():
+    out = sampling.ct_findings(_vols(), FINDINGS)
     assert out["Effusion"].tolist() == [1, 0] and out["Cardiomegaly"].tolist() == [1, 1]
-    with pytest.raises(ValueError, match="Pneumonia"):
-        sampling.ct_findings(vols.drop(columns="pneumonia"), FINDINGS)
+    with pytest.raises(ValueError, match="2 columns for 'Effusion'"):
+        sampling.ct_findings(_vols().assign(Effusion=[0, 0]), FINDINGS)
+
+
+def test_missing_finding_is_unknown_with_one_warning_never_zero(caplog):
+    with caplog.at_level("WARNING", logger="gensyn.classify.sampling"):
+        out = sampling.ct_findings(_vols().drop(columns="pneumonia"), FINDINGS)
+    assert out["Pneumonia"].isna().all()
+    assert out["Effusion"].tolist() == [1, 0]  # the others are read as before
+    (record,) = caplog.records
+    assert "Pneumonia" in record.getMessage() and "pleural_effusion" in record.getMessage()
+
+
+def test_empty_cell_stays_unknown():
+    vols = _vols().astype({"pneumothorax": float})
+    vols.loc[1, "pneumothorax"] = np.nan
+    out = sampling.ct_findings(vols, FINDINGS)
+    assert out["Pneumothorax"].iloc[0] == 0 and np.isnan(out["Pneumothorax"].iloc[1])
+
+
+def test_ct_set_without_label_table_gives_all_unknown_synthetic_rows(caplog):
+    # e.g. LIDC-IDRI: volumes.csv has ids and paths, no finding at all
+    volumes = pd.DataFrame(
+        {"ct_id": [f"ct{c}" for c in range(6)], "patient_id": "P", "path": "v.npz"}
+    )
+    with caplog.at_level("WARNING", logger="gensyn.classify.sampling"):
+        syn = sampling.synthetic_training_rows(_manifest(), volumes, FINDINGS, 2, seed=0)
+    assert len(syn) == 12 and syn[FINDINGS].isna().all().all()
+    assert len(caplog.records) == 1 and all(f in caplog.text for f in FINDINGS)
+    with pytest.raises(ValueError, match="missing from the CT label table"):
+        sampling.synthetic_training_rows(_manifest(), volumes.iloc[:5], FINDINGS, 2, seed=0)
 
 
 def test_synthetic_rows_join_training_only():

@@ -20,7 +20,8 @@ def _done(folder):
     io.write_json(folder / DONE, {"fake": True})
 
 
-def _fake_upstreams(compose, root):
+def _fake_upstreams(compose, root, ct_findings=FINDINGS):
+    """Fake prepare_xrays, convert (CT labels with the columns ``ct_findings``) and drr."""
     cfg = compose("profile=tiny", root=root)
     xray_dir = run_dir(cfg, "prepare_xrays")
     table = make_xray_set(xray_dir / "images", n_patients=60, size_px=32, seed=0)
@@ -38,7 +39,7 @@ def _fake_upstreams(compose, root):
             {
                 "image_id": f"ct{c}",
                 "patient_id": f"ctp{c}",
-                **dict(zip(FINDINGS, labels, strict=True)),
+                **{f: v for f, v in zip(FINDINGS, labels, strict=True) if f in ct_findings},
             }
         )
         for v in range(4):
@@ -126,6 +127,60 @@ def test_sweep_over_folds_and_arms_then_report(compose, launch, gensyn_root):
         )
     )
     assert "Test set: chestxray14" in text
+
+
+def test_steps_schedule_gives_a_synthetic_arm_the_baseline_steps(compose, gensyn_root):
+    """Tiny profile, fold 0: under ``steps`` the DRR arm takes the baseline's optimiser steps,
+    under ``epochs`` more; the CT table has no Pneumonia column, so those labels are unknown."""
+    from gensyn.runs import execute
+
+    _fake_upstreams(compose, gensyn_root, ct_findings=FINDINGS[:4])
+    runs = {}
+    for arm, schedule in (("none", "steps"), ("drr_2", "steps"), ("drr_2", "epochs")):
+        cfg = compose(
+            "profile=tiny", "num_workers=2", f"sampling={arm}", f"classifier.schedule={schedule}"
+        )
+        runs[arm, schedule] = execute(cfg, "classify")
+    assert runs["drr_2", "steps"] != runs["drr_2", "epochs"]  # the schedule is hashed
+    summary = {k: io.read_json(folder / "summary.json") for k, folder in runs.items()}
+    n_real, n_syn = (
+        summary["drr_2", "steps"]["n_train_real"],
+        summary["drr_2", "steps"]["n_train_synthetic"],
+    )
+    epochs, batch = 2, 8  # the tiny profile's
+    assert n_syn == 16 and summary["none", "steps"]["n_train_real"] == n_real
+    assert summary["drr_2", "steps"]["schedule"] == "steps"
+    assert summary["drr_2", "epochs"]["schedule"] == "epochs"
+    baseline_steps = summary["none", "steps"]["optimizer_steps"]
+    assert baseline_steps == epochs * -(-n_real // batch)
+    assert summary["drr_2", "steps"]["optimizer_steps"] == baseline_steps
+    assert summary["drr_2", "epochs"]["optimizer_steps"] == epochs * ((n_real + n_syn) // batch)
+    assert summary["drr_2", "epochs"]["optimizer_steps"] > baseline_steps
+    # unknown, not 0: the synthetic rows' Pneumonia is empty, everything else is known
+    train = io.read_table(runs["drr_2", "steps"] / "train_images.csv")
+    synthetic = train["source"] == "synthetic"
+    assert train.loc[synthetic, "Pneumonia"].isna().all()
+    assert train.loc[~synthetic, FINDINGS].notna().all().all()
+    assert train.loc[synthetic, FINDINGS[:4]].notna().all().all()
+    history = io.read_table(runs["drr_2", "steps"] / "history.csv")
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_weights_and_schedule_options(compose):
+    from gensyn.config.classifier import ClassifierConfig, Schedule
+
+    assert ClassifierConfig().weights == "imagenet"
+    assert ClassifierConfig().schedule is Schedule.epochs  # the original study's
+    study = compose("classifier=densenet121")
+    assert study.classifier.weights == "imagenet"
+    assert study.classifier.schedule is Schedule.epochs
+    assert compose().classifier.weights is None  # the demo's small CNN: random init
+    assert compose("classifier=densenet121", "classifier.weights=null").classifier.weights is None
+    local = compose("classifier=densenet121", "classifier.weights=/w/notop.h5")
+    assert local.classifier.weights == "/w/notop.h5"
+    assert compose("classifier.schedule=steps").classifier.schedule is Schedule.steps
+    with pytest.raises(Exception, match=r"classifier\.schedule"):
+        compose("classifier.schedule=step")
 
 
 def test_misspelt_arm_is_an_error(compose):

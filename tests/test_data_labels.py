@@ -181,7 +181,9 @@ def test_radchest_labels_with_locations(tmp_path: Path) -> None:
     t = read_radchest(path)
     assert list(t["image_id"]) == ["trn00001", "trn00002", "trn00003"]
     assert list(t["Pneumothorax"]) == [0, 1, 1] and list(t["Effusion"]) == [0, 1, 0]
-    assert list(t["Cardiomegaly"]) == [1, 0, 0] and t["Atelectasis"].sum() == 0
+    assert list(t["Cardiomegaly"]) == [1, 0, 0]
+    # no column names atelectasis or pneumonia: unknown for every CT, not "absent"
+    assert t["Atelectasis"].isna().all() and t["Pneumonia"].isna().all()
     assert list(t["labels"]) == [
         "nodule|cardiomegaly",
         "pleural_effusion|pneumothorax*right_lung",
@@ -220,7 +222,10 @@ def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
     )
     t = read_radchest_tables([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "meta.csv")
     assert list(t["patient_id"]) == ["m1", "trn2", "m1"]
-    assert list(t["Atelectasis"]) == [1, 0, 0] and list(t["Pneumonia"]) == [0, 0, 1]
+    # each table labels only the finding it has a column for; the other is unknown (NaN)
+    assert list(t["Atelectasis"][:2]) == [1, 0] and pd.isna(t["Atelectasis"][2])
+    assert t["Pneumonia"][:2].isna().all() and t["Pneumonia"][2] == 1
+    assert t["Effusion"].isna().all()
     with pytest.raises(ValueError, match="more than one label table"):
         read_radchest_tables([tmp_path / "a.csv", tmp_path / "a.csv"])
 

@@ -5,7 +5,8 @@ the benchmark alike: decode (8- or 16-bit grey, or colour converted to grey), re
 S × S, stretch the image's own min..max to 0..255, return ``uint8`` (S, S, 1). The fixed map
 from 0..255 to the network's range is inside the model (:mod:`gensyn.classify.models`).
 
-:class:`BatchStream` yields batches in a fixed order per (seed, epoch); at most
+:class:`BatchStream` yields batches in a fixed order per (seed, epoch), or any stretch of the
+endless sequence of epochs (:meth:`BatchStream.window`, for step-counted training); at most
 ``prefetch_batches`` batches are in flight, so host memory is bounded by
 ``batch_size × prefetch_batches × S²`` bytes, whatever the data set size. Images are decoded
 either by a thread pool (``decode="threads"``: no start-up cost, right for small images and
@@ -125,6 +126,7 @@ class BatchStream:
     ``labels`` None yields images only. With ``drop_remainder`` the last short batch is
     dropped (training: equal batch shapes avoid re-compilation); else it is kept (prediction).
     Iterating twice gives the same batches; call :meth:`set_epoch` to get the next epoch's order.
+    Batches are numbered globally: batch g is batch ``g % len(self)`` of epoch ``g // len(self)``.
     """
 
     def __init__(
@@ -175,20 +177,32 @@ class BatchStream:
         n = len(self.paths)
         return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
 
-    def _batch_indices(self) -> list[np.ndarray]:
-        order = epoch_order(len(self.paths), self.seed, self.epoch, self.shuffle)
-        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
+    def _plan(self, first_batch: int, n_batches: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(image indices, augmentation parameters) of global batches first .. first + n - 1."""
+        per_epoch = len(self)
+        if per_epoch == 0:
+            return []
+        orders: dict[int, np.ndarray] = {}
+        plan = []
+        for batch in range(first_batch, first_batch + n_batches):
+            epoch, number = divmod(batch, per_epoch)
+            if epoch not in orders:
+                orders[epoch] = epoch_order(len(self.paths), self.seed, epoch, self.shuffle)
+            idx = orders[epoch][number * self.batch_size : (number + 1) * self.batch_size]
+            plan.append((idx, self._augment_params(idx.size, epoch, number)))
+        return plan
 
-    def _augment_params(self, n: int, number: int) -> np.ndarray | None:
+    def _augment_params(self, n: int, epoch: int, number: int) -> np.ndarray | None:
         # seeded by (seed, epoch, batch): a resumed run sees the same images
         if not self.augment:
             return None
-        rng = np.random.default_rng([self.seed, self.epoch, number, 7])
+        rng = np.random.default_rng([self.seed, epoch, number, 7])
         return augment_params(rng, n, self.image_size_px)
 
-    def _load_batch(self, pool: ThreadPoolExecutor, idx: np.ndarray, number: int) -> np.ndarray:
+    def _load_batch(
+        self, pool: ThreadPoolExecutor, idx: np.ndarray, params: np.ndarray | None
+    ) -> np.ndarray:
         out = np.empty((idx.size, self.image_size_px, self.image_size_px, 1), dtype=np.uint8)
-        params = self._augment_params(idx.size, number)
 
         def one(slot: int) -> None:
             row = None if params is None else params[slot]
@@ -204,13 +218,25 @@ class BatchStream:
         return images if self.labels is None else (images, self.labels[idx])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
-        if self.uses_processes:
-            yield from self._iter_processes()
-        else:
-            yield from self._iter_threads()
+        return self.window(self.epoch * len(self), len(self))
 
-    def _iter_threads(self) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
-        batches = self._batch_indices()
+    def window(
+        self, first_batch: int, n_batches: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
+        """Global batches ``first_batch`` .. ``first_batch + n_batches - 1``, across epochs.
+
+        For training loops that count steps rather than epochs: the stretch continues through
+        the shuffled epochs, and equal arguments give equal batches (resume-safe).
+        """
+        plan = self._plan(first_batch, n_batches)
+        if self.uses_processes:
+            yield from self._iter_processes(plan)
+        else:
+            yield from self._iter_threads(plan)
+
+    def _iter_threads(
+        self, plan: list[tuple[np.ndarray, np.ndarray | None]]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
         # one coordinator thread per in-flight batch, image decoding in a shared pool
         with (
             ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool,
@@ -219,10 +245,10 @@ class BatchStream:
             pending: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
             next_batch = 0
             try:
-                while pending or next_batch < len(batches):
-                    while next_batch < len(batches) and len(pending) < self.prefetch_batches:
-                        idx = batches[next_batch]
-                        fut = coord.submit(self._load_batch, pool, idx, next_batch)
+                while pending or next_batch < len(plan):
+                    while next_batch < len(plan) and len(pending) < self.prefetch_batches:
+                        idx, params = plan[next_batch]
+                        fut = coord.submit(self._load_batch, pool, idx, params)
                         pending.append((idx, fut))
                         next_batch += 1
                     idx, fut = pending.popleft()
@@ -231,12 +257,13 @@ class BatchStream:
                 for _, fut in pending:
                     fut.cancel()
 
-    def _iter_processes(self) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
-        batches = self._batch_indices()
-        if not batches:
+    def _iter_processes(
+        self, plan: list[tuple[np.ndarray, np.ndarray | None]]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
+        if not plan:
             return
         size = self.image_size_px
-        n_slots = min(self.prefetch_batches, len(batches))
+        n_slots = min(self.prefetch_batches, len(plan))
         shape = (n_slots, self.batch_size, size, size, 1)
         shm = SharedMemory(create=True, size=max(1, math.prod(shape)))
         ring: np.ndarray = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
@@ -248,11 +275,10 @@ class BatchStream:
             with ProcessPoolExecutor(self.num_workers, mp_context=ctx) as pool:
                 next_batch = 0
                 try:
-                    while pending or next_batch < len(batches):
-                        while next_batch < len(batches) and len(pending) < n_slots:
-                            idx = batches[next_batch]
+                    while pending or next_batch < len(plan):
+                        while next_batch < len(plan) and len(pending) < n_slots:
+                            idx, params = plan[next_batch]
                             slot = next_batch % n_slots
-                            params = self._augment_params(idx.size, next_batch)
                             futures = [
                                 pool.submit(
                                     _decode_into_shared,
@@ -282,12 +308,6 @@ class BatchStream:
             del ring
             shm.close()
             shm.unlink()
-
-    def forever(self) -> Iterator[tuple[np.ndarray, np.ndarray] | np.ndarray]:
-        """Epoch after epoch (incrementing the epoch), for step-counted training loops."""
-        while True:
-            yield from self
-            self.epoch += 1
 
 
 #: Shared-memory blocks a decode worker process has attached to, by name.

@@ -8,17 +8,34 @@ training and prediction cannot normalise differently (the original study did).
 Augmentation, when enabled, happens on the host in the training batches only
 (:mod:`gensyn.classify.data`), never in prediction.
 
+``weights="imagenet"`` uses Keras' published DenseNet121 no-top file from Keras' cache
+(``$KERAS_HOME/models/``), downloading it there first if it is missing; offline, the error
+says which file to put where (:func:`imagenet_weights_file`).
+
 Import this module only after ``KERAS_BACKEND`` is set (``gensyn.classify.keras_env``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from gensyn.classify.keras_env import keras
+from gensyn.errors import GensynError
+
+log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("densenet121", "small_cnn")
+# Keras' DenseNet121 ImageNet no-top weights: file name, URL and md5 exactly as in
+# keras/src/applications/densenet.py (a test checks they still agree).
+IMAGENET_WEIGHTS_FILE = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_WEIGHTS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/densenet/" + IMAGENET_WEIGHTS_FILE
+)
+IMAGENET_WEIGHTS_MD5 = "30ee3e1110167f948a6b9946edeeb738"
 # ImageNet statistics used by keras.applications.densenet.preprocess_input ("torch" mode);
 # the study's DenseNet121 started from ImageNet weights, which expect this input range.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,8 +46,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelSpec:
     """What to build.
 
-    ``image_size_px``: side S of the square input. ``weights``: None (random init) or a local
-    path to a DenseNet121 *no-top* weights file (``.h5``/``.weights.h5``), never downloaded.
+    ``image_size_px``: side S of the square input. ``weights``: None (random init),
+    ``"imagenet"`` (Keras' published file, see :func:`imagenet_weights_file`) or a local path
+    to a DenseNet121 *no-top* weights file (``.h5``/``.weights.h5``).
     ``trainable_tail_layers``: DenseNet121 layers left trainable, counted from the end of the
     convolutional base (the study: 9); -1 trains all. ``widths``: small_cnn channels per stage.
     """
@@ -51,6 +69,68 @@ def _input(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return inputs, x
 
 
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights: ``$KERAS_HOME/models`` (KERAS_HOME default ~/.keras).
+
+    Keras reads ``KERAS_HOME`` once, when it is imported; this is its own answer.
+    """
+    from keras.src.backend.config import keras_home  # Keras' accessor; no public alias
+
+    return Path(keras_home()).expanduser() / "models"
+
+
+def imagenet_weights_file() -> Path:
+    """Keras' DenseNet121 ImageNet no-top weights in Keras' cache, downloaded if missing.
+
+    Download and cache are Keras' own (``keras.utils.get_file``, the URL and md5 of
+    ``keras.applications.DenseNet121``), so a file Keras already cached is used as is. A file
+    put there by hand whose md5 differs is used with a warning (Keras would silently try to
+    download it again). Raises GensynError naming the file, the URL, the folder and
+    ``classifier.weights=/path/to/file.h5`` when the download fails (e.g. offline).
+    """
+    path = keras_cache_dir() / IMAGENET_WEIGHTS_FILE
+    if path.is_file():
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+        if md5 != IMAGENET_WEIGHTS_MD5:
+            log.warning(
+                "%s has md5 %s, not Keras' %s: using it anyway", path, md5, IMAGENET_WEIGHTS_MD5
+            )
+        return path
+    log.info("downloading ImageNet weights %s into %s", IMAGENET_WEIGHTS_URL, path.parent)
+    try:
+        got = keras.utils.get_file(
+            IMAGENET_WEIGHTS_FILE,
+            IMAGENET_WEIGHTS_URL,
+            cache_subdir="models",
+            file_hash=IMAGENET_WEIGHTS_MD5,
+        )
+    except Exception as exc:  # Keras wraps network errors in a bare Exception
+        raise GensynError(
+            f"classifier.weights=imagenet needs {IMAGENET_WEIGHTS_FILE} and downloading it "
+            f"from {IMAGENET_WEIGHTS_URL} failed ({exc}). Download it elsewhere and put it in "
+            f"{path.parent}/ (Keras' cache, $KERAS_HOME/models), or set "
+            "classifier.weights=/path/to/file.h5 (or classifier.weights=null: random init)"
+        ) from exc
+    return Path(got)
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """The weights argument for ``keras.applications.DenseNet121``: None, or a local file.
+
+    ``"imagenet"`` becomes Keras' cached file (:func:`imagenet_weights_file`); a path must exist.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return str(imagenet_weights_file())
+    if not Path(weights).is_file():
+        raise ValueError(
+            f"classifier.weights={weights!r} is not a file; use imagenet, null or a local "
+            "DenseNet121 no-top weights file (.h5)"
+        )
+    return weights
+
+
 def densenet121(spec: ModelSpec) -> keras.Model:
     """DenseNet121 base, all but the last ``trainable_tail_layers`` frozen, GAP, Dense(5, sigmoid)."""
     inputs, x = _input(spec)
@@ -62,7 +142,7 @@ def densenet121(spec: ModelSpec) -> keras.Model:
     )(x)
     base = keras.applications.DenseNet121(
         include_top=False,
-        weights=spec.weights,
+        weights=resolve_weights(spec.weights),
         input_shape=(spec.image_size_px, spec.image_size_px, 3),
     )
     set_trainable_tail(base, spec.trainable_tail_layers)

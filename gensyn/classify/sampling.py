@@ -9,10 +9,14 @@ validation or test data.
 CT labels are mapped to the five findings by :data:`CT_LABEL_ALIASES`: a CT table column
 counts for a finding if its lower-cased name is one of the finding's aliases (the demo and
 converted tables use the finding names themselves; RAD-ChestCT uses e.g. ``pleural_effusion``).
+A finding the table has no column for, and an empty cell, is *unknown* (NaN), never 0: a CT
+set that cannot label a finding says nothing about it (LIDC-IDRI has no label table at all).
+Training masks unknown entries out of the loss (:mod:`gensyn.classify.train`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Sequence
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("none", "drr", "synthex")
 #: finding -> column names in CT label tables that mean this finding (lower case).
@@ -52,22 +58,37 @@ def check_arm(source: str, views_per_ct: int, max_views: int | None = None) -> N
 
 
 def ct_findings(volumes: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
-    """A table ``ct_id`` + one 0/1 column per finding from a CT label table.
+    """A table ``ct_id`` + one float column per finding (1, 0 or NaN = unknown) from a CT table.
 
-    Every finding must be matched by exactly one column (see :data:`CT_LABEL_ALIASES`);
-    a missing one is an error naming the columns found, never a silent zero.
+    A finding is read from the one column that matches it (see :data:`CT_LABEL_ALIASES`).
+    A finding without a column is unknown (NaN) for every CT of the table, with one warning
+    naming the missing findings and the columns found; an empty cell stays unknown. Two
+    columns for one finding are an error (which one would be meant is not known).
     """
     by_lower = {c.lower(): c for c in volumes.columns}
     out = pd.DataFrame({"ct_id": volumes["ct_id"].astype(str)})
+    missing = []
     for finding in findings:
         aliases = (finding.lower(), *CT_LABEL_ALIASES.get(finding, ()))
         found = sorted({by_lower[a] for a in aliases if a in by_lower})
-        if len(found) != 1:
+        if len(found) > 1:
             raise ValueError(
-                f"CT label table needs one column for {finding!r} (any of {aliases}); "
-                f"found {found} among {list(volumes.columns)}"
+                f"CT label table has {len(found)} columns for {finding!r}: {found}; keep one"
             )
-        out[finding] = volumes[found[0]].fillna(0).astype(int).clip(0, 1).to_numpy()
+        if not found:
+            missing.append(finding)
+            out[finding] = np.nan
+            continue
+        values = pd.to_numeric(volumes[found[0]], errors="raise").astype(float)
+        out[finding] = values.clip(0, 1).to_numpy()  # NaN stays NaN
+    if missing:
+        log.warning(
+            "CT label table has no column for %s (columns: %s): unknown for all %d CTs, "
+            "masked out of the training loss",
+            ", ".join(missing),
+            ", ".join(map(str, volumes.columns)),
+            len(volumes),
+        )
     return out
 
 
@@ -109,23 +130,25 @@ def synthetic_training_rows(
     """Rows ``image_id, patient_id, path, <findings>, source`` of the synthetic images of an arm.
 
     ``manifest``: the DRR or SyntheX manifest (``path, ct_id, patient_id, is_center`` ...);
-    ``volumes``: the CT label table (``ct_id`` and label columns).
+    ``volumes``: the CT label table (``ct_id`` and label columns, possibly none). Labels are
+    1, 0 or NaN (unknown, see :func:`ct_findings`); a CT missing from the table is an error.
     """
     chosen = select_views(manifest, views_per_ct, seed)
     labels = ct_findings(volumes, findings)
     merged = chosen.assign(ct_id=chosen["ct_id"].astype(str)).merge(
-        labels, on="ct_id", how="left", validate="many_to_one"
+        labels, on="ct_id", how="left", validate="many_to_one", indicator=True
     )
-    if merged[list(findings)].isna().any().any():
-        missing = merged.loc[merged[list(findings)].isna().any(axis=1), "ct_id"].unique()[:5]
-        raise ValueError(f"CTs without labels in the CT label table: {list(missing)}")
+    absent = merged["_merge"] == "left_only"
+    if absent.any():
+        missing = merged.loc[absent, "ct_id"].unique()[:5]
+        raise ValueError(f"CTs missing from the CT label table: {list(missing)}")
     patient = merged["patient_id"] if "patient_id" in merged else merged["ct_id"]
     return pd.DataFrame(
         {
             "image_id": [f"syn_{p}" for p in merged["path"].astype(str)],
             "patient_id": "ct_" + patient.astype(str),
             "path": merged["path"].astype(str),
-            **{f: merged[f].astype(int) for f in findings},
+            **{f: merged[f].astype(float) for f in findings},
         }
     )
 

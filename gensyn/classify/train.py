@@ -1,11 +1,20 @@
-"""Training loop: Adam, BCE, best model by validation macro AUC, resumable per-epoch checkpoints.
+"""Training loop: Adam, masked BCE, best model by validation macro AUC, resumable checkpoints.
+
+Labels are 1, 0 or NaN (unknown: a CT label table without that finding). The loss is the
+binary cross-entropy averaged over the *known* (image, finding) entries of a batch only
+(:class:`MaskedBinaryCrossentropy`), so an unknown entry adds no gradient.
+
+``schedule`` sets the optimiser steps per epoch: ``epochs`` (the study) = training images /
+batch; ``steps`` = ceil(real training images / batch), the baseline arm's number, drawn from
+the shuffled real + synthetic images and continuing through them across epochs.
 
 Files written to ``out_dir``:
 
 * ``checkpoint.npz``: every model and optimizer variable plus the loop's state (epoch, best
   AUC, history), written atomically after each epoch. A killed run started again with the
   same arguments continues from the epoch after the last checkpoint and, on CPU, ends with
-  exactly the weights of an uninterrupted run (shuffle order is a function of seed and epoch).
+  exactly the weights of an uninterrupted run (the batches of an epoch are a function of
+  seed, epoch and steps per epoch).
 * ``best.keras``: the model of the epoch with the highest validation macro AUC (for predict).
 * ``history.csv``: per epoch loss, validation per-class and macro AUC, images/s.
 """
@@ -36,6 +45,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTINGS = ("none", "balanced")
 LR_SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("epochs", "steps")
 CHECKPOINT = "checkpoint.npz"
 BEST_MODEL = "best.keras"
 
@@ -45,6 +55,7 @@ class TrainSettings:
     """Optimisation settings (defaults: the study's recipe; Adam 1e-5, 30 epochs, batch 128)."""
 
     epochs: int = 30
+    schedule: str = "epochs"  # epochs (the study) | steps (as many steps as the baseline arm)
     batch_size: int = 128
     learning_rate: float = 1e-5
     lr_schedule: str = "constant"  # constant (the study) | cosine (decay to 0 over all steps)
@@ -60,41 +71,84 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
-    """What training produced: best epoch (0-based), its validation AUCs, and the history."""
+    """What training produced: best epoch (0-based), its validation AUCs, the history, and
+    the optimiser steps per epoch and in all (as counted by the optimiser)."""
 
     best_epoch: int
     best_val_macro_auc: float
     best_val_auc: dict[str, float]
     resumed_from_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    steps_per_epoch: int = 0
+    optimizer_steps: int = 0
 
 
 @keras.saving.register_keras_serializable(package="gensyn")
-class WeightedBinaryCrossentropy(keras.losses.Loss):
-    """BCE with a weight on each class's positive term: -(w_k y log p + (1 - y) log(1 - p))."""
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """BCE averaged over the known entries of a batch; NaN labels are unknown and left out.
 
-    def __init__(self, pos_weight: Sequence[float], name: str = "weighted_bce", **kwargs: Any):
+    Per entry -(w_k y log p + (1 - y) log(1 - p)), ``w_k`` the positive weight of class k
+    (``pos_weight``; None: all 1, plain BCE). The batch loss is the sum over known entries
+    divided by their number (0 if none is known). Each sample's value is its share of that
+    sum, and the reduction is ``sum``, so Keras' total is exactly the known-entry mean.
+    """
+
+    def __init__(
+        self,
+        pos_weight: Sequence[float] | None = None,
+        name: str = "masked_bce",
+        **kwargs: Any,
+    ):
+        kwargs["reduction"] = "sum"
         super().__init__(name=name, **kwargs)
-        self.pos_weight = [float(w) for w in pos_weight]
+        self.pos_weight = None if pos_weight is None else [float(w) for w in pos_weight]
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         ops = keras.ops
         eps = keras.config.epsilon()
         p = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
         y = ops.cast(y_true, "float32")
-        w = ops.convert_to_tensor(self.pos_weight, dtype="float32")
-        return -ops.mean(w * y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p), axis=-1)
+        known = ops.logical_not(ops.isnan(y))
+        y = ops.where(known, y, 0.0)
+        w = 1.0 if self.pos_weight is None else ops.convert_to_tensor(self.pos_weight, "float32")
+        bce = -(w * y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p))
+        mask = ops.cast(known, "float32")
+        n_known = ops.maximum(ops.sum(mask), 1.0)
+        return ops.sum(ops.where(known, bce, 0.0), axis=-1) / n_known
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pos_weight": self.pos_weight}
+        config = {**super().get_config(), "pos_weight": self.pos_weight}
+        config.pop("reduction", None)  # always "sum": part of the definition
+        return config
 
 
 def positive_class_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-class positive weight n_neg / n_pos of a (n, C) 0/1 label array (1 where n_pos = 0)."""
-    labels = np.asarray(labels)
-    n_pos = labels.sum(axis=0)
-    n_neg = labels.shape[0] - n_pos
+    """Per-class positive weight n_neg / n_pos of a (n, C) 1/0/NaN label array, over known
+    entries (NaN = unknown); 1 where a class has no known positive."""
+    labels = np.asarray(labels, dtype=np.float64)
+    n_pos = np.nansum(labels, axis=0)
+    n_neg = np.sum(~np.isnan(labels), axis=0) - n_pos
     return np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), 1.0)
+
+
+def steps_per_epoch(schedule: str, n_train: int, n_real_train: int, batch_size: int) -> int:
+    """Optimiser steps per epoch: ``epochs``: n_train // batch (full batches of one pass);
+    ``steps``: ceil(n_real_train / batch), the baseline arm's number whatever is added."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"classifier.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "epochs":
+        return n_train // batch_size
+    return -(-n_real_train // batch_size)
+
+
+def known_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-class AUC over the rows whose label of that class is known (not NaN)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    aucs = []
+    for k in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, k])
+        aucs.append(per_class_auc(labels[known, k : k + 1], probs[known, k : k + 1])[0])
+    return np.array(aucs)
 
 
 def resolve_precision(precision: str) -> str:
@@ -164,11 +218,13 @@ def train_classifier(
     settings: TrainSettings,
     class_names: Sequence[str],
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    n_real_train: int | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the given images; resume from ``out_dir/checkpoint.npz`` if present.
 
-    ``*_labels`` are (n, C) 0/1 arrays in the order of ``class_names``. ``on_epoch(epoch,
-    metrics)`` is called after each epoch (the stage logs to W&B there).
+    ``*_labels`` are (n, C) arrays of 1, 0 or NaN (unknown) in the order of ``class_names``.
+    ``n_real_train``: how many of the training images are real (``schedule="steps"``; default
+    all). ``on_epoch(epoch, metrics)`` is called after each epoch (the stage logs to W&B there).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,19 +241,23 @@ def train_classifier(
     keras.config.set_dtype_policy(resolve_precision(settings.precision))
     configure_devices(settings.batch_size)
     model = build_model(spec)
+    pos_weight = None
     if settings.class_weighting == "balanced":
-        loss: Any = WeightedBinaryCrossentropy(positive_class_weights(train_labels).tolist())
-    else:
-        loss = keras.losses.BinaryCrossentropy()
-    steps_per_epoch = len(train_paths) // settings.batch_size
+        pos_weight = positive_class_weights(train_labels).tolist()
+    n_steps = steps_per_epoch(
+        settings.schedule,
+        len(train_paths),
+        len(train_paths) if n_real_train is None else n_real_train,
+        settings.batch_size,
+    )
     if settings.lr_schedule not in LR_SCHEDULES:
         raise ValueError(
             f"classifier.lr_schedule must be one of {LR_SCHEDULES}, got {settings.lr_schedule!r}"
         )
     lr: Any = settings.learning_rate
     if settings.lr_schedule == "cosine":  # a function of the optimizer's step: resume-safe
-        lr = keras.optimizers.schedules.CosineDecay(lr, settings.epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+        lr = keras.optimizers.schedules.CosineDecay(lr, settings.epochs * n_steps)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=MaskedBinaryCrossentropy(pos_weight))
 
     state: dict[str, Any] = {
         "next_epoch": 0,
@@ -227,11 +287,12 @@ def train_classifier(
         decode=settings.decode,
     )
     for epoch in range(int(state["next_epoch"]), settings.epochs):
-        train_stream.set_epoch(epoch)
         start = time.perf_counter()
+        # epoch e takes global batches e * n .. (e + 1) * n - 1 of the endless shuffled passes:
+        # with n = len(train_stream) (schedule epochs) that is exactly pass e
         hist = model.fit(
-            iter(train_stream),
-            steps_per_epoch=len(train_stream),
+            train_stream.window(epoch * n_steps, n_steps),
+            steps_per_epoch=n_steps,
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,
@@ -247,14 +308,14 @@ def train_classifier(
             settings.prefetch_batches,
             settings.decode,
         )
-        aucs = per_class_auc(val_labels, probs)
+        aucs = known_auc(val_labels, probs)
         macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
         row: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(hist.history["loss"][-1]),
             "val_macro_auc": macro,
             **{f"val_auc_{n}": float(a) for n, a in zip(class_names, aucs, strict=True)},
-            "train_images_per_s": len(train_stream) * settings.batch_size / train_s,
+            "train_images_per_s": n_steps * settings.batch_size / train_s,
         }
         state["history"].append(row)
         if macro > state["best_auc"] or state["best_epoch"] < 0:
@@ -280,4 +341,6 @@ def train_classifier(
         dict(state["best_val_auc"]),
         resumed_from,
         list(state["history"]),
+        n_steps,
+        int(model.optimizer.iterations),
     )

@@ -1,10 +1,11 @@
 """Schema of the ``classifier`` group: the chest X-ray classifier and how it is trained.
 
-Defaults are the original study's recipe (REFERENCE.md): DenseNet121 at 512², all but the
-last 9 layers frozen, Adam 1e-5, 30 epochs, batch 128, 5 patient-level folds. ``weights`` is
-``null`` (random init) or a local path to a DenseNet121 no-top weights file: nothing is
-ever downloaded. Names that must come from a fixed list are Enums, so a misspelling fails
-when the config is composed.
+Defaults are the original study's recipe (docs/study.md): DenseNet121 at 512² from ImageNet
+weights, all but the last 9 layers frozen, Adam 1e-5, 30 epochs, batch 128, 5 patient-level
+folds. ``weights`` is ``imagenet`` (Keras' published no-top file, downloaded once into
+``$KERAS_HOME/models/``), ``null`` (random init) or a local path to a DenseNet121 no-top
+weights file. Names that must come from a fixed list are Enums, so a misspelling fails when
+the config is composed.
 """
 
 from dataclasses import dataclass
@@ -41,6 +42,19 @@ class ClassWeighting(Enum):
     balanced = "balanced"
 
 
+class Schedule(Enum):
+    """How many optimiser steps an epoch has.
+
+    ``epochs`` (the study): one pass over all training images, so arms with more synthetic
+    images take more steps. ``steps``: every arm takes ceil(real training images / batch)
+    steps per epoch, as many as the baseline arm of the same fold, drawn from the shuffled
+    real + synthetic set and continuing through it across epochs.
+    """
+
+    epochs = "epochs"
+    steps = "steps"
+
+
 class DecodeMode(Enum):
     """How training and prediction decode images: a thread pool or worker processes.
 
@@ -58,13 +72,14 @@ class ClassifierConfig:
 
     name: ClassifierName = ClassifierName.densenet121
     image_size_px: int = 512  # images are resized to image_size_px² by the one preprocessing
-    weights: str | None = None  # null or a local DenseNet121 no-top weights file (.h5)
+    weights: str | None = "imagenet"  # imagenet | null (random init) | a local no-top .h5 file
     trainable_tail_layers: int = 9  # DenseNet121 layers left trainable, from the end; -1: all
     small_cnn_widths: tuple[int, ...] = (16, 32, 64, 128)  # small_cnn channels per stage
     dropout: float = 0.0  # before the Dense head
     augment: bool = False  # random shifts and contrast of training batches (host side)
     class_weighting: ClassWeighting = ClassWeighting.none
     epochs: int = 30
+    schedule: Schedule = Schedule.epochs  # epochs (the study) | steps (as many as the baseline)
     batch_size: int = 128  # global batch (split over GPUs when there are several)
     learning_rate: float = 1e-5  # Adam
     lr_schedule: LrSchedule = LrSchedule.constant

@@ -198,7 +198,8 @@ def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID")
 
     Location-specific columns (``left_lung*pneumothorax`` or ``pneumothorax*left_lung``) count
     for a study label if any ``*``-separated part is its RAD-ChestCT term, so the parser does
-    not depend on the order. ``labels`` keeps the original column names of the positive
+    not depend on the order. A study label that no column of the table names is NaN
+    (unknown) for every row: its DRRs are masked from that finding's loss, not called absent. ``labels`` keeps the original column names of the positive
     columns. ``image_id`` and ``patient_id`` are the volume id (the table has no patient ids);
     ``view`` is ``CT``. ``id_column`` falls back to the first column if absent.
     """
@@ -213,8 +214,14 @@ def read_radchest(path: str | os.PathLike[str], id_column: str = "NoteAcc_DEID")
     parts = {c: {p.strip().lower() for p in c.split("*")} for c in label_cols}
     positive = values.fillna(0).to_numpy() == 1
     findings = [[c for c, on in zip(label_cols, row, strict=True) if on] for row in positive]
+    # a finding none of the table's columns names is unknown (NaN), never "absent"
+    covered = {
+        name: any(parts[c] & RADCHEST_MAP[name] for c in label_cols) for name in STUDY_LABELS
+    }
     study = {
         name: [int(any(parts[c] & RADCHEST_MAP[name] for c in row)) for row in findings]
+        if covered[name]
+        else [float("nan")] * len(findings)
         for name in STUDY_LABELS
     }
     ids = raw[id_column].astype(str)
@@ -247,9 +254,10 @@ def read_radchest_tables(
     if not label_paths:
         raise ValueError("no RAD-ChestCT label table given")
     tables = [read_radchest(p, id_column) for p in label_paths]
-    table = pd.concat(tables, ignore_index=True).fillna({k: 0 for k in STUDY_LABELS})
-    for k in STUDY_LABELS:
-        table[k] = table[k].astype(int)
+    table = pd.concat(tables, ignore_index=True)
+    for k in STUDY_LABELS:  # 0/1 where every table names the finding; NaN marks unknown rows
+        if not table[k].isna().any():
+            table[k] = table[k].astype(int)
     dup = table["image_id"][table["image_id"].duplicated()]
     if len(dup):
         raise ValueError(f"volumes listed in more than one label table: {list(dup[:5])}")

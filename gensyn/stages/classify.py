@@ -9,7 +9,9 @@ angled views of every CT join the training folds only.
 Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, also kept
 in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv``,
 ``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
-``best.keras`` (best validation macro AUC) and ``history.csv``.
+``best.keras`` (best validation macro AUC) and ``history.csv``. ``summary.json`` records the
+``schedule`` and the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
+of a fold the baseline's number).
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify import sampling
     from gensyn.data.splits import load_or_make_folds
+    from gensyn.devices import jax_device
     from gensyn.errors import GensynError
     from gensyn.runs import stage_hash
 
+    ctx.summary["jax_backend"] = jax_device(str(cfg.device), "classify")
     c = cfg.classifier
     findings = list(cfg.dataset.findings)
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
@@ -106,6 +110,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     result = _train(cfg, ctx, train, val, findings)
     ctx.summary.update(
+        schedule=option_str(c.schedule),
+        steps_per_epoch=result.steps_per_epoch,
+        optimizer_steps=result.optimizer_steps,
         best_epoch=result.best_epoch,
         best_val_macro_auc=result.best_val_macro_auc,
         **{f"best_val_auc_{k}": v for k, v in result.best_val_auc.items()},
@@ -145,6 +152,7 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
     )
     settings = TrainSettings(
         epochs=int(c.epochs),
+        schedule=option_str(c.schedule),
         batch_size=int(c.batch_size),
         learning_rate=float(c.learning_rate),
         augment=bool(c.augment),
@@ -166,6 +174,7 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
         settings,
         findings,
         on_epoch=lambda epoch, metrics: _after_epoch(ctx, epoch, metrics),
+        n_real_train=int((train["source"] == "real").sum()),
     )
 
 

@@ -95,9 +95,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify import sampling
     from gensyn.classify.predict import load_classifier, predict_paths
+    from gensyn.devices import jax_device
     from gensyn.errors import GensynError
     from gensyn.report.metrics import per_class_auc
 
+    ctx.summary["jax_backend"] = jax_device(str(cfg.device), "predict")
     findings = list(cfg.dataset.findings)
     model = load_classifier(ctx.upstream_dir("classify") / "best.keras")
     size_px = int(model.input_shape[1])  # the size the model was trained at, by construction
