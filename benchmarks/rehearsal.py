@@ -140,6 +140,7 @@ def main() -> None:
         "generator.n_epochs=1",
         "generator.n_epochs_decay=0",
         f"generator.max_dataset_size={a.gan_images}",
+        "report.test_datasets=[]",  # the simulated data has no external test set
         f"sampling={a.arm}",
         "split_idx=0",
         *a.overrides,
@@ -149,6 +150,7 @@ def main() -> None:
     for stage in a.stages.split(","):
         walls[stage] = round(launch([f"stage={stage}", *common], env, log), 1)
         print(f"{stage:<15} {walls[stage]:8.1f} s wall", flush=True)
+        a.out.write_text(json.dumps({"wall_s": walls}, indent=2))  # partial, if killed later
     s = {
         st: summary(a.root, st)
         for st in (

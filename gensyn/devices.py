@@ -40,13 +40,26 @@ def torch_has_cuda() -> bool:
 
 
 def jax_gpu_devices() -> list[str]:
-    """The GPU devices JAX sees ([] with a CPU-only jaxlib or ``JAX_PLATFORMS=cpu``)."""
-    import jax
+    """The GPU devices JAX sees ([] with a CPU-only jaxlib or ``JAX_PLATFORMS=cpu``).
 
+    Asked in a child process: initialising JAX's GPU backend here would make every later
+    fork of this process (data-loader workers, conversion pools) unsafe.
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "import jax\n"
+        "try:\n    print('\\n'.join(str(d) for d in jax.devices('gpu')))\n"
+        "except RuntimeError:\n    pass\n"
+    )
     try:
-        return [str(d) for d in jax.devices("gpu")]
-    except RuntimeError:  # no GPU backend in this jaxlib, or none initialised
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return []
+    return [line for line in out.stdout.splitlines() if line.strip()]
 
 
 def check_device(name: str) -> None:

@@ -18,7 +18,7 @@
 set -euo pipefail
 mode=${1:?fetch|install} whl=${2:?wheel folder}
 # present on the GPU image (and kept): never carried
-keep='numpy|scipy|pandas|torch|triton|jax|jaxlib|jax_cuda.*|matplotlib|pillow|scikit_learn|requests|urllib3|idna|certifi|charset_normalizer|psutil|pyyaml|packaging|typing_extensions|six|python_dateutil|tzdata|pytz|contourpy|cycler|fonttools|kiwisolver|pyparsing|joblib|threadpoolctl|h5py|ml_dtypes|absl_py|rich|markdown_it_py|mdurl|pygments|tqdm|protobuf|click|filelock|fsspec|jinja2|markupsafe|sympy|mpmath|networkx|nvidia_.*|opt_einsum|pydantic|pydantic_core|annotated_types|typing_inspection|setuptools|wheel|pip'
+keep='numpy|scipy|pandas|torch|triton|jax|jaxlib|jax_cuda.*|matplotlib|pillow|scikit_learn|requests|urllib3|idna|certifi|charset_normalizer|psutil|pyyaml|packaging|typing_extensions|six|python_dateutil|tzdata|pytz|contourpy|cycler|fonttools|kiwisolver|pyparsing|joblib|threadpoolctl|h5py|ml_dtypes|absl_py|rich|markdown_it_py|mdurl|pygments|tqdm|protobuf|click|filelock|fsspec|jinja2|markupsafe|sympy|mpmath|networkx|nvidia_.*|opt_einsum|setuptools|wheel|pip'
 if [ "$mode" = fetch ]; then
   mkdir -p "$whl"
   plat="--only-binary=:all: --python-version 3.12 --implementation cp

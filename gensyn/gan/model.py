@@ -411,7 +411,9 @@ class _StepGraphs:
         torch.cuda.synchronize(model.device)
         self.g_graph = torch.cuda.CUDAGraph()
         model._set_d_grad(False)
-        with torch.cuda.graph(self.g_graph):
+        # thread_local: the DataLoader's pin-memory thread keeps pinning host buffers while
+        # this thread captures; the default (global) mode turns its calls into capture errors
+        with torch.cuda.graph(self.g_graph, capture_error_mode="thread_local"):
             g_terms, x = model._generator_losses(self.real_a, self.real_b)
             sum(g_terms.values()).backward()  # type: ignore[union-attr]
             model.opt_g.step()
@@ -422,7 +424,7 @@ class _StepGraphs:
         self.fake_a = torch.empty_like(self.fake_a_out).contiguous(memory_format=fmt)
         self.fake_b = torch.empty_like(self.fake_b_out).contiguous(memory_format=fmt)
         self.d_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.d_graph):
+        with torch.cuda.graph(self.d_graph, capture_error_mode="thread_local"):
             d_terms = model._discriminator_losses(
                 self.real_a, self.real_b, self.fake_a, self.fake_b
             )
