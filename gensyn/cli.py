@@ -1,8 +1,10 @@
 """Start-up checks of command-line overrides, run before Hydra composes the config.
 
-Hydra already rejects unknown keys, but its message does not say what is allowed. This
-check composes the config the same way and, for a key that is not in it, prints the key,
-the closest known keys and the keys allowed at that level, then exits with status 2.
+Hydra already rejects unknown keys, but its message does not say what is allowed, and it
+accepts any new key given with ``+`` (``+use_syntex=true`` would run the baseline arm). This
+check composes the config the same way and, for a key that is not in it, with or without
+``+``, prints the key, the closest known keys and the keys allowed at that level, then exits
+with status 2. Keys below free-form mappings (``extras``) and ``hydra.*`` are left alone.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def check_overrides(argv: Sequence[str]) -> None:
     keys: list[str] = []
     for ov in overrides:
         name = ov.key_or_group
-        if ov.is_hydra_override() or ov.is_add() or ov.is_force_add() or ov.is_delete():
-            continue
+        if ov.is_hydra_override() or ov.is_delete() or "/" in name:
+            continue  # Hydra's own settings; deletions and group paths: Hydra checks them
         if name in groups:
             value = ov.value()
             for option in getattr(value, "list", [value]):
@@ -136,6 +138,35 @@ def check_overrides(argv: Sequence[str]) -> None:
         return  # e.g. an unknown group option: Hydra lists the available ones
     for key in keys:
         missing = object()
-        if OmegaConf.select(cfg, key, default=missing) is missing:
+        if OmegaConf.select(cfg, key, default=missing) is missing and not in_free_form(cfg, key):
             print(unknown_key_message(cfg, key), file=sys.stderr)
             raise SystemExit(2)
+
+
+def in_free_form(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` lies below a free-form mapping of the schema (``extras``, a ``dict`` field).
+
+    Those are the config's extension points: any key may be added there (with or without
+    ``+``). Everywhere else the schema fixes the keys, and ``+key`` is as unknown as ``key``.
+    """
+    parts = key.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        node = OmegaConf.select(cfg, ".".join(parts[:depth]), default=None)
+        if isinstance(node, DictConfig):
+            return OmegaConf.get_type(node) is dict
+    return False
+
+
+def rerun_command(stage: str, *extra: str) -> str:
+    """``python launch.py stage=STAGE EXTRA`` with this run's other overrides (shell-quoted).
+
+    Outside a Hydra run (tests, notebooks) only ``stage`` and ``extra`` are given.
+    """
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    replaced = {"stage", "force", *(e.split("=", 1)[0] for e in extra)}
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in replaced]
+    return " ".join(["python launch.py", f"stage={stage}", *map(shlex.quote, [*extra, *kept])])

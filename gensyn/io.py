@@ -49,6 +49,22 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def unwritable_reason(folder: str | os.PathLike[str]) -> str | None:
+    """Why ``folder`` cannot be created or written into, or None if it can.
+
+    Looks at the nearest existing folder on the way up and creates nothing.
+    """
+    path = Path(folder).absolute()
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                return f"{existing} is a file, not a folder"
+            if not os.access(existing, os.W_OK | os.X_OK):
+                return f"{existing} is not writable"
+            return None
+    return None
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` atomically (UTF-8) and return the path."""
     with atomic_write(path) as tmp:
@@ -90,8 +106,9 @@ def read_table(path: str | os.PathLike[str]) -> Any:
     return pd.read_csv(path)
 
 
-def to_uint(image: np.ndarray, bit_depth: int = 8, vmin: float | None = None,
-            vmax: float | None = None) -> np.ndarray:
+def to_uint(
+    image: np.ndarray, bit_depth: int = 8, vmin: float | None = None, vmax: float | None = None
+) -> np.ndarray:
     """Scale a float image linearly from [vmin, vmax] (default: its min/max) to uint8/uint16.
 
     Values outside the window are clipped. A constant image maps to 0.
@@ -115,7 +132,9 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level:
 
     arr = np.asarray(image)
     if arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"write_image expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()")
+        raise ValueError(
+            f"write_image expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()"
+        )
     if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
         pil = Image.fromarray(arr, mode="RGB")
     elif arr.ndim == 2:
@@ -123,7 +142,9 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level:
     else:
         raise ValueError(f"write_image expects H×W or H×W×3 arrays, got shape {arr.shape}")
     suffix = Path(path).suffix.lower()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix)
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        suffix
+    )
     if fmt is None:
         raise ValueError(f"unsupported image suffix {suffix!r} for {path}; use .png, .jpg or .tif")
     with atomic_write(path) as tmp:
@@ -144,6 +165,23 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if arr.dtype == np.int32:  # PIL mode "I" for 16-bit PNGs
         arr = arr.astype(np.uint16)
     return arr
+
+
+def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI volume as float32 (HU for CTs) and its 4×4 voxel-to-world affine (RAS, mm).
+
+    A missing, truncated or corrupt file raises ``ValueError`` naming the file and the cause.
+    """
+    import zlib
+
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img: Any = nib.load(path)
+        return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
+        raise ValueError(f"cannot read NIfTI {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def write_nifti(path: str | os.PathLike[str], volume: np.ndarray, affine: np.ndarray) -> Path:

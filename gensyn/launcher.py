@@ -11,6 +11,8 @@ sweep to SLURM as one job array (submitit). On top of hydra-submitit-launcher's
   (``hydra.launcher.dry_run=true``);
 * waits for every job, then reports each failed one with its SLURM id, its log files and
   the last lines of its error log, in one error;
+* ends with one summary line per array (done, skipped, failed) and the report command to
+  run next (:func:`sweep_summary`, shared with the local launcher);
 * runs jobs with the interpreter that runs ``launch.py`` (the project's .venv), or
   ``hydra.launcher.python``;
 * inside each job, turns SLURM's signals into checkpoint-and-requeue (:mod:`gensyn.preemption`).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import shutil
 import signal
 import sys
@@ -97,6 +100,56 @@ def plan_job(cfg: DictConfig, idx: int, overrides: list[str]) -> PlannedJob:
     return PlannedJob(idx, overrides, out, is_done(out) and not cfg.get("force", False))
 
 
+def plan_jobs(
+    launcher: Any, job_overrides: Any, initial_job_idx: int, tolerant: bool = False
+) -> list[PlannedJob]:
+    """:func:`plan_job` for every job of a Hydra launcher's sweep.
+
+    ``tolerant``: a job whose config cannot be planned gets no run folder (its own run then
+    reports the error) instead of stopping the whole sweep.
+    """
+    plans = []
+    for offset, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + offset
+        try:
+            cfg = launcher.hydra_context.config_loader.load_sweep_config(
+                launcher.config, list(overrides)
+            )
+            plans.append(plan_job(cfg, idx, list(overrides)))
+        except Exception:
+            if not tolerant:
+                raise
+            plans.append(PlannedJob(idx, list(overrides), None, False))
+    return plans
+
+
+#: Override keys a sweep's report command leaves out (the report is its own stage).
+NOT_FOR_REPORT = ("stage", "stage.name", "force")
+
+
+def report_command(job_overrides: Any) -> str:
+    """``python launch.py ... stage=report`` with the overrides every job of the sweep shares."""
+    jobs = [list(o) for o in job_overrides] or [[]]
+    shared = [
+        o
+        for o in jobs[0]
+        if all(o in other for other in jobs[1:])
+        and o.split("=", 1)[0].lstrip("+~") not in NOT_FOR_REPORT
+    ]
+    return shlex.join(["python", "launch.py", *shared, "stage=report"])
+
+
+def sweep_summary(what: str, plans: list[PlannedJob], failed: set[int], job_overrides: Any) -> str:
+    """One line: how many jobs of ``what`` finished, were skipped (DONE) or failed; what next."""
+    skipped = sum(p.done for p in plans)
+    done = len(plans) - skipped - len(failed)
+    then = "the same command again (only the failed jobs run), then " if failed else ""
+    return (
+        f"{what}: {done} done, {skipped} skipped (already DONE), {len(failed)} failed. "
+        f"Next: {then}{report_command(job_overrides)}"
+    )
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     """hydra-submitit-launcher's SLURM launcher with GENSYN's additions (module docstring)."""
 
@@ -134,12 +187,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
-        plans = []
-        for offset, overrides in enumerate(job_overrides):
-            sweep_cfg = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
-            plans.append(plan_job(sweep_cfg, initial_job_idx + offset, list(overrides)))
+        plans = plan_jobs(self, job_overrides, initial_job_idx)
         to_run = [p for p in plans if not (self.skip_done and p.done)]
 
         if not self.dry_run and (shutil.which("sbatch") is None or shutil.which("srun") is None):
@@ -160,6 +208,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 log.info("\t%s : DONE in %s, not submitted", p.label, p.run_dir)
         if not to_run:
             log.info("every job of this sweep is DONE; nothing submitted")
+            log.info(sweep_summary("SLURM (no array submitted)", plans, set(), job_overrides))
             return [_completed(p, p.run_dir) for p in plans]
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for p in to_run:
@@ -180,23 +229,27 @@ class SlurmLauncher(SubmititSlurmLauncher):
             p.idx: _completed(p, p.run_dir) for p in plans if p not in to_run
         }
         failures: list[str] = []
+        failed: set[int] = set()
         try:
             for plan, job in zip(to_run, jobs, strict=True):
                 ret, failure = _collect(plan, job, sweep_dir)
                 results[plan.idx] = ret
                 if failure:
                     failures.append(failure)
+                    failed.add(plan.idx)
         except KeyboardInterrupt:
             log.error("stopped waiting; the jobs keep running (scancel %s stops them)", array_id)
             raise
+        summary = sweep_summary(f"SLURM array {array_id}", plans, failed, job_overrides)
         if failures:
             raise SlurmJobsFailedError(
                 f"{len(failures)} of {len(jobs)} SLURM jobs of array {array_id} failed "
                 f"(sweep folder {sweep_dir.resolve()}):\n"
                 + "\n".join(failures)
                 + "\nFix the cause and submit the same command again: finished runs are "
-                "skipped, only these run again."
+                "skipped, only these run again.\n" + summary
             )
+        log.info(summary)
         return [results[p.idx] for p in plans]
 
     def _submit(self, executor: Any, job_args: list[tuple[Any, ...]]) -> list[Any]:
@@ -377,4 +430,13 @@ def _guarded(requeue_now: Any) -> preemption.SignalHandler:
     return handler
 
 
-__all__ = ["PlannedJob", "SlurmJobsFailedError", "SlurmLauncher", "SlurmSubmitError", "plan_job"]
+__all__ = [
+    "PlannedJob",
+    "SlurmJobsFailedError",
+    "SlurmLauncher",
+    "SlurmSubmitError",
+    "plan_job",
+    "plan_jobs",
+    "report_command",
+    "sweep_summary",
+]

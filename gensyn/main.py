@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from gensyn.errors import GensynError
+from gensyn.hydra_folders import discard_hydra_dir
 from gensyn.registry import describe_stages, get_stage
 from gensyn.runs import execute
 from gensyn.startup import check_config
@@ -29,13 +30,18 @@ def run(cfg: DictConfig) -> Path | None:
     name = cfg.stage.name
     if name == "list":
         print(list_stages())
+        discard_hydra_dir(cfg)
         return None
     try:
-        get_stage(name)
-        check_config(cfg)
+        try:
+            get_stage(name)
+            check_config(cfg)
+        except GensynError:
+            discard_hydra_dir(cfg)  # found before anything ran: nothing to keep
+            raise
         out = execute(cfg, name, force=bool(cfg.force))
     except GensynError as exc:  # a user-fixable problem: one clear message, no traceback
         log.error("%s", exc)
-        raise SystemExit(1) from None
+        raise SystemExit(1) from exc  # the cause lets a sweep's launcher list the error
     print(f"{name}: {out}")
     return out

@@ -3,20 +3,25 @@
 A stage's output folder is ``<paths.runs_dir>/<stage>/<hash>``. The hash covers exactly the
 config values the stage declared (``config_keys``) plus the hashes of its upstream stages,
 so the same config always finds the same folder, and a change upstream changes every
-folder downstream. Keys that never change results (worker counts, progress bars) are left
-out of the hash wherever they appear.
+folder downstream. Keys that never change results (worker counts, progress bars) or only
+describe this machine (interpreter paths, time-outs) are left out of the hash wherever they
+appear. A hashed path below one of the ``paths`` folders is hashed relative to that folder
+(``${paths.data_dir}/demo/raw``), so moving the data or the output root keeps every hash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,10 +40,22 @@ log = logging.getLogger(__name__)
 
 DONE = "DONE"
 HASH_LENGTH = 12
-#: Leaf names that never change a result, wherever they appear in a hashed subtree.
+#: Leaf names that never change a result, wherever they appear in a hashed subtree: speed
+#: and logging knobs, and settings that only describe this machine.
 HASH_EXCLUDED_LEAVES = frozenset(
-    {"num_workers", "progress_bar", "log_every_n_steps", "prefetch", "decode"}
+    {
+        "num_workers",
+        "progress_bar",
+        "log_every_n_steps",
+        "prefetch",
+        "decode",
+        "deepdrr_python",
+        "deepdrr_pythonpath",
+        "deepdrr_timeout_s",
+    }
 )
+#: The metrics file of every run folder (one JSON row per ``RunContext.log_metrics`` call).
+METRICS_FILE = "metrics.jsonl"
 
 
 class UpstreamMissingError(GensynError):
@@ -57,20 +74,56 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return value
 
 
-def _strip(value: Any) -> Any:
+def _path_anchors(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(``${paths.KEY}``, absolute folder) of every ``paths`` folder, the deepest first."""
+    paths = cfg.get("paths") or {}
+    anchors = [
+        (f"${{paths.{key}}}", os.path.abspath(str(value)))
+        for key, value in paths.items()
+        if isinstance(value, str) and value
+    ]
+    return sorted(anchors, key=lambda a: len(a[1]), reverse=True)
+
+
+def _relocatable(value: str, anchors: list[tuple[str, str]]) -> str:
+    """``value`` relative to the deepest ``paths`` folder holding it; other strings unchanged.
+
+    Only absolute or ``./``-relative strings are paths here, so names such as ``imagenet``
+    are never mistaken for files in the current folder.
+    """
+    if not (os.path.isabs(value) or value in (".", "..") or value.startswith(("./", "../"))):
+        return value
+    absolute = os.path.abspath(value)
+    for name, folder in anchors:
+        if absolute == folder or absolute.startswith(folder.rstrip(os.sep) + os.sep):
+            rel = os.path.relpath(absolute, folder)
+            return name if rel == "." else f"{name}/{Path(rel).as_posix()}"
+    return value
+
+
+def _strip(value: Any, anchors: list[tuple[str, str]]) -> Any:
+    """``value`` as hashed: excluded leaves dropped, paths made relative to ``paths``."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in HASH_EXCLUDED_LEAVES}
+        return {k: _strip(v, anchors) for k, v in value.items() if k not in HASH_EXCLUDED_LEAVES}
     if isinstance(value, list):
-        return [_strip(v) for v in value]
+        return [_strip(v, anchors) for v in value]
+    if isinstance(value, str):
+        return _relocatable(value, anchors)
     return value
 
 
 def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
-    """What the hash of stage ``name`` is computed from (config values and upstream hashes)."""
+    """What the hash of stage ``name`` is computed from (config values and upstream hashes).
+
+    Folders are hashed by where they sit below ``paths.root_dir`` / ``data_dir`` / ... (e.g.
+    ``ct_dataset.raw_dir`` as ``${paths.data_dir}/radchest/raw``), never by the machine's
+    absolute path, so a moved root or data folder keeps its runs (DESIGN principle 3).
+    """
     spec = get_stage(name)
+    anchors = _path_anchors(cfg)
     return {
         "stage": name,
-        "config": {key: _strip(_select(cfg, key)) for key in spec.keys(cfg)},
+        "config": {key: _strip(_select(cfg, key), anchors) for key in spec.keys(cfg)},
         "upstream": {u: stage_hash(cfg, u) for u in spec.upstream(cfg)},
     }
 
@@ -159,7 +212,7 @@ class RunContext:
         row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
         if step is not None:
             row["step"] = step
-        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
+        with open(self.path(METRICS_FILE), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         if self.tracker is not None:
             self.tracker.log_metrics(dict(metrics), step=step)
@@ -170,15 +223,86 @@ class RunContext:
             self.tracker.log_image(key, image, caption=caption)
 
 
+def make_run_dir(path: Path) -> None:
+    """Create run folder ``path``; a folder that cannot be made or written is a GensynError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    except OSError as exc:
+        raise GensynError(_folder_error(path, exc)) from exc
+
+
+def _folder_error(path: Path, exc: OSError) -> str:
+    """Why run folder ``path`` cannot be used, and the fix."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_full_message(path, exc)
+    why = io.unwritable_reason(path) or f"{exc.strerror} ({exc.filename})"
+    return (
+        f"cannot create or write the run folder {path}: {why}. Point paths.runs_dir (or "
+        "paths.work_dir, paths.root_dir, GENSYN_ROOT) to a folder you can write"
+    )
+
+
+def _disk_full_message(out: Path, exc: OSError) -> str:
+    where = Path(exc.filename).parent if exc.filename else out
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"no space left on the device holding {where} ({free}; {exc.strerror}) while writing "
+        f"{exc.filename or 'into ' + str(out)}. Free space there, or point paths.runs_dir "
+        "(or paths.work_dir) to a larger disk; the same command then resumes the unfinished run"
+    )
+
+
+@contextlib.contextmanager
+def _disk_full_named(out: Path) -> Iterator[None]:
+    """Turn a full disk (ENOSPC, EDQUOT) during a run into one error naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise GensynError(_disk_full_message(out, exc)) from exc
+
+
+def _lock_holder() -> str:
+    """Who holds a lock: process, host, start time and command (written into the lock file)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return (
+        f"pid {os.getpid()} on {socket.gethostname()}"
+        + (f" (SLURM job {job})" if job else "")
+        + f" since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}"
+    )
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path/.lock`` (other processes on the same run wait)."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """Hold an exclusive lock on ``path/.lock`` (other processes on the same run wait).
+
+    The holder writes who it is into the lock file, so a process that has to wait logs whom
+    it waits for.
+    """
+    make_run_dir(path)
+    with open(path / ".lock", "a+") as fh:  # a+: never truncate the holder's note
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            log.info("waiting for %s, which %s is running (lock %s)", path, holder, fh.name)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            log.info("got the lock on %s", path)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(_lock_holder() + "\n")
+        fh.flush()
         try:
             yield
         finally:
+            fh.truncate(0)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -218,8 +342,9 @@ def execute(cfg: DictConfig, name: str, force: bool = False) -> Path:
 
     if not spec.hashed:  # collectors (e.g. carbon_summary) always run, in a new folder
         out = Path(cfg.paths.runs_dir).resolve() / name / time.strftime("%Y%m%d-%H%M%S")
-        out.mkdir(parents=True, exist_ok=True)
-        _run_in(cfg, spec, out, upstream_dirs)
+        make_run_dir(out)
+        with _disk_full_named(out):
+            _run_in(cfg, spec, out, upstream_dirs)
         return out
     out = run_dir(cfg, name)
     if is_done(out) and not force:
@@ -234,7 +359,8 @@ def execute(cfg: DictConfig, name: str, force: bool = False) -> Path:
             clear_run(out)
         elif any(p.name not in (".lock",) for p in out.iterdir()):
             log.info("stage %s: resuming unfinished run in %s", name, out)
-        _run_in(cfg, spec, out, upstream_dirs)
+        with _disk_full_named(out):
+            _run_in(cfg, spec, out, upstream_dirs)
     return out
 
 

@@ -2,8 +2,10 @@
 
 The schemas (gensyn/config/) already refuse unknown keys and wrong types. These checks catch
 combinations that are valid YAML but would waste a GPU-week: real data at the demo's sizes,
-frozen layers on random weights, ``device=cuda`` without a GPU. Each raises
-:class:`~gensyn.errors.GensynError` with the key, the value and the command to use.
+frozen layers on random weights, ``device=cuda`` without a GPU, and values out of their range
+(sizes < 1, fractions outside [0, 1], C-arm angles beyond 90 degrees, a shard outside
+``num_shards``). Each raises :class:`~gensyn.errors.GensynError` with the key, the value and
+what is allowed (or the command to use), before any stage runs or any folder is made.
 """
 
 from __future__ import annotations
@@ -78,10 +80,94 @@ def check_fold(cfg: DictConfig) -> None:
         )
 
 
+#: Sizes and counts that must be at least 1: pixels, items per batch, epochs, shards.
+POSITIVE = (
+    "projector.image_size_px",
+    "projector.batch_poses",
+    "classifier.image_size_px",
+    "classifier.batch_size",
+    "classifier.predict_batch_size",
+    "classifier.epochs",
+    "generator.load_size",
+    "generator.crop_size",
+    "generator.batch_size",
+    "generator.translate_batch_size",
+    "dataset.xray.size_px",
+    "dataset.demo.xray_size_px",
+    "dataset.demo.num_xray_patients",
+    "ct_dataset.demo.num_ct_patients",
+    "reader_study.blinding.image_size_px",
+    "num_shards",
+)
+#: Fractions and probabilities: key -> (low, high, whether ``high`` itself is allowed).
+FRACTIONS: dict[str, tuple[float, float, bool]] = {
+    "dataset.xray.test_fraction": (0.0, 1.0, False),
+    "dataset.demo.test_fraction": (0.0, 1.0, False),
+    "dataset.demo.finding_prevalence": (0.0, 1.0, True),
+    "ct_dataset.demo.finding_prevalence": (0.0, 1.0, True),
+    "classifier.dropout": (0.0, 1.0, False),
+    "report.ci_level": (0.0, 1.0, False),
+}
+#: Largest |alpha| and |beta| of a C-arm pose, in degrees (docs/conventions.md).
+MAX_ANGLE_DEG = 90.0
+ANGLE_KEYS = ("alpha_deg", "beta_deg", "alpha_range_deg", "beta_range_deg")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Sizes >= 1, fractions in their interval, ``crop_size <= load_size``, bit depths, shards."""
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise GensynError(f"{key}={value}; allowed: 1 or more")
+    for key, (low, high, closed) in FRACTIONS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not (low <= value <= high and (closed or value < high)):
+            raise GensynError(
+                f"{key}={value}; allowed: {low:g} <= {key} {'<=' if closed else '<'} {high:g}"
+            )
+    g = cfg.generator
+    if g.crop_size > g.load_size:
+        raise GensynError(
+            f"generator.crop_size={g.crop_size}; allowed: 1 .. generator.load_size={g.load_size} "
+            "(images are resized to load_size, then cropped)"
+        )
+    for key in ("projector.bit_depth", "dataset.xray.bit_depth"):
+        if OmegaConf.select(cfg, key) not in (8, 16):
+            raise GensynError(f"{key}={OmegaConf.select(cfg, key)}; allowed: 8 or 16")
+    if not 0 <= cfg.shard < cfg.num_shards:
+        raise GensynError(
+            f"shard={cfg.shard}; allowed: 0 .. {cfg.num_shards - 1} (num_shards={cfg.num_shards})"
+        )
+
+
+def check_carm_pose(cfg: DictConfig) -> None:
+    """Angles within +-MAX_ANGLE_DEG, ranges as [low, high], one angle pair for ``center``."""
+    pose = cfg.carm_pose
+    for name in ANGLE_KEYS:
+        angles = list(pose[name])
+        if any(abs(a) > MAX_ANGLE_DEG for a in angles):
+            raise GensynError(
+                f"carm_pose.{name}={angles}; allowed: angles from -{MAX_ANGLE_DEG:g} to "
+                f"{MAX_ANGLE_DEG:g} degrees (docs/conventions.md)"
+            )
+        if name.endswith("range_deg") and (len(angles) != 2 or angles[0] > angles[1]):
+            raise GensynError(f"carm_pose.{name}={angles}; allowed: [low, high] with low <= high")
+    if pose.num_random < 0:
+        raise GensynError(f"carm_pose.num_random={pose.num_random}; allowed: 0 or more")
+    if _option(pose.mode) == "center" and (len(pose.alpha_deg) != 1 or len(pose.beta_deg) != 1):
+        raise GensynError(
+            f"carm_pose.alpha_deg={list(pose.alpha_deg)} carm_pose.beta_deg="
+            f"{list(pose.beta_deg)}; allowed with carm_pose.mode=center: one angle each "
+            "(carm_pose=grid renders every combination)"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every start-up check, in order; the first problem raises GensynError."""
     from gensyn.devices import check_device
 
+    check_values(cfg)
+    check_carm_pose(cfg)
     check_demo_sizes(cfg)
     check_classifier_weights(cfg)
     check_fold(cfg)

@@ -8,8 +8,19 @@ import pytest
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ["dataset", "carm_pose", "projector", "generator", "classifier", "sampling", "stage",
-          "logger", "paths", "experiment", "profile"]
+GROUPS = [
+    "dataset",
+    "carm_pose",
+    "projector",
+    "generator",
+    "classifier",
+    "sampling",
+    "stage",
+    "logger",
+    "paths",
+    "experiment",
+    "profile",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -86,3 +97,26 @@ def test_unknown_stage_is_a_clear_error(launch) -> None:
     assert proc.returncode == 1
     assert "unknown stage 'nonsense'" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override", ["+carm_pose.alpah_deg=5", "+use_syntex=true", "++sampling.sorce=drr"]
+)
+def test_plus_does_not_skip_the_unknown_key_check(launch, gensyn_root: Path, override: str) -> None:
+    proc = launch("stage=list", override, check=False, timeout=120)
+    key = override.lstrip("+").split("=")[0]
+    assert proc.returncode == 2
+    assert f"unknown config key '{key}'" in proc.stderr and "Keys allowed at" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert list(gensyn_root.iterdir()) == []
+
+
+def test_free_form_extension_points_take_new_keys(launch, compose) -> None:
+    from gensyn.cli import in_free_form
+
+    cfg = compose()
+    assert in_free_form(cfg, "extras.note") and in_free_form(cfg, "extras.a.b")
+    assert in_free_form(cfg, "reader_study.server.urls.R1")  # a dict field of the schema
+    assert not in_free_form(cfg, "carm_pose.alpah_deg") and not in_free_form(cfg, "use_syntex")
+    proc = launch("stage=list", "+extras.note=rerun", "+hydra.job.env_set.GENSYN_X=1", timeout=120)
+    assert "classify" in proc.stdout

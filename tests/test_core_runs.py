@@ -14,7 +14,7 @@ import pytest
 
 from gensyn import io
 from gensyn.registry import _REGISTRY, stage
-from gensyn.runs import execute, is_done, run_dir, stage_hash, with_overrides
+from gensyn.runs import execute, is_done, run_dir, stage_hash, stage_identity, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 N_ITEMS = 6
 
 
-@stage("_test_writer", summary="test stage writing numbered files",
-       config_keys=("seed", "sampling"), upstream=())
+@stage(
+    "_test_writer",
+    summary="test stage writing numbered files",
+    config_keys=("seed", "sampling"),
+    upstream=(),
+)
 def _writer(cfg, ctx) -> None:
     for i in range(N_ITEMS):
         out = ctx.out_dir / f"item_{i}.txt"
@@ -32,8 +36,12 @@ def _writer(cfg, ctx) -> None:
     ctx.summary["items"] = N_ITEMS
 
 
-@stage("_test_child", summary="test stage downstream of _test_writer",
-       config_keys=("split_idx",), upstream=("_test_writer",))
+@stage(
+    "_test_child",
+    summary="test stage downstream of _test_writer",
+    config_keys=("split_idx",),
+    upstream=("_test_writer",),
+)
 def _child(cfg, ctx) -> None:
     parent = ctx.upstream_dir("_test_writer")
     io.write_text(ctx.out_dir / "sum.txt", str(len(list(parent.glob("item_*.txt")))))
@@ -48,20 +56,29 @@ def test_same_config_same_folder_and_irrelevant_keys_ignored(compose) -> None:
     a = compose("seed=1")
     assert stage_hash(a, "_test_writer") == stage_hash(compose("seed=1"), "_test_writer")
     # logging, devices, workers and unrelated groups do not change the folder
-    for other in ["logger=wandb", "num_workers=7", "device=cpu", "classifier=small_cnn",
-                  "split_idx=3", "dry_run=true"]:
+    for other in [
+        "logger=wandb",
+        "num_workers=7",
+        "device=cpu",
+        "classifier=small_cnn",
+        "split_idx=3",
+        "dry_run=true",
+    ]:
         assert run_dir(compose("seed=1", other), "_test_writer") == run_dir(a, "_test_writer")
     # hashed keys do
     assert stage_hash(compose("seed=2"), "_test_writer") != stage_hash(a, "_test_writer")
     assert stage_hash(compose("seed=1", "sampling=drr"), "_test_writer") != stage_hash(
-        a, "_test_writer")
+        a, "_test_writer"
+    )
     # an upstream change changes the downstream folder; the child's own key too
     assert stage_hash(compose("seed=2"), "_test_child") != stage_hash(a, "_test_child")
     assert stage_hash(compose("seed=1", "split_idx=1"), "_test_child") != stage_hash(
-        a, "_test_child")
+        a, "_test_child"
+    )
     # with_overrides finds the same folder as composing with the override
     assert run_dir(with_overrides(a, {"seed": 2}), "_test_writer") == run_dir(
-        compose("seed=2"), "_test_writer")
+        compose("seed=2"), "_test_writer"
+    )
 
 
 def test_execute_writes_metadata_done_last_and_skips_when_done(compose) -> None:
@@ -130,8 +147,9 @@ def test_killed_run_leaves_no_complete_looking_file_and_resumes(tmp_path: Path) 
     script.write_text(KILL_SCRIPT.format(root=str(ROOT), conf=str(ROOT / "conf")))
     root = tmp_path / "root"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until a few parts are written, then kill mid-write
         if line.startswith("wrote 4"):
@@ -145,8 +163,13 @@ def test_killed_run_leaves_no_complete_looking_file_and_resumes(tmp_path: Path) 
     assert 5 <= len(finished) < 20
     assert all(p.stat().st_size == 50 * 20000 for p in finished)  # no truncated output
     # re-run: resumes, completes, leaves no temporary files behind
-    done = subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     wrote = [line for line in done.stdout.splitlines() if line.startswith("wrote")]
     assert len(wrote) == 20 - len(finished)  # only the missing parts were written
@@ -173,3 +196,156 @@ def test_tracking_can_be_switched_off(compose) -> None:
     cfg = compose("seed=6", "logger=none", "logger.carbontracker=false")
     out = execute(cfg, "_test_writer")
     assert not (out / "wandb").exists() and not (out / "carbon_logs").exists()
+
+
+# ---- run identity: where things sit on disk never changes a hash ----------------------------
+def test_paths_are_hashed_relative_to_the_paths_folders(compose, tmp_path: Path) -> None:
+    stages = ("convert", "prepare_xrays", "drr", "classify")
+    here = {s: stage_hash(compose("profile=tiny", root=tmp_path / "a"), s) for s in stages}
+    # another root, a data folder elsewhere (same layout), a machine-specific setting
+    for overrides, root in [
+        ((), tmp_path / "b" / "deeper"),
+        (("paths.data_dir=/scratch/gensyn-data",), tmp_path / "a"),
+        (("projector.deepdrr_python=/opt/deepdrr/bin/python",), tmp_path / "a"),
+    ]:
+        cfg = compose("profile=tiny", *overrides, root=root)
+        assert {s: stage_hash(cfg, s) for s in stages} == here, overrides
+    identity = io.read_json(
+        execute(compose("seed=8", root=tmp_path / "a"), "_test_writer") / "identity.json"
+    )
+    assert str(tmp_path) not in str(identity)
+    raw = stage_identity(compose(root=tmp_path / "a"), "convert")["config"]["ct_dataset.raw_dir"]
+    assert raw == "${paths.data_dir}/demo/raw"
+    # different data (another folder) is another run, for each stage reading it
+    other = compose(
+        "profile=tiny",
+        "dataset.raw_dir=${paths.data_dir}/other/raw",
+        "ct_dataset.raw_dir=/elsewhere/ct",
+        root=tmp_path / "a",
+    )
+    assert stage_hash(other, "prepare_xrays") != here["prepare_xrays"]
+    assert stage_hash(other, "convert") != here["convert"]
+
+
+@pytest.mark.slow
+def test_moved_root_finds_every_run_done(launch, gensyn_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    launch("stage=drr", "profile=tiny", "logger=none", "logger.carbontracker=false")
+    runs = sorted(p.relative_to(gensyn_root) for p in gensyn_root.glob("workdir/runs/*/*"))
+    assert {p.parts[2] for p in runs} == {"convert", "drr"}
+    moved = tmp_path / "elsewhere" / "root"
+    moved.parent.mkdir()
+    shutil.move(gensyn_root, moved)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "stage=drr",
+            "profile=tiny",
+            "logger=none",
+            "logger.carbontracker=false",
+        ],
+        cwd=moved,
+        env={**os.environ, "GENSYN_ROOT": str(moved)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "stage drr: already done" in out and "running" not in out, out
+    assert sorted(p.relative_to(moved) for p in moved.glob("workdir/runs/*/*")) == runs
+
+
+# ---- W&B history without gaps ---------------------------------------------------------------
+def _wandb_history(run_folder: Path) -> list[tuple[int, dict[str, object]]]:
+    """(step, logged values) of every history row of the offline W&B runs in a run folder.
+
+    An offline run is a ``.wandb`` file: a 7-byte header, then LevelDB-log records (32 KiB
+    blocks; each chunk: CRC, length, type FULL/FIRST/MIDDLE/LAST) holding protobuf Records.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    rows = []
+    for path in sorted(run_folder.glob("wandb/offline-run-*/*.wandb")):
+        data, pos, pending = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # block trailer too short for a header: padding
+                pos += 32768 - pos % 32768
+                continue
+            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            pending += data[pos + 7 : pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):  # FULL or LAST: a whole record
+                record = pb.Record()
+                record.ParseFromString(pending)
+                pending = b""
+                if record.WhichOneof("record_type") == "history":
+                    items = {
+                        i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                        for i in record.history.item
+                    }
+                    rows.append(
+                        (
+                            record.history.step.num,
+                            {k: v for k, v in items.items() if not k.startswith("_")},
+                        )
+                    )
+    return rows
+
+
+def test_wandb_history_is_back_filled_after_a_kill(compose) -> None:
+    import json
+
+    from gensyn.runs import RunContext
+    from gensyn.tracking import WandbTracker
+
+    cfg = compose("seed=9", "logger=wandb", "logger.mode=offline")
+    out = run_dir(cfg, "_test_writer")
+    out.mkdir(parents=True)
+    ctx = RunContext("_test_writer", out, out.name, cfg, {})
+    ctx.tracker = WandbTracker.start(cfg, ctx)
+    for step in range(3):
+        ctx.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    ctx.tracker.finish()
+    # the attempt is killed after writing rows 3 and 4 to metrics.jsonl, before W&B got them
+    ctx.tracker = None
+    for step in (3, 4):
+        ctx.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    # the resumed attempt: its tracker first sends the missing rows, then goes on
+    ctx.tracker = WandbTracker.start(cfg, ctx)
+    ctx.log_metrics({"loss": 1.0 / 6}, step=5)
+    ctx.tracker.finish()
+
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    expected = [(row.pop("step"), row) for row in map(json.loads, lines)]
+    assert [s for s, _ in expected] == list(range(6))
+    assert sorted(_wandb_history(out), key=lambda r: r[0]) == expected  # no gap, no repeat
+    assert io.read_json(out / "wandb_delivered.json") == {"rows": 6, "last_step": 5}
+    # a third start has nothing to send
+    again = WandbTracker.start(cfg, ctx)
+    assert again.backfill() == 0
+    again.finish()
+
+
+# ---- logs -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_third_party_start_up_noise_stays_out_of_stage_logs(launch, gensyn_root: Path) -> None:
+    # JAX_PLATFORMS empty: JAX probes every backend (tests otherwise pin it to the CPU)
+    proc = launch(
+        "stage=classify",
+        "profile=tiny",
+        "logger=none",
+        "logger.carbontracker=false",
+        env={"JAX_PLATFORMS": ""},
+    )
+    (log_file,) = gensyn_root.glob("workdir/hydra/*/launch.log")
+    text = log_file.read_text()
+    assert "stage classify: running in" in text  # INFO lines reach the log ...
+    for where in (text, proc.stdout, proc.stderr):  # ... JAX's backend probing does not
+        assert "Unable to initialize backend" not in where

@@ -45,4 +45,4 @@ def test_local_multirun_makes_one_run_folder_per_value(launch, gensyn_root: Path
     assert len(folders) == 2 and all((f / "DONE").is_file() for f in folders)
     seeds = {io.read_json(f / "identity.json")["config"]["seed"] for f in folders}
     assert seeds == {0, 1}
-    assert (gensyn_root / "multirun").is_dir()
+    assert (gensyn_root / "workdir" / "multirun").is_dir()

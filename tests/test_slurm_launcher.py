@@ -266,11 +266,22 @@ def test_failed_job_is_reported_and_only_it_reruns(tmp_path: Path, slurm_cluster
         probe_dir(tmp_path, 2) / "DONE"
     ).is_file()
     assert not (probe_dir(tmp_path, 1) / "DONE").exists()
+    # one summary line per array, and what to run next
+    (summary,) = [ln for ln in report.splitlines() if ln.startswith("SLURM array")]
+    assert summary.startswith(
+        f"SLURM array {array}: 2 done, 0 skipped (already DONE), 1 failed. Next: the same "
+        "command again"
+    ), report
+    assert summary.endswith("stage=report") and "python launch.py logger=none" in summary
 
     flag.unlink()  # the cause is fixed: the same command again
     second = run_app(tmp_path, *sweep)
     ((array2, n2),) = submitted_arrays(second.stdout + second.stderr)
     assert n2 == 1 and len(sacct_states(array2)) == 1  # one job (submitit: no array of 1)
+    assert (
+        f"SLURM array {array2}: 1 done, 2 skipped (already DONE), 0 failed. "
+        "Next: python launch.py logger=none +extras.steps=3"
+    ) in second.stdout + second.stderr
     assert (probe_dir(tmp_path, 1) / "DONE").is_file()
     assert [s["start_step"] for s in starts(tmp_path, 1)] == [0, 1]  # resumed from its checkpoint
     assert len(starts(tmp_path, 0)) == 1 and len(starts(tmp_path, 2)) == 1  # not run again

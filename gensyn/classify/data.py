@@ -62,6 +62,27 @@ def load_image(path: str | os.PathLike[str], image_size_px: int) -> np.ndarray:
     return (scaled + 0.5).astype(np.uint8)[..., None]
 
 
+def image_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable image (missing, garbage, truncated), or None if it is.
+
+    Cheap: PIL reads the header and checks the file's structure and checksums (a PNG's chunk
+    CRCs) without decoding the pixels.
+    """
+    try:
+        with Image.open(path) as opened:
+            opened.verify()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def unreadable_images(paths: Sequence[str], workers: int = 4) -> dict[str, str]:
+    """The files of ``paths`` that are not readable images, each with the reason."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = pool.map(image_problem, paths)
+        return {p: why for p, why in zip(paths, problems, strict=True) if why is not None}
+
+
 def augment_params(
     rng: np.random.Generator, n: int, size: int, max_shift: float = 0.06, contrast: float = 0.2
 ) -> np.ndarray:

@@ -1,10 +1,19 @@
 """Schema of the ``carm_pose`` group: which C-arm poses the DRR stage renders.
 
 Angles in degrees: alpha = cranial (+) / caudal (-), beta = LAO (+) / RAO (-), about
-the volume centre (docs/conventions.md).
+the volume centre (docs/conventions.md); |alpha|, |beta| <= 90 (checked at start-up).
 """
 
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class PoseMode(Enum):
+    """Which poses (see :class:`CarmPoseConfig`); a misspelt mode fails when the config is composed."""
+
+    center = "center"
+    grid = "grid"
+    random = "random"
 
 
 @dataclass
@@ -20,7 +29,7 @@ class CarmPoseConfig:
         ``alpha_range_deg`` x ``beta_range_deg``, seeded by ``seed`` and the CT id.
     """
 
-    mode: str = "center"
+    mode: PoseMode = PoseMode.center
     alpha_deg: list[float] = field(default_factory=lambda: [0.0])
     beta_deg: list[float] = field(default_factory=lambda: [0.0])
     num_random: int = 9

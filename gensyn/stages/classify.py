@@ -93,6 +93,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     train, val = sampling.training_tables(
         real_train, folds, int(cfg.split_idx), synthetic, findings
     )
+    train, val = _without_unreadable(ctx, train, val, int(cfg.num_workers))
     io.write_table(ctx.path("train_images.csv"), train)
     io.write_table(ctx.path("val_images.csv"), val)
     counts = {
@@ -119,6 +120,39 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     )
     if result.resumed_from_epoch is not None:
         ctx.summary["resumed_from_epoch"] = result.resumed_from_epoch
+
+
+def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-def]
+    """Leave out images that cannot be read (checked before training, not mid-epoch).
+
+    They are listed in ``unreadable_images.csv`` (split, path, reason; empty when none).
+    """
+    import pandas as pd
+
+    from gensyn import io
+    from gensyn.classify.data import unreadable_images
+
+    bad = unreadable_images([*train["path"], *val["path"]], workers)
+    rows = [
+        {"split": split, "path": path, "reason": bad[path]}
+        for split, table in (("train", train), ("val", val))
+        for path in table["path"]
+        if path in bad
+    ]
+    listing = ctx.path("unreadable_images.csv")
+    io.write_table(listing, pd.DataFrame(rows, columns=["split", "path", "reason"]))
+    ctx.summary["n_unreadable_images"] = len(rows)
+    if not rows:
+        return train, val
+    log.warning(
+        "classify: %d unreadable image(s) left out (listed in %s), e.g. %s: %s",
+        len(rows),
+        listing,
+        rows[0]["path"],
+        rows[0]["reason"],
+    )
+    keep = [~t["path"].isin(bad) for t in (train, val)]
+    return train[keep[0]].reset_index(drop=True), val[keep[1]].reset_index(drop=True)
 
 
 def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]

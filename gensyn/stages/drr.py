@@ -3,7 +3,10 @@
 Reads ``volumes.csv`` (ct_id, patient_id, path) of stage ``convert``; writes
 ``images/<ct_id>/<ct_id>_v<view>.png`` (8/16-bit, -ln(I/I0) windowed, bone bright),
 optional ``.npy`` floats, and ``manifest.csv`` with one row per image. A CT whose
-``images/<ct_id>/views.json`` lists existing files is complete and skipped on resume.
+``images/<ct_id>/views.json`` lists existing files is complete and skipped on resume. A
+converted volume that cannot be read (truncated, corrupt) is listed in ``failures.csv`` (ct_id,
+file, reason); the other CTs are rendered, then the stage fails with the commands that redo
+only those volumes.
 """
 
 from __future__ import annotations
@@ -67,6 +70,26 @@ def _complete(ct_dir: Path, expected: list[str]) -> bool:
     )
 
 
+def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir: Path) -> Any:
+    """The error listing CTs that could not be read, with the commands that redo only them."""
+    from gensyn.cli import rerun_command
+    from gensyn.errors import GensynError
+
+    table = "\n".join(f"  {r.ct_id}: {r.reason.splitlines()[0]}" for r in failed.itertuples())
+    files = " ".join(str(f) for f in failed["file"])
+    return GensynError(
+        f"drr: {len(failed)} of {n_cts} converted CT volume(s) could not be read (truncated or "
+        f"corrupt); the other CTs are rendered and kept. Listed in {out_dir / 'failures.csv'}:\n"
+        f"{table}\n"
+        "Convert only these again (convert skips volumes that exist), then run drr again (it "
+        "renders only what is missing):\n"
+        f"  rm {files} {convert_dir / 'DONE'}\n"
+        f"  {rerun_command('convert')}\n"
+        f"  {rerun_command('drr')}\n"
+        f"(or `{rerun_command('convert', 'force=true')}` converts every volume anew)"
+    )
+
+
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     """Poses and projector; ``seed`` too when the DRRs carry Poisson noise (seeded by it)."""
     noisy = float(cfg.projector.photon_count) > 0
@@ -80,8 +103,7 @@ def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     upstream=("convert",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    """Render, write images + manifest; resumable per CT."""
-    import nibabel as nib
+    """Render, write images + manifest; resumable per CT; unreadable CTs listed, then an error."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -90,7 +112,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.geometry import make_geometry
     from gensyn.drr.render import view_noise_seed
-    from gensyn.io import read_table, write_image, write_json, write_table
+    from gensyn.io import read_nifti, read_table, write_image, write_json, write_table
 
     p, poses_cfg = cfg.projector, cfg.carm_pose
     if p.bit_depth not in (8, 16):
@@ -126,11 +148,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         "bit_depth": p.bit_depth,
     }
     rows: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []  # CTs whose converted volume cannot be read
     rendered, render_s = 0, 0.0
     for _, vol in tqdm(volumes.iterrows(), total=len(volumes), desc="drr", unit="CT"):
         ct_id, patient_id = str(vol["ct_id"]), str(vol["patient_id"])
         views = pose_set(
-            poses_cfg.mode,
+            poses_cfg.mode.value,  # PoseMode (an Enum) as its string
             list(poses_cfg.alpha_deg),
             list(poses_cfg.beta_deg),
             poses_cfg.num_random,
@@ -142,11 +165,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
         ct_dir = ctx.out_dir / "images" / ct_id
         if not _complete(ct_dir, names):
-            img: Any = nib.load(convert_dir / str(vol["path"]))
-            hu = np.asarray(img.dataobj, dtype=np.float32)
+            nifti = convert_dir / str(vol["path"])
+            try:
+                hu, affine = read_nifti(nifti)
+            except ValueError as exc:  # truncated or corrupt: list it, render the others
+                log.warning("drr: skipping %s: %s", ct_id, exc)
+                failures.append({"ct_id": ct_id, "file": str(nifti), "reason": str(exc)})
+                continue
             t0 = time.perf_counter()
             # projector.name: torch (GENSYN) | deepdrr (out of process, gensyn/drr/deepdrr_adapter.py)
-            renderer = renderer_for(p, hu, np.asarray(img.affine), physics, device)
+            renderer = renderer_for(p, hu, affine, physics, device)
             for start in range(0, len(views), p.batch_poses):
                 batch = views[start : start + p.batch_poses]
                 poses = [v.pose for v in batch]
@@ -183,6 +211,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             )
     import pandas as pd
 
+    failed = pd.DataFrame(failures, columns=["ct_id", "file", "reason"])
+    write_table(ctx.path("failures.csv"), failed)
+    if failures:
+        raise unreadable_volumes_error(failed, len(volumes), convert_dir, ctx.out_dir)
     manifest = pd.DataFrame(rows)
     write_table(ctx.path("manifest.csv"), manifest)
     if rendered:

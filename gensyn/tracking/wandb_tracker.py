@@ -1,7 +1,15 @@
-"""Weights & Biases tracking (offline files in the run folder by default) and a no-op tracker."""
+"""Weights & Biases tracking (offline files in the run folder by default) and a no-op tracker.
+
+A run killed between writing a ``metrics.jsonl`` row and handing it to W&B would leave a gap
+in the W&B history. The tracker therefore counts the rows W&B has accepted in
+``wandb_delivered.json`` (written after each ``log`` call returns), and on start, before the
+stage logs anything, sends W&B the rows of ``metrics.jsonl`` after that count: the resumed
+W&B run and ``metrics.jsonl`` then hold the same rows.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -16,6 +24,9 @@ if TYPE_CHECKING:
     from gensyn.runs import RunContext
 
 log = logging.getLogger(__name__)
+
+#: In the run folder: how many ``metrics.jsonl`` rows W&B has accepted (and the last step).
+DELIVERED_FILE = "wandb_delivered.json"
 
 
 class Tracker:
@@ -51,9 +62,11 @@ def sweep_tags() -> list[str]:
 class WandbTracker(Tracker):
     """A W&B run per stage run, grouped by experiment, typed by stage, tagged by sweep values."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, out_dir: Path | None = None) -> None:
         self.run = run
         self._warned: set[str] = set()
+        self._out_dir = out_dir  # None: no delivery bookkeeping (no back-fill on resume)
+        self._delivered = 0
 
     @classmethod
     def start(cls, cfg: DictConfig, ctx: RunContext) -> WandbTracker:
@@ -81,9 +94,11 @@ class WandbTracker(Tracker):
             config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # type: ignore[arg-type]
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
-        return cls(run)
+        tracker = cls(run, ctx.out_dir)
+        tracker.backfill()
+        return tracker
 
-    def _safely(self, what: str, func: Any, *args: Any, **kwargs: Any) -> None:
+    def _safely(self, what: str, func: Any, *args: Any, **kwargs: Any) -> bool:
         # Tracking must never take a stage down: report a failing call once, then go on.
         try:
             func(*args, **kwargs)
@@ -91,9 +106,47 @@ class WandbTracker(Tracker):
             if what not in self._warned:
                 self._warned.add(what)
                 log.warning("W&B %s failed (%s); continuing", what, exc)
+            return False
+        return True
+
+    def backfill(self) -> int:
+        """Send W&B the ``metrics.jsonl`` rows an earlier attempt did not deliver; their number."""
+        from gensyn.runs import METRICS_FILE
+
+        if self._out_dir is None:
+            return 0
+        state = self._out_dir / DELIVERED_FILE
+        self._delivered = int(json.loads(state.read_text())["rows"]) if state.is_file() else 0
+        metrics = self._out_dir / METRICS_FILE
+        lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
+        sent, step = 0, None
+        for line in lines[self._delivered :]:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a row cut short by a kill: nothing to send
+                row = None
+            if row is not None:
+                step = row.pop("step", None)
+                if not self._safely("log", self.run.log, row, step=step):
+                    break  # W&B refuses: the next start tries the rest again
+                sent += 1
+            self._delivered += 1
+        if sent:
+            self._mark(step)
+            log.info("W&B: back-filled %d metrics row(s) from %s", sent, metrics)
+        return sent
+
+    def _mark(self, step: int | None) -> None:
+        from gensyn import io
+
+        assert self._out_dir is not None
+        io.write_json(self._out_dir / DELIVERED_FILE, {"rows": self._delivered, "last_step": step})
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        self._safely("log", self.run.log, metrics, step=step)
+        """Log one row; called once per ``metrics.jsonl`` row, after the row is written."""
+        if self._safely("log", self.run.log, metrics, step=step) and self._out_dir is not None:
+            self._delivered += 1
+            self._mark(step)
 
     def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
         import wandb

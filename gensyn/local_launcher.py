@@ -1,0 +1,139 @@
+"""GENSYN's local launcher (``hydra/launcher=local``, the default): a failed job never stops
+the rest of a sweep.
+
+Hydra's basic launcher runs a sweep's jobs one after another in this process, but a job
+that exits (GENSYN's user-fixable errors end in ``SystemExit``) stops every later job, and a
+job that crashes is reported with a traceback only after the others. This launcher runs
+every job whatever happens to the others (Ctrl-C still stops the sweep), then lists every
+failed job in one table (its overrides, the first line of its error, its log file) and
+exits with status 1. A crash's traceback goes to that job's log file, not to the console.
+Finished runs are DONE, so the same command again reruns only the failed jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.errors import CompactHydraException
+
+from gensyn.errors import GensynError
+
+log = logging.getLogger(__name__)
+
+
+class LocalJobsFailedError(GensynError, CompactHydraException):
+    """Some jobs of a local sweep failed; the message lists each with its overrides and log."""
+
+
+class JobExitedError(Exception):
+    """A job ended in ``SystemExit`` (a GensynError already logged, or an explicit exit)."""
+
+
+def contained(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``task`` with ``SystemExit`` turned into an error Hydra records as this job's failure.
+
+    A crash (any other exception) is logged in one line, its traceback in the job's log file.
+    """
+
+    def run(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except SystemExit as exc:
+            if exc.code in (0, None):
+                return None
+            # gensyn.main chains the GensynError it already logged
+            cause = exc.__cause__ or exc.__context__
+            raise JobExitedError(str(cause) if cause else f"exit status {exc.code}") from None
+        except Exception as exc:
+            _traceback_to_log_files(exc)
+            log.error("%s (traceback in this job's log)", first_line(exc))
+            raise
+
+    return run
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc``'s message in one line; the type is named unless it is a clear GENSYN error."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, GensynError | JobExitedError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _traceback_to_log_files(exc: BaseException) -> None:
+    """Write ``exc``'s traceback to the log files only (the console gets one line)."""
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "the job crashed:", (), None, "contained"
+    )
+    record.exc_text = "".join(traceback.format_exception(exc)).rstrip()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def job_log(ret: JobReturn) -> Path | None:
+    """The Hydra log file of a finished job (``<output dir>/<job name>.log``)."""
+    hydra = getattr(ret, "hydra_cfg", None)
+    if hydra is None:
+        return None
+    out = Path(str(hydra.hydra.runtime.output_dir))
+    path = out / f"{hydra.hydra.job.name}.log"
+    return path if path.is_file() else out
+
+
+def failure_table(failed: Sequence[tuple[int, JobReturn]]) -> str:
+    """One row per failed job: number, overrides, first line of the error, log file."""
+    rows = [("job", "overrides", "error", "log")]
+    for idx, ret in failed:
+        overrides = " ".join(filter_overrides(ret.overrides or [])) or "(no overrides)"
+        rows.append((f"#{idx}", overrides, first_line(ret._return_value), str(job_log(ret))))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+        for r in rows
+    )
+
+
+class LocalLauncher(BasicLauncher):
+    """Hydra's basic launcher that runs every job of the sweep and reports failures together."""
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        """Run every job in turn; raise one error listing the failed ones at the end."""
+        from gensyn.launcher import plan_jobs, sweep_summary
+
+        assert self.task_function is not None
+        # which runs are DONE before the sweep: the summary counts them as skipped
+        plans = plan_jobs(self, job_overrides, initial_job_idx, tolerant=True)
+        task = self.task_function
+        self.task_function = contained(task)
+        try:
+            results = super().launch(job_overrides, initial_job_idx)
+        finally:
+            self.task_function = task
+        failed = [
+            (initial_job_idx + i, r) for i, r in enumerate(results) if r.status == JobStatus.FAILED
+        ]
+        summary = sweep_summary("local sweep", plans, {i for i, _ in failed}, job_overrides)
+        if failed:
+            assert self.config is not None
+            sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+            raise LocalJobsFailedError(
+                f"{len(failed)} of {len(results)} jobs of this sweep failed "
+                f"(sweep folder {sweep_dir}):\n"
+                + failure_table(failed)
+                + "\nFix the cause and run the same command again: finished runs are DONE "
+                "and skipped, only these run again.\n" + summary
+            )
+        log.info(summary)
+        return results
+
+
+__all__ = ["LocalJobsFailedError", "LocalLauncher", "contained", "failure_table"]
