@@ -17,7 +17,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _find_conf_dir() -> Path:
+    """The config folder: ``gensyn/conf`` in an installed wheel, else the checkout's ``conf/``."""
+    packaged = Path(__file__).resolve().parent / "conf"  # pyproject maps conf/ there in a wheel
+    if (packaged / "config.yaml").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = _find_conf_dir()
 #: Flags of Hydra's command line that take a value (we leave such invocations to Hydra).
 _VALUE_FLAGS = {
     "--cfg",
@@ -170,3 +179,25 @@ def rerun_command(stage: str, *extra: str) -> str:
     replaced = {"stage", "force", *(e.split("=", 1)[0] for e in extra)}
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in replaced]
     return " ".join(["python launch.py", f"stage={stage}", *map(shlex.quote, [*extra, *kept])])
+
+
+def main() -> None:
+    """The ``gensyn`` command: the same as ``python launch.py`` from any folder."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
+    import hydra
+
+    from gensyn.config import register_configs
+
+    sys.argv[1:] = normalize_argv(sys.argv[1:])
+    check_overrides(sys.argv[1:])
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def _run(cfg: DictConfig) -> None:
+        from gensyn.main import run
+
+        run(cfg)
+
+    _run()

@@ -88,7 +88,7 @@ def test_real_logs_agree_with_the_peer_parser(tmp_path: Path) -> None:
         "classify",
         "abc",
         "actual",
-        "drr-5v",
+        "drr_5",
         2,
     )
     peer = parser.parse_all_logs(str(log_dir))[0]["actual"]
@@ -171,7 +171,7 @@ def test_quirky_and_incomplete_logs(tmp_path: Path) -> None:
     assert table.loc["h2", "co2eq_g"] == pytest.approx(150 * 60 * 1.58 / 3.6e6 * 445.0)
     assert table.loc["h3", "duration_s"] == pytest.approx(86400.0)
     assert table.loc["h5", "energy_kwh"] == pytest.approx(120 * 10 * 1.58 / 3.6e6)
-    assert table.loc["h1", "arm"] == "synthex-10v" and table.loc["h3", "arm"] == ""
+    assert table.loc["h1", "arm"] == "synthex_10" and table.loc["h3", "arm"] == ""
     summary = summarise(table.reset_index())
     total = summary[summary["level"] == "total"].iloc[0]
     assert total["runs"] == 4
@@ -179,7 +179,7 @@ def test_quirky_and_incomplete_logs(tmp_path: Path) -> None:
         1.5e-3 + 150 * 60 * 1.58 / 3.6e6 + 0.25 + 120 * 10 * 1.58 / 3.6e6
     )
     arm = summary[(summary["level"] == "arm")].set_index("arm")
-    assert arm.loc["synthex-10v", "runs"] == 2
+    assert arm.loc["synthex_10", "runs"] == 2
     stage = summary[summary["level"] == "stage"].set_index("stage")
     assert stage.loc["classify", "runs_unmeasured"] == 0 and stage.loc["drr", "runs"] == 1
 
@@ -218,3 +218,66 @@ def test_arm_only_where_the_result_depends_on_it(tmp_path: Path) -> None:
     assert table.loc["drr", "arm"] == "" and math.isnan(table.loc["drr", "split_idx"])
     assert table.loc["classify", "arm"] == "baseline" and table.loc["classify", "split_idx"] == 3
     assert table.loc["report", "arm"] == "baseline"
+
+
+def test_each_run_keeps_its_own_figures_and_the_total_is_their_sum(tmp_path: Path) -> None:
+    """A later monitor's block appended into an earlier run's log does not become its figure."""
+    runs = tmp_path / "runs"
+    a, b = _output("0.000100000", "0.044500000"), _output("0.000300000", "0.133500000")
+    std = _std([("0:00:03", "60.0")])
+    _write_run(
+        runs,
+        "predict",
+        "h1",
+        {"run-1_x_carbontracker_output.log": a + b, "run-1_x_carbontracker.log": std},
+    )
+    _write_run(
+        runs,
+        "predict",
+        "h2",
+        {"run-2_x_carbontracker_output.log": b, "run-2_x_carbontracker.log": std},
+    )
+    table = collect(runs).set_index("run")
+    assert table.loc["h1", "energy_kwh"] == pytest.approx(1e-4)
+    assert table.loc["h2", "energy_kwh"] == pytest.approx(3e-4)
+    total = summarise(table.reset_index()).set_index("level").loc["total"]
+    assert total["energy_kwh"] == pytest.approx(table["energy_kwh"].sum())
+    assert total["co2eq_g"] == pytest.approx(table["co2eq_g"].sum())
+    assert (table["power"] == "estimated").all() and (table["power_w"] == 60.0).all()
+
+
+def test_summary_page_states_precision_and_assumptions(tmp_path: Path) -> None:
+    from gensyn.data.carbon import assumptions, sig_figs
+
+    runs = tmp_path / "runs"
+    std = _std([("0:00:03", "60.0")]).replace(
+        "Average carbon",
+        "Carbon intensities (gCO2eq/kWh) fetched every 900 s at detected "
+        "location: Unknown: [445.0]\n2026-11-25 17:05:11 - Average carbon",
+        1,
+    )
+    _write_run(
+        runs,
+        "drr",
+        "h1",
+        {
+            "r_carbontracker_output.log": _output("0.000029838", "0.013277784"),
+            "r_carbontracker.log": std,
+        },
+    )
+    table = collect(runs)
+    text = assumptions(table)
+    assert "estimated from the CPU's TDP" in text and "60 W" in text
+    assert "world-average" in text and "445 gCO2eq/kWh" in text
+    shown = sig_figs(summarise(table))
+    assert set(shown["energy_kwh"]) == {"2.98e-05"} and set(shown["co2eq_g"]) == {"0.0133"}
+
+
+def test_monitor_reads_only_its_own_log_files(tmp_path: Path) -> None:
+    from gensyn.tracking.carbon import read_energy
+
+    d = _write_run(
+        tmp_path, "drr", "h1", {"run-old_carbontracker_output.log": _output("0.1", "44.5")}
+    )
+    (d / "run-new_carbontracker_output.log").write_text(_output("0.2", "89"))
+    assert read_energy(d, "run-new") == {"energy_kwh": 0.2, "co2eq_g": 89.0}

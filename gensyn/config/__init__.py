@@ -86,3 +86,6 @@ def register_configs() -> None:
     from gensyn.config.launcher import register_launcher_configs
 
     register_launcher_configs()  # hydra/launcher=slurm
+    from gensyn.help import register_help_resolver
+
+    register_help_resolver()  # hydra.help.template: `python launch.py --help`

@@ -13,9 +13,16 @@ so this module reads the files itself and tolerates:
 * ``CO2eq: nan g`` (no carbon intensity available) and missing equivalents;
 * unequal numbers of standard and output logs, empty files, and durations over 24 h;
 * only a ``Predicted consumption`` block (status ``predicted``);
+* an output log holding more than one ``Actual consumption`` block (a later monitor of the
+  same process writing into an earlier run's file): a file's own block is its first one;
 * folder names: carbontracker matches its file-name pattern ``.*carbontracker.log`` against
   the whole path, so any folder named like ``..carbontracker_log..`` turns every file into a
   "standard log"; here only file-name suffixes count.
+
+Each row also says what its figures assume: ``power`` (``measured`` by RAPL / NVML, or
+``estimated`` from a CPU's TDP when no meter is readable), ``power_w`` (average watts),
+``location`` and ``intensity_g_per_kwh`` (the carbon intensity used; ``Unknown`` location =
+carbontracker's world average).
 
 Units: ``duration_s`` seconds, ``energy_kwh`` kilowatt-hours, ``co2eq_g`` grams CO2eq.
 """
@@ -31,6 +38,8 @@ from typing import Any
 
 import pandas as pd
 
+from gensyn.classify.sampling import arm_name
+
 OUTPUT_SUFFIX = "_carbontracker_output.log"
 STD_SUFFIX = "_carbontracker.log"
 COLUMNS = (
@@ -44,6 +53,10 @@ COLUMNS = (
     "duration_s",
     "energy_kwh",
     "co2eq_g",
+    "power",
+    "power_w",
+    "location",
+    "intensity_g_per_kwh",
 )
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
@@ -58,6 +71,11 @@ _BLOCK = re.compile(
 _DURATION = re.compile(r"Duration:\s*([^\n]+)")
 _POWER = re.compile(r"Average power usage \(W\) for ([^:]+):\s*(\[[^\]]*\]|\S+)", re.DOTALL)
 _PUE = re.compile(r"PUE coefficient of (" + _NUM + r")", re.IGNORECASE)
+_COMPONENTS = re.compile(r"The following components were found: ([^\n]*?)\.?\s*\n")
+_LOCATION = re.compile(r"at detected location: ([^:\n]+):")
+#: RAPL domain names: a CPU listed with these is metered; any other name (the CPU's brand) is
+#: carbontracker's generic handler, which assumes half the CPU's TDP.
+_RAPL_DEVICES = ("package", "core", "uncore", "dram", "psys")
 _INTENSITY = re.compile(r"(" + _NUM + r")\s*gCO2(?:eq)?/kWh", re.IGNORECASE)
 
 
@@ -123,11 +141,35 @@ def parse_std_log(text: str) -> dict[str, float]:
     }
 
 
+def parse_assumptions(std_text: str) -> dict[str, Any]:
+    """What a run's figures rest on: power ``measured``/``estimated``, watts, location, gCO2eq/kWh."""
+    components = _COMPONENTS.search(std_text)
+    found = components.group(1) if components else ""
+    cpu = re.search(r"CPU with device\(s\) (.*?)(?:, GPU with|$)", found)
+    cpu_devices = [d.strip().lower() for d in cpu.group(1).split(",")] if cpu else []
+    rapl = any(d.split("-")[0] in _RAPL_DEVICES for d in cpu_devices)
+    metered = "GPU" in found or rapl
+    powers = [_power_w(p) for _, p in _POWER.findall(std_text)]
+    powers = [p for p in powers if not math.isnan(p)]
+    location = _LOCATION.search(std_text)
+    intensity = [v for v in map(_float, _INTENSITY.findall(std_text)) if not math.isnan(v)]
+    return {
+        "power": ("measured" if metered else "estimated") if found else "",
+        "power_w": sum(powers) / len(powers) if powers else math.nan,
+        "location": location.group(1).strip() if location else "",
+        "intensity_g_per_kwh": intensity[-1] if intensity else math.nan,
+    }
+
+
 def parse_log_pair(output_log: Path | None, std_log: Path | None) -> dict[str, Any]:
     """Parse one carbontracker run (either file may be missing or empty)."""
     out_text = output_log.read_text(encoding="utf-8", errors="replace") if output_log else ""
     std_text = std_log.read_text(encoding="utf-8", errors="replace") if std_log else ""
-    blocks = {kind.lower(): (t, e, c) for kind, t, e, c in _BLOCK.findall(out_text)}  # last wins
+    assumptions = parse_assumptions(std_text)
+    # The first block of a kind is the file's own; later ones were appended by other monitors.
+    blocks: dict[str, tuple[str, str, str]] = {}
+    for kind, t, e, c in _BLOCK.findall(out_text):
+        blocks.setdefault(kind.lower(), (t, e, c))
     for kind in ("actual", "predicted"):
         if kind in blocks:
             t, e, c = blocks[kind]
@@ -136,16 +178,18 @@ def parse_log_pair(output_log: Path | None, std_log: Path | None) -> dict[str, A
                 "duration_s": parse_time_s(t),
                 "energy_kwh": _float(e),
                 "co2eq_g": _float(c),
+                **assumptions,
             }
     partial = parse_std_log(std_text)
     status = "partial" if not math.isnan(partial["energy_kwh"]) else "empty"
-    return {"status": status, **partial}
+    return {"status": status, **partial, **assumptions}
 
 
-def find_log_pairs(log_dir: Path) -> list[tuple[str, Path | None, Path | None]]:
-    """(prefix, output log, standard log) for each carbontracker run in ``log_dir``."""
+def find_log_pairs(log_dir: Path, run_id: str = "") -> list[tuple[str, Path | None, Path | None]]:
+    """(prefix, output log, standard log) for each carbontracker run in ``log_dir``
+    (``run_id``: only the files of that monitor, named ``<run_id>_...``)."""
     pairs: dict[str, list[Path | None]] = {}
-    for p in sorted(log_dir.glob("*.log")):
+    for p in sorted(log_dir.glob(f"{run_id}_*.log" if run_id else "*.log")):
         if p.stat().st_size == 0:
             continue
         if p.name.endswith(OUTPUT_SUFFIX):
@@ -161,7 +205,7 @@ ARM_STAGES = frozenset({"classify", "predict"})  # stages whose results depend o
 def _run_info(run: Path) -> dict[str, Any]:
     """Experiment, arm and fold of a run folder from its resolved ``config.yaml``.
 
-    ``arm`` (``baseline``, ``drr-5v``, ``synthex-10v`` ...) and ``split_idx`` are filled only
+    ``arm`` (``baseline``, ``drr_5``, ``synthex_10`` ...: the report's names) and ``split_idx`` are filled only
     for runs whose result depends on them: a stage in :data:`ARM_STAGES` or whose
     ``identity.json`` hashes a ``sampling`` / ``split_idx`` key or a classify upstream.
     """
@@ -188,7 +232,10 @@ def _run_info(run: Path) -> dict[str, Any]:
         sampling = cfg.get("sampling") or {}
         source = sampling.get("source", "") or "none"
         views = sampling.get("views_per_ct")
-        info["arm"] = "baseline" if source == "none" else f"{source}-{views}v"
+        try:
+            info["arm"] = "baseline" if source == "none" else arm_name(str(source), int(views or 0))
+        except (TypeError, ValueError):  # an arm no stage would run: shown as written
+            info["arm"] = f"{source}_{views}"
         info["split_idx"] = cfg.get("split_idx", math.nan)
     return info
 
@@ -244,3 +291,37 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     rows += [agg("arm", str(st), str(arm), g) for (st, arm), g in arms.groupby(["stage", "arm"])]
     rows.append(agg("total", "", "", table))
     return pd.DataFrame(rows)
+
+
+def sig_figs(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``table`` with float columns as text of ``digits`` significant digits (NaN -> '')."""
+    out = table.astype(object)
+    for col in table.columns:
+        if table[col].dtype.kind == "f":
+            out[col] = [f"{v:.{digits}g}" if v == v else "" for v in table[col]]
+    return out
+
+
+def assumptions(runs: pd.DataFrame) -> str:
+    """One sentence on what the figures rest on: measured or estimated power, location, intensity."""
+    if runs.empty:
+        return "no monitored runs."
+    parts = []
+    for power, group in runs.groupby(runs["power"].fillna("").replace("", "unknown")):
+        watts = group["power_w"].dropna()
+        level = f", {watts.mean():.2g} W on average" if len(watts) else ""
+        how = {
+            "measured": "power measured (RAPL / NVML)",
+            "estimated": "power estimated from the CPU's TDP at 50 % load (no meter readable)",
+        }.get(str(power), "power source not logged")
+        parts.append(f"{len(group)} run(s): {how}{level}")
+    for location, group in runs.groupby(runs["location"].fillna("").replace("", "not logged")):
+        g = group["intensity_g_per_kwh"].dropna()
+        intensity = f"{g.mean():.3g} gCO2eq/kWh" if len(g) else "intensity not logged"
+        where = (
+            "location unknown: world-average carbon intensity"
+            if location == "Unknown"
+            else f"location {location}"
+        )
+        parts.append(f"{len(group)} run(s): {where}, {intensity}")
+    return "; ".join(parts) + "; energy includes carbontracker's data-centre PUE factor."

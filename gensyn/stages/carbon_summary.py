@@ -28,7 +28,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import math
 
     from gensyn import io
-    from gensyn.data.carbon import collect, summarise
+    from gensyn.data.carbon import assumptions, collect, sig_figs, summarise
     from gensyn.report.page import Page
 
     runs = collect(cfg.paths.runs_dir, exclude=ctx.out_dir)  # not this run's own logs
@@ -38,10 +38,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     total = summary[summary["level"] == "total"].iloc[0]
     page = Page("Energy and CO2eq (carbontracker)")
     page.text(
-        f"{len(runs)} monitored run(s) below {cfg.paths.runs_dir}; status 'partial' = energy "
-        "rebuilt from per-epoch lines of a run that stopped before its summary."
+        f"{len(runs)} monitored run(s) below {cfg.paths.runs_dir}; each row sums its run "
+        "folders' own figures. Status 'partial' = energy rebuilt from per-epoch lines of a run "
+        "that stopped before its summary. Figures are rounded to 3 significant digits."
     )
-    page.table(summary.round(6).fillna("").to_dict("records"))
+    page.text("Assumptions: " + assumptions(runs))
+    page.table(sig_figs(summary).to_dict("records"))
     ctx.summary["reports"] = [page.write(ctx.out_dir, "carbon").name]
 
     def num(v: object) -> float:

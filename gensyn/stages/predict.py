@@ -30,14 +30,13 @@ if TYPE_CHECKING:
 
 def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
     """A copy of ``cfg`` whose ``dataset`` is the option ``conf/dataset/<name>.yaml``."""
-    from pathlib import Path
-
     from omegaconf import OmegaConf
 
+    from gensyn.cli import CONF_DIR
     from gensyn.config.dataset import DatasetConfig
     from gensyn.errors import GensynError
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "dataset"
+    conf = CONF_DIR / "dataset"
     path = conf / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in conf.glob("*.yaml"))

@@ -1,7 +1,10 @@
 """A carbontracker wrapper any stage can use; safe offline and on machines without RAPL/GPU.
 
-carbontracker counts energy per "epoch". A stage is monitored as one epoch; its logs go to
-``<run folder>/carbon_logs`` where ``stage=carbon_summary`` collects them. Start-up runs in a
+carbontracker counts energy per "epoch". A stage run is monitored as one epoch by a tracker of
+its own; its logs go to ``<run folder>/carbon_logs``, named ``<run id>_...`` so that the
+figures of a run are read from its own files only, and ``stage=carbon_summary`` collects them.
+When the run ends the tracker's file handlers are closed, so no later stage of the same
+process (a pipeline) writes into them. Start-up runs in a
 thread with a time limit, because carbontracker looks up the machine's location over the
 network, which must never hang a job on a cluster node without internet.
 """
@@ -12,6 +15,7 @@ import contextlib
 import io
 import logging
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ class CarbonMonitor:
         self.log_dir = Path(log_dir)
         self.enabled = enabled
         self._tracker: Any = None
+        self.run_id = f"run-{uuid.uuid4().hex[:12]}"  # prefix of this monitor's log files
 
     def start(self) -> None:
         """Start monitoring (no-op when disabled or when carbontracker cannot start in time)."""
@@ -49,8 +54,14 @@ class CarbonMonitor:
                     from carbontracker.tracker import CarbonTracker
 
                     tracker = CarbonTracker(
-                        epochs=1, epochs_before_pred=0, monitor_epochs=1, update_interval=1,
-                        log_dir=str(self.log_dir), verbose=0, ignore_errors=True,
+                        epochs=1,
+                        epochs_before_pred=0,
+                        monitor_epochs=1,
+                        update_interval=1,
+                        log_dir=str(self.log_dir),
+                        log_file_prefix=self.run_id,
+                        verbose=0,
+                        ignore_errors=True,
                         decimal_precision=9,
                     )
                     tracker.epoch_start()
@@ -62,7 +73,9 @@ class CarbonMonitor:
         thread.start()
         thread.join(START_TIMEOUT_S)
         if thread.is_alive():
-            log.warning("carbontracker did not start within %.0f s; energy not logged", START_TIMEOUT_S)
+            log.warning(
+                "carbontracker did not start within %.0f s; energy not logged", START_TIMEOUT_S
+            )
         elif "error" in result:
             log.warning("carbontracker could not start (%s); energy not logged", result["error"])
         else:
@@ -79,23 +92,34 @@ class CarbonMonitor:
         except Exception as exc:
             log.warning("carbontracker failed while stopping (%s)", exc)
             return {}
-        return read_energy(self.log_dir)
+        finally:
+            close_log_files(tracker)
+        return read_energy(self.log_dir, self.run_id)
 
 
-def read_energy(log_dir: Path) -> dict[str, float]:
-    """Parse carbontracker's ``*_output.log`` files in ``log_dir`` for actual energy and CO2eq."""
+def close_log_files(tracker: Any) -> None:
+    """Close and detach the file handlers of ``tracker``'s loggers (they outlive the tracker)."""
+    wrapper = getattr(tracker, "logger", None)
+    for name in ("logger", "logger_output", "logger_err"):
+        logger = getattr(wrapper, name, None)
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)  # type: ignore[union-attr]
+                handler.close()
+
+
+def read_energy(log_dir: Path, run_id: str = "") -> dict[str, float]:
+    """Actual energy (kWh) and CO2eq (g) of the monitor ``run_id`` from its logs in ``log_dir``."""
+    import math
+
+    from gensyn.data.carbon import find_log_pairs, parse_log_pair
+
     energy = co2 = 0.0
     found = False
-    for path in sorted(Path(log_dir).glob("*_output.log")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        block = text.split("Actual consumption", 1)
-        if len(block) < 2:
-            continue
-        for line in block[1].splitlines():
-            parts = line.strip().split()
-            if len(parts) >= 2 and parts[0] == "Energy:":
-                energy += float(parts[1])
-                found = True
-            elif len(parts) >= 2 and parts[0] == "CO2eq:":
-                co2 += float(parts[1])
+    for _, out_log, std_log in find_log_pairs(Path(log_dir), run_id):
+        row = parse_log_pair(out_log, std_log)
+        if row["status"] == "actual" and not math.isnan(row["energy_kwh"]):
+            energy += row["energy_kwh"]
+            co2 += 0.0 if math.isnan(row["co2eq_g"]) else row["co2eq_g"]
+            found = True
     return {"energy_kwh": energy, "co2eq_g": co2} if found else {}

@@ -59,6 +59,43 @@ def sweep_tags() -> list[str]:
         return []
 
 
+def wandb_credentials() -> str | None:
+    """Where W&B would find an API key, without contacting the server; None if nowhere.
+
+    The places ``wandb.init`` reads, in its order: ``WANDB_API_KEY`` (or an identity token
+    file), the netrc entry ``wandb login`` writes for the W&B host (``$NETRC`` or
+    ``~/.netrc``), and ``api_key`` in W&B's settings file (``$WANDB_CONFIG_DIR/settings``,
+    default ``~/.config/wandb/settings``). The key itself is never returned or logged.
+    """
+    import configparser
+    import netrc
+    from urllib.parse import urlsplit
+
+    if os.environ.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    if os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return "WANDB_IDENTITY_TOKEN_FILE"
+    base_url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    host = urlsplit(base_url).netloc
+    netrc_path = Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
+    try:
+        creds = netrc.netrc(str(netrc_path)).authenticators(host) if host else None
+    except (OSError, netrc.NetrcParseError):
+        creds = None
+    if creds and creds[2]:
+        return str(netrc_path)
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb"
+    settings_path = Path(config_dir).expanduser() / "settings"
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(settings_path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return None
+    if parser.get("default", "api_key", fallback=""):
+        return str(settings_path)
+    return None
+
+
 class WandbTracker(Tracker):
     """A W&B run per stage run, grouped by experiment, typed by stage, tagged by sweep values."""
 
@@ -76,8 +113,11 @@ class WandbTracker(Tracker):
         mode = cfg.logger.mode
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
-        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-            log.warning("logger.mode=online but WANDB_API_KEY is not set: logging offline instead")
+        if mode == "online" and wandb_credentials() is None:
+            log.warning(
+                "logger.mode=online but no W&B credentials were found (WANDB_API_KEY, "
+                "`wandb login`'s netrc entry or W&B settings file): logging offline instead"
+            )
             mode = "offline"
         run = wandb.init(
             project=cfg.logger.project,
