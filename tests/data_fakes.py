@@ -366,3 +366,65 @@ def write_chestxray14_tree(raw, n_patients: int = 20, seed: int = 0, size_px: in
             )
     (raw / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
     return pd.DataFrame(rows)
+
+
+def write_dicom_xray(
+    path,
+    stored,
+    *,
+    modality="CR",
+    photometric="MONOCHROME1",
+    bits_stored=12,
+    slope=None,
+    intercept=None,
+    window=None,
+    voi_lut=None,
+    patient_id="XR1",
+):
+    """Write ``stored`` (rows x columns, unsigned stored values) as a single-frame DICOM
+    radiograph. ``window`` = (center, width); ``voi_lut`` = (first mapped value, bits, table)
+    for a VOI LUT Sequence; ``slope``/``intercept`` the Modality LUT's rescale."""
+    from pathlib import Path
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_class = "1.2.840.10008.5.1.4.1.1.1" if modality == "CR" else "1.2.840.10008.5.1.4.1.1.1.1"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    if slope is not None:
+        ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleIntercept = f"{intercept or 0:g}"
+        ds.RescaleType = "US"
+    if window is not None:
+        ds.WindowCenter = f"{window[0]:g}"
+        ds.WindowWidth = f"{window[1]:g}"
+    if voi_lut is not None:
+        first, bits, table = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(table), int(first), int(bits)]
+        item["LUTDescriptor"].VR = "US"
+        item.LUTData = [int(v) for v in table]
+        item["LUTData"].VR = "US"
+        ds.VOILUTSequence = [item]
+    ds.PixelData = np.ascontiguousarray(stored.astype(np.uint16)).tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

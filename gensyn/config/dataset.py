@@ -51,11 +51,14 @@ class DownloadConfig:
 class ConvertConfig:
     """How ``stage=convert`` reads raw CTs (gensyn.data.convert)."""
 
-    ct_format: str = ""  # dicom | nrrd | npz ("" for demo)
+    ct_format: str = ""  # auto | dicom | nifti | nrrd | npz ("" for demo); auto: per file/folder
     npz_key: str = "ct"  # array name inside each NPZ
     npz_spacing_mm: list[float] | None = None  # per array axis; None = from the file or fail
     npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
-    label_file: str = ""  # CT label table(s) below raw_dir, a glob (RAD-ChestCT); "" = none
+    label_file: str = ""  # CT label table(s) below raw_dir, a glob; "" = none
+    label_source: str = (
+        "radchest"  # label_file's format: radchest | folder (ct_id, patient_id, findings)
+    )
     metadata_file: str = ""  # RAD-ChestCT scan metadata (patient ids, MRN_DEID); "" = none
     nifti_suffix: str = ".nii.gz"
     num_workers: int = 2  # parallel conversions (not hashed)
@@ -74,7 +77,7 @@ class XrayConfig:
     external test set (``report.test_datasets``): ``all`` or ``test_split`` (split == test).
     """
 
-    label_source: str = ""  # padchest | chestxray14 ("" for demo)
+    label_source: str = ""  # padchest | chestxray14 | folder ("" for demo)
     label_file: str = ""  # label table below raw_dir
     image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
     views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # kept views ([] = all)

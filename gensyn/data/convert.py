@@ -1,4 +1,4 @@
-"""CT volumes (DICOM series, NRRD, RAD-ChestCT NPZ) -> NIfTI, int16 HU, true geometry.
+"""CT volumes (DICOM series, NIfTI, NRRD, RAD-ChestCT NPZ) -> NIfTI, int16 HU, true geometry.
 
 Convention (NIfTI's own): the affine maps voxel indices ``(i, j, k)`` to RAS+ world
 coordinates in millimetres, +x towards the patient's Right, +y Anterior, +z Superior.
@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from gensyn.data.ct_readers import (
+    NON_DICOM_SUFFIXES,
     ConversionError,
     NpzOptions,
     read_dicom_series,
+    read_nifti_volume,
     read_npz_volume,
     read_nrrd_volume,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "convert_volume",
     "discover_sources",
     "read_dicom_series",
+    "read_nifti_volume",
     "read_npz_volume",
     "read_nrrd_volume",
     "read_volume",
@@ -53,8 +56,13 @@ class VolumeSource:
     """One volume to convert: an id (output name), its format and where it is."""
 
     volume_id: str
-    fmt: str  # "dicom" (a folder of one series), "nrrd" or "npz"
+    fmt: str  # "dicom" (a folder of one series), "nifti", "nrrd" or "npz"
     path: str
+
+
+#: Volume formats, and the file names of the single-file ones (DICOM: a folder per series).
+FORMATS = ("dicom", "nifti", "nrrd", "npz")
+FILE_SUFFIXES = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd", ".nhdr"), "npz": (".npz",)}
 
 
 # --------------------------------------------------------------------------- driver
@@ -64,11 +72,13 @@ def read_volume(
     """Dispatch on ``source.fmt``; returns (int16 HU volume, RAS affine)."""
     if source.fmt == "dicom":
         return read_dicom_series(source.path)
+    if source.fmt == "nifti":
+        return read_nifti_volume(source.path)
     if source.fmt == "nrrd":
         return read_nrrd_volume(source.path)
     if source.fmt == "npz":
         return read_npz_volume(source.path, npz or NpzOptions())
-    raise ValueError(f"unknown volume format {source.fmt!r}; allowed: dicom, nrrd, npz")
+    raise ValueError(f"unknown volume format {source.fmt!r}; allowed: {', '.join(FORMATS)}")
 
 
 def validation_row(volume_id: str, volume: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
@@ -110,11 +120,11 @@ def convert_volume(
 
 
 def patient_id(source: VolumeSource) -> str:
-    """The DICOM PatientID of a series (first file), else the volume id (NRRD, NPZ)."""
+    """The DICOM PatientID of a series (first file), else the volume id (NIfTI, NRRD, NPZ)."""
     if source.fmt == "dicom":
         import pydicom
 
-        for f in sorted(Path(source.path).glob("*.dcm")):
+        for f in sorted(f for f in Path(source.path).iterdir() if is_dicom_file(f)):
             try:
                 value = pydicom.dcmread(f, stop_before_pixels=True).get("PatientID")
             except Exception:  # unreadable files are reported by the converter itself
@@ -195,36 +205,68 @@ def convert_many(
     return rows, failures
 
 
-def discover_sources(raw_dir: str | os.PathLike[str], fmt: str) -> list[VolumeSource]:
-    """Find volumes under ``raw_dir``: DICOM series folders, ``*.nrrd``/``*.nhdr`` or ``*.npz``.
+def file_format(path: Path) -> str | None:
+    """``nifti``, ``nrrd`` or ``npz`` from a file name, else None."""
+    name = path.name.lower()
+    return next((f for f, sfx in FILE_SUFFIXES.items() if name.endswith(sfx)), None)
 
-    Volume ids are the file stem (NRRD/NPZ) or the folder name (DICOM: the SeriesInstanceUID
-    folder the NBIA downloader writes), made unique by their relative path if needed.
+
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` file, or a file of another name with DICOM's ``DICM`` marker at byte 128
+    (series from scanners and PACS exports often have no suffix)."""
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom"):
+        return True
+    if suffix in NON_DICOM_SUFFIXES or path.name.startswith(".") or file_format(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _volume_name(path: Path, fmt: str) -> str:
+    name = path.name
+    for sfx in FILE_SUFFIXES.get(fmt, ()):
+        if name.lower().endswith(sfx):
+            return name[: -len(sfx)]
+    return name
+
+
+def discover_sources(raw_dir: str | os.PathLike[str], fmt: str) -> list[VolumeSource]:
+    """Find volumes under ``raw_dir``: DICOM series folders, ``*.nii(.gz)``, ``*.nrrd``/``*.nhdr``
+    or ``*.npz``; ``fmt="auto"`` finds every format, each file or folder by its own kind.
+
+    Volume ids are the file name without its format's suffix, or the folder name (DICOM:
+    the SeriesInstanceUID folder the NBIA downloader writes), made unique by their relative
+    path if needed.
     """
+    if fmt not in (*FORMATS, "auto"):
+        raise ValueError(f"unknown volume format {fmt!r}; allowed: auto, {', '.join(FORMATS)}")
     root = Path(raw_dir)
-    if fmt == "dicom":
-        dirs = sorted(
-            {
-                p.parent
-                for p in root.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() == ".dcm"
-                and not any(part.endswith(".unpacking") for part in p.parts)
-            }
-        )
-        found = [(d.name, d) for d in dirs]
-    elif fmt in ("nrrd", "npz"):
-        patterns = ["*.nrrd", "*.nhdr"] if fmt == "nrrd" else ["*.npz"]
-        files = sorted(p for pat in patterns for p in root.rglob(pat))
-        found = [(p.name.split(".")[0], p) for p in files]
-    else:
-        raise ValueError(f"unknown volume format {fmt!r}; allowed: dicom, nrrd, npz")
-    names = [n for n, _ in found]
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.endswith(".unpacking") for part in p.parts)
+    )
+    found: list[tuple[str, str, Path]] = []  # (volume name, format, path)
+    if fmt in ("dicom", "auto"):
+        dirs = sorted({p.parent for p in files if is_dicom_file(p)})
+        found += [(d.name, "dicom", d) for d in dirs]
+    for p in files:
+        kind = file_format(p)
+        if kind is not None and fmt in (kind, "auto"):
+            found.append((_volume_name(p, kind), kind, p))
+    found.sort(key=lambda f: str(f[2]))
+    names = [n for n, _, _ in found]
     out = []
-    for name, p in found:
+    for name, kind, p in found:
         if names.count(name) > 1:
-            name = str(p.relative_to(root)).replace(os.sep, "__").split(".")[0]
-        out.append(VolumeSource(volume_id=name, fmt=fmt, path=str(p)))
+            name = _volume_name(p, kind)
+            name = str(p.parent.relative_to(root) / name).replace(os.sep, "__")
+        out.append(VolumeSource(volume_id=name, fmt=kind, path=str(p)))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Readers of CT volumes -> (int16 HU volume, RAS affine): DICOM series, NRRD, RAD-ChestCT NPZ.
+"""Readers of CT volumes -> (int16 HU volume, RAS affine): DICOM series, NIfTI, NRRD, RAD-ChestCT NPZ.
 
 Geometry convention: see :mod:`gensyn.data.convert`. Every reader raises
 :class:`ConversionError` naming the file and the reason.
@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,17 @@ AXIS_CODES = {
     "S": (0, 0, 1),
     "I": (0, 0, -1),
 }
-NON_DICOM_SUFFIXES = {".xml", ".txt", ".json", ".csv", ".md", ".zip", ".md5"}
+#: never read as DICOM slices (other formats may share a folder with a series)
+NON_DICOM_SUFFIXES = {".xml", ".txt", ".json", ".csv", ".md", ".zip", ".md5"} | {
+    ".nii",
+    ".gz",
+    ".nrrd",
+    ".nhdr",
+    ".npz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+}
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
@@ -141,6 +152,13 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.nd
         slices.append((f, ds))
     if len(slices) < 2:
         raise ConversionError(folder, f"{len(slices)} image slice(s); a CT volume needs at least 2")
+    modalities = sorted({str(ds.get("Modality", "")) for _, ds in slices} - {"", "CT"})
+    if modalities:  # an MR or PET series has no HU: its "DRRs" would be meaningless
+        raise ConversionError(
+            folder,
+            f"series {folder.name} has Modality {', '.join(modalities)}; only CT series "
+            "(Modality CT) can be converted: remove it from ct_dataset.raw_dir",
+        )
     uids = sorted({str(ds.get("SeriesInstanceUID", "")) for _, ds in slices})
     if len(uids) > 1:
         raise ConversionError(
@@ -229,6 +247,33 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> tuple[np.ndarray, np.nd
     # planes[k, row, col] in C order is voxel (i=col, j=row, k) in Fortran order: the
     # transposed view is what NIfTI stores, without copying 300 MB around.
     return planes.transpose(2, 1, 0), affine
+
+
+# --------------------------------------------------------------------------- NIfTI
+def read_nifti_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3-D NIfTI CT (``.nii``/``.nii.gz``) -> (int16 HU, its own RAS affine).
+
+    The affine is nibabel's (the sform if set, else the qform): kept as it is, nothing is
+    resampled. ``scl_slope``/``scl_inter`` are applied; a trailing axis of length 1 is dropped.
+    """
+    import zlib
+
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img: Any = nib.load(str(path))
+        affine = np.asarray(img.affine, dtype=np.float64)
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
+        raise ConversionError(path, f"unreadable NIfTI ({exc})") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ConversionError(path, f"shape {data.shape}; expected a 3-D CT volume")
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise ConversionError(path, "degenerate or non-finite affine: voxel geometry unknown")
+    return to_int16_hu(data, path), affine
 
 
 # --------------------------------------------------------------------------- NRRD

@@ -1,4 +1,4 @@
-"""Label tables of PadChest, ChestX-ray14 and RAD-ChestCT -> one common table.
+"""Label tables of PadChest, ChestX-ray14, RAD-ChestCT and your own folder -> one common table.
 
 Common columns (:data:`COMMON_COLUMNS`): ``source``, ``image_id``, ``patient_id``, ``view``
 (``PA``, ``AP``, ``LATERAL``, ``CT`` or the source's own word), ``frontal`` (bool),
@@ -23,6 +23,9 @@ Pneumonia      pneumonia, atypical pneumonia                    Pneumonia       
 
 PadChest's subtypes are children of the listed term in PadChest's own label hierarchy;
 hydropneumothorax (air and fluid) counts for both Effusion and Pneumothorax.
+
+Your own data (``folder``) name the study labels themselves: one 0/1 column per finding
+(:data:`FOLDER_XRAY_COLUMNS`, :data:`FOLDER_CT_COLUMNS`; docs/data.md, "Your own data").
 """
 
 from __future__ import annotations
@@ -272,10 +275,144 @@ def read_radchest_tables(
     return table
 
 
+#: Your own X-ray table: these columns, plus every study label as 0/1 (``image_id`` optional).
+FOLDER_XRAY_COLUMNS = ("path", "patient_id", "view")
+#: Your own CT table: ``ct_id`` (the volume id), optional ``patient_id``, any study labels.
+FOLDER_CT_COLUMNS = ("ct_id",)
+
+
+def _folder_findings(raw: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, str]:
+    """Study label -> its column in a user's table (case-insensitive); a column that nearly
+    spells a finding (``Efusion``) is an error, not an unknown finding."""
+    import difflib
+
+    by_lower = {str(c).strip().lower(): str(c) for c in raw.columns}
+    columns = {k: by_lower[k.lower()] for k in STUDY_LABELS if k.lower() in by_lower}
+    known = {c.lower() for c in (*columns.values(), *COMMON_COLUMNS, "path", "ct_id")}
+    for col in raw.columns:
+        if str(col).lower() in known:
+            continue
+        lower = [k.lower() for k in STUDY_LABELS]
+        close = difflib.get_close_matches(str(col).lower(), lower, n=1, cutoff=0.85)
+        if close:
+            name = next(k for k in STUDY_LABELS if k.lower() == close[0])
+            raise ValueError(f"{path}: column {col!r} is not a finding; did you mean {name!r}?")
+    return columns
+
+
+def _zero_one(
+    raw: pd.DataFrame, column: str, path: str | os.PathLike[str], allow_empty: bool
+) -> pd.Series:
+    values = pd.to_numeric(raw[column].str.strip(), errors="coerce")  # "" -> NaN
+    bad = ~values.isin([0, 1]) & (raw[column].str.strip().ne("") | (not allow_empty))
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        what = "0 or 1" + (" (empty = unknown)" if allow_empty else "")
+        raise ValueError(
+            f"{path}: column {column!r} must hold {what}; row {row + 2} has "
+            f"{raw[column].iloc[row]!r}"
+        )
+    return values
+
+
+def read_folder_xrays(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Your own X-ray table -> the common table.
+
+    Columns: ``path`` (the image file below the data set's image root: PNG, JPEG or DICOM),
+    ``patient_id``, ``view`` (PA, AP, LATERAL ...) and every study label as 0/1 (an X-ray
+    table is also a test set: an unknown label could not be scored). ``image_id`` is
+    optional (default: ``path`` with ``/`` as ``__``); other columns are ignored.
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    _require(raw, FOLDER_XRAY_COLUMNS, path, "folder X-ray")
+    columns = _folder_findings(raw, path)
+    missing = [k for k in STUDY_LABELS if k not in columns]
+    if missing:
+        raise ValueError(f"{path}: X-ray tables need a 0/1 column per finding; missing {missing}")
+    study = {k: _zero_one(raw, columns[k], path, False).astype(int) for k in STUDY_LABELS}
+    relpath = raw["path"].str.strip()
+    ids = (
+        raw["image_id"].str.strip() if "image_id" in raw.columns else relpath.str.replace("/", "__")
+    )
+    views = raw["view"].str.strip().str.upper().replace({"L": "LATERAL", "LL": "LATERAL"})
+    return pd.DataFrame(
+        {
+            "source": "folder",
+            "image_id": ids,
+            "patient_id": raw["patient_id"].str.strip(),
+            "view": views,
+            "frontal": views.isin(FRONTAL_VIEWS),
+            "relpath": relpath,
+            **study,
+            "labels": [
+                "|".join(k for k in STUDY_LABELS if study[k].iloc[n] == 1) for n in range(len(raw))
+            ],
+        }
+    )
+
+
+def read_folder_ct_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Your own CT label table -> the common table (``image_id`` = the volume id).
+
+    Columns: ``ct_id`` (the CT's file name without ``.nii``/``.nii.gz``/``.nrrd``, or its
+    DICOM folder's name), optional ``patient_id`` (empty = taken from the CT), and any of
+    the study labels as 0/1. A finding without a column, or an empty cell, is unknown (NaN):
+    masked from that finding's loss, never counted as absent.
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    _require(raw, FOLDER_CT_COLUMNS, path, "folder CT")
+    columns = _folder_findings(raw, path)
+    study = {
+        k: _zero_one(raw, columns[k], path, True) if k in columns else [float("nan")] * len(raw)
+        for k in STUDY_LABELS
+    }
+    ids = raw["ct_id"].str.strip()
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: ct_id listed more than once: {list(dup[:5])}")
+    patients = raw["patient_id"].str.strip() if "patient_id" in raw.columns else ""
+    table = pd.DataFrame(
+        {
+            "source": "folder",
+            "image_id": ids,
+            "patient_id": patients,
+            "view": "CT",
+            "frontal": False,
+            "relpath": ids,
+            **study,
+        }
+    )
+    table["patient_id"] = table["patient_id"].mask(table["patient_id"].eq(""))
+    table["labels"] = [
+        "|".join(k for k in STUDY_LABELS if row[k] == 1) for _, row in table.iterrows()
+    ]
+    return table
+
+
+def read_ct_label_tables(
+    source: str,
+    label_paths: list[str | os.PathLike[str]],
+    metadata_path: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """CT label tables of ``source`` (``radchest`` or ``folder``) as one common table."""
+    if source == "radchest":
+        return read_radchest_tables(label_paths, metadata_path)
+    if source == "folder":
+        table = pd.concat([read_folder_ct_labels(p) for p in label_paths], ignore_index=True)
+        dup = table["image_id"][table["image_id"].duplicated()]
+        if len(dup):
+            raise ValueError(f"CTs listed in more than one label table: {list(dup[:5])}")
+        return table
+    raise ValueError(f"unknown CT label source {source!r}; allowed: radchest, folder")
+
+
 def read_label_table(
     source: str, path: str | os.PathLike[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Dispatch on ``source`` (``padchest``, ``chestxray14``, ``radchest``) -> (table, skipped)."""
+    """Dispatch on ``source`` (``padchest``, ``chestxray14``, ``radchest``, ``folder``) ->
+    (table, skipped)."""
     if source == "padchest":
         return read_padchest(path)
     empty = pd.DataFrame({"image_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
@@ -283,4 +420,8 @@ def read_label_table(
         return read_chestxray14(path), empty
     if source == "radchest":
         return read_radchest(path), empty
-    raise ValueError(f"unknown label source {source!r}; allowed: padchest, chestxray14, radchest")
+    if source == "folder":
+        return read_folder_xrays(path), empty
+    raise ValueError(
+        f"unknown label source {source!r}; allowed: padchest, chestxray14, radchest, folder"
+    )

@@ -1,7 +1,8 @@
-"""Real chest X-ray preparation: 8/16-bit PNGs of any size -> windowed, resized PNGs.
+"""Real chest X-ray preparation: 8/16-bit PNGs, JPEGs, DICOMs of any size -> windowed, resized PNGs.
 
 Per image: decode keeping the stored bit depth (PadChest: 16-bit PNG holding 12-bit
-values), invert ``MONOCHROME1`` images (bright air) so that bone is bright in every output,
+values; a DICOM through its own Modality and VOI LUT to a 16-bit display image,
+gensyn.data.xray_dicom), invert ``MONOCHROME1`` images (bright air) so that bone is bright in every output,
 resize to ``size_px`` (area averaging when shrinking, bilinear when enlarging; ``mode``
 ``squash`` stretches to a square like the original study, ``pad`` keeps the aspect ratio
 and pads with black), window to the output range (``percentile``: the ``window_pct``
@@ -80,14 +81,25 @@ class PrepJob:
 def open_xray(path: str | os.PathLike[str]) -> Any:
     """Decode a grey-scale image into a PIL image of mode ``I;16`` (16-bit), ``L`` or ``I``.
 
-    RGB(A) images keep their first channel (scanned films are stored as grey RGB). The
-    pixels stay in PIL: converting a 2048² 16-bit image to numpy costs more than resizing it,
-    so only the small resized image is converted. Raises ValueError naming the file.
+    RGB(A) images keep their first channel (scanned films are stored as grey RGB). A DICOM
+    becomes its displayed image (MONOCHROME1 inverted, VOI window applied) scaled to 16 bits,
+    ``info["stored_bits"] = 16``. The pixels stay in PIL: converting a 2048² 16-bit image to
+    numpy costs more than resizing it, so only the small resized image is converted. Raises
+    ValueError naming the file.
     """
     from PIL import Image
 
+    from gensyn.data.xray_dicom import is_dicom, read_dicom_xray
+
+    if is_dicom(path):
+        display = np.rint(read_dicom_xray(path) * 65535).astype(np.uint16)
+        im: Any = Image.fromarray(display)
+        im.info["stored_bits"] = 16  # the display image fills the 16-bit range
+        if min(im.size) < 2:
+            raise ValueError(f"cannot read image {path}: size {im.size} is not a 2-D image")
+        return im
     try:
-        im: Any = Image.open(path)
+        im = Image.open(path)
         im.load()
         if im.mode in ("I;16B", "I;16L"):
             im = im.convert("I;16")
@@ -189,7 +201,7 @@ def prepare_image(job: PrepJob, options: PrepOptions) -> dict[str, Any]:
     }
     try:
         im = open_xray(job.src)
-        bits = bits_for(float(im.getextrema()[1]))
+        bits = int(im.info.get("stored_bits") or bits_for(float(im.getextrema()[1])))
         row.update(width_px=im.size[0], height_px=im.size[1], stored_bits=bits)
         small = resize_image(im, options.size_px, options.mode)
         valid = None

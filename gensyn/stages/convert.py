@@ -1,4 +1,4 @@
-"""stage=convert: raw CTs -> NIfTI (int16 HU, true spacing/origin/orientation).
+"""stage=convert: raw CTs (DICOM, NIfTI, NRRD, NPZ) -> NIfTI (int16 HU, true spacing/origin/orientation).
 
 Writes ``volumes/<volume_id><suffix>``, ``volumes.csv`` (one validation row per volume:
 shape, spacing, origin, orientation codes, HU range), ``failures.csv`` (volume, file,
@@ -34,7 +34,7 @@ def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
 
 @stage(
     "convert",
-    summary="CT volumes (DICOM, NRRD, NPZ or demo phantoms) -> NIfTI with true geometry",
+    summary="CT volumes (DICOM, NIfTI, NRRD, NPZ or demo phantoms) -> NIfTI with true geometry",
     config_keys=_hashed_keys,
     upstream=_upstream,
 )
@@ -54,14 +54,20 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     import numpy as np
 
-    from gensyn.data.convert import NpzOptions, convert_many, coronal_preview, discover_sources
-    from gensyn.data.labels import STUDY_LABELS, read_radchest_tables
+    from gensyn.data.convert import (
+        FORMATS,
+        NpzOptions,
+        convert_many,
+        coronal_preview,
+        discover_sources,
+    )
+    from gensyn.data.labels import STUDY_LABELS, read_ct_label_tables
 
     c = cfg.ct_dataset.convert
     raw = Path(cfg.ct_dataset.raw_dir)
-    if c.ct_format not in ("dicom", "nrrd", "npz"):
+    if c.ct_format not in (*FORMATS, "auto"):
         raise GensynError(
-            f"ct_dataset.convert.ct_format={c.ct_format!r}; allowed: dicom, nrrd, npz"
+            f"ct_dataset.convert.ct_format={c.ct_format!r}; allowed: auto, {', '.join(FORMATS)}"
         )
     sources = discover_sources(raw, c.ct_format) if raw.is_dir() else []
     if not sources:
@@ -79,8 +85,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             )
         meta = raw / c.metadata_file if c.metadata_file else None
         try:
-            labels = read_radchest_tables(
-                list(label_paths), meta if meta is not None and meta.is_file() else None
+            labels = read_ct_label_tables(
+                c.label_source,
+                list(label_paths),
+                meta if meta is not None and meta.is_file() else None,
             )
         except ValueError as exc:
             raise GensynError(f"convert: {exc}") from None
@@ -99,10 +107,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     volumes = pd.DataFrame(rows)
     if labels is not None and len(volumes):  # patient ids and the five study labels
         study = labels[["image_id", "patient_id", *STUDY_LABELS]].rename(
-            columns={"image_id": "volume_id"}
+            columns={"image_id": "volume_id", "patient_id": "listed_patient_id"}
         )
-        volumes = volumes.drop(columns=["patient_id"]).merge(study, on="volume_id", how="left")
-        volumes["patient_id"] = volumes["patient_id"].fillna(volumes["volume_id"])
+        volumes = volumes.merge(study, on="volume_id", how="left")
+        # the label table's patient id wins; else the CT's own (DICOM PatientID, volume id)
+        volumes["patient_id"] = volumes.pop("listed_patient_id").fillna(volumes["patient_id"])
+        if labels["patient_id"].isna().any():  # labels.csv too, for the classifier's splits
+            own = dict(zip(volumes["volume_id"], volumes["patient_id"], strict=True))
+            labels["patient_id"] = labels["patient_id"].fillna(labels["image_id"].map(own))
     io.write_table(ctx.path("volumes.csv"), volumes)
     io.write_table(
         ctx.path("failures.csv"), pd.DataFrame(failures, columns=["volume_id", "file", "reason"])
@@ -120,6 +132,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     for f in failures[:10]:
         log.warning("convert: %s failed: %s", f["volume_id"], f["reason"])
     if not rows:
+        reasons = "\n".join(f"  {f['volume_id']}: {f['file']}: {f['reason']}" for f in failures[:5])
         raise GensynError(
-            f"convert: all {len(failures)} volume(s) failed; see {ctx.out_dir / 'failures.csv'}"
+            f"convert: all {len(failures)} volume(s) failed; see {ctx.out_dir / 'failures.csv'}:\n"
+            f"{reasons}"
         )
