@@ -9,8 +9,15 @@ import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
 
+from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams, crop_to_field, remove_markers, strip_borders
-from gensyn.reader.build import Source, build_study, check_blinded, png_chunk_types
+from gensyn.reader.build import (
+    BlindingLeakError,
+    Source,
+    build_study,
+    check_blinded,
+    png_chunk_types,
+)
 
 SECRET = "SOURCE-IS-DRR-centre-view"
 
@@ -76,8 +83,10 @@ def test_blinded_images_look_alike_and_key_is_separate(tmp_path: Path) -> None:
     assert {p.suffix for p in images} == {".png"}
     assert (tmp_path / "study" / "key" / "answer_key.csv").is_file()
     audit = pd.read_csv(tmp_path / "study" / "key" / "blinding_audit.csv")
-    assert set(audit["feature"]) >= {"file_bytes", "frame_mean", "corner_max"}
-    assert audit["separation"].between(0.5, 1.0).all()
+    assert len(audit) == 3 and not audit["judged"].any()  # 4 per source: reported, not judged
+    features = pd.read_csv(tmp_path / "study" / "key" / "blinding_features.csv")
+    assert set(features["feature"]) >= {"mean", "border_mean", "corner_max", "field_fraction"}
+    assert features["separation"].between(0.5, 1.0).all()
     assert not any(SECRET in p.name for p in images)
 
 
@@ -135,10 +144,52 @@ def test_selection_is_seeded(tmp_path: Path) -> None:
     assert set(a["image_id"]).isdisjoint(c["image_id"])
 
 
-def test_too_few_images_names_the_source(tmp_path: Path) -> None:
+def test_too_few_images_uses_all_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sources = make_sources(tmp_path / "src", n_per_source=2)
-    with pytest.raises(ValueError, match=r"xray16.*fewer than images_per_source=3"):
-        build_study(sources, 3, tmp_path / "study", seed=0, params=BlindingParams(image_size_px=32))
+    key = build_study(
+        sources, 3, tmp_path / "study", seed=0, params=BlindingParams(image_size_px=32)
+    )
+    assert len(key) == 6
+    assert "'xray16' has 2 images, fewer than images_per_source=3" in caplog.text
+
+
+def _framed_sources(root: Path, n: int, collimated: bool) -> list[Source]:
+    """Same content for real and fake; real ones padded with dark collimation wedges if asked."""
+    rng = np.random.default_rng(5)
+    out = []
+    for name, truth in (("real", "real"), ("fake", "fake")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            pix = 0.3 + 0.7 * _chest(rng, 64, 64) + 0.02 * rng.standard_normal((64, 64))
+            if collimated and truth == "real":
+                big = np.full((96, 96), 0.02)
+                big[16:80, 16:80] = pix
+                yy, xx = np.mgrid[0:96, 0:96]
+                big[(yy + xx < 40) | (yy - xx > 56)] = 0.02  # wedges into the field
+                pix = big
+            Image.fromarray((np.clip(pix, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+        out.append(Source(name, truth, folder, "*.png"))
+    return out
+
+
+def test_audit_stops_a_build_whose_sources_differ_in_framing(tmp_path: Path) -> None:
+    params = BlindingParams(image_size_px=48, field_dark_fraction=0.0, framing="centre",
+                            match_histograms=False)  # fmt: skip
+    leaky = _framed_sources(tmp_path / "leaky", 12, collimated=True)
+    with pytest.raises(
+        BlindingLeakError, match=r"(real vs fake|fake vs real): accuracy 1.00 > 0.65; given away by"
+    ):
+        build_study(leaky, 12, tmp_path / "a", seed=0, params=params)
+    forced = build_study(leaky, 12, tmp_path / "b", seed=0, params=params,
+                         audit=AuditParams(force=True))  # fmt: skip
+    assert len(forced) == 24 and (tmp_path / "b" / "key" / "blinding_warning.txt").is_file()
+    matched = _framed_sources(tmp_path / "matched", 12, collimated=False)
+    build_study(matched, 12, tmp_path / "c", seed=0, params=params)  # passes
+    audit = pd.read_csv(tmp_path / "c" / "key" / "blinding_audit.csv")
+    assert audit["judged"].all() and not audit["fails"].any()
 
 
 def test_bad_truth_is_rejected(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from gensyn.reader.analyze import analyze
+from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams
 from gensyn.reader.build import Source, build_study
 from gensyn.reader.labelstudio import (
@@ -96,7 +97,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     exe = _require_label_studio()
     root = tmp_path_factory.mktemp("reader_study")
     key = build_study(_make_sources(root / "src"), 10, root / "study", seed=5,
-                      params=BlindingParams(image_size_px=96))  # fmt: skip
+                      params=BlindingParams(image_size_px=96),
+                      audit=AuditParams(force=True))  # noise sources; the audit: test_reader_build  # fmt: skip
     images = sorted((root / "study" / "images").glob("*.png"))
     template = prepare_database_template(exe, VENV / "gensyn-db-template")
     servers: dict[str, LabelStudioServer] = {}
@@ -253,7 +255,7 @@ def test_reader_cannot_see_key_or_other_readers(study: Study) -> None:
     assert [p["id"] for p in projects] == [r1.project_id]  # only their own study on their server
     seen = json.dumps([projects, reader.tasks(r1.project_id), reader.get("/api/users/")])
     for task in reader.tasks(r1.project_id):
-        assert set(task["data"]) == {"image"}
+        assert set(task["data"]) == {"image", "progress"}
         assert all(a["completed_by"] == me for a in task.get("annotations", []))
     # nothing that names a source or the key reaches the reader, nor sits in the server's data
     secrets = [name for name, _ in SOURCES] + ["answer_key", "original_path"]
@@ -338,8 +340,7 @@ def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path
                 page.click("button[type=submit]")
                 page.wait_for_load_state("networkidle")
                 page.goto(f"{server.url}/projects/{site.project_id}/data?labeling=1")
-                page.get_by_text("Labeling Instructions").wait_for(timeout=60_000)
-                page.keyboard.press("Escape")  # close the instructions
+                page.get_by_text("1 of 3").wait_for(timeout=60_000)  # progress, no instructions pop-up
                 reason = page.locator("textarea[name=reason]")
                 submit = page.get_by_test_id("bottombar-submit-button")
                 page.locator("input[name=real]").wait_for(timeout=60_000)

@@ -1,6 +1,6 @@
 """Schema of the ``reader_study`` group: a blinded real-vs-synthetic study in Label Studio.
 
-Original study: 60 images (6 sources × 10), 3 radiologists, answers real / fake /
+Original study: 60 images (20 real, 20 DRR, 20 SyntheX), 3 radiologists, answers real / fake /
 uncertain with a reason for fake or uncertain, in Label Studio.
 """
 
@@ -34,6 +34,13 @@ class BlindingConfig:
     remove_markers: bool = True  # paint over small bright blobs near edges (side markers)
     window_low_percentile: float = 0.5
     window_high_percentile: float = 99.5
+    framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
+    thorax_margin_fraction: float = 0.08  # margin around the lung box, share of its side
+    match_histograms: bool = True  # every image gets the study's pooled grey-level histogram
+    # audit: stratified-CV accuracy of a logistic regression on simple image features, per
+    # real/fake pair of sources; above this the build stops (reader_study.force_blinding)
+    max_audit_accuracy: float = 0.65
+    audit_min_images_per_source: int = 10  # fewer: the audit is reported, not judged
 
 
 @dataclass
@@ -58,7 +65,7 @@ class ReaderServerConfig:
 class ReaderStudyConfig:
     """The study: sources, readers, how 'uncertain' counts, servers."""
 
-    images_per_source: int = 10
+    images_per_source: int = 20  # a source with fewer gives all it has (logged)
     sources: list[ReaderSourceConfig] = field(default_factory=list)
     readers: list[str] = field(default_factory=lambda: ["R1", "R2", "R3"])  # ids, never names
     uncertain_as: str = "wrong"  # wrong | exclude | fake | real
@@ -66,4 +73,5 @@ class ReaderStudyConfig:
     # reason, lead_time_s) or a folder of Label Studio JSON exports named <reader id>.json
     answers_file: str = ""
     blinding: BlindingConfig = field(default_factory=BlindingConfig)
+    force_blinding: bool = False  # build even if the audit fails (warning in key/)
     server: ReaderServerConfig = field(default_factory=ReaderServerConfig)

@@ -1,9 +1,11 @@
 """Make images from different sources look alike, so that only their content differs.
 
-Steps (:func:`blind_pixels`): grey float -> strip constant edge rows/columns (padding) ->
-crop to the exposed field (black shutters, tilted or rounded collimation) -> paint over
-burned-in markers -> cut a margin -> centred square -> resize -> one percentile window to
-8 bit. Every function takes and returns arrays; no file I/O here.
+Steps (:func:`frame_pixels`, then :func:`to_display`): grey float -> strip constant edge
+rows/columns (padding) -> crop to the exposed field (black shutters, tilted or rounded
+collimation) -> paint over burned-in markers -> frame the thorax (square around the lungs
+with a fixed margin, so real films and tight DRR crops show the same anatomy at the same
+scale) -> resize -> optionally match every image's histogram to the study's pooled one ->
+one percentile window to 8 bit. Every function takes and returns arrays; no file I/O here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gensyn import io
+
+FRAMINGS = ("thorax", "centre")
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,13 @@ class BlindingParams:
     )
     remove_markers: bool = True  # paint over small bright blobs near the edges (side markers)
     window_percentiles: tuple[float, float] = (0.5, 99.5)
+    framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
+    thorax_margin_fraction: float = 0.08  # margin around the lung box, share of its side
+    match_histograms: bool = True  # map every image to the study's pooled histogram
 
     def __post_init__(self) -> None:
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
         if self.image_size_px < 16:
             raise ValueError(f"image_size_px must be >= 16, got {self.image_size_px}")
         if not 0.0 <= self.margin_fraction < 0.5:
@@ -181,8 +190,66 @@ def square_crop(image: np.ndarray, margin_fraction: float) -> np.ndarray:
     return image[top : top + side, left : left + side]
 
 
-def blind_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
-    """Any input image -> ``image_size_px``² uint8 grey image made alike (see module doc)."""
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1-D sample (maximises the between-class variance)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist).astype(np.float64)
+    total = weight[-1]
+    mean = np.cumsum(hist * centres)
+    between = (mean[-1] * weight / total - mean) ** 2 / np.maximum(weight * (total - weight), 1e-12)
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def lung_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(r0, r1, c0, c1)`` of the lungs, or None if none are found.
+
+    Lungs are the large dark (below Otsu's threshold of the smoothed central region)
+    connected regions; a dark region reaching from one edge to the opposite one is outside
+    air or a collimator band, not lung. The two largest lung regions make the box.
+    """
+    from scipy import ndimage
+
+    h, w = image.shape
+    smooth = ndimage.gaussian_filter(image, sigma=max(1.0, 0.01 * max(h, w)))
+    centre = smooth[h // 5 : h - h // 5, w // 5 : w - w // 5]
+    labels, _ = ndimage.label(smooth < otsu_threshold(centre.ravel()))
+    regions = []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        rs, cs = region
+        if (rs.start == 0 and rs.stop == h) or (cs.start == 0 and cs.stop == w):
+            continue  # from edge to opposite edge: outside air or a collimator band
+        area = int((labels[region] == index).sum())
+        if area >= 0.01 * h * w:
+            regions.append((area, rs, cs))
+    if not regions:
+        return None
+    lungs = sorted(regions, key=lambda r: r[0], reverse=True)[:2]
+    if sum(a for a, _, _ in lungs) < 0.04 * h * w:
+        return None
+    return (min(r.start for _, r, _ in lungs), max(r.stop for _, r, _ in lungs),
+            min(c.start for _, _, c in lungs), max(c.stop for _, _, c in lungs))  # fmt: skip
+
+
+def thorax_square(image: np.ndarray, margin_fraction: float) -> np.ndarray:
+    """Square around the lungs plus ``margin_fraction`` of its side, kept inside the image.
+
+    Falls back to the centred largest square when no lungs are found.
+    """
+    h, w = image.shape
+    box = lung_box(image)
+    if box is None:
+        return square_crop(image, 0.0)
+    r0, r1, c0, c1 = box
+    side = round(max(r1 - r0, c1 - c0) * (1 + 2 * margin_fraction))
+    side = min(side, h, w)
+    top = min(max(round((r0 + r1 - side) / 2), 0), h - side)
+    left = min(max(round((c0 + c1 - side) / 2), 0), w - side)
+    return image[top : top + side, left : left + side]
+
+
+def frame_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
+    """Any input image -> ``image_size_px``² float image, framed alike (module doc), not windowed."""
     from PIL import Image
 
     grey = to_grey_float(image)
@@ -191,10 +258,44 @@ def blind_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
         grey = crop_to_field(grey, params.field_dark_fraction)
     if params.remove_markers:
         grey = remove_markers(grey)
-    grey = square_crop(grey, params.margin_fraction)
+    h, w = grey.shape
+    mh, mw = round(h * params.margin_fraction), round(w * params.margin_fraction)
+    grey = grey[mh : h - mh, mw : w - mw]  # edge rows left by the field crop
+    if params.framing == "thorax":
+        grey = thorax_square(grey, params.thorax_margin_fraction)
+    else:
+        grey = square_crop(grey, 0.0)
     resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
         (params.image_size_px, params.image_size_px), Image.Resampling.LANCZOS
     )
-    arr = np.asarray(resized, dtype=np.float64)
-    lo, hi = np.percentile(arr, list(params.window_percentiles))
-    return io.to_uint(arr, bit_depth=8, vmin=float(lo), vmax=float(hi))
+    return np.asarray(resized, dtype=np.float64)
+
+
+def pooled_quantiles(images: list[np.ndarray], n_levels: int = 1024) -> np.ndarray:
+    """The study's reference histogram: the mean of every image's quantile function."""
+    levels = np.linspace(0.0, 1.0, n_levels)
+    return np.mean([np.quantile(img, levels) for img in images], axis=0)
+
+
+def match_histogram(image: np.ndarray, reference_quantiles: np.ndarray) -> np.ndarray:
+    """``image`` with its grey levels replaced so that its histogram is the reference one.
+
+    Each pixel's rank (ties share their mean rank) is mapped through the reference
+    quantile function; the order of grey levels is kept, so the anatomy is unchanged.
+    """
+    from scipy.stats import rankdata
+
+    ranks = (rankdata(image.ravel()) - 0.5) / image.size
+    levels = np.linspace(0.0, 1.0, reference_quantiles.size)
+    return np.interp(ranks, levels, reference_quantiles).reshape(image.shape)
+
+
+def to_display(framed: np.ndarray, params: BlindingParams) -> np.ndarray:
+    """One percentile window (``window_percentiles``) to 0..255 uint8."""
+    lo, hi = np.percentile(framed, list(params.window_percentiles))
+    return io.to_uint(framed, bit_depth=8, vmin=float(lo), vmax=float(hi))
+
+
+def blind_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
+    """Any input image -> ``image_size_px``² uint8 grey image made alike (no histogram match)."""
+    return to_display(frame_pixels(image, params), params)

@@ -8,17 +8,22 @@ source apart is removed or made identical:
 * size, bit depth, colour -> every image ``image_size_px`` square, 8-bit grey;
 * borders -> constant rows/columns at the edges (padding) are cut off, then the largest
   rectangle inside the exposed field (black shutters, rotated/rounded collimation), then
-  a fixed margin, then a centred square crop;
+  a fixed margin;
+* framing -> a square around the lungs with a fixed margin (same anatomy, same scale);
 * burned-in markers -> small isolated bright blobs near the edges are painted over;
-* intensities -> one percentile window per image mapped to 0..255, one encoder.
+* intensities -> every image matched to the study's pooled histogram, one percentile
+  window mapped to 0..255, one encoder.
 
-The answer key (image id -> source, truth, original file) is written to a separate folder
-that the serving code never reads from.
+Then an audit (:mod:`gensyn.reader.audit`) asks whether simple features still tell a real
+source from a fake one; if so the build stops (unless forced). The answer key (image id ->
+source, truth, original file) is written to a separate folder that the serving code never
+reads from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from collections.abc import Sequence
@@ -29,7 +34,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gensyn import io
-from gensyn.reader.blinding import BlindingParams, blind_pixels
+from gensyn.reader.audit import AuditParams, audit_sources, failure_message, feature_table
+from gensyn.reader.blinding import (
+    BlindingParams,
+    frame_pixels,
+    match_histogram,
+    pooled_quantiles,
+    to_display,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +51,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: PNG chunk types a blinded image may contain; anything else could carry metadata.
 ALLOWED_PNG_CHUNKS = frozenset({"IHDR", "IDAT", "IEND"})
 KEY_COLUMNS = ("image_id", "source", "truth", "original_path", "sha256")
+log = logging.getLogger(__name__)
+
+
+class BlindingLeakError(ValueError):
+    """Simple image features tell a real source from a fake one: the study is not blind."""
 
 
 @dataclass(frozen=True)
@@ -98,17 +115,22 @@ def build_study(
     out_dir: str | os.PathLike[str],
     seed: int,
     params: BlindingParams | None = None,
+    audit: AuditParams | None = None,
 ) -> pd.DataFrame:
-    """Pick ``images_per_source`` images per source (seeded), blind them, write images + key.
+    """Pick ``images_per_source`` images per source (seeded), blind them, audit, write.
 
-    Writes ``out_dir/images/<id>.png`` (what readers see) and ``out_dir/key/answer_key.csv``
-    (columns :data:`KEY_COLUMNS`; never served). Returns the key as a DataFrame, rows in
-    random order. Raises ValueError naming the source when it has too few images, and when
-    two sources share a name.
+    A source with fewer images gives all it has (logged). Writes ``out_dir/images/<id>.png``
+    (what readers see) and, never served, ``out_dir/key/answer_key.csv`` (columns
+    :data:`KEY_COLUMNS`), ``key/blinding_audit.csv`` (per pair of sources) and
+    ``key/blinding_features.csv``. Returns the key, rows in random order. Raises
+    :class:`BlindingLeakError` naming the giveaway features when a judged real/fake pair
+    is separated better than ``audit.max_accuracy`` (``audit.force``: a warning in
+    ``key/blinding_warning.txt`` instead); ValueError for an empty source or duplicate names.
     """
     import pandas as pd
 
     params = params or BlindingParams()
+    audit = audit or AuditParams()
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"reader study source names must be unique, got {names}")
@@ -118,23 +140,29 @@ def build_study(
     picked: list[tuple[Source, Path]] = []
     for source in sources:
         files = list_images(source)
-        if len(files) < images_per_source:
+        if not files:
             raise ValueError(
-                f"source {source.name!r} has {len(files)} images matching {source.pattern!r} in "
-                f"{source.folder}, fewer than images_per_source={images_per_source}"
+                f"source {source.name!r} has no images matching {source.pattern!r} in {source.folder}"
             )
-        chosen = rng.choice(len(files), size=images_per_source, replace=False)
+        if len(files) < images_per_source:
+            log.warning("reader study: source %r has %d images, fewer than images_per_source=%d; "
+                        "using all of them", source.name, len(files), images_per_source)  # fmt: skip
+        chosen = rng.choice(len(files), size=min(images_per_source, len(files)), replace=False)
         picked += [(source, files[i]) for i in sorted(chosen)]
 
     order = rng.permutation(len(picked))  # key rows (and ids) carry no source order
     ids = random_ids(len(picked), rng)
+    framed = [frame_pixels(io.read_image(picked[k][1]), params) for k in order]
+    if params.match_histograms:
+        reference = pooled_quantiles(framed)
+        framed = [match_histogram(f, reference) for f in framed]
     out = Path(out_dir)
-    rows = []
-    for image_id, k in zip(ids, order, strict=True):
+    rows, shown = [], []
+    for image_id, k, pix in zip(ids, order, framed, strict=True):
         source, path = picked[k]
-        pixels = blind_pixels(io.read_image(path), params)
         target = out / "images" / f"{image_id}.png"
-        io.write_image(target, pixels)
+        shown.append(to_display(pix, params))
+        io.write_image(target, shown[-1])
         rows.append(
             {
                 "image_id": image_id,
@@ -149,50 +177,24 @@ def build_study(
     if problems:
         raise ValueError("blinded images differ in more than content:\n" + "\n".join(problems))
     io.write_table(out / "key" / "answer_key.csv", key)
-    if key["truth"].nunique() == 2:
-        io.write_table(out / "key" / "blinding_audit.csv", audit_blinding(out / "images", key))
+    pairs, per_feature = audit_sources(
+        feature_table(shown, list(key["source"])), {s.name: s.truth for s in sources}, audit, seed
+    )
+    io.write_table(out / "key" / "blinding_audit.csv", pairs)
+    io.write_table(out / "key" / "blinding_features.csv", per_feature)
+    failures = failure_message(pairs, audit.max_accuracy) if len(pairs) else ""
+    if failures and not audit.force:
+        raise BlindingLeakError(
+            "blinding audit failed: simple image features tell real from fake sources\n"
+            + failures
+            + f"\n(see {out / 'key'}; fix the sources or framing, or build anyway with "
+            "reader_study.force_blinding=true)"
+        )
+    if failures:
+        warning = "blinding audit failed but the build was forced:\n" + failures + "\n"
+        (out / "key" / "blinding_warning.txt").write_text(warning, encoding="utf-8")
+        log.warning("reader study: %s", warning.rstrip())
     return key
-
-
-def audit_blinding(images_dir: str | os.PathLike[str], key: pd.DataFrame) -> pd.DataFrame:
-    """How well simple whole-image features separate fake from real images (ROC AUC).
-
-    Features: file size, mean, standard deviation, mean of the outer 5% frame, brightest
-    corner patch. ``separation`` = max(AUC, 1 - AUC): 0.5 means the feature says nothing;
-    near 1 means a reader could sort by it. Content differs too (that is what readers
-    judge), so a high value is a reason to look at the images, not proof of a leak.
-    """
-    import pandas as pd
-    from PIL import Image
-    from sklearn.metrics import roc_auc_score
-
-    rows = []
-    for image_id in key["image_id"]:
-        path = Path(images_dir) / f"{image_id}.png"
-        with Image.open(path) as img:
-            pix = np.asarray(img, dtype=np.float64)
-        h = pix.shape[0]  # blinded images are square
-        b, c = max(1, h // 20), max(1, h // 10)
-        frame = np.concatenate(
-            [pix[:b].ravel(), pix[-b:].ravel(), pix[:, :b].ravel(), pix[:, -b:].ravel()]
-        )
-        corners = [pix[:c, :c], pix[:c, -c:], pix[-c:, :c], pix[-c:, -c:]]
-        rows.append(
-            {
-                "file_bytes": path.stat().st_size,
-                "mean": pix.mean(),
-                "std": pix.std(),
-                "frame_mean": frame.mean(),
-                "corner_max": max(float(q.mean()) for q in corners),
-            }
-        )
-    features = pd.DataFrame(rows)
-    is_fake = (key["truth"].to_numpy() == "fake").astype(int)
-    out = []
-    for name in features.columns:
-        auc = float(roc_auc_score(is_fake, features[name]))
-        out.append({"feature": name, "auc_fake_vs_real": auc, "separation": max(auc, 1 - auc)})
-    return pd.DataFrame(out)
 
 
 def check_blinded(images_dir: str | os.PathLike[str], image_size_px: int) -> list[str]:

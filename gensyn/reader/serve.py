@@ -31,15 +31,17 @@ READER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 IMAGE_ID_RE = re.compile(r"([0-9a-f]{10})\.png$")
 
 # The reason box is shown, and required, only once "fake" or "uncertain" is chosen.
+# Keys r / f / u choose; the progress header ("n of N") comes from each task's data.
 LABEL_CONFIG = """<View>
-  <Header value="Is this chest X-ray real or synthetic (fake)?"/>
+  <Header value="Image $progress" size="6"/>
+  <Header value="Is this chest X-ray real or synthetic (fake)?  Keys: r real, f fake, u uncertain"/>
   <Image name="image" value="$image" zoom="true" zoomControl="true" brightnessControl="true"
-         contrastControl="true"/>
+         contrastControl="true" maxWidth="100%" height="480px"/>
   <Choices name="verdict" toName="image" choice="single-radio" showInline="true" required="true"
            requiredMessage="Choose real, fake or uncertain.">
-    <Choice value="real"/>
-    <Choice value="fake"/>
-    <Choice value="uncertain"/>
+    <Choice value="real" hotkey="r"/>
+    <Choice value="fake" hotkey="f"/>
+    <Choice value="uncertain" hotkey="u"/>
   </Choices>
   <View visibleWhen="choice-selected" whenTagName="verdict" whenChoiceValue="fake,uncertain">
     <Header value="What makes you think so? (required)"/>
@@ -59,7 +61,7 @@ PROJECT_SETTINGS: dict[str, Any] = {
     "title": PROJECT_TITLE,
     "label_config": LABEL_CONFIG,
     "expert_instruction": INSTRUCTIONS,
-    "show_instruction": True,
+    "show_instruction": False,  # readers land on the first image; the question is on the page
     "show_skip_button": False,
     "enable_empty_annotation": False,
     "show_annotation_history": False,
@@ -166,8 +168,25 @@ def setup_site(
         raise LabelStudioError(
             f"project {project_id} at {admin.url} has {n} tasks, expected {len(order)}"
         )
+    add_progress(admin, project_id)
     ensure_reader_account(admin, reader_id, password)
     return ReaderSite(reader_id=reader_id, url=admin.url, project_id=project_id)
+
+
+def add_progress(admin: LabelStudioClient, project_id: int) -> None:
+    """Put ``progress`` = "n of N" into each task's data (tasks are read in id order)."""
+    tasks = admin.tasks(project_id)
+    for n, task in enumerate(tasks, start=1):
+        progress = f"{n} of {len(tasks)}"
+        if task["data"].get("progress") != progress:
+            admin.patch(
+                f"/api/tasks/{task['id']}", {"data": {**task["data"], "progress": progress}}
+            )
+
+
+def reader_url(site: ReaderSite) -> str:
+    """Where a reader starts: the login page, which then opens the project's labelling stream."""
+    return f"{site.url}/user/login/?next=/projects/{site.project_id}/data%3Flabeling%3D1"
 
 
 def image_id_of(task: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ def _upstream(cfg: DictConfig) -> list[str]:
         "reader_study.sources",
         "reader_study.images_per_source",
         "reader_study.blinding",
+        "reader_study.force_blinding",
         "seed",
     ),
     upstream=_upstream,
@@ -35,6 +36,7 @@ def _upstream(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Outputs: ``images/<id>.png`` (served to readers), ``key/answer_key.csv`` (never served)."""
     from gensyn.errors import GensynError
+    from gensyn.reader.audit import AuditParams
     from gensyn.reader.blinding import BlindingParams
     from gensyn.reader.build import Source, build_study
 
@@ -64,30 +66,29 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         field_dark_fraction=b.field_dark_fraction,
         remove_markers=b.remove_markers,
         window_percentiles=(b.window_low_percentile, b.window_high_percentile),
+        framing=b.framing,
+        thorax_margin_fraction=b.thorax_margin_fraction,
+        match_histograms=b.match_histograms,
     )
+    audit = AuditParams(b.max_audit_accuracy, b.audit_min_images_per_source, rs.force_blinding)
     try:
-        key = build_study(sources, rs.images_per_source, ctx.out_dir, seed=cfg.seed, params=params)
+        key = build_study(
+            sources, rs.images_per_source, ctx.out_dir, cfg.seed, params=params, audit=audit
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise GensynError(f"reader_study_build: {exc}") from exc
-    audit_file = ctx.out_dir / "key" / "blinding_audit.csv"
-    if audit_file.exists():
-        import logging
+    from gensyn import io
 
-        from gensyn import io
-
-        audit = io.read_table(audit_file)
-        worst = audit.loc[audit["separation"].idxmax()]
-        ctx.summary["blinding_worst_feature"] = (
-            f"{worst['feature']} (separation {worst['separation']:.2f})"
+    pairs = io.read_table(ctx.out_dir / "key" / "blinding_audit.csv")
+    if len(pairs):
+        worst = pairs.loc[pairs["cv_accuracy"].fillna(0).idxmax()]
+        ctx.summary["blinding_audit"] = (
+            f"{worst['source_a']} vs {worst['source_b']}: accuracy {worst['cv_accuracy']:.2f}"
+            f" (max {b.max_audit_accuracy:.2f}{'' if worst['judged'] else ', too few to judge'};"
+            f" {worst['giveaway']})"
         )
-        if worst["separation"] > 0.9:
-            logging.getLogger(__name__).warning(
-                "reader study: %s alone separates fake from real images (%.2f); look at the "
-                "blinded images before serving them (%s)",
-                worst["feature"],
-                worst["separation"],
-                audit_file,
-            )
+    if (ctx.out_dir / "key" / "blinding_warning.txt").exists():
+        ctx.summary["blinding_forced"] = "audit failed, build forced (key/blinding_warning.txt)"
     ctx.summary["n_images"] = len(key)
     ctx.summary["sources"] = ", ".join(f"{s.name} ({s.truth})" for s in sources)
     ctx.log_metrics({"n_images": len(key)})

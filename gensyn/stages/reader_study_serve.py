@@ -33,7 +33,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     """
     from gensyn import io
     from gensyn.errors import GensynError
-    from gensyn.reader.serve import site_records
+    from gensyn.reader.serve import reader_email, reader_url, site_records
     from gensyn.reader.sites import connect_sites, credentials_from_env, start_sites
 
     rs, srv = cfg.reader_study, cfg.reader_study.server
@@ -65,3 +65,5 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     io.write_json(ctx.out_dir / "sites.json", site_records(sites))
     ctx.summary["n_images"] = len(images)
     ctx.summary["sites"] = ", ".join(f"{s.reader_id}: {s.url}" for s in sites)
+    for s in sites:  # one line per reader, for the coordinator to hand out
+        print(f"reader {s.reader_id}: {reader_url(s)}  (login {reader_email(s.reader_id)})")
