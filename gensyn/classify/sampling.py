@@ -134,6 +134,8 @@ def synthetic_training_rows(
     1, 0 or NaN (unknown, see :func:`ct_findings`); a CT missing from the table is an error.
     """
     chosen = select_views(manifest, views_per_ct, seed)
+    # the CT label table is authoritative: labels a manifest carries (drr, gan_translate) yield
+    chosen = chosen.drop(columns=[f for f in findings if f in chosen.columns])
     labels = ct_findings(volumes, findings)
     merged = chosen.assign(ct_id=chosen["ct_id"].astype(str)).merge(
         labels, on="ct_id", how="left", validate="many_to_one", indicator=True

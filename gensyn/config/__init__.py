@@ -25,7 +25,7 @@ from gensyn.config.projector import ProjectorConfig
 from gensyn.config.reader_study import ReaderStudyConfig
 from gensyn.config.report import ReportConfig
 from gensyn.config.sampling import SamplingConfig
-from gensyn.config.stage import StageConfig
+from gensyn.config.stage import ExportConfig, StageConfig
 
 __all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
 
@@ -61,6 +61,7 @@ class Config:
     paths: PathsConfig = MISSING
     reader_study: ReaderStudyConfig = MISSING
     report: ReportConfig = field(default_factory=ReportConfig)  # stage=report (not a group)
+    export: ExportConfig = field(default_factory=ExportConfig)  # stage=export (not a group)
     experiment_name: str = "default"  # set by experiment=...; groups W&B runs
     profile_name: str = "default"  # set by profile=... (default | tiny)
     seed: int = 0  # every random choice derives from it

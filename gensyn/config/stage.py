@@ -1,6 +1,7 @@
 """Schema of the ``stage`` group: which stage ``launch.py`` runs."""
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 
 @dataclass
@@ -15,3 +16,18 @@ class StageConfig:
     # classifier is trained and evaluated on fold ``split_idx`` before the report, so the
     # report compares real-only training with DRR and SyntheX arms.
     arms: list[str] = field(default_factory=list)
+
+
+class ExportSource(Enum):
+    """The image set ``stage=export`` writes: DRRs, SyntheX images or the prepared X-rays."""
+
+    drr = "drr"  # stage drr's manifest
+    synthex = "synthex"  # stage gan_translate's manifest
+    xrays = "xrays"  # stage prepare_xrays's xrays.csv (its train/test split)
+
+
+@dataclass
+class ExportConfig:
+    """``export.source``: which image set ``stage=export`` lists (MONAI JSON + CSV)."""
+
+    source: ExportSource = ExportSource.drr

@@ -315,7 +315,8 @@ def prepare_xrays(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     spec, workers = spec_from_config(cfg)
     table = write_demo_xrays(out_dir, spec, workers)
     paths = [str(Path(out_dir) / p) for p in table["path"][:16]]
-    write_image(Path(out_dir) / "figures" / "examples.png", contact_sheet(paths))
+    sheet = contact_sheet(paths, title=f"simulated X-rays: first {len(paths)} images")
+    write_image(Path(out_dir) / "figures" / "examples.png", sheet)
     return {
         "n_images": len(table),
         "n_train": int((table["split"] == "train").sum()),

@@ -329,8 +329,10 @@ def locate_images(relpaths: Iterable[str], image_root: str | os.PathLike[str]) -
     return out
 
 
-def contact_sheet(paths: list[str], tile_px: int = 128, columns: int = 4) -> np.ndarray:
-    """A uint8 grid of up to ``columns``² prepared images (for reports)."""
+def contact_sheet(
+    paths: list[str], tile_px: int = 128, columns: int = 4, title: str = ""
+) -> np.ndarray:
+    """A uint8 grid of up to ``columns``² prepared images (for reports), ``title`` above it."""
     from gensyn.io import read_image
 
     paths = paths[: columns * columns]
@@ -343,4 +345,6 @@ def contact_sheet(paths: list[str], tile_px: int = 128, columns: int = 4) -> np.
         sheet[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px] = np.clip(
             img / top * 255, 0, 255
         ).astype(np.uint8)
-    return sheet
+    from gensyn.report.plots import with_column_titles
+
+    return with_column_titles(sheet, [title] if title else [])

@@ -106,11 +106,14 @@ def histogram_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.abs(np.cumsum(p) - np.cumsum(q)).sum() / len(p))
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], pad_px: int = 2) -> np.ndarray:
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]], pad_px: int = 2, titles: Sequence[str] = ()
+) -> np.ndarray:
     """Tile grey images (any sizes, resized to the first one's) into one uint8 grid.
 
     ``rows[i][j]`` is the image in row i, column j; images are scaled to uint8 by
-    :func:`to_unit`.
+    :func:`to_unit`. ``titles`` (one per column, e.g. ``("DRR", "SyntheX", "real")``) are
+    written in a header row above the grid.
     """
     from PIL import Image
 
@@ -125,7 +128,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], pad_px: int = 2) -> np.ndar
                 tile = np.asarray(Image.fromarray(tile).resize((w, h), Image.Resampling.BILINEAR))
             y, x = pad_px + i * (h + pad_px), pad_px + j * (w + pad_px)
             grid[y : y + h, x : x + w] = tile
-    return grid
+    from gensyn.report.plots import with_column_titles
+
+    return with_column_titles(grid, titles)
 
 
 def plot_histograms(

@@ -1,13 +1,15 @@
 """The one report-page writer: builds a page once, writes it as Markdown and as HTML.
 
 Stages add headings, text, tables and figures; :meth:`Page.write` produces ``<name>.md``
-and ``<name>.html`` side by side (figures are linked by relative path, so the folder can be
-copied or opened from anywhere).
+and ``<name>.html`` side by side. The Markdown links figures by relative path; the HTML
+embeds them as ``data:`` URIs, so the one file can be mailed or opened anywhere.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _data_uri(path: Path, out_dir: Path) -> str:
+    """``path``'s bytes as a ``data:`` URI (a relative link if the file does not exist)."""
+    if not path.is_file():
+        return os.path.relpath(path, out_dir)
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Page:
         return "\n".join(lines)
 
     def html(self, out_dir: Path) -> str:
-        """The page as a standalone HTML document."""
+        """The page as a standalone HTML document (figures embedded as ``data:`` URIs)."""
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'>",
             f"<title>{html.escape(self.title)}</title>",
@@ -107,9 +117,9 @@ class Page:
                 parts.append("</table>")
             elif kind == "figure":
                 path, caption = data
-                rel = html.escape(os.path.relpath(path, out_dir))
+                src = html.escape(_data_uri(path, out_dir))
                 parts.append(
-                    f"<figure><img src='{rel}' alt='{html.escape(caption)}'>"
+                    f"<figure><img src='{src}' alt='{html.escape(caption)}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
         parts.append("</body></html>")

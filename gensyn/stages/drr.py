@@ -2,7 +2,10 @@
 
 Reads ``volumes.csv`` (ct_id, patient_id, path) of stage ``convert``; writes
 ``images/<ct_id>/<ct_id>_v<view>.png`` (8/16-bit, -ln(I/I0) windowed, bone bright),
-optional ``.npy`` floats, and ``manifest.csv`` with one row per image. A CT whose
+optional ``.npy`` floats, and ``manifest.csv`` with one row per image: the CT, its pose
+(``view_index, is_center, alpha_deg, beta_deg``), the CT's labels (one column per finding of
+``gensyn.config.FINDINGS``: 1, 0 or empty = unknown, from ``volumes.csv`` via
+:func:`gensyn.classify.sampling.ct_findings`) and the physics. A CT whose
 ``images/<ct_id>/views.json`` lists existing files is complete and skipped on resume. A
 converted volume that cannot be read (truncated, corrupt) is listed in ``failures.csv`` (ct_id,
 file, reason); the other CTs are rendered, then the stage fails with the commands that redo
@@ -108,6 +111,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from tqdm.auto import tqdm
 
     from gensyn import preemption
+    from gensyn.classify.sampling import ct_findings
+    from gensyn.config import FINDINGS
     from gensyn.drr import pose_set, to_image
     from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.geometry import make_geometry
@@ -120,6 +125,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     convert_dir = ctx.upstream_dir("convert")
     volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
     volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
+    # the CT's findings travel with each image (NaN = unknown), so the manifest stands alone
+    labels = ct_findings(volumes, FINDINGS).drop_duplicates("ct_id").set_index("ct_id")
+    ct_labels: dict[Any, dict[Any, float]] = labels.astype(float).to_dict("index")
     geometry = make_geometry(
         p.geometry,
         p.image_size_px,
@@ -206,6 +214,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
                     "is_center": view.is_center,
                     "alpha_deg": view.pose.alpha_deg,
                     "beta_deg": view.pose.beta_deg,
+                    **ct_labels[ct_id],
                     **physics_cols,
                 }
             )

@@ -78,7 +78,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             fake = [tensor_to_uint8(trainer.model.translate(a[None]))[0] for a in show_a]
             real_a = [tensor_to_uint8(a[None])[0] for a in show_a]
             real_b = [tensor_to_uint8(b[None])[0] for b in show_b]
-            grid = checks.image_grid(list(zip(real_a, fake, real_b, strict=True)))
+            grid = checks.image_grid(
+                list(zip(real_a, fake, real_b, strict=True)), titles=("DRR", "SyntheX", "real")
+            )
             path = io.write_image(ctx.path("samples", f"epoch_{epoch:04d}.png"), grid)
             ctx.log_image("samples", path, caption=f"epoch {epoch}: DRR | translated | real")
 
@@ -148,7 +150,7 @@ def _check(
         ctx.path("figures", "histograms.png"), hists, "held-out intensity histograms"
     )
     n = min(4, len(drr))
-    grid = checks.image_grid([[drr[i], translated[i]] for i in range(n)])
+    grid = checks.image_grid([[drr[i], translated[i]] for i in range(n)], titles=("DRR", "SyntheX"))
     io.write_image(ctx.path("figures", "before_after.png"), grid)
     ctx.log_image(
         "before_after",

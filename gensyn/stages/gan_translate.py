@@ -2,7 +2,7 @@
 
 Full resolution, no flips, batched. Outputs ``images/...png`` (same relative layout as
 the DRRs) and ``manifest.csv``: one row per image with the upstream DRR manifest's columns
-(CT, patient, pose, physics ...), ``path`` (the SyntheX image, relative to this folder like
+(CT, patient, pose, the CT's labels, physics ...), ``path`` (the SyntheX image, relative to this folder like
 the drr manifest's) and ``source_drr`` (absolute path of the DRR it came from). Existing images are skipped, so a killed run resumes.
 """
 
@@ -74,7 +74,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     n = min(4, len(sources))
     grid = checks.image_grid(
-        [[io.read_image(sources[i]), io.read_image(out_paths[i])] for i in range(n)]
+        [[io.read_image(sources[i]), io.read_image(out_paths[i])] for i in range(n)],
+        titles=("DRR", "SyntheX"),
     )
     io.write_image(ctx.path("figures", "drr_vs_synthex.png"), grid)
     ctx.log_image(

@@ -15,6 +15,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: What each stage figure shows, by file name (``roc_<test set>.png`` ... by prefix).
+FIGURE_CAPTIONS = {
+    "coronal.png": "Coronal slices through the first converted CT volumes",
+    "phantom_slices.png": "Slices through the simulated CT phantoms",
+    "examples.png": "The first prepared real X-rays (what the classifier learns from)",
+    "before_after.png": "Held-out DRRs (left) and the trained generator's SyntheX images (right)",
+    "histograms.png": "Intensity histograms of held-out real X-rays, DRRs and translated DRRs",
+    "drr_vs_synthex.png": "The first DRRs (left) and their SyntheX translations (right)",
+    "correct_by_source.png": "Reader study: share of correct answers per image source",
+    "readers.png": "Reader study: accuracy of each reader",
+}
+FIGURE_PREFIXES = {
+    "roc_": "ROC curves per finding and arm, test set {}",
+    "auc_vs_views_": "AUC against views per CT, test set {}",
+}
+
+
+def figure_caption(stage_name: str, figure: str) -> str:
+    """What figure ``figure`` (a path in a run folder) of stage ``stage_name`` shows."""
+    name = figure.rsplit("/", 1)[-1]
+    if name in FIGURE_CAPTIONS:
+        return FIGURE_CAPTIONS[name]
+    for prefix, text in FIGURE_PREFIXES.items():
+        if name.startswith(prefix):
+            return text.format(name[len(prefix) :].rsplit(".", 1)[0])
+    if stage_name == "drr":
+        return "The first rendered DRR (centre view of the first CT)"
+    return f"{stage_name}: " + name.rsplit(".", 1)[0].replace("_", " ")
+
+
 def _available(cfg: DictConfig, hashed: bool) -> list[str]:
     stages = load_stages()
     names = [s for s in cfg.stage.stages if s != "pipeline"]
@@ -78,7 +108,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         if scalars:
             page.table([{"key": k, "value": v} for k, v in scalars.items()])
         for fig in summary.get("figures", []):
-            page.figure(folder / fig, caption=f"{name}: {fig}")
+            page.figure(folder / fig, caption=figure_caption(name, fig))
         for sub in summary.get("reports", []):
             page.text(f"Detailed report: {folder / sub}")
         rows.append({"stage": name, "duration_s": summary.get("duration_s", "")})

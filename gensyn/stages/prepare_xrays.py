@@ -152,7 +152,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if len(table):
         io.write_image(
             ctx.path("figures", "examples.png"),
-            contact_sheet([str(ctx.out_dir / p) for p in table["path"][:16]]),
+            contact_sheet(
+                [str(ctx.out_dir / p) for p in table["path"][:16]],
+                title=f"real X-rays: first {min(16, len(table))} prepared images",
+            ),
         )
         ctx.summary["figures"] = ["figures/examples.png"]
     counts = {f"n_{k}": int(table[k].sum()) for k in cfg.dataset.findings if k in table.columns}
