@@ -81,7 +81,7 @@ def radchest_record(
             )
     files["trn_part2.zip"] = zipped.getvalue()
     truth = pd.DataFrame(rows)
-    parts = np.array_split(truth, 3)
+    parts = [truth.iloc[idx] for idx in np.array_split(np.arange(len(truth)), 3)]
     for name, part in zip(("imgtrain", "imgvalid", "imgtest"), parts, strict=True):
         table = pd.DataFrame({"NoteAcc_DEID": part["ct_id"]})
         for finding, column in RADCHEST_COLUMNS.items():

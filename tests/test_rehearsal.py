@@ -1,0 +1,132 @@
+"""Rehearsal of the real study in the real formats, through the README's own commands.
+
+A RAD-ChestCT-like Zenodo record (NPZ volumes, some inside a ZIP part, the abnormality and
+metadata tables) is served by the local fake Zenodo server; a PadChest-like tree (16-bit
+PNGs in numbered folders, the real label table) and a ChestX-ray14-like tree (the real
+``Data_Entry_2017.csv``) sit in their raw folders. Then the README's "Running the real
+study" commands run with ``experiment=thesis_grid`` and ``profile=tiny``: download → convert
+→ prepare_xrays → drr → SyntheX → classify (all 9 arms, 2 folds) → predict → report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from data_fakes import FakeState, serve, write_chestxray14_tree, write_padchest_tree
+from study_fakes import radchest_record
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "rehearsal-token-0042"
+ARMS = (
+    "none",
+    "drr_1",
+    "drr_2",
+    "drr_5",
+    "drr_10",
+    "synthex_1",
+    "synthex_2",
+    "synthex_5",
+    "synthex_10",
+)
+ARM_NAMES = (
+    "baseline",
+    "drr_1",
+    "drr_2",
+    "drr_5",
+    "drr_10",
+    "synthex_1",
+    "synthex_2",
+    "synthex_5",
+    "synthex_10",
+)
+
+
+def _done(root: Path, stage: str) -> list[Path]:
+    return sorted(p.parent for p in (root / "workdir" / "runs" / stage).glob("*/DONE"))
+
+
+def test_real_study_rehearsal(launch: Callable[..., Any], gensyn_root: Path) -> None:
+    files, truth = radchest_record(n_cts=6)
+    write_padchest_tree(gensyn_root / "data" / "padchest" / "raw", n_patients=60, size_px=40)
+    write_chestxray14_tree(gensyn_root / "data" / "chestxray14" / "raw", n_patients=24, size_px=40)
+    env = {"ZENODO_TOKEN": TOKEN}
+    state = FakeState(files=files, token=TOKEN)
+    with serve(state) as url:
+        common = (
+            "experiment=thesis_grid",
+            "profile=tiny",
+            "logger=none",
+            f"ct_dataset.download.api_url={url}/api",
+            # the fake volumes are 48³ phantoms at 7.5 mm, not RAD-ChestCT's 0.8 mm
+            "ct_dataset.convert.npz_spacing_mm=[7.0,7.5,7.5]",
+            "classifier.n_folds=2",
+        )
+        # --- data, exactly the README's commands plus the rehearsal's sizes
+        dry = launch("stage=download", "dry_run=true", *common, env=env)
+        assert "trn_part2.zip" in dry.stdout
+        launch("stage=download", *common, env=env)
+    root = gensyn_root
+    manifests = [
+        pd.read_csv(d / "manifest.csv")
+        for d in _done(root, "download")
+        if (d / "manifest.csv").is_file()
+    ]
+    real = [m for m in manifests if set(m["status"]) == {"verified"}]  # the dry run is apart
+    assert len(real) == 1 and len(real[0]) == len(files)
+
+    launch("stage=convert", *common)
+    (convert,) = _done(root, "convert")
+    volumes = pd.read_csv(convert / "volumes.csv").set_index("volume_id").sort_index()
+    assert list(volumes.index) == list(truth["ct_id"])  # bare and zipped volumes all found
+    assert list(volumes["patient_id"]) == list(truth["patient_id"])  # MRN from the metadata
+    for finding in ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia"):
+        assert list(volumes[finding]) == list(truth[finding]), finding
+
+    launch("stage=prepare_xrays", *common)
+    (xr_dir,) = _done(root, "prepare_xrays")
+    xrays = pd.read_csv(xr_dir / "xrays.csv")
+    test_patients = set(xrays.loc[xrays["split"] == "test", "patient_id"])
+    train_patients = set(xrays.loc[xrays["split"] == "train", "patient_id"])
+    assert test_patients and train_patients and not test_patients & train_patients
+
+    launch("stage=drr", *common)
+    (drr,) = _done(root, "drr")
+    drrs = pd.read_csv(drr / "manifest.csv")
+    assert len(drrs) == 6 * 10  # centre + 9 random views per CT
+    assert drrs.groupby("ct_id")["is_center"].sum().eq(1).all()
+
+    launch("stage=gan_translate", *common)
+    (translate,) = _done(root, "gan_translate")
+    assert len(pd.read_csv(translate / "manifest.csv")) == len(drrs)
+
+    # --- the grid: 9 arms x 2 folds, then predictions and the report
+    launch("-m", "stage=classify", "split_idx=0,1", *common, timeout=2400)
+    classify = _done(root, "classify")
+    assert len(classify) == 9 * 2
+    summaries = [pd.read_json(d / "summary.json", typ="series") for d in classify]
+    assert {s["schedule"] for s in summaries} == {"steps"}
+    by_fold: dict[int, set[int]] = {}
+    for d, s in zip(classify, summaries, strict=True):
+        fold = int(pd.read_json(d / "identity.json", typ="series")["config"]["split_idx"])
+        by_fold.setdefault(fold, set()).add(int(s["optimizer_steps"]))
+    assert all(len(steps) == 1 for steps in by_fold.values()), by_fold  # equal budgets
+
+    launch("-m", "stage=predict", "split_idx=0,1", *common, timeout=1200)
+    assert len(_done(root, "predict")) == 9 * 2
+    proc = launch("stage=report", *common)
+    report_dir = sorted((root / "workdir" / "runs" / "report").iterdir())[-1]
+    preds = pd.read_csv(report_dir / "predictions.csv")
+    assert set(preds["arm"]) == set(ARM_NAMES)
+    assert set(preds["test_set"]) == {"padchest", "chestxray14"}
+    assert set(preds["fold"]) == {0, 1}
+    text = (report_dir / "report.md").read_text()
+    for arm in ARM_NAMES:
+        assert arm in text
+    assert "chestxray14" in text and "padchest" in text
+    assert "steps" in text  # the report says which schedule ran
+    assert proc.returncode == 0
