@@ -50,3 +50,18 @@ def test_figure_captions_say_what_is_shown():
     assert figure_caption("report", "figures/roc_test.png").startswith("ROC curves")
     assert "/" not in figure_caption("drr", "images/ct0/ct0_v00.png")
     assert figure_caption("x", "figures/some_plot.png") == "x: some plot"
+
+
+def test_pipeline_summary_rows_explain_keys():
+    from gensyn.stages.pipeline import summary_rows
+
+    rows = summary_rows(
+        {"domain_gap_acc_translated": 0.61, "macro_auc_demo_drr_5": 0.7, "n_images": 3,
+         "figures": ["a.png"]}
+    )  # fmt: skip
+    meaning = {r["key"]: r["meaning"] for r in rows}
+    assert set(meaning) == {"domain_gap_acc_translated", "macro_auc_demo_drr_5", "n_images"}
+    assert "translated" in meaning["domain_gap_acc_translated"]
+    assert "0.5 = indistinguishable" in meaning["domain_gap_acc_translated"]
+    assert meaning["macro_auc_demo_drr_5"].startswith("macro AUC")
+    assert meaning["n_images"] == ""  # obvious keys carry no text

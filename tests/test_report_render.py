@@ -88,3 +88,40 @@ def test_missing_note_groups_folds_by_arm():
         [("baseline", 3), ("baseline", 1), ("drr_5", 0), ("drr_5", 1), ("drr_5", 2)], n_folds=3
     )
     assert note == "Not finished, so not in the tables: baseline (folds 1, 3); drr_5 (all 3 folds)."
+
+
+def test_auc_vs_views_panels_share_ylim_and_draw_cis():
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    summary = render.summarise_test_set(_preds(), CLASSES, n_boot=100, seed=0)
+    fig = plots.draw_auc_vs_views(Figure(figsize=(9, 3)), summary, CLASSES)
+    axes = fig.axes
+    assert len(axes) == len(CLASSES) + 1  # one panel per class and macro
+    limits = {ax.get_ylim() for ax in axes}
+    assert len(limits) == 1
+    low, high = limits.pop()
+    assert low <= summary["ci_low"].min() and high >= summary["ci_high"].max()
+    for ax in axes:
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.has_yerr]
+        assert len(bars) == 1  # source drr: arms drr_2 and drr_5 as one line
+        segments = bars[0].lines[2][0].get_segments()
+        assert len(segments) == 2
+        cls = ax.get_title()
+        rows = summary[(summary["class"] == cls) & (summary["source"] == "drr")]
+        rows = rows.sort_values("views_per_ct")
+        for seg, (_, row) in zip(segments, rows.iterrows(), strict=True):
+            assert seg[:, 1].min() == pytest.approx(row.ci_low)
+            assert seg[:, 1].max() == pytest.approx(row.ci_high)
+
+
+def test_report_has_glossary(tmp_path):
+    from gensyn.report.glossary import REPORT_TERMS
+
+    render.write_report(tmp_path, _preds(), CLASSES, n_boot=50)
+    markdown = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for term in ("macro AUC", "CI", "Δ", "corrected t", "p (corrected)"):
+        line = f"| {term} | {REPORT_TERMS[term].format(pct='95%')} |"
+        assert line in markdown
+    assert "<td>macro AUC</td>" in html and "95% patient-level bootstrap" in html

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -62,29 +66,63 @@ def plot_roc_curves(
 
 
 def plot_auc_vs_views(
-    summary: pd.DataFrame, classes: Sequence[str], path: str | os.PathLike[str], title: str = ""
+    summary: pd.DataFrame,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    level: float = 0.95,
 ) -> Path:
-    """Per class (and macro): mean AUC ± sd over folds against views per CT, per source.
-
-    ``summary`` rows: ``arm, source, views_per_ct, class, auc_mean, auc_sd``; the baseline
-    (source ``none``) is drawn as a horizontal line with its ± sd band.
-    """
+    """Save :func:`draw_auc_vs_views` as a PNG at ``path``."""
     plt = _pyplot()
+    fig = plt.figure(figsize=(3.0 * (len(classes) + 1), 3.2))
+    draw_auc_vs_views(fig, summary, classes, title, level)
+    return _save(fig, path, plt)
+
+
+def auc_ylim(summary: pd.DataFrame, pad: float = 0.02) -> tuple[float, float]:
+    """One AUC range for every panel: all means and CI ends, padded, within [0, 1]."""
+    values = summary[["auc_mean", "ci_low", "ci_high"]].to_numpy(dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 1.0
+    low, high = float(values.min()) - pad, float(values.max()) + pad
+    return max(low, 0.0), min(high, 1.0)
+
+
+def draw_auc_vs_views(
+    fig: Figure,
+    summary: pd.DataFrame,
+    classes: Sequence[str],
+    title: str = "",
+    level: float = 0.95,
+) -> Figure:
+    """Per class (and macro): mean AUC over models against views per CT, per source.
+
+    ``summary`` rows (:func:`gensyn.report.render.summarise_test_set`): ``arm, source,
+    views_per_ct, class, auc_mean, ci_low, ci_high``; error bars are the patient-level
+    bootstrap ``level`` CI of the model-mean AUC. The baseline (source ``none``) is a
+    horizontal line with its CI as a band. All panels share one AUC range.
+    """
     panels = [*classes, "macro"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2), squeeze=False)
-    for ax, cls in zip(axes[0], panels, strict=True):
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, cls in zip(axes, panels, strict=True):
         rows = summary[summary["class"] == cls]
         base = rows[rows["source"] == "none"]
         if len(base):
-            m, sd = float(base["auc_mean"].iloc[0]), float(np.nan_to_num(base["auc_sd"].iloc[0]))
+            m = float(base["auc_mean"].iloc[0])
             ax.axhline(m, color="black", lw=1, label="baseline")
-            ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
+            low, high = float(base["ci_low"].iloc[0]), float(base["ci_high"].iloc[0])
+            if np.isfinite(low) and np.isfinite(high):
+                ax.axhspan(low, high, color="black", alpha=0.08)
         for source, group in rows[rows["source"] != "none"].groupby("source"):
             group = group.sort_values("views_per_ct")
+            mean = group["auc_mean"].to_numpy(dtype=np.float64)
+            below = np.nan_to_num(mean - group["ci_low"].to_numpy(dtype=np.float64))
+            above = np.nan_to_num(group["ci_high"].to_numpy(dtype=np.float64) - mean)
             ax.errorbar(
                 group["views_per_ct"],
-                group["auc_mean"],
-                yerr=group["auc_sd"].fillna(0),
+                mean,
+                yerr=np.clip(np.vstack([below, above]), 0.0, None),
                 marker="o",
                 capsize=3,
                 lw=1.2,
@@ -93,12 +131,13 @@ def plot_auc_vs_views(
         ax.set(title=cls, xlabel="views per CT")
         ax.set_xscale("log")
         ax.set_xticks([1, 2, 5, 10], labels=["1", "2", "5", "10"])
-    axes[0][0].set_ylabel("AUC (mean ± sd over folds)")
-    axes[0][-1].legend(fontsize=7)
+    axes[0].set_ylim(*auc_ylim(summary[summary["class"].isin(panels)]))
+    axes[0].set_ylabel(f"AUC (model mean, {level:.0%} CI)")
+    axes[-1].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path, plt)
+    return fig
 
 
 def _save(fig, path: str | os.PathLike[str], plt) -> Path:  # type: ignore[no-untyped-def]

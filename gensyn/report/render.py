@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gensyn.report import metrics, plots
+from gensyn.report.glossary import REPORT_TERMS
 
 PRED_KEYS = ("arm", "source", "views_per_ct", "fold", "test_set", "image_id", "patient_id")
 MODEL_KEYS = ("fold", "seed")  # one trained model; ``seed`` is optional in the predictions
@@ -309,6 +310,10 @@ def write_report(
         "folds' training sets overlap, so the J models are not independent and the plain "
         "paired t-test would be too confident. Per-class tests: auc_summary.csv."
     )
+    page.table(
+        [{"term": term, "meaning": text.format(pct=pct)} for term, text in REPORT_TERMS.items()],
+        caption="Glossary",
+    )
     summaries = []
     for test_set, group in preds.groupby("test_set", sort=True):
         summary = summarise_test_set(group, classes, baseline, n_boot, level, seed, ratio)
@@ -342,8 +347,9 @@ def write_report(
                 classes,
                 out_dir / "figures" / f"auc_vs_views_{safe}.png",
                 title=f"{test_set}: AUC against views per CT",
+                level=level,
             )
-            page.figure(views, caption=f"AUC against views per CT, {test_set}")
+            page.figure(views, caption=f"AUC against views per CT ({pct} CI), {test_set}")
     table = pd.concat(summaries, ignore_index=True)
     io.write_table(out_dir / "auc_summary.csv", table)
     return page.write(out_dir), table

@@ -45,6 +45,17 @@ def figure_caption(stage_name: str, figure: str) -> str:
     return f"{stage_name}: " + name.rsplit(".", 1)[0].replace("_", " ")
 
 
+def summary_rows(summary: dict[str, object]) -> list[dict[str, object]]:
+    """A stage summary's scalar entries as ``key, value, meaning`` rows for the page."""
+    from gensyn.report.glossary import summary_meaning
+
+    return [
+        {"key": k, "value": v, "meaning": summary_meaning(k)}
+        for k, v in summary.items()
+        if isinstance(v, int | float | str)
+    ]
+
+
 def _available(cfg: DictConfig, hashed: bool) -> list[str]:
     stages = load_stages()
     names = [s for s in cfg.stage.stages if s != "pipeline"]
@@ -104,9 +115,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         summary = io.read_json(summary_file) if summary_file.exists() else {}
         page.heading(name)
         page.text(f"Run folder: {folder}")
-        scalars = {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
+        scalars = summary_rows(summary)
         if scalars:
-            page.table([{"key": k, "value": v} for k, v in scalars.items()])
+            page.table(scalars)
         for fig in summary.get("figures", []):
             page.figure(folder / fig, caption=figure_caption(name, fig))
         for sub in summary.get("reports", []):
