@@ -12,21 +12,15 @@ from __future__ import annotations
 import difflib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from gensyn.confdir import CONF_DIR, rerun_command
 
-def _find_conf_dir() -> Path:
-    """The config folder: ``gensyn/conf`` in an installed wheel, else the checkout's ``conf/``."""
-    packaged = Path(__file__).resolve().parent / "conf"  # pyproject maps conf/ there in a wheel
-    if (packaged / "config.yaml").is_file():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "conf"
+__all__ = ["CONF_DIR", "check_overrides", "main", "normalize_argv", "rerun_command"]
 
 
-CONF_DIR = _find_conf_dir()
 #: Flags of Hydra's command line that take a value (we leave such invocations to Hydra).
 _VALUE_FLAGS = {
     "--cfg",
@@ -164,21 +158,6 @@ def in_free_form(cfg: DictConfig, key: str) -> bool:
         if isinstance(node, DictConfig):
             return OmegaConf.get_type(node) is dict
     return False
-
-
-def rerun_command(stage: str, *extra: str) -> str:
-    """``python launch.py stage=STAGE EXTRA`` with this run's other overrides (shell-quoted).
-
-    Outside a Hydra run (tests, notebooks) only ``stage`` and ``extra`` are given.
-    """
-    import shlex
-
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    replaced = {"stage", "force", *(e.split("=", 1)[0] for e in extra)}
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in replaced]
-    return " ".join(["python launch.py", f"stage={stage}", *map(shlex.quote, [*extra, *kept])])
 
 
 def main() -> None:

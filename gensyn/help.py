@@ -44,7 +44,7 @@ def options(conf_dir: Path, group: str) -> list[str]:
 
 def usage_text() -> str:
     """GENSYN's usage: stages with summaries, main groups with options, examples, docs."""
-    from gensyn.cli import CONF_DIR
+    from gensyn.confdir import CONF_DIR
     from gensyn.registry import describe_stages
 
     stages = describe_stages()

@@ -75,7 +75,7 @@ def _complete(ct_dir: Path, expected: list[str]) -> bool:
 
 def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir: Path) -> Any:
     """The error listing CTs that could not be read, with the commands that redo only them."""
-    from gensyn.cli import rerun_command
+    from gensyn.confdir import rerun_command
     from gensyn.errors import GensynError
 
     table = "\n".join(f"  {r.ct_id}: {r.reason.splitlines()[0]}" for r in failed.itertuples())

@@ -66,7 +66,7 @@ def _arm_overrides(arm: str) -> dict[str, object]:
     """The dotted overrides equal to ``sampling=<arm>`` (read from conf/sampling/<arm>.yaml)."""
     from omegaconf import OmegaConf
 
-    from gensyn.cli import CONF_DIR
+    from gensyn.confdir import CONF_DIR
     from gensyn.errors import GensynError
 
     path = CONF_DIR / "sampling" / f"{arm}.yaml"

@@ -32,7 +32,7 @@ def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
     """A copy of ``cfg`` whose ``dataset`` is the option ``conf/dataset/<name>.yaml``."""
     from omegaconf import OmegaConf
 
-    from gensyn.cli import CONF_DIR
+    from gensyn.confdir import CONF_DIR
     from gensyn.config.dataset import DatasetConfig
     from gensyn.errors import GensynError
 
