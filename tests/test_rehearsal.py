@@ -19,31 +19,14 @@ import pytest
 from data_fakes import FakeState, serve, write_chestxray14_tree, write_padchest_tree
 from study_fakes import radchest_record
 
+from gensyn.classify.sampling import arm_name, parse_arm
+from gensyn.config.report import THESIS_ARMS
+
 pytestmark = pytest.mark.slow
 
 TOKEN = "rehearsal-token-0042"
-ARMS = (
-    "none",
-    "drr_1",
-    "drr_2",
-    "drr_5",
-    "drr_10",
-    "synthex_1",
-    "synthex_2",
-    "synthex_5",
-    "synthex_10",
-)
-ARM_NAMES = (
-    "baseline",
-    "drr_1",
-    "drr_2",
-    "drr_5",
-    "drr_10",
-    "synthex_1",
-    "synthex_2",
-    "synthex_5",
-    "synthex_10",
-)
+#: the report's names of the thesis grid's nine arms (baseline, drr_1 ... synthex_10)
+ARM_NAMES = tuple(arm_name(*parse_arm(option)) for option in THESIS_ARMS)
 
 
 def _done(root: Path, stage: str) -> list[Path]:

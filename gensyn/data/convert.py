@@ -214,17 +214,14 @@ def file_format(path: Path) -> str | None:
 def is_dicom_file(path: Path) -> bool:
     """A ``.dcm`` file, or a file of another name with DICOM's ``DICM`` marker at byte 128
     (series from scanners and PACS exports often have no suffix)."""
+    from gensyn.data.xray_dicom import DICOM_SUFFIXES, is_dicom
+
     suffix = path.suffix.lower()
-    if suffix in (".dcm", ".dicom"):
-        return True
-    if suffix in NON_DICOM_SUFFIXES or path.name.startswith(".") or file_format(path):
+    if suffix not in DICOM_SUFFIXES and (
+        suffix in NON_DICOM_SUFFIXES or path.name.startswith(".") or file_format(path)
+    ):
         return False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    return is_dicom(path)  # the suffix, else the DICM marker
 
 
 def _volume_name(path: Path, fmt: str) -> str:
