@@ -72,13 +72,13 @@ def _peak_gpu_mb() -> float:
 
 # ----------------------------------------------------------------------------- workers
 def _bench_options(a: argparse.Namespace, **overrides: Any) -> Any:
-    """The GeneratorConfig of a benchmark run: the worker's flags plus ``overrides``."""
+    """The CycleGANSettings of a benchmark run: the worker's flags plus ``overrides``."""
     _light_gensyn_config()
-    from gensyn.config.generator import GeneratorConfig
+    from gensyn.gan.settings import CycleGANSettings
 
     flags = dict(arch=a.arch, ngf=a.ngf, ndf=a.ngf, load_size=a.load, crop_size=a.crop)
     flags.update(precision=a.precision, channels_last=a.channels_last, compile=a.compile)
-    return GeneratorConfig(**{**flags, "cuda_graphs": a.graphs, **overrides})
+    return CycleGANSettings(**{**flags, "cuda_graphs": a.graphs, **overrides})
 
 
 def worker_ours(a: argparse.Namespace) -> dict[str, Any]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gensyn.config.generator import GeneratorConfig
 from gensyn.gan.model import CycleGAN
+from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.translate import translate_batch
 
 pytestmark = pytest.mark.gpu
 
 
 def _pair() -> tuple[CycleGAN, CycleGAN]:
-    opts = GeneratorConfig(arch="resnet_6blocks", ngf=16, ndf=16, pool_size=4)
+    opts = CycleGANSettings(arch="resnet_6blocks", ngf=16, ndf=16, pool_size=4)
     cpu = CycleGAN(opts, torch.device("cpu"), seed=0)
     gpu = CycleGAN(opts, torch.device("cuda"), seed=0)  # same seed: same initial weights
     return cpu, gpu
@@ -43,7 +43,7 @@ def test_translation_matches_cpu() -> None:
 
 
 def _graph_model(graphs: bool, seed: int = 0) -> CycleGAN:
-    opts = GeneratorConfig(
+    opts = CycleGANSettings(
         arch="resnet_6blocks",
         ngf=16,
         ndf=16,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from gensyn.config.generator import GeneratorConfig
 from gensyn.gan.data import UnpairedDataset, epoch_plan
 from gensyn.gan.model import LOSS_NAMES, CycleGAN, lr_factor
 from gensyn.gan.pool import ImagePool
+from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.trainer import CycleGANTrainer
 from gensyn.io import write_image
 
@@ -43,8 +43,8 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def small_opts(**kw: object) -> GeneratorConfig:
-    return GeneratorConfig(**{**SMALL, **kw})  # type: ignore[arg-type]
+def small_opts(**kw: object) -> CycleGANSettings:
+    return CycleGANSettings(**{**SMALL, **kw})  # type: ignore[arg-type]
 
 
 def make_domains(root: Path, n_a: int = 6, n_b: int = 5, size: int = 64) -> tuple[list, list]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gensyn.config.generator import GeneratorConfig
 from gensyn.gan.data import load_image, tensor_to_uint8
 from gensyn.gan.model import CycleGAN
+from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.translate import load_generator, pad_to_multiple, translate_files
 from gensyn.io import read_image, write_image
 
@@ -29,7 +29,7 @@ def saved_generator(tmp_path: Path) -> Path:
     """A (randomly initialised) A→B generator saved the way gan_train saves it."""
     from gensyn.gan.trainer import options_dict
 
-    opts = GeneratorConfig(arch="resnet_6blocks", ngf=8, ndf=8)
+    opts = CycleGANSettings(arch="resnet_6blocks", ngf=8, ndf=8)
     model = CycleGAN(opts, torch.device("cpu"), seed=3)
     path = tmp_path / "generator_a2b.pt"
     torch.save(

@@ -22,11 +22,11 @@ def _fake_run_outputs(runs: Path) -> None:
     import torch
 
     from gensyn.classify.models import ModelSpec, build_model
-    from gensyn.config.generator import GeneratorConfig
     from gensyn.gan.networks import build_generator
+    from gensyn.gan.settings import CycleGANSettings
     from gensyn.gan.trainer import options_dict
 
-    opts = GeneratorConfig(ngf=8, arch="resnet_6blocks")
+    opts = CycleGANSettings(ngf=8, arch="resnet_6blocks")
     net = build_generator(opts.input_nc, opts.output_nc, opts.ngf, opts.arch, opts.norm)
     payload = {"options": options_dict(opts), "direction": "a2b", "state_dict": net.state_dict()}
     (runs / "gan_train" / "h").mkdir(parents=True)

@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gensyn.config.generator import GeneratorConfig
+from gensyn.gan.settings import CycleGANSettings
 
 
-def parse_overrides(pairs: list[str]) -> GeneratorConfig:
-    """Build a GeneratorConfig from ``key=value`` strings (values typed like the defaults)."""
-    fields = {f.name: f for f in dataclasses.fields(GeneratorConfig)}
+def parse_overrides(pairs: list[str]) -> CycleGANSettings:
+    """Build a CycleGANSettings from ``key=value`` strings (values typed like the defaults)."""
+    fields = {f.name: f for f in dataclasses.fields(CycleGANSettings)}
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -36,7 +36,7 @@ def parse_overrides(pairs: list[str]) -> GeneratorConfig:
             values[key] = raw.lower() in ("1", "true", "yes", "on")
         else:
             values[key] = kind(raw)
-    return GeneratorConfig(**values)
+    return CycleGANSettings(**values)
 
 
 def list_images(folder: str) -> list[Path]:

@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gensyn.config.generator import GeneratorConfig
 from gensyn.gan import losses
 from gensyn.gan.networks import build_discriminator, build_generator
 from gensyn.gan.pool import ImagePool
+from gensyn.gan.settings import CycleGANSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
     return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
 
 
-def validate_options(opts: GeneratorConfig) -> None:
+def validate_options(opts: CycleGANSettings) -> None:
     """Raise ValueError naming the ``generator.*`` key for inconsistent options."""
     if opts.lambda_identity > 0 and opts.input_nc != opts.output_nc:
         raise ValueError(
@@ -78,7 +78,7 @@ def validate_options(opts: GeneratorConfig) -> None:
 class CycleGAN(nn.Module):
     """Networks, optimisers, LR schedulers and image pools of one CycleGAN training run."""
 
-    def __init__(self, opts: GeneratorConfig, device: torch.device, seed: int = 0) -> None:
+    def __init__(self, opts: CycleGANSettings, device: torch.device, seed: int = 0) -> None:
         super().__init__()
         validate_options(opts)
         self.opts = opts

@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from gensyn import preemption
-from gensyn.config.generator import GeneratorConfig
 from gensyn.errors import GensynError
 from gensyn.gan.data import UnpairedDataset
 from gensyn.gan.model import LOSS_NAMES, CycleGAN
+from gensyn.gan.settings import CycleGANSettings
 from gensyn.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def options_dict(opts: GeneratorConfig) -> dict[str, Any]:
+def options_dict(opts: CycleGANSettings) -> dict[str, Any]:
     """The generator options as a plain dict (works for dataclasses and DictConfigs)."""
-    return {k: getattr(opts, k) for k in GeneratorConfig.__dataclass_fields__}
+    return {k: getattr(opts, k) for k in CycleGANSettings.__dataclass_fields__}
 
 
 class CycleGANTrainer:
@@ -117,7 +117,7 @@ class CycleGANTrainer:
 
     def __init__(
         self,
-        opts: GeneratorConfig,
+        opts: CycleGANSettings,
         paths_a: Sequence[str | os.PathLike[str]],
         paths_b: Sequence[str | os.PathLike[str]],
         out_dir: str | os.PathLike[str],

@@ -52,16 +52,15 @@ def _hashed_keys() -> tuple[str, ...]:
     upstream=("synthex_prep",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from omegaconf import OmegaConf
-
     from gensyn import io
-    from gensyn.config.generator import GeneratorConfig
+    from gensyn.config.settings import to_settings
     from gensyn.gan import checks
     from gensyn.gan.data import load_image, tensor_to_uint8
     from gensyn.gan.domains import domain_paths
+    from gensyn.gan.settings import CycleGANSettings
     from gensyn.gan.trainer import CycleGANTrainer
 
-    opts: GeneratorConfig = OmegaConf.to_object(cfg.generator)  # type: ignore[assignment]
+    opts = to_settings(cfg.generator, CycleGANSettings)
     table = io.read_table(ctx.upstream_dir("synthex_prep") / "domains.csv")
     train_a, train_b = domain_paths(table, "A", "train"), domain_paths(table, "B", "train")
     held_a, held_b = domain_paths(table, "A", "heldout"), domain_paths(table, "B", "heldout")

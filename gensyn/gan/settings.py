@@ -1,0 +1,62 @@
+"""The SyntheX CycleGAN's settings: a plain dataclass, no Hydra.
+
+Defaults are the original SyntheX recipe (pytorch-CycleGAN-and-pix2pix options used by the
+study, see docs/synthex.md): 1 channel, resnet_9blocks, 70×70 PatchGAN, instance norm,
+no dropout, LSGAN, cycle weight 10, identity 0.5, Adam 2e-4 (β1 0.5), 100 + 100 epochs,
+batch 1, pool 50, load 552 → random crop 512 with flips, at most 1024 images per domain.
+Domain A is the DRRs, domain B the real X-rays; the translator used downstream is A→B.
+The ``generator`` config group's schema (:class:`gensyn.config.generator.GeneratorConfig`)
+is this class plus the group's ``name``, so each field is declared here only.
+"""
+
+from dataclasses import dataclass
+
+__all__ = ["CycleGANSettings"]
+
+
+@dataclass
+class CycleGANSettings:
+    """Networks, objective, optimisation, data, speed and translation options."""
+
+    # --- networks
+    arch: str = "resnet_9blocks"  # generator: resnet_9blocks | resnet_6blocks
+    input_nc: int = 1  # channels of domain A (DRR)
+    output_nc: int = 1  # channels of domain B (real X-ray)
+    ngf: int = 64  # generator filters in the first conv layer
+    ndf: int = 64  # discriminator filters in the first conv layer
+    n_layers_d: int = 3  # PatchGAN conv layers (3: 70×70 receptive field, the 'basic' D)
+    norm: str = "instance"  # instance | batch | none
+    use_dropout: bool = False
+    init_type: str = "normal"  # normal | xavier | kaiming | orthogonal
+    init_gain: float = 0.02
+    # --- objective
+    gan_mode: str = "lsgan"  # lsgan | vanilla
+    lambda_a: float = 10.0  # cycle weight A→B→A
+    lambda_b: float = 10.0  # cycle weight B→A→B
+    lambda_identity: float = 0.5  # identity weight, relative to the cycle weights
+    # --- optimisation
+    lr: float = 2.0e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_epochs: int = 100  # epochs at the initial learning rate
+    n_epochs_decay: int = 100  # epochs of linear decay towards 0
+    pool_size: int = 50  # history of generated images shown to the discriminators
+    batch_size: int = 1
+    # --- data (synthex_prep and training augmentation)
+    max_dataset_size: int = 1024  # at most this many training images per domain (seeded draw)
+    heldout_size: int = 64  # per domain, kept out of training for checks and sample grids
+    load_size: int = 552  # images are resized to load_size² ...
+    crop_size: int = 512  # ... then randomly cropped to crop_size²
+    flip: bool = True  # random horizontal flips during training
+    # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
+    precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
+    channels_last: bool = False  # NHWC memory format on CUDA (slower here: RESULTS.md)
+    compile: bool = True  # torch.compile the networks (CUDA; ~1 min of compiling at the start)
+    cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
+    fused_adam: bool = True  # fused Adam kernels on CUDA
+    cudnn_benchmark: bool = True
+    # --- logging and translation (not part of any run hash)
+    sample_every_epochs: int = 1  # sample grid (DRR → translated → real) every n epochs
+    num_samples: int = 4  # rows of the sample grid
+    translate_batch_size: int = 32
+    translate_channels_last: bool = False  # NCHW translates faster on an H100 (RESULTS.md)
