@@ -8,20 +8,27 @@ with :func:`stage`. The decorator records what the stage's output depends on:
   or a function of the config (e.g. ``drr`` hashes ``seed`` only when it draws noise);
 * ``upstream``: the stages whose outputs it reads, either a tuple of names or a function
   of the config (e.g. ``classify`` needs ``drr`` only for ``sampling.source=drr``).
+
+Every registered stage has its ``conf/stage/<name>.yaml`` and every such file names a
+registered stage: :func:`load_stages` checks both directions once, so a stage cannot be
+added, renamed or removed on one side only.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gensyn.confdir import CONF_DIR
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 StageFunc = Callable[["DictConfig", "RunContext"], None]
 UpstreamSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
@@ -52,6 +59,9 @@ class Stage:
 
 
 _REGISTRY: dict[str, Stage] = {}
+#: ``stage=`` choices that are commands of the entry point, not registered stages.
+BUILTIN_STAGES = frozenset({"list"})
+_checked_conf_dirs: set[Path] = set()
 
 
 def stage(
@@ -74,12 +84,73 @@ def stage(
 
 
 def load_stages() -> dict[str, Stage]:
-    """Import every module of :mod:`gensyn.stages` (which registers them) and return the registry."""
+    """Import every module of :mod:`gensyn.stages` (which registers them) and return the registry.
+
+    The first call checks the registry against the ``stage`` config group
+    (:func:`check_stage_configs`).
+    """
     import gensyn.stages as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{info.name}")
-    return dict(_REGISTRY)
+    stages = dict(_REGISTRY)
+    stage_dir = CONF_DIR / "stage"
+    if stage_dir not in _checked_conf_dirs:
+        check_stage_configs(stages, stage_dir)
+        _checked_conf_dirs.add(stage_dir)
+    return stages
+
+
+def stage_config_names(stage_dir: Path) -> dict[str, str]:
+    """``{file stem: its name value}`` of every ``*.yaml`` in ``stage_dir`` (the stage group)."""
+    import yaml
+
+    names = {}
+    for path in sorted(Path(stage_dir).glob("*.yaml")):
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        names[path.stem] = str(values.get("name", "")) if isinstance(values, dict) else ""
+    return names
+
+
+def check_stage_configs(
+    stages: Mapping[str, Stage], stage_dir: Path, package: str = "gensyn.stages"
+) -> None:
+    """Every stage of ``package`` in ``stages`` has ``stage_dir/<name>.yaml`` holding
+    ``name: <name>``, and every YAML file there names a stage (or a command in
+    :data:`BUILTIN_STAGES`).
+
+    A mismatch is a GensynError naming the files and the stages on both sides. Stages
+    registered outside ``package`` (tests calling :func:`gensyn.runs.execute`) need no file;
+    a missing ``stage_dir`` (the package used as a library, without configs) is not checked.
+    """
+    from gensyn.errors import GensynError
+
+    if not Path(stage_dir).is_dir():
+        return
+    own = {n: s for n, s in stages.items() if s.func.__module__.startswith(package + ".")}
+    files = stage_config_names(stage_dir)
+    problems = [
+        f"{stage_dir}/{stem}.yaml has name: {name or '(none)'}; it must be name: {stem}"
+        for stem, name in files.items()
+        if name != stem
+    ]
+    orphans = sorted(set(files) - set(stages) - BUILTIN_STAGES)
+    problems += [
+        f"{stage_dir}/{stem}.yaml names no registered stage (registered: "
+        f"{', '.join(sorted(own))}); register it with @stage({stem!r}, ...) in a module "
+        "of gensyn/stages/, or delete the file"
+        for stem in orphans
+    ]
+    problems += [
+        f"stage {name!r} (registered in {spec.func.__module__}) has no config "
+        f"{stage_dir}/{name}.yaml; add one holding `name: {name}`"
+        for name, spec in sorted(own.items())
+        if name not in files
+    ]
+    if problems:
+        raise GensynError(
+            "the stage configs and the stage registry disagree: " + "; ".join(problems)
+        )
 
 
 def get_stage(name: str) -> Stage:

@@ -24,17 +24,33 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gensyn import __version__, io
 from gensyn.errors import GensynError
 from gensyn.registry import Stage, get_stage
+from gensyn.run_context import METRICS_FILE, RunContext
+
+__all__ = [  # RunContext and METRICS_FILE live in gensyn.run_context; named here as before
+    "DONE",
+    "HASH_EXCLUDED_LEAVES",
+    "METRICS_FILE",
+    "RunContext",
+    "UpstreamMissingError",
+    "clear_run",
+    "code_version",
+    "execute",
+    "is_done",
+    "make_run_dir",
+    "run_dir",
+    "stage_hash",
+    "stage_identity",
+    "with_overrides",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +65,12 @@ HASH_EXCLUDED_LEAVES = frozenset(
         "log_every_n_steps",
         "prefetch",
         "decode",
+        "cache",
         "deepdrr_python",
         "deepdrr_pythonpath",
         "deepdrr_timeout_s",
     }
 )
-#: The metrics file of every run folder (one JSON row per ``RunContext.log_metrics`` call).
-METRICS_FILE = "metrics.jsonl"
 
 
 class UpstreamMissingError(GensynError):
@@ -178,49 +193,6 @@ def code_version() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return info
-
-
-@dataclass
-class RunContext:
-    """What a stage gets besides the config: its folder, its upstreams and its trackers."""
-
-    name: str
-    out_dir: Path
-    stage_hash: str
-    cfg: DictConfig
-    upstream_dirs: dict[str, Path]
-    summary: dict[str, Any] = field(default_factory=dict)
-    tracker: Any = None  # gensyn.tracking.Tracker; None until tracking starts
-
-    def upstream_dir(self, name: str) -> Path:
-        """The finished run folder of upstream stage ``name``."""
-        if name not in self.upstream_dirs:
-            known = ", ".join(sorted(self.upstream_dirs)) or "none"
-            raise KeyError(
-                f"stage {self.name!r} did not declare upstream {name!r} (declared: {known})"
-            )
-        return self.upstream_dirs[name]
-
-    def path(self, *parts: str) -> Path:
-        """A path inside the run folder; parent folders are created."""
-        p = self.out_dir.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log scalar metrics to the tracker (W&B) and append them to ``metrics.jsonl``."""
-        row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
-        if step is not None:
-            row["step"] = step
-        with open(self.path(METRICS_FILE), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if self.tracker is not None:
-            self.tracker.log_metrics(dict(metrics), step=step)
-
-    def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
-        """Log an image (uint8/uint16 array or a file) to the tracker."""
-        if self.tracker is not None:
-            self.tracker.log_image(key, image, caption=caption)
 
 
 def make_run_dir(path: Path) -> None:

@@ -165,8 +165,10 @@ def check_carm_pose(cfg: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Every start-up check, in order; the first problem raises GensynError."""
     from gensyn.devices import check_device
+    from gensyn.tracking.artifacts import artifact_kinds
 
     check_values(cfg)
+    artifact_kinds(OmegaConf.select(cfg, "logger.artifacts", default=False))
     check_carm_pose(cfg)
     check_demo_sizes(cfg)
     check_classifier_weights(cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gensyn.data.carbon import collect, parse_log_pair, parse_time_s, summarise
+from gensyn.tracking.carbon_logs import collect, parse_log_pair, parse_time_s, summarise
 
 HEAD = (
     "2026-11-25 17:05:06 - carbontracker version 2.4.7\n"
@@ -247,7 +247,7 @@ def test_each_run_keeps_its_own_figures_and_the_total_is_their_sum(tmp_path: Pat
 
 
 def test_summary_page_states_precision_and_assumptions(tmp_path: Path) -> None:
-    from gensyn.data.carbon import assumptions, sig_figs
+    from gensyn.tracking.carbon_logs import assumptions, sig_figs
 
     runs = tmp_path / "runs"
     std = _std([("0:00:03", "60.0")]).replace(

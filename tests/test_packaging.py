@@ -1,42 +1,218 @@
-"""The installable package (`gensyn` command from any folder), `--help`, W&B credentials."""
+"""The installable package: declared dependencies vs the tested pins, a real resolution, the
+wheel in a fresh environment (`gensyn` command from any folder), `--help`, W&B credentials."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import gensyn
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _requirement_lines(path: Path) -> list[str]:
+    """The requirement lines of a requirements file, following ``-r`` includes."""
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("-r"):
+            lines += _requirement_lines(path.parent / line[2:].strip())
+        elif line:
+            lines.append(line)
+    return lines
+
+
+def pins(name: str) -> dict[str, str]:
+    """``{canonical project name: pinned version}`` of ``requirements/<name>.txt``."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for line in _requirement_lines(ROOT / "requirements" / f"{name}.txt"):
+        req = Requirement(line)
+        (spec,) = req.specifier  # every line is one == pin
+        assert spec.operator == "==", line
+        out[canonicalize_name(req.name)] = spec.version
+    return out
+
+
+def declared(extra: str | None = None) -> dict[str, Any]:
+    """``{canonical name: Requirement}`` of pyproject.toml's dependencies (or an extra's)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lines = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    return {canonicalize_name(r.name): r for r in map(Requirement, lines)}
+
+
+@pytest.mark.parametrize(("extra", "pinned"), [(None, "base"), ("dev", "dev"), ("gpu", "gpu")])
+def test_declared_ranges_hold_the_tested_pins(extra: str | None, pinned: str) -> None:
+    ranges, tested = declared(extra), pins(pinned)
+    missing = sorted(set(ranges) - set(tested))
+    assert not missing, f"declared without a pin in requirements/{pinned}.txt: {missing}"
+    outside = {
+        n: (str(r.specifier), tested[n])
+        for n, r in ranges.items()
+        if not r.specifier.contains(tested[n])
+    }
+    assert not outside, f"pins outside the declared range: {outside}"
+    if extra is None:  # every pinned runtime package is declared (jax[cpu] is jax)
+        assert set(tested) == set(ranges)
+
+
+def _fresh_venv(path: Path) -> Path:
+    """A new virtual environment without pip (the test's pip installs into it); its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path / "bin" / "python"
+
+
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+
+
 @pytest.mark.slow
-def test_wheel_installs_and_runs_from_another_folder(tmp_path: Path) -> None:
-    wheels, target = tmp_path / "wheels", tmp_path / "target"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+def test_pip_install_resolves_every_dependency_to_its_pin(tmp_path: Path) -> None:
+    """``pip install -c requirements/common.txt .`` in an empty environment resolves to the
+    tested pins. base.txt's PyTorch / JAX pins are constraints too, so torch is the tested
+    2.13.0 (here the CPU wheel on this machine's disk). A dry run reads the packages'
+    metadata (PyPI serves it apart from the wheels), so no multi-GB wheel is downloaded."""
+    python = _fresh_venv(tmp_path / "venv")
+    extra_pins = tmp_path / "torch_jax.txt"
+    common = pins("common")
+    base_only = {n: v for n, v in pins("base").items() if n not in common}
+    assert {"torch", "jax", "jaxlib"} <= set(base_only)
+    extra_pins.write_text("".join(f"{n}=={v}\n" for n, v in base_only.items()))
+    report = tmp_path / "report.json"
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        [
+            *PIP,
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "-c",
+            str(ROOT / "requirements" / "common.txt"),
+            "-c",
+            str(extra_pins),
+            str(ROOT),
+        ],
         check=True,
         cwd=tmp_path,
+        timeout=900,
     )
-    wheel = next(wheels.glob("gensyn-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
-    assert (target / "gensyn" / "conf" / "config.yaml").is_file()
-    assert (target / "hydra_plugins" / "gensyn_launcher" / "__init__.py").is_file()
-    env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
-    out = subprocess.run(
-        [str(target / "bin" / "gensyn"), "stage=list", f"paths.work_dir={tmp_path / 'work'}"],
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+
+    resolved = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert resolved.pop("gensyn") == gensyn.__version__
+    tested = pins("base")
+    for name, req in declared().items():
+        assert name in resolved, f"{name} did not resolve"
+        assert req.specifier.contains(resolved[name]), (name, resolved[name], str(req))
+        assert SpecifierSet(f"=={tested[name]}").contains(resolved[name]), (name, resolved[name])
+
+
+@pytest.mark.slow
+def test_wheel_installs_fresh_and_runs_from_another_folder(tmp_path: Path) -> None:
+    """The built wheel in a new environment: configs, plugin and licence inside, and the
+    ``gensyn`` command working from a folder that is not the checkout.
+
+    The dependencies (a full install takes over 10 minutes on a loaded 2-core machine) come
+    from this test's environment through a ``.pth`` line; GENSYN itself, its data files and
+    its command come only from the wheel.
+    """
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            *PIP,
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
         cwd=tmp_path,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("gensyn-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    confs = {
+        f"gensyn/conf/{p.relative_to(ROOT / 'conf').as_posix()}"
+        for p in (ROOT / "conf").rglob("*.yaml")
+    }
+    assert len(confs) > 40 and confs <= names, sorted(confs - names)
+    assert "hydra_plugins/gensyn_launcher/__init__.py" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "no LICENSE"
+    assert not any(n.startswith(("tests/", "conf/")) for n in names)
+
+    python = _fresh_venv(tmp_path / "venv")
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "tested_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [*PIP, "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["GENSYN_ROOT"] = str(tmp_path / "root")
+
+    def gensyn_command(*args: str) -> str:
+        out = subprocess.run(
+            [str(python.parent / "gensyn"), *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    where = subprocess.run(
+        [str(python), "-c", "import gensyn.confdir as c; print(c.__file__); print(c.CONF_DIR)"],
+        cwd=elsewhere,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "carbon_summary" in out.stdout and "classify" in out.stdout
+        check=True,
+    ).stdout.split()
+    assert all(Path(p).is_relative_to(site) for p in where), where  # not the checkout
+    listed = gensyn_command("stage=list")
+    stages = {p.stem for p in (ROOT / "conf" / "stage").glob("*.yaml")} - {"list"}
+    assert {line.split()[0] for line in listed.splitlines() if line.strip()} == stages
+    help_text = gensyn_command("--help")
+    assert "Stages (stage=NAME):" in help_text and "carbon_summary" in help_text
+    assert not list(elsewhere.iterdir()), list(elsewhere.iterdir())  # nothing written here
 
 
 def test_help_is_gensyns_own() -> None:

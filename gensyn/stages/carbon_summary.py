@@ -3,7 +3,7 @@
 Writes ``carbon_runs.csv`` (one row per monitored run: stage, run hash, experiment, arm,
 fold, status, duration_s, energy_kwh, co2eq_g), ``carbon_summary.csv`` (per stage, per
 stage and arm, total) and a report page. Runs without a finished carbontracker summary are
-rebuilt from their per-epoch lines (status ``partial``), see :mod:`gensyn.data.carbon`.
+rebuilt from their per-epoch lines (status ``partial``), see :mod:`gensyn.tracking.carbon_logs`.
 It always runs anew (a collector: not hashed), in a time-stamped folder.
 """
 
@@ -28,8 +28,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import math
 
     from gensyn import io
-    from gensyn.data.carbon import assumptions, collect, sig_figs, summarise
     from gensyn.report.page import Page
+    from gensyn.tracking.carbon_logs import assumptions, collect, sig_figs, summarise
 
     runs = collect(cfg.paths.runs_dir, exclude=ctx.out_dir)  # not this run's own logs
     summary = summarise(runs)

@@ -112,7 +112,7 @@ def read_energy(log_dir: Path, run_id: str = "") -> dict[str, float]:
     """Actual energy (kWh) and CO2eq (g) of the monitor ``run_id`` from its logs in ``log_dir``."""
     import math
 
-    from gensyn.data.carbon import find_log_pairs, parse_log_pair
+    from gensyn.tracking.carbon_logs import find_log_pairs, parse_log_pair
 
     energy = co2 = 0.0
     found = False

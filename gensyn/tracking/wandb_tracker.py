@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from gensyn.run_context import METRICS_FILE
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ class Tracker:
 
     def log_summary(self, values: dict[str, Any]) -> None:
         """Set run-level summary values."""
+
+    def log_artifact(
+        self, name: str, kind: str, files: list[Path], root: Path, metadata: dict[str, Any]
+    ) -> None:
+        """Log ``files`` (inside folder ``root``, kept under their paths relative to it) as one
+        artifact ``name`` of type ``kind`` with ``metadata``."""
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run."""
@@ -151,8 +159,6 @@ class WandbTracker(Tracker):
 
     def backfill(self) -> int:
         """Send W&B the ``metrics.jsonl`` rows an earlier attempt did not deliver; their number."""
-        from gensyn.runs import METRICS_FILE
-
         if self._out_dir is None:
             return 0
         state = self._out_dir / DELIVERED_FILE
@@ -196,6 +202,32 @@ class WandbTracker(Tracker):
 
     def log_summary(self, values: dict[str, Any]) -> None:
         self._safely("summary", self.run.summary.update, values)
+
+    def log_artifact(
+        self, name: str, kind: str, files: list[Path], root: Path, metadata: dict[str, Any]
+    ) -> None:
+        """Log the files as a W&B artifact, aliased by the config hash when it has one.
+
+        The files are added with W&B's ``immutable`` policy: they are not copied into W&B's
+        staging cache but read from the run folder when uploaded (online: at once; offline:
+        by ``wandb sync``, which reads the manifest in the offline run's ``.wandb`` file), so
+        the run folder must stay where it is until then.
+        """
+        import wandb
+
+        def send() -> None:
+            artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+            for path in files:
+                artifact.add_file(
+                    str(path), name=path.relative_to(root).as_posix(), policy="immutable"
+                )
+            config_hash = metadata.get("config_hash")
+            self.run.log_artifact(
+                artifact, aliases=[f"config-{config_hash}"] if config_hash else None
+            )
+
+        if self._safely("log_artifact", send):
+            log.info("W&B: logged artifact %s (%d file(s))", name, len(files))
 
     def finish(self, exit_code: int = 0) -> None:
         self._safely("finish", self.run.finish, exit_code=exit_code)
