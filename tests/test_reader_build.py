@@ -10,7 +10,14 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from gensyn.reader.audit import AuditParams
-from gensyn.reader.blinding import BlindingParams, crop_to_field, remove_markers, strip_borders
+from gensyn.reader.blinding import (
+    BlindingParams,
+    air_mask,
+    inscribed_box,
+    remove_markers,
+    strip_borders,
+    working_copy,
+)
 from gensyn.reader.build import (
     BlindingLeakError,
     Source,
@@ -109,15 +116,21 @@ def test_rotated_collimation_with_bright_frame_is_cropped_but_dark_lungs_are_not
     )
     img = np.where(field, content, 0.0)
     img[:2], img[-2:], img[:, :2], img[:, -2:] = 0.9, 0.9, 0.9, 0.9
-    cut = crop_to_field(img, dark_fraction=0.05)
+    norm, factor = working_copy(img)
+    assert factor == 1
+    r0, r1, c0, c1 = inscribed_box(air_mask(norm, 0.05))
+    cut = img[r0:r1, c0:c1]
     assert cut.shape[0] <= 92 and cut.shape[1] <= 74  # the black band is gone ...
     assert cut.shape[0] >= 76 and cut.shape[1] >= 58  # ... and not much more
     assert (cut <= 0.05).mean() < 0.02
-    # a tight DRR: lungs nearly black and touching the edges, no shutter: nothing is cut
+    # a tight DRR: the darkest lungs, crossed by ribs, touching the edges, no shutter: no cut
     drr = 0.2 + 0.6 * _chest(rng, h, w)
-    drr[35:83, :25] = 0.0  # 40% of each edge column
-    drr[35:83, -25:] = 0.01
-    assert crop_to_field(drr, dark_fraction=0.05).shape == (h, w)
+    ribs = np.where((yy // 4) % 2 == 0, 0.25, 0.0)
+    drr[35:83, :25] = ribs[35:83, :25]  # 40% of each edge column
+    drr[35:83, -25:] = ribs[35:83, -25:] + 0.01
+    drr_norm, _ = working_copy(drr)
+    assert not air_mask(drr_norm, 0.05).any()
+    assert inscribed_box(air_mask(drr_norm, 0.05)) == (0, h, 0, w)
 
 
 def test_corner_marker_is_painted_over_but_bright_anatomy_stays() -> None:

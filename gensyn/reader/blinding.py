@@ -1,11 +1,14 @@
 """Make images from different sources look alike, so that only their content differs.
 
 Steps (:func:`frame_pixels`, then :func:`to_display`): grey float -> strip constant edge
-rows/columns (padding) -> crop to the exposed field (black shutters, tilted or rounded
-collimation) -> paint over burned-in markers -> frame the thorax (square around the lungs
-with a fixed margin, so real films and tight DRR crops show the same anatomy at the same
-scale) -> resize -> optionally match every image's histogram to the study's pooled one ->
-one percentile window to 8 bit. Every function takes and returns arrays; no file I/O here.
+rows/columns (padding) -> on a small working copy, find the exposed field (the rectangle
+inside the air and black shutter wedges around the body, tilt allowed) and the lungs in it
+(dark basins enclosed by chest wall, mediastinum and diaphragm) -> crop the square around
+the lungs (the field's centred square when the lungs run off the image, as in a tight DRR:
+such an image already is the thorax) -> paint over burned-in markers -> one effective
+resolution (box-average to ``detail_px``) -> resize -> optionally match every image's
+histogram to the study's pooled one -> one percentile window to 8 bit. Every function takes
+and returns arrays; no file I/O here.
 """
 
 from __future__ import annotations
@@ -32,14 +35,21 @@ class BlindingParams:
     remove_markers: bool = True  # paint over small bright blobs near the edges (side markers)
     window_percentiles: tuple[float, float] = (0.5, 99.5)
     framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
-    thorax_margin_fraction: float = 0.08  # margin around the lung box, share of its side
+    thorax_margin_fraction: float = 0.0  # margin around the lung box, share of its side
     match_histograms: bool = True  # map every image to the study's pooled histogram
+    detail_px: int = 128  # box-average every framed square to this size first (0: off)
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
         if self.image_size_px < 16:
             raise ValueError(f"image_size_px must be >= 16, got {self.image_size_px}")
+        if self.detail_px < 0:
+            raise ValueError(f"detail_px must be >= 0 (0: off), got {self.detail_px}")
+        if not -0.25 <= self.thorax_margin_fraction <= 1.0:
+            raise ValueError(
+                f"thorax_margin_fraction must be in [-0.25, 1], got {self.thorax_margin_fraction}"
+            )
         if not 0.0 <= self.margin_fraction < 0.5:
             raise ValueError(f"margin_fraction must be in [0, 0.5), got {self.margin_fraction}")
         lo, hi = self.window_percentiles
@@ -82,57 +92,6 @@ def strip_borders(image: np.ndarray, std_fraction: float) -> np.ndarray:
 
     r0, r1 = span(row_std)
     c0, c1 = span(col_std)
-    return image[r0:r1, c0:c1]
-
-
-def crop_to_field(image: np.ndarray, dark_fraction: float, edge_tolerance: float = 0.02,
-                  band_share: float = 0.5, min_keep: float = 0.6) -> np.ndarray:  # fmt: skip
-    """Largest axis-aligned rectangle inside the exposed field (greedy).
-
-    Pixels darker than ``min + dark_fraction × (p99 - min)`` count as outside the field
-    (black shutters, rotated or rounded collimation, padding). An edge whose outer lines
-    (6% deep) include one at least ``band_share`` outside has a band; of the edges with a
-    band, the one with the largest outside share loses a line until each has at most
-    ``edge_tolerance`` + the outside share of the image centre; no dimension shrinks below ``min_keep`` of its size.
-    """
-    h, w = image.shape
-    lo, hi = float(image.min()), float(np.percentile(image, 99.0))
-    if hi <= lo:
-        return image
-    outside = image <= lo + dark_fraction * (hi - lo)
-    r0, r1, c0, c1 = 0, h, 0, w
-    min_h, min_w = int(np.ceil(min_keep * h)), int(np.ceil(min_keep * w))
-    # Look a few lines inwards: a thin bright frame (resampling ringing, a drawn edge) must
-    # not hide the black band behind it.
-    depth_r, depth_c = max(2, round(0.06 * h)), max(2, round(0.06 * w))
-    active: set[str] = set()
-    # dark pixels inside the image (lungs, noise) are not border: tolerate as many at an edge
-    centre = outside[h // 4 : h - h // 4, w // 4 : w - w // 4]
-    tolerance = edge_tolerance + (float(centre.mean()) if centre.size else 0.0)
-    while True:
-        shares = {}
-        if r1 - r0 > min_h:  # only the outer lines are looked at: O(depth × side) per step
-            shares["top"] = outside[r0 : r0 + depth_r, c0:c1].mean(axis=1).max()
-            shares["bottom"] = outside[r1 - depth_r : r1, c0:c1].mean(axis=1).max()
-        if c1 - c0 > min_w:
-            shares["left"] = outside[r0:r1, c0 : c0 + depth_c].mean(axis=0).max()
-            shares["right"] = outside[r0:r1, c1 - depth_c : c1].mean(axis=0).max()
-        # An edge with a dark band (mostly-outside lines) becomes active; active edges are
-        # cut until clean. Dark anatomy reaching an edge (lungs of a tight DRR) never
-        # fills most of a line, so it does not start a cut.
-        active |= {k for k, v in shares.items() if v >= band_share}
-        candidates = {k: v for k, v in shares.items() if k in active and v > tolerance}
-        if not candidates:
-            break
-        worst = max(candidates, key=lambda k: candidates[k])
-        if worst == "top":
-            r0 += 1
-        elif worst == "bottom":
-            r1 -= 1
-        elif worst == "left":
-            c0 += 1
-        else:
-            c1 -= 1
     return image[r0:r1, c0:c1]
 
 
@@ -179,96 +138,211 @@ def remove_markers(image: np.ndarray, edge_band: float = 0.25, max_area_fraction
     return out
 
 
-def square_crop(image: np.ndarray, margin_fraction: float) -> np.ndarray:
-    """Cut ``margin_fraction`` of each side, then the centred largest square."""
-    h, w = image.shape
-    mh, mw = round(h * margin_fraction), round(w * margin_fraction)
-    image = image[mh : h - mh, mw : w - mw]
-    h, w = image.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top : top + side, left : left + side]
+Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in pixels
+
+#: Masks and boxes are found on a copy of at most this many pixels a side: fast on any film,
+#: and the thresholds below mean the same at every input size.
+WORK_PX = 256
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (maximises the between-class variance)."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(hist).astype(np.float64)
-    total = weight[-1]
-    mean = np.cumsum(hist * centres)
-    between = (mean[-1] * weight / total - mean) ** 2 / np.maximum(weight * (total - weight), 1e-12)
-    return float(centres[int(np.argmax(between[:-1]))])
-
-
-def lung_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Bounding box ``(r0, r1, c0, c1)`` of the lungs, or None if none are found.
-
-    Lungs are the large dark (below Otsu's threshold of the smoothed central region)
-    connected regions; a dark region reaching from one edge to the opposite one is outside
-    air or a collimator band, not lung. The two largest lung regions make the box.
-    """
+def working_copy(image: np.ndarray, max_px: int = WORK_PX) -> tuple[np.ndarray, int]:
+    """``image`` block-averaged by an integer factor to at most ``max_px`` a side, smoothed
+    (σ = 1 px) and scaled to 0..1 by its 0.5-99.5 percentiles; returns (copy, factor)."""
     from scipy import ndimage
 
     h, w = image.shape
-    smooth = ndimage.gaussian_filter(image, sigma=max(1.0, 0.01 * max(h, w)))
-    centre = smooth[h // 5 : h - h // 5, w // 5 : w - w // 5]
-    labels, _ = ndimage.label(smooth < otsu_threshold(centre.ravel()))
-    regions = []
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        rs, cs = region
-        if (rs.start == 0 and rs.stop == h) or (cs.start == 0 and cs.stop == w):
-            continue  # from edge to opposite edge: outside air or a collimator band
-        area = int((labels[region] == index).sum())
-        if area >= 0.01 * h * w:
-            regions.append((area, rs, cs))
-    if not regions:
-        return None
-    lungs = sorted(regions, key=lambda r: r[0], reverse=True)[:2]
-    if sum(a for a, _, _ in lungs) < 0.04 * h * w:
-        return None
-    return (min(r.start for _, r, _ in lungs), max(r.stop for _, r, _ in lungs),
-            min(c.start for _, _, c in lungs), max(c.stop for _, _, c in lungs))  # fmt: skip
+    factor = max(1, int(np.ceil(max(h, w) / max_px)))
+    if factor > 1:
+        hh, ww = h // factor * factor, w // factor * factor
+        image = (
+            image[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor).mean(axis=(1, 3))
+        )
+    smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), 1.0)
+    lo, hi = np.percentile(smooth, [0.5, 99.5])
+    return np.clip((smooth - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0), factor
 
 
-def thorax_square(image: np.ndarray, margin_fraction: float) -> np.ndarray:
-    """Square around the lungs plus ``margin_fraction`` of its side, kept inside the image.
+def air_mask(norm: np.ndarray, dark_fraction: float, min_area: float = 0.03,
+             min_total: float = 0.03) -> np.ndarray:  # fmt: skip
+    """Air outside the body and black shutter wedges of a 0..1 image (bool, same shape).
 
-    Falls back to the centred largest square when no lungs are found.
+    Air is the darkest grey level of a film (below ``dark_fraction``): connected dark regions
+    of at least ``min_area`` of the image each (dark gaps between ribs are smaller) that touch the image edge or stretch over half its
+    height and width (a band around the body, open where the body meets the collimator).
+    Less than ``min_total`` of such air in all: none (a tight DRR's darkest lung corners are
+    anatomy, not air).
     """
-    h, w = image.shape
-    box = lung_box(image)
-    if box is None:
-        return square_crop(image, 0.0)
+    from scipy import ndimage
+
+    h, w = norm.shape
+    labels, _ = ndimage.label(norm < dark_fraction)
+    out = np.zeros(norm.shape, dtype=bool)
+    for index, (rs, cs) in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels == index
+        if component[rs, cs].sum() < min_area * h * w:
+            continue
+        at_edge = rs.start == 0 or cs.start == 0 or rs.stop == h or cs.stop == w
+        around = (rs.stop - rs.start) > h / 2 and (cs.stop - cs.start) > w / 2
+        if at_edge or around:
+            out |= component
+    return out if out.mean() >= min_total else np.zeros_like(out)
+
+
+def inscribed_box(outside: np.ndarray, tolerance: float = 0.01) -> Box:
+    """An axis-aligned rectangle inside the field: the region around the image centre that
+    is not ``outside`` (bool mask), shrunk edge line by edge line (the line with the most
+    outside pixels first) until no edge line is more than ``tolerance`` outside. A tilted
+    field loses its dark corner wedges this way."""
+    from scipy import ndimage
+
+    h, w = outside.shape
+    if not outside.any():
+        return 0, h, 0, w
+    labels, _ = ndimage.label(~outside)
+    centre = labels[h // 4 : h - h // 4, w // 4 : w - w // 4]
+    counts = np.bincount(centre.ravel(), minlength=labels.max() + 1)
+    counts[0] = 0
+    if counts.max() == 0:
+        return 0, h, 0, w
+    rows, cols = np.nonzero(labels == int(np.argmax(counts)))
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    while r1 - r0 > 2 and c1 - c0 > 2:
+        shares = {
+            "top": outside[r0, c0:c1].mean(), "bottom": outside[r1 - 1, c0:c1].mean(),
+            "left": outside[r0:r1, c0].mean(), "right": outside[r0:r1, c1 - 1].mean(),
+        }  # fmt: skip
+        worst = max(shares, key=lambda k: shares[k])
+        if shares[worst] <= tolerance:
+            break
+        if worst == "top":
+            r0 += 1
+        elif worst == "bottom":
+            r1 -= 1
+        elif worst == "left":
+            c0 += 1
+        else:
+            c1 -= 1
+    return r0, r1, c0, c1
+
+
+def spill_levels(norm: np.ndarray, seeds: np.ndarray, n_levels: int = 64) -> np.ndarray:
+    """Grey level at which water poured on each pixel would run off to a ``seeds`` pixel.
+
+    The lowest level L (of ``n_levels`` steps over 0..1) such that the pixel connects to a
+    seed through pixels no brighter than L: grey-level hole filling by threshold
+    decomposition. ``spill - norm`` is the depth of the enclosed dark basin a pixel is in.
+    """
+    from scipy import ndimage
+
+    spill = np.ones(norm.shape)
+    done = np.zeros(norm.shape, dtype=bool)
+    for level in np.linspace(0.0, 1.0, n_levels + 1):
+        labels, _ = ndimage.label((norm <= level) | seeds)
+        reached = np.unique(labels[seeds])
+        hit = np.isin(labels, reached[reached > 0]) & ~done
+        spill[hit] = level
+        done |= hit
+    return spill
+
+
+def lung_box(norm: np.ndarray, dark_fraction: float = 0.05, min_depth: float = 0.05,
+             min_area: float = 0.015, min_box: float = 0.2) -> Box | None:  # fmt: skip
+    """Bounding box of both lungs of a 0..1 image, or None if they are not enclosed.
+
+    Lungs are dark basins enclosed by brighter tissue (chest wall, mediastinum, diaphragm):
+    regions at least ``min_depth`` below the level at which they would spill to the image
+    edge or to air (pixels below ``dark_fraction``), of at least ``min_area`` of the image,
+    the largest on each side of the image. With a basin on one side only, the box is that
+    lung and its mirror image about the spine (the brightest column); a box under ``min_box``
+    of the image is no pair of lungs (None). Lungs cut by the image
+    edge (a tight DRR or SyntheX crop) spill there: None, the image already is the thorax.
+    """
+    from scipy import ndimage
+
+    h, w = norm.shape
+    seeds = norm < dark_fraction
+    seeds[[0, -1], :] = True
+    seeds[:, [0, -1]] = True
+    labels, n = ndimage.label(spill_levels(norm, seeds) - norm >= min_depth)
+    if n == 0:
+        return None
+    index = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(np.ones(norm.shape), labels, index)
+    centres = ndimage.center_of_mass(np.ones(norm.shape), labels, index)
+    lungs = []
+    for left in (True, False):
+        side = [
+            i for i in range(n) if areas[i] >= min_area * h * w and (centres[i][1] < w / 2) == left
+        ]
+        if side:
+            lungs.append(max(side, key=lambda i: areas[i]) + 1)
+    if not lungs:
+        return None
+    rows, cols = np.nonzero(np.isin(labels, lungs))
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    if len(lungs) == 1:
+        spine = int(np.argmax(norm[r0:r1].mean(axis=0)))
+        c0, c1 = max(min(c0, 2 * spine - c1), 0), min(max(c1, 2 * spine - c0), w)
+    if (r1 - r0) * (c1 - c0) < min_box * h * w:
+        return None  # a pocket between bright structures, not a pair of lungs
+    return r0, r1, c0, c1
+
+
+def square_in(box: Box, centre: tuple[float, float], side: float) -> Box:
+    """The square of ``side`` centred at ``centre`` (row, col), shrunk and moved to fit ``box``."""
     r0, r1, c0, c1 = box
-    side = round(max(r1 - r0, c1 - c0) * (1 + 2 * margin_fraction))
-    side = min(side, h, w)
-    top = min(max(round((r0 + r1 - side) / 2), 0), h - side)
-    left = min(max(round((c0 + c1 - side) / 2), 0), w - side)
-    return image[top : top + side, left : left + side]
+    side_px = int(min(round(side), r1 - r0, c1 - c0))
+    top = min(max(round(centre[0] - side_px / 2), r0), r1 - side_px)
+    left = min(max(round(centre[1] - side_px / 2), c0), c1 - side_px)
+    return top, top + side_px, left, left + side_px
+
+
+def thorax_box(image: np.ndarray, params: BlindingParams) -> Box:
+    """The square shown to readers, in ``image`` pixels (module doc).
+
+    Found on a :func:`working_copy`: the exposed field (:func:`inscribed_box` free of
+    :func:`air_mask`), then, with ``framing="thorax"``, the square around the
+    :func:`lung_box` plus ``thorax_margin_fraction`` of its side on each side, kept inside
+    the field; without lungs in the field, or with ``framing="centre"``, the field's
+    centred largest square.
+    """
+    norm, factor = working_copy(image)
+    dark = params.field_dark_fraction
+    field = (
+        inscribed_box(air_mask(norm, dark)) if dark > 0 else (0, norm.shape[0], 0, norm.shape[1])
+    )
+    f0, f1, g0, g1 = field
+    lungs = lung_box(norm[f0:f1, g0:g1], dark or 0.05) if params.framing == "thorax" else None
+    if lungs is None:
+        side = float(min(f1 - f0, g1 - g0))
+        square = square_in(field, ((f0 + f1) / 2, (g0 + g1) / 2), side)
+    else:
+        r0, r1, c0, c1 = lungs
+        side = max(r1 - r0, c1 - c0) * (1 + 2 * params.thorax_margin_fraction)
+        square = square_in(field, (f0 + (r0 + r1) / 2, g0 + (c0 + c1) / 2), side)
+    h, w = image.shape
+    top, bottom, left, right = (v * factor for v in square)
+    side_px = min(bottom - top, right - left, h - top, w - left)
+    return top, top + side_px, left, left + side_px
 
 
 def frame_pixels(image: np.ndarray, params: BlindingParams) -> np.ndarray:
     """Any input image -> ``image_size_px``² float image, framed alike (module doc), not windowed."""
     from PIL import Image
 
-    grey = to_grey_float(image)
-    grey = strip_borders(grey, params.border_std_fraction)
-    if params.field_dark_fraction > 0:
-        grey = crop_to_field(grey, params.field_dark_fraction)
+    grey = strip_borders(to_grey_float(image), params.border_std_fraction)
+    r0, r1, c0, c1 = thorax_box(grey, params)
+    grey = grey[r0:r1, c0:c1]
     if params.remove_markers:
         grey = remove_markers(grey)
-    h, w = grey.shape
-    mh, mw = round(h * params.margin_fraction), round(w * params.margin_fraction)
-    grey = grey[mh : h - mh, mw : w - mw]  # edge rows left by the field crop
-    if params.framing == "thorax":
-        grey = thorax_square(grey, params.thorax_margin_fraction)
-    else:
-        grey = square_crop(grey, 0.0)
-    resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
-        (params.image_size_px, params.image_size_px), Image.Resampling.LANCZOS
-    )
-    return np.asarray(resized, dtype=np.float64)
+    side = grey.shape[0]
+    cut = round(side * params.margin_fraction)
+    grey = grey[cut : side - cut, cut : side - cut]
+    pix = Image.fromarray(grey.astype(np.float32), mode="F")
+    if params.detail_px:  # one effective resolution for every source, whatever its crop size
+        pix = pix.resize((params.detail_px, params.detail_px), Image.Resampling.BOX)
+    size = (params.image_size_px, params.image_size_px)
+    return np.asarray(pix.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
 
 
 def pooled_quantiles(images: list[np.ndarray], n_levels: int = 1024) -> np.ndarray:

@@ -6,10 +6,11 @@ source apart is removed or made identical:
 * file names -> random ids (``<10 hex>.png``);
 * metadata -> none: the PNG holds only IHDR, IDAT and IEND chunks (no text, time, gamma);
 * size, bit depth, colour -> every image ``image_size_px`` square, 8-bit grey;
-* borders -> constant rows/columns at the edges (padding) are cut off, then the largest
-  rectangle inside the exposed field (black shutters, rotated/rounded collimation), then
-  a fixed margin;
-* framing -> a square around the lungs with a fixed margin (same anatomy, same scale);
+* borders -> constant rows/columns at the edges (padding) are cut off, then everything
+  outside the rectangle inside the exposed field (air around the body, black shutter
+  wedges of a tilted collimator), then a fixed margin;
+* framing -> the square around the lungs (same anatomy, same scale as a tight DRR crop),
+  then one effective resolution (``detail_px``);
 * burned-in markers -> small isolated bright blobs near the edges are painted over;
 * intensities -> every image matched to the study's pooled histogram, one percentile
   window mapped to 0..255, one encoder.

@@ -69,6 +69,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         framing=b.framing,
         thorax_margin_fraction=b.thorax_margin_fraction,
         match_histograms=b.match_histograms,
+        detail_px=b.detail_px,
     )
     audit = AuditParams(b.max_audit_accuracy, b.audit_min_images_per_source, rs.force_blinding)
     try:
