@@ -175,12 +175,33 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     import zlib
 
     import nibabel as nib
+    from isal import igzip, isal_zlib
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+    from nibabel.wrapstruct import WrapStructError
 
+    isal_error: Any = isal_zlib.error  # typed as an instance in isal's stubs
     try:
-        img: Any = nib.load(path)
-        return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
-    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
+        if not str(path).endswith(".gz"):
+            img: Any = nib.load(path)
+            return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+        # ISA-L inflates ~2x faster than Python's gzip and releases the GIL, and the voxels
+        # are cast straight from the inflated bytes, so loader threads read CTs in parallel
+        # (through Python's gzip module 16 threads were no faster than one on an H200 host)
+        with igzip.open(path, "rb") as gz:
+            raw = gz.read()
+        img = nib.Nifti1Image.from_bytes(raw)
+        proxy = img.dataobj  # where and how the voxels lie in the file, as nibabel reads it
+        if (float(proxy.slope), float(proxy.inter)) != (1.0, 0.0):  # scaled: nibabel scales
+            return np.asarray(proxy, dtype=np.float32), np.asarray(img.affine)
+        voxels: np.ndarray = np.ndarray(
+            proxy.shape, proxy.dtype, raw, int(proxy.offset), order=proxy.order
+        )
+        return voxels.astype(np.float32), np.asarray(img.affine)
+    except (
+        OSError, EOFError, ValueError, TypeError, zlib.error, isal_error, ImageFileError,
+        HeaderDataError, WrapStructError,
+    ) as exc:  # fmt: skip
         raise ValueError(f"cannot read NIfTI {path}: {type(exc).__name__}: {exc}") from exc
 
 

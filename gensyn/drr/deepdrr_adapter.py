@@ -263,6 +263,13 @@ class DeepDrrRenderer:
             materials=np.array([DEEPDRR_MATERIALS[m] for m in names]),
         )
 
+    def prepare(
+        self, poses: Sequence[CarmPose], geometry: CarmGeometry, method: str | None = None
+    ) -> DeepDrrRenderer:
+        """Nothing left to prepare: the density and label volumes were written when this
+        renderer was made (as :meth:`gensyn.drr.render.DrrRenderer.prepare`; returns ``self``)."""
+        return self
+
     def render(
         self,
         poses: Sequence[CarmPose],
@@ -383,9 +390,11 @@ PROJECTORS = ("torch", "deepdrr")
 def renderer_for(
     projector_cfg: Any, volume_hu, affine: np.ndarray, physics: PhysicsConfig, device: str
 ):
-    """The renderer that ``projector.name`` asks for, both called as ``.render(poses, geometry,
-    method, step_mm, max_samples)``: GENSYN's :class:`~gensyn.drr.render.DrrRenderer`
-    (``torch``) or :class:`DeepDrrRenderer` (``deepdrr``; ``device`` is DeepDRR's GPU 0)."""
+    """The renderer that ``projector.name`` asks for, both called as ``.prepare(poses, geometry,
+    method)`` (optional: material volumes built ahead, e.g. on a loader thread) and
+    ``.render(poses, geometry, method, step_mm, max_samples)``: GENSYN's
+    :class:`~gensyn.drr.render.DrrRenderer` (``torch``) or :class:`DeepDrrRenderer`
+    (``deepdrr``; ``device`` is DeepDRR's GPU 0; it writes its volumes when made)."""
     name = str(projector_cfg.name)
     if name == "torch":
         from gensyn.drr.render import DrrRenderer

@@ -140,6 +140,44 @@ class DrrRenderer:
         lint = line_integrals(self.volume, self.affine, rays, method, step_mm, max_samples)
         return lint / 10.0  # g/cm^3 * mm -> g/cm^2
 
+    def resolve_method(self, method: str = "auto") -> str:
+        """The projector ``method`` stands for here: ``auto`` is ``fused`` on CUDA when Triton
+        is importable, else ``joseph``; other names are checked and returned."""
+        from gensyn.drr import fused
+
+        if method not in RENDER_METHODS:
+            raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
+        if method == "auto":
+            return "fused" if self.hu.is_cuda and fused.available() else "joseph"
+        return method
+
+    def prepare(
+        self, poses: Sequence[CarmPose], geometry: CarmGeometry, method: str = "auto"
+    ) -> DrrRenderer:
+        """Build now the material density volumes that :meth:`render` of ``poses`` will read.
+
+        Rendering builds them on first use anyway; calling this first (e.g. on a loader thread
+        while the previous CT renders) moves the segmentation and density conversion out of
+        the render call. Only the slice layouts the poses need are built (one per dominant
+        voxel axis; the fused kernel's packed half-precision copy too). Returns ``self``.
+        """
+        from gensyn.drr import fused
+        from gensyn.drr.projector import _poses_by_axis, _to_voxel
+
+        method = self.resolve_method(method)
+        if len(poses) == 0:
+            return self
+        if method == "trilinear":
+            self.volume.layout((0, 1, 2))
+            return self
+        rays = make_rays(poses, geometry, self.hu.shape, self.affine)
+        if method == "fused":
+            fused.prepare(self.volume, self.affine, rays)
+            return self
+        for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, self.affine)):
+            self.volume.layout((axis, p_ax, q_ax))
+        return self
+
     def render(
         self,
         poses: Sequence[CarmPose],
@@ -154,13 +192,10 @@ class DrrRenderer:
 
         from gensyn.drr import fused
 
-        if method not in RENDER_METHODS:
-            raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
+        method = self.resolve_method(method)
         if len(poses) == 0:
             return np.zeros((0, geometry.detector_rows_px, geometry.detector_cols_px), np.float32)
         physics = self.physics
-        if method == "auto":
-            method = "fused" if self.hu.is_cuda and fused.available() else "joseph"
         if method == "fused":
             if physics.photon_count > 0:
                 raise ValueError("method 'fused' is noise-free; use 'joseph' with photon_count > 0")

@@ -1,26 +1,30 @@
 """Batched DRR → X-ray translation with a trained generator, at full resolution, no flips.
 
 Images whose size is not a multiple of 4 are reflect-padded for the generator and cropped
-back, so outputs always have the size of their inputs. Outputs are 8-bit PNGs written by
-a small thread pool while the GPU works on the next batch; files that already exist are
-skipped, so an interrupted translation resumes where it stopped (writes are atomic).
+back, so outputs always have the size of their inputs. Inputs are decoded by ``num_workers``
+loader processes ahead of the GPU; outputs are 8-bit PNGs encoded and written by a thread
+pool (:class:`gensyn.pipeline_io.BackgroundWriter`) while the GPU works on the next batch;
+files that already exist are skipped, so an interrupted translation resumes where it stopped
+(writes are atomic). A :class:`~gensyn.pipeline_io.StageTimer` gets the seconds spent
+decoding (``read``), translating (``compute``) and encoding + writing (``write``).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from gensyn.gan.data import ImageListDataset, collate_same_size, tensor_to_uint8
 from gensyn.gan.networks import ResnetGenerator, build_generator
 from gensyn.io import write_image
+from gensyn.pipeline_io import BackgroundWriter, StageTimer
 
 
 def load_generator(
@@ -77,6 +81,34 @@ def translate_batch(
     return out[..., :h, :w].float()
 
 
+class _TimedImages(Dataset[tuple[int, torch.Tensor, float]]):
+    """:class:`ImageListDataset` items with the seconds their decoding took (loader processes
+    cannot add to the main process's timer, so the time travels with the batch)."""
+
+    def __init__(self, images: ImageListDataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, float]:
+        start = time.perf_counter()
+        i, image = self.images[index]
+        return i, image, time.perf_counter() - start
+
+
+def _collate_timed(
+    items: list[tuple[int, torch.Tensor, float]],
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    idx, images = collate_same_size([(i, t) for i, t, _ in items])
+    return idx, images, sum(s for _, _, s in items)
+
+
+def _write_timed(path: str | os.PathLike[str], pixels: Any, timer: StageTimer) -> None:
+    with timer.time("write"):
+        write_image(path, pixels)
+
+
 def translate_files(
     net: torch.nn.Module,
     sources: Sequence[str | os.PathLike[str]],
@@ -88,14 +120,18 @@ def translate_files(
     num_workers: int = 0,
     write_threads: int = 4,
     progress: Callable[[int], None] | None = None,
+    timer: StageTimer | None = None,
 ) -> int:
     """Translate each ``sources[i]`` to the 8-bit PNG ``outputs[i]``; returns how many were written.
 
-    Existing outputs are skipped. ``progress(n)`` is called with the number of images of
-    each finished batch.
+    Existing outputs are skipped. ``num_workers`` processes decode inputs ahead of the GPU,
+    ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
+    called with the number of images of each finished batch; ``timer`` (optional) gets the
+    read / compute / write seconds and the main thread's waits.
     """
     if len(sources) != len(outputs):
         raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
+    timer = StageTimer() if timer is None else timer
     todo = [i for i, out in enumerate(outputs) if not Path(out).is_file()]
     if not todo:
         return 0
@@ -104,27 +140,24 @@ def translate_files(
     if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=fmt)  # type: ignore[call-overload]
-    dataset = ImageListDataset([sources[i] for i in todo], channels)
+    dataset = _TimedImages(ImageListDataset([sources[i] for i in todo], channels))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=cuda,
-        collate_fn=collate_same_size,
+        collate_fn=_collate_timed,
     )
     written = 0
-    pending: list[Future[Path]] = []
-    with ThreadPoolExecutor(max_workers=max(1, write_threads)) as pool:
-        for idx, images in loader:
-            pixels = tensor_to_uint8(translate_batch(net, images, precision, channels_last))
+    # at most four batches of images wait for the disk: host memory stays bounded
+    with BackgroundWriter(write_threads, 4 * batch_size, timer, "translate-writer") as writer:
+        for idx, images, decode_s in timer.timed("wait_input", loader):
+            timer.add("read", decode_s)
+            with timer.time("compute"):  # tensor_to_uint8 copies to the host: the GPU is done
+                pixels = tensor_to_uint8(translate_batch(net, images, precision, channels_last))
             for j, k in enumerate(idx.tolist()):
-                pending.append(pool.submit(write_image, outputs[todo[k]], pixels[j]))
+                writer.submit(_write_timed, outputs[todo[k]], pixels[j], timer)
             written += len(idx)
-            # Bound the queue and surface write errors early.
-            while len(pending) > 4 * batch_size:
-                pending.pop(0).result()
             if progress is not None:
                 progress(len(idx))
-        for fut in pending:
-            fut.result()
     return written

@@ -42,7 +42,10 @@ SUMMARY_KEYS = {
     "train_images_a": "DRRs (domain A) the translation GAN trained on",
     "train_images_b": "real X-rays (domain B) the translation GAN trained on",
     "iterations_per_s": "training iterations (batches) per second in the last epoch",
-    "images_per_s": "images processed per second",
+    "images_per_s": "images processed per second (first read to last write)",
+    "drrs_per_s": "DRRs rendered and written per second (first read to last write)",
+    "cts_per_s": "CTs rendered per second (first read to last write)",
+    "time_wall_s": "seconds from the stage's first read to its last write",
     "translated_now": "images translated in this run (the rest were already there: resumed)",
     "best_val_macro_auc": "best macro AUC on the validation split over the epochs; that "
     "epoch's weights are kept",
@@ -73,6 +76,9 @@ SUMMARY_KEYS = {
 #: Summary keys built per test set and arm, by prefix.
 SUMMARY_PREFIXES = {
     "macro_auc_": "macro AUC (mean over models) of <test set>_<arm>",
+    "time_": "seconds spent on one part of the stage: read, prepare and write are summed over "
+    "the loader and writer threads (they overlap compute, so they can exceed the wall time); "
+    "wait_input / wait_output: the main thread waiting for loaders / writers",
     "p_models_": "p-value of the corrected resampled t-test across models, arm vs baseline, "
     "of <test set>_<arm>",
 }

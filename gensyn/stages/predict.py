@@ -10,11 +10,19 @@ rows its ``dataset.xray.external_test`` names: ``all`` (every row, whatever its 
 ``y_<finding>``, probabilities ``p_<finding>`` and the test set's size ``n_test_set_images``,
 ``n_test_set_patients``; the summary holds each test set's per-class and macro AUC, its
 ``n_<set>_images`` and ``n_<set>_patients`` and ``<set>_rows`` (which rows were used).
+
+A test image that cannot be read (missing, garbage, truncated) is left out and listed in
+``unreadable_images.csv`` (test_set, path, reason); the others are predicted and the summary's
+``n_unreadable_images`` says how many were left out. Images are decoded by ``num_workers``
+loaders ahead of the model; the summary holds the time breakdown (``time_read_s``: checking
+the files, ``time_compute_s``: decoding + the model, which overlap, ``time_write_s``) and
+``images_per_s``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 from gensyn.stages.classify import option_str, source_of, upstream_of
@@ -25,7 +33,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
+    from gensyn.pipeline_io import StageTimer
     from gensyn.runs import RunContext
+
+log = logging.getLogger(__name__)
 
 
 def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
@@ -81,6 +92,60 @@ def select_test_rows(xrays: pd.DataFrame, rows: str) -> pd.DataFrame:
     return xrays[xrays["split"] == "test"].reset_index(drop=True)
 
 
+def undecodable_images(paths: list[str], image_size_px: int, workers: int) -> dict[str, str]:
+    """The files of ``paths`` that fail the full decode of the model's preprocessing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gensyn.classify.data import load_image
+
+    def problem(path: str) -> str | None:
+        try:
+            load_image(path, image_size_px)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        problems = list(pool.map(problem, paths))
+    return {p: why for p, why in zip(paths, problems, strict=True) if why is not None}
+
+
+def predict_readable(
+    cfg: DictConfig, model: Any, test: pd.DataFrame, size_px: int, timer: StageTimer
+) -> tuple[pd.DataFrame, Any, dict[str, str]]:
+    """(rows predicted, their probabilities, unreadable files with reasons) of one test set.
+
+    Unreadable images are left out rather than stopping the stage on the first one.
+    """
+    from gensyn.classify.data import unreadable_images
+    from gensyn.classify.predict import predict_paths
+
+    workers = int(cfg.num_workers)
+    with timer.time("read"):
+        # the cheap structural check (headers, PNG chunk checksums) of every file first
+        bad = unreadable_images(list(test["path"]), max(1, workers))
+    while True:
+        keep = test[~test["path"].isin(bad)].reset_index(drop=True)
+        try:
+            with timer.time("compute"):
+                probs = predict_paths(
+                    model,
+                    list(keep["path"]),
+                    size_px,
+                    int(cfg.classifier.predict_batch_size),
+                    workers,
+                    int(cfg.classifier.prefetch),
+                    option_str(cfg.classifier.decode),
+                )
+            return keep, probs, bad
+        except ValueError:  # a file passed the check but does not decode: find every such file
+            with timer.time("read"):
+                more = undecodable_images(list(keep["path"]), size_px, workers)
+            if not more:
+                raise
+            bad = {**bad, **more}
+
+
 @stage(
     "predict",
     summary="per-image probabilities of a trained classifier on the test set(s)",
@@ -93,9 +158,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     from gensyn import io
     from gensyn.classify import sampling
-    from gensyn.classify.predict import load_classifier, predict_paths
+    from gensyn.classify.predict import load_classifier
     from gensyn.devices import jax_device
     from gensyn.errors import GensynError
+    from gensyn.pipeline_io import StageTimer
     from gensyn.report.metrics import per_class_auc
 
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "predict")
@@ -104,21 +170,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     size_px = int(model.input_shape[1])  # the size the model was trained at, by construction
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     tables, empty = [], []
+    unreadable: list[dict[str, str]] = []
+    timer = StageTimer()
     for name, xray_dir, rows in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
         xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
         test = select_test_rows(xrays, rows)
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
-        probs = predict_paths(
-            model,
-            list(test["path"]),
-            size_px,
-            int(cfg.classifier.predict_batch_size),
-            int(cfg.num_workers),
-            int(cfg.classifier.prefetch),
-            option_str(cfg.classifier.decode),
-        )
+        test, probs, bad = predict_readable(cfg, model, test, size_px, timer)
+        unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]
+        if test.empty:
+            empty.append(f"{xray_dir / 'xrays.csv'} (every test image unreadable)")
+            continue
         n_images, n_patients = len(test), int(test["patient_id"].nunique())
         tables.append(
             pd.DataFrame(
@@ -159,4 +223,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             "report.test_datasets=[...] or give the data set a test split "
             "(dataset.xray.test_fraction or official lists, docs/classification.md 'Test sets')"
         )
-    io.write_table(ctx.path("predictions.csv"), pd.concat(tables, ignore_index=True))
+    with timer.time("write"):
+        predictions = pd.concat(tables, ignore_index=True)
+        io.write_table(ctx.path("predictions.csv"), predictions)
+        listing = ctx.path("unreadable_images.csv")
+        io.write_table(listing, pd.DataFrame(unreadable, columns=["test_set", "path", "reason"]))
+    if unreadable:
+        log.warning(
+            "predict: %d unreadable test image(s) left out (listed in %s), e.g. %s: %s",
+            len(unreadable),
+            listing,
+            unreadable[0]["path"],
+            unreadable[0]["reason"],
+        )
+    timing = timer.log(log, "predict", len(predictions), "images")
+    ctx.log_metrics(timing)
+    ctx.summary.update(
+        n_unreadable_images=len(unreadable), num_workers=int(cfg.num_workers), **timing
+    )

@@ -1,0 +1,314 @@
+"""Stage throughput through ``launch.py`` against the kernel alone: drr, gan_translate, predict.
+
+Generates study-sized simulated data in its own GENSYN root: ``--cts`` chest phantoms of
+512 × 512 × 300 voxels (0.7 × 0.7 × 1.0 mm) as gzipped NIfTI, converted by ``stage=convert``
+(``ct_dataset=folder``), and the demo's simulated 512² X-rays (``dataset=demo``). Then, each
+as one ``python launch.py`` subprocess:
+
+* ``stage=drr``: centre + 9 random views at 512², 16-bit PNG; kernel figure: the renderer
+  alone on CT 0's ten views, volumes prepared (fused kernel on CUDA, joseph on CPU);
+* ``stage=gan_translate`` (after a one-epoch ``gan_train``, untimed): every DRR; kernel figure:
+  the generator's forward at ``translate_batch_size`` on in-RAM tensors;
+* ``stage=predict`` (after a one-epoch ``classify`` of the baseline arm, untimed); kernel
+  figure: ``model.predict`` on in-RAM uint8 arrays at ``predict_batch_size``.
+
+The table: the stage's items/s from its own summary (``<unit>_per_s``: first read to last
+write), items/s over the whole subprocess (start-up, imports, model load, compilation
+included), the kernel's items/s, the ratio stage / kernel, and the summary's time breakdown.
+
+    python benchmarks/stages.py --device cuda --cts 50 --root /tmp/stages
+    python benchmarks/stages.py --device cpu --small          # a smoke run in a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+#: Study-sized data and the small smoke-test sizes (``--small``).
+SIZES = {
+    "study": {
+        "ct_shape": (512, 512, 300),
+        "ct_spacing_mm": (0.7, 0.7, 1.0),
+        "image_px": 512,
+        "xray_px": 512,
+        "n_xray_patients": 3000,
+        "overrides": [
+            "classifier=densenet121",
+            "classifier.image_size_px=512",
+            "classifier.weights=null",  # no internet on the GPU machine: train every layer
+            "classifier.trainable_tail_layers=-1",
+            "classifier.epochs=1",
+            "generator.n_epochs=1",
+            "generator.n_epochs_decay=0",
+            "generator.max_dataset_size=64",
+        ],
+    },
+    "small": {
+        "ct_shape": (64, 64, 40),
+        "ct_spacing_mm": (5.6, 5.6, 7.5),
+        "image_px": 64,
+        "xray_px": 64,
+        "n_xray_patients": 80,
+        "overrides": ["profile=tiny"],
+    },
+}
+STAGE_UNITS = {"drr": "drrs", "gan_translate": "images", "predict": "images"}
+
+
+def chest_phantom(shape: tuple[int, int, int], spacing_mm: tuple[float, ...], seed: int):
+    """A chest-like CT (int16 HU): body, two lungs, spine, sternum, ribs, and scanner noise."""
+    rng = np.random.default_rng(seed)
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing_mm, strict=True)]
+    x, y = np.meshgrid(axes[0], axes[1], indexing="ij")  # one axial slice (mm)
+    body = (x / 165.0) ** 2 + (y / 115.0) ** 2 < 1
+    lungs = ((np.abs(x) - 70) / 55.0) ** 2 + (y / 80.0) ** 2 < 1
+    spine = x**2 + (y + 80) ** 2 < 18**2
+    sternum = (np.abs(x) < 12) & (np.abs(y - 95) < 8)
+    axial = np.full(x.shape, -1000, np.int16)
+    axial[body] = 40
+    axial[lungs] = -850
+    axial[spine | sternum] = 700
+    hu = np.repeat(axial[:, :, None], shape[2], axis=2)
+    ring = ((x / 150.0) ** 2 + (y / 100.0) ** 2 > 0.85) & body & ~spine
+    for z in range(0, shape[2], max(1, int(25 / spacing_mm[2]))):  # ribs every 25 mm
+        hu[:, :, z : z + max(1, int(8 / spacing_mm[2]))][ring] = 600
+    noise = rng.normal(0, 15, shape).astype(np.int16)  # scanner noise: real compression ratios
+    affine = np.diag([*spacing_mm, 1.0])
+    affine[:3, 3] = [-(n - 1) / 2 * s for n, s in zip(shape, spacing_mm, strict=True)]
+    return (hu + noise).astype(np.int16), affine
+
+
+def write_cts(folder: Path, n: int, shape, spacing_mm, workers: int) -> None:  # type: ignore[no-untyped-def]
+    """``n`` phantom CTs as gzipped NIfTI in ``folder`` (kept if they exist), in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gensyn.io import write_nifti
+
+    def one(i: int) -> None:
+        path = folder / f"ct{i:04d}.nii.gz"
+        if not path.is_file():
+            write_nifti(path, *chest_phantom(shape, spacing_mm, seed=i))
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(one, range(n)))
+
+
+def launch(args: list[str], env: dict[str, str], log: Path) -> float:
+    """Run ``launch.py ARGS``; returns wall seconds; exits with the log tail on failure."""
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ launch.py {' '.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), *args],
+            cwd=env["GENSYN_ROOT"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"launch.py {' '.join(args)} failed:\n{log.read_text()[-4000:]}")
+    return time.perf_counter() - start
+
+
+def newest_run(root: Path, stage: str) -> Path:
+    """The newest finished run folder of ``stage``."""
+    done = sorted((root / "workdir" / "runs" / stage).glob("*/DONE"), key=os.path.getmtime)
+    if not done:
+        raise SystemExit(f"no finished {stage} run under {root}")
+    return done[-1].parent
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _rate(fn, n_items: int, device: str, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    """Items per second of ``fn()`` (``n_items`` each call) after one warm-up call."""
+    fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return n_items * repeats / (time.perf_counter() - start)
+
+
+def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
+    """DRRs/s of the renderer alone: CT 0's ten views, volumes prepared beforehand."""
+    from gensyn.drr import pose_set
+    from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.render import DrrRenderer, PhysicsConfig
+    from gensyn.io import read_nifti, read_table
+
+    convert = newest_run(root, "convert")
+    first = read_table(convert / "volumes.csv").iloc[0]
+    path = convert / (str(first["path"]) if "path" in first else f"volumes/{first['nifti']}")
+    hu, affine = read_nifti(path)
+    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
+    poses = [v.pose for v in views]
+    geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    renderer = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), device)
+    renderer.prepare(poses, geometry)
+    return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
+
+
+def translate_kernel(root: Path, device: str, image_px: int, batch: int, repeats: int) -> float:
+    """Images/s of the generator's forward at ``batch`` on in-RAM tensors (bf16 on CUDA)."""
+    import torch
+
+    from gensyn.gan.translate import load_generator, translate_batch
+
+    net, opts = load_generator(newest_run(root, "gan_train") / "generator_a2b.pt", device)
+    x = torch.rand(batch, net.in_channels, image_px, image_px, device=device) * 2 - 1
+    return _rate(lambda: translate_batch(net, x, opts["precision"]), batch, device, repeats)
+
+
+def predict_kernel(root: Path, batch: int, repeats: int) -> float:
+    """Images/s of ``model.predict`` on an in-RAM uint8 array (``repeats`` batches)."""
+    from gensyn.classify.predict import load_classifier
+
+    model = load_classifier(newest_run(root, "classify") / "best.keras")
+    size = int(model.input_shape[1])
+    images = np.random.default_rng(0).integers(0, 256, (batch * repeats, size, size, 1), np.uint8)
+    model.predict(images[:batch], batch_size=batch, verbose=0)  # compile
+    start = time.perf_counter()
+    model.predict(images, batch_size=batch, verbose=0)
+    return len(images) / (time.perf_counter() - start)
+
+
+def breakdown(summary: dict[str, Any]) -> str:
+    parts = ("read", "prepare", "compute", "write", "wait_input", "wait_output", "wall")
+    return " ".join(
+        f"{p}={summary[f'time_{p}_s']:.1f}" for p in parts if summary.get(f"time_{p}_s")
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    p.add_argument("--cts", type=int, default=None, help="CTs (default 50; 3 with --small)")
+    p.add_argument("--small", action="store_true", help="tiny sizes: a CPU smoke run")
+    p.add_argument("--root", type=Path, default=Path("/tmp/gensyn-stage-bench"))
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--stages", default="drr,gan_translate,predict")
+    p.add_argument("--out", type=Path, default=None, help="JSON with every figure")
+    p.add_argument("overrides", nargs="*", help="extra launch.py overrides")
+    a = p.parse_args()
+    size = SIZES["small" if a.small else "study"]
+    n_cts = a.cts or (3 if a.small else 50)
+    root = a.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GENSYN_ROOT": str(root),
+        "MPLBACKEND": "Agg",
+        "KERAS_BACKEND": "jax",
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(root / "cache")),
+    }
+    log = root / "stages.log"
+    cts = root / "cts"
+    start = time.perf_counter()
+    write_cts(cts, n_cts, size["ct_shape"], size["ct_spacing_mm"], a.workers)
+    print(f"{n_cts} CTs {size['ct_shape']} written in {time.perf_counter() - start:.0f} s")
+    common = [
+        "experiment=thesis",  # the study's sizes (DRRs 512², ResNet-9, DenseNet121)
+        "dataset=demo",
+        "ct_dataset=folder",
+        f"ct_dataset.raw_dir={cts}",
+        f"ct_dataset.convert.num_workers={a.workers}",
+        f"dataset.demo.num_xray_patients={size['n_xray_patients']}",
+        f"dataset.demo.xray_size_px={size['xray_px']}",
+        f"dataset.demo.num_workers={a.workers}",
+        "carm_pose=random",
+        "carm_pose.num_random=9",
+        f"projector.image_size_px={size['image_px']}",
+        "projector.bit_depth=16",
+        f"device={a.device}",
+        f"num_workers={a.workers}",
+        "logger=none",
+        "report.test_datasets=[]",
+        "sampling=none",
+        "split_idx=0",
+        *size["overrides"],
+        *a.overrides,
+    ]
+    launch(["stage=convert", *common], env, log)
+    stages = a.stages.split(",")
+    rows: list[dict[str, Any]] = []
+    for stage in stages:
+        setup = {"gan_translate": ["drr", "gan_train"], "predict": ["classify"]}.get(stage, [])
+        for upstream in setup:  # untimed
+            launch([f"stage={upstream}", *common], env, log)
+        wall = launch([f"stage={stage}", "force=true", *common], env, log)
+        summary = json.loads((newest_run(root, stage) / "summary.json").read_text())
+        unit = STAGE_UNITS[stage]
+        if stage == "drr":
+            n_items = int(summary.get("drrs_rendered", 0))
+        elif stage == "gan_translate":
+            n_items = int(summary.get("translated_now", 0))
+        else:
+            n_items = _n_predicted(root)
+        if stage == "drr":
+            kernel = drr_kernel(root, a.device, size["image_px"], repeats=5)
+        elif stage == "gan_translate":
+            batch = 4 if a.small else 32
+            kernel = translate_kernel(root, a.device, size["image_px"], batch, repeats=5)
+        else:
+            kernel = predict_kernel(root, 16 if a.small else 128, repeats=5 if a.small else 20)
+        stage_rate = float(summary.get(f"{unit}_per_s", 0.0))
+        rows.append(
+            {
+                "stage": stage,
+                "items": n_items,
+                "stage_per_s": stage_rate,
+                "launch_per_s": n_items / wall,
+                "kernel_per_s": kernel,
+                "ratio": stage_rate / kernel if kernel else float("nan"),
+                "breakdown": breakdown(summary),
+                "summary": summary,
+            }
+        )
+        print(f"{stage}: {n_items} {unit}, {stage_rate:.1f}/s in stage, {kernel:.1f}/s kernel")
+    print()
+    print(
+        f"{'stage':<14} {'items':>6} {'stage/s':>9} {'launch/s':>9} {'kernel/s':>9} "
+        f"{'ratio':>6}  time breakdown (s)"
+    )
+    for r in rows:
+        print(
+            f"{r['stage']:<14} {r['items']:>6} {r['stage_per_s']:>9.1f} {r['launch_per_s']:>9.1f} "
+            f"{r['kernel_per_s']:>9.1f} {r['ratio']:>6.2f}  {r['breakdown']}"
+        )
+    if "drr" in stages:
+        drr = next(r for r in rows if r["stage"] == "drr")["summary"]
+        print(f"\ndrr: {drr.get('cts_per_s', 0):.2f} CTs/s with 10 views each")
+    if a.out:
+        a.out.write_text(json.dumps({"device": a.device, "cts": n_cts, "rows": rows}, indent=2))
+
+
+def _n_predicted(root: Path) -> int:
+    from gensyn.io import read_table
+
+    return len(read_table(newest_run(root, "predict") / "predictions.csv"))
+
+
+if __name__ == "__main__":
+    main()

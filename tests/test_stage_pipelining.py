@@ -1,0 +1,272 @@
+"""Pipelined stages: loaders ahead, writers behind, same output; time breakdown in the summary.
+
+The ordered pipeline helpers of gensyn.pipeline_io; stage=drr with loader/writer threads gives
+the same bytes as the sequential path and still lists an unreadable CT; stage=predict lists an
+unreadable test image and predicts the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gensyn import io
+from gensyn.pipeline_io import (
+    TIME_PARTS,
+    BackgroundWriter,
+    InOrderSlots,
+    SlotsClosed,
+    StageTimer,
+    ordered_map,
+)
+
+# ---------------------------------------------------------------- pipeline_io
+
+
+@pytest.mark.parametrize("workers", [0, 1, 4])
+def test_ordered_map_keeps_input_order_and_bounds_the_work_ahead(workers: int) -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def slow_square(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.02 * ((7 * i) % 5))  # later items often finish first
+        return i * i
+
+    consumed = 0
+    for got in ordered_map(slow_square, range(20), workers, max_ahead=3):
+        assert got == consumed * consumed
+        consumed += 1
+        with lock:  # never more than max_ahead items beyond the one being consumed
+            assert len(started) <= consumed + (3 if workers else 0)
+    assert consumed == 20 and sorted(started) == list(range(20))
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_ordered_map_raises_a_worker_error_at_its_turn(workers: int) -> None:
+    def fail_on_three(i: int) -> int:
+        if i == 3:
+            raise KeyError(f"item {i}")
+        return i
+
+    got: list[int] = []
+    with pytest.raises(KeyError, match="item 3"):
+        for value in ordered_map(fail_on_three, range(10), workers):
+            got.append(value)
+    assert got == [0, 1, 2]
+
+
+def test_ordered_map_closed_early_stops_its_threads() -> None:
+    before = threading.active_count()
+    results = ordered_map(lambda i: time.sleep(0.01) or i, range(100), 4)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    results.close()
+    assert threading.active_count() == before
+
+
+def test_in_order_slots_admit_items_by_position_and_close_wakes_waiters() -> None:
+    slots = InOrderSlots(2)
+    slots.acquire(0)
+    slots.acquire(1)
+    admitted = threading.Event()
+    waiter = threading.Thread(target=lambda: (slots.acquire(2), admitted.set()))
+    waiter.start()
+    assert not admitted.wait(0.1)  # item 2 waits for item 0 to be released
+    slots.release()
+    assert admitted.wait(2)
+    waiter.join()
+    errors: list[BaseException] = []
+
+    def wait_for_5() -> None:
+        try:
+            slots.acquire(5)
+        except SlotsClosed as exc:
+            errors.append(exc)
+
+    late = threading.Thread(target=wait_for_5)
+    late.start()
+    slots.close()
+    late.join(2)
+    assert not late.is_alive() and len(errors) == 1
+
+
+def test_background_writer_runs_every_job_and_reraises_a_write_error(tmp_path: Path) -> None:
+    timer = StageTimer()
+    with BackgroundWriter(3, max_pending=2, timer=timer) as writer:
+        for i in range(10):
+            writer.submit(io.write_text, tmp_path / f"{i}.txt", str(i))
+    assert sorted(int(p.stem) for p in tmp_path.glob("*.txt")) == list(range(10))
+
+    def broken(_: int) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), BackgroundWriter(2) as writer:
+        for i in range(10):
+            writer.submit(broken, i)
+    with pytest.raises(OSError, match="disk full"):  # inline (no threads): at once
+        BackgroundWriter(0).submit(broken, 0)
+
+
+def test_stage_timer_adds_parts_from_threads_and_reports_rates() -> None:
+    timer = StageTimer()
+    threads = [threading.Thread(target=timer.add, args=("read", 0.25)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with timer.time("compute"):
+        time.sleep(0.05)
+    assert list(timer.timed("wait_input", iter([1, 2]))) == [1, 2]
+    keys = timer.summary(10, "images")
+    assert keys["time_read_s"] == 1.0 and 0.05 <= keys["time_compute_s"] < 1.0
+    assert keys["time_prepare_s"] == 0.0 and keys["time_write_s"] == 0.0
+    assert "time_wait_input_s" in keys
+    assert keys["images_per_s"] == pytest.approx(10 / keys["time_wall_s"], rel=0.05)
+
+
+# ---------------------------------------------------------------- stage=drr
+
+
+def _phantom_ct(seed: int, shape=(36, 32, 28), spacing=(6.0, 6.0, 7.0)):
+    """Water ellipsoid with a bone rod placed by ``seed`` (HU, int16) and its affine."""
+    rng = np.random.default_rng(seed)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    xyz = (ijk - (np.asarray(shape) - 1) / 2) * np.asarray(spacing)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[((xyz / [100.0, 75.0, 90.0]) ** 2).sum(-1) < 1] = 40.0
+    x0 = rng.uniform(-60, 60)
+    hu[(xyz[..., 0] - x0) ** 2 + xyz[..., 1] ** 2 < 12**2] = 900.0
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing)
+    return hu.astype(np.int16), affine
+
+
+def _convert_dir(folder: Path, n_cts: int, broken: int | None = None) -> Path:
+    """A convert run folder with ``n_cts`` gzipped NIfTI CTs; CT ``broken`` truncated."""
+    rows = []
+    for i in range(n_cts):
+        path = folder / "volumes" / f"ct{i}.nii.gz"
+        io.write_nifti(path, *_phantom_ct(i))
+        if i == broken:
+            path.write_bytes(path.read_bytes()[:300])
+        rows.append({"ct_id": f"ct{i}", "patient_id": f"p{i}", "path": f"volumes/ct{i}.nii.gz"})
+    io.write_table(folder / "volumes.csv", pd.DataFrame(rows))
+    return folder
+
+
+def _run_drr(cfg, out_dir: Path, convert_dir: Path):  # type: ignore[no-untyped-def]
+    from gensyn.runs import RunContext
+    from gensyn.stages import drr
+
+    ctx = RunContext(
+        name="drr", out_dir=out_dir, stage_hash="t", cfg=cfg, upstream_dirs={"convert": convert_dir}
+    )
+    drr.run(cfg, ctx)
+    return ctx
+
+
+DRR_SMALL = (
+    "carm_pose=random",
+    "carm_pose.num_random=3",
+    "projector.image_size_px=40",
+    "projector.bit_depth=16",
+    "projector.save_float=true",
+    "projector.batch_poses=2",  # views of one CT in two render calls
+    "projector.method=joseph",
+    "projector.photon_count=20000",  # Poisson noise: seeded per (seed, CT, view)
+    "device=cpu",
+)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted((folder / "images").rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_pipelined_drr_writes_the_same_bytes_as_the_sequential_path(compose, tmp_path):
+    convert = _convert_dir(tmp_path / "convert", 4)
+    seq = _run_drr(compose(*DRR_SMALL, "num_workers=0"), tmp_path / "seq", convert)
+    par = _run_drr(compose(*DRR_SMALL, "num_workers=3"), tmp_path / "par", convert)
+    seq_files, par_files = _files(tmp_path / "seq"), _files(tmp_path / "par")
+    assert len(seq_files) == 4 * (4 * 2 + 1)  # 4 views as .png + .npy, and views.json
+    assert seq_files == par_files
+    assert (tmp_path / "seq" / "manifest.csv").read_bytes() == (
+        tmp_path / "par" / "manifest.csv"
+    ).read_bytes()
+    for ctx in (seq, par):
+        summary = ctx.summary
+        for part in (*TIME_PARTS, "wall"):
+            assert summary[f"time_{part}_s"] >= 0.0
+        assert summary["time_read_s"] > 0 and summary["time_compute_s"] > 0
+        assert summary["time_write_s"] > 0 and summary["drrs_rendered"] == 16
+        assert summary["drrs_per_s"] > 0 and summary["cts_per_s"] > 0
+    # resume: everything is complete, nothing is rendered again
+    again = _run_drr(compose(*DRR_SMALL, "num_workers=3"), tmp_path / "par", convert)
+    assert again.summary["drrs_rendered"] == 0 and again.summary["n_images"] == 16
+
+
+def test_pipelined_drr_lists_a_ct_its_loader_cannot_read_and_renders_the_others(compose, tmp_path):
+    from gensyn.errors import GensynError
+
+    convert = _convert_dir(tmp_path / "convert", 4, broken=1)
+    out = tmp_path / "drr"
+    with pytest.raises(GensynError, match="1 of 4 converted CT"):
+        _run_drr(compose(*DRR_SMALL, "num_workers=2"), out, convert)
+    failures = io.read_table(out / "failures.csv")
+    assert list(failures["ct_id"]) == ["ct1"] and "ct1.nii.gz" in failures.loc[0, "file"]
+    done = sorted(p.parent.name for p in (out / "images").glob("*/views.json"))
+    assert done == ["ct0", "ct2", "ct3"]
+    assert not (out / "manifest.csv").exists()
+
+
+# ---------------------------------------------------------------- stage=predict
+
+
+def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose, tmp_path):
+    from classify_fakes import make_xray_set
+
+    from gensyn.classify.models import ModelSpec, build_model
+    from gensyn.runs import RunContext
+    from gensyn.stages import predict
+
+    cfg = compose("num_workers=2", "classifier.predict_batch_size=4")
+    prepare = tmp_path / "prepare_xrays"
+    table = make_xray_set(prepare / "images", n_patients=16, size_px=24, test_fraction=0.5)
+    test_rows = table[table["split"] == "test"]
+    assert len(test_rows) >= 3
+    garbage = Path(test_rows["path"].iloc[1])
+    garbage.write_bytes(b"not a png at all" * 10)
+    io.write_table(prepare / "xrays.csv", table)
+    classify = tmp_path / "classify"
+    classify.mkdir()
+    n_findings = len(cfg.dataset.findings)
+    model = build_model(
+        ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=n_findings)
+    )
+    model.save(classify / "best.keras")
+    ctx = RunContext(
+        name="predict",
+        out_dir=tmp_path / "predict",
+        stage_hash="t",
+        cfg=cfg,
+        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
+    )
+    predict.run(cfg, ctx)
+    preds = io.read_table(tmp_path / "predict" / "predictions.csv")
+    assert len(preds) == len(test_rows) - 1
+    assert garbage.stem not in set(preds["image_id"].astype(str))
+    listed = io.read_table(tmp_path / "predict" / "unreadable_images.csv")
+    assert list(listed["path"]) == [str(garbage)] and listed.loc[0, "reason"]
+    assert ctx.summary["n_unreadable_images"] == 1
+    assert ctx.summary["images_per_s"] > 0
+    for part in (*TIME_PARTS, "wall"):
+        assert f"time_{part}_s" in ctx.summary
