@@ -302,7 +302,7 @@ def _wandb_history(run_folder: Path) -> list[tuple[int, dict[str, object]]]:
 def test_wandb_history_is_back_filled_after_a_kill(compose) -> None:
     import json
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
     from gensyn.tracking import WandbTracker
 
     cfg = compose("seed=9", "logger=wandb", "logger.mode=offline")

@@ -41,7 +41,7 @@ def convert_dir(tmp_path: Path) -> Path:
 
 
 def _run_stage(cfg, out_dir: Path, convert_dir: Path):
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
     from gensyn.stages import drr
 
     ctx = RunContext(

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from gensyn import io
-from gensyn.runs import RunContext
+from gensyn.run_context import RunContext
 
 
 @pytest.fixture(autouse=True)

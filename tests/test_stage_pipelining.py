@@ -161,7 +161,7 @@ def _convert_dir(folder: Path, n_cts: int, broken: int | None = None) -> Path:
 
 
 def _run_drr(cfg, out_dir: Path, convert_dir: Path):  # type: ignore[no-untyped-def]
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
     from gensyn.stages import drr
 
     ctx = RunContext(
@@ -235,7 +235,7 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     from classify_fakes import make_xray_set
 
     from gensyn.classify.models import ModelSpec, build_model
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
     from gensyn.stages import predict
 
     cfg = compose("num_workers=2", "classifier.predict_batch_size=4")

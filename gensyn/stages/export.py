@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

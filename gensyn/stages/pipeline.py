@@ -10,7 +10,7 @@ from gensyn.registry import load_stages, stage
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

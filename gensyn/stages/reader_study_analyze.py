@@ -9,7 +9,7 @@ from gensyn.registry import stage
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 
 def _upstream(cfg: DictConfig) -> list[str]:
