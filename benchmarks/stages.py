@@ -172,9 +172,11 @@ def translate_kernel(root: Path, device: str, image_px: int, batch: int, repeats
     """Images/s of the generator's forward at ``batch`` on in-RAM tensors (bf16 on CUDA)."""
     import torch
 
-    from gensyn.gan.translate import load_generator, translate_batch
+    from gensyn.gan.translate import compiled_generator, load_generator, translate_batch
 
     net, opts = load_generator(newest_run(root, "gan_train") / "generator_a2b.pt", device)
+    if device == "cuda":  # what gan_translate runs with generator.compile=true (the default)
+        net = compiled_generator(net)
     x = torch.rand(batch, net.in_channels, image_px, image_px, device=device) * 2 - 1
     return _rate(lambda: translate_batch(net, x, opts["precision"]), batch, device, repeats)
 

@@ -51,7 +51,7 @@ class CycleGANSettings:
     # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
     channels_last: bool = False  # NHWC memory format on CUDA (slower here: RESULTS.md)
-    compile: bool = True  # torch.compile the networks (CUDA; ~1 min of compiling at the start)
+    compile: bool = True  # torch.compile training and translation (CUDA; ~1 min compiling)
     cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
     fused_adam: bool = True  # fused Adam kernels on CUDA
     cudnn_benchmark: bool = True

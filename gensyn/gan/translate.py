@@ -81,6 +81,26 @@ def translate_batch(
     return out[..., :h, :w].float()
 
 
+def compiled_generator(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` compiled for translation on CUDA: Inductor fuses padding, instance norm,
+    ReLU and casts, and CUDA graphs replay each batch (``mode="reduce-overhead"``).
+
+    Shapes are static: feed full batches of one image size (:func:`translate_files` pads
+    the last batch), or each new shape compiles again. The returned module shares the
+    weights of ``net``; outputs live in graph memory until the next call, so consume them
+    (e.g. copy to the host) before translating the next batch.
+    """
+    return torch.compile(net, mode="reduce-overhead", dynamic=False)  # type: ignore[return-value]
+
+
+def _full_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Pad a short last batch with copies of its last image (the copies are dropped)."""
+    missing = batch_size - images.shape[0]
+    if missing <= 0:
+        return images
+    return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])])
+
+
 class _TimedImages(Dataset[tuple[int, torch.Tensor, float]]):
     """:class:`ImageListDataset` items with the seconds their decoding took (loader processes
     cannot add to the main process's timer, so the time travels with the batch)."""
@@ -121,13 +141,15 @@ def translate_files(
     write_threads: int = 4,
     progress: Callable[[int], None] | None = None,
     timer: StageTimer | None = None,
+    compile: bool = False,
 ) -> int:
     """Translate each ``sources[i]`` to the 8-bit PNG ``outputs[i]``; returns how many were written.
 
     Existing outputs are skipped. ``num_workers`` processes decode inputs ahead of the GPU,
     ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
     called with the number of images of each finished batch; ``timer`` (optional) gets the
-    read / compute / write seconds and the main thread's waits.
+    read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
+    translates through :func:`compiled_generator` (the first batches pay the compilation).
     """
     if len(sources) != len(outputs):
         raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
@@ -140,6 +162,8 @@ def translate_files(
     if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=fmt)  # type: ignore[call-overload]
+    compiled = cuda and compile
+    forward = compiled_generator(net) if compiled else net
     dataset = _TimedImages(ImageListDataset([sources[i] for i in todo], channels))
     loader = DataLoader(
         dataset,
@@ -154,7 +178,10 @@ def translate_files(
         for idx, images, decode_s in timer.timed("wait_input", loader):
             timer.add("read", decode_s)
             with timer.time("compute"):  # tensor_to_uint8 copies to the host: the GPU is done
-                pixels = tensor_to_uint8(translate_batch(net, images, precision, channels_last))
+                if compiled:  # static shapes: one graph for every batch
+                    images = _full_batch(images, batch_size)
+                out = translate_batch(forward, images, precision, channels_last)
+                pixels = tensor_to_uint8(out[: len(idx)])
             for j, k in enumerate(idx.tolist()):
                 writer.submit(_write_timed, outputs[todo[k]], pixels[j], timer)
             written += len(idx)

@@ -71,6 +71,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         cfg.num_workers,
         write_threads=max(WRITE_THREADS, int(cfg.num_workers)),
         timer=timer,
+        compile=bool(cfg.generator.compile),
     )
     timing = timer.log(log, "gan_translate", written, "images")
     out = manifest.copy()
