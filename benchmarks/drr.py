@@ -278,7 +278,7 @@ def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, basel
     def new(tile=(32, 8), warps=4, fast="auto"):
         return fused.render(renderer.volume, affine, rays, renderer.table, True, tile, warps, fast)
 
-    timed("fused (default: tile 32x8, 4 warps, auto thread order)", new)
+    timed("fused (default: tile 64x4, 8 warps, auto thread order)", new)
     timed("fused, thread order along columns (as the old kernel)", lambda: new(fast="cols"))
     if sweep:
         for tile in [(32, 4), (64, 4), (32, 16), (64, 8), (16, 16), (128, 2)]:
@@ -314,7 +314,7 @@ def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, basel
     # Bounds. One Joseph step = one ray through one slice: 4 bilinear taps of 8 bytes
     # (4 float16 channels). Steps are counted as if every ray crossed all slices along the
     # dominant axis (J here); the clipped kernel skips the few outside the volume.
-    rate = results["fused (default: tile 32x8, 4 warps, auto thread order)"]
+    rate = results["fused (default: tile 64x4, 8 warps, auto thread order)"]
     steps = rate * size * size * shape[1]
     props = torch.cuda.get_device_properties(device)
     l1 = props.multi_processor_count * L1_BYTES_PER_CLOCK * SM_CLOCK_HZ
