@@ -11,15 +11,23 @@ or threads, bounded prefetch). Reports, in one run:
 3. training images/s streaming the PNGs from disk -- ours; ``stream / in-RAM`` near 1 means
    the accelerator is not starved by input;
 4. prediction images/s streaming from disk;
-5. peak host RSS while streaming a whole epoch over all ``--n-images`` files (sampled every
+5. the decode-once cache (gensyn.classify.cache): the time to write it for all ``--n-images``
+   files, then decode-only, training and prediction images/s streaming from its memory map
+   (``cache / in-RAM`` near 1: the cache removes the decoding bottleneck);
+6. peak host RSS while streaming a whole epoch over all ``--n-images`` files (sampled every
    0.5 s; the training process and, summed with it, its decode workers, which counts the
-   shared batch ring more than once), next to what an all-in-RAM loader would hold.
+   shared batch ring more than once), next to what an all-in-RAM loader would hold; from
+   the PNGs, and again from the cache (its pages are file-backed and reclaimable).
 
 It writes a synthetic PNG set first (8-bit grey, chest-like, per-image random shift and
 noise; existing files are reused). Examples:
 
     python benchmarks/classify.py --device cpu                     # tiny smoke run (CPU)
     python benchmarks/classify.py --device cuda --n-images 50000   # the H100 figures
+
+``--cache-dir`` (default /tmp/gensyn_bench_cache) should be on local disk with room for
+``n-images × image-size²`` bytes (50,000 × 512²: 13.1 GB); a cache found there is reused
+(``cache_written no``), so delete it to time the writing again.
 """
 
 from __future__ import annotations
@@ -158,6 +166,9 @@ def main() -> None:
         "--no-full-epoch", action="store_true", help="skip the RSS epoch over all files"
     )
     ap.add_argument("--png-dir", type=Path, default=Path("/tmp/gensyn_bench_pngs"))
+    ap.add_argument(
+        "--cache-dir", type=Path, default=Path("/tmp/gensyn_bench_cache"), help="image cache"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
 
@@ -177,6 +188,7 @@ def main() -> None:
 
     import jax
 
+    from gensyn.classify.cache import ImageCache, open_or_build
     from gensyn.classify.data import BatchStream
     from gensyn.classify.keras_env import keras
     from gensyn.classify.models import ModelSpec, build_model
@@ -205,7 +217,12 @@ def main() -> None:
         "n_images": n,
     }
 
-    def stream(count: int, shuffle: bool = True, decode: str = args.decode) -> BatchStream:
+    def stream(
+        count: int,
+        shuffle: bool = True,
+        decode: str = args.decode,
+        cache: list[ImageCache] | None = None,
+    ) -> BatchStream:
         return BatchStream(
             paths[:count],
             labels[:count],
@@ -217,6 +234,7 @@ def main() -> None:
             num_workers=workers,
             prefetch_batches=args.prefetch,
             decode=decode,
+            cache=cache or [],
         )
 
     # 1. input pipeline alone, both ways of decoding (worker start-up included)
@@ -262,21 +280,44 @@ def main() -> None:
     predict_paths(model, paths[:n_pred], size, batch, workers, args.prefetch, args.decode)
     results["predict_images_per_s"] = n_pred / (time.perf_counter() - t)
 
-    # 5. a whole epoch over every file, RSS sampled throughout
+    # 5. decode-once cache: write it (or find it), then stream from its memory map
+    t = time.perf_counter()
+    caches = [open_or_build(args.cache_dir, paths, size, workers, args.decode)]
+    results["cache_written"] = "yes" if caches[0].written else "no (found)"
+    results["cache_build_s"] = time.perf_counter() - t
+    results["cache_gb"] = caches[0].nbytes / 1e9
+    for mode in ("threads", "processes"):
+        s = stream(min(n, batch * steps), decode=mode, cache=caches)
+        t = time.perf_counter()
+        n_dec = sum(b[0].shape[0] for b in s)
+        results[f"cache_read_{mode}_images_per_s"] = n_dec / (time.perf_counter() - t)
+    s = stream(batch * steps, cache=caches)
+    t = time.perf_counter()
+    model.fit(iter(s), steps_per_epoch=len(s), epochs=1, verbose=0, shuffle=False)
+    results["train_cache_images_per_s"] = len(s) * batch / (time.perf_counter() - t)
+    results["cache_over_in_ram"] = (
+        results["train_cache_images_per_s"] / results["train_in_ram_images_per_s"]
+    )
+    t = time.perf_counter()
+    predict_paths(model, paths[:n_pred], size, batch, workers, args.prefetch, args.decode, caches)
+    results["predict_cache_images_per_s"] = n_pred / (time.perf_counter() - t)
+
+    # 6. a whole epoch over every file, RSS sampled throughout: from the PNGs, from the cache
     if not args.no_full_epoch:
-        s = stream(n)
-        with RssSampler() as rss:
-            t = time.perf_counter()
-            model.fit(iter(s), steps_per_epoch=len(s), epochs=1, verbose=0, shuffle=False)
-            results["full_epoch_images_per_s"] = len(s) * batch / (time.perf_counter() - t)
-        results["full_epoch_peak_rss_gb"] = rss.peak / 1e9
-        results["full_epoch_peak_rss_with_workers_gb"] = rss.peak_tree / 1e9
-        results["full_epoch_peak_pss_with_workers_gb"] = rss.peak_pss / 1e9
+        for name, cache in (("full_epoch", None), ("full_epoch_cache", caches)):
+            s = stream(n, cache=cache)
+            with RssSampler() as rss:
+                t = time.perf_counter()
+                model.fit(iter(s), steps_per_epoch=len(s), epochs=1, verbose=0, shuffle=False)
+                results[f"{name}_images_per_s"] = len(s) * batch / (time.perf_counter() - t)
+            results[f"{name}_peak_rss_gb"] = rss.peak / 1e9
+            results[f"{name}_peak_rss_with_workers_gb"] = rss.peak_tree / 1e9
+            results[f"{name}_peak_pss_with_workers_gb"] = rss.peak_pss / 1e9
         results["all_in_ram_uint8_gb"] = n * size * size / 1e9
         results["all_in_ram_float32_rgb_gb"] = n * size * size * 3 * 4 / 1e9
 
     width = max(len(k) for k in results)
-    print("\nclassify benchmark (DenseNet121, last 9 layers trainable, PNGs from disk)")
+    print("\nclassify benchmark (DenseNet121, last 9 layers trainable, PNGs and cache on disk)")
     for key, value in results.items():
         shown = f"{value:.2f}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {shown}")

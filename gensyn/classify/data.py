@@ -14,7 +14,9 @@ few cores) or by worker processes that write straight into a shared-memory ring 
 slots (``decode="processes"``: PIL holds the GIL for part of each PNG decode, so threads stop
 scaling at a few cores; processes scale with the cores, as a 16-core GPU host needs to keep
 DenseNet121 fed at 512²). ``"auto"`` picks processes from 4 workers on. Both give identical
-batches.
+batches. Given decode-once caches (:mod:`gensyn.classify.cache`), a stream copies a cached
+file's image from the memory map instead of decoding the file, then augments it the same way:
+batches are identical with or without a cache.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing.shared_memory import SharedMemory
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from gensyn.classify.cache import ImageCache
 
 DECODE_MODES = ("auto", "threads", "processes")
 #: ``decode="auto"`` uses processes from this many workers on.
@@ -126,9 +132,12 @@ def augment_batch(
     )
 
 
-def _load_augmented(path: str, image_size_px: int, params: np.ndarray | None) -> np.ndarray:
-    """:func:`load_image`, then :func:`augment_image` with one row of :func:`augment_params`."""
-    image = load_image(path, image_size_px)
+def _load_augmented(
+    path: str, image_size_px: int, params: np.ndarray | None, cached: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`load_image` (or its ``cached`` result), then :func:`augment_image` with one row of
+    :func:`augment_params`."""
+    image = load_image(path, image_size_px) if cached is None else np.asarray(cached)
     if params is None:
         return image
     return augment_image(image, int(params[0]), int(params[1]), float(params[2]))
@@ -148,6 +157,8 @@ class BatchStream:
     dropped (training: equal batch shapes avoid re-compilation); else it is kept (prediction).
     Iterating twice gives the same batches; call :meth:`set_epoch` to get the next epoch's order.
     Batches are numbered globally: batch g is batch ``g % len(self)`` of epoch ``g // len(self)``.
+    ``cache``: decode-once caches (:func:`gensyn.classify.cache.open_or_build`) at
+    ``image_size_px``; a file found in one is read from it instead of being decoded.
     """
 
     def __init__(
@@ -163,6 +174,7 @@ class BatchStream:
         prefetch_batches: int = 4,
         augment: bool = False,
         decode: str = "auto",
+        cache: Sequence[ImageCache] = (),
     ) -> None:
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(labels)} label rows")
@@ -182,6 +194,35 @@ class BatchStream:
         self.augment = augment
         self.decode = decode
         self.epoch = 0
+        for c in cache:
+            if c.image_size_px != image_size_px:
+                raise ValueError(
+                    f"image cache {c.file} holds {c.image_size_px} px images, the stream "
+                    f"needs {image_size_px} px"
+                )
+        self.cache = tuple(cache)
+        # per path: (index into self.cache, row) of its cached image, or None (decode the file)
+        self._cached: list[tuple[int, int] | None] = [None] * len(self.paths)
+        for k, c in enumerate(self.cache):
+            for i, path in enumerate(self.paths):
+                if self._cached[i] is None and (row := c.row(path)) is not None:
+                    self._cached[i] = (k, row)
+
+    @property
+    def n_cached(self) -> int:
+        """How many of the stream's files are read from a cache rather than decoded."""
+        return sum(s is not None for s in self._cached)
+
+    def _cached_image(self, i: int) -> np.ndarray | None:
+        where = self._cached[i]
+        return None if where is None else self.cache[where[0]].images[where[1]]
+
+    def _item(self, i: int) -> tuple[str, str, int]:
+        """What a decode worker process needs for path i: path, cache file ("" if none), row."""
+        where = self._cached[i]
+        if where is None:
+            return self.paths[i], "", -1
+        return self.paths[i], str(self.cache[where[0]].file), where[1]
 
     @property
     def uses_processes(self) -> bool:
@@ -227,7 +268,10 @@ class BatchStream:
 
         def one(slot: int) -> None:
             row = None if params is None else params[slot]
-            out[slot] = _load_augmented(self.paths[idx[slot]], self.image_size_px, row)
+            i = idx[slot]
+            out[slot] = _load_augmented(
+                self.paths[i], self.image_size_px, row, self._cached_image(i)
+            )
 
         # decode the batch's images in parallel; list() re-raises the first error
         list(pool.map(one, range(idx.size)))
@@ -307,7 +351,7 @@ class BatchStream:
                                     shape,
                                     slot,
                                     start,
-                                    [self.paths[i] for i in idx[start : start + chunk]],
+                                    [self._item(i) for i in idx[start : start + chunk]],
                                     size,
                                     None if params is None else params[start : start + chunk],
                                 )
@@ -333,6 +377,16 @@ class BatchStream:
 
 #: Shared-memory blocks a decode worker process has attached to, by name.
 _ATTACHED: dict[str, SharedMemory] = {}
+#: Image caches a decode worker process has memory-mapped, by file.
+_MAPPED: dict[str, np.ndarray] = {}
+
+
+def _mapped(file: str) -> np.ndarray:
+    """Worker process: the memory map of the image cache ``file`` (opened once)."""
+    images = _MAPPED.get(file)
+    if images is None:
+        images = _MAPPED[file] = np.load(file, mmap_mode="r")
+    return images
 
 
 def _decode_into_shared(
@@ -340,11 +394,12 @@ def _decode_into_shared(
     shape: tuple[int, ...],
     slot: int,
     start: int,
-    paths: list[str],
+    items: list[tuple[str, str, int]],
     image_size_px: int,
     params: np.ndarray | None,
 ) -> None:
-    """Worker process: decode ``paths`` into ``ring[slot, start:start + len(paths)]``."""
+    """Worker process: decode ``items`` (path, cache file or "", cache row) into
+    ``ring[slot, start:start + len(items)]``, reading a cached image instead of its file."""
     shm = _ATTACHED.get(shm_name)
     if shm is None:
         for name in list(_ATTACHED):  # a new ring (next epoch): drop the old one
@@ -354,7 +409,8 @@ def _decode_into_shared(
         shm = SharedMemory(name=shm_name)
         _ATTACHED[shm_name] = shm
     ring: np.ndarray = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
-    for k, path in enumerate(paths):
+    for k, (path, cache_file, cache_row) in enumerate(items):
         row = None if params is None else params[k]
-        ring[slot, start + k] = _load_augmented(path, image_size_px, row)
+        cached = _mapped(cache_file)[cache_row] if cache_file else None
+        ring[slot, start + k] = _load_augmented(path, image_size_px, row, cached)
     del ring

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gensyn.classify.data import BatchStream
 from gensyn.classify.keras_env import keras
+
+if TYPE_CHECKING:
+    from gensyn.classify.cache import ImageCache
 
 
 def padded_batches(stream: BatchStream) -> Iterator[tuple[np.ndarray]]:
@@ -34,8 +38,12 @@ def predict_paths(
     num_workers: int = 4,
     prefetch_batches: int = 4,
     decode: str = "auto",
+    cache: Sequence[ImageCache] = (),
 ) -> np.ndarray:
-    """Probabilities (n_images, n_classes) of ``model`` for the images at ``paths``, in order."""
+    """Probabilities (n_images, n_classes) of ``model`` for the images at ``paths``, in order.
+
+    ``cache``: decode-once image caches to read files from (same images as decoding them).
+    """
     if len(paths) == 0:
         return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
     stream = BatchStream(
@@ -47,6 +55,7 @@ def predict_paths(
         num_workers=num_workers,
         prefetch_batches=prefetch_batches,
         decode=decode,
+        cache=cache,
     )
     probs = model.predict(padded_batches(stream), steps=len(stream), verbose=0)
     return np.asarray(probs, dtype=np.float32)[: len(paths)]

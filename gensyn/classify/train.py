@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 from gensyn.classify.predict import predict_paths
 from gensyn.report.metrics import per_class_auc
+
+if TYPE_CHECKING:
+    from gensyn.classify.cache import ImageCache
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +222,15 @@ def train_classifier(
     class_names: Sequence[str],
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     n_real_train: int | None = None,
+    cache: Sequence[ImageCache] = (),
 ) -> TrainResult:
     """Train ``spec`` on the given images; resume from ``out_dir/checkpoint.npz`` if present.
 
     ``*_labels`` are (n, C) arrays of 1, 0 or NaN (unknown) in the order of ``class_names``.
     ``n_real_train``: how many of the training images are real (``schedule="steps"``; default
     all). ``on_epoch(epoch, metrics)`` is called after each epoch (the stage logs to W&B there).
+    ``cache``: decode-once image caches (:func:`gensyn.classify.cache.open_or_build`) holding
+    training or validation files; results are the same as decoding the files each epoch.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +291,7 @@ def train_classifier(
         prefetch_batches=settings.prefetch_batches,
         augment=settings.augment,
         decode=settings.decode,
+        cache=cache,
     )
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         start = time.perf_counter()
@@ -307,6 +314,7 @@ def train_classifier(
             settings.num_workers,
             settings.prefetch_batches,
             settings.decode,
+            cache,
         )
         aucs = known_auc(val_labels, probs)
         macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")

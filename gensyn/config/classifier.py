@@ -88,3 +88,6 @@ class ClassifierConfig:
     predict_batch_size: int = 128
     prefetch: int = 4  # batches decoded ahead of the accelerator (not hashed)
     decode: DecodeMode = DecodeMode.auto  # threads | processes | auto (not hashed)
+    # decode-once image cache (gensyn.classify.cache; not hashed, results are the same):
+    # auto = <paths.work_dir>/cache/classify (images/ + jax/) | off | a folder (node-local disk)
+    cache: str = "auto"

@@ -11,7 +11,14 @@ in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv`
 ``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
 ``best.keras`` (best validation macro AUC) and ``history.csv``. ``summary.json`` records the
 ``schedule`` and the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
-of a fold the baseline's number).
+of a fold the baseline's number), and ``image_cache``: whether the decode-once image caches
+were ``written``, ``used`` (found), ``off`` or not written (the reason).
+
+``classifier.cache`` (``auto`` = ``<paths.work_dir>/cache/classify``, ``off``, or a folder)
+holds, in ``images/``, the decode-once image caches (one of the real images, shared by every
+arm and fold, and one of the arm's synthetic images) and, in ``jax/``, JAX's compiled
+programs, so the next arm, fold or prediction of the same model loads its steps instead of
+compiling them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from omegaconf import DictConfig
 
     from gensyn.runs import RunContext
@@ -109,7 +118,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     ctx.summary.update(counts)
     log.info("classify %s fold %d: %s", arm, cfg.split_idx, counts)
 
-    result = _train(cfg, ctx, train, val, findings)
+    caches = _image_caches(cfg, ctx, train, val)
+    result = _train(cfg, ctx, train, val, findings, caches)
     ctx.summary.update(
         schedule=option_str(c.schedule),
         steps_per_epoch=result.steps_per_epoch,
@@ -155,6 +165,62 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
     return train[keep[0]].reset_index(drop=True), val[keep[1]].reset_index(drop=True)
 
 
+#: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)
+CACHE_OFF = ("off", "false")
+
+
+def cache_folder(cfg: DictConfig) -> Path | None:
+    """The classifier's cache folder (``classifier.cache``), or None when off."""
+    from pathlib import Path
+
+    setting = str(cfg.classifier.cache)
+    if setting.lower() in CACHE_OFF:
+        return None
+    if setting == "auto":
+        return Path(cfg.paths.work_dir) / "cache" / "classify"
+    return Path(setting)
+
+
+def _image_caches(cfg, ctx, train, val):  # type: ignore[no-untyped-def]
+    """Open or write the caches of the run's real images and of its synthetic images.
+
+    A cache that cannot be written (no space, unwritable folder) is a warning: training then
+    decodes the files every epoch, with the same result.
+    """
+    import pandas as pd
+
+    from gensyn.classify.cache import cache_report, describe, open_or_build
+    from gensyn.classify.keras_env import use_compilation_cache
+
+    folder = cache_folder(cfg)
+    if folder is None:
+        ctx.summary["image_cache"] = "off"
+        log.info("classify: image cache off (classifier.cache): decoding the images every epoch")
+        return []
+    use_compilation_cache(folder / "jax")
+    images = pd.concat([train, val], ignore_index=True)
+    sets = [images.loc[images["source"] == s, "path"].tolist() for s in ("real", "synthetic")]
+    try:
+        caches = [
+            open_or_build(
+                folder / "images",
+                paths,
+                int(cfg.classifier.image_size_px),
+                int(cfg.num_workers),
+                option_str(cfg.classifier.decode),
+            )
+            for paths in sets
+            if paths
+        ]
+    except OSError as exc:
+        log.warning("classify: image cache not written (%s); decoding the images every epoch", exc)
+        ctx.summary["image_cache"] = f"not written: {exc}"
+        return []
+    log.info("classify: image cache: %s", cache_report(caches))
+    ctx.summary.update(describe(caches))
+    return caches
+
+
 def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
     """CT label table with ``ct_id``: convert's labels.csv (common table) or volumes.csv."""
     from gensyn import io
@@ -169,7 +235,7 @@ def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
     return volumes
 
 
-def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
+def _train(cfg, ctx, train, val, findings, caches):  # type: ignore[no-untyped-def]
     from gensyn.classify.models import ModelSpec
     from gensyn.classify.train import TrainSettings, train_classifier
 
@@ -209,6 +275,7 @@ def _train(cfg, ctx, train, val, findings):  # type: ignore[no-untyped-def]
         findings,
         on_epoch=lambda epoch, metrics: _after_epoch(ctx, epoch, metrics),
         n_real_train=int((train["source"] == "real").sum()),
+        cache=caches,
     )
 
 
