@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
