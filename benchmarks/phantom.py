@@ -36,8 +36,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gensyn.data.phantom import FINDINGS, generate_phantom  # noqa: E402
-from gensyn.data.phantom_shapes import Grid, paint_tube, smooth_noise  # noqa: E402
+from gensyn.data.phantom.shapes import Grid, paint_tube, smooth_noise  # noqa: E402
+from gensyn.data.phantom.volume import FINDINGS, generate_phantom  # noqa: E402
 
 
 def cpu_seconds(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -138,7 +138,7 @@ def bench_noise() -> None:
 
 
 def bench_xrays(n: int) -> None:
-    from gensyn.data.demo import DemoSpec, _make_xray
+    from gensyn.data.phantom.demo import DemoSpec, _make_xray
 
     spec = DemoSpec()
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"gensyn-phantom-bench-{os.getpid()}"

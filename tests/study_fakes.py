@@ -56,7 +56,7 @@ def radchest_record(
     volumes are bare ``.npz`` files; the rest sit in ``trn_part2.zip``. Returns the files and
     a table ``ct_id, patient_id`` + the five findings (0/1) as written.
     """
-    from gensyn.data.phantom import FINDINGS, generate_phantom
+    from gensyn.data.phantom.volume import FINDINGS, generate_phantom
 
     rng = np.random.default_rng(seed)
     files: dict[str, bytes] = {}

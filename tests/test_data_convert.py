@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from data_fakes import write_dicom_series
 
-from gensyn.data.convert import (
+from gensyn.data.ct.convert import (
     ConversionError,
     NpzOptions,
     VolumeSource,
@@ -265,7 +265,7 @@ def test_rerun_skips_converted_volumes(tmp_path: Path) -> None:
 
 
 def test_coronal_preview_is_independent_of_storage_order(tmp_path: Path) -> None:
-    from gensyn.data.convert import coronal_preview
+    from gensyn.data.ct.convert import coronal_preview
     from gensyn.io import write_nifti
 
     vol = np.full((20, 10, 30), -1000, np.int16)  # RAS order: x (to the Right), y, z (up)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from data_fakes import FakeState, make_series_zip, serve
 
-from gensyn.data import nbia, zenodo
-from gensyn.data.download import (
+from gensyn.data.fetch import nbia, zenodo
+from gensyn.data.fetch.download import (
     AuthError,
     ChecksumError,
     DownloadError,
@@ -228,7 +228,7 @@ def test_read_token_env_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 _KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from gensyn.data.download import RemoteFile, RetryPolicy, download_file, make_session
+    from gensyn.data.fetch.download import RemoteFile, RetryPolicy, download_file, make_session
     url, dest, size, md5 = sys.argv[1:5]
     download_file(make_session(), RemoteFile("big.bin", url, int(size), md5), dest,
                   retry=RetryPolicy(attempts=3, backoff_s=0.01))
@@ -358,7 +358,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 def test_unpack_archives_atomically_and_safely(tmp_path: Path) -> None:
     import tarfile
 
-    from gensyn.data.archives import archive_stem, unpack_archive
+    from gensyn.data.fetch.archives import archive_stem, unpack_archive
 
     (tmp_path / "p1.zip").write_bytes(_zip_bytes({"ct/trn1.npz": b"a", "trn2.npz": b"b"}))
     out = unpack_archive(tmp_path / "p1.zip", tmp_path)

@@ -52,7 +52,7 @@ def _dicom_series_without_suffix(folder: Path, hu_kji: np.ndarray, **kw) -> None
 def test_nifti_keeps_its_oblique_affine(tmp_path: Path) -> None:
     import nibabel as nib
 
-    from gensyn.data.convert import convert_many, discover_sources
+    from gensyn.data.ct.convert import convert_many, discover_sources
 
     hu, affine = _phantom(), _oblique_affine()
     _write_nifti(tmp_path / "raw" / "sub" / "patient.01.nii.gz", hu, affine)
@@ -71,7 +71,7 @@ def test_nifti_keeps_its_oblique_affine(tmp_path: Path) -> None:
 def test_nifti_float_scaled_and_bad_files(tmp_path: Path) -> None:
     import nibabel as nib
 
-    from gensyn.data.ct_readers import ConversionError, read_nifti_volume
+    from gensyn.data.ct.readers import ConversionError, read_nifti_volume
 
     img = nib.Nifti1Image(np.array([[[0, 1], [2, 3]]] * 2, np.int16), np.diag([2, 2, 2, 1.0]))
     img.header.set_slope_inter(10.0, -1024.0)  # stored 0..3 -> -1024 .. -994 HU
@@ -89,8 +89,8 @@ def test_nifti_float_scaled_and_bad_files(tmp_path: Path) -> None:
 def test_mr_series_is_refused_naming_series_and_modality(tmp_path: Path) -> None:
     import pydicom
 
-    from gensyn.data.convert import convert_many, discover_sources
-    from gensyn.data.ct_readers import ConversionError, read_dicom_series
+    from gensyn.data.ct.convert import convert_many, discover_sources
+    from gensyn.data.ct.readers import ConversionError, read_dicom_series
 
     series = tmp_path / "raw" / "knee_mr"
     _dicom_series_without_suffix(series, np.zeros((3, 8, 8)))
@@ -109,7 +109,7 @@ def test_mr_series_is_refused_naming_series_and_modality(tmp_path: Path) -> None
 def test_auto_discovery_of_every_format(tmp_path: Path) -> None:
     import nrrd
 
-    from gensyn.data.convert import discover_sources
+    from gensyn.data.ct.convert import discover_sources
 
     raw = tmp_path / "raw"
     _dicom_series_without_suffix(raw / "pat1" / "s1", np.zeros((3, 8, 8)))
@@ -123,7 +123,7 @@ def test_auto_discovery_of_every_format(tmp_path: Path) -> None:
 
 
 def test_folder_ct_labels(tmp_path: Path) -> None:
-    from gensyn.data.labels import read_folder_ct_labels
+    from gensyn.data.xray.labels import read_folder_ct_labels
 
     path = tmp_path / "labels.csv"
     path.write_text("ct_id,patient_id,effusion,Cardiomegaly,age\nct1,P1,1,\nct2,,0,1,70\n")
@@ -160,7 +160,7 @@ def _monochrome1_case(path: Path) -> np.ndarray:
 
 
 def test_dicom_xray_monochrome1_window_by_hand(tmp_path: Path) -> None:
-    from gensyn.data.xray_prep import PrepJob, PrepOptions, prepare_image
+    from gensyn.data.xray.prep import PrepJob, PrepOptions, prepare_image
     from gensyn.io import read_image
 
     expected = _monochrome1_case(tmp_path / "cr.dcm")
@@ -177,7 +177,7 @@ def test_dicom_xray_monochrome1_window_by_hand(tmp_path: Path) -> None:
 def test_dicom_xray_voi_lut_sequence_and_refusals(tmp_path: Path) -> None:
     from data_fakes import write_dicom_xray
 
-    from gensyn.data.xray_dicom import read_dicom_xray
+    from gensyn.data.xray.dicom import read_dicom_xray
 
     stored = np.tile(np.arange(64, dtype=np.uint16) * 60, (64, 1))  # 0 .. 3780
     table = (np.sqrt(np.arange(2048) / 2047) * 255).astype(int)  # a gamma-like VOI LUT
@@ -197,7 +197,7 @@ def test_dicom_xray_voi_lut_sequence_and_refusals(tmp_path: Path) -> None:
 
 
 def test_folder_xray_table(tmp_path: Path) -> None:
-    from gensyn.data.labels import read_folder_xrays
+    from gensyn.data.xray.labels import read_folder_xrays
 
     path = tmp_path / "labels.csv"
     head = "path,patient_id,view,Effusion,Pneumothorax,Atelectasis,Cardiomegaly,Pneumonia\n"

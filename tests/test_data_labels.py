@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gensyn.data.labels import (
+from gensyn.data.xray.labels import (
     COMMON_COLUMNS,
     STUDY_LABELS,
     parse_padchest_labels,
@@ -209,7 +209,7 @@ def test_wrong_tables_name_the_missing_columns(tmp_path: Path) -> None:
 
 
 def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
-    from gensyn.data.labels import read_radchest_tables
+    from gensyn.data.xray.labels import read_radchest_tables
 
     pd.DataFrame({"NoteAcc_DEID": ["trn1", "trn2"], "atelectasis": [1, 0]}).to_csv(
         tmp_path / "a.csv", index=False
@@ -231,7 +231,7 @@ def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
 
 
 def test_nih_split_list(tmp_path: Path) -> None:
-    from gensyn.data.labels import read_image_list
+    from gensyn.data.xray.labels import read_image_list
 
     path = tmp_path / "test_list.txt"
     path.write_text("00000003_000.png\n00000013_005.png\r\n\n  00000030_001.png \n")

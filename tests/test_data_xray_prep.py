@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gensyn.data.xray_prep import (
+from gensyn.data.xray.prep import (
     PrepJob,
     PrepOptions,
     prepare_image,
@@ -143,7 +143,7 @@ def test_resume_skips_finished_images_and_survives_torn_journal(tmp_path: Path) 
 
 
 def test_locate_images_direct_and_by_name(tmp_path: Path) -> None:
-    from gensyn.data.xray_prep import locate_images
+    from gensyn.data.xray.prep import locate_images
 
     (tmp_path / "0").mkdir()
     (tmp_path / "images_002" / "images").mkdir(parents=True)

@@ -106,8 +106,8 @@ def test_pose_sets():
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    importlib.util.find_spec("gensyn.data.demo") is None,
-    reason="demo phantoms (gensyn.data.demo) not there yet",
+    importlib.util.find_spec("gensyn.data.phantom.demo") is None,
+    reason="demo phantoms (gensyn.data.phantom.demo) not there yet",
 )
 def test_stage_end_to_end_tiny(launch, gensyn_root):
     """python launch.py stage=drr profile=tiny: convert (demo phantoms) then DRRs."""

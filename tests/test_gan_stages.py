@@ -163,15 +163,17 @@ def test_missing_inputs_give_clear_errors(tmp_path: Path, compose: Callable[...,
 
 
 def _demo_ready() -> bool:
-    if importlib.util.find_spec("gensyn.data.demo") is None:
+    if importlib.util.find_spec("gensyn.data.phantom.demo") is None:
         return False
-    import gensyn.data.demo as demo
+    import gensyn.data.phantom.demo as demo
 
     return all(hasattr(demo, f) for f in ("convert", "prepare_xrays"))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _demo_ready(), reason="demo data (gensyn.data.demo) not complete yet")
+@pytest.mark.skipif(
+    not _demo_ready(), reason="demo data (gensyn.data.phantom.demo) not complete yet"
+)
 def test_end_to_end_tiny(launch: Callable[..., object], gensyn_root: Path) -> None:
     """python launch.py stage=gan_translate profile=tiny: demo data → DRRs → GAN → SyntheX."""
     launch("stage=gan_translate", "profile=tiny", "logger=none", "device=cpu")

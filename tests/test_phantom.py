@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gensyn.data.phantom import (
+from gensyn.data.phantom.findings import lobe_map
+from gensyn.data.phantom.volume import (
     FINDINGS,
     Phantom,
     Tissue,
@@ -19,7 +20,6 @@ from gensyn.data.phantom import (
     sample_labels,
     save_phantom_nifti,
 )
-from gensyn.data.phantom_findings import lobe_map
 
 SEED = 11
 NONE = dict.fromkeys(FINDINGS, False)
@@ -181,8 +181,8 @@ def test_atelectasis_collapses_one_lobe_with_volume_loss(
 
 def lobe_map_of(ph: Phantom) -> dict[str, np.ndarray]:
     """Full-volume lobe masks of a phantom, rebuilt from its recorded anatomy parameters."""
-    from gensyn.data.phantom_anatomy import AnatomyParams
-    from gensyn.data.phantom_shapes import Grid
+    from gensyn.data.phantom.anatomy import AnatomyParams
+    from gensyn.data.phantom.shapes import Grid
 
     params = AnatomyParams(**ph.info["anatomy"])  # type: ignore[arg-type]
     grid = Grid(ph.hu.shape, ph.spacing_mm)  # type: ignore[arg-type]

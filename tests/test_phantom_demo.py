@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from gensyn.data import demo
-from gensyn.data.demo import (
+from gensyn.data.phantom import demo
+from gensyn.data.phantom.demo import (
     CT_GROUP,
     XRAY_GROUP,
     DemoSpec,
@@ -19,7 +19,7 @@ from gensyn.data.demo import (
     write_demo_cts,
     write_demo_xrays,
 )
-from gensyn.data.phantom import FINDINGS, sample_labels
+from gensyn.data.phantom.volume import FINDINGS, sample_labels
 from gensyn.io import read_image, read_table
 
 TINY = DemoSpec(

@@ -20,7 +20,7 @@ def test_page_html_embeds_figures(tmp_path):
 
 
 def test_titled_grid_has_a_header_row(tmp_path):
-    from gensyn.data.xray_prep import contact_sheet
+    from gensyn.data.xray.prep import contact_sheet
     from gensyn.gan.checks import image_grid
     from gensyn.io import write_image
 
@@ -36,8 +36,10 @@ def test_titled_grid_has_a_header_row(tmp_path):
     # each column's title is drawn over its own column
     assert all((part < 128).any() for part in np.array_split(header, 3, axis=1))
 
-    paths = [str(write_image(tmp_path / f"{i}.png", (rng.random((40, 40)) * 255).astype(np.uint8)))
-             for i in range(3)]
+    paths = [
+        str(write_image(tmp_path / f"{i}.png", (rng.random((40, 40)) * 255).astype(np.uint8)))
+        for i in range(3)
+    ]
     sheet, titled_sheet = contact_sheet(paths, 32), contact_sheet(paths, 32, title="real X-rays")
     assert titled_sheet.shape[0] > sheet.shape[0]
     assert (titled_sheet[: titled_sheet.shape[0] - sheet.shape[0]] < 128).any()

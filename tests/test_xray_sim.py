@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gensyn.data.phantom import generate_phantom
-from gensyn.data.xray_sim import (
+from gensyn.data.phantom.volume import generate_phantom
+from gensyn.data.phantom.xray_sim import (
     MU_WATER_PER_MM,
     ChainParams,
     acquire,

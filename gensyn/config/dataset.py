@@ -28,7 +28,7 @@ class DemoDataConfig:
 
 @dataclass
 class DownloadConfig:
-    """Where ``stage=download`` fetches raw data from (gensyn.data.zenodo / gensyn.data.nbia).
+    """Where ``stage=download`` fetches raw data from (gensyn.data.fetch.zenodo / gensyn.data.fetch.nbia).
 
     Tokens never live in YAML: ``token_env`` names an environment variable and
     ``token_file`` a file holding the token on its first line.
@@ -49,7 +49,7 @@ class DownloadConfig:
 
 @dataclass
 class ConvertConfig:
-    """How ``stage=convert`` reads raw CTs (gensyn.data.convert)."""
+    """How ``stage=convert`` reads raw CTs (gensyn.data.ct.convert)."""
 
     ct_format: str = ""  # auto | dicom | nifti | nrrd | npz ("" for demo); auto: per file/folder
     npz_key: str = "ct"  # array name inside each NPZ
@@ -66,7 +66,7 @@ class ConvertConfig:
 
 @dataclass
 class XrayConfig:
-    """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.labels, gensyn.data.xray_prep).
+    """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.xray.labels, gensyn.data.xray.prep).
 
     Every image gets ``split`` train (folds are drawn from it) or test (never trained on):
     ``split_source: official`` takes the data set's own lists (``official_train_list`` and

@@ -1,7 +1,7 @@
 """Public DRR API: HU volume + affine + poses -> images.
 
 ``render_drrs`` is the stable entry point used by ``stage=drr`` and by the demo's
-simulated X-ray domain (gensyn/data/xray_sim.py); docs/conventions.md documents it.
+simulated X-ray domain (gensyn/data/phantom/xray_sim.py); docs/conventions.md documents it.
 ``DrrRenderer`` keeps the prepared volume for rendering many pose batches.
 """
 

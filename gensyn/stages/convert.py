@@ -4,7 +4,7 @@ Writes ``volumes/<volume_id><suffix>``, ``volumes.csv`` (one validation row per 
 shape, spacing, origin, orientation codes, HU range), ``failures.csv`` (volume, file,
 reason) and, where the data set has CT labels, ``labels.csv`` (the common label table,
 ``image_id`` = volume id). ``ct_dataset=demo`` generates phantom CTs instead
-(:func:`gensyn.data.demo.convert`, same outputs). Converted volumes are skipped on a re-run.
+(:func:`gensyn.data.phantom.demo.convert`, same outputs). Converted volumes are skipped on a re-run.
 """
 
 from __future__ import annotations
@@ -46,22 +46,22 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.errors import GensynError
 
-    if cfg.ct_dataset.name == "demo":  # phantoms: gensyn.data.demo writes the same outputs
-        from gensyn.data import demo
+    if cfg.ct_dataset.name == "demo":  # phantoms: gensyn.data.phantom.demo writes the same outputs
+        from gensyn.data.phantom import demo
 
         ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
         return
 
     import numpy as np
 
-    from gensyn.data.convert import (
+    from gensyn.data.ct.convert import (
         FORMATS,
         NpzOptions,
         convert_many,
         coronal_preview,
         discover_sources,
     )
-    from gensyn.data.labels import STUDY_LABELS, read_ct_label_tables
+    from gensyn.data.xray.labels import STUDY_LABELS, read_ct_label_tables
 
     c = cfg.ct_dataset.convert
     raw = Path(cfg.ct_dataset.raw_dir)

@@ -43,7 +43,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd
 
     from gensyn import io
-    from gensyn.data.download import DownloadError, RetryPolicy, make_session, read_token
+    from gensyn.data.fetch.download import DownloadError, RetryPolicy, make_session, read_token
     from gensyn.errors import GensynError
 
     d = cfg.ct_dataset.download
@@ -107,10 +107,10 @@ def _zenodo(
 ) -> list[dict[str, Any]]:
     from fnmatch import fnmatch
 
-    from gensyn.data import zenodo
-    from gensyn.data.archives import archive_stem, unpack_archive
-    from gensyn.data.download import DownloadError, download_many
-    from gensyn.data.nbia import shard
+    from gensyn.data.fetch import zenodo
+    from gensyn.data.fetch.archives import archive_stem, unpack_archive
+    from gensyn.data.fetch.download import DownloadError, download_many
+    from gensyn.data.fetch.nbia import shard
 
     d = cfg.ct_dataset.download
     if not d.record_id:
@@ -154,7 +154,7 @@ def _zenodo(
 def _nbia(
     cfg: DictConfig, session: Any, retry: Any, raw_dir: Any, progress: bool
 ) -> list[dict[str, Any]]:
-    from gensyn.data import nbia
+    from gensyn.data.fetch import nbia
 
     d = cfg.ct_dataset.download
     api_url = d.api_url or nbia.DEFAULT_API_URL

@@ -1,6 +1,6 @@
 """stage=prepare_xrays: real chest X-rays -> frontal, windowed, resized PNGs + label table.
 
-Writes ``images/<image_id>.png``, ``xrays.csv`` (the common label table of gensyn.data.labels
+Writes ``images/<image_id>.png``, ``xrays.csv`` (the common label table of gensyn.data.xray.labels
 plus ``path`` relative to this folder, ``split`` and the source size / stored bits),
 ``unreadable.csv`` (image, file, reason: listed and skipped) and ``journal.csv`` (one row
 per processed image, appended as it happens, so a killed run resumes where it stopped).
@@ -10,7 +10,7 @@ stratified hold-out of ``dataset.xray.test_fraction`` (``test_split.csv``, made 
 reused on a resumed run): see ``XrayConfig`` and gensyn.data.splits. With official lists,
 images in neither list are listed in ``unreadable.csv`` and skipped.
 
-``dataset=demo`` simulates real radiographs instead (:func:`gensyn.data.demo.prepare_xrays`,
+``dataset=demo`` simulates real radiographs instead (:func:`gensyn.data.phantom.demo.prepare_xrays`,
 same outputs).
 """
 
@@ -54,15 +54,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.errors import GensynError
 
-    # simulated radiographs: gensyn.data.demo writes the same outputs
+    # simulated radiographs: gensyn.data.phantom.demo writes the same outputs
     if cfg.dataset.name == "demo":
-        from gensyn.data import demo
+        from gensyn.data.phantom import demo
 
         ctx.summary.update(demo.prepare_xrays(cfg, ctx.out_dir) or {})
         return
 
-    from gensyn.data.labels import read_label_table
-    from gensyn.data.xray_prep import (
+    from gensyn.data.xray.labels import read_label_table
+    from gensyn.data.xray.prep import (
         PrepJob,
         PrepOptions,
         contact_sheet,
@@ -187,7 +187,7 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
     ``auto``: official where both lists are in raw_dir. Raises ValueError.
     """
     from gensyn.data import splits
-    from gensyn.data.labels import read_image_list
+    from gensyn.data.xray.labels import read_image_list
 
     x = cfg.dataset.xray
     source = str(x.split_source)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gensyn.data.demo import CT_GROUP, XRAY_GROUP, patient_seed
-from gensyn.data.phantom import Tissue, generate_phantom
+from gensyn.data.phantom.patients import CT_GROUP, XRAY_GROUP, patient_seed
+from gensyn.data.phantom.volume import Tissue, generate_phantom
 
 
 def overview_figure(path: str | os.PathLike[str], seed: int = 0) -> Path:
@@ -21,7 +21,7 @@ def overview_figure(path: str | os.PathLike[str], seed: int = 0) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gensyn.data.xray_sim import pa_line_integral, simulate_real_radiograph
+    from gensyn.data.phantom.xray_sim import pa_line_integral, simulate_real_radiograph
     from gensyn.io import atomic_write
 
     ct_labels = {"Effusion": True, "Cardiomegaly": True}

@@ -8,7 +8,7 @@ their files only under ``GET {api_url}/records/{id}/files`` as ``{"entries": [..
 and ``links.download``; those names are accepted too.
 
 Access to restricted records (RAD-ChestCT is one) needs a personal access token, sent as an
-``Authorization: Bearer`` header by :func:`gensyn.data.download.make_session`.
+``Authorization: Bearer`` header by :func:`gensyn.data.fetch.download.make_session`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from gensyn.data.download import AuthError, DownloadError, RemoteFile, RetryPolicy, check_auth
+from gensyn.data.fetch.download import AuthError, DownloadError, RemoteFile, RetryPolicy, check_auth
 
 DEFAULT_API_URL = "https://zenodo.org/api"
 
@@ -45,7 +45,9 @@ def _get_json(session: requests.Session, url: str, hint: str, retry: RetryPolicy
             continue
         check_auth(resp, url, hint)
         if resp.status_code == 404:
-            raise DownloadError(f"{url}: HTTP 404, no such Zenodo record (check ct_dataset.download.record_id)")
+            raise DownloadError(
+                f"{url}: HTTP 404, no such Zenodo record (check ct_dataset.download.record_id)"
+            )
         if resp.status_code >= 500 or resp.status_code == 429:
             last = f"HTTP {resp.status_code}"
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gensyn.data.phantom_shapes import Grid, paint_tube, smooth_noise
+from gensyn.data.phantom.shapes import Grid, paint_tube, smooth_noise
 
 
 def add_small_vessels(

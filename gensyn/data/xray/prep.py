@@ -2,7 +2,7 @@
 
 Per image: decode keeping the stored bit depth (PadChest: 16-bit PNG holding 12-bit
 values; a DICOM through its own Modality and VOI LUT to a 16-bit display image,
-gensyn.data.xray_dicom), invert ``MONOCHROME1`` images (bright air) so that bone is bright in every output,
+gensyn.data.xray.dicom), invert ``MONOCHROME1`` images (bright air) so that bone is bright in every output,
 resize to ``size_px`` (area averaging when shrinking, bilinear when enlarging; ``mode``
 ``squash`` stretches to a square like the original study, ``pad`` keeps the aspect ratio
 and pads with black), window to the output range (``percentile``: the ``window_pct``
@@ -89,7 +89,7 @@ def open_xray(path: str | os.PathLike[str]) -> Any:
     """
     from PIL import Image
 
-    from gensyn.data.xray_dicom import is_dicom, read_dicom_xray
+    from gensyn.data.xray.dicom import is_dicom, read_dicom_xray
 
     if is_dicom(path):
         display = np.rint(read_dicom_xray(path) * 65535).astype(np.uint16)

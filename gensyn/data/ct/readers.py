@@ -1,6 +1,6 @@
 """Readers of CT volumes -> (int16 HU volume, RAS affine): DICOM series, NIfTI, NRRD, RAD-ChestCT NPZ.
 
-Geometry convention: see :mod:`gensyn.data.convert`. Every reader raises
+Geometry convention: see :mod:`gensyn.data.ct.convert`. Every reader raises
 :class:`ConversionError` naming the file and the reason.
 """
 

@@ -1,11 +1,11 @@
 """The built-in demo data set: SIMULATED chest CTs and SIMULATED "real" chest X-rays.
 
-Two disjoint groups of phantom patients (:mod:`gensyn.data.phantom`):
+Two disjoint groups of phantom patients (:mod:`gensyn.data.phantom.volume`):
 
 * CT patients ``demo-ct-NNNN``: NIfTI volumes (``volumes/``) + ``volumes.csv`` (``ct_id,
   patient_id, path`` and the five labels), what stage ``convert`` produces for real CTs;
 * X-ray patients ``demo-xr-NNNN``: one PA radiograph each, projected from their phantom and
-  passed through the clinical-look chain of :mod:`gensyn.data.xray_sim`, as 8-bit PNG +
+  passed through the clinical-look chain of :mod:`gensyn.data.phantom.xray_sim`, as 8-bit PNG +
   ``xrays.csv`` (``image_id, patient_id, view, frontal, path``, labels, ``split``), what
   stage ``prepare_xrays`` produces for real X-ray sources.
 
@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gensyn.data.phantom import (
+from gensyn.data.phantom.patients import CT_GROUP, XRAY_GROUP, patient_seed
+from gensyn.data.phantom.volume import (
     FINDINGS,
     generate_phantom,
     sample_labels,
     save_phantom_nifti,
 )
 
-CT_GROUP, XRAY_GROUP = 0, 1
 VOLUME_TABLE = "volumes.csv"
 XRAY_TABLE = "xrays.csv"
 MIN_POOL_CPU_S = 10.0  # estimated work below this runs without worker processes
@@ -92,11 +92,6 @@ class DemoSpec:
             )
         ]
         return sp[0], sp[1], sp[2]
-
-
-def patient_seed(seed: int, group: int, index: int) -> int:
-    """Seed of patient ``index`` of a group (CT or X-ray); groups never share a seed stream."""
-    return int(np.random.SeedSequence([seed, group, index]).generate_state(1, np.uint32)[0])
 
 
 def _label_columns(labels: Mapping[str, bool]) -> dict[str, Any]:
@@ -182,7 +177,7 @@ def _render_pa(hu: np.ndarray, affine: np.ndarray, size_px: int) -> np.ndarray:
 
 def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, Any]:
     path, seed, spec, labels = args
-    from gensyn.data.xray_sim import sample_chain_params, simulate_real_radiograph
+    from gensyn.data.phantom.xray_sim import sample_chain_params, simulate_real_radiograph
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     params = sample_chain_params(rng)
@@ -289,7 +284,7 @@ def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns the stage summary (counts per finding, figure paths relative to ``out_dir``).
     """
-    from gensyn.data.demo_figures import ct_slices_figure
+    from gensyn.data.phantom.demo_figures import ct_slices_figure
 
     spec, workers = spec_from_config(cfg, "ct_dataset")
     table = write_demo_cts(out_dir, spec, workers)
@@ -309,7 +304,7 @@ def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def prepare_xrays(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """``stage=prepare_xrays dataset=demo``: simulated radiographs, ``xrays.csv``, contact sheet."""
-    from gensyn.data.xray_prep import contact_sheet
+    from gensyn.data.xray.prep import contact_sheet
     from gensyn.io import write_image
 
     spec, workers = spec_from_config(cfg)

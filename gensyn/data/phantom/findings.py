@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gensyn.data.phantom_anatomy import Anatomy, AnatomyParams, Tissue, heart_geometry, heart_mask
-from gensyn.data.phantom_shapes import Grid, smooth_noise
+from gensyn.data.phantom.anatomy import Anatomy, AnatomyParams, Tissue, heart_geometry, heart_mask
+from gensyn.data.phantom.shapes import Grid, smooth_noise
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
 X_MIDLINE_MM = -4.0  # lungs right of this are the right lung

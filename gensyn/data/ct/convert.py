@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gensyn.data.ct_readers import (
+from gensyn.data.ct.readers import (
     NON_DICOM_SUFFIXES,
     ConversionError,
     NpzOptions,
@@ -214,7 +214,7 @@ def file_format(path: Path) -> str | None:
 def is_dicom_file(path: Path) -> bool:
     """A ``.dcm`` file, or a file of another name with DICOM's ``DICM`` marker at byte 128
     (series from scanners and PACS exports often have no suffix)."""
-    from gensyn.data.xray_dicom import DICOM_SUFFIXES, is_dicom
+    from gensyn.data.xray.dicom import DICOM_SUFFIXES, is_dicom
 
     suffix = path.suffix.lower()
     if suffix not in DICOM_SUFFIXES and (

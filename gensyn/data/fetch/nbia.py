@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import requests
 
-from gensyn.data.download import (
+from gensyn.data.fetch.download import (
     DownloadError,
     RemoteFile,
     RetryPolicy,
@@ -246,13 +246,13 @@ def download_collection(
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Download series in parallel threads. Returns (series folders, failures as (uid, reason)).
 
-    An :class:`~gensyn.data.download.AuthError` stops everything at once.
+    An :class:`~gensyn.data.fetch.download.AuthError` stops everything at once.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
-    from gensyn.data.download import gather_downloads
+    from gensyn.data.fetch.download import gather_downloads
 
     with (
         tqdm(total=len(series), unit="series", disable=not progress, desc="NBIA") as bar,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gensyn.data.phantom_anatomy import Anatomy, AnatomyParams, Tissue
-from gensyn.data.phantom_shapes import Grid, paint_tube_label
+from gensyn.data.phantom.anatomy import Anatomy, AnatomyParams, Tissue
+from gensyn.data.phantom.shapes import Grid, paint_tube_label
 
 N_RIBS = 12
 

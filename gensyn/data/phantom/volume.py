@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gensyn.data.phantom_anatomy import (
+from gensyn.data.phantom.anatomy import (
     Anatomy,
     AnatomyParams,
     Tissue,
@@ -29,9 +29,9 @@ from gensyn.data.phantom_anatomy import (
     heart_geometry,
     sample_anatomy,
 )
-from gensyn.data.phantom_bones import add_bones, sample_bones
-from gensyn.data.phantom_findings import X_MIDLINE_MM, apply_findings
-from gensyn.data.phantom_shapes import Grid, smooth_noise
+from gensyn.data.phantom.bones import add_bones, sample_bones
+from gensyn.data.phantom.findings import X_MIDLINE_MM, apply_findings
+from gensyn.data.phantom.shapes import Grid, smooth_noise
 
 FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
 DEFAULT_SHAPE_VOX = (128, 128, 128)

@@ -1,8 +1,8 @@
 """Patient anatomy of the procedural chest phantom: sampled sizes, soft tissue, lungs, heart.
 
 All geometry is in world millimetres, RAS+ (+x patient's right, +y anterior, +z superior),
-on the :class:`~gensyn.data.phantom_shapes.Grid` of the volume. The anatomy is built as a
-label volume (:class:`Tissue` codes); :mod:`gensyn.data.phantom` turns labels into HU.
+on the :class:`~gensyn.data.phantom.shapes.Grid` of the volume. The anatomy is built as a
+label volume (:class:`Tissue` codes); :mod:`gensyn.data.phantom.volume` turns labels into HU.
 Sizes are typical adult values (thoracic inner width ~250 mm, heart ~40-47 % of it, domes
 of the diaphragm at about the 10th posterior rib, right dome 1-2 cm above the left).
 """
@@ -14,8 +14,8 @@ from enum import IntEnum
 
 import numpy as np
 
-from gensyn.data.phantom_shapes import Grid, ellipse_r2, paint_tube_label
-from gensyn.data.phantom_vessels import add_small_vessels, grow_vessel_tree
+from gensyn.data.phantom.shapes import Grid, ellipse_r2, paint_tube_label
+from gensyn.data.phantom.vessels import add_small_vessels, grow_vessel_tree
 
 
 class Tissue(IntEnum):

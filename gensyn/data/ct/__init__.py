@@ -1,0 +1,1 @@
+"""CT formats: reading NRRD, DICOM series, NumPy and NIfTI volumes; conversion to NIfTI."""

@@ -1,0 +1,1 @@
+"""Downloads: RAD-ChestCT from Zenodo, LIDC-IDRI through the NBIA API, archives."""
