@@ -123,7 +123,7 @@ def test_auto_discovery_of_every_format(tmp_path: Path) -> None:
 
 
 def test_folder_ct_labels(tmp_path: Path) -> None:
-    from gensyn.data.xray.labels import read_folder_ct_labels
+    from gensyn.data.ct.labels import read_folder_ct_labels
 
     path = tmp_path / "labels.csv"
     path.write_text("ct_id,patient_id,effusion,Cardiomegaly,age\nct1,P1,1,\nct2,,0,1,70\n")

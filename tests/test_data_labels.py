@@ -7,14 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gensyn.data.ct.labels import read_radchest
+from gensyn.data.label_table import COMMON_COLUMNS, STUDY_LABELS
 from gensyn.data.xray.labels import (
-    COMMON_COLUMNS,
-    STUDY_LABELS,
     parse_padchest_labels,
     read_chestxray14,
     read_label_table,
     read_padchest,
-    read_radchest,
 )
 
 # Header of PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv (first column is the index).
@@ -209,7 +208,7 @@ def test_wrong_tables_name_the_missing_columns(tmp_path: Path) -> None:
 
 
 def test_radchest_tables_combined_with_patient_ids(tmp_path: Path) -> None:
-    from gensyn.data.xray.labels import read_radchest_tables
+    from gensyn.data.ct.labels import read_radchest_tables
 
     pd.DataFrame({"NoteAcc_DEID": ["trn1", "trn2"], "atelectasis": [1, 0]}).to_csv(
         tmp_path / "a.csv", index=False

@@ -61,7 +61,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         coronal_preview,
         discover_sources,
     )
-    from gensyn.data.xray.labels import STUDY_LABELS, read_ct_label_tables
+    from gensyn.data.ct.labels import read_ct_label_tables
+    from gensyn.data.label_table import STUDY_LABELS
 
     c = cfg.ct_dataset.convert
     raw = Path(cfg.ct_dataset.raw_dir)
