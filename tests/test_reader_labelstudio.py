@@ -6,6 +6,7 @@ when .venv-reader is missing outside CI; in CI (CI=true) that is a failure.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -39,6 +40,7 @@ from gensyn.reader.serve import (
     fetch_answers,
     image_id_of,
     reader_email,
+    reader_url,
     reading_order,
     setup_site,
     submit_answer,
@@ -50,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-reader"
 ADMIN = ("admin@gensyn.local", "Adm1n-Study-Pass")
 READERS = ("R1", "R2", "R3")
-PASSWORDS = {r: f"Reader-{r}-pass-42" for r in (*READERS, "B1")}
+PASSWORDS = {r: f"Reader-{r}-pass-42" for r in (*READERS, "B1", "B2")}
 SOURCES = [("xray_a", "real"), ("xray_b", "real"), ("xray_c", "real"),
            ("drr_centre", "fake"), ("drr_angled", "fake"), ("synthex", "fake")]  # fmt: skip
 
@@ -300,13 +302,17 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path: Path) -> None:
-    """Headless Chromium: log in, choose fake -> reason box appears and is required -> stored."""
+def _require_chromium() -> None:
     if not CHROMIUM.is_file():
         msg = "Debian chromium missing: run `bash scripts/setup_reader_env.sh`"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path: Path) -> None:
+    """Headless Chromium: log in, choose fake -> reason box appears and is required -> stored."""
+    _require_chromium()
     from playwright.sync_api import sync_playwright
 
     server = LabelStudioServer(
@@ -340,7 +346,8 @@ def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path
                 page.click("button[type=submit]")
                 page.wait_for_load_state("networkidle")
                 page.goto(f"{server.url}/projects/{site.project_id}/data?labeling=1")
-                page.get_by_text("1 of 3").wait_for(timeout=60_000)  # progress, no instructions pop-up
+                # progress, no instructions pop-up
+                page.get_by_text("Image 1 of 3", exact=True).wait_for(timeout=60_000)
                 reason = page.locator("textarea[name=reason]")
                 submit = page.get_by_test_id("bottombar-submit-button")
                 page.locator("input[name=real]").wait_for(timeout=60_000)
@@ -371,6 +378,98 @@ def test_browser_reader_marks_fake_and_must_give_a_reason(study: Study, tmp_path
         assert answers[first]["lead_time_s"] > 1.0  # Label Studio timed the reading
         assert answers[second]["verdict"] == "real" and answers[second]["reason"] == ""
         assert outside == [], f"the page tried to reach outside hosts: {outside}"
+    finally:
+        server.stop()
+
+
+def _screenshots_script() -> Any:
+    """scripts/reader_screenshots.py: the reader's steps, shared with the docs' screenshots."""
+    spec = importlib.util.spec_from_file_location(
+        "reader_screenshots", ROOT / "scripts" / "reader_screenshots.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reader_page_fits_a_1366x768_screen(study: Study, tmp_path: Path) -> None:
+    """The printed URL at 1366x768: login, then the first of 60 images with the question,
+    choices and (after f) the reason box, all without scrolling; no grid, menu or panels."""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    shots = _screenshots_script()
+    width, height = shots.VIEWPORT["width"], shots.VIEWPORT["height"]
+    server = LabelStudioServer(
+        tmp_path / "ls", free_port(), *ADMIN, venv_dir=VENV, template_db=study.template
+    )
+    server.start(timeout_s=300)
+    try:
+        admin = LabelStudioClient.login(server.url, *ADMIN)
+        site = setup_site(admin, "B2", PASSWORDS["B2"], study.images, seed=5)
+        first, second = [image_id_of(t) for t in admin.tasks(site.project_id)][:2]
+
+        def in_window(locator: Any) -> None:
+            box = locator.bounding_box()
+            assert box is not None, locator
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, (locator, box)
+            assert box["y"] >= 0 and box["y"] + box["height"] <= height, (locator, box)
+
+        def shown(text: str) -> int:
+            return page.get_by_text(text, exact=True).filter(visible=True).count()
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+            )
+            try:
+                page = browser.new_page(viewport=shots.VIEWPORT)
+                shots.open_first_image(page, reader_url(site), reader_email("B2"), PASSWORDS["B2"])
+                assert page.url.startswith(f"{server.url}/projects/{site.project_id}/data?")
+                assert "labeling=1" in page.url  # the label stream, not the Data Manager grid
+                in_window(shots.study_image(page))
+                box = shots.study_image(page).bounding_box()
+                assert box["height"] >= 0.7 * height  # the image fills the window's height
+                in_window(page.get_by_text("Is this chest X-ray real or synthetic (fake)?"))
+                in_window(page.get_by_text("Image 1 of 60", exact=True))
+                for verdict in ("real", "fake", "uncertain"):
+                    in_window(page.locator(f"input[name={verdict}]"))
+                in_window(page.get_by_test_id("bottombar-submit-button"))
+                assert page.locator(".lsf-table").filter(visible=True).count() == 0  # no grid
+                for text in ("Create Project", "Label All Tasks", "Projects", "Settings"):
+                    assert shown(text) == 0, text
+                # Label Studio renders its region/history panels; the labelling config hides them
+                for text in ("Regions", "Relations", "History", "Info"):
+                    assert page.get_by_text(text, exact=True).count() >= 1, text
+                    assert shown(text) == 0, text
+                assert page.get_by_test_id("bottombar-submit-dropdown").is_hidden()  # no exit
+
+                reason = page.locator("textarea[name=reason]")
+                assert reason.is_hidden()
+                shots.press_fake(page)  # the f key chooses fake and shows the reason box
+                assert page.locator("input[name=fake]").is_checked()
+                in_window(reason)
+                in_window(page.get_by_text("What makes you think so? (required)"))
+                in_window(page.get_by_test_id("bottombar-submit-button"))
+                for name in ("question", "reason"):  # small enough for the docs
+                    png = shots.save_png(page, tmp_path / f"{name}.png")
+                    assert 0 < png.stat().st_size <= shots.MAX_PNG_BYTES
+                    assert Image.open(png).size == (1024, 576)
+
+                reason.fill("too smooth")
+                page.get_by_test_id("bottombar-submit-button").click()
+                page.get_by_text("Image 2 of 60", exact=True).wait_for(timeout=60_000)
+                page.wait_for_timeout(shots.HOTKEYS_READY_MS)
+                page.keyboard.press("r")  # real needs no reason; Ctrl+Enter submits
+                assert page.locator("input[name=real]").is_checked() and reason.is_hidden()
+                page.keyboard.press("Control+Enter")
+                page.get_by_text("Image 3 of 60", exact=True).wait_for(timeout=60_000)
+            finally:
+                browser.close()
+        answers = {a["image_id"]: a for a in fetch_answers(admin, site)}
+        assert (answers[first]["verdict"], answers[first]["reason"]) == ("fake", "too smooth")
+        assert (answers[second]["verdict"], answers[second]["reason"]) == ("real", "")
     finally:
         server.stop()
 

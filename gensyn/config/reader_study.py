@@ -37,7 +37,7 @@ class BlindingConfig:
     framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
     thorax_margin_fraction: float = 0.0  # margin around the lung box, share of its side
     match_histograms: bool = True  # every image gets the study's pooled grey-level histogram
-    detail_px: int = 128  # box-average each framed square to this first: one resolution (0: off)
+    detail_px: int = 0  # box-average each framed square to this first: one resolution (0: off)
     # audit: stratified-CV accuracy of a logistic regression on simple image features, per
     # real/fake pair of sources; above this the build stops (reader_study.force_blinding)
     max_audit_accuracy: float = 0.65

@@ -37,7 +37,7 @@ class BlindingParams:
     framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
     thorax_margin_fraction: float = 0.0  # margin around the lung box, share of its side
     match_histograms: bool = True  # map every image to the study's pooled histogram
-    detail_px: int = 128  # box-average every framed square to this size first (0: off)
+    detail_px: int = 0  # box-average every framed square to this size first (0: off)
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:

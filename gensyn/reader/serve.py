@@ -30,31 +30,54 @@ VERDICTS = ("real", "fake", "uncertain")
 READER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 IMAGE_ID_RE = re.compile(r"([0-9a-f]{10})\.png$")
 
-# The reason box is shown, and required, only once "fake" or "uncertain" is chosen.
-# Keys r / f / u choose; the progress header ("n of N") comes from each task's data.
+# One screen at 1366x768 without scrolling: the image on the left, sized to the window
+# height (100vh minus Label Studio's 48 px top bar, 50 px bottom bar and margins), the
+# question, "Image n of N" (from each task's data), the choices and the reason box on the
+# right. The reason box is shown, and required, only once "fake" or "uncertain" is chosen.
+# Keys r / f / u choose; Ctrl+Enter submits (Label Studio ignores it while typing in a box).
+# The <Style> hides what a reader should not use (Label Studio 1.23 class names; the
+# browser test fails if they change): the region/history side panels, the main menu and
+# breadcrumbs (links to the project list and the Data Manager grid, which shows every image),
+# the project Settings link, the bottom bar's task counter (a second "n of N" that is not
+# the study's progress) and "Submit and exit" (which exits to the grid).
 LABEL_CONFIG = """<View>
-  <Header value="Image $progress" size="6"/>
-  <Header value="Is this chest X-ray real or synthetic (fake)?  Keys: r real, f fake, u uncertain"/>
-  <Image name="image" value="$image" zoom="true" zoomControl="true" brightnessControl="true"
-         contrastControl="true" maxWidth="100%" height="480px"/>
-  <Choices name="verdict" toName="image" choice="single-radio" showInline="true" required="true"
-           requiredMessage="Choose real, fake or uncertain.">
-    <Choice value="real" hotkey="r"/>
-    <Choice value="fake" hotkey="f"/>
-    <Choice value="uncertain" hotkey="u"/>
-  </Choices>
-  <View visibleWhen="choice-selected" whenTagName="verdict" whenChoiceValue="fake,uncertain">
-    <Header value="What makes you think so? (required)"/>
-    <TextArea name="reason" toName="image" required="true" maxSubmissions="1" editable="true"
-              rows="3" requiredMessage="Give a reason for fake or uncertain."/>
+  <Style>
+    .lsf-sidepanels__wrapper, [data-testid=bottombar-submit-dropdown] { display: none !important; }
+    .lsf-sidepanels { padding-left: 0 !important; padding-right: 0 !important; }
+    .lsf-menu-header__trigger, .lsf-breadcrumbs, .lsf-menu-header__context-item_right a,
+    .lsf-current-task__task-id { visibility: hidden !important; }
+  </Style>
+  <View style="display: flex; gap: 32px; align-items: flex-start;">
+    <View style="flex: 0 0 auto; width: calc(100vh - 80px);">
+      <Image name="image" value="$image" zoom="true" zoomControl="true" brightnessControl="true"
+             contrastControl="true" height="calc(100vh - 140px)" maxHeight="calc(100vh - 140px)"/>
+    </View>
+    <View style="flex: 1 1 320px; min-width: 300px; max-width: 520px;">
+      <Header value="Image $progress" size="6"/>
+      <Header value="Is this chest X-ray real or synthetic (fake)?"/>
+      <Choices name="verdict" toName="image" choice="single-radio" required="true"
+               requiredMessage="Choose real, fake or uncertain.">
+        <Choice value="real" hotkey="r"/>
+        <Choice value="fake" hotkey="f"/>
+        <Choice value="uncertain" hotkey="u"/>
+      </Choices>
+      <View visibleWhen="choice-selected" whenTagName="verdict" whenChoiceValue="fake,uncertain">
+        <Header value="What makes you think so? (required)" size="5"/>
+        <TextArea name="reason" toName="image" required="true" maxSubmissions="1" editable="true"
+                  showSubmitButton="false" rows="4"
+                  requiredMessage="Give a reason for fake or uncertain."/>
+      </View>
+      <Text name="keys" value="Keys: r real, f fake, u uncertain, Ctrl+Enter submit (after typing a reason: click Submit)."/>
+    </View>
   </View>
 </View>"""
 
 INSTRUCTIONS = (
     "<p>Some of these chest X-rays are real, some were made by a computer. For each image "
-    "choose <b>real</b>, <b>fake</b> or <b>uncertain</b>. For fake or uncertain, write what "
-    "made you think so. Use <i>Label All Tasks</i>: every image comes once. Work at your own "
-    "pace; the time per image is recorded.</p>"
+    "choose <b>real</b>, <b>fake</b> or <b>uncertain</b> (keys r, f, u). For fake or "
+    "uncertain, write what made you think so. Then Submit: the next image comes. Every "
+    "image comes once; 'Image n of N' shows how far you are. Work at your own pace; the "
+    "time per image is recorded.</p>"
 )
 
 PROJECT_SETTINGS: dict[str, Any] = {
@@ -106,9 +129,17 @@ def reading_order(image_ids: Sequence[str], reader_id: str, seed: int) -> list[s
 
 
 def ensure_project(admin: LabelStudioClient) -> int:
-    """The study project on this server (created with :data:`PROJECT_SETTINGS` if absent)."""
+    """The study project on this server, with :data:`PROJECT_SETTINGS`.
+
+    Created if absent; an existing one (a resumed serve) gets the current settings where
+    they differ, so a served study picks up a newer reader page. The control names never
+    change, so Label Studio accepts the new config alongside the answers already given.
+    """
     for project in admin.projects():
         if project["title"] == PROJECT_TITLE:
+            stale = {k: v for k, v in PROJECT_SETTINGS.items() if project.get(k) != v}
+            if stale:
+                admin.patch(f"/api/projects/{project['id']}", stale)
             return int(project["id"])
     return int(admin.post("/api/projects/", json=PROJECT_SETTINGS)["id"])
 
@@ -185,7 +216,12 @@ def add_progress(admin: LabelStudioClient, project_id: int) -> None:
 
 
 def reader_url(site: ReaderSite) -> str:
-    """Where a reader starts: the login page, which then opens the project's labelling stream."""
+    """Where a reader starts: the login page, which then opens the project's labelling stream.
+
+    ``next`` (Label Studio's post-login redirect) points at the Data Manager URL with
+    ``labeling=1``, which Label Studio 1.23 opens straight in the label stream: the first
+    unanswered image, never the grid of all images.
+    """
     return f"{site.url}/user/login/?next=/projects/{site.project_id}/data%3Flabeling%3D1"
 
 
