@@ -135,12 +135,17 @@ def test_physics_spectrum_weights_match_energy_integrating_detector() -> None:
 
 
 def test_projector_deepdrr_config_maps_to_settings(compose) -> None:
-    from gensyn.drr.deepdrr_adapter import settings_from_config
+    from gensyn.config.settings import to_settings
+
+    def settings_from_config(projector: object) -> DeepDrrSettings:
+        return to_settings(projector, DeepDrrSettings, prefix="deepdrr_")  # as stage drr does
 
     cfg = compose("projector=deepdrr", "projector.deepdrr_spectrum=90KV_AL40")
     assert cfg.projector.name == "deepdrr"
     assert cfg.projector.kvp == 90.0 and cfg.projector.filtration_mm_al == 4.0
     assert settings_from_config(cfg.projector) == DeepDrrSettings(spectrum="90KV_AL40")
+    threads = compose("projector=deepdrr", "projector.deepdrr_threads=4").projector
+    assert settings_from_config(threads).threads == 4
     with pytest.raises(ValueError, match="allowed"):
         settings_from_config(compose("projector=deepdrr", "projector.deepdrr_spectrum=x").projector)
 
@@ -151,14 +156,15 @@ def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) ->
 
     hu, affine = _small_ct()
     physics = PhysicsConfig()
-    torch_r = renderer_for(compose().projector, hu, affine, physics, "cpu")
+    torch_r = renderer_for(compose().projector.name, hu, affine, physics, "cpu")
     assert isinstance(torch_r, DrrRenderer)
-    deep_r = renderer_for(compose("projector=deepdrr").projector, hu, affine, physics, "cpu")
+    name = compose("projector=deepdrr").projector.name
+    deep_r = renderer_for(name, hu, affine, physics, "cpu")
     assert isinstance(deep_r, DeepDrrRenderer) and deep_r.settings == DeepDrrSettings()
-    cfg = compose().projector
-    cfg.name = "astra"
+    custom = DeepDrrSettings(threads=4)
+    assert renderer_for(name, hu, affine, physics, "cpu", custom).settings == custom
     with pytest.raises(ValueError, match="allowed"):
-        renderer_for(cfg, hu, affine, physics, "cpu")
+        renderer_for("astra", hu, affine, physics, "cpu")
 
 
 def test_settings_reject_unknown_spectrum() -> None:

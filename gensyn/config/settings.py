@@ -20,8 +20,13 @@ __all__ = ["to_settings"]
 T = TypeVar("T")
 
 
-def to_settings(node: DictConfig | Mapping[str, Any], cls: type[T], **extra: Any) -> T:
+def to_settings(
+    node: DictConfig | Mapping[str, Any], cls: type[T], prefix: str = "", **extra: Any
+) -> T:
     """``cls`` built from the keys of ``node`` that are fields of ``cls``, plus ``extra``.
+
+    With ``prefix``, only keys starting with it count, without it: ``deepdrr_threads`` of the
+    ``projector`` group fills the field ``threads`` of ``prefix="deepdrr_"``.
 
     ``node`` is a config node (resolved) or a plain mapping; values that are config
     containers become plain lists/dicts. ``extra`` overrides or adds values (e.g. a
@@ -40,6 +45,10 @@ def to_settings(node: DictConfig | Mapping[str, Any], cls: type[T], **extra: Any
     unknown = sorted(set(extra) - names)
     if unknown:
         raise KeyError(f"to_settings: {cls.__name__} has no field(s) {unknown}")
-    values = {k: v for k, v in plain.items() if k in names}
+    values = {
+        str(k)[len(prefix) :]: v
+        for k, v in plain.items()
+        if str(k).startswith(prefix) and str(k)[len(prefix) :] in names
+    }
     values.update(extra)
     return cls(**values)

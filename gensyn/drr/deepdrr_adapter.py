@@ -62,7 +62,6 @@ __all__ = [
     "project_points_deepdrr",
     "render_drrs_deepdrr",
     "renderer_for",
-    "settings_from_config",
 ]
 
 WORKER = Path(__file__).with_name("deepdrr_worker.py")
@@ -371,37 +370,31 @@ def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict
     return report
 
 
-def settings_from_config(projector_cfg: Any) -> DeepDrrSettings:
-    """:class:`DeepDrrSettings` from the ``projector`` config group (``deepdrr_*`` keys)."""
-    return DeepDrrSettings(
-        python=str(projector_cfg.deepdrr_python),
-        spectrum=str(projector_cfg.deepdrr_spectrum),
-        step_voxels=float(projector_cfg.deepdrr_step_voxels),
-        threads=int(projector_cfg.deepdrr_threads),
-        timeout_s=float(projector_cfg.deepdrr_timeout_s),
-        pythonpath=str(projector_cfg.deepdrr_pythonpath),
-        shims=bool(projector_cfg.deepdrr_shims),
-    )
-
-
 PROJECTORS = ("torch", "deepdrr")
 
 
 def renderer_for(
-    projector_cfg: Any, volume_hu, affine: np.ndarray, physics: PhysicsConfig, device: str
+    name: str,
+    volume_hu,
+    affine: np.ndarray,
+    physics: PhysicsConfig,
+    device: str,
+    deepdrr: DeepDrrSettings | None = None,
 ):
-    """The renderer that ``projector.name`` asks for, both called as ``.prepare(poses, geometry,
-    method)`` (optional: material volumes built ahead, e.g. on a loader thread) and
-    ``.render(poses, geometry, method, step_mm, max_samples)``: GENSYN's
+    """The renderer called ``name`` (the ``projector`` group's name), both called as
+    ``.prepare(poses, geometry, method)`` (optional: material volumes built ahead, e.g. on a
+    loader thread) and ``.render(poses, geometry, method, step_mm, max_samples)``: GENSYN's
     :class:`~gensyn.drr.render.DrrRenderer` (``torch``) or :class:`DeepDrrRenderer`
-    (``deepdrr``; ``device`` is DeepDRR's GPU 0; it writes its volumes when made)."""
-    name = str(projector_cfg.name)
+    (``deepdrr`` with ``deepdrr`` settings, default ``DeepDrrSettings()``; ``device`` is
+    DeepDRR's GPU 0; it writes its volumes when made)."""
     if name == "torch":
         from gensyn.drr.render import DrrRenderer
 
         return DrrRenderer(volume_hu, affine, physics, device)
     if name == "deepdrr":
-        return DeepDrrRenderer(volume_hu, affine, physics, settings_from_config(projector_cfg))
+        return DeepDrrRenderer(
+            volume_hu, affine, physics, DeepDrrSettings() if deepdrr is None else deepdrr
+        )
     raise ValueError(f"projector.name={name!r}; allowed: {list(PROJECTORS)}")
 
 

@@ -24,9 +24,10 @@ compiling them.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gensyn.registry import stage
+from gensyn.stages._shared import SYNTHETIC_STAGE, option_str, source_of, upstream_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,25 +37,6 @@ if TYPE_CHECKING:
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
-
-#: stage that provides the synthetic images of each sampling source
-SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}
-
-
-def option_str(value: Any) -> str:
-    """A config value the schema types as an Enum, as its plain string."""
-    return str(getattr(value, "value", value))
-
-
-def source_of(cfg: DictConfig) -> str:
-    """``sampling.source`` as a plain string."""
-    return option_str(cfg.sampling.source)
-
-
-def upstream_of(cfg: DictConfig) -> list[str]:
-    """prepare_xrays, plus convert and drr / gan_translate for a synthetic arm."""
-    src = source_of(cfg)
-    return ["prepare_xrays"] + (["convert", SYNTHETIC_STAGE[src]] if src in SYNTHETIC_STAGE else [])
 
 
 @stage(
@@ -238,31 +220,23 @@ def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
 def _train(cfg, ctx, train, val, findings, caches):  # type: ignore[no-untyped-def]
     from gensyn.classify.models import ModelSpec
     from gensyn.classify.train import TrainSettings, train_classifier
+    from gensyn.config.settings import to_settings
 
     c = cfg.classifier
-    spec = ModelSpec(
-        name=option_str(c.name),
-        image_size_px=int(c.image_size_px),
+    spec = to_settings(
+        c,
+        ModelSpec,
         n_classes=len(findings),
         weights=None if c.weights in (None, "", "none") else str(c.weights),
-        trainable_tail_layers=int(c.trainable_tail_layers),
-        dropout=float(c.dropout),
         widths=tuple(int(w) for w in c.small_cnn_widths),
         seed=int(cfg.seed),
     )
-    settings = TrainSettings(
-        epochs=int(c.epochs),
-        schedule=option_str(c.schedule),
-        batch_size=int(c.batch_size),
-        learning_rate=float(c.learning_rate),
-        augment=bool(c.augment),
-        lr_schedule=option_str(c.lr_schedule),
-        class_weighting=option_str(c.class_weighting),
-        precision=option_str(c.precision),
+    settings = to_settings(
+        c,
+        TrainSettings,
         seed=int(cfg.seed),
         num_workers=int(cfg.num_workers),
         prefetch_batches=int(c.prefetch),
-        decode=option_str(c.decode),
     )
     return train_classifier(
         spec,

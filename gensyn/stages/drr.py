@@ -41,19 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def _physics(p: DictConfig) -> Any:
+    """The projector group's spectrum, materials and noise; images as line integrals."""
+    from gensyn.config.settings import to_settings
     from gensyn.drr import PhysicsConfig
 
-    return PhysicsConfig(
-        mode=p.mode,
-        kvp=p.kvp,
-        filtration_mm_al=p.filtration_mm_al,
-        energy_bin_kev=p.energy_bin_kev,
-        mono_energy_kev=p.mono_energy_kev,
-        air_max_hu=p.air_max_hu,
-        bone_min_hu=p.bone_min_hu,
-        photon_count=p.photon_count,
-        output="line_integral",
-    )
+    return to_settings(p, PhysicsConfig, output="line_integral")
 
 
 def _volume_columns(volumes: Any, where: Path) -> Any:
@@ -147,10 +139,13 @@ def _loader(
 ) -> Callable[[_CtJob], _LoadedCt]:
     """The loader of one CT: read the NIfTI, then (holding a device slot) make its renderer
     and build the material density volumes its views need."""
-    from gensyn.drr.deepdrr_adapter import renderer_for
+    from gensyn.config.settings import to_settings
+    from gensyn.drr.deepdrr_adapter import DeepDrrSettings, renderer_for
     from gensyn.io import read_nifti
 
     p = cfg.projector
+    name = str(p.name)
+    deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if name == "deepdrr" else None
 
     def load(job: _CtJob) -> _LoadedCt:
         try:
@@ -161,7 +156,7 @@ def _loader(
         slots.acquire(job.position)  # device memory stays bounded: only the next CTs in order
         with timer.time("prepare"):
             # projector.name: torch (GENSYN) | deepdrr (out of process, drr/deepdrr_adapter.py)
-            renderer = renderer_for(p, hu, affine, physics, device)
+            renderer = renderer_for(name, hu, affine, physics, device, deepdrr)
             renderer.prepare([v.pose for v in job.views], geometry, p.method)
         return _LoadedCt(job, renderer)
 

@@ -48,8 +48,9 @@ SOURCE_TABLES = {
 
 def source_of(cfg: DictConfig) -> str:
     """``export.source`` (an Enum in the schema) as a plain string."""
-    value = cfg.export.source
-    return str(getattr(value, "value", value))
+    from gensyn.stages._shared import option_str
+
+    return option_str(cfg.export.source)
 
 
 def _upstream(cfg: DictConfig) -> list[str]:

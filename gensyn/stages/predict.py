@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
-from gensyn.stages.classify import option_str, source_of, upstream_of
+from gensyn.stages._shared import option_str, source_of, upstream_of
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -35,6 +35,7 @@ def _upstream(cfg: DictConfig) -> list[str]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Outputs: ``images/<id>.png`` (served to readers), ``key/answer_key.csv`` (never served)."""
+    from gensyn.config.settings import to_settings
     from gensyn.errors import GensynError
     from gensyn.reader.audit import AuditParams
     from gensyn.reader.blinding import BlindingParams
@@ -59,17 +60,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             raise GensynError(f"reader_study source {s.name!r} needs `stage` or `folder`")
         sources.append(Source(s.name, s.truth, folder, s.pattern))
     b = rs.blinding
-    params = BlindingParams(
-        image_size_px=b.image_size_px,
-        margin_fraction=b.margin_fraction,
-        border_std_fraction=b.border_std_fraction,
-        field_dark_fraction=b.field_dark_fraction,
-        remove_markers=b.remove_markers,
+    params = to_settings(
+        b,
+        BlindingParams,
         window_percentiles=(b.window_low_percentile, b.window_high_percentile),
-        framing=b.framing,
-        thorax_margin_fraction=b.thorax_margin_fraction,
-        match_histograms=b.match_histograms,
-        detail_px=b.detail_px,
     )
     audit = AuditParams(b.max_audit_accuracy, b.audit_min_images_per_source, rs.force_blinding)
     try:

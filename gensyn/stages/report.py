@@ -51,7 +51,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.errors import GensynError
     from gensyn.report.render import missing_note, schedule_note, write_report
     from gensyn.runs import execute, is_done, run_dir, with_overrides
-    from gensyn.stages.classify import source_of
+    from gensyn.stages._shared import source_of
 
     rc = report_settings(cfg)
     own = (source_of(cfg), int(cfg.sampling.views_per_ct))

@@ -1,0 +1,138 @@
+"""`stage=classify` and `stage=predict` through `launch.py` at the study's model size.
+
+A `dataset=folder` of N chest-X-ray-like 512² PNGs (K distinct images, hard-linked to reach N
+files; labels drawn at random, patients of 2 images each), then the README's commands:
+`prepare_xrays`, `classify` (DenseNet121 512², batch 128, `schedule=epochs`) and `predict`,
+all with `experiment=thesis device=<device>`. Prints training images/s per epoch (from the
+run's metrics.jsonl; epoch 1 includes JAX compilation), the classify cache report, and
+predict's images/s and time breakdown (its summary). On a machine without internet,
+DenseNet121 starts from random weights (`classifier.weights=null`), which costs the same.
+
+    python benchmarks/classify_launch.py --device cuda --images 20000 --epochs 2
+    python benchmarks/classify_launch.py --device cpu --images 64 --epochs 1 --size 64  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
+
+
+def make_folder(raw: Path, n_images: int, n_distinct: int, size: int, seed: int) -> None:
+    """PNG files + labels.csv of a `dataset=folder` (distinct images hard-linked)."""
+    from PIL import Image
+
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    distinct = []
+    for i in range(min(n_distinct, n_images)):
+        lungs = np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+        lungs += np.exp(-(((xx - 0.7) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+        img = 200 - 120 * lungs + rng.normal(0, 12, (size, size))
+        path = raw / f"d{i:05d}.png"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, compress_level=1)
+        distinct.append(path)
+    rows = ["path,patient_id,view," + ",".join(FINDINGS)]
+    for i in range(n_images):
+        name = f"img{i:06d}.png"
+        target = raw / name
+        if not target.exists():
+            os.link(distinct[i % len(distinct)], target)
+        labels = ",".join(str(int(v)) for v in rng.random(len(FINDINGS)) < 0.3)
+        rows.append(f"{name},p{i // 2:06d},PA,{labels}")
+    (raw / "labels.csv").write_text("\n".join(rows) + "\n")
+
+
+def launch(args: list[str], env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"\n$ launch.py {' '.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), *args], env=env, stdout=fh, stderr=fh
+        )
+    if proc.returncode:
+        print(log.read_text()[-4000:])
+        raise SystemExit(f"launch.py {' '.join(args)} failed ({proc.returncode})")
+    return time.perf_counter() - start
+
+
+def newest(root: Path, stage: str) -> Path:
+    runs = sorted((root / "workdir" / "runs" / stage).glob("*/summary.json"), key=os.path.getmtime)
+    return runs[-1].parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    p.add_argument("--images", type=int, default=20000)
+    p.add_argument("--distinct", type=int, default=500)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--root", type=Path, default=Path("/tmp/gensyn-classify-launch"))
+    p.add_argument("--out", type=Path, default=None, help="JSON of the figures")
+    a = p.parse_args()
+    root = a.root.resolve()
+    raw = root / "xrays"
+    t0 = time.perf_counter()
+    make_folder(raw, a.images, a.distinct, a.size, 0)
+    print(f"{a.images} PNGs ({a.distinct} distinct, {a.size}²) in {time.perf_counter() - t0:.0f} s")
+    env = {**os.environ, "GENSYN_ROOT": str(root), "MPLBACKEND": "Agg", "KERAS_BACKEND": "jax"}
+    env.setdefault("XDG_CACHE_HOME", str(root / "cache"))
+    common = [
+        "experiment=thesis",
+        "dataset=folder",
+        f"dataset.raw_dir={raw}",
+        f"dataset.xray.size_px={a.size}",
+        f"classifier.image_size_px={a.size}",
+        "classifier.weights=null",
+        "classifier.trainable_tail_layers=-1",
+        f"classifier.epochs={a.epochs}",
+        f"classifier.batch_size={a.batch}",
+        "classifier.schedule=epochs",
+        "sampling=none",
+        "report.test_datasets=[]",
+        "split_idx=0",
+        f"device={a.device}",
+        f"num_workers={a.workers}",
+        "logger=none",
+    ]
+    log = root / "launch.log"
+    walls = {s: launch([f"stage={s}", *common], env, log) for s in ("prepare_xrays", "classify")}
+    cls = newest(root, "classify")
+    epochs = [json.loads(line) for line in (cls / "metrics.jsonl").read_text().splitlines() if line]
+    rates = [e.get("train_images_per_s") for e in epochs if "train_images_per_s" in e]
+    summary_c = json.loads((cls / "summary.json").read_text())
+    walls["predict"] = launch(["stage=predict", *common], env, log)
+    summary_p = json.loads((newest(root, "predict") / "summary.json").read_text())
+    figures = {
+        "device": a.device,
+        "images": a.images,
+        "size": a.size,
+        "wall_s": walls,
+        "train_images_per_s_by_epoch": rates,
+        "image_cache": summary_c.get("image_cache"),
+        "n_train": summary_c.get("n_train_real"),
+        "predict_images_per_s": summary_p.get("images_per_s"),
+        "predict_breakdown": {k: v for k, v in summary_p.items() if str(k).startswith("time_")},
+    }
+    print(json.dumps(figures, indent=1, default=str))
+    if a.out:
+        a.out.write_text(json.dumps(figures, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
