@@ -9,6 +9,8 @@ ct_dataset=radchest`` is the original study.
 
 from dataclasses import dataclass, field
 
+from omegaconf import II
+
 FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
 
 
@@ -61,7 +63,7 @@ class ConvertConfig:
     )
     metadata_file: str = ""  # RAD-ChestCT scan metadata (patient ids, MRN_DEID); "" = none
     nifti_suffix: str = ".nii.gz"
-    num_workers: int = 2  # parallel conversions (not hashed)
+    num_workers: int = II("num_workers")  # parallel conversions (not hashed); default: the run's
 
 
 @dataclass
@@ -91,7 +93,7 @@ class XrayConfig:
     window: str = "percentile"  # percentile | minmax | bits
     window_pct: list[float] = field(default_factory=lambda: [0.5, 99.5])
     mode: str = "squash"  # squash (stretch to square, as the original) | pad
-    num_workers: int = 2  # parallel image workers (not hashed)
+    num_workers: int = II("num_workers")  # parallel image workers (not hashed); default: the run's
 
 
 @dataclass
