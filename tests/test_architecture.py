@@ -1,4 +1,5 @@
-"""The import structure of the core: no cycles among registry, runs, tracking, run_context.
+"""The import structure of gensyn: no cycles anywhere (the core on its own too); science
+packages never import config, run folders, the registry, the CLI or a stage.
 
 The graph is read from the source with :mod:`ast` (nothing is imported): every ``import
 gensyn...`` and ``from gensyn... import ...`` at module or function level is an edge; imports
@@ -145,6 +146,37 @@ def test_no_import_cycle_through_the_core() -> None:
     assert not cycles, "import cycles through the core: " + "; ".join(
         " -> ".join(c) for c in cycles
     )
+
+
+def test_no_import_cycle_anywhere_in_gensyn() -> None:
+    graph = import_graph()
+    cycles = cycles_through(graph, set(graph))
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+SCIENCE = (
+    "gensyn.drr",
+    "gensyn.gan",
+    "gensyn.classify",
+    "gensyn.data",
+    "gensyn.report",
+    "gensyn.reader",
+)
+SCIENCE_NEVER = ("gensyn.config", "gensyn.runs", "gensyn.registry", "gensyn.cli", "gensyn.stages")
+
+
+def test_science_takes_plain_settings_and_knows_no_stage() -> None:
+    """No science package imports the config schemas, run folders, the registry, the CLI or a
+    stage."""
+    graph = import_graph()
+    bad = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module.startswith(tuple(f"{p}." for p in SCIENCE)) or module in SCIENCE
+        for target in targets
+        if target in SCIENCE_NEVER or target.startswith(tuple(f"{n}." for n in SCIENCE_NEVER))
+    ]
+    assert not bad, bad
 
 
 @pytest.mark.parametrize("module", ["gensyn.run_context"])

@@ -143,7 +143,7 @@ class DrrRenderer:
     def resolve_method(self, method: str = "auto") -> str:
         """The projector ``method`` stands for here: ``auto`` is ``fused`` on CUDA when Triton
         is importable, else ``joseph``; other names are checked and returned."""
-        from gensyn.drr import fused
+        import gensyn.drr.fused as fused
 
         if method not in RENDER_METHODS:
             raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
@@ -161,7 +161,7 @@ class DrrRenderer:
         the render call. Only the slice layouts the poses need are built (one per dominant
         voxel axis; the fused kernel's packed half-precision copy too). Returns ``self``.
         """
-        from gensyn.drr import fused
+        import gensyn.drr.fused as fused
         from gensyn.drr.projector import _poses_by_axis, _to_voxel
 
         method = self.resolve_method(method)
@@ -190,7 +190,7 @@ class DrrRenderer:
         """Render one DRR per pose; see :func:`render_drrs`."""
         import torch
 
-        from gensyn.drr import fused
+        import gensyn.drr.fused as fused
 
         method = self.resolve_method(method)
         if len(poses) == 0:
