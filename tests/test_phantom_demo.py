@@ -79,7 +79,7 @@ def test_rerun_resumes_without_rewriting(tmp_path: Path) -> None:
     assert again.equals(first)
 
 
-def test_spec_from_config_mapping_rejects_unknown_keys() -> None:
+def test_demo_spec_mapping_rejects_unknown_keys() -> None:
     spec = DemoSpec.from_mapping({"num_ct_patients": 5, "volume_shape_vox": [64, 64, 64]}, seed=2)
     assert spec.volume_shape_vox == (64, 64, 64) and spec.seed == 2
     with pytest.raises(ValueError, match="num_ct_patiens"):
@@ -88,13 +88,18 @@ def test_spec_from_config_mapping_rejects_unknown_keys() -> None:
 
 def test_stage_branches_with_the_real_config(compose: Callable[..., Any], tmp_path: Path) -> None:
     """What stages convert / prepare_xrays call for dataset=demo, on the tiny profile."""
+    from gensyn.stages._shared import demo_spec
+
     cfg = compose("profile=tiny", "dataset.demo.num_xray_patients=12")
-    ct = demo.convert(cfg, tmp_path / "convert")
+    ct_spec, _ = demo_spec(cfg, "ct_dataset")
+    ct = demo.convert(ct_spec, tmp_path / "convert")
     assert ct["n_volumes"] == 6 and ct["simulated"]
     assert (tmp_path / "convert" / ct["figures"][0]).is_file()
     volumes = read_table(tmp_path / "convert" / "volumes.csv")
     assert nib.load(tmp_path / "convert" / volumes["path"][0]).shape == (48, 48, 48)
-    xr = demo.prepare_xrays(cfg, tmp_path / "prepare")
+    spec, workers = demo_spec(cfg, "dataset")
+    assert spec.seed == cfg.seed and workers >= 1
+    xr = demo.prepare_xrays(spec, tmp_path / "prepare", workers)
     assert xr["n_images"] == 12 and xr["n_train"] + xr["n_test"] == 12
     assert read_image(tmp_path / "prepare" / "figures" / "examples.png").ndim == 2
     table = read_table(tmp_path / "prepare" / "xrays.csv")

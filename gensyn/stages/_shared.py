@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from gensyn.data.phantom.demo import DemoSpec
+
 #: stage that provides the synthetic images of each sampling source
 SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}
 
@@ -26,3 +28,19 @@ def upstream_of(cfg: DictConfig) -> list[str]:
     """prepare_xrays, plus convert and drr / gan_translate for a synthetic arm."""
     src = source_of(cfg)
     return ["prepare_xrays"] + (["convert", SYNTHETIC_STAGE[src]] if src in SYNTHETIC_STAGE else [])
+
+
+def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
+    """(DemoSpec, worker processes) of the demo data from ``<group>.demo`` and ``seed``.
+
+    ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
+    """
+    from omegaconf import OmegaConf
+
+    from gensyn.data.phantom.demo import DemoSpec
+
+    plain = OmegaConf.to_container(cfg[group].demo, resolve=True)
+    assert isinstance(plain, dict)
+    values = {str(k): v for k, v in plain.items()}
+    workers = int(values.pop("num_workers", 2))
+    return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)

@@ -48,8 +48,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     if cfg.ct_dataset.name == "demo":  # phantoms: gensyn.data.phantom.demo writes the same outputs
         from gensyn.data.phantom import demo
+        from gensyn.stages._shared import demo_spec
 
-        ctx.summary.update(demo.convert(cfg, ctx.out_dir) or {})
+        spec, workers = demo_spec(cfg, "ct_dataset")
+        ctx.summary.update(demo.convert(spec, ctx.out_dir, workers) or {})
         return
 
     import numpy as np

@@ -57,8 +57,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     # simulated radiographs: gensyn.data.phantom.demo writes the same outputs
     if cfg.dataset.name == "demo":
         from gensyn.data.phantom import demo
+        from gensyn.stages._shared import demo_spec
 
-        ctx.summary.update(demo.prepare_xrays(cfg, ctx.out_dir) or {})
+        spec, workers = demo_spec(cfg, "dataset")
+        ctx.summary.update(demo.prepare_xrays(spec, ctx.out_dir, workers) or {})
         return
 
     from gensyn.data.xray.labels import read_label_table

@@ -265,28 +265,17 @@ def _one_thread() -> None:
         pass
 
 
-def spec_from_config(cfg: Any, group: str = "dataset") -> tuple[DemoSpec, int]:
-    """(DemoSpec, workers) from a composed GENSYN config (``<group>.demo`` and ``seed``).
-
-    ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
-    """
-    values = dict(cfg[group].demo)
-    workers = int(values.pop("num_workers", 2))
-    return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
-
-
 def _counts(table: pd.DataFrame) -> dict[str, int]:
     return {f"n_{f}": int(table[f].sum()) for f in FINDINGS}
 
 
-def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def convert(spec: DemoSpec, out_dir: str | os.PathLike[str], workers: int = 1) -> dict[str, Any]:
     """``stage=convert ct_dataset=demo``: phantom CTs, ``volumes.csv`` and a slice figure.
 
     Returns the stage summary (counts per finding, figure paths relative to ``out_dir``).
     """
     from gensyn.data.phantom.demo_figures import ct_slices_figure
 
-    spec, workers = spec_from_config(cfg, "ct_dataset")
     table = write_demo_cts(out_dir, spec, workers)
     first = table.iloc[0]
     ct_slices_figure(
@@ -302,12 +291,13 @@ def convert(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def prepare_xrays(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def prepare_xrays(
+    spec: DemoSpec, out_dir: str | os.PathLike[str], workers: int = 1
+) -> dict[str, Any]:
     """``stage=prepare_xrays dataset=demo``: simulated radiographs, ``xrays.csv``, contact sheet."""
     from gensyn.data.xray.prep import contact_sheet
     from gensyn.io import write_image
 
-    spec, workers = spec_from_config(cfg)
     table = write_demo_xrays(out_dir, spec, workers)
     paths = [str(Path(out_dir) / p) for p in table["path"][:16]]
     sheet = contact_sheet(paths, title=f"simulated X-rays: first {len(paths)} images")
