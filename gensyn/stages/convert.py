@@ -56,6 +56,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     import numpy as np
 
+    from gensyn.config.settings import to_settings
     from gensyn.data.ct.convert import (
         FORMATS,
         NpzOptions,
@@ -95,9 +96,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             )
         except ValueError as exc:
             raise GensynError(f"convert: {exc}") from None
-    npz = NpzOptions(
-        key=c.npz_key,
-        axis_codes=c.npz_axis_codes,
+    npz = to_settings(
+        c,
+        NpzOptions,
+        prefix="npz_",
         spacing_mm=tuple(c.npz_spacing_mm) if c.npz_spacing_mm else None,
     )
     rows, failures = convert_many(

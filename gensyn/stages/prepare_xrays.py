@@ -63,6 +63,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         ctx.summary.update(demo.prepare_xrays(spec, ctx.out_dir, workers) or {})
         return
 
+    from gensyn.config.settings import to_settings
     from gensyn.data.xray.labels import read_label_table
     from gensyn.data.xray.prep import (
         PrepJob,
@@ -81,12 +82,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             "dataset.xray.label_file); see docs/data.md for where to get it"
         )
     try:
-        options = PrepOptions(
-            size_px=int(x.size_px),
-            bit_depth=int(x.bit_depth),
-            window=x.window,
-            window_pct=(float(x.window_pct[0]), float(x.window_pct[1])),
-            mode=x.mode,
+        options = to_settings(
+            x, PrepOptions, window_pct=(float(x.window_pct[0]), float(x.window_pct[1]))
         )
         table, skipped = read_label_table(x.label_source, label_path)
     except ValueError as exc:
