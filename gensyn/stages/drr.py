@@ -11,30 +11,25 @@ converted volume that cannot be read (truncated, corrupt) is listed in ``failure
 file, reason); the other CTs are rendered, then the stage fails with the commands that redo
 only those volumes.
 
-Throughput: ``num_workers`` loader threads read and decompress the next CTs and build their
-material density volumes while the main thread renders (at most :data:`DEVICE_PREFETCH_CTS`
-CTs prepared on the device at once), and as many writer threads encode and write the images;
-``num_workers=0`` does everything in sequence on one thread. The output is the same byte for
-byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
+Throughput (:func:`gensyn.drr.batch.render_cts`): ``num_workers`` loader threads read and
+decompress the next CTs and build their material density volumes while the main thread
+renders (at most two CTs prepared on the device at once), and as many writer threads encode
+and write the images; ``num_workers=0`` does everything in sequence on one thread. The output
+is the same byte for byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
 ``drrs_per_s`` / ``cts_per_s`` (gensyn.pipeline_io.StageTimer).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from omegaconf import DictConfig
 
-    from gensyn.pipeline_io import InOrderSlots, StageTimer
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -102,171 +97,6 @@ def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     return ("carm_pose", "projector", "seed") if noisy else ("carm_pose", "projector")
 
 
-#: CTs whose material volumes may sit on the device at once (the one rendering + the next).
-DEVICE_PREFETCH_CTS = 2
-#: zlib level of the DRR PNGs: on an H200 host a 512² 16-bit DRR took 34 ms at level 1 and
-#: 97 ms at 6 (PIL's default), files ~10 % larger; level 6 capped 16 writer threads at 138 DRRs/s
-PNG_COMPRESS_LEVEL = 1
-
-
-@dataclass
-class _CtJob:
-    """One CT to render: its position among the CTs rendered in this run, file, views, names."""
-
-    position: int
-    ct_id: str
-    nifti: Path
-    views: list[Any]
-    names: list[str]
-
-
-@dataclass
-class _LoadedCt:
-    """A CT read and prepared by a loader: its renderer, or why its volume could not be read."""
-
-    job: _CtJob
-    renderer: Any = None
-    error: str | None = None
-
-
-def _loader(
-    cfg: DictConfig,
-    geometry: Any,
-    physics: Any,
-    device: str,
-    slots: InOrderSlots,
-    timer: StageTimer,
-) -> Callable[[_CtJob], _LoadedCt]:
-    """The loader of one CT: read the NIfTI, then (holding a device slot) make its renderer
-    and build the material density volumes its views need."""
-    from gensyn.config.settings import to_settings
-    from gensyn.drr.deepdrr_adapter import DeepDrrSettings, renderer_for
-    from gensyn.io import read_nifti
-
-    p = cfg.projector
-    name = str(p.name)
-    deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if name == "deepdrr" else None
-
-    def load(job: _CtJob) -> _LoadedCt:
-        try:
-            with timer.time("read"):
-                hu, affine = read_nifti(job.nifti)
-        except ValueError as exc:  # truncated or corrupt: list it, render the others
-            return _LoadedCt(job, error=str(exc))
-        slots.acquire(job.position)  # device memory stays bounded: only the next CTs in order
-        with timer.time("prepare"):
-            # projector.name: torch (GENSYN) | deepdrr (out of process, drr/deepdrr_adapter.py)
-            renderer = renderer_for(name, hu, affine, physics, device, deepdrr)
-            renderer.prepare([v.pose for v in job.views], geometry, p.method)
-        return _LoadedCt(job, renderer)
-
-    return load
-
-
-def _render(renderer: Any, job: _CtJob, cfg: DictConfig, geometry: Any, noisy: bool) -> list[Any]:
-    """The DRRs of one CT's views, rendered in pose batches (noise seeded per (seed, CT, view))."""
-    from gensyn.drr.render import view_noise_seed
-
-    p = cfg.projector
-    drrs: list[Any] = []
-    for start in range(0, len(job.views), p.batch_poses):
-        batch = job.views[start : start + p.batch_poses]
-        poses = [v.pose for v in batch]
-        if noisy:
-            seeds = [view_noise_seed(int(cfg.seed), job.ct_id, v.index) for v in batch]
-            drrs.extend(
-                renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples, seed=seeds)
-            )
-        else:
-            drrs.extend(renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples))
-    return drrs
-
-
-def _write_view(
-    png: Path,
-    npy: Path | None,
-    drr: Any,
-    bit_depth: int,
-    percentiles: tuple[float, ...],
-    timer: StageTimer,
-) -> None:
-    """Encode and write one DRR (a writer job): the windowed PNG, optionally the float .npy."""
-    import numpy as np
-
-    from gensyn.drr import to_image
-    from gensyn.io import write_image
-
-    with timer.time("write"):
-        write_image(png, to_image(drr, bit_depth, percentiles), PNG_COMPRESS_LEVEL)
-        if npy is not None:
-            np.save(npy, drr.astype(np.float32))
-
-
-def _render_all(
-    cfg: DictConfig, ctx: RunContext, todo: list[_CtJob], geometry: Any, physics: Any,
-    device: str, timer: StageTimer, progress: Any,
-) -> tuple[int, list[dict[str, str]]]:  # fmt: skip
-    """Render ``todo`` in order: loaders read and prepare the next CTs on ``num_workers``
-    threads, the main thread renders, writers encode and write; a CT's ``views.json`` is
-    written once all its files are. Returns (DRRs rendered, unreadable CTs)."""
-    from gensyn import preemption
-    from gensyn.io import write_json
-    from gensyn.pipeline_io import BackgroundWriter, InOrderSlots, ordered_map
-
-    p = cfg.projector
-    workers = max(0, int(cfg.num_workers))
-    slots = InOrderSlots(DEVICE_PREFETCH_CTS)
-    loaded = ordered_map(_loader(cfg, geometry, physics, device, slots, timer), todo, workers)
-    failures: list[dict[str, str]] = []
-    rendered = 0
-    writing: deque[tuple[_CtJob, list[Any]]] = deque()  # CTs whose files are being written
-
-    def finish(wait: bool) -> None:
-        """views.json of the CTs (in order) whose files are all written; all of them if ``wait``."""
-        while writing and (wait or all(f.done() for f in writing[0][1])):
-            job, futures = writing.popleft()
-            for future in futures:
-                future.result()
-            write_json(ctx.path("images", job.ct_id, "views.json"), {"files": job.names})
-            preemption.checkpoint_point()  # this CT is complete: stop here if SLURM asked
-
-    views_per_ct = max((len(j.views) for j in todo), default=1)
-    try:
-        with BackgroundWriter(workers, 2 * max(1, workers) * views_per_ct, timer) as writer:
-            for item in timer.timed("wait_input", loaded):
-                job, renderer = item.job, item.renderer
-                if item.error is not None:
-                    log.warning("drr: skipping %s: %s", job.ct_id, item.error)
-                    failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": item.error})  # fmt: skip
-                else:
-                    with timer.time("compute"):
-                        drrs = _render(renderer, job, cfg, geometry, physics.photon_count > 0)
-                    futures = [
-                        writer.submit(
-                            _write_view,
-                            ctx.path(job.names[v.index]),
-                            ctx.path(job.names[v.index][:-4] + ".npy") if p.save_float else None,
-                            drr,
-                            int(p.bit_depth),
-                            tuple(p.window_percentiles),
-                            timer,
-                        )
-                        for v, drr in zip(job.views, drrs, strict=True)
-                    ]
-                    rendered += len(drrs)
-                    writing.append((job, futures))
-                del item, renderer  # free this CT's volumes before the next CT is prepared
-                slots.release()
-                progress.update(1)
-                finish(wait=False)
-            writer.drain()
-            finish(wait=True)
-    finally:
-        slots.close()  # wake loaders waiting for a slot, then stop them
-        loaded.close()
-    return rendered, failures
-
-
 @stage(
     "drr",
     summary="render DRRs of every CT at the configured C-arm poses (carm_pose, projector)",
@@ -280,8 +110,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     from gensyn.classify.sampling import ct_findings
     from gensyn.config import FINDINGS
+    from gensyn.config.settings import to_settings
     from gensyn.devices import torch_device
     from gensyn.drr import pose_set
+    from gensyn.drr.batch import BatchSettings, CtJob, render_cts
+    from gensyn.drr.deepdrr_adapter import DeepDrrSettings
     from gensyn.drr.geometry import make_geometry
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
@@ -320,7 +153,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         "image_size_px": geometry.detector_rows_px,
         "bit_depth": p.bit_depth,
     }
-    jobs: list[_CtJob] = []
+    jobs: list[CtJob] = []
     for _, vol in volumes.iterrows():
         ct_id = str(vol["ct_id"])
         views = pose_set(
@@ -334,7 +167,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             ct_id,
         )
         names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
-        jobs.append(_CtJob(-1, ct_id, convert_dir / str(vol["path"]), views, names))
+        jobs.append(CtJob(-1, ct_id, convert_dir / str(vol["path"]), views, names))
     todo = [j for j in jobs if not _complete(ctx.out_dir / "images" / j.ct_id, j.names)]
     for position, job in enumerate(todo):
         job.position = position
@@ -342,9 +175,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         from gensyn.drr.physics import spectrum_table
 
         spectrum_table(physics)
+    deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if p.name == "deepdrr" else None
+    settings = to_settings(
+        p,
+        BatchSettings,
+        renderer=str(p.name),
+        window_percentiles=tuple(p.window_percentiles),
+        seed=int(cfg.seed),
+        deepdrr=deepdrr,
+    )
     timer = StageTimer()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
-        rendered, failures = _render_all(cfg, ctx, todo, geometry, physics, device, timer, progress)
+        rendered, failures = render_cts(
+            todo, ctx.out_dir, geometry, physics, device, settings, int(cfg.num_workers), timer,
+            on_ct=lambda: progress.update(1),
+        )  # fmt: skip
 
     failed = pd.DataFrame(failures, columns=["ct_id", "file", "reason"])
     write_table(ctx.path("failures.csv"), failed)
