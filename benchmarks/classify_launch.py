@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from launching import launch, newest_run  # benchmarks/launching.py (scripts run from benchmarks/)
 
-ROOT = Path(__file__).resolve().parent.parent
 FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
 
 
@@ -52,25 +50,6 @@ def make_folder(raw: Path, n_images: int, n_distinct: int, size: int, seed: int)
         labels = ",".join(str(int(v)) for v in rng.random(len(FINDINGS)) < 0.3)
         rows.append(f"{name},p{i // 2:06d},PA,{labels}")
     (raw / "labels.csv").write_text("\n".join(rows) + "\n")
-
-
-def launch(args: list[str], env: dict[str, str], log: Path) -> float:
-    start = time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"\n$ launch.py {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), *args], env=env, stdout=fh, stderr=fh
-        )
-    if proc.returncode:
-        print(log.read_text()[-4000:])
-        raise SystemExit(f"launch.py {' '.join(args)} failed ({proc.returncode})")
-    return time.perf_counter() - start
-
-
-def newest(root: Path, stage: str) -> Path:
-    runs = sorted((root / "workdir" / "runs" / stage).glob("*/summary.json"), key=os.path.getmtime)
-    return runs[-1].parent
 
 
 def main() -> None:
@@ -112,12 +91,12 @@ def main() -> None:
     ]
     log = root / "launch.log"
     walls = {s: launch([f"stage={s}", *common], env, log) for s in ("prepare_xrays", "classify")}
-    cls = newest(root, "classify")
+    cls = newest_run(root, "classify")
     epochs = [json.loads(line) for line in (cls / "metrics.jsonl").read_text().splitlines() if line]
     rates = [e.get("train_images_per_s") for e in epochs if "train_images_per_s" in e]
     summary_c = json.loads((cls / "summary.json").read_text())
     walls["predict"] = launch(["stage=predict", *common], env, log)
-    summary_p = json.loads((newest(root, "predict") / "summary.json").read_text())
+    summary_p = json.loads((newest_run(root, "predict") / "summary.json").read_text())
     figures = {
         "device": a.device,
         "images": a.images,

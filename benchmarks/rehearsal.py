@@ -22,11 +22,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from launching import launch  # benchmarks/launching.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,26 +59,6 @@ STUDY = {
         "synthex_10": 10,
     },
 }
-
-
-def launch(args: list[str], env: dict[str, str], log: Path) -> float:
-    """Run ``launch.py ARGS``; returns wall seconds; raises with the log tail on failure."""
-    start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ launch.py {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), *args],
-            cwd=env["GENSYN_ROOT"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = log.read_text()[-4000:]
-        raise SystemExit(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n{tail}")
-    return wall
 
 
 def summary(root: Path, stage: str) -> dict[str, Any]:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from launching import launch, newest_run  # benchmarks/launching.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -103,32 +103,6 @@ def write_cts(folder: Path, n: int, shape, spacing_mm, workers: int) -> None:  #
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(one, range(n)))
-
-
-def launch(args: list[str], env: dict[str, str], log: Path) -> float:
-    """Run ``launch.py ARGS``; returns wall seconds; exits with the log tail on failure."""
-    start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ launch.py {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), *args],
-            cwd=env["GENSYN_ROOT"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    if proc.returncode != 0:
-        raise SystemExit(f"launch.py {' '.join(args)} failed:\n{log.read_text()[-4000:]}")
-    return time.perf_counter() - start
-
-
-def newest_run(root: Path, stage: str) -> Path:
-    """The newest finished run folder of ``stage``."""
-    done = sorted((root / "workdir" / "runs" / stage).glob("*/DONE"), key=os.path.getmtime)
-    if not done:
-        raise SystemExit(f"no finished {stage} run under {root}")
-    return done[-1].parent
 
 
 def _sync(device: str) -> None:
