@@ -260,42 +260,15 @@ def test_moved_root_finds_every_run_done(launch, gensyn_root: Path, tmp_path: Pa
 
 # ---- W&B history without gaps ---------------------------------------------------------------
 def _wandb_history(run_folder: Path) -> list[tuple[int, dict[str, object]]]:
-    """(step, logged values) of every history row of the offline W&B runs in a run folder.
-
-    An offline run is a ``.wandb`` file: a 7-byte header, then LevelDB-log records (32 KiB
-    blocks; each chunk: CRC, length, type FULL/FIRST/MIDDLE/LAST) holding protobuf Records.
-    """
+    """(step, logged values) of every history row of the offline W&B runs in a run folder."""
     import json
-    import struct
 
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb_offline import wandb_records
 
     rows = []
-    for path in sorted(run_folder.glob("wandb/offline-run-*/*.wandb")):
-        data, pos, pending = path.read_bytes(), 7, b""
-        assert data[:4] == b":W&B"
-        while pos + 7 <= len(data):
-            if 32768 - pos % 32768 < 7:  # block trailer too short for a header: padding
-                pos += 32768 - pos % 32768
-                continue
-            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-            pending += data[pos + 7 : pos + 7 + length]
-            pos += 7 + length
-            if kind in (1, 4):  # FULL or LAST: a whole record
-                record = pb.Record()
-                record.ParseFromString(pending)
-                pending = b""
-                if record.WhichOneof("record_type") == "history":
-                    items = {
-                        i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                        for i in record.history.item
-                    }
-                    rows.append(
-                        (
-                            record.history.step.num,
-                            {k: v for k, v in items.items() if not k.startswith("_")},
-                        )
-                    )
+    for history in wandb_records(run_folder, "history"):
+        items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in history.item}
+        rows.append((history.step.num, {k: v for k, v in items.items() if not k.startswith("_")}))
     return rows
 
 

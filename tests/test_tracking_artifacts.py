@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
+from wandb_offline import wandb_records
 
 from gensyn import io
 from gensyn.errors import GensynError
@@ -67,34 +67,6 @@ def test_final_weights_and_report_files_are_chosen(tmp_path: Path) -> None:
     ]
 
 
-def _wandb_records(run_folder: Path, kind: str) -> list:
-    """The protobuf records of type ``kind`` in the offline W&B runs of a run folder.
-
-    An offline run is a ``.wandb`` file: a 7-byte header, then LevelDB-log records (32 KiB
-    blocks; each chunk: CRC, length, type FULL/FIRST/MIDDLE/LAST) holding protobuf Records.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    records = []
-    for path in sorted(run_folder.glob("wandb/offline-run-*/*.wandb")):
-        data, pos, pending = path.read_bytes(), 7, b""
-        assert data[:4] == b":W&B"
-        while pos + 7 <= len(data):
-            if 32768 - pos % 32768 < 7:  # block trailer too short for a header: padding
-                pos += 32768 - pos % 32768
-                continue
-            _crc, length, chunk = struct.unpack("<IHB", data[pos : pos + 7])
-            pending += data[pos + 7 : pos + 7 + length]
-            pos += 7 + length
-            if chunk in (1, 4):  # FULL or LAST: a whole record
-                record = pb.Record()
-                record.ParseFromString(pending)
-                pending = b""
-                if record.WhichOneof("record_type") == kind:
-                    records.append(getattr(record, kind))
-    return records
-
-
 def _manifests(out: Path) -> dict[str, tuple[str, dict, dict[str, str]]]:
     """``{artifact name: (type, metadata, {path in artifact: local path})}`` of a run folder."""
     return {
@@ -103,7 +75,7 @@ def _manifests(out: Path) -> dict[str, tuple[str, dict, dict[str, str]]]:
             json.loads(a.metadata),
             {entry.path: entry.local_path for entry in a.manifest.contents},
         )
-        for a in _wandb_records(out, "artifact")
+        for a in wandb_records(out, "artifact")
     }
 
 
@@ -124,7 +96,7 @@ def test_offline_run_records_checkpoint_and_report_artifacts(compose) -> None:
     kind, metadata, files = manifests["_test_artifacts-report"]
     assert kind == "report" and metadata["config_hash"] == out.name
     assert files == {p: str(out / p) for p in ("report.html", "report.md", "figures/roc.png")}
-    (run,) = _wandb_records(out, "run")
+    (run,) = wandb_records(out, "run")
     assert run.run_id == metadata["run_id"]  # the metadata's run id is the W&B run's
 
 
