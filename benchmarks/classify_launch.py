@@ -5,8 +5,11 @@ files; labels drawn at random, patients of 2 images each), then the README's com
 `prepare_xrays`, `classify` (DenseNet121 512², batch 128, `schedule=epochs`) and `predict`,
 all with `experiment=thesis device=<device>`. Prints training images/s per epoch (from the
 run's metrics.jsonl; epoch 1 includes JAX compilation), the classify cache report, and
-predict's images/s and time breakdown (its summary). On a machine without internet,
-DenseNet121 starts from random weights (`classifier.weights=null`), which costs the same.
+predict's images/s and time breakdown (its summary). The study's recipe trains the last 9
+layers of DenseNet121 on top of ImageNet weights; a machine without internet cannot fetch
+them, so this script saves a randomly initialised DenseNet121 no-top weights file and passes
+it as `classifier.weights=<file>`: the same layers frozen, the same cost
+(`--tail -1` trains every layer instead, about 3x the compute).
 
     python benchmarks/classify_launch.py --device cuda --images 20000 --epochs 2
     python benchmarks/classify_launch.py --device cpu --images 64 --epochs 1 --size 64  # smoke
@@ -52,6 +55,24 @@ def make_folder(raw: Path, n_images: int, n_distinct: int, size: int, seed: int)
     (raw / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
+def random_weights_file(root: Path) -> Path:
+    """A DenseNet121 no-top weights file with Keras' random initialisation (made once, on the
+    CPU in a subprocess so that this process holds no GPU memory)."""
+    import subprocess
+    import sys
+
+    path = root / "densenet121_random_notop.weights.h5"
+    if not path.is_file():
+        code = (
+            "import sys, keras; keras.utils.set_random_seed(0); "
+            "keras.applications.DenseNet121(include_top=False, weights=None, "
+            "input_shape=(64, 64, 3)).save_weights(sys.argv[1])"
+        )
+        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
@@ -63,9 +84,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--root", type=Path, default=Path("/tmp/gensyn-classify-launch"))
     p.add_argument("--out", type=Path, default=None, help="JSON of the figures")
+    p.add_argument("--tail", type=int, default=9, help="trainable tail layers (-1: all)")
     a = p.parse_args()
     root = a.root.resolve()
     raw = root / "xrays"
+    root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     make_folder(raw, a.images, a.distinct, a.size, 0)
     print(f"{a.images} PNGs ({a.distinct} distinct, {a.size}²) in {time.perf_counter() - t0:.0f} s")
@@ -77,8 +100,8 @@ def main() -> None:
         f"dataset.raw_dir={raw}",
         f"dataset.xray.size_px={a.size}",
         f"classifier.image_size_px={a.size}",
-        "classifier.weights=null",
-        "classifier.trainable_tail_layers=-1",
+        f"classifier.weights={random_weights_file(root)}",
+        f"classifier.trainable_tail_layers={a.tail}",
         f"classifier.epochs={a.epochs}",
         f"classifier.batch_size={a.batch}",
         "classifier.schedule=epochs",
@@ -101,6 +124,7 @@ def main() -> None:
         "device": a.device,
         "images": a.images,
         "size": a.size,
+        "trainable_tail_layers": a.tail,
         "wall_s": walls,
         "train_images_per_s_by_epoch": rates,
         "image_cache": summary_c.get("image_cache"),

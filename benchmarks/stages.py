@@ -142,6 +142,79 @@ def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
     return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
 
 
+def drr_costs(root: Path, device: str, image_px: int, workers: int) -> dict[str, float]:
+    """What one CT costs the drr stage, step by step, and how reading and encoding scale.
+
+    Single-threaded seconds per CT (mean over up to 4 CTs): ``read`` (inflate the .nii.gz,
+    int16 voxels), ``prepare`` (to the device, material volumes), ``render`` (ten views),
+    ``window`` (to 16-bit images where they were rendered), ``encode`` (ten PNGs at the
+    stage's zlib level); then CTs/s of reading alone and images/s of encoding alone on 1 and
+    on ``workers`` threads: a ratio well below ``workers`` means a lock or memory bandwidth,
+    not the core count, limits that step.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gensyn.drr import pose_set
+    from gensyn.drr.batch import PNG_COMPRESS_LEVEL
+    from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.render import DrrRenderer, PhysicsConfig, to_images
+    from gensyn.io import read_nifti, read_table, write_image
+
+    convert = newest_run(root, "convert")
+    table = read_table(convert / "volumes.csv")
+    paths = [
+        convert / (str(r["path"]) if "path" in r else f"volumes/{r['nifti']}")
+        for _, r in table.iterrows()
+    ]
+    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
+    poses = [v.pose for v in views]
+    geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    physics = PhysicsConfig(output="line_integral")
+    steps = dict.fromkeys(("read", "prepare", "render", "window", "encode"), 0.0)
+    sample = paths[:4]
+    out = root / "costs"
+    out.mkdir(exist_ok=True)
+    images = None
+    for path in sample:
+        t = time.perf_counter()
+        hu, affine = read_nifti(path, None)
+        steps["read"] += time.perf_counter() - t
+        t = time.perf_counter()
+        renderer = DrrRenderer(hu, affine, physics, device).prepare(poses, geometry)
+        _sync(device)
+        steps["prepare"] += time.perf_counter() - t
+        t = time.perf_counter()
+        drrs = renderer.render(poses, geometry, as_tensor=True)
+        _sync(device)
+        steps["render"] += time.perf_counter() - t
+        t = time.perf_counter()
+        images = to_images(drrs, 16)
+        steps["window"] += time.perf_counter() - t
+        t = time.perf_counter()
+        for i, image in enumerate(images):
+            write_image(out / f"v{i}.png", image, PNG_COMPRESS_LEVEL)
+        steps["encode"] += time.perf_counter() - t
+        del renderer, drrs
+    costs = {f"{k}_s_per_ct": v / len(sample) for k, v in steps.items()}
+    assert images is not None
+    for threads in sorted({1, max(1, workers)}):
+        reads = paths[: max(threads, 4)]
+        with ThreadPoolExecutor(threads) as pool:
+            t = time.perf_counter()
+            list(pool.map(lambda q: read_nifti(q, None)[0].shape, reads))
+            costs[f"read_cts_per_s_{threads}_threads"] = len(reads) / (time.perf_counter() - t)
+        jobs = [(i, images[i % len(images)]) for i in range(max(4 * threads, 20))]
+        with ThreadPoolExecutor(threads) as pool:
+            t = time.perf_counter()
+            list(
+                pool.map(
+                    lambda j: write_image(out / f"e{j[0]}.png", j[1], PNG_COMPRESS_LEVEL), jobs
+                )
+            )
+            costs[f"encode_images_per_s_{threads}_threads"] = len(jobs) / (time.perf_counter() - t)
+    return costs
+
+
 def translate_kernel(root: Path, device: str, image_px: int, batch: int, repeats: int) -> float:
     """Images/s of the generator's forward at ``batch`` on in-RAM tensors (bf16 on CUDA)."""
     import torch
@@ -244,6 +317,9 @@ def main() -> None:
             n_items = _n_predicted(root)
         if stage == "drr":
             kernel = drr_kernel(root, a.device, size["image_px"], repeats=5)
+            costs = drr_costs(root, a.device, size["image_px"], a.workers)
+            summary["cpu_costs"] = costs
+            print("drr costs: " + ", ".join(f"{k} {v:.3g}" for k, v in costs.items()))
         elif stage == "gan_translate":
             batch = 4 if a.small else 32
             kernel = translate_kernel(root, a.device, size["image_px"], batch, repeats=5)

@@ -167,9 +167,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return arr
 
 
-def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI volume as float32 (HU for CTs) and its 4×4 voxel-to-world affine (RAS, mm).
+def read_nifti(
+    path: str | os.PathLike[str], dtype: Any = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI volume (HU for CTs) and its 4×4 voxel-to-world affine (RAS, mm).
 
+    ``dtype``: the voxels' type (default float32); ``None`` keeps the type stored in the file
+    when its values need no scaling (e.g. int16 HU, half of float32's bytes to move to a GPU
+    and no cast on the CPU), and gives float32 for a scaled file.
     A missing, truncated or corrupt file raises ``ValueError`` naming the file and the cause.
     """
     import zlib
@@ -184,7 +189,10 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     try:
         if not str(path).endswith(".gz"):
             img: Any = nib.load(path)
-            return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine)
+            plain = img.dataobj
+            if dtype is None and (float(plain.slope), float(plain.inter)) == (1.0, 0.0):
+                return np.asarray(plain), np.asarray(img.affine)
+            return np.asarray(plain, dtype=dtype or np.float32), np.asarray(img.affine)
         # ISA-L inflates ~2x faster than Python's gzip and releases the GIL, and the voxels
         # are cast straight from the inflated bytes, so loader threads read CTs in parallel
         # (through Python's gzip module 16 threads were no faster than one on an H200 host)
@@ -193,11 +201,13 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         img = nib.Nifti1Image.from_bytes(raw)
         proxy = img.dataobj  # where and how the voxels lie in the file, as nibabel reads it
         if (float(proxy.slope), float(proxy.inter)) != (1.0, 0.0):  # scaled: nibabel scales
-            return np.asarray(proxy, dtype=np.float32), np.asarray(img.affine)
+            return np.asarray(proxy, dtype=dtype or np.float32), np.asarray(img.affine)
         voxels: np.ndarray = np.ndarray(
             proxy.shape, proxy.dtype, raw, int(proxy.offset), order=proxy.order
         )
-        return voxels.astype(np.float32), np.asarray(img.affine)
+        if dtype is None:  # read-only view of the inflated bytes: copy into a writable array
+            return np.array(voxels), np.asarray(img.affine)
+        return voxels.astype(dtype), np.asarray(img.affine)
     except (
         OSError, EOFError, ValueError, TypeError, zlib.error, isal_error, ImageFileError,
         HeaderDataError, WrapStructError,

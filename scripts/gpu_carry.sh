@@ -26,7 +26,7 @@ if [ "$mode" = fetch ]; then
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
         --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any"
   grep -v -E '^(torch|jax|jaxlib|jax\[cpu\]|numpy|scipy|pandas|scikit-learn|matplotlib|pillow|requests|psutil|tqdm)[=[]' \
-    requirements/base.txt | grep -v '^#' | grep -v '^$' > "$whl/carry.txt"
+    -h requirements/common.txt requirements/base.txt | grep -v -E '^(#|-r )' | grep -v '^$' > "$whl/carry.txt"
   # pure-Python packages published only as source: build their wheels here
   python3 -m pip wheel -q --no-deps -w "$whl" antlr4-python3-runtime==4.9.3
   # shellcheck disable=SC2086

@@ -86,6 +86,28 @@ def test_nifti_float_scaled_and_bad_files(tmp_path: Path) -> None:
         read_nifti_volume(tmp_path / "torn.nii.gz")
 
 
+def test_read_nifti_keeps_stored_integers_on_request(tmp_path: Path) -> None:
+    """read_nifti(dtype=None): int16 stays int16 (plain and gzipped); scaled files are floats."""
+    import nibabel as nib
+
+    from gensyn.io import read_nifti
+
+    hu = np.arange(-1000, -1000 + 2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    for name in ("ct.nii", "ct.nii.gz"):
+        nib.save(nib.Nifti1Image(hu, np.diag([0.7, 0.7, 1.0, 1.0])), tmp_path / name)
+        kept, affine = read_nifti(tmp_path / name, dtype=None)
+        assert kept.dtype == np.int16 and kept.flags.writeable
+        np.testing.assert_array_equal(kept, hu)
+        floats, _ = read_nifti(tmp_path / name)
+        assert floats.dtype == np.float32 and np.array_equal(floats, hu)
+        assert affine[0, 0] == pytest.approx(0.7)
+    img = nib.Nifti1Image(hu, np.eye(4))
+    img.header.set_slope_inter(2.0, 10.0)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    scaled, _ = read_nifti(tmp_path / "scaled.nii.gz", dtype=None)
+    assert scaled.dtype == np.float32 and scaled.min() == pytest.approx(2.0 * -1000 + 10.0)
+
+
 def test_mr_series_is_refused_naming_series_and_modality(tmp_path: Path) -> None:
     import pydicom
 

@@ -168,3 +168,33 @@ def test_presets_images_and_shared_volumes():
     # brighter where more attenuating (bone bright), monotone mapping
     order = np.argsort(poly_img.ravel())
     assert np.all(np.diff(img16.ravel()[order].astype(int)) >= 0)
+
+
+def test_batched_windowing_matches_to_image_and_int16_volumes_render_alike():
+    """to_images (the drr stage's windowing where the DRRs lie) agrees with to_image within one
+    grey level, for 8 and 16 bit; an int16 HU volume renders exactly as its float32 copy."""
+    import torch
+
+    from gensyn.drr import DrrRenderer, preset, to_image
+    from gensyn.drr.render import to_images
+
+    geometry, physics = preset("pa_chest")
+    hu = np.round(-1000.0 + 1100.0 * _beads([[0.0, 0.0, 0.0], [15.0, 5.0, 0.0]], sigma_mm=15.0))
+    poses = [CarmPose(), CarmPose(alpha_deg=10.0, beta_deg=-20.0)]
+    small = geometry.resized(48)
+    as_float = DrrRenderer(hu.astype(np.float32), _affine(), physics).render(poses, small)
+    renderer = DrrRenderer(hu.astype(np.int16), _affine(), physics)
+    as_tensor = renderer.render(poses, small, as_tensor=True)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.dtype == torch.float32
+    np.testing.assert_array_equal(as_tensor.numpy(), as_float)
+    for bits, percentiles in ((8, (0.5, 99.5)), (16, (2.0, 98.0))):
+        batch = to_images(as_tensor, bits, percentiles)
+        assert batch.dtype == (np.uint8 if bits == 8 else np.uint16)
+        for one, drr in zip(batch, as_float, strict=True):
+            ref = to_image(drr, bits, percentiles).astype(int)
+            assert np.abs(one.astype(int) - ref).max() <= 1
+            assert np.mean(one.astype(int) == ref) > 0.99
+    flat = to_images(np.full((1, 4, 4), 0.3, np.float32), 8)  # constant image: no division by 0
+    assert flat.dtype == np.uint8 and flat.shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="bit_depth"):
+        to_images(as_tensor, 12)

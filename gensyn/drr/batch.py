@@ -84,6 +84,8 @@ def _loader(
 ) -> Callable[[CtJob], _LoadedCt]:
     """The loader of one CT: read the NIfTI, then (holding a device slot) make its renderer
     and build the material density volumes its views need."""
+    import numpy as np
+
     from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.io import read_nifti
 
@@ -92,7 +94,8 @@ def _loader(
     def load(job: CtJob) -> _LoadedCt:
         try:
             with timer.time("read"):
-                hu, affine = read_nifti(job.nifti)
+                # GENSYN's renderer takes the stored integers (cast on its device); DeepDRR HU
+                hu, affine = read_nifti(job.nifti, None if s.renderer == "torch" else np.float32)
         except ValueError as exc:  # truncated or corrupt: list it, render the others
             return _LoadedCt(job, error=str(exc))
         slots.acquire(job.position)  # device memory stays bounded: only the next CTs in order
@@ -105,42 +108,38 @@ def _loader(
     return load
 
 
-def _render(renderer: Any, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool) -> list[Any]:
-    """The DRRs of one CT's views, rendered in pose batches (noise seeded per (seed, CT, view))."""
-    from gensyn.drr.render import view_noise_seed
+def _render(
+    renderer: Any, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool
+) -> tuple[list[Any], list[Any]]:
+    """One CT's views rendered in pose batches (noise seeded per (seed, CT, view)), windowed
+    into images where they were rendered: (uint8/16 images, float DRRs if ``save_float``)."""
+    from gensyn.drr.render import DrrRenderer, to_images, view_noise_seed
 
-    drrs: list[Any] = []
+    images: list[Any] = []
+    floats: list[Any] = []
+    extra: dict[str, Any] = {"as_tensor": True} if isinstance(renderer, DrrRenderer) else {}
     for start in range(0, len(job.views), p.batch_poses):
         batch = job.views[start : start + p.batch_poses]
         poses = [v.pose for v in batch]
         if noisy:
-            seeds = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch]
-            drrs.extend(
-                renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples, seed=seeds)
-            )
-        else:
-            drrs.extend(renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples))
-    return drrs
+            extra["seed"] = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch]
+        drrs = renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples, **extra)
+        images.extend(to_images(drrs, p.bit_depth, tuple(p.window_percentiles)))
+        if p.save_float:
+            floats.extend(drrs.cpu().numpy() if hasattr(drrs, "cpu") else drrs)
+    return images, floats
 
 
-def _write_view(
-    png: Path,
-    npy: Path | None,
-    drr: Any,
-    bit_depth: int,
-    percentiles: tuple[float, ...],
-    timer: StageTimer,
-) -> None:
-    """Encode and write one DRR (a writer job): the windowed PNG, optionally the float .npy."""
+def _write_view(png: Path, image: Any, npy: Path | None, drr: Any, timer: StageTimer) -> None:
+    """Encode and write one view (a writer job): its windowed PNG, optionally the float .npy."""
     import numpy as np
 
-    from gensyn.drr import to_image
     from gensyn.io import write_image
 
     with timer.time("write"):
-        write_image(png, to_image(drr, bit_depth, percentiles), PNG_COMPRESS_LEVEL)
+        write_image(png, image, PNG_COMPRESS_LEVEL)
         if npy is not None:
-            np.save(npy, drr.astype(np.float32))
+            np.save(npy, np.asarray(drr, dtype=np.float32))
 
 
 def render_cts(
@@ -189,20 +188,19 @@ def render_cts(
                     failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": item.error})  # fmt: skip
                 else:
                     with timer.time("compute"):
-                        drrs = _render(renderer, job, p, geometry, physics.photon_count > 0)
+                        images, floats = _render(renderer, job, p, geometry, physics.photon_count > 0)  # fmt: skip
                     futures = [
                         writer.submit(
                             _write_view,
                             out(job.names[v.index]),
+                            image,
                             out(job.names[v.index][:-4] + ".npy") if p.save_float else None,
-                            drr,
-                            int(p.bit_depth),
-                            tuple(p.window_percentiles),
+                            floats[i] if p.save_float else None,
                             timer,
                         )
-                        for v, drr in zip(job.views, drrs, strict=True)
+                        for i, (v, image) in enumerate(zip(job.views, images, strict=True))
                     ]
-                    rendered += len(drrs)
+                    rendered += len(images)
                     writing.append((job, futures))
                 del item, renderer  # free this CT's volumes before the next CT is prepared
                 slots.release()
