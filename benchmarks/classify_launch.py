@@ -130,6 +130,7 @@ def main() -> None:
         "image_cache": summary_c.get("image_cache"),
         "n_train": summary_c.get("n_train_real"),
         "predict_images_per_s": summary_p.get("images_per_s"),
+        "predict_images_per_s_after_compile": summary_p.get("images_per_s_after_compile"),
         "predict_breakdown": {k: v for k, v in summary_p.items() if str(k).startswith("time_")},
     }
     print(json.dumps(figures, indent=1, default=str))

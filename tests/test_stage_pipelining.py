@@ -268,5 +268,8 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     assert list(listed["path"]) == [str(garbage)] and listed.loc[0, "reason"]
     assert ctx.summary["n_unreadable_images"] == 1
     assert ctx.summary["images_per_s"] > 0
+    # the prediction step's compilation is timed apart, and the rate after it is reported
+    assert ctx.summary["time_compile_s"] > 0
+    assert ctx.summary["images_per_s_after_compile"] > ctx.summary["images_per_s"]
     for part in (*TIME_PARTS, "wall"):
         assert f"time_{part}_s" in ctx.summary

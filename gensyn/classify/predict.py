@@ -61,6 +61,14 @@ def predict_paths(
     return np.asarray(probs, dtype=np.float32)[: len(paths)]
 
 
+def warm_up(model: keras.Model, batch_size: int, image_size_px: int) -> None:
+    """Compile (or load from JAX's compilation cache) the prediction step for batches of
+    ``batch_size`` images, feeding one batch of zeros the way :func:`predict_paths` feeds
+    files, so that its cost can be timed apart from the images' own."""
+    zeros = np.zeros((batch_size, image_size_px, image_size_px, 1), np.uint8)
+    model.predict(((zeros,) for _ in range(1)), steps=1, verbose=0)
+
+
 def load_classifier(path: str | os.PathLike[str]) -> keras.Model:
     """Load a model saved by training (``best.keras``) for inference; the file must exist."""
     path = Path(path)

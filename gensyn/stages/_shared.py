@@ -1,11 +1,13 @@
 """Helpers several stages share (not a stage): config values as plain strings, the
-sampling arm's source and the stages its images come from."""
+sampling arm's source and the stages its images come from, the classifier's cache folder."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from omegaconf import DictConfig
 
     from gensyn.data.phantom.demo import DemoSpec
@@ -44,3 +46,20 @@ def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
     values = {str(k): v for k, v in plain.items()}
     workers = int(values.pop("num_workers", 2))
     return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
+
+
+#: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)
+CACHE_OFF = ("off", "false")
+
+
+def cache_folder(cfg: DictConfig) -> Path | None:
+    """The classifier's cache folder (``classifier.cache``: decoded images and JAX's compiled
+    programs, shared by classify and predict), or None when off."""
+    from pathlib import Path
+
+    setting = str(cfg.classifier.cache)
+    if setting.lower() in CACHE_OFF:
+        return None
+    if setting == "auto":
+        return Path(cfg.paths.work_dir) / "cache" / "classify"
+    return Path(setting)

@@ -27,10 +27,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from gensyn.registry import stage
-from gensyn.stages._shared import SYNTHETIC_STAGE, option_str, source_of, upstream_of
+from gensyn.stages._shared import (
+    SYNTHETIC_STAGE,
+    cache_folder,
+    option_str,
+    source_of,
+    upstream_of,
+)
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from omegaconf import DictConfig
 
@@ -145,22 +150,6 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
     )
     keep = [~t["path"].isin(bad) for t in (train, val)]
     return train[keep[0]].reset_index(drop=True), val[keep[1]].reset_index(drop=True)
-
-
-#: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)
-CACHE_OFF = ("off", "false")
-
-
-def cache_folder(cfg: DictConfig) -> Path | None:
-    """The classifier's cache folder (``classifier.cache``), or None when off."""
-    from pathlib import Path
-
-    setting = str(cfg.classifier.cache)
-    if setting.lower() in CACHE_OFF:
-        return None
-    if setting == "auto":
-        return Path(cfg.paths.work_dir) / "cache" / "classify"
-    return Path(setting)
 
 
 def _image_caches(cfg, ctx, train, val):  # type: ignore[no-untyped-def]
