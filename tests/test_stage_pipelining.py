@@ -271,5 +271,34 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     # the prediction step's compilation is timed apart, and the rate after it is reported
     assert ctx.summary["time_compile_s"] > 0
     assert ctx.summary["images_per_s_after_compile"] > ctx.summary["images_per_s"]
+    # the readable test images went into the decode-once cache; a second prediction of the
+    # same test set (another arm or fold) streams them from it without checking the files
+    assert ctx.summary["image_cache"] == "written" and ctx.summary["image_cache_images"] == len(preds)
+    again = RunContext(
+        name="predict",
+        out_dir=tmp_path / "predict_again",
+        stage_hash="t2",
+        cfg=cfg,
+        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
+    )
+    predict.run(cfg, again)
+    assert again.summary["image_cache"] == "used"
+    assert again.summary["n_unreadable_images"] == 1  # the bad file is still checked, left out
+    np.testing.assert_array_equal(
+        io.read_table(tmp_path / "predict_again" / "predictions.csv").filter(like="p_").to_numpy(),
+        preds.filter(like="p_").to_numpy(),
+    )
+    # a test set whose files are all in the cache is not checked again
+    io.write_table(prepare / "xrays.csv", table[table["path"] != str(garbage)])
+    clean = RunContext(
+        name="predict",
+        out_dir=tmp_path / "predict_clean",
+        stage_hash="t3",
+        cfg=cfg,
+        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
+    )
+    predict.run(cfg, clean)
+    assert clean.summary["image_cache"] == "used" and clean.summary["time_read_s"] == 0.0
+    assert clean.summary["n_unreadable_images"] == 0
     for part in (*TIME_PARTS, "wall"):
         assert f"time_{part}_s" in ctx.summary

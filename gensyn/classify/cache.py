@@ -151,6 +151,27 @@ def _write(
             list(pool.map(_fill, *zip(*jobs, strict=True)))
 
 
+def open_existing(
+    folder: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]], image_size_px: int
+) -> ImageCache | None:
+    """The cache of ``paths`` at ``image_size_px``² in ``folder`` if one was written, else None.
+
+    Every file of a cache decoded when it was written and is unchanged since (its size and
+    modification time are in the key), so a caller may skip checking the files again. A
+    missing file gives None (no cache can hold it).
+    """
+    unique = sorted({os.fspath(p) for p in paths})
+    if not unique:
+        return None
+    try:
+        key = cache_key(unique, image_size_px)
+    except FileNotFoundError:
+        return None
+    file = Path(folder) / f"{key}.npy"
+    images = _open(file, (len(unique), image_size_px, image_size_px, 1))
+    return None if images is None else ImageCache(file, tuple(unique), images, written=False)
+
+
 def open_or_build(
     folder: str | os.PathLike[str],
     paths: Sequence[str | os.PathLike[str]],

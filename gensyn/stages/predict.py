@@ -14,8 +14,11 @@ rows its ``dataset.xray.external_test`` names: ``all`` (every row, whatever its 
 A test image that cannot be read (missing, garbage, truncated) is left out and listed in
 ``unreadable_images.csv`` (test_set, path, reason); the others are predicted and the summary's
 ``n_unreadable_images`` says how many were left out. Images are decoded by ``num_workers``
-loaders ahead of the model; the summary holds the time breakdown (``time_read_s``: checking
-the files, ``time_compile_s``: compiling the prediction step, or loading it from the JAX
+loaders ahead of the model, or, with ``classifier.cache`` on, decoded once into the
+decode-once image cache and streamed from there by every later prediction of the same test set
+(other arms and folds), which then skips the file checks too. The summary holds the time
+breakdown (``time_read_s``: checking the files, ``time_prepare_s``: writing the cache,
+``time_compile_s``: compiling the prediction step, or loading it from the JAX
 compilation cache in ``classifier.cache`` that earlier predict runs of the same model and batch
 size (other arms, folds) filled, ``time_compute_s``: decoding + the
 model, which overlap, ``time_write_s``), ``images_per_s`` (over the wall time) and
@@ -115,20 +118,41 @@ def undecodable_images(paths: list[str], image_size_px: int, workers: int) -> di
 
 def predict_readable(
     cfg: DictConfig, model: Any, test: pd.DataFrame, size_px: int, timer: StageTimer
-) -> tuple[pd.DataFrame, Any, dict[str, str]]:
-    """(rows predicted, their probabilities, unreadable files with reasons) of one test set.
+) -> tuple[pd.DataFrame, Any, dict[str, str], list[Any]]:
+    """(rows predicted, their probabilities, unreadable files with reasons, image caches used)
+    of one test set.
 
-    Unreadable images are left out rather than stopping the stage on the first one.
+    Unreadable images are left out rather than stopping the stage on the first one. With
+    ``classifier.cache`` on, the readable images are decoded once into the decode-once cache
+    (timed as ``prepare``) and every later prediction of this test set (the other arms and
+    folds of a grid) streams them from there, skipping the file checks too: a cached file
+    decoded when it was cached and is unchanged since.
     """
+    from gensyn.classify.cache import open_existing, open_or_build
     from gensyn.classify.data import unreadable_images
     from gensyn.classify.predict import predict_paths
 
     workers = int(cfg.num_workers)
-    with timer.time("read"):
-        # the cheap structural check (headers, PNG chunk checksums) of every file first
-        bad = unreadable_images(list(test["path"]), max(1, workers))
+    decode = option_str(cfg.classifier.decode)
+    folder = cache_folder(cfg)
+    images = None if folder is None else folder / "images"
+    cache = None if images is None else open_existing(images, list(test["path"]), size_px)
+    bad: dict[str, str] = {}
+    if cache is None:
+        with timer.time("read"):
+            # the cheap structural check (headers, PNG chunk checksums) of every file first
+            bad = unreadable_images(list(test["path"]), max(1, workers))
     while True:
         keep = test[~test["path"].isin(bad)].reset_index(drop=True)
+        if cache is None and images is not None and len(keep):
+            try:
+                with timer.time("prepare"):
+                    cache = open_or_build(images, list(keep["path"]), size_px, workers, decode)
+            except OSError as exc:
+                log.warning("predict: image cache not written (%s); decoding the files", exc)
+                images = None
+            except ValueError:  # a file passed the check but does not decode: found below
+                pass
         try:
             with timer.time("compute"):
                 probs = predict_paths(
@@ -138,9 +162,10 @@ def predict_readable(
                     int(cfg.classifier.predict_batch_size),
                     workers,
                     int(cfg.classifier.prefetch),
-                    option_str(cfg.classifier.decode),
+                    decode,
+                    [] if cache is None else [cache],
                 )
-            return keep, probs, bad
+            return keep, probs, bad, [] if cache is None else [cache]
         except ValueError:  # a file passed the check but does not decode: find every such file
             with timer.time("read"):
                 more = undecodable_images(list(keep["path"]), size_px, workers)
@@ -161,6 +186,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     from gensyn import io
     from gensyn.classify import sampling
+    from gensyn.classify.cache import cache_report, describe
     from gensyn.classify.keras_env import use_compilation_cache
     from gensyn.classify.predict import load_classifier, warm_up
     from gensyn.devices import jax_device
@@ -181,13 +207,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     tables, empty = [], []
     unreadable: list[dict[str, str]] = []
+    caches: list[Any] = []
     for name, xray_dir, rows in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
         xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
         test = select_test_rows(xrays, rows)
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
-        test, probs, bad = predict_readable(cfg, model, test, size_px, timer)
+        test, probs, bad, used = predict_readable(cfg, model, test, size_px, timer)
+        caches += used
         unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]
         if test.empty:
             empty.append(f"{xray_dir / 'xrays.csv'} (every test image unreadable)")
@@ -254,3 +282,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     ctx.summary.update(
         n_unreadable_images=len(unreadable), num_workers=int(cfg.num_workers), **timing
     )
+    if caches:
+        log.info("predict: image cache: %s", cache_report(caches))
+        ctx.summary.update(describe(caches))
+    else:
+        ctx.summary["image_cache"] = "off"
