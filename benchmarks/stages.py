@@ -142,20 +142,19 @@ def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
     return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
 
 
-def drr_costs(root: Path, device: str, image_px: int, workers: int) -> dict[str, float]:
+def drr_costs(root: Path, device: str, image_px: int, workers: int, level: int) -> dict[str, float]:
     """What one CT costs the drr stage, step by step, and how reading and encoding scale.
 
     Single-threaded seconds per CT (mean over up to 4 CTs): ``read`` (inflate the .nii.gz,
     int16 voxels), ``prepare`` (to the device, material volumes), ``render`` (ten views),
-    ``window`` (to 16-bit images where they were rendered), ``encode`` (ten PNGs at the
-    stage's zlib level); then CTs/s of reading alone and images/s of encoding alone on 1 and
+    ``window`` (to 16-bit images where they were rendered), ``encode`` (ten PNGs at zlib
+    ``level``, the stage's ``projector.png_compress_level``); then CTs/s of reading alone and images/s of encoding alone on 1 and
     on ``workers`` threads: a ratio well below ``workers`` means a lock or memory bandwidth,
     not the core count, limits that step.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from gensyn.drr import pose_set
-    from gensyn.drr.batch import PNG_COMPRESS_LEVEL
     from gensyn.drr.geometry import make_geometry
     from gensyn.drr.render import DrrRenderer, PhysicsConfig, to_images
     from gensyn.io import read_nifti, read_table, write_image
@@ -192,7 +191,7 @@ def drr_costs(root: Path, device: str, image_px: int, workers: int) -> dict[str,
         steps["window"] += time.perf_counter() - t
         t = time.perf_counter()
         for i, image in enumerate(images):
-            write_image(out / f"v{i}.png", image, PNG_COMPRESS_LEVEL)
+            write_image(out / f"v{i}.png", image, level)
         steps["encode"] += time.perf_counter() - t
         del renderer, drrs
     costs = {f"{k}_s_per_ct": v / len(sample) for k, v in steps.items()}
@@ -206,11 +205,7 @@ def drr_costs(root: Path, device: str, image_px: int, workers: int) -> dict[str,
         jobs = [(i, images[i % len(images)]) for i in range(max(4 * threads, 20))]
         with ThreadPoolExecutor(threads) as pool:
             t = time.perf_counter()
-            list(
-                pool.map(
-                    lambda j: write_image(out / f"e{j[0]}.png", j[1], PNG_COMPRESS_LEVEL), jobs
-                )
-            )
+            list(pool.map(lambda j: write_image(out / f"e{j[0]}.png", j[1], level), jobs))
             costs[f"encode_images_per_s_{threads}_threads"] = len(jobs) / (time.perf_counter() - t)
     return costs
 
@@ -317,7 +312,9 @@ def main() -> None:
             n_items = _n_predicted(root)
         if stage == "drr":
             kernel = drr_kernel(root, a.device, size["image_px"], repeats=5)
-            costs = drr_costs(root, a.device, size["image_px"], a.workers)
+            prefix = "projector.png_compress_level="
+            level = next((int(o[len(prefix) :]) for o in a.overrides if o.startswith(prefix)), 1)
+            costs = drr_costs(root, a.device, size["image_px"], a.workers, level)
             summary["cpu_costs"] = costs
             print("drr costs: " + ", ".join(f"{k} {v:.3g}" for k, v in costs.items()))
         elif stage == "gan_translate":

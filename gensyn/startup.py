@@ -134,6 +134,9 @@ def check_values(cfg: DictConfig) -> None:
     for key in ("projector.bit_depth", "dataset.xray.bit_depth"):
         if OmegaConf.select(cfg, key) not in (8, 16):
             raise GensynError(f"{key}={OmegaConf.select(cfg, key)}; allowed: 8 or 16")
+    level = OmegaConf.select(cfg, "projector.png_compress_level")
+    if level is not None and not 0 <= level <= 9:
+        raise GensynError(f"projector.png_compress_level={level}; allowed: 0 .. 9 (zlib levels)")
     if not 0 <= cfg.shard < cfg.num_shards:
         raise GensynError(
             f"shard={cfg.shard}; allowed: 0 .. {cfg.num_shards - 1} (num_shards={cfg.num_shards})"

@@ -30,6 +30,7 @@ BAD_VALUES = [
     ("ct_dataset.demo.finding_prevalence=-1", "ct_dataset.demo.finding_prevalence=-1.0; allowed"),
     ("report.ci_level=95", "report.ci_level=95.0; allowed: 0 <= report.ci_level < 1"),
     ("projector.bit_depth=12", "projector.bit_depth=12; allowed: 8 or 16"),
+    ("projector.png_compress_level=10", "projector.png_compress_level=10; allowed: 0 .. 9"),
     ("num_shards=0", "num_shards=0; allowed: 1 or more"),
     ("shard=3 num_shards=3", "shard=3; allowed: 0 .. 2 (num_shards=3)"),
     ("shard=-1", "shard=-1; allowed: 0 .. 0 (num_shards=1)"),

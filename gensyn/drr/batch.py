@@ -43,14 +43,16 @@ class BatchSettings:
     bit_depth: int = 8
     window_percentiles: tuple[float, ...] = (0.5, 99.5)
     save_float: bool = False
+    png_compress_level: int = 1
     seed: int = 0
     deepdrr: DeepDrrSettings | None = None
 
 
 #: CTs whose material volumes may sit on the device at once (the one rendering + the next).
 DEVICE_PREFETCH_CTS = 2
-#: zlib level of the DRR PNGs: on an H200 host a 512² 16-bit DRR took 34 ms at level 1 and
-#: 97 ms at 6 (PIL's default), files ~10 % larger; level 6 capped 16 writer threads at 138 DRRs/s
+#: default zlib level of the DRR PNGs (``projector.png_compress_level``): on an H200 host a
+#: 512² 16-bit DRR took 34 ms at level 1 and 97 ms at 6 (PIL's default), files ~10 % larger;
+#: level 6 capped 16 writer threads at 138 DRRs/s. Level 0 (stored) takes ~6 ms, files ~2x.
 PNG_COMPRESS_LEVEL = 1
 
 
@@ -130,14 +132,17 @@ def _render(
     return images, floats
 
 
-def _write_view(png: Path, image: Any, npy: Path | None, drr: Any, timer: StageTimer) -> None:
-    """Encode and write one view (a writer job): its windowed PNG, optionally the float .npy."""
+def _write_view(
+    png: Path, image: Any, level: int, npy: Path | None, drr: Any, timer: StageTimer
+) -> None:
+    """Encode and write one view (a writer job): its windowed PNG at zlib ``level``, optionally
+    the float .npy."""
     import numpy as np
 
     from gensyn.io import write_image
 
     with timer.time("write"):
-        write_image(png, image, PNG_COMPRESS_LEVEL)
+        write_image(png, image, level)
         if npy is not None:
             np.save(npy, np.asarray(drr, dtype=np.float32))
 
@@ -194,6 +199,7 @@ def render_cts(
                             _write_view,
                             out(job.names[v.index]),
                             image,
+                            int(p.png_compress_level),
                             out(job.names[v.index][:-4] + ".npy") if p.save_float else None,
                             floats[i] if p.save_float else None,
                             timer,
