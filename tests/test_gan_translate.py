@@ -91,3 +91,41 @@ def test_bad_inputs(tmp_path: Path, saved_generator: Path) -> None:
         translate_files(net, [rgb], [tmp_path / "o" / "rgb.png"])
     with pytest.raises(ValueError, match="2 sources but 1 outputs"):
         translate_files(net, mixed, [tmp_path / "x.png"])
+
+
+def test_compiled_translation_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled graph that fails costs one warning: that batch and every later one are
+    translated eagerly with the same weights; without Triton compilation is not tried."""
+    import torch.utils._triton as triton_check
+
+    from gensyn.gan.translate import FallbackForward, compile_unavailable
+
+    eager = torch.nn.Conv2d(1, 1, 3, padding=1)
+    calls = {"compiled": 0}
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        calls["compiled"] += 1
+        raise RuntimeError("InductorError: no working C compiler\nmore detail")
+
+    forward = FallbackForward(broken, eager)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(forward(x), eager(x))
+        torch.testing.assert_close(forward(x), eager(x))
+    assert calls["compiled"] == 1  # not tried again after the first failure
+    assert forward.failed == "RuntimeError: InductorError: no working C compiler"
+    assert "CUDA devices, not cpu" in str(compile_unavailable("cpu"))
+    monkeypatch.setattr(triton_check, "has_triton", lambda: False)
+    assert "Triton is not importable" in str(compile_unavailable("cuda"))
+    monkeypatch.setattr(triton_check, "has_triton", lambda: True)
+    assert compile_unavailable("cuda") is None
+
+
+def test_translation_reports_whether_it_compiled(tmp_path: Path, saved_generator: Path) -> None:
+    """On the CPU compile=true translates eagerly (compilation is CUDA-only) and says so."""
+    net, _ = load_generator(saved_generator, "cpu")
+    src = tmp_path / "drr.png"
+    write_image(src, (np.arange(32 * 32) % 251).astype(np.uint8).reshape(32, 32))
+    report: dict[str, object] = {}
+    n = translate_files(net, [src], [tmp_path / "out.png"], compile=True, report=report)
+    assert n == 1 and report == {"compiled": False, "compile_fallback": None}

@@ -11,6 +11,7 @@ decoding (``read``), translating (``compute``) and encoding + writing (``write``
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from gensyn.gan.data import ImageListDataset, collate_same_size, tensor_to_uint8
 from gensyn.gan.networks import ResnetGenerator, build_generator
 from gensyn.io import write_image
 from gensyn.pipeline_io import BackgroundWriter, StageTimer
+
+log = logging.getLogger(__name__)
 
 
 def load_generator(
@@ -93,6 +96,44 @@ def compiled_generator(net: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(net, mode="reduce-overhead", dynamic=False)  # type: ignore[return-value]
 
 
+def compile_unavailable(device_type: str) -> str | None:
+    """Why the generator cannot be compiled for ``device_type`` here, or None if it can.
+
+    Compilation is for CUDA only, and Inductor's CUDA kernels need Triton (a CUDA build of
+    PyTorch brings it, but a trimmed cluster image may lack it).
+    """
+    if device_type != "cuda":
+        return f"compilation is for CUDA devices, not {device_type}"
+    from torch.utils._triton import has_triton  # PyTorch's own check, as Inductor makes it
+
+    if not has_triton():
+        return "Triton is not importable (install triton, or set generator.compile=false)"
+    return None
+
+
+class FallbackForward:
+    """The compiled generator until it fails once, then the eager one for good.
+
+    A graph Inductor cannot build or run (a missing compiler, an unsupported GPU, a CUDA
+    graph capture that fails) costs a warning, not the stage: the batch is translated again
+    eagerly, with the same weights. ``failed`` holds why, for the run's summary.
+    """
+
+    def __init__(self, compiled: Callable[[torch.Tensor], torch.Tensor], eager: torch.nn.Module):
+        self.compiled, self.eager = compiled, eager
+        self.failed: str | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed is None:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # Inductor and Triton raise many types
+                first_line = (str(exc).splitlines() or [""])[0]
+                self.failed = f"{type(exc).__name__}: {first_line}"
+                log.warning("compiled translation failed (%s); translating eagerly", self.failed)
+        return self.eager(x)
+
+
 def _full_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Pad a short last batch with copies of its last image (the copies are dropped)."""
     missing = batch_size - images.shape[0]
@@ -142,6 +183,7 @@ def translate_files(
     progress: Callable[[int], None] | None = None,
     timer: StageTimer | None = None,
     compile: bool = False,
+    report: dict[str, Any] | None = None,
 ) -> int:
     """Translate each ``sources[i]`` to the 8-bit PNG ``outputs[i]``; returns how many were written.
 
@@ -149,7 +191,9 @@ def translate_files(
     ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
     called with the number of images of each finished batch; ``timer`` (optional) gets the
     read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
-    translates through :func:`compiled_generator` (the first batches pay the compilation).
+    translates through :func:`compiled_generator` (the first batches pay the compilation);
+    where it cannot (:func:`compile_unavailable`) or the compiled graph fails, it translates
+    eagerly and says why in the log and in ``report`` (``compiled``, ``compile_fallback``).
     """
     if len(sources) != len(outputs):
         raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
@@ -162,8 +206,11 @@ def translate_files(
     if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=fmt)  # type: ignore[call-overload]
-    compiled = cuda and compile
-    forward = compiled_generator(net) if compiled else net
+    why_not = compile_unavailable("cuda" if cuda else "cpu") if compile else None
+    if why_not is not None and cuda:
+        log.warning("generator.compile=true but %s: translating eagerly", why_not)
+    compiled = compile and why_not is None
+    forward: Any = FallbackForward(compiled_generator(net), net) if compiled else net
     dataset = _TimedImages(ImageListDataset([sources[i] for i in todo], channels))
     loader = DataLoader(
         dataset,
@@ -187,4 +234,8 @@ def translate_files(
             written += len(idx)
             if progress is not None:
                 progress(len(idx))
+    if report is not None:
+        failed = forward.failed if isinstance(forward, FallbackForward) else None
+        report["compiled"] = compiled and failed is None
+        report["compile_fallback"] = failed or (why_not if compile and cuda else None)
     return written

@@ -11,7 +11,7 @@ as many threads (at least 4) encode and write; the summary holds the time breakd
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 
@@ -60,6 +60,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     out_paths = [str(ctx.out_dir / p) for p in outputs]
     timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io
+    compile_report: dict[str, Any] = {}
     written = translate_files(
         net,
         sources,
@@ -72,6 +73,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         write_threads=max(WRITE_THREADS, int(cfg.num_workers)),
         timer=timer,
         compile=bool(cfg.generator.compile),
+        report=compile_report,
     )
     timing = timer.log(log, "gan_translate", written, "images")
     out = manifest.copy()
@@ -96,6 +98,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         translated_now=written,
         device=str(device),
         num_workers=int(cfg.num_workers),
+        **compile_report,
         figures=["figures/drr_vs_synthex.png"],
         **timing,
     )
