@@ -41,7 +41,7 @@ def check_demo_sizes(cfg: DictConfig) -> None:
     if real:
         raise GensynError(
             f"{' and '.join(real)} with experiment=demo would run the real data at the demo's "
-            "laptop sizes (small_cnn at 64 px, 256-px DRRs, a tiny CycleGAN). Add "
+            "laptop sizes (small_cnn at 48 px, 256-px DRRs, a tiny CycleGAN). Add "
             "experiment=thesis (the original study's sizes: PadChest + RAD-ChestCT, "
             "DenseNet121 at 512 px) or experiment=thesis_grid, and override what differs, e.g. "
             f"`python launch.py experiment=thesis {' '.join(real)} ...`"

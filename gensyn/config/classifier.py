@@ -74,7 +74,7 @@ class ClassifierConfig:
     image_size_px: int = 512  # images are resized to image_size_px² by the one preprocessing
     weights: str | None = "imagenet"  # imagenet | null (random init) | a local no-top .h5 file
     trainable_tail_layers: int = 9  # DenseNet121 layers left trainable, from the end; -1: all
-    small_cnn_widths: tuple[int, ...] = (16, 32, 64, 128)  # small_cnn channels per stage
+    small_cnn_widths: tuple[int, ...] = (12, 24, 48, 96)  # small_cnn channels per stage
     dropout: float = 0.0  # before the Dense head
     augment: bool = False  # random shifts and contrast of training batches (host side)
     class_weighting: ClassWeighting = ClassWeighting.none
