@@ -281,3 +281,23 @@ def test_monitor_reads_only_its_own_log_files(tmp_path: Path) -> None:
     )
     (d / "run-new_carbontracker_output.log").write_text(_output("0.2", "89"))
     assert read_energy(d, "run-new") == {"energy_kwh": 0.2, "co2eq_g": 89.0}
+
+
+def test_cpu_info_is_looked_up_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """carbontracker's CPU lookup (a subprocess per call in py-cpuinfo) runs once per process."""
+    import cpuinfo
+
+    from gensyn.tracking.carbon import cache_cpu_info
+
+    calls: list[int] = []
+
+    def lookup() -> dict[str, str]:
+        calls.append(1)
+        return {"brand_raw": "Test CPU"}
+
+    monkeypatch.setattr(cpuinfo, "get_cpu_info", lookup)
+    cache_cpu_info()
+    cache_cpu_info()  # idempotent: not wrapped twice
+    assert cpuinfo.get_cpu_info()["brand_raw"] == "Test CPU"
+    assert cpuinfo.get_cpu_info()["brand_raw"] == "Test CPU"
+    assert calls == [1]

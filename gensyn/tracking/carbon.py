@@ -24,6 +24,22 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 
 
+def cache_cpu_info() -> None:
+    """Make py-cpuinfo answer once per process.
+
+    carbontracker identifies the CPU (to look up its TDP) with ``cpuinfo.get_cpu_info()``,
+    which runs a Python subprocess each time: ~1.2 s per stage run, 16 times in the demo
+    pipeline, while the stage waits. The CPU does not change within a process, so the first
+    answer is kept (``functools.cache`` on the function carbontracker calls).
+    """
+    import functools
+
+    import cpuinfo
+
+    if not hasattr(cpuinfo.get_cpu_info, "cache_info"):
+        cpuinfo.get_cpu_info = functools.cache(cpuinfo.get_cpu_info)
+
+
 class CarbonMonitor:
     """Energy and CO2eq monitoring of one stage run with carbontracker."""
 
@@ -52,6 +68,8 @@ class CarbonMonitor:
                 # files in log_dir keep everything).
                 with contextlib.redirect_stdout(io.StringIO()):
                     from carbontracker.tracker import CarbonTracker
+
+                    cache_cpu_info()
 
                     tracker = CarbonTracker(
                         epochs=1,
