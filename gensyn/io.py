@@ -123,14 +123,79 @@ def to_uint(
     return np.round(scaled * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """A grey-scale (H×W uint8 or uint16) or RGB (H×W×3 uint8) array as PNG file bytes.
+
+    Every row is stored with PNG's "Up" filter (each byte minus the byte above it, computed
+    by numpy), then deflated. ``compress_level`` is zlib's scale: 0 stores the rows
+    uncompressed; 1-3 deflate with ISA-L (level 1), about 10x faster than Pillow's level 1
+    and as small (a 512² 16-bit DRR: ~1.5 ms instead of ~17 ms, both ~395 kB;
+    benchmarks/stages.py measures both); 4-9 deflate with zlib at that level, for smaller
+    files at Pillow's speed. Only the IHDR, IDAT and IEND chunks are written, so identical
+    pixels give identical bytes; any PNG reader decodes them (tests compare with Pillow's).
+    """
+    import struct
+    import zlib
+
+    from isal import isal_zlib
+
+    arr = np.asarray(image)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()")
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        colour = 2  # truecolour
+    elif arr.ndim == 2:
+        colour = 0  # grey-scale
+    else:
+        raise ValueError(f"encode_png expects H×W or H×W×3 uint8 arrays, got shape {arr.shape}")
+    if not 0 <= int(compress_level) <= 9:
+        raise ValueError(f"compress_level must be 0 .. 9, got {compress_level}")
+    h, w = arr.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError(f"encode_png got an empty image of shape {arr.shape}")
+    # PNG stores samples big-endian, rows as bytes: (H, W·channels·bytes per sample)
+    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">")).view(np.uint8)
+    data = data.reshape(h, -1)
+    rows = np.empty((h, data.shape[1] + 1), np.uint8)
+    rows[:, 0] = 2  # filter type "Up"
+    rows[0, 1:] = data[0]  # the first row's "above" is zero
+    np.subtract(data[1:], data[:-1], out=rows[1:, 1:])  # mod 256, as PNG's filter is
+    level = int(compress_level)
+    flat = rows.reshape(-1).data  # the bytes, no copy
+    idat = isal_zlib.compress(flat, 1) if 1 <= level <= 3 else zlib.compress(flat, level)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(body, zlib.crc32(kind))
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 8 * arr.itemsize, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level: int = 6) -> Path:
     """Write a 2-D uint8 or uint16 array as a grey-scale PNG (or an RGB uint8 H×W×3) atomically.
 
-    No metadata (text chunks, timestamps) is written, so identical pixels give identical files.
+    PNGs are encoded by :func:`encode_png` (``compress_level`` 0-9 as zlib's); ``.jpg`` and
+    ``.tif`` by Pillow. No metadata (text chunks, timestamps) is written, so identical pixels
+    give identical files.
     """
+    arr = np.asarray(image)
+    suffix = Path(path).suffix.lower()
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        suffix
+    )
+    if fmt is None:
+        raise ValueError(f"unsupported image suffix {suffix!r} for {path}; use .png, .jpg or .tif")
+    if fmt == "PNG":
+        try:
+            encoded = encode_png(arr, compress_level)
+        except ValueError as exc:
+            raise ValueError(f"write_image {path}: {exc}") from exc
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(encoded)
+        return Path(path)
     from PIL import Image
 
-    arr = np.asarray(image)
     if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(
             f"write_image expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()"
@@ -141,15 +206,8 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level:
         pil = Image.fromarray(arr)
     else:
         raise ValueError(f"write_image expects H×W or H×W×3 arrays, got shape {arr.shape}")
-    suffix = Path(path).suffix.lower()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
-        suffix
-    )
-    if fmt is None:
-        raise ValueError(f"unsupported image suffix {suffix!r} for {path}; use .png, .jpg or .tif")
     with atomic_write(path) as tmp:
-        # compress_level (PNG, 0-9): 1 encodes ~5x faster than the default 6, ~10 % larger.
-        pil.save(tmp, format=fmt, **({"compress_level": compress_level} if fmt == "PNG" else {}))
+        pil.save(tmp, format=fmt)
     return Path(path)
 
 

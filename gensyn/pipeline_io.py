@@ -261,7 +261,9 @@ class StageTimer:
 
     def summary(self, n_items: int, unit: str) -> dict[str, float]:
         """Summary keys: ``time_<part>_s`` for each part and wait, ``time_wall_s`` and
-        ``<unit>_per_s`` (items handled in this run per wall second)."""
+        ``<unit>_per_s`` (items handled in this run per wall second); where a ``compile`` part
+        was timed, also ``<unit>_per_s_after_compile`` (per wall second less the compilation:
+        the rate a larger input approaches, comparable with a kernel measured warm)."""
         wall = self.wall_s
         with self._lock:
             parts = dict(self._seconds)
@@ -269,6 +271,10 @@ class StageTimer:
         keys.update({f"time_{p}_s": round(s, 3) for p, s in sorted(parts.items())})
         keys["time_wall_s"] = round(wall, 3)
         keys[f"{unit}_per_s"] = round(n_items / wall, 3) if n_items and wall > 0 else 0.0
+        if "time_compile_s" in keys:
+            steady = wall - keys["time_compile_s"]
+            after = round(n_items / steady, 3) if n_items and steady > 0 else 0.0
+            keys[f"{unit}_per_s_after_compile"] = after
         return keys
 
     def log(self, logger: logging.Logger, stage: str, n_items: int, unit: str) -> dict[str, float]:

@@ -39,7 +39,7 @@ class ProjectorConfig:
     bit_depth: int = 8
     window_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     save_float: bool = False  # also write the float -ln(I/I0) image as .npy
-    # zlib level of the PNGs: 1 | 0 = stored (~3x faster to encode, ~2x larger files) | .. 9
+    # zlib-scale level of the PNGs: 1-3 ISA-L, fast (1) | 0 stored (~2x larger) | 4-9 zlib, slower
     png_compress_level: int = 1
     # projector=deepdrr only (gensyn/drr/deepdrr_adapter.py, docs/deepdrr.md): DeepDRR runs
     # out of process in its own environment; spectrum: physics (GENSYN's kvp/filtration via

@@ -50,9 +50,9 @@ class BatchSettings:
 
 #: CTs whose material volumes may sit on the device at once (the one rendering + the next).
 DEVICE_PREFETCH_CTS = 2
-#: default zlib level of the DRR PNGs (``projector.png_compress_level``): on an H200 host a
-#: 512² 16-bit DRR took 34 ms at level 1 and 97 ms at 6 (PIL's default), files ~10 % larger;
-#: level 6 capped 16 writer threads at 138 DRRs/s. Level 0 (stored) takes ~6 ms, files ~2x.
+#: default zlib-scale level of the DRR PNGs (``projector.png_compress_level``): 1-3 deflate
+#: with ISA-L (``gensyn.io.encode_png``; ~1.5 ms a 512² 16-bit DRR), 4-9 with zlib (~35 ms
+#: at 6, files a few per cent smaller), 0 stores them (files ~2x).
 PNG_COMPRESS_LEVEL = 1
 
 

@@ -273,11 +273,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             unreadable[0]["path"],
             unreadable[0]["reason"],
         )
+    # images_per_s_after_compile: the rate a larger test set approaches
     timing = timer.log(log, "predict", len(predictions), "images")
-    steady = timing["time_wall_s"] - timing.get("time_compile_s", 0.0)
-    # the rate once the prediction step is compiled: what a larger test set approaches
-    after = round(len(predictions) / steady, 3) if steady > 0 else 0.0
-    timing["images_per_s_after_compile"] = after
     ctx.log_metrics(timing)
     ctx.summary.update(
         n_unreadable_images=len(unreadable), num_workers=int(cfg.num_workers), **timing
