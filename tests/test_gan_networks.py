@@ -95,3 +95,38 @@ def test_lsgan_is_mse_to_targets() -> None:
     assert float(losses.gan_loss(scores, False)) == pytest.approx((0 + 0.25 + 4) / 3)
     d = losses.discriminator_loss(torch.ones(4), torch.zeros(4))
     assert float(d) == 0.0
+
+
+@pytest.mark.parametrize(("channels", "arch"), [((1, 1), "resnet_6blocks"), ((3, 1), "resnet_9blocks")])  # fmt: skip
+def test_inference_generator_computes_what_the_network_does(channels, arch) -> None:  # type: ignore[no-untyped-def]
+    """Zero-widened thin ends, in float32 here, give the original outputs; the original
+    network is left untouched (its weights, dtype and layout)."""
+    from gensyn.gan.networks import InferenceGenerator
+
+    torch.manual_seed(0)
+    net = build_generator(channels[0], channels[1], 8, arch).eval()
+    for m in net.modules():  # non-zero biases, so a wrongly padded bias would show
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d) and m.bias is not None:
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = InferenceGenerator(net, torch.float32, channels_last=True).eval()
+    assert fast.first.in_channels == 8 and fast.last.out_channels == 8
+    x = torch.rand(2, channels[0], 36, 44) * 2 - 1
+    with torch.no_grad():
+        want, got = net(x), fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    for k, v in net.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, before[k])
+    half = InferenceGenerator(net, torch.bfloat16).eval()
+    with torch.no_grad():
+        assert (half(x) - want).abs().max() < 0.1  # bf16: rounding only
+
+
+def test_inference_generator_refuses_another_layer_sequence() -> None:
+    from gensyn.gan.networks import InferenceGenerator
+
+    net = build_generator(1, 1, 8, "resnet_6blocks")
+    net.model = torch.nn.Sequential(*list(net.model)[:-1])  # no tanh
+    with pytest.raises(ValueError, match="ResnetGenerator"):
+        InferenceGenerator(net)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from gensyn.gan.data import ImageListDataset, collate_same_size, tensor_to_uint8
-from gensyn.gan.networks import ResnetGenerator, build_generator
+from gensyn.gan.networks import InferenceGenerator, ResnetGenerator, build_generator
 from gensyn.io import write_image
 from gensyn.pipeline_io import BackgroundWriter, StageTimer
 
@@ -88,11 +88,15 @@ def compiled_generator(net: torch.nn.Module) -> torch.nn.Module:
     """``net`` compiled for translation on CUDA: Inductor fuses padding, instance norm,
     ReLU and casts, and CUDA graphs replay each batch (``mode="reduce-overhead"``).
 
+    A ResNet generator is first turned into an :class:`~gensyn.gan.networks.InferenceGenerator`
+    (bf16 weights and activations, channels-last, its one-channel ends widened with zero
+    weights so that tensor cores take them): a copy, so ``net`` itself is unchanged.
     Shapes are static: feed full batches of one image size (:func:`translate_files` pads
-    the last batch), or each new shape compiles again. The returned module shares the
-    weights of ``net``; outputs live in graph memory until the next call, so consume them
-    (e.g. copy to the host) before translating the next batch.
+    the last batch), or each new shape compiles again. Outputs live in graph memory until
+    the next call, so consume them (e.g. copy to the host) before translating the next batch.
     """
+    if isinstance(net, ResnetGenerator) and next(net.parameters()).device.type == "cuda":
+        net = InferenceGenerator(net, torch.bfloat16, channels_last=True).eval()
     return torch.compile(net, mode="reduce-overhead", dynamic=False)  # type: ignore[return-value]
 
 
