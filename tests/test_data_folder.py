@@ -108,6 +108,66 @@ def test_read_nifti_keeps_stored_integers_on_request(tmp_path: Path) -> None:
     assert scaled.dtype == np.float32 and scaled.min() == pytest.approx(2.0 * -1000 + 10.0)
 
 
+@pytest.mark.parametrize(
+    "kind", ["int16", "big_endian", "uint8", "float32", "scaled", "extension", "four_d", "oblique"]
+)
+def test_read_nifti_gz_equals_nibabels_reading(tmp_path: Path, kind: str) -> None:
+    """The .nii.gz reader (header by nibabel, voxels inflated in place) gives what nibabel's
+    own loading gives: voxels, type, scaling and affine, for every header variant here."""
+    import nibabel as nib
+
+    from gensyn.io import read_nifti
+
+    rng = np.random.default_rng(1)
+    shape = (5, 4, 3, 1) if kind == "four_d" else (7, 6, 5)
+    dtype = {"uint8": np.uint8, "float32": np.float32}.get(kind, np.int16)
+    data = (rng.standard_normal(shape) * 100).astype(dtype) if dtype != np.uint8 else (
+        rng.integers(0, 256, shape).astype(np.uint8))  # fmt: skip
+    affine = np.diag([0.7, 0.8, 1.25, 1.0])
+    affine[:3, 3] = [-90.0, 12.5, 30.0]
+    if kind == "oblique":
+        c, s = np.cos(0.3), np.sin(0.3)
+        affine[:2, :2] = [[0.7 * c, -0.8 * s], [0.7 * s, 0.8 * c]]
+    header = nib.Nifti1Header()
+    if kind == "big_endian":
+        header = nib.Nifti1Header(endianness=">")
+    img = nib.Nifti1Image(data, affine, header)
+    if kind == "scaled":
+        img.header.set_slope_inter(0.5, -1024.0)
+    if kind == "extension":
+        img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 37))
+    path = tmp_path / "v.nii.gz"
+    nib.save(img, path)
+    back = nib.load(path)
+    ours, our_affine = read_nifti(path, dtype=None)
+    np.testing.assert_allclose(our_affine, back.affine, atol=1e-6)
+    assert ours.shape == back.shape and ours.flags.writeable
+    if kind == "scaled":
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, back.get_fdata(), rtol=1e-6, atol=1e-3)
+    else:
+        assert ours.dtype == np.asarray(back.dataobj).dtype.newbyteorder("=")
+        np.testing.assert_array_equal(ours, np.asarray(back.dataobj))
+    floats, _ = read_nifti(path)
+    assert floats.dtype == np.float32
+    np.testing.assert_allclose(floats, back.get_fdata(), rtol=1e-6, atol=1e-3)
+
+
+def test_read_nifti_gz_truncated_in_the_voxels_names_the_file(tmp_path: Path) -> None:
+    import gzip
+
+    import nibabel as nib
+
+    from gensyn.io import read_nifti
+
+    raw = tmp_path / "v.nii"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.int16), np.eye(4)), raw)
+    torn = tmp_path / "torn.nii.gz"
+    torn.write_bytes(gzip.compress(raw.read_bytes()[:-100]))  # a complete gzip, short data
+    with pytest.raises(ValueError, match=r"torn\.nii\.gz.*truncated"):
+        read_nifti(torn, dtype=None)
+
+
 def test_mr_series_is_refused_naming_series_and_modality(tmp_path: Path) -> None:
     import pydicom
 
