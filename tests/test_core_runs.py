@@ -93,11 +93,15 @@ def test_execute_writes_metadata_done_last_and_skips_when_done(compose) -> None:
     assert identity["upstream"] == {"_test_writer": parent.name}
     assert (out / "DONE").stat().st_mtime >= (out / "summary.json").stat().st_mtime
     done_before = (out / "DONE").read_text()
-    time.sleep(0.01)
+    # DONE's text can repeat within one second (time stamp, pid, rounded duration): the
+    # file's own modification time, in nanoseconds, tells a rewrite
+    written = (out / "DONE").stat().st_mtime_ns
+    time.sleep(0.05)
     assert execute(cfg, "_test_child") == out  # skipped: DONE untouched
     assert (out / "DONE").read_text() == done_before
+    assert (out / "DONE").stat().st_mtime_ns == written
     execute(cfg, "_test_child", force=True)  # recomputed
-    assert (out / "DONE").read_text() != done_before
+    assert (out / "DONE").stat().st_mtime_ns > written
 
 
 def test_missing_upstream_without_run_upstream_is_a_clear_error(compose) -> None:
