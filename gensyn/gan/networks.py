@@ -128,33 +128,28 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-def _padded_conv(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` with zero weights (and zero bias) for its added channels."""
-    weight = conv.weight.detach()
-    wide = nn.Conv2d(
-        in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
-        bias=conv.bias is not None,
-    ).to(device=weight.device, dtype=weight.dtype)  # fmt: skip
-    with torch.no_grad():
-        wide.weight.zero_()
-        wide.weight[: weight.shape[0], : weight.shape[1]] = weight
-        if conv.bias is not None and wide.bias is not None:
-            wide.bias.zero_()
-            wide.bias[: conv.bias.shape[0]] = conv.bias.detach()
-    return wide
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 class InferenceGenerator(nn.Module):
     """A trained :class:`ResnetGenerator` prepared for fast translation on a GPU.
 
-    Grey images give the first convolution one input channel and the last one output
-    channel; with so thin a side, GPU libraries fall back to slow non-tensor-core kernels
-    (on an H200, 27 % of a compiled ResNet-9's time at 512² went to these two 7×7
-    convolutions). Here both are widened to ``multiple`` channels with zero weights and the
-    extra output channels are dropped: the same sums (zeros add nothing), computed by
-    tensor-core kernels. Weights and activations are held in ``dtype`` (bf16 on CUDA), in
-    channels-last layout if asked; input and output are float32 (N, C, H, W) in [-1, 1], as
-    for the original network, which is left as it was (the layers are copies).
+    Grey images give the first 7×7 convolution one input channel and the last one output
+    channel; GPU libraries run such thin convolutions with slow kernels that use no tensor
+    cores (on an H200, 27 % of a compiled ResNet-9's time at 512², and zero-padding the thin
+    side to 8 channels did not change that). Here both become tensor-core matrix products:
+
+    * first: the 49 shifted copies of each padded input channel (im2col, gathered by one
+      fused kernel) times the weights as a 1×1 convolution;
+    * last: a 1×1 convolution giving, for each output channel, the 49 per-offset sums over
+      the input channels, then the 49 shifted maps added (one fused kernel).
+
+    Both are the same sums as the 7×7 convolutions (tested in float32); the gathered channel
+    counts are padded with zero weights to ``multiple``. Weights and activations are held in
+    ``dtype`` (bf16 on CUDA), channels-last if asked; input and output are float32
+    (N, C, H, W) in [-1, 1], as for the original network, which is left as it was (every
+    layer here is a copy).
     """
 
     def __init__(
@@ -173,28 +168,60 @@ class InferenceGenerator(nn.Module):
             and isinstance(layers[-3], nn.ReflectionPad2d)
             and isinstance(last, nn.Conv2d)
             and isinstance(layers[-1], nn.Tanh)
+            and first.stride == last.stride == (1, 1)
+            and first.dilation == last.dilation == (1, 1)
+            and first.groups == last.groups == 1
+            and first.padding == last.padding == (0, 0)
         ):
             raise ValueError("InferenceGenerator expects a ResnetGenerator's layer sequence")
-        wide_in = -(-first.in_channels // multiple) * multiple
-        wide_out = -(-last.out_channels // multiple) * multiple
         self.in_channels, self.out_channels = first.in_channels, last.out_channels
-        self.pad_first = layers[0].padding
-        self.pad_last = layers[-3].padding
-        self.first = _padded_conv(first, wide_in, first.out_channels)
+        self.pad_first = tuple(layers[0].padding)
+        self.pad_last = tuple(layers[-3].padding)
+        self.k_first = tuple(first.kernel_size)
+        self.k_last = tuple(last.kernel_size)
+        w1 = first.weight.detach()  # (out, in, kh, kw) -> 1×1 over (in · kh · kw) gathered
+        taps1 = w1.shape[1] * w1.shape[2] * w1.shape[3]
+        self.gathered = _round_up(taps1, multiple)
+        self.first = nn.Conv2d(self.gathered, w1.shape[0], 1, bias=first.bias is not None)
+        w3 = last.weight.detach()  # (out, in, kh, kw) -> 1×1 giving (out · kh · kw) maps
+        taps3 = w3.shape[0] * w3.shape[2] * w3.shape[3]
+        self.last = nn.Conv2d(w3.shape[1], _round_up(taps3, multiple), 1, bias=False)
+        with torch.no_grad():
+            self.first.weight.zero_()
+            self.first.weight[:, :taps1, 0, 0] = w1.reshape(w1.shape[0], taps1)
+            if first.bias is not None and self.first.bias is not None:
+                self.first.bias.copy_(first.bias.detach())
+            self.last.weight.zero_()
+            self.last.weight[:taps3, :, 0, 0] = w3.permute(0, 2, 3, 1).reshape(taps3, -1)
+        self.last_bias = nn.Parameter(
+            last.bias.detach().clone() if last.bias is not None else torch.zeros(w3.shape[0]),
+            requires_grad=False,
+        )
         self.middle = copy.deepcopy(nn.Sequential(*layers[2:-3]))
-        self.last = _padded_conv(last, last.in_channels, wide_out)
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.to(dtype=dtype, memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.to(device=w1.device, dtype=dtype, memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # the dtype is chosen here
+            h, w = x.shape[-2:]
             x = F.pad(x.to(self.dtype), self.pad_first, mode="reflect")
-            x = F.pad(x, (0, 0, 0, 0, 0, self.first.in_channels - x.shape[1]))  # zero channels
-            x = self.first(x.contiguous(memory_format=self.memory_format))
+            kh, kw = self.k_first
+            taps = [x[:, :, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]
+            # channel order (in, kh, kw), as the weights were flattened
+            cols = torch.stack(taps, dim=2).flatten(1, 2)
+            cols = F.pad(cols, (0, 0, 0, 0, 0, self.gathered - cols.shape[1]))
+            x = self.first(cols.contiguous(memory_format=self.memory_format))
             x = self.middle(x)
-            x = self.last(F.pad(x, self.pad_last, mode="reflect"))
-            return torch.tanh(x[:, : self.out_channels].float())
+            z = self.last(F.pad(x, self.pad_last, mode="reflect"))  # (N, out·kh·kw + pad, ..)
+            kh, kw = self.k_last
+            z = z[:, : self.out_channels * kh * kw].float()
+            z = z.unflatten(1, (self.out_channels, kh * kw))
+            out = sum(
+                z[:, :, i * kw + j, i : i + h, j : j + w] for i in range(kh) for j in range(kw)
+            )
+            out = out + self.last_bias.float()[None, :, None, None]
+            return torch.tanh(out)
 
 
 class PatchDiscriminator(nn.Module):
