@@ -298,13 +298,13 @@ def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
     for bs in (1, 8, 32, 64):
         res[f"ours_bf16_nchw_b{bs}"] = _images_per_s(net, bs, a.size, "bf16", False)
     res["ours_fp32_b1"] = _images_per_s(net, 1, a.size, "fp32", False, 64)
-    if a.compile:  # what gan_translate runs (generator.compile=true): Inductor + CUDA graphs
+    if a.compile:  # what gan_translate runs (generator.compile=true): InferenceGenerator + CUDA graphs
         try:
             from gensyn.gan.translate import compiled_generator
 
             cnet = compiled_generator(net)
             for bs in (32, 64):
-                res[f"ours_bf16_nchw_compiled_graphs_b{bs}"] = _images_per_s(
+                res[f"ours_compiled_inference_generator_graphs_b{bs}"] = _images_per_s(
                     cnet, bs, a.size, "bf16", False
                 )
         except Exception as exc:  # keep the other figures if compilation fails
