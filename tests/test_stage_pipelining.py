@@ -128,6 +128,14 @@ def test_stage_timer_adds_parts_from_threads_and_reports_rates() -> None:
     assert keys["time_prepare_s"] == 0.0 and keys["time_write_s"] == 0.0
     assert "time_wait_input_s" in keys
     assert keys["images_per_s"] == pytest.approx(10 / keys["time_wall_s"], rel=0.05)
+    assert "images_per_s_after_compile" not in keys  # nothing compiled
+    with timer.time("compile"):
+        time.sleep(0.05)
+    keys = timer.summary(10, "images")
+    steady = keys["time_wall_s"] - keys["time_compile_s"]
+    assert keys["time_compile_s"] >= 0.05 and steady > 0
+    assert keys["images_per_s_after_compile"] == pytest.approx(10 / steady, rel=0.05)
+    assert keys["images_per_s_after_compile"] > keys["images_per_s"]
 
 
 # ---------------------------------------------------------------- stage=drr
