@@ -51,27 +51,29 @@ def _smooth_inputs(batch: int, size: int) -> Any:
     return (x.clamp(0, 1) * 2 - 1).contiguous()
 
 
-def _forward(name: str, net: Any) -> Any:
-    """(compiled callable taking fp32 NCHW in [-1, 1] and giving fp32 out) for ``name``."""
+def _forward(name: str, net: Any, mode: str = "reduce-overhead") -> Any:
+    """The compiled callable of variant ``name`` (fp32 NCHW in [-1, 1] in, fp32 out);
+    ``mode="default"`` compiles without CUDA graphs, so a profile attributes the kernels."""
     import torch
 
     from gensyn.gan.networks import InferenceGenerator
     from gensyn.gan.translate import compiled_generator, translate_batch
 
     torch.backends.cudnn.benchmark = name not in ("autocast", "inference")
-    if name == "inference":  # exactly what gan_translate compiles
+    if name == "inference" and mode == "reduce-overhead":  # exactly what gan_translate compiles
         cnet = compiled_generator(net)
         return lambda x: translate_batch(cnet, x, "bf16", False)
-    if name == "inference_nchw":
-        fast = InferenceGenerator(net, torch.bfloat16, channels_last=False).eval()
-        cnet = torch.compile(fast, mode="reduce-overhead", dynamic=False)
+    if name.startswith("inference"):
+        fast = InferenceGenerator(net, torch.bfloat16, channels_last=name == "inference").eval()
+        cnet = torch.compile(fast, mode=mode, dynamic=False)
         return lambda x: translate_batch(cnet, x, "bf16", False)
     if name.startswith("autocast"):
-        cnet = torch.compile(net, mode="reduce-overhead", dynamic=False)
+        cnet = torch.compile(net, mode=mode, dynamic=False)
         return lambda x: translate_batch(cnet, x, "bf16", False)
     fmt = torch.channels_last if name == "bf16_channels_last" else torch.contiguous_format
     net16 = copy.deepcopy(net).to(dtype=torch.bfloat16, memory_format=fmt)
-    mode = "max-autotune" if name == "max_autotune" else "reduce-overhead"
+    if name == "max_autotune" and mode == "reduce-overhead":
+        mode = "max-autotune"
     cnet16 = torch.compile(net16, mode=mode, dynamic=False)
 
     @torch.no_grad()
@@ -99,7 +101,7 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from gensyn.gan.networks import InferenceGenerator, build_generator
+    from gensyn.gan.networks import build_generator
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--size", type=int, default=512)
@@ -134,29 +136,7 @@ def main() -> None:
     rated = {k: max(v for key, v in r.items() if key.startswith("images_per_s")) for k, r in results.items() if "error" not in r}  # fmt: skip
     if a.profile and rated:
         best = max(rated, key=lambda k: rated[k])
-        torch.backends.cudnn.benchmark = True
-        if best.startswith("inference"):
-            cl = best == "inference"
-            inet = torch.compile(InferenceGenerator(net, torch.bfloat16, cl).eval(), dynamic=False)
-
-            def fn(x: Any) -> Any:
-                with torch.no_grad():
-                    return inet(x)
-        elif best.startswith("autocast"):
-            cnet = torch.compile(net, dynamic=False)  # no CUDA graphs: kernels attributed
-
-            def fn(x: Any) -> Any:
-                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    return cnet(x)
-        else:
-            fmt = torch.channels_last if best == "bf16_channels_last" else torch.contiguous_format
-            n16 = copy.deepcopy(net).to(dtype=torch.bfloat16, memory_format=fmt)
-            c16 = torch.compile(n16, dynamic=False)
-
-            def fn(x: Any) -> Any:
-                with torch.no_grad():
-                    return c16(x.to(torch.bfloat16).contiguous(memory_format=fmt))
-
+        fn = _forward(best, net, mode="default")  # no CUDA graphs: kernels attributed
         x = _smooth_inputs(batches[0], a.size)
         for _ in range(3):
             fn(x)

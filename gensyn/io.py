@@ -123,6 +123,17 @@ def to_uint(
     return np.round(scaled * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
+def _is_rgb(arr: np.ndarray, who: str) -> bool:
+    """True for an H×W×3 uint8 array, False for an H×W uint8/uint16 one; else ValueError."""
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{who} expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()")
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        return True
+    if arr.ndim == 2:
+        return False
+    raise ValueError(f"{who} expects H×W or H×W×3 uint8 arrays, got shape {arr.shape}")
+
+
 def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
     """A grey-scale (H×W uint8 or uint16) or RGB (H×W×3 uint8) array as PNG file bytes.
 
@@ -140,14 +151,7 @@ def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
     from isal import isal_zlib
 
     arr = np.asarray(image)
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"encode_png expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()")
-    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
-        colour = 2  # truecolour
-    elif arr.ndim == 2:
-        colour = 0  # grey-scale
-    else:
-        raise ValueError(f"encode_png expects H×W or H×W×3 uint8 arrays, got shape {arr.shape}")
+    colour = 2 if _is_rgb(arr, "encode_png") else 0  # PNG colour types: truecolour, grey
     if not 0 <= int(compress_level) <= 9:
         raise ValueError(f"compress_level must be 0 .. 9, got {compress_level}")
     h, w = arr.shape[:2]
@@ -196,16 +200,7 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, compress_level:
         return Path(path)
     from PIL import Image
 
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"write_image expects uint8 or uint16 pixels, got {arr.dtype}; use to_uint()"
-        )
-    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
-        pil = Image.fromarray(arr, mode="RGB")
-    elif arr.ndim == 2:
-        pil = Image.fromarray(arr)
-    else:
-        raise ValueError(f"write_image expects H×W or H×W×3 arrays, got shape {arr.shape}")
+    pil = Image.fromarray(arr, mode="RGB") if _is_rgb(arr, "write_image") else Image.fromarray(arr)
     with atomic_write(path) as tmp:
         pil.save(tmp, format=fmt)
     return Path(path)

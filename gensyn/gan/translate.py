@@ -89,8 +89,8 @@ def compiled_generator(net: torch.nn.Module) -> torch.nn.Module:
     ReLU and casts, and CUDA graphs replay each batch (``mode="reduce-overhead"``).
 
     A ResNet generator is first turned into an :class:`~gensyn.gan.networks.InferenceGenerator`
-    (bf16 weights and activations, channels-last, its one-channel ends widened with zero
-    weights so that tensor cores take them): a copy, so ``net`` itself is unchanged.
+    (bf16 weights and activations, channels-last, its one-channel 7×7 ends computed as
+    tensor-core matrix products): a copy, so ``net`` itself is unchanged.
     Shapes are static: feed full batches of one image size (:func:`translate_files` pads
     the last batch), or each new shape compiles again. Outputs live in graph memory until
     the next call, so consume them (e.g. copy to the host) before translating the next batch.
