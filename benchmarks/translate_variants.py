@@ -7,6 +7,9 @@ Variants (the generator is the SyntheX recipe's ResNet-9 with 64 filters, random
   ``InferenceGenerator`` (bf16, channels-last, its one-channel first and last 7×7
   convolutions widened to 8 channels with zero weights, so tensor cores take them);
 * ``inference_nchw``: the same in NCHW layout;
+* ``inference_pixel_maps``: ``InferenceGenerator(planes=False)``: the last convolution's 49
+  per-offset maps as channels of each pixel (channels-last), padded before the product
+  (``gan_translate`` before 2026-12-03, afternoon);
 * ``autocast``: bf16 autocast around the fp32 network (``gan_translate`` until 2026-12-03);
 * ``autocast_cudnn_benchmark``: the same with cuDNN's algorithm search on;
 * ``bf16``: weights and activations in bf16 (no autocast), cuDNN search on;
@@ -36,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = (
-    "inference", "inference_nchw", "autocast", "autocast_cudnn_benchmark", "bf16",
+    "inference", "inference_nchw", "inference_pixel_maps", "autocast", "autocast_cudnn_benchmark", "bf16",
     "bf16_channels_last", "max_autotune",
 )  # fmt: skip
 
@@ -64,7 +67,10 @@ def _forward(name: str, net: Any, mode: str = "reduce-overhead") -> Any:
         cnet = compiled_generator(net)
         return lambda x: translate_batch(cnet, x, "bf16", False)
     if name.startswith("inference"):
-        fast = InferenceGenerator(net, torch.bfloat16, channels_last=name == "inference").eval()
+        fast = InferenceGenerator(
+            net, torch.bfloat16, channels_last=name != "inference_nchw",
+            planes=name != "inference_pixel_maps",
+        ).eval()  # fmt: skip
         cnet = torch.compile(fast, mode=mode, dynamic=False)
         return lambda x: translate_batch(cnet, x, "bf16", False)
     if name.startswith("autocast"):

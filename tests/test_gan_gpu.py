@@ -44,6 +44,8 @@ def test_translation_matches_cpu() -> None:
 
 
 def test_compiled_translation_matches_eager_and_pads_the_last_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The compiled path (an all-bf16 InferenceGenerator) is as close to the fp32 network as
+    bf16 autocast is, on tensors and through PNG files, and its padded last batch is right."""
     import numpy as np
 
     from gensyn.io import read_image, write_image
@@ -51,24 +53,31 @@ def test_compiled_translation_matches_eager_and_pads_the_last_batch(tmp_path) ->
     _, gpu = _pair()
     net = gpu.g_ab.eval()
     x = torch.rand(8, 1, 96, 96, device="cuda") * 2 - 1
+    exact = translate_batch(net, x, "fp32", False)
     eager = translate_batch(net, x, "bf16", False)
     fast = translate_batch(compiled_generator(net), x, "bf16", False)
-    assert (fast - eager).abs().max() < 0.05
+    err_eager, err_fast = float((eager - exact).abs().max()), float((fast - exact).abs().max())
+    assert err_fast < max(0.05, 1.5 * err_eager), (err_fast, err_eager)
+    assert float((fast - exact).abs().mean()) < 0.012
     rng = np.random.default_rng(0)
     srcs = [tmp_path / f"in{i}.png" for i in range(11)]  # 11 = 8 + a short batch of 3
     for p in srcs:
         write_image(p, rng.integers(0, 256, (96, 96), dtype=np.uint8))
     outs = {}
-    for flag in (False, True):
-        dst = [tmp_path / f"{flag}" / p.name for p in srcs]
+    for name, precision, flag in (("fp32", "fp32", False), ("eager", "bf16", False), ("compiled", "bf16", True)):  # fmt: skip
+        dst = [tmp_path / name / p.name for p in srcs]
         timer = StageTimer()
-        assert translate_files(net, srcs, dst, 1, 8, "bf16", compile=flag, timer=timer) == 11
-        outs[flag] = np.stack([read_image(p).astype(int) for p in dst])
+        assert translate_files(net, srcs, dst, 1, 8, precision, compile=flag, timer=timer) == 11
+        outs[name] = np.stack([read_image(p).astype(int) for p in dst])
         keys = timer.summary(11, "images")
         # compiled: the first batch is timed as compilation, the rate after it reported apart
         assert ("time_compile_s" in keys) == flag
         assert ("images_per_s_after_compile" in keys) == flag
-    assert np.abs(outs[True] - outs[False]).max() <= 3  # grey levels: bf16 rounding only
+    # grey levels from the fp32 network: bf16 rounding only, on every image of both batches
+    worst = {k: int(np.abs(outs[k] - outs["fp32"]).max()) for k in ("eager", "compiled")}
+    assert worst["compiled"] <= max(6, worst["eager"] + 2), worst
+    per_image = np.abs(outs["compiled"] - outs["fp32"]).mean(axis=(1, 2))
+    assert per_image.max() < 1.5, per_image  # the padded short batch (images 8-10) too
 
 
 def _graph_model(graphs: bool, seed: int = 0) -> CycleGAN:

@@ -97,8 +97,16 @@ def test_lsgan_is_mse_to_targets() -> None:
     assert float(d) == 0.0
 
 
-@pytest.mark.parametrize(("channels", "arch"), [((1, 1), "resnet_6blocks"), ((3, 1), "resnet_9blocks")])  # fmt: skip
-def test_inference_generator_computes_what_the_network_does(channels, arch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("channels", "arch", "planes", "channels_last"),
+    [
+        ((1, 1), "resnet_6blocks", True, True),
+        ((3, 1), "resnet_9blocks", True, True),
+        ((1, 1), "resnet_6blocks", False, True),
+        ((1, 2), "resnet_6blocks", True, False),
+    ],
+)
+def test_inference_generator_computes_what_the_network_does(channels, arch, planes, channels_last) -> None:  # type: ignore[no-untyped-def]
     """Zero-widened thin ends, in float32 here, give the original outputs; the original
     network is left untouched (its weights, dtype and layout)."""
     from gensyn.gan.networks import InferenceGenerator
@@ -109,7 +117,7 @@ def test_inference_generator_computes_what_the_network_does(channels, arch) -> N
         if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d) and m.bias is not None:
             torch.nn.init.normal_(m.bias, 0.0, 0.1)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    fast = InferenceGenerator(net, torch.float32, channels_last=True).eval()
+    fast = InferenceGenerator(net, torch.float32, channels_last=channels_last, planes=planes).eval()
     assert fast.first.kernel_size == fast.last.kernel_size == (1, 1)
     x = torch.rand(2, channels[0], 36, 44) * 2 - 1
     with torch.no_grad():

@@ -132,6 +132,14 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _added(terms: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of equally shaped tensors (one fused kernel once compiled)."""
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
 class InferenceGenerator(nn.Module):
     """A trained :class:`ResnetGenerator` prepared for fast translation on a GPU.
 
@@ -143,7 +151,11 @@ class InferenceGenerator(nn.Module):
     * first: the 49 shifted copies of each padded input channel (im2col, gathered by one
       fused kernel) times the weights as a 1×1 convolution;
     * last: a 1×1 convolution giving, for each output channel, the 49 per-offset sums over
-      the input channels, then the 49 shifted maps added (one fused kernel).
+      the input channels, then the 49 shifted maps added (one fused kernel). With
+      ``planes=True`` (the default) that product is taken as weights × activationsᵀ, so each
+      of the 49 maps is a contiguous plane and the shifted sum reads whole rows, and the
+      reflection padding is applied to those maps (a 1×1 convolution commutes with it), not
+      to the 64-channel activations before it.
 
     Both are the same sums as the 7×7 convolutions (tested in float32); the gathered channel
     counts are padded with zero weights to ``multiple``. Weights and activations are held in
@@ -158,6 +170,7 @@ class InferenceGenerator(nn.Module):
         dtype: torch.dtype = torch.bfloat16,
         channels_last: bool = True,
         multiple: int = 8,
+        planes: bool = True,
     ) -> None:
         super().__init__()
         layers = list(net.model)
@@ -199,6 +212,7 @@ class InferenceGenerator(nn.Module):
         )
         self.middle = copy.deepcopy(nn.Sequential(*layers[2:-3]))
         self.dtype = dtype
+        self.planes = planes
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(device=w1.device, dtype=dtype, memory_format=self.memory_format)  # type: ignore[call-overload]
 
@@ -213,13 +227,21 @@ class InferenceGenerator(nn.Module):
             cols = F.pad(cols, (0, 0, 0, 0, 0, self.gathered - cols.shape[1]))
             x = self.first(cols.contiguous(memory_format=self.memory_format))
             x = self.middle(x)
-            z = self.last(F.pad(x, self.pad_last, mode="reflect"))  # (N, out·kh·kw + pad, ..)
             kh, kw = self.k_last
-            z = z[:, : self.out_channels * kh * kw].float()
-            z = z.unflatten(1, (self.out_channels, kh * kw))
-            out = sum(
-                z[:, :, i * kw + j, i : i + h, j : j + w] for i in range(kh) for j in range(kw)
-            )
+            n_taps = self.out_channels * kh * kw
+            if self.planes:  # (taps, N·H·W) = W (taps, C) @ xᵀ: one contiguous plane a tap
+                n, c = x.shape[:2]
+                flat = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when channels-last
+                z = (self.last.weight.view(-1, c)[:n_taps] @ flat.t()).view(n_taps, n, h, w)
+                z = F.pad(z, self.pad_last, mode="reflect").float()
+                z = z.unflatten(0, (self.out_channels, kh * kw))
+                shifted = [z[:, i * kw + j, :, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]  # fmt: skip
+                out = _added(shifted).transpose(0, 1)  # (out, N, H, W) -> (N, out, H, W)
+            else:
+                z = self.last(F.pad(x, self.pad_last, mode="reflect"))  # (N, taps + pad, ..)
+                z = z[:, :n_taps].float().unflatten(1, (self.out_channels, kh * kw))
+                shifted = [z[:, :, i * kw + j, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]  # fmt: skip
+                out = _added(shifted)
             out = out + self.last_bias.float()[None, :, None, None]
             return torch.tanh(out)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,11 @@ class FallbackForward:
                 self.failed = f"{type(exc).__name__}: {first_line}"
                 log.warning("compiled translation failed (%s); translating eagerly", self.failed)
         return self.eager(x)
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The eager network's parameters (both forwards hold the same weights), so that
+        :func:`translate_batch` finds the device as it does for a network."""
+        return self.eager.parameters()
 
 
 def _full_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
