@@ -146,3 +146,25 @@ def test_stage_writes_then_reuses_the_cache_under_the_work_dir(compose, gensyn_r
     off = compose("profile=tiny", "split_idx=2", "classifier.cache=off")
     assert run_dir(off, "classify") == run_dir(compose("profile=tiny", "split_idx=2"), "classify")
     assert io.read_json(execute(off, "classify") / "summary.json")["image_cache"] == "off"
+
+
+def test_auto_copies_a_wholly_cached_unaugmented_stream_with_threads(tmp_path):
+    """Prediction of a cached test set: ``decode=auto`` starts no worker processes for what
+    is only copying rows, and the batches are the decoded ones; anything left to decode or
+    augment keeps the processes."""
+    from gensyn.classify.data import AUTO_PROCESS_WORKERS
+
+    paths = _pngs(tmp_path / "png", 11)
+    cached = image_cache.open_or_build(tmp_path / "c", paths, 24)
+    kw = dict(num_workers=AUTO_PROCESS_WORKERS, decode="auto")
+    copies = BatchStream(paths, None, 4, 24, cache=[cached], **kw)
+    assert copies.n_cached == 11 and not copies.uses_processes
+    plain = BatchStream(paths, None, 4, 24, **kw)
+    assert plain.uses_processes
+    for a, b in zip(list(copies), list(plain), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert BatchStream(paths, None, 4, 24, cache=[cached], augment=True, **kw).uses_processes
+    part = image_cache.open_or_build(tmp_path / "c", paths[:5], 24)
+    assert BatchStream(paths, None, 4, 24, cache=[part], **kw).uses_processes
+    forced = BatchStream(paths, None, 4, 24, cache=[cached], num_workers=2, decode="processes")
+    assert forced.uses_processes
