@@ -130,3 +130,51 @@ def test_translation_reports_whether_it_compiled(tmp_path: Path, saved_generator
     report: dict[str, object] = {}
     n = translate_files(net, [src], [tmp_path / "out.png"], compile=True, report=report)
     assert n == 1 and report == {"compiled": False, "compile_fallback": None}
+
+
+@pytest.mark.parametrize("graph", ["works", "fails"])
+def test_compiled_path_of_translate_files_on_the_cpu(
+    tmp_path: Path, saved_generator: Path, monkeypatch: pytest.MonkeyPatch, graph: str
+) -> None:
+    """The stage's compiled branch, composed as on a GPU (the wrapper, the padded short
+    batch, the compile timing, the report), with the InferenceGenerator standing in for the
+    compiled graph: the outputs are the eager network's; a graph that fails falls back."""
+    import gensyn.gan.translate as translate
+    from gensyn.gan.networks import InferenceGenerator
+    from gensyn.pipeline_io import StageTimer
+
+    net, _ = load_generator(saved_generator, "cpu")
+    calls = {"graph": 0}
+
+    def graph_of(eager: torch.nn.Module) -> object:
+        fast = InferenceGenerator(eager, torch.float32, channels_last=True).eval()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            calls["graph"] += 1
+            assert x.shape[0] == 4  # full batches only: the short last one is padded
+            if graph == "fails":
+                raise RuntimeError("CUDA graph capture failed")
+            return fast(x)
+
+        return run
+
+    monkeypatch.setattr(translate, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(translate, "compiled_generator", graph_of)
+    rng = np.random.default_rng(1)
+    srcs = [tmp_path / f"in{i}.png" for i in range(6)]  # batches of 4 and 2
+    for p in srcs:
+        write_image(p, rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    dst = [tmp_path / "out" / p.name for p in srcs]
+    eager = [tmp_path / "eager" / p.name for p in srcs]
+    report: dict[str, object] = {}
+    timer = StageTimer()
+    n = translate_files(net, srcs, dst, batch_size=4, compile=True, timer=timer, report=report)
+    assert n == 6 and translate_files(net, srcs, eager, batch_size=4) == 6
+    for a, b in zip(dst, eager, strict=True):
+        assert np.abs(read_image(a).astype(int) - read_image(b).astype(int)).max() <= 1
+    assert "time_compile_s" in timer.summary(6, "images")
+    if graph == "works":
+        assert calls["graph"] == 2 and report == {"compiled": True, "compile_fallback": None}
+    else:  # tried once, then eager for good
+        assert calls["graph"] == 1
+        assert report == {"compiled": False, "compile_fallback": "RuntimeError: CUDA graph capture failed"}  # fmt: skip
