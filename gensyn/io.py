@@ -249,9 +249,18 @@ def read_nifti(
         # ISA-L inflates ~2x faster than Python's gzip and releases the GIL, so loader threads
         # read CTs in parallel (through Python's gzip module 16 threads were no faster than
         # one on an H200 host); the voxels are inflated straight into their array (no copy
-        # of a 150 MB buffer: ~20 % less time a CT than reading the bytes, then copying)
-        with igzip.open(path, "rb") as gz:
-            return _inflate_nifti(gz, dtype)
+        # of a 150 MB buffer: ~20 % less time a CT than reading the bytes, then copying).
+        # The compressed file is read whole first and inflated from memory: a file stream
+        # refills ISA-L's 128 KiB input buffer ~700 times a CT, retaking the GIL each time,
+        # and beside a busy thread (a stage's main thread) each retake can wait for Python's
+        # 5 ms switch interval: 3.6x slower reading (benchmarks/nifti_read.py)
+        whole = getattr(isal_zlib, "_GzipReader", None)  # python-isal's C reader
+        if whole is None:
+            with igzip.open(path, "rb") as gz:
+                return _inflate_nifti(gz, dtype)
+        with open(path, "rb") as fh:
+            packed = fh.read()
+        return _inflate_nifti(whole(packed), dtype)
     except (
         OSError, EOFError, ValueError, TypeError, zlib.error, isal_error, ImageFileError,
         HeaderDataError, WrapStructError,
