@@ -194,6 +194,8 @@ def bench_gpu(
     device: str,
     sweep: bool = False,
     baseline: str | None = None,
+    baseline_tile: tuple[int, int, int] = (16, 16, 4),
+    variants: str | None = None,
 ) -> None:
     from gensyn.drr import fused
 
@@ -216,7 +218,19 @@ def bench_gpu(
     print(f"ours torch joseph: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
     if fused.available():
         results.update(
-            bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, baseline)
+            bench_fused(
+                renderer,
+                rays,
+                poses,
+                geo,
+                shape,
+                device,
+                repeats,
+                sweep,
+                baseline,
+                baseline_tile,
+                variants,
+            )
         )
     else:
         print("fused kernel: Triton or CUDA missing, skipped")
@@ -261,7 +275,10 @@ L1_BYTES_PER_CLOCK, SM_CLOCK_HZ = 128, 1.98e9
 HBM_TB_S = {"H200": 4.8, "H100": 3.35}
 
 
-def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, baseline) -> dict:
+def bench_fused(
+    renderer, rays, poses, geo, shape, device, repeats, sweep, baseline,
+    baseline_tile=(16, 16, 4), variants=None,
+) -> dict:  # fmt: skip
     """DRRs/s of the fused kernel (default, thread order along columns as before, tile
     sweep, an older fused.py given as ``baseline``), its agreement with the torch path, and
     the fraction of the GPU's limits it reaches."""
@@ -275,16 +292,64 @@ def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, basel
         results[name] = batch / t
         print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
 
-    def new(tile=(32, 8), warps=4, fast="auto"):
-        return fused.render(renderer.volume, affine, rays, renderer.table, True, tile, warps, fast)
+    def new(tile=(64, 4), warps=8, fast="auto", widen=None, half=True, pairs=None, unroll=None):
+        kw = {} if widen is None else {"widen": widen}
+        if pairs is not None:
+            kw["pairs"] = pairs
+        if unroll is not None:
+            kw["unroll"] = unroll
+        return fused.render(
+            renderer.volume, affine, rays, renderer.table, half, tile, warps, fast, **kw
+        )
 
+    first = _compiled_kernels()
     timed("fused (default: tile 64x4, 8 warps, auto thread order)", new)
-    timed("fused, thread order along columns (as the old kernel)", lambda: new(fast="cols"))
     if sweep:
-        for tile in [(32, 4), (64, 4), (32, 16), (64, 8), (16, 16), (128, 2)]:
+        print(_loop_sass(_compiled_kernels(), first), flush=True)
+    timed("fused, thread order along columns (as the old kernel)", lambda: new(fast="cols"))
+    got = new()
+    for spec in variants.split(",") if variants else []:
+        widen, pairs, unroll, tf, ts, warps = spec.split(":")
+        before = _compiled_kernels()
+        timed(
+            f"fused {spec} (widen:pairs:unroll:tile:warps)",
+            lambda w=widen, p=pairs == "1", u=int(unroll), t=(int(tf), int(ts)), n=int(warps): new(
+                t, n, widen=w, pairs=p, unroll=u
+            ),
+        )
+        print(_loop_sass(_compiled_kernels(), before), flush=True)
+    if sweep:
+        ref4 = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
+        ref4 = ref4 if renderer.physics.output == "line_integral" else -np.log(ref4)
+        # (widen, pairs, unroll): the three ways of widening on either layout, then the
+        # slice loop unrolled for the two best of an earlier lease
+        variants = [(w, p, 1) for p in (False, True) for w in getattr(fused, "WIDEN", ())]
+        if hasattr(fused, "WIDEN"):
+            variants += [("cvt", False, 2), ("cvt", False, 4), ("f16", True, 2), ("f16", False, 2)]
+        for widen, pairs, unroll in variants:
+            name = f"widen={widen}{' pairs' if pairs else ''}{f' unroll={unroll}' * (unroll > 1)}"
+            before = _compiled_kernels()
+            out = new(widen=widen, pairs=pairs, unroll=unroll)
+            li = -np.log(out[:4].cpu().numpy())
+            seen = ref4 > 1e-3
+            print(
+                f"{name}: max |rel diff| of -ln(I/I0) vs torch joseph "
+                f"{np.abs(li[seen] / ref4[seen] - 1).max():.2e}; vs the default kernel "
+                f"{float((out - got).abs().max()):.2e} in I/I0"
+            )
+            print(_loop_sass(_compiled_kernels(), before), flush=True)
+            for tile, warps in [((64, 4), 8), ((32, 8), 4), ((128, 2), 8), ((64, 4), 4)]:
+                timed(
+                    f"fused {name} tile {tile} warps {warps}",
+                    lambda t=tile, w=warps, v=widen, pr=pairs, u=unroll: new(
+                        t, w, widen=v, pairs=pr, unroll=u
+                    ),
+                )
+            del out
+        timed("fused, float32 volume (16 B per voxel)", lambda: new(half=False))
+        for tile in [(32, 4), (32, 16), (16, 16)]:
             for warps in (4, 8):
                 timed(f"fused tile {tile} warps {warps}", lambda t=tile, w=warps: new(t, w))
-    got = new()
     if baseline:
         import importlib.util
 
@@ -293,11 +358,12 @@ def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, basel
         spec.loader.exec_module(old)
         # its own volume: both kernels cache their packed layout under the same key
         other = DrrRenderer(renderer.hu, affine, renderer.physics, device)
+        bt, bw = tuple(baseline_tile[:2]), baseline_tile[2]
         timed(
-            f"baseline {baseline} (tile 16x16, 4 warps)",
-            lambda: old.render(other.volume, affine, rays, other.table, True, (16, 16), 4),
+            f"baseline {baseline} (tile {bt[0]}x{bt[1]}, {bw} warps)",
+            lambda: old.render(other.volume, affine, rays, other.table, True, bt, bw),
         )
-        prev = old.render(other.volume, affine, rays, other.table, True, (16, 16), 4)
+        prev = old.render(other.volume, affine, rays, other.table, True, bt, bw)
         seen = prev < 1 - 1e-6
         rel = (torch.log(got[seen]) / torch.log(prev[seen]) - 1).abs().max()
         print(f"fused vs baseline: max |rel diff| of -ln(I/I0) {float(rel):.2e}")
@@ -336,6 +402,65 @@ def bench_fused(renderer, rays, poses, geo, shape, device, repeats, sweep, basel
     return results
 
 
+def _compiled_kernels() -> dict:
+    """The fused kernel's compiled variants so far (key -> Triton CompiledKernel)."""
+    from gensyn.drr import fused
+
+    found = {}
+    for entry in getattr(fused._kernel(), "device_caches", {}).values():
+        cache = entry[0] if isinstance(entry, tuple) else entry
+        if isinstance(cache, dict):
+            found.update(cache)
+    return found
+
+
+def _loop_sass(after: dict, before: dict) -> str:
+    """Instruction mix of the slice loop of the kernel compiled between ``before`` and
+    ``after`` (the profile we can take without Nsight Compute): SASS from the cubin, the
+    largest block that ends in a backward branch, opcodes counted by family."""
+    from collections import Counter
+
+    new = [k for k in after if k not in before]
+    if not new:
+        return "  SASS: no new compiled variant found"
+    try:
+        from triton.tools.disasm import get_sass
+
+        sass = get_sass(after[new[0]].asm["cubin"])
+    except Exception as err:  # a diagnostic: say why and go on
+        return f"  SASS: not available ({type(err).__name__}: {err})"
+    import re
+
+    lines = sass.splitlines()  # "LBB3:" labels; "ctrl<TAB>OPCODE operands;" instructions
+    labels: dict[str, int] = {}
+    loops: list[list[str]] = []
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if re.fullmatch(r"LBB\d+:", text):
+            labels[text[:-1]] = i
+        branch = re.search(r"BRA(?:\.U)? (LBB\d+);", text)
+        if branch and branch.group(1) in labels:
+            loops.append(lines[labels[branch.group(1)] + 1 : i + 1])
+    # the slice loop floors the rays' in-plane positions (FRND); the energy loop does not
+    slice_loops = [b for b in loops if any("FRND" in ln for ln in b)] or loops
+    body = max(slice_loops, key=len, default=[])
+    ops: Counter[str] = Counter()
+    for line in body:
+        parts = line.split("\t", 1)[-1].split()
+        if not parts:
+            continue
+        op = parts[1] if parts[0].startswith("@") and len(parts) > 1 else parts[0]
+        ops[op.rstrip(";")] += 1
+    top = ", ".join(f"{op} {n}" for op, n in ops.most_common(16))
+    kernel = after[new[0]]
+    regs = getattr(kernel, "n_regs", "?")
+    spills = getattr(kernel, "n_spills", "?")
+    return (
+        f"  SASS slice loop ({regs} registers, {spills} spills): {sum(ops.values())} "
+        f"instructions an iteration: {top}"
+    )
+
+
 def memory_check(device: str, size: int = 512, n_poses: int = 64) -> None:
     """512^3 volume, 64 poses: peak GPU memory of the default path (auto)."""
     hu, affine = phantom_ct((512, 512, 512))
@@ -371,6 +496,15 @@ def main() -> None:
         help="GPU: an older gensyn/drr/fused.py to time beside the current one, e.g. from "
         "`git show c04e04d:gensyn/drr/fused.py > benchmarks/fused_c04e04d.py`",
     )
+    ap.add_argument(
+        "--baseline-tile", type=int, nargs=3, default=[16, 16, 4], metavar=("F", "S", "WARPS"),
+        help="the baseline kernel's tile and warps (16 16 4: the kernel of c04e04d)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--variants", default=None,
+        help="instead of --sweep's grid: widen:pairs:unroll:tile_f:tile_s:warps,... "
+        "(e.g. cvt:0:1:64:4:8,cvt:0:2:64:4:8), each timed in this run",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.device == "cpu":
         bench_cpu(args.sizes, args.repeats, args.batch)
@@ -383,6 +517,8 @@ def main() -> None:
             args.device,
             args.sweep,
             args.baseline,
+            tuple(args.baseline_tile),
+            args.variants,
         )
         if args.memory_check:
             memory_check(args.device)

@@ -25,10 +25,13 @@ def launch(args: list[str], env: dict[str, str], log: Path) -> float:
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
+    wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log.read_text()[-4000:]
         raise SystemExit(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n{tail}")
-    return time.perf_counter() - start
+    stage = next((a for a in args if a.startswith("stage=")), "stage=?")
+    print(f"  launch.py {stage}: {wall:.1f} s", flush=True)
+    return wall
 
 
 def newest_run(root: Path, stage: str) -> Path:

@@ -99,3 +99,46 @@ def test_fused_one_pose_wholly_outside():
     renderer = DrrRenderer(torch.as_tensor(hu), affine, PhysicsConfig(output="intensity"), DEVICE)
     got = renderer.render([ALL_MISSING], CarmGeometry(1020.0, 530.0, 40, 33, 6.0), "fused")
     np.testing.assert_allclose(got, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pairs", [False, True], ids=["voxels", "pairs"])
+@pytest.mark.parametrize("widen", ["cvt", "bits", "f16"])
+def test_fused_ways_of_widening_agree(widen, pairs):
+    """The kernel's three ways of turning float16 taps into float32 sums, on either
+    layout, give the torch reference's line integrals; ``bits`` (integer unpacking) and
+    the paired layout give what ``cvt`` on single voxels gives, to rounding."""
+    import torch
+
+    fused = _fused_or_skip()
+    hu, affine = _phantom()
+    geometry = CarmGeometry(1020.0, 530.0, 64, 56, 6.0)
+    poses = [*POSES, *PARTLY_MISSING]
+    renderer = DrrRenderer(torch.as_tensor(hu), affine, PhysicsConfig(), DEVICE)
+    ref = renderer.render(poses, geometry, "joseph")  # -ln(I/I0)
+    rays = make_rays(poses, geometry, hu.shape, affine)
+    got = fused.render(renderer.volume, affine, rays, renderer.table, widen=widen, pairs=pairs)
+    np.testing.assert_allclose(-torch.log(got).cpu().numpy(), ref, rtol=2e-3, atol=1e-4)
+    if widen != "f16":
+        cvt = fused.render(renderer.volume, affine, rays, renderer.table, widen="cvt", pairs=False)
+        np.testing.assert_allclose(got.cpu().numpy(), cvt.cpu().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="widen"):
+        fused.render(renderer.volume, affine, rays, renderer.table, widen="f8")
+
+
+@pytest.mark.parametrize("unroll", [2, 4])
+def test_fused_unrolled_slice_loop(unroll):
+    """Several slices an iteration give the one-slice loop's image, also where a tile's
+    slice range is not a multiple of the unrolling (the extra slices weigh zero)."""
+    import torch
+
+    fused = _fused_or_skip()
+    hu, affine = _phantom()
+    geometry = CarmGeometry(1020.0, 530.0, 70, 52, 13.0)
+    poses = [*POSES, *PARTLY_MISSING, ALL_MISSING]
+    renderer = DrrRenderer(torch.as_tensor(hu), affine, PhysicsConfig(), DEVICE)
+    rays = make_rays(poses, geometry, hu.shape, affine)
+    one = fused.render(renderer.volume, affine, rays, renderer.table).cpu().numpy()
+    got = fused.render(renderer.volume, affine, rays, renderer.table, unroll=unroll)
+    np.testing.assert_allclose(got.cpu().numpy(), one, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll"):
+        fused.render(renderer.volume, affine, rays, renderer.table, unroll=3)

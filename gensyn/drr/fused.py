@@ -32,12 +32,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAST_AXES", "available", "prepare", "render"]
+__all__ = ["FAST_AXES", "WIDEN", "available", "prepare", "render"]
 
 #: ``fast`` choices of :func:`render`: the detector direction along which consecutive
 #: threads take consecutive pixels (``auto``: the one that moves rays along the volume's
 #: contiguous in-plane axis).
 FAST_AXES = ("auto", "rows", "cols")
+
+#: ``widen`` choices of :func:`render`: how float16 taps become float32 (see there).
+WIDEN = ("cvt", "bits", "f16")
 
 _KERNEL: Any = None
 
@@ -66,7 +69,8 @@ def _kernel() -> Any:
     def drr_kernel(
         vol_ptr, par_ptr, mu_ptr, w_ptr, out_ptr,
         S, P, Q, N_FAST, N_SLOW, stride_fast, stride_slow, n_energy,
-        TILE_F: tl.constexpr, TILE_S: tl.constexpr, NC: tl.constexpr,
+        TILE_F: tl.constexpr, TILE_S: tl.constexpr, NC: tl.constexpr, CONV: tl.constexpr,
+        PAIR: tl.constexpr, VW: tl.constexpr, EW: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         pid_tile = tl.program_id(0)
         b = tl.program_id(1)
@@ -118,39 +122,120 @@ def _kernel() -> Any:
         n_s = S * 1.0
         s_start = tl.minimum(tl.maximum(tl.floor(s_lo) - 1.0, 0.0), n_s).to(tl.int32)
         s_end = tl.minimum(tl.maximum(tl.floor(s_hi) + 2.0, 0.0), n_s).to(tl.int32)
-        # packed layout (S, P + 3, Q + 3, NC): voxel (s, p, q) at [s, p + 1, q + 1]
+        # packed layout (S, P + 3, Q + 3, NC): voxel (s, p, q) at [s, p + 1, q + 1]; with
+        # PAIR each entry holds voxels (s, p, q) and (s, p, q + 1): 2 NC values in a row
         row = Q + 3
         slab = (P + 3) * row
-        ch = tl.arange(0, NC)
-        vol = vol_ptr + (row + 1) * NC + ch[None, :]
         p_max = P * 1.0
         q_max = Q * 1.0
-        acc = tl.zeros((TILE_F * TILE_S, NC), dtype=tl.float32)
-        for s in range(s_start, s_end):
-            sf = s * 1.0
-            # clamped to [-1, P] x [-1, Q]: where the field is zero all 4 taps read the border
-            p = tl.minimum(tl.maximum(base_p + sf * slope_p, -1.0), p_max)
-            q = tl.minimum(tl.maximum(base_q + sf * slope_q, -1.0), q_max)
-            p0f = tl.floor(p)
-            q0f = tl.floor(q)
-            fp = p - p0f
-            fq = q - q0f
-            w11 = fp * fq
-            w10 = fp - w11
-            w01 = fq - w11
-            w00 = 1.0 - fp - w01
-            ptr = vol + (s * slab + p0f.to(tl.int32) * row + q0f.to(tl.int32))[:, None] * NC
-            v00 = tl.load(ptr).to(tl.float32)
-            v01 = tl.load(ptr + NC).to(tl.float32)
-            v10 = tl.load(ptr + row * NC).to(tl.float32)
-            v11 = tl.load(ptr + (row + 1) * NC).to(tl.float32)
-            acc += v00 * w00[:, None] + v01 * w01[:, None] + v10 * w10[:, None] + v11 * w11[:, None]
-        lint = acc * (step_mm * 0.1)[:, None]  # g/cm^3 * mm -> g/cm^2
+        # VW: elements a voxel takes (float16 channels, or int32 words of two channels for
+        # CONV == 1); EW: elements an entry of the layout takes (2 VW with PAIR)
+        idx = tl.arange(0, EW)
+        vol = vol_ptr + (row + 1) * EW + idx[None, :]
+        first = idx[None, :] < VW  # PAIR: the element belongs to the entry's first voxel
+        if CONV == 1:
+            # float16 pairs read as int32 and widened with integer operations: a half's low
+            # 15 bits moved to bits 13..27 are the float32 of (value * 2**-112), exact for
+            # every normal half; the 2**112 is folded into the tap weights
+            acc_lo = tl.zeros((TILE_F * TILE_S, EW), dtype=tl.float32)  # channels 0, 2
+            acc_hi = tl.zeros((TILE_F * TILE_S, EW), dtype=tl.float32)  # channels 1, 3
+            scale = 5.192296858534828e33  # 2**112
+        else:
+            acc = tl.zeros((TILE_F * TILE_S, EW), dtype=tl.float32)
+        # UNROLL slices an iteration: their loads are issued together (more in flight);
+        # slices past the range re-read the last one with zero weights
+        for s0 in range(s_start, s_end, UNROLL):
+            for k in tl.static_range(UNROLL):
+                if UNROLL == 1:
+                    s = s0
+                else:
+                    s = tl.minimum(s0 + k, s_end - 1)
+                    live = (s0 + k < s_end).to(tl.float32)
+                sf = s * 1.0
+                # clamped to [-1, P] x [-1, Q]: where the field is zero all 4 taps read the border
+                p = tl.minimum(tl.maximum(base_p + sf * slope_p, -1.0), p_max)
+                q = tl.minimum(tl.maximum(base_q + sf * slope_q, -1.0), q_max)
+                p0f = tl.floor(p)
+                q0f = tl.floor(q)
+                fp = p - p0f
+                fq = q - q0f
+                w11 = fp * fq
+                w10 = fp - w11
+                w01 = fq - w11
+                w00 = 1.0 - fp - w01
+                if UNROLL > 1:
+                    w00 = w00 * live
+                    w01 = w01 * live
+                    w10 = w10 * live
+                    w11 = w11 * live
+                ptr = vol + (s * slab + p0f.to(tl.int32) * row + q0f.to(tl.int32))[:, None] * EW
+                if PAIR:
+                    xa = tl.load(ptr)  # [v00 | v01]
+                    xb = tl.load(ptr + row * EW)  # [v10 | v11]
+                    wa = tl.where(first, w00[:, None], w01[:, None])
+                    wb = tl.where(first, w10[:, None], w11[:, None])
+                    if CONV == 1:
+                        wa = wa * scale
+                        wb = wb * scale
+                        acc_lo += ((xa << 13) & 0x0FFFE000).to(tl.float32, bitcast=True) * wa + (
+                            (xb << 13) & 0x0FFFE000
+                        ).to(tl.float32, bitcast=True) * wb
+                        acc_hi += ((xa >> 3) & 0x0FFFE000).to(tl.float32, bitcast=True) * wa + (
+                            (xb >> 3) & 0x0FFFE000
+                        ).to(tl.float32, bitcast=True) * wb
+                    elif CONV == 2:
+                        # the taps of a slice summed in the volume's float16, widened once
+                        acc += (xa * wa.to(tl.float16) + xb * wb.to(tl.float16)).to(tl.float32)
+                    else:
+                        acc += xa.to(tl.float32) * wa + xb.to(tl.float32) * wb
+                else:
+                    x00 = tl.load(ptr)
+                    x01 = tl.load(ptr + EW)
+                    x10 = tl.load(ptr + row * EW)
+                    x11 = tl.load(ptr + (row + 1) * EW)
+                    if CONV == 1:
+                        w00 = (w00 * scale)[:, None]
+                        w01 = (w01 * scale)[:, None]
+                        w10 = (w10 * scale)[:, None]
+                        w11 = (w11 * scale)[:, None]
+                        acc_lo += (
+                            ((x00 << 13) & 0x0FFFE000).to(tl.float32, bitcast=True) * w00
+                            + ((x01 << 13) & 0x0FFFE000).to(tl.float32, bitcast=True) * w01
+                            + ((x10 << 13) & 0x0FFFE000).to(tl.float32, bitcast=True) * w10
+                            + ((x11 << 13) & 0x0FFFE000).to(tl.float32, bitcast=True) * w11
+                        )
+                        acc_hi += (
+                            ((x00 >> 3) & 0x0FFFE000).to(tl.float32, bitcast=True) * w00
+                            + ((x01 >> 3) & 0x0FFFE000).to(tl.float32, bitcast=True) * w01
+                            + ((x10 >> 3) & 0x0FFFE000).to(tl.float32, bitcast=True) * w10
+                            + ((x11 >> 3) & 0x0FFFE000).to(tl.float32, bitcast=True) * w11
+                        )
+                    elif CONV == 2:
+                        # the taps of a slice summed in the volume's float16, widened once
+                        tap = (
+                            x00 * w00.to(tl.float16)[:, None]
+                            + x01 * w01.to(tl.float16)[:, None]
+                            + x10 * w10.to(tl.float16)[:, None]
+                            + x11 * w11.to(tl.float16)[:, None]
+                        )
+                        acc += tap.to(tl.float32)
+                    else:
+                        acc += (
+                            x00.to(tl.float32) * w00[:, None]
+                            + x01.to(tl.float32) * w01[:, None]
+                            + x10.to(tl.float32) * w10[:, None]
+                            + x11.to(tl.float32) * w11[:, None]
+                        )
         intensity = tl.zeros((TILE_F * TILE_S,), dtype=tl.float32)
         for e in range(0, n_energy):
-            mu = tl.load(mu_ptr + e * NC + ch)
-            att = tl.sum(lint * mu[None, :], axis=1)
-            intensity += tl.load(w_ptr + e) * tl.exp(-att)
+            if CONV == 1:
+                ch = 2 * (idx % VW)
+                att = tl.sum(acc_lo * tl.load(mu_ptr + e * NC + ch)[None, :], axis=1)
+                att += tl.sum(acc_hi * tl.load(mu_ptr + e * NC + ch + 1)[None, :], axis=1)
+            else:
+                att = tl.sum(acc * tl.load(mu_ptr + e * NC + idx % NC)[None, :], axis=1)
+            # g/cm^3 * mm -> g/cm^2
+            intensity += tl.load(w_ptr + e) * tl.exp(-att * (step_mm * 0.1))
         out = out_ptr + b * N_FAST * N_SLOW + u * stride_fast + v * stride_slow
         tl.store(out, intensity, mask=valid)
 
@@ -202,6 +287,9 @@ def render(
     tile: tuple[int, int] = (64, 4),
     num_warps: int = 8,
     fast: str = "auto",
+    widen: str = "cvt",
+    pairs: bool = False,
+    unroll: int = 1,
 ) -> Any:
     """I/I0 of shape (B, H, W) on the volume's CUDA device (noise-free).
 
@@ -211,7 +299,13 @@ def render(
     detector tile of one program, (pixels along the fast direction, along the other);
     ``fast`` one of :data:`FAST_AXES`. The default tile (64 × 4, 8 warps) was the fastest
     of 13 shapes on an H200 (512² from 512×512×300, batch 64: 2,385 DRRs/s; benchmarks/drr.py
-    ``--sweep``).
+    ``--sweep``). ``widen`` (one of :data:`WIDEN`, float16 volumes only) is how taps become
+    float32: ``cvt`` converts each half, ``bits`` moves its bits with integer operations
+    (exact), ``f16`` sums the 4 taps of a slice in float16 and converts that sum.
+    ``pairs`` reads a layout that stores each voxel beside its neighbour along the
+    contiguous axis (twice the memory): 2 loads of 16 bytes a slice instead of 4 of 8.
+    ``unroll`` slices are stepped through per loop iteration (their loads in flight
+    together).
     """
     import torch
     import triton
@@ -220,12 +314,17 @@ def render(
 
     if fast not in FAST_AXES:
         raise ValueError(f"fused projector: fast={fast!r}; allowed: {FAST_AXES}")
+    if widen not in WIDEN:
+        raise ValueError(f"fused projector: widen={widen!r}; allowed: {WIDEN}")
+    conv = WIDEN.index(widen) if half else 0
+    if unroll not in (1, 2, 4):
+        raise ValueError(f"fused projector: unroll={unroll}; allowed: 1, 2, 4")
     n_mat = volume.channels
     nc = _channels(n_mat)
     src_v, org_v, dcol_v, drow_v = _to_voxel(rays, affine)
     out = None
     for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
-        packed = _packed(volume, axis, p_ax, q_ax, half)
+        packed = _packed(volume, axis, p_ax, q_ax, half, pairs)
         dev = packed.device
         if packed.numel() >= 2**31:
             raise ValueError(
@@ -235,6 +334,7 @@ def render(
             out = torch.empty(len(rays), rays.rows, rays.cols, device=dev)
         n_s = packed.shape[0]
         n_p, n_q = packed.shape[1] - _PAD_LO - _PAD_HI, packed.shape[2] - _PAD_LO - _PAD_HI
+        vw = nc // 2 if conv == 1 else nc
         if fast == "auto":
             rows_fast = _rows_fast(
                 src_v[poses], org_v[poses], dcol_v[poses], drow_v[poses],
@@ -256,9 +356,10 @@ def render(
         tile_f, tile_s = tile
         grid = (triton.cdiv(n_fast, tile_f) * triton.cdiv(n_slow, tile_s), len(poses))
         _kernel()[grid](
-            packed, params, mu, w, res, n_s, n_p, n_q,
+            packed.view(torch.int32) if conv == 1 else packed, params, mu, w, res, n_s, n_p, n_q,
             n_fast, n_slow, stride_fast, stride_slow, mu.shape[0],
-            TILE_F=tile_f, TILE_S=tile_s, NC=nc, num_warps=num_warps,
+            TILE_F=tile_f, TILE_S=tile_s, NC=nc, CONV=conv, PAIR=pairs, VW=vw,
+            EW=2 * vw if pairs else vw, UNROLL=unroll, num_warps=num_warps,
         )  # fmt: skip
         if not whole:
             out[torch.as_tensor(poses, device=dev)] = res
@@ -266,22 +367,41 @@ def render(
     return out
 
 
-def prepare(volume: Any, affine: np.ndarray, rays: Any, half: bool = True) -> None:
+def prepare(
+    volume: Any, affine: np.ndarray, rays: Any, half: bool = True, pairs: bool = False
+) -> None:
     """Build the packed volume layouts :func:`render` of ``rays`` reads (cached in ``volume``)."""
     from gensyn.drr.projector import _poses_by_axis, _to_voxel
 
     for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, affine)):
-        _packed(volume, axis, p_ax, q_ax, half)
+        _packed(volume, axis, p_ax, q_ax, half, pairs)
 
 
 def _channels(n_mat: int) -> int:
     return 4 if n_mat <= 4 else 8
 
 
-def _packed(volume: Any, axis: int, p_ax: int, q_ax: int, half: bool) -> Any:
+def _packed(volume: Any, axis: int, p_ax: int, q_ax: int, half: bool, pairs: bool = False) -> Any:
     """The packed layout for slices along ``axis``, built once per volume."""
     nc = _channels(volume.channels)
+    if pairs:
+        return volume.cached(
+            ("fused-pairs", axis, half),
+            lambda: _pair(_pack(volume, axis, p_ax, q_ax, nc, half)),
+        )
     return volume.cached(("fused", axis, half), lambda: _pack(volume, axis, p_ax, q_ax, nc, half))
+
+
+def _pair(packed: Any) -> Any:
+    """(S, P', Q', 2 nc): entry [s, p, q] holds packed[s, p, q] then packed[s, p, q + 1]
+    (zeros past the last column)."""
+    import torch
+
+    nc = packed.shape[-1]
+    out = torch.zeros(*packed.shape[:-1], 2 * nc, dtype=packed.dtype, device=packed.device)
+    out[..., :nc] = packed
+    out[:, :, :-1, nc:] = packed[:, :, 1:]
+    return out
 
 
 def _pack(volume: Any, axis: int, p_ax: int, q_ax: int, nc: int, half: bool) -> Any:

@@ -211,6 +211,7 @@ def translate_files(
     todo = [i for i, out in enumerate(outputs) if not Path(out).is_file()]
     if not todo:
         return 0
+    setup_start = time.perf_counter()
     net.eval()
     cuda = next(net.parameters()).device.type == "cuda"
     if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
@@ -232,7 +233,9 @@ def translate_files(
     written = 0
     # at most four batches of images wait for the disk: host memory stays bounded
     with BackgroundWriter(write_threads, 4 * batch_size, timer, "translate-writer") as writer:
-        for idx, images, decode_s in timer.timed("wait_input", loader):
+        batches = iter(loader)  # starts the loader's worker processes
+        timer.add("setup", time.perf_counter() - setup_start)
+        for idx, images, decode_s in timer.timed("wait_input", batches):
             timer.add("read", decode_s)
             # the first compiled batch builds the graph: timed as "compile", not "compute"
             part = "compile" if compiled and written == 0 else "compute"
