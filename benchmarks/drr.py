@@ -234,6 +234,12 @@ def bench_gpu(
         )
     else:
         print("fused kernel: Triton or CUDA missing, skipped")
+    from gensyn.drr import texture
+
+    if texture.available():
+        results.update(bench_texture(renderer, rays, poses, geo, shape, device, repeats))
+    else:
+        print("texture kernel: CuPy or CUDA missing, skipped")
     best_name = max(results, key=results.get)
     best = results[best_name]
     print(f"best: {best_name}: {best:.1f} DRR/s")
@@ -476,6 +482,57 @@ def memory_check(device: str, size: int = 512, n_poses: int = 64) -> None:
         f"512^3 volume, {n_poses} poses at {size}^2 (auto): {time.perf_counter() - t0:.2f} s incl. preparation, "
         f"peak GPU memory {mem:.2f} GiB, output {out.shape}"
     )
+
+
+#: Assumed texture-unit peak (H100/H200 SXM): 4 texture units per SM, each one filtered
+#: fetch a clock at 1.98 GHz boost (bilinear, 4-byte texels; wider texels may take more).
+TEX_FETCH_PER_CLOCK_SM = 4
+
+
+def bench_texture(renderer, rays, poses, geo, shape, device, repeats) -> dict:
+    """DRRs/s of the texture-unit kernel (default block and others, float32 texels), its
+    agreement with the torch path and its fraction of the texture units' fetch rate."""
+    from gensyn.drr import texture
+
+    batch, size, affine = len(poses), geo.detector_rows_px, renderer.affine
+    results = {}
+
+    def timed(name, fn):
+        t = _time(fn, device, repeats)
+        results[name] = batch / t
+        print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
+
+    def new(block=texture.BLOCK, half=True, fast="auto"):
+        return texture.render(renderer.volume, affine, rays, renderer.table, half, block, fast)
+
+    default = f"texture (default: block {texture.BLOCK[0]}x{texture.BLOCK[1]}, float16 texels)"
+    timed(default, new)
+    for block in [(32, 8), (16, 16), (64, 2), (16, 8), (32, 2)]:
+        timed(f"texture block {block[0]}x{block[1]}", lambda b=block: new(b))
+    timed("texture, thread order along columns", lambda: new(fast="cols"))
+    timed("texture, float32 texels (16 B)", lambda: new(half=False))
+    ref = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
+    ref_li = ref if renderer.physics.output == "line_integral" else -np.log(ref)
+    seen = ref_li > 1e-3
+    for name, kw in (("float16", {}), ("float32", {"half": False})):
+        got_li = -np.log(new(**kw)[:4].cpu().numpy())
+        rel = np.abs(got_li[seen] / ref_li[seen] - 1)
+        print(
+            f"texture ({name} texels) vs torch joseph: |rel diff| of -ln(I/I0) max "
+            f"{rel.max():.2e}, 99th percentile {np.percentile(rel, 99):.2e}, median "
+            f"{np.median(rel):.2e} ({seen.mean():.0%} of the rays see the volume)"
+        )
+    rate = results[default]
+    steps = rate * size * size * shape[1]
+    props = torch.cuda.get_device_properties(device)
+    peak = props.multi_processor_count * TEX_FETCH_PER_CLOCK_SM * SM_CLOCK_HZ
+    print(
+        f"texture default: {steps / 1e9:.0f} G filtered fetches/s (one per ray-slice step) = "
+        f"{steps / peak:.0%} of {peak / 1e9:.0f} G/s ({props.multi_processor_count} SMs x "
+        f"{TEX_FETCH_PER_CLOCK_SM} x {SM_CLOCK_HZ / 1e9:.2f} GHz, assumed): texture bound "
+        f"{peak / (size * size * shape[1]):.0f} DRR/s"
+    )
+    return results
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ Generates study-sized simulated data in its own GENSYN root: ``--cts`` chest pha
 as one ``python launch.py`` subprocess:
 
 * ``stage=drr``: centre + 9 random views at 512², 16-bit PNG; kernel figure: the renderer
-  alone on CT 0's ten views, volumes prepared (fused kernel on CUDA, joseph on CPU);
+  alone on CT 0's ten views, volumes prepared (``method=auto``: the texture-unit kernel on
+  CUDA with CuPy, else the fused one; joseph on CPU);
 * ``stage=gan_translate`` (after a one-epoch ``gan_train``, untimed): every DRR; kernel figure:
   the generator's forward at ``translate_batch_size`` on in-RAM tensors;
 * ``stage=predict`` (after a one-epoch ``classify`` of the baseline arm, untimed); kernel
@@ -393,7 +394,11 @@ def main() -> None:
         )
     if "drr" in stages:
         drr = next(r for r in rows if r["stage"] == "drr")["summary"]
-        print(f"\ndrr: {drr.get('cts_per_s', 0):.2f} CTs/s with 10 views each")
+        print(
+            f"\ndrr: {drr.get('cts_per_s', 0):.2f} CTs/s with {a.views} views each; after the "
+            f"first CT ({drr.get('time_to_first_ct_s', 0):.2f} s in) "
+            f"{drr.get('cts_per_s_after_first', 0):.2f} CTs/s"
+        )
     if a.out:
         a.out.write_text(json.dumps({"device": a.device, "cts": n_cts, "rows": rows}, indent=2))
 

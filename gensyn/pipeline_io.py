@@ -220,8 +220,15 @@ class StageTimer:
 
     def __init__(self) -> None:
         self._seconds: dict[str, float] = {}
+        self._marks: dict[str, float] = {}
         self._lock = threading.Lock()
         self._start = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        """Note the wall time of the first call with ``name`` (later calls change nothing);
+        the summary has it as ``time_to_<name>_s``."""
+        with self._lock:
+            self._marks.setdefault(name, time.perf_counter() - self._start)
 
     def add(self, part: str, seconds: float) -> None:
         """Add ``seconds`` to ``part``."""
@@ -269,6 +276,8 @@ class StageTimer:
             parts = dict(self._seconds)
         keys = {f"time_{p}_s": round(parts.pop(p, 0.0), 3) for p in TIME_PARTS}
         keys.update({f"time_{p}_s": round(s, 3) for p, s in sorted(parts.items())})
+        with self._lock:
+            keys.update({f"time_to_{m}_s": round(t, 3) for m, t in sorted(self._marks.items())})
         keys["time_wall_s"] = round(wall, 3)
         keys[f"{unit}_per_s"] = round(n_items / wall, 3) if n_items and wall > 0 else 0.0
         if "time_compile_s" in keys:
@@ -283,7 +292,7 @@ class StageTimer:
         parts = ", ".join(
             f"{k[5:-2]} {v:.2f} s"
             for k, v in keys.items()
-            if k.startswith("time_") and k != "time_wall_s" and v
+            if k.startswith("time_") and not k.startswith("time_to_") and k != "time_wall_s" and v
         )
         logger.info(
             "%s: %d %s in %.2f s = %.2f %s/s (%s)",

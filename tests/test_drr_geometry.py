@@ -198,3 +198,17 @@ def test_batched_windowing_matches_to_image_and_int16_volumes_render_alike():
     assert flat.dtype == np.uint8 and flat.shape == (1, 4, 4)
     with pytest.raises(ValueError, match="bit_depth"):
         to_images(as_tensor, 12)
+
+
+def test_gpu_only_methods_say_what_they_need_on_the_cpu():
+    """``method='texture'`` on a CPU renderer is refused with what it needs, not a CuPy or
+    CUDA traceback; an unknown method names the allowed ones."""
+    from gensyn.drr.render import DrrRenderer
+
+    hu = np.full((8, 8, 8), -1000.0, np.float32)
+    renderer = DrrRenderer(hu, np.eye(4), PhysicsConfig(), "cpu")
+    geometry = CarmGeometry(1020.0, 530.0, 8, 8, 4.0)
+    with pytest.raises(ValueError, match="needs a CUDA device and CuPy"):
+        renderer.render([CarmPose()], geometry, "texture")
+    with pytest.raises(ValueError, match=r"allowed:.*texture"):
+        renderer.render([CarmPose()], geometry, "nearest")

@@ -136,6 +136,11 @@ def test_stage_timer_adds_parts_from_threads_and_reports_rates() -> None:
     assert keys["time_compile_s"] >= 0.05 and steady > 0
     assert keys["images_per_s_after_compile"] == pytest.approx(10 / steady, rel=0.05)
     assert keys["images_per_s_after_compile"] > keys["images_per_s"]
+    timer.mark("first_batch")
+    time.sleep(0.02)
+    timer.mark("first_batch")  # only the first call counts
+    keys = timer.summary(10, "images")
+    assert 0 < keys["time_to_first_batch_s"] <= keys["time_wall_s"] - 0.02
 
 
 # ---------------------------------------------------------------- stage=drr
@@ -217,6 +222,10 @@ def test_pipelined_drr_writes_the_same_bytes_as_the_sequential_path(compose, tmp
         assert summary["time_read_s"] > 0 and summary["time_compute_s"] > 0
         assert summary["time_write_s"] > 0 and summary["drrs_rendered"] == 16
         assert summary["drrs_per_s"] > 0 and summary["cts_per_s"] > 0
+        # the pipeline's fill (first CT) and the rate after it, which a long run approaches
+        assert 0 < summary["time_to_first_ct_s"] < summary["time_wall_s"]
+        rest = summary["time_wall_s"] - summary["time_to_first_ct_s"]
+        assert summary["cts_per_s_after_first"] == pytest.approx(3 / rest, rel=0.01)
     # resume: everything is complete, nothing is rendered again
     again = _run_drr(compose(*DRR_SMALL, "num_workers=3"), tmp_path / "par", convert)
     assert again.summary["drrs_rendered"] == 0 and again.summary["n_images"] == 16

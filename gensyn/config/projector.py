@@ -31,7 +31,7 @@ class ProjectorConfig:
     bone_min_hu: float = 350.0
     photon_count: float = 0.0  # open-field photons per pixel; 0 = noise-free
     # sampler
-    method: str = "auto"  # auto | joseph | trilinear | fused
+    method: str = "auto"  # auto | joseph | trilinear | fused | texture
     step_mm: float | None = None  # trilinear only; null = smallest voxel spacing
     max_samples: int = 8388608  # samples per chunk: memory ~ 20 bytes x this (CPU and GPU)
     batch_poses: int = 8

@@ -208,6 +208,7 @@ def render_cts(
                     ]
                     rendered += len(images)
                     writing.append((job, futures))
+                    timer.mark("first_ct")  # the pipeline's fill: one CT read and rendered
                 del item, renderer  # free this CT's volumes before the next CT is prepared
                 slots.release()
                 if on_ct is not None:

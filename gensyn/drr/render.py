@@ -36,7 +36,7 @@ PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
     "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
 }
 
-RENDER_METHODS = ("auto", "joseph", "trilinear", "fused")
+RENDER_METHODS = ("auto", "joseph", "trilinear", "fused", "texture")
 
 
 def make_rays(poses: Sequence[CarmPose], geometry: CarmGeometry, volume_shape, affine):
@@ -143,14 +143,23 @@ class DrrRenderer:
         return lint / 10.0  # g/cm^3 * mm -> g/cm^2
 
     def resolve_method(self, method: str = "auto") -> str:
-        """The projector ``method`` stands for here: ``auto`` is ``fused`` on CUDA when Triton
-        is importable, else ``joseph``; other names are checked and returned."""
+        """The projector ``method`` stands for here: ``auto`` is ``texture`` on CUDA when CuPy
+        is importable, else ``fused`` when Triton is, else ``joseph``; other names are checked
+        and returned."""
         import gensyn.drr.fused as fused
+        import gensyn.drr.texture as texture
 
         if method not in RENDER_METHODS:
             raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
         if method == "auto":
+            if self.hu.is_cuda and texture.available():
+                return "texture"
             return "fused" if self.hu.is_cuda and fused.available() else "joseph"
+        if method == "texture" and not (self.hu.is_cuda and texture.available()):
+            raise ValueError(
+                "render method 'texture' needs a CUDA device and CuPy (pip install "
+                f"cupy-cuda12x); this renderer is on {self.hu.device}"
+            )
         return method
 
     def prepare(
@@ -164,6 +173,7 @@ class DrrRenderer:
         voxel axis; the fused kernel's packed half-precision copy too). Returns ``self``.
         """
         import gensyn.drr.fused as fused
+        import gensyn.drr.texture as texture
         from gensyn.drr.projector import _poses_by_axis, _to_voxel
 
         method = self.resolve_method(method)
@@ -175,6 +185,9 @@ class DrrRenderer:
         rays = make_rays(poses, geometry, self.hu.shape, self.affine)
         if method == "fused":
             fused.prepare(self.volume, self.affine, rays)
+            return self
+        if method == "texture":
+            texture.prepare(self.volume, self.affine, rays)
             return self
         for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, self.affine)):
             self.volume.layout((axis, p_ax, q_ax))
@@ -196,17 +209,21 @@ class DrrRenderer:
         import torch
 
         import gensyn.drr.fused as fused
+        import gensyn.drr.texture as texture
 
         method = self.resolve_method(method)
         if len(poses) == 0:
             empty = np.zeros((0, geometry.detector_rows_px, geometry.detector_cols_px), np.float32)
             return torch.from_numpy(empty).to(self.hu.device) if as_tensor else empty
         physics = self.physics
-        if method == "fused":
+        if method in ("fused", "texture"):
             if physics.photon_count > 0:
-                raise ValueError("method 'fused' is noise-free; use 'joseph' with photon_count > 0")
+                raise ValueError(
+                    f"method {method!r} is noise-free; use 'joseph' with photon_count > 0"
+                )
             rays = make_rays(poses, geometry, self.hu.shape, self.affine)
-            intensity = fused.render(self.volume, self.affine, rays, self.table)
+            kernel = fused if method == "fused" else texture
+            intensity = kernel.render(self.volume, self.affine, rays, self.table)
         else:
             lint = self.material_line_integrals(poses, geometry, method, step_mm, max_samples)
             intensity = intensity_from_line_integrals(lint, self.table)
@@ -276,9 +293,11 @@ def render_drrs(
         geometry: detector and distances; its pixel count is the image size.
         physics: spectrum, materials, noise, output; default ``PhysicsConfig()``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        method: ``auto`` (``fused`` on CUDA when Triton is importable, else
-            ``joseph``), ``joseph``, ``trilinear`` (torch, any device) or ``fused``
-            (Triton kernel, CUDA only, noise-free).
+        method: ``auto`` (on CUDA ``texture`` when CuPy is importable, else ``fused`` when
+            Triton is; on the CPU ``joseph``), ``joseph``, ``trilinear`` (torch, any device), ``fused``
+            (Triton kernel, CUDA only, noise-free) or ``texture`` (CUDA C through CuPy,
+            bilinear taps by the texture units: faster, blends with 8-bit weights; CUDA
+            only, noise-free, at most 4 materials).
         step_mm: sample spacing of ``trilinear``.
         max_samples: memory bound of the projector (samples per chunk).
         masks: material masks replacing HU thresholds.

@@ -200,8 +200,8 @@ def translate_files(
     ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
     called with the number of images of each finished batch; ``timer`` (optional) gets the
     read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
-    translates through :func:`compiled_generator` (the first batch pays the compilation,
-    timed as ``compile``);
+    translates through :func:`compiled_generator`, compiled (timed as ``compile``) on a
+    batch shaped like the first input while the loader's processes start and decode;
     where it cannot (:func:`compile_unavailable`) or the compiled graph fails, it translates
     eagerly and says why in the log and in ``report`` (``compiled``, ``compile_fallback``).
     """
@@ -217,11 +217,6 @@ def translate_files(
     if cuda:  # weights in the inputs' memory format (NCHW is faster for inference on an H100)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=fmt)  # type: ignore[call-overload]
-    why_not = compile_unavailable("cuda" if cuda else "cpu") if compile else None
-    if why_not is not None and cuda:
-        log.warning("generator.compile=true but %s: translating eagerly", why_not)
-    compiled = compile and why_not is None
-    forward: Any = FallbackForward(compiled_generator(net), net) if compiled else net
     dataset = _TimedImages(ImageListDataset([sources[i] for i in todo], channels))
     loader = DataLoader(
         dataset,
@@ -233,13 +228,23 @@ def translate_files(
     written = 0
     # at most four batches of images wait for the disk: host memory stays bounded
     with BackgroundWriter(write_threads, 4 * batch_size, timer, "translate-writer") as writer:
-        batches = iter(loader)  # starts the loader's worker processes
+        # the loader's processes start (forked before compilation loads Inductor) and decode
+        # the first batches while the graph compiles on a batch shaped like theirs
+        batches = iter(loader)
         timer.add("setup", time.perf_counter() - setup_start)
+        why_not = compile_unavailable("cuda" if cuda else "cpu") if compile else None
+        if why_not is not None and cuda:
+            log.warning("generator.compile=true but %s: translating eagerly", why_not)
+        compiled = compile and why_not is None
+        forward: Any = FallbackForward(compiled_generator(net), net) if compiled else net
+        if compiled:
+            with timer.time("compile"):
+                _, first = dataset.images[0]  # the shape every batch of this run has
+                warm = first[None].expand(batch_size, *first.shape)
+                tensor_to_uint8(translate_batch(forward, warm, precision, channels_last)[:1])
         for idx, images, decode_s in timer.timed("wait_input", batches):
             timer.add("read", decode_s)
-            # the first compiled batch builds the graph: timed as "compile", not "compute"
-            part = "compile" if compiled and written == 0 else "compute"
-            with timer.time(part):  # tensor_to_uint8 copies to the host: the GPU is done
+            with timer.time("compute"):  # tensor_to_uint8 copies to the host: the GPU is done
                 if compiled:  # static shapes: one graph for every batch
                     images = _full_batch(images, batch_size)
                 out = translate_batch(forward, images, precision, channels_last)
