@@ -507,9 +507,13 @@ def bench_texture(renderer, rays, poses, geo, shape, device, repeats) -> dict:
 
     default = f"texture (default: block {texture.BLOCK[0]}x{texture.BLOCK[1]}, float16 texels)"
     timed(default, new)
-    for block in [(32, 8), (16, 16), (64, 2), (16, 8), (32, 2)]:
+    for block in [(32, 4), (32, 8), (16, 16), (8, 16), (16, 4)]:
         timed(f"texture block {block[0]}x{block[1]}", lambda b=block: new(b))
-    timed("texture, thread order along columns", lambda: new(fast="cols"))
+    for block in [texture.BLOCK, (32, 4), (32, 8)]:
+        timed(
+            f"texture block {block[0]}x{block[1]}, thread order along columns",
+            lambda b=block: new(b, fast="cols"),
+        )
     timed("texture, float32 texels (16 B)", lambda: new(half=False))
     ref = renderer.render(poses[:4], geo, "joseph", max_samples=1 << 26)
     ref_li = ref if renderer.physics.output == "line_integral" else -np.log(ref)

@@ -30,8 +30,9 @@ import numpy as np
 
 __all__ = ["BLOCK", "available", "prepare", "render"]
 
-#: Default thread block (threads along the detector's fast direction, along the other).
-BLOCK = (32, 4)
+#: Default thread block (threads along the detector's fast direction, along the other):
+#: the fastest of 6 on an H200 (3,877 DRRs/s vs 3,694 for 32 × 4; benchmarks/drr.py).
+BLOCK = (16, 8)
 
 _SOURCE = r"""
 __device__ __forceinline__ void clip_axis(float base, float slope, float n, float& lo, float& hi)
