@@ -63,9 +63,15 @@ def test_outputs_equal_single_image_forward(tmp_path: Path, saved_generator: Pat
             expected = tensor_to_uint8(net(load_image(src, 1)[None]))[0]
         # batching must not change the result beyond one grey level of rounding
         assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
-    # resumable: existing outputs are skipped, a missing one is redone
+    # resumable: existing outputs are skipped, a missing one is redone, and so are ones a
+    # machine crash cut or emptied (written without fsync, synced at the end)
     outputs[2].unlink()
     assert translate_files(net, sources, outputs, batch_size=2) == 1
+    whole = outputs[1].read_bytes()
+    outputs[1].write_bytes(whole[: len(whole) // 2])
+    outputs[3].write_bytes(b"")
+    assert translate_files(net, sources, outputs, batch_size=2) == 2
+    assert outputs[1].read_bytes() == whole
 
 
 def test_sizes_not_divisible_by_four_are_kept(tmp_path: Path, saved_generator: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gensyn.io import encode_png, read_image, write_image
+from gensyn.io import encode_png, png_complete, read_image, write_image
 
 
 def _smooth(shape: tuple[int, ...], dtype: type, seed: int = 0) -> np.ndarray:
@@ -88,3 +88,42 @@ def test_bad_png_input_is_refused_with_the_reason(tmp_path, image, level, match)
     with pytest.raises(ValueError, match=r"bad\.png"):
         write_image(tmp_path / "bad.png", image, level)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_png_complete_tells_whole_pngs_from_cut_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What a resumed stage checks before skipping an output written without fsync: whole
+    PNGs (ours and Pillow's) pass; cut, empty, missing and non-PNG files do not."""
+    ours = write_image(tmp_path / "a.png", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48), 1)
+    Image.fromarray(np.zeros((9, 7), np.uint8)).save(tmp_path / "pil.png")
+    whole = ours.read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:-1])
+    (tmp_path / "half.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"not a png" + whole[-12:] * 4)
+    assert png_complete(ours) and png_complete(tmp_path / "pil.png")
+    for name in ("cut", "half", "empty", "text", "missing"):
+        assert not png_complete(tmp_path / f"{name}.png"), name
+
+
+def test_writer_threads_keep_the_umask_and_file_modes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Many threads writing at once (durable or not): the process's umask is unchanged and
+    every file has the usual mode (0666 minus the umask); no temporary file is left."""
+    import os
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = os.umask(0o022)
+    os.umask(before)
+    image = np.zeros((16, 16), np.uint8)
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(lambda i: write_image(tmp_path / f"{i}.png", image, 1, i % 2 == 0), range(200))
+        )
+    after = os.umask(0o022)
+    os.umask(after)
+    assert after == before
+    from gensyn.io import _UMASK
+
+    modes = {stat.S_IMODE((tmp_path / f"{i}.png").stat().st_mode) for i in range(200)}
+    assert modes == {0o666 & ~_UMASK}
+    assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
