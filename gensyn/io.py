@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,24 +243,6 @@ def write_image(
     with atomic_write(path, durable) as tmp:
         pil.save(tmp, format=fmt)
     return Path(path)
-
-
-def write_images(
-    paths: Sequence[str | os.PathLike[str]],
-    images: Sequence[np.ndarray] | np.ndarray,
-    compress_level: int = 6,
-    durable: bool = True,
-) -> float:
-    """:func:`write_image` of ``images[i]`` to ``paths[i]`` for each i; returns the seconds it
-    took (a job for writer processes, which cannot add to their caller's timer)."""
-    import time
-
-    if len(paths) != len(images):
-        raise ValueError(f"write_images: {len(paths)} paths for {len(images)} images")
-    start = time.perf_counter()
-    for path, image in zip(paths, images, strict=True):
-        write_image(path, image, compress_level, durable)
-    return time.perf_counter() - start
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -140,9 +140,6 @@ class InOrderSlots:
 class BackgroundWriter:
     """Run write jobs (encode + write a file) on ``num_threads`` threads, at most ``max_pending``
     queued or running; ``num_threads=0`` runs each job at once on the caller's thread.
-    ``processes``: ``num_threads`` spawned processes instead (jobs and their arguments must
-    pickle): encoding then holds no lock the caller's threads need (Python's GIL), which
-    matters when the caller keeps a GPU busy from Python at hundreds of images a second.
 
     :meth:`submit` blocks while the queue is full (the main thread then waits for the disk, and
     the time is counted as ``wait_output`` by the timer) and re-raises the error of a finished
@@ -156,21 +153,14 @@ class BackgroundWriter:
         max_pending: int | None = None,
         timer: StageTimer | None = None,
         name: str = "writer",
-        processes: bool = False,
     ) -> None:
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
         self.max_pending = max(1, 4 * num_threads if max_pending is None else max_pending)
         self.timer = timer
-        self._pool: Executor | None = None
-        if num_threads and processes:
-            import multiprocessing
-
-            # spawned, not forked: the caller may hold a CUDA context and many threads
-            spawn = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(num_threads, mp_context=spawn)
-        elif num_threads:
-            self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix=name)
+        self._pool = (
+            ThreadPoolExecutor(num_threads, thread_name_prefix=name) if num_threads else None
+        )
         self._pending: deque[Future[Any]] = deque()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

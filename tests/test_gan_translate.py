@@ -74,33 +74,6 @@ def test_outputs_equal_single_image_forward(tmp_path: Path, saved_generator: Pat
     assert outputs[1].read_bytes() == whole
 
 
-def test_writer_processes_write_what_writer_threads_write(
-    tmp_path: Path, saved_generator: Path
-) -> None:
-    """The CUDA path's writer processes (spawned, a batch a job) write the bytes the writer
-    threads write, time their writing into the stage's breakdown, and resume alike."""
-    from gensyn.pipeline_io import StageTimer
-
-    net, _ = load_generator(saved_generator)
-    sources = _images(tmp_path / "in", [(48, 40)] * 5)
-    threads = [tmp_path / "threads" / p.name for p in sources]
-    procs = [tmp_path / "procs" / p.name for p in sources]
-    assert translate_files(net, sources, threads, batch_size=2, write_threads=2) == 5
-    timer = StageTimer()
-    n = translate_files(
-        net, sources, procs, batch_size=2, write_threads=2, write_processes=True, timer=timer
-    )
-    assert n == 5
-    assert [p.read_bytes() for p in procs] == [p.read_bytes() for p in threads]
-    keys = timer.summary(5, "images")
-    assert keys["time_write_s"] > 0 and "time_sync_s" in keys
-    procs[4].write_bytes(b"")  # cut by a crash: done again
-    again = translate_files(
-        net, sources, procs, batch_size=2, write_threads=2, write_processes=True
-    )
-    assert again == 1 and procs[4].read_bytes() == threads[4].read_bytes()
-
-
 def test_sizes_not_divisible_by_four_are_kept(tmp_path: Path, saved_generator: Path) -> None:
     net, _ = load_generator(saved_generator)
     sources = _images(tmp_path / "in", [(50, 66)] * 2)

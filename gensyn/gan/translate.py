@@ -15,8 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gensyn.gan.data import ImageListDataset, collate_same_size, tensor_to_uint8
 from gensyn.gan.networks import InferenceGenerator, ResnetGenerator, build_generator
-from gensyn.io import png_complete, write_image, write_images
+from gensyn.io import png_complete, write_image
 from gensyn.pipeline_io import BackgroundWriter, StageTimer
 
 log = logging.getLogger(__name__)
@@ -184,12 +182,6 @@ def _write_timed(path: str | os.PathLike[str], pixels: Any, timer: StageTimer) -
         write_image(path, pixels, 1, durable=False)
 
 
-def _add_write_time(timer: StageTimer, job: Future[float]) -> None:
-    """A writer process's job is done: add the seconds it reports (errors surface elsewhere)."""
-    if not job.cancelled() and job.exception() is None:
-        timer.add("write", job.result())
-
-
 def _written(path: str | os.PathLike[str]) -> bool:
     """An output a resumed run may skip: a complete PNG (written without fsync, a file cut by
     a machine crash is translated again), or any other file that exists."""
@@ -212,14 +204,12 @@ def translate_files(
     timer: StageTimer | None = None,
     compile: bool = False,
     report: dict[str, Any] | None = None,
-    write_processes: bool | None = None,
 ) -> int:
     """Translate each ``sources[i]`` to the 8-bit PNG ``outputs[i]``; returns how many were written.
 
     Existing outputs are skipped (PNGs only when complete: outputs are written without an
     fsync each, and synced together at the end). ``num_workers`` processes decode inputs ahead of the GPU,
-    ``write_threads`` threads encode and write outputs (0: on this thread; processes instead
-    of threads where ``write_processes``, by default on CUDA). ``progress(n)`` is
+    ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
     called with the number of images of each finished batch; ``timer`` (optional) gets the
     read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
     translates through :func:`compiled_generator`, compiled (timed as ``compile``) on a
@@ -248,12 +238,8 @@ def translate_files(
         collate_fn=_collate_timed,
     )
     written = 0
-    # on CUDA, processes write (a batch a job): encoding 800 images/s on threads of this
-    # process held the GIL the GPU's feeding needs; at most 2 batches a writer wait for the
-    # disk, so host memory stays bounded
-    processes = cuda if write_processes is None else write_processes
-    pending = 2 * max(1, write_threads) if processes else 4 * batch_size
-    with BackgroundWriter(write_threads, pending, timer, "translate-writer", processes) as writer:
+    # at most four batches of images wait for the disk: host memory stays bounded
+    with BackgroundWriter(write_threads, 4 * batch_size, timer, "translate-writer") as writer:
         # the loader's processes start (forked before compilation loads Inductor) and decode
         # the first batches while the graph compiles on a batch shaped like theirs
         batches = iter(loader)
@@ -275,13 +261,8 @@ def translate_files(
                     images = _full_batch(images, batch_size)
                 out = translate_batch(forward, images, precision, channels_last)
                 pixels = tensor_to_uint8(out[: len(idx)])
-            if processes:
-                paths = [str(outputs[todo[k]]) for k in idx.tolist()]
-                job = writer.submit(write_images, paths, pixels, 1, False)
-                job.add_done_callback(partial(_add_write_time, timer))
-            else:
-                for j, k in enumerate(idx.tolist()):
-                    writer.submit(_write_timed, outputs[todo[k]], pixels[j], timer)
+            for j, k in enumerate(idx.tolist()):
+                writer.submit(_write_timed, outputs[todo[k]], pixels[j], timer)
             written += len(idx)
             if progress is not None:
                 progress(len(idx))
