@@ -203,3 +203,19 @@ def test_texture_kernel_through_the_renderer():
     noisy = DrrRenderer(torch.as_tensor(hu), affine, PhysicsConfig(photon_count=1e4), "cuda")
     with pytest.raises(ValueError, match="noise-free"):
         noisy.render(POSES, geometry, "texture")
+
+
+def test_auto_takes_the_texture_kernel_only_where_the_volume_fits(monkeypatch):
+    """``auto`` is the texture kernel on CUDA with CuPy, and the fused one for a volume the
+    GPU's layered textures cannot hold (an axis past their layer count or side)."""
+    import torch
+
+    texture = _texture_or_skip()
+    hu, affine = _phantom()
+    renderer = DrrRenderer(torch.as_tensor(hu), affine, PhysicsConfig(), "cuda")
+    assert renderer.resolve_method("auto") == "texture"
+    assert texture.fits((512, 512, 300), 3) and not texture.fits((512, 512, 300), 5)
+    side_w, side_h, layers = texture._layer_limits(torch.cuda.current_device())
+    assert not texture.fits((512, 512, max(side_w, side_h, layers) + 1), 3)
+    monkeypatch.setattr(texture, "fits", lambda *args: False)
+    assert renderer.resolve_method("auto") in ("fused", "joseph")

@@ -144,8 +144,8 @@ class DrrRenderer:
 
     def resolve_method(self, method: str = "auto") -> str:
         """The projector ``method`` stands for here: ``auto`` is ``texture`` on CUDA when CuPy
-        is importable, else ``fused`` when Triton is, else ``joseph``; other names are checked
-        and returned."""
+        is importable (and the volume fits the GPU's layered textures), else ``fused`` when
+        Triton is, else ``joseph``; other names are checked and returned."""
         import gensyn.drr.fused as fused
         import gensyn.drr.texture as texture
 
@@ -153,7 +153,9 @@ class DrrRenderer:
             raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
         if method == "auto":
             if self.hu.is_cuda and texture.available():
-                return "texture"
+                index = self.hu.device.index or 0
+                if texture.fits(tuple(self.hu.shape), self.volume.channels, index):
+                    return "texture"
             return "fused" if self.hu.is_cuda and fused.available() else "joseph"
         if method == "texture" and not (self.hu.is_cuda and texture.available()):
             raise ValueError(

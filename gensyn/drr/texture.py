@@ -23,12 +23,13 @@ CuPy is imported lazily; :func:`available` is False without it or without CUDA.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BLOCK", "available", "prepare", "render"]
+__all__ = ["BLOCK", "available", "fits", "prepare", "render"]
 
 #: Default thread block (threads along the detector's fast direction, along the other):
 #: the fastest of 6 on an H200 (3,877 DRRs/s vs 3,694 for 32 × 4; benchmarks/drr.py).
@@ -115,6 +116,23 @@ def available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def fits(shape: tuple[int, ...], channels: int, device_index: int = 0) -> bool:
+    """Whether a volume of ``shape`` voxels and ``channels`` materials fits the layered
+    texture of GPU ``device_index`` whatever the dominant axis (every axis within the layer
+    count and the layer sides, at most 4 channels); ``auto`` falls back to ``fused`` if not."""
+    side_w, side_h, layers = _layer_limits(device_index)
+    return channels <= 4 and max(shape) <= min(side_w, side_h, layers)
+
+
+@functools.cache
+def _layer_limits(device_index: int) -> tuple[int, int, int]:
+    """(width, height, layers) of the largest layered 2-D texture of GPU ``device_index``."""
+    from cupy.cuda import runtime
+
+    w, h, n = runtime.getDeviceProperties(device_index)["maxTexture2DLayered"]
+    return int(w), int(h), int(n)
+
+
 def _kernel() -> Any:
     global _KERNEL
     if _KERNEL is None:
@@ -157,7 +175,7 @@ def _build(volume: Any, perm: tuple[int, int, int], half: bool) -> _Layers:
         raise ValueError(
             f"texture projector: {n_c} materials; it holds 4 channels (use method='fused')"
         )
-    limit = runtime.getDeviceProperties(planar.device.index)["maxTexture2DLayered"]
+    limit = _layer_limits(planar.device.index)
     if n_q > limit[0] or n_p > limit[1] or n_s > limit[2]:
         raise ValueError(
             f"texture projector: slices {n_p}x{n_q}, {n_s} of them, exceed this GPU's layered "
