@@ -15,8 +15,9 @@ The price is the texture unit's arithmetic: it blends with weights held to 8 fra
 bits (1/256 of a voxel), so a sample can differ from the exact bilinear value by up to
 1/512 of the step between neighbouring voxels. Over a ray those errors mostly cancel: the
 line integrals agree with the torch reference to a few parts in 10,000 (tests/test_drr_gpu.py
-states the bound it holds). The ``fused`` kernel, exact to float16 storage, stays the
-default; ``method: texture`` is for the large renders where that rounding does not matter.
+states the bound it holds), as the ``fused`` kernel's do (float16 storage). ``auto`` takes
+this kernel on CUDA (1.5-1.8x ``fused`` on an H200: 4,120 vs 2,343 DRRs/s at 512² from a
+512×512×300 CT, same run); ``method: fused`` keeps the kernel whose only rounding is float16.
 
 CuPy is imported lazily; :func:`available` is False without it or without CUDA.
 """
