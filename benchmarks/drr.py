@@ -281,6 +281,17 @@ L1_BYTES_PER_CLOCK, SM_CLOCK_HZ = 128, 1.98e9
 HBM_TB_S = {"H200": 4.8, "H100": 3.35}
 
 
+def _timer(results: dict[str, float], batch: int, device: str, repeats: int):
+    """``timed(name, fn)``: DRRs/s of ``fn`` (one batch a call) printed and kept in ``results``."""
+
+    def timed(name, fn):
+        t = _time(fn, device, repeats)
+        results[name] = batch / t
+        print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
+
+    return timed
+
+
 def bench_fused(
     renderer, rays, poses, geo, shape, device, repeats, sweep, baseline,
     baseline_tile=(16, 16, 4), variants=None,
@@ -291,12 +302,8 @@ def bench_fused(
     from gensyn.drr import fused
 
     batch, size, affine = len(poses), geo.detector_rows_px, renderer.affine
-    results = {}
-
-    def timed(name, fn):
-        t = _time(fn, device, repeats)
-        results[name] = batch / t
-        print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
+    results: dict[str, float] = {}
+    timed = _timer(results, batch, device, repeats)
 
     def new(tile=(64, 4), warps=8, fast="auto", widen=None, half=True, pairs=None, unroll=None):
         kw = {} if widen is None else {"widen": widen}
@@ -495,12 +502,8 @@ def bench_texture(renderer, rays, poses, geo, shape, device, repeats) -> dict:
     from gensyn.drr import texture
 
     batch, size, affine = len(poses), geo.detector_rows_px, renderer.affine
-    results = {}
-
-    def timed(name, fn):
-        t = _time(fn, device, repeats)
-        results[name] = batch / t
-        print(f"ours {name}: {batch / t:.1f} DRR/s ({t * 1e3:.1f} ms per batch)", flush=True)
+    results: dict[str, float] = {}
+    timed = _timer(results, batch, device, repeats)
 
     def new(block=texture.BLOCK, half=True, fast="auto"):
         return texture.render(renderer.volume, affine, rays, renderer.table, half, block, fast)

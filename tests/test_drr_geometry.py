@@ -212,3 +212,36 @@ def test_gpu_only_methods_say_what_they_need_on_the_cpu():
         renderer.render([CarmPose()], geometry, "texture")
     with pytest.raises(ValueError, match=r"allowed:.*texture"):
         renderer.render([CarmPose()], geometry, "nearest")
+
+
+def test_gpu_kernels_launch_plan_on_the_cpu():
+    """The launch plan both GPU kernels share (pose parameters, attenuation table padded to
+    the kernel's channels, spectrum weights, detector walk, result scatter), built on the CPU:
+    poses of two dominant axes land in their rows of the output, thread order by ``fast``."""
+    from gensyn.drr.fused import axis_launch
+    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.render import DrrRenderer
+
+    hu = np.full((20, 24, 16), 40.0, np.float32)
+    renderer = DrrRenderer(hu, np.diag([2.0, 2.0, 3.0, 1.0]), PhysicsConfig(), "cpu")
+    geometry = CarmGeometry(1020.0, 530.0, 10, 12, 8.0)
+    poses = [CarmPose(0, 0), CarmPose(0, 90), CarmPose(5, 0)]  # PA twice, one lateral
+    rays = make_rays(poses, geometry, hu.shape, renderer.affine)
+    voxel = _to_voxel(rays, renderer.affine)
+    groups = list(_poses_by_axis(rays, *voxel))
+    assert sorted(len(g[3]) for g in groups) == [1, 2]
+    out = torch.zeros(3, 10, 12)
+    table = renderer.table
+    for axis, p_ax, q_ax, idx in groups:
+        for fast, walk in (("rows", (10, 12, 12, 1)), ("cols", (12, 10, 1, 12))):
+            plan = axis_launch(rays, renderer.affine, table, voxel, (axis, p_ax, q_ax), idx, fast, 4, out)  # fmt: skip
+            assert (plan.n_fast, plan.n_slow, plan.stride_fast, plan.stride_slow) == walk
+        assert plan.params.shape == (len(idx), 24) and not plan.whole
+        assert plan.mu.shape == (len(table.energies_kev), 4)
+        np.testing.assert_allclose(plan.mu[:, :3].numpy(), table.mu_cm2_per_g.T, rtol=1e-6)
+        assert not plan.mu[:, 3:].any() and float(plan.w.sum()) == pytest.approx(1.0, rel=1e-5)
+        plan.res.fill_(float(axis + 1))
+        plan.finish(out, idx)
+        assert (out[idx] == axis + 1).all()
+    whole = axis_launch(rays, renderer.affine, table, voxel, (1, 0, 2), [0, 1, 2], "auto", 8, out)
+    assert whole.whole and whole.res is out and whole.mu.shape[1] == 8

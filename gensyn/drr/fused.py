@@ -28,6 +28,7 @@ Triton is imported lazily; :func:`available` is False without it or without CUDA
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -320,11 +321,10 @@ def render(
     conv = WIDEN.index(widen) if half else 0
     if unroll not in (1, 2, 4):
         raise ValueError(f"fused projector: unroll={unroll}; allowed: 1, 2, 4")
-    n_mat = volume.channels
-    nc = _channels(n_mat)
-    src_v, org_v, dcol_v, drow_v = _to_voxel(rays, affine)
+    nc = _channels(volume.channels)
+    voxel = _to_voxel(rays, affine)
     out = None
-    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
+    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, *voxel):
         packed = _packed(volume, axis, p_ax, q_ax, half, pairs)
         dev = packed.device
         if packed.numel() >= 2**31:
@@ -336,36 +336,79 @@ def render(
         n_s = packed.shape[0]
         n_p, n_q = packed.shape[1] - _PAD_LO - _PAD_HI, packed.shape[2] - _PAD_LO - _PAD_HI
         vw = nc // 2 if conv == 1 else nc
-        if fast == "auto":
-            rows_fast = _rows_fast(
-                src_v[poses], org_v[poses], dcol_v[poses], drow_v[poses],
-                axis, q_ax, rays.rows, rays.cols,
-            )  # fmt: skip
-        else:
-            rows_fast = fast == "rows"
-        sub = _subset(rays, poses)
-        params = torch.as_tensor(_pose_params(sub, affine, axis, p_ax, q_ax, rows_fast), device=dev)
-        mu = torch.zeros(len(table.energies_kev), nc, device=dev)
-        mu[:, :n_mat] = torch.as_tensor(table.mu_cm2_per_g.T, dtype=torch.float32, device=dev)
-        w = torch.as_tensor(table.signal_weights, dtype=torch.float32, device=dev)
-        whole = poses == list(range(len(rays)))
-        res = out if whole else torch.empty(len(poses), rays.rows, rays.cols, device=dev)
-        if rows_fast:
-            n_fast, n_slow, stride_fast, stride_slow = rays.rows, rays.cols, rays.cols, 1
-        else:
-            n_fast, n_slow, stride_fast, stride_slow = rays.cols, rays.rows, 1, rays.cols
+        plan = axis_launch(rays, affine, table, voxel, (axis, p_ax, q_ax), poses, fast, nc, out)
         tile_f, tile_s = tile
-        grid = (triton.cdiv(n_fast, tile_f) * triton.cdiv(n_slow, tile_s), len(poses))
+        grid = (triton.cdiv(plan.n_fast, tile_f) * triton.cdiv(plan.n_slow, tile_s), len(poses))
         _kernel()[grid](
-            packed.view(torch.int32) if conv == 1 else packed, params, mu, w, res, n_s, n_p, n_q,
-            n_fast, n_slow, stride_fast, stride_slow, mu.shape[0],
+            packed.view(torch.int32) if conv == 1 else packed, plan.params, plan.mu, plan.w,
+            plan.res, n_s, n_p, n_q, plan.n_fast, plan.n_slow, plan.stride_fast,
+            plan.stride_slow, plan.mu.shape[0],
             TILE_F=tile_f, TILE_S=tile_s, NC=nc, CONV=conv, PAIR=pairs, VW=vw,
             EW=2 * vw if pairs else vw, UNROLL=unroll, num_warps=num_warps,
         )  # fmt: skip
-        if not whole:
-            out[torch.as_tensor(poses, device=dev)] = res
+        plan.finish(out, poses)
     assert out is not None
     return out
+
+
+@dataclass
+class AxisLaunch:
+    """What a kernel launch over the poses of one dominant axis takes (the fused and the
+    texture kernels): pose parameters (:func:`_pose_params`), mass attenuation ``mu`` (E,
+    channels, zero past the materials), spectrum weights ``w``, the result tensor ``res`` and
+    the detector walk (``n_fast`` pixels along the direction consecutive threads take, their
+    strides in ``res``)."""
+
+    params: Any
+    mu: Any
+    w: Any
+    res: Any
+    whole: bool
+    n_fast: int
+    n_slow: int
+    stride_fast: int
+    stride_slow: int
+
+    def finish(self, out: Any, poses: list[int]) -> None:
+        """Scatter ``res`` into ``out`` at ``poses`` (nothing to do when it is ``out``)."""
+        import torch
+
+        if not self.whole:
+            out[torch.as_tensor(poses, device=out.device)] = self.res
+
+
+def axis_launch(
+    rays: Any, affine: np.ndarray, table: Any, voxel: tuple[np.ndarray, ...],
+    axes: tuple[int, int, int], poses: list[int], fast: str, channels: int, out: Any,
+) -> AxisLaunch:  # fmt: skip
+    """The :class:`AxisLaunch` of ``poses`` (indices into ``rays``) whose dominant voxel axis
+    is ``axes[0]`` (in-plane ``axes[1:]``); ``voxel`` is :func:`_to_voxel` of the rays,
+    ``out`` the (B, H, W) output on the kernel's device."""
+    import torch
+
+    axis, p_ax, q_ax = axes
+    src_v, org_v, dcol_v, drow_v = voxel
+    dev = out.device
+    if fast == "auto":
+        rows_fast = _rows_fast(
+            src_v[poses], org_v[poses], dcol_v[poses], drow_v[poses],
+            axis, q_ax, rays.rows, rays.cols,
+        )  # fmt: skip
+    else:
+        rows_fast = fast == "rows"
+    sub = _subset(rays, poses)
+    params = torch.as_tensor(_pose_params(sub, affine, axis, p_ax, q_ax, rows_fast), device=dev)
+    mu_table = torch.as_tensor(table.mu_cm2_per_g.T, dtype=torch.float32, device=dev)  # (E, M)
+    mu = torch.zeros(mu_table.shape[0], channels, device=dev)
+    mu[:, : mu_table.shape[1]] = mu_table
+    w = torch.as_tensor(table.signal_weights, dtype=torch.float32, device=dev)
+    whole = poses == list(range(len(rays)))
+    res = out if whole else torch.empty(len(poses), rays.rows, rays.cols, device=dev)
+    if rows_fast:
+        walk = (rays.rows, rays.cols, rays.cols, 1)
+    else:
+        walk = (rays.cols, rays.rows, 1, rays.cols)
+    return AxisLaunch(params, mu, w, res, whole, *walk)
 
 
 def prepare(

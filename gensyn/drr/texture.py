@@ -234,7 +234,7 @@ def render(
     import cupy
     import torch
 
-    from gensyn.drr.fused import FAST_AXES, _pose_params, _rows_fast, _subset
+    from gensyn.drr.fused import FAST_AXES, axis_launch
     from gensyn.drr.projector import _poses_by_axis, _to_voxel
 
     if fast not in FAST_AXES:
@@ -244,39 +244,24 @@ def render(
         raise ValueError(
             f"texture projector: {n_mat} materials; it holds 4 channels (use method='fused')"
         )
-    src_v, org_v, dcol_v, drow_v = _to_voxel(rays, affine)
+    voxel = _to_voxel(rays, affine)
     out = None
-    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
+    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, *voxel):
         layers = _layers(volume, axis, p_ax, q_ax, half)
         dev = volume.layout((axis, p_ax, q_ax)).device
         if out is None:
             out = torch.empty(len(rays), rays.rows, rays.cols, device=dev)
-        n_s, n_p, n_q = layers.shape
-        if fast == "auto":
-            rows_fast = _rows_fast(
-                src_v[poses], org_v[poses], dcol_v[poses], drow_v[poses],
-                axis, q_ax, rays.rows, rays.cols,
-            )  # fmt: skip
-        else:
-            rows_fast = fast == "rows"
-        sub = _subset(rays, poses)
-        params = torch.as_tensor(_pose_params(sub, affine, axis, p_ax, q_ax, rows_fast), device=dev)
-        mu = torch.zeros(len(table.energies_kev), 4, device=dev)
-        mu[:, :n_mat] = torch.as_tensor(table.mu_cm2_per_g.T, dtype=torch.float32, device=dev)
-        w = torch.as_tensor(table.signal_weights, dtype=torch.float32, device=dev)
-        whole = poses == list(range(len(rays)))
-        res = out if whole else torch.empty(len(poses), rays.rows, rays.cols, device=dev)
-        if rows_fast:
-            n_fast, n_slow, stride_fast, stride_slow = rays.rows, rays.cols, rays.cols, 1
-        else:
-            n_fast, n_slow, stride_fast, stride_slow = rays.cols, rays.rows, 1, rays.cols
+        plan = axis_launch(rays, affine, table, voxel, (axis, p_ax, q_ax), poses, fast, 4, out)
         bx, by = block
-        grid = (-(-n_fast // bx), -(-n_slow // by), len(poses))
-        ints = (n_s, n_p, n_q, n_fast, n_slow, stride_fast, stride_slow, mu.shape[0])
+        grid = (-(-plan.n_fast // bx), -(-plan.n_slow // by), len(poses))
+        ints = (
+            *layers.shape, plan.n_fast, plan.n_slow, plan.stride_fast, plan.stride_slow,
+            plan.mu.shape[0],
+        )  # fmt: skip
         with _cupy_stream(dev):
-            arrays = [cupy.from_dlpack(t) for t in (params, mu, w, res)]  # no copies
+            tensors = (plan.params, plan.mu, plan.w, plan.res)
+            arrays = [cupy.from_dlpack(t) for t in tensors]  # no copies
             _kernel()(grid, (bx, by, 1), (layers.texture, *arrays, *map(np.int32, ints)))
-        if not whole:
-            out[torch.as_tensor(poses, device=dev)] = res
+        plan.finish(out, poses)
     assert out is not None
     return out
