@@ -274,10 +274,10 @@ class StageTimer:
         wall = self.wall_s
         with self._lock:
             parts = dict(self._seconds)
+            marks = dict(self._marks)
         keys = {f"time_{p}_s": round(parts.pop(p, 0.0), 3) for p in TIME_PARTS}
         keys.update({f"time_{p}_s": round(s, 3) for p, s in sorted(parts.items())})
-        with self._lock:
-            keys.update({f"time_to_{m}_s": round(t, 3) for m, t in sorted(self._marks.items())})
+        keys.update({f"time_to_{m}_s": round(t, 3) for m, t in sorted(marks.items())})
         keys["time_wall_s"] = round(wall, 3)
         keys[f"{unit}_per_s"] = round(n_items / wall, 3) if n_items and wall > 0 else 0.0
         if "time_compile_s" in keys:

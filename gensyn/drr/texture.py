@@ -150,6 +150,7 @@ class _Layers:
     array: Any
     texture: Any
     shape: tuple[int, int, int]  # (S, P, Q)
+    device: Any  # the torch device the volume lives on
 
 
 def _cupy_stream(torch_device: Any) -> Any:
@@ -203,7 +204,7 @@ def _build(volume: Any, perm: tuple[int, int, int], half: bool) -> _Layers:
     res = texture.ResourceDescriptor(runtime.cudaResourceTypeArray, cuArr=array)
     tex = texture.TextureObject(res, tex_desc)
     # texels is freed on return: the caching allocator reuses its memory in stream order
-    return _Layers(array, tex, (n_s, n_p, n_q))
+    return _Layers(array, tex, (n_s, n_p, n_q), planar.device)
 
 
 def prepare(volume: Any, affine: np.ndarray, rays: Any, half: bool = True) -> None:
@@ -239,16 +240,11 @@ def render(
 
     if fast not in FAST_AXES:
         raise ValueError(f"texture projector: fast={fast!r}; allowed: {FAST_AXES}")
-    n_mat = volume.channels
-    if n_mat > 4:
-        raise ValueError(
-            f"texture projector: {n_mat} materials; it holds 4 channels (use method='fused')"
-        )
     voxel = _to_voxel(rays, affine)
     out = None
     for axis, p_ax, q_ax, poses in _poses_by_axis(rays, *voxel):
-        layers = _layers(volume, axis, p_ax, q_ax, half)
-        dev = volume.layout((axis, p_ax, q_ax)).device
+        layers = _layers(volume, axis, p_ax, q_ax, half)  # refuses > 4 materials
+        dev = layers.device
         if out is None:
             out = torch.empty(len(rays), rays.rows, rays.cols, device=dev)
         plan = axis_launch(rays, affine, table, voxel, (axis, p_ax, q_ax), poses, fast, 4, out)

@@ -208,8 +208,8 @@ def translate_files(
     """Translate each ``sources[i]`` to the 8-bit PNG ``outputs[i]``; returns how many were written.
 
     Existing outputs are skipped (PNGs only when complete: outputs are written without an
-    fsync each, and synced together at the end). ``num_workers`` processes decode inputs ahead of the GPU,
-    ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
+    fsync each, and synced together at the end). ``num_workers`` processes decode inputs
+    ahead of the GPU, ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
     called with the number of images of each finished batch; ``timer`` (optional) gets the
     read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
     translates through :func:`compiled_generator`, compiled (timed as ``compile``) on a
