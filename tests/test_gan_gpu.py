@@ -73,6 +73,8 @@ def test_compiled_translation_matches_eager_and_pads_the_last_batch(tmp_path) ->
         # compiled: the first batch is timed as compilation, the rate after it reported apart
         assert ("time_compile_s" in keys) == flag
         assert ("images_per_s_after_compile" in keys) == flag
+        # the GPU's own seconds, from CUDA events around each batch (one batch in flight)
+        assert 0 < keys["time_gpu_s"] <= keys["time_wall_s"]
     # grey levels from the fp32 network: bf16 rounding only, on every image of both batches
     worst = {k: int(np.abs(outs[k] - outs["fp32"]).max()) for k in ("eager", "compiled")}
     assert worst["compiled"] <= max(6, worst["eager"] + 2), worst

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gensyn.gan.data import load_image, tensor_to_uint8
+from gensyn.gan.data import load_image, tensor_to_uint8, uint8_images
 from gensyn.gan.model import CycleGAN
 from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.translate import load_generator, pad_to_multiple, translate_batch, translate_files
@@ -49,12 +49,20 @@ def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     return paths
 
 
-def test_outputs_equal_single_image_forward(tmp_path: Path, saved_generator: Path) -> None:
+@pytest.mark.parametrize(
+    ("batch_size", "write_threads"),
+    [(2, 2), (3, 2), (5, 3), (4, 0)],  # writer jobs of 1, 2 and 2 + 2 + 1 images; inline
+)
+def test_outputs_equal_single_image_forward(
+    tmp_path: Path, saved_generator: Path, batch_size: int, write_threads: int
+) -> None:
     net, opts = load_generator(saved_generator)
     assert opts["ngf"] == 8 and net.in_channels == 1
     sources = _images(tmp_path / "in", [(64, 64)] * 5)
     outputs = [tmp_path / "out" / p.name for p in sources]
-    written = translate_files(net, sources, outputs, batch_size=2, write_threads=2)
+    written = translate_files(
+        net, sources, outputs, batch_size=batch_size, write_threads=write_threads
+    )
     assert written == 5
     for src, out in zip(sources, outputs, strict=True):
         got = read_image(out)
@@ -185,3 +193,17 @@ def test_compiled_path_of_translate_files_on_the_cpu(
     else:  # tried once, then eager for good
         assert calls["graph"] == 1
         assert report == {"compiled": False, "compile_fallback": "RuntimeError: CUDA graph capture failed"}  # fmt: skip
+
+
+def test_uint8_images_lay_channels_last_as_image_files_do() -> None:
+    """(N, C, H, W) in [-1, 1] → uint8 (N, H, W) or (N, H, W, C): the formula, checked
+    element by element in numpy, and the layout files have."""
+    x = torch.linspace(-1.2, 1.2, 2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    expect = np.clip(np.round((np.clip(x.numpy(), -1, 1) + 1) * 127.5), 0, 255).astype(np.uint8)
+    rgb = uint8_images(x)
+    assert rgb.shape == (2, 4, 5, 3) and rgb.is_contiguous() and rgb.dtype == torch.uint8
+    np.testing.assert_array_equal(rgb.numpy(), np.moveaxis(expect, 1, -1))
+    grey = uint8_images(x[:, :1])
+    assert grey.shape == (2, 4, 5)
+    np.testing.assert_array_equal(grey.numpy(), expect[:, 0])
+    assert tensor_to_uint8(x[:, :1]).tolist() == expect[:, 0].tolist()

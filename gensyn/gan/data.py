@@ -61,10 +61,17 @@ def load_image(path: str | os.PathLike[str], channels: int) -> torch.Tensor:
     return image_to_tensor(read_image(path), channels, path)
 
 
+def uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1], shape (N, C, H, W), as a contiguous uint8 tensor on the same
+    device, laid out as image files are: (N, H, W) for one channel, else (N, H, W, C)."""
+    out = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    out = out[:, 0] if out.shape[1] == 1 else out.permute(0, 2, 3, 1)
+    return out.contiguous()
+
+
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
     """Map float images in [-1, 1], shape (N, C, H, W), to uint8 arrays (N, H, W[, C])."""
-    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-    return arr[:, 0] if arr.shape[1] == 1 else np.moveaxis(arr, 1, -1)
+    return uint8_images(images).cpu().numpy()
 
 
 def resize(image: torch.Tensor, size_px: int) -> torch.Tensor:

@@ -2,11 +2,15 @@
 
 Images whose size is not a multiple of 4 are reflect-padded for the generator and cropped
 back, so outputs always have the size of their inputs. Inputs are decoded by ``num_workers``
-loader processes ahead of the GPU; outputs are 8-bit PNGs encoded and written by a thread
-pool (:class:`gensyn.pipeline_io.BackgroundWriter`) while the GPU works on the next batch;
-files that already exist are skipped, so an interrupted translation resumes where it stopped
-(writes are atomic). A :class:`~gensyn.pipeline_io.StageTimer` gets the seconds spent
-decoding (``read``), translating (``compute``) and encoding + writing (``write``).
+loader processes ahead of the GPU; on CUDA each batch is converted to uint8 on the GPU and
+copied back asynchronously while the next batch is already queued, so the GPU does not wait
+for the host between batches; outputs are 8-bit PNGs encoded and written by a thread pool
+(:class:`gensyn.pipeline_io.BackgroundWriter`); files that already exist are skipped, so an
+interrupted translation resumes where it stopped (writes are atomic). A
+:class:`~gensyn.pipeline_io.StageTimer` gets the seconds spent decoding (``read``), queueing
+or (off CUDA) running the translation (``compute``), the GPU's own time (``gpu``, from CUDA
+events), encoding + writing (``write``) and the main thread's waits (``wait_input``,
+``wait_gpu``, ``wait_output``) and hand-over to the writers (``hand_over``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from gensyn.gan.data import ImageListDataset, collate_same_size, tensor_to_uint8
+from gensyn.gan.data import (
+    ImageListDataset,
+    collate_same_size,
+    tensor_to_uint8,
+    uint8_images,
+)
 from gensyn.gan.networks import InferenceGenerator, ResnetGenerator, build_generator
 from gensyn.io import png_complete, write_image
 from gensyn.pipeline_io import BackgroundWriter, StageTimer
@@ -174,12 +183,55 @@ def _collate_timed(
     return idx, images, sum(s for _, _, s in items)
 
 
-def _write_timed(path: str | os.PathLike[str], pixels: Any, timer: StageTimer) -> None:
+def _write_many(paths: Sequence[str | os.PathLike[str]], pixels: Any, timer: StageTimer) -> None:
+    """Write ``pixels[j]`` to ``paths[j]``: one writer job for a slice of a batch, so the main
+    thread hands a batch over in a few submissions instead of one per image."""
     with timer.time("write"):
-        # ISA-L deflate: ~0.5 ms a 512² image (level 6: ~30 ms); no fsync per image (the
-        # disk's fsync rate set the stage's pace: ~370 images/s on an H200 host), one sync
-        # at the end instead
-        write_image(path, pixels, 1, durable=False)
+        for path, image in zip(paths, pixels, strict=True):
+            # ISA-L deflate: ~0.5 ms a 512² image (level 6: ~30 ms); no fsync per image (the
+            # disk's fsync rate set the stage's pace: ~370 images/s on an H200 host), one
+            # sync at the end instead
+            write_image(path, image, 1, durable=False)
+
+
+class _Batch:
+    """A translated batch on its way to the host: the uint8 pixels (N, H, W[, C]) in pinned
+    memory, filled by an asynchronous copy that ``done`` marks, and the GPU's seconds for it.
+
+    On CUDA the copy is queued behind the forward pass and the next batch is launched before
+    this one is waited for, so the GPU never waits for the host between batches. The pixels
+    are a new tensor, not the generator's output: a CUDA graph's outputs are overwritten by
+    its next replay, and the conversion is queued before that replay on the same stream.
+    """
+
+    def __init__(self, idx: torch.Tensor, out: torch.Tensor, start: Any) -> None:
+        self.idx = idx.tolist()
+        pixels = uint8_images(out[: len(self.idx)])
+        self.start, self.done = start, None
+        if pixels.device.type == "cuda":
+            self.pixels = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+            self.pixels.copy_(pixels, non_blocking=True)
+            self.done = torch.cuda.Event(enable_timing=True)
+            self.done.record()
+        else:
+            self.pixels = pixels
+
+    def wait(self, timer: StageTimer) -> Any:
+        """Block until the pixels are on the host; add the GPU's time to ``gpu``; the array."""
+        if self.done is not None:
+            with timer.time("wait_gpu"):
+                self.done.synchronize()
+            timer.add("gpu", self.start.elapsed_time(self.done) / 1000.0)
+        return self.pixels.numpy()
+
+
+def _gpu_start(cuda: bool) -> Any:
+    """A timing event recorded now on the current CUDA stream (None off CUDA)."""
+    if not cuda:
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
 def _written(path: str | os.PathLike[str]) -> bool:
@@ -209,9 +261,11 @@ def translate_files(
 
     Existing outputs are skipped (PNGs only when complete: outputs are written without an
     fsync each, and synced together at the end). ``num_workers`` processes decode inputs
-    ahead of the GPU, ``write_threads`` threads encode and write outputs (0: on this thread). ``progress(n)`` is
-    called with the number of images of each finished batch; ``timer`` (optional) gets the
-    read / compute / write seconds and the main thread's waits. ``compile`` (CUDA only)
+    ahead of the GPU, ``write_threads`` threads encode and write outputs (0: on this thread);
+    on CUDA one batch is in flight (queued on the GPU) while the previous one is handed to
+    the writers. ``progress(n)`` is called with the number of images of each finished batch;
+    ``timer`` (optional) gets the read / compute / gpu / write seconds and the main thread's
+    waits (see the module's docstring). ``compile`` (CUDA only)
     translates through :func:`compiled_generator`, compiled (timed as ``compile``) on a
     batch shaped like the first input while the loader's processes start and decode;
     where it cannot (:func:`compile_unavailable`) or the compiled graph fails, it translates
@@ -238,8 +292,22 @@ def translate_files(
         collate_fn=_collate_timed,
     )
     written = 0
+    threads = max(write_threads, 1)
+    per_job = -(-batch_size // threads)  # a batch goes to the writers in ``threads`` jobs
+
+    def hand_over(batch: _Batch) -> None:
+        nonlocal written
+        pixels = batch.wait(timer)
+        with timer.time("hand_over"):
+            for lo in range(0, len(batch.idx), per_job):
+                paths = [outputs[todo[k]] for k in batch.idx[lo : lo + per_job]]
+                writer.submit(_write_many, paths, pixels[lo : lo + per_job], timer)
+        written += len(batch.idx)
+        if progress is not None:
+            progress(len(batch.idx))
+
     # at most four batches of images wait for the disk: host memory stays bounded
-    with BackgroundWriter(write_threads, 4 * batch_size, timer, "translate-writer") as writer:
+    with BackgroundWriter(write_threads, 4 * threads, timer, "translate-writer") as writer:
         # the loader's processes start (forked before compilation loads Inductor) and decode
         # the first batches while the graph compiles on a batch shaped like theirs
         batches = iter(loader)
@@ -254,18 +322,21 @@ def translate_files(
                 _, first = dataset.images[0]  # the shape every batch of this run has
                 warm = first[None].expand(batch_size, *first.shape)
                 tensor_to_uint8(translate_batch(forward, warm, precision, channels_last)[:1])
+        in_flight: _Batch | None = None  # translated, not yet handed to the writers
         for idx, images, decode_s in timer.timed("wait_input", batches):
             timer.add("read", decode_s)
-            with timer.time("compute"):  # tensor_to_uint8 copies to the host: the GPU is done
+            with timer.time("compute"):  # on CUDA: queue the forward pass and the copy back
+                start = _gpu_start(cuda)
                 if compiled:  # static shapes: one graph for every batch
                     images = _full_batch(images, batch_size)
-                out = translate_batch(forward, images, precision, channels_last)
-                pixels = tensor_to_uint8(out[: len(idx)])
-            for j, k in enumerate(idx.tolist()):
-                writer.submit(_write_timed, outputs[todo[k]], pixels[j], timer)
-            written += len(idx)
-            if progress is not None:
-                progress(len(idx))
+                batch = _Batch(
+                    idx, translate_batch(forward, images, precision, channels_last), start
+                )
+            if in_flight is not None:  # the previous batch, while the GPU works on this one
+                hand_over(in_flight)
+            in_flight = batch
+        if in_flight is not None:
+            hand_over(in_flight)
     with timer.time("sync"):  # the images were written without fsync: make them durable now
         os.sync()
     if report is not None:
