@@ -253,9 +253,13 @@ def breakdown(summary: dict[str, Any]) -> str:
         "prepare",
         "compile",
         "compute",
+        "gpu",
         "write",
         "wait_input",
+        "wait_gpu",
+        "hand_over",
         "wait_output",
+        "sync",
         "wall",
     )
     return " ".join(
