@@ -11,15 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def launch(args: list[str], env: dict[str, str], log: Path) -> float:
+def launch(args: list[str], env: dict[str, str], log: Path, wrap: list[str] | None = None) -> float:
     """Run ``launch.py ARGS`` in ``env["GENSYN_ROOT"]``, output appended to ``log``; returns
-    wall seconds; exits with the log's tail on failure."""
+    wall seconds; exits with the log's tail on failure. ``wrap``: a command line that runs
+    it (e.g. a profiler's, ending in ``--``)."""
     start = time.perf_counter()
     with open(log, "a") as fh:
         fh.write(f"\n$ launch.py {' '.join(args)}\n")
         fh.flush()
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), *args],
+            [*(wrap or []), sys.executable, str(ROOT / "launch.py"), *args],
             cwd=env["GENSYN_ROOT"],
             env=env,
             stdout=fh,

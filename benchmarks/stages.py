@@ -288,6 +288,14 @@ def main() -> None:
         "gan_translate more images without more CTs to write and convert",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON with every figure")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder: after the timed runs, run each stage once more under py-spy (on PATH) "
+        "and write its samples there (every thread, idle ones too, native frames: raw "
+        "collapsed stacks, one file a stage)",
+    )
     p.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     a = p.parse_args()
     size = SIZES["small" if a.small else "study"]
@@ -385,6 +393,13 @@ def main() -> None:
             f"{stage}: {n_items} {unit}, {stage_rate:.1f}/s in stage ({warm_rate:.1f}/s after "
             f"compiling), {kernel:.1f}/s kernel"
         )
+        if a.profile is not None:  # slower under the profiler: its figures are not kept
+            a.profile.mkdir(parents=True, exist_ok=True)
+            spy = ["py-spy", "record", "--idle", "--threads", "--native", "--rate", "100"]
+            spy += ["--format", "raw", "-o", str(a.profile / f"{stage}.txt"), "--"]
+            launch([f"stage={stage}", "force=true", *common], env, log, wrap=spy)
+            profiled = json.loads((newest_run(root, stage) / "summary.json").read_text())
+            print(f"{stage} under py-spy: {breakdown(profiled)}")
     print()
     print(
         f"{'stage':<14} {'items':>6} {'stage/s':>9} {'warm/s':>9} {'launch/s':>9} "
