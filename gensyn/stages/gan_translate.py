@@ -4,7 +4,8 @@ Full resolution, no flips, batched. Outputs ``images/...png`` (same relative lay
 the DRRs) and ``manifest.csv``: one row per image with the upstream DRR manifest's columns
 (CT, patient, pose, the CT's labels, physics ...), ``path`` (the SyntheX image, relative to this folder like
 the drr manifest's) and ``source_drr`` (absolute path of the DRR it came from). Existing images are skipped, so a killed run resumes. ``num_workers`` processes decode DRRs ahead of the GPU and
-as many threads (at least 4) encode and write; the summary holds the time breakdown
+four threads encode and write (more would slow the thread that drives the GPU: see
+:data:`WRITE_THREADS`); the summary holds the time breakdown
 (``time_read_s`` ... ``time_wall_s``) and ``images_per_s``.
 """
 
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fewest threads that encode and write the translated PNGs (more with more ``num_workers``).
+#: Threads that encode and write the translated PNGs, whatever ``num_workers`` is. One
+#: encodes ~900 images/s (ISA-L deflate, ~1.1 ms a 512² image), so four outpace the GPU; more
+#: only contend for the GIL with the thread that drives the GPU, whose every torch call
+#: releases and retakes it (``benchmarks/writer_threads.py``: 16 busy writer threads made
+#: 20 tiny torch calls cost 4.1 ms instead of 0.06; an H200 run lost ~10 s of 24 that way).
 WRITE_THREADS = 4
 
 
@@ -70,7 +75,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         saved["precision"],
         cfg.generator.translate_channels_last,
         cfg.num_workers,
-        write_threads=max(WRITE_THREADS, int(cfg.num_workers)),
+        write_threads=WRITE_THREADS,
         timer=timer,
         compile=bool(cfg.generator.compile),
         report=compile_report,
