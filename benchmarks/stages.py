@@ -259,6 +259,7 @@ def breakdown(summary: dict[str, Any]) -> str:
         "wait_gpu",
         "hand_over",
         "wait_output",
+        "gc",
         "sync",
         "wall",
     )
@@ -293,8 +294,8 @@ def main() -> None:
         type=Path,
         default=None,
         help="folder: after the timed runs, run each stage once more under py-spy (on PATH) "
-        "and write its samples there (every thread, idle ones too, native frames: raw "
-        "collapsed stacks, one file a stage)",
+        "and write its samples there (every thread, idle ones too, Python frames only, "
+        "sampled without pausing the process: raw collapsed stacks, one file a stage)",
     )
     p.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     a = p.parse_args()
@@ -395,7 +396,8 @@ def main() -> None:
         )
         if a.profile is not None:  # slower under the profiler: its figures are not kept
             a.profile.mkdir(parents=True, exist_ok=True)
-            spy = ["py-spy", "record", "--idle", "--threads", "--native", "--rate", "100"]
+            # no --native: unwinding C frames paused a 50 s stage for minutes on an H200 host
+            spy = ["py-spy", "record", "--idle", "--threads", "--nonblocking", "--rate", "200"]
             spy += ["--format", "raw", "-o", str(a.profile / f"{stage}.txt"), "--"]
             launch([f"stage={stage}", "force=true", *common], env, log, wrap=spy)
             profiled = json.loads((newest_run(root, stage) / "summary.json").read_text())

@@ -21,6 +21,7 @@ releases the GIL, and results (CT volumes of hundreds of MB) need no copy betwee
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "InOrderSlots",
     "SlotsClosed",
     "StageTimer",
+    "frozen_heap",
     "ordered_map",
 ]
 
@@ -256,6 +258,24 @@ class StageTimer:
             yield item
             del item  # the consumer may free it before asking for the next
 
+    @contextmanager
+    def garbage_collections(self) -> Iterator[None]:
+        """Add the seconds Python's garbage collector runs inside the block (in any thread:
+        a collection holds the GIL, so every thread waits for it) to the part ``gc``."""
+        started: dict[int, float] = {}
+
+        def callback(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[threading.get_ident()] = time.perf_counter()
+            elif (t := started.pop(threading.get_ident(), None)) is not None:
+                self.add("gc", time.perf_counter() - t)
+
+        gc.callbacks.append(callback)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(callback)
+
     def seconds(self, part: str) -> float:
         """Seconds added to ``part`` so far."""
         with self._lock:
@@ -305,3 +325,23 @@ class StageTimer:
             parts or "nothing timed",
         )
         return keys
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Inside the block, the garbage collector skips every object that exists when it starts
+    (:func:`gc.freeze`); they are unfrozen at the end, unless someone had frozen objects before.
+
+    Compiling a network (``torch.compile``) leaves hundreds of thousands of long-lived Python
+    objects; each full collection during the loop that follows walks all of them while every
+    thread waits (0.21 s a collection at 402,000 objects on the 2-core development VM, 0.7 ms
+    frozen). New objects are still collected as usual.
+    """
+    if gc.get_freeze_count():  # someone else's freeze: leave it as it is
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -22,6 +22,7 @@ from gensyn.pipeline_io import (
     InOrderSlots,
     SlotsClosed,
     StageTimer,
+    frozen_heap,
     ordered_map,
 )
 
@@ -111,6 +112,51 @@ def test_background_writer_runs_every_job_and_reraises_a_write_error(tmp_path: P
             writer.submit(broken, i)
     with pytest.raises(OSError, match="disk full"):  # inline (no threads): at once
         BackgroundWriter(0).submit(broken, 0)
+
+
+class _Cycle:
+    """An object that only the cyclic garbage collector frees (it refers to itself)."""
+
+    def __init__(self, freed: list[str], name: str) -> None:
+        self.me, self.freed, self.name = self, freed, name
+
+    def __del__(self) -> None:
+        self.freed.append(self.name)
+
+
+def test_stage_timer_times_garbage_collections_from_any_thread() -> None:
+    import gc
+
+    timer, callbacks = StageTimer(), list(gc.callbacks)
+    with timer.garbage_collections():
+        gc.collect()
+        worker = threading.Thread(target=gc.collect)
+        worker.start()
+        worker.join()
+        inside = timer.seconds("gc")
+        assert inside > 0
+    gc.collect()  # after the block: not timed, and the callback is gone
+    assert timer.seconds("gc") == inside and gc.callbacks == callbacks
+    assert timer.summary(1, "images")["time_gc_s"] == round(inside, 3)
+
+
+def test_frozen_heap_spares_older_objects_until_it_ends() -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    freed: list[str] = []
+    _Cycle(freed, "old")  # garbage before the block: frozen with the rest
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+        _Cycle(freed, "new")
+        gc.collect()
+        assert freed == ["new"]  # a new cycle is collected, the frozen one is not
+        with frozen_heap():  # nested (someone else's freeze): left frozen at its end
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert freed == ["new", "old"]
 
 
 def test_stage_timer_adds_parts_from_threads_and_reports_rates() -> None:
