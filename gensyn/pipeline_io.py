@@ -290,7 +290,9 @@ class StageTimer:
         """Summary keys: ``time_<part>_s`` for each part and wait, ``time_wall_s`` and
         ``<unit>_per_s`` (items handled in this run per wall second); where a ``compile`` part
         was timed, also ``<unit>_per_s_after_compile`` (per wall second less the compilation:
-        the rate a larger input approaches, comparable with a kernel measured warm)."""
+        the rate a larger input approaches, comparable with a kernel measured warm); where
+        a ``gpu`` part was timed (the GPU's own seconds, from CUDA events), also
+        ``gpu_busy_fraction``: those seconds over the wall time less the compilation."""
         wall = self.wall_s
         with self._lock:
             parts = dict(self._seconds)
@@ -300,10 +302,12 @@ class StageTimer:
         keys.update({f"time_to_{m}_s": round(t, 3) for m, t in sorted(marks.items())})
         keys["time_wall_s"] = round(wall, 3)
         keys[f"{unit}_per_s"] = round(n_items / wall, 3) if n_items and wall > 0 else 0.0
+        steady = wall - keys.get("time_compile_s", 0.0)
         if "time_compile_s" in keys:
-            steady = wall - keys["time_compile_s"]
             after = round(n_items / steady, 3) if n_items and steady > 0 else 0.0
             keys[f"{unit}_per_s_after_compile"] = after
+        if "time_gpu_s" in keys and steady > 0:  # how much of the time the GPU had work
+            keys["gpu_busy_fraction"] = round(min(1.0, keys["time_gpu_s"] / steady), 3)
         return keys
 
     def log(self, logger: logging.Logger, stage: str, n_items: int, unit: str) -> dict[str, float]:

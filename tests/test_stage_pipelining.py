@@ -182,6 +182,12 @@ def test_stage_timer_adds_parts_from_threads_and_reports_rates() -> None:
     assert keys["time_compile_s"] >= 0.05 and steady > 0
     assert keys["images_per_s_after_compile"] == pytest.approx(10 / steady, rel=0.05)
     assert keys["images_per_s_after_compile"] > keys["images_per_s"]
+    assert "gpu_busy_fraction" not in keys  # no GPU time was timed
+    timer.add("gpu", steady / 2)
+    keys = timer.summary(10, "images")
+    steady = keys["time_wall_s"] - keys["time_compile_s"]
+    assert keys["gpu_busy_fraction"] == pytest.approx(keys["time_gpu_s"] / steady, abs=0.01)
+    assert 0.4 < keys["gpu_busy_fraction"] <= 0.5
     timer.mark("first_batch")
     time.sleep(0.02)
     timer.mark("first_batch")  # only the first call counts
