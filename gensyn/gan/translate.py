@@ -333,8 +333,10 @@ def translate_files(
                     start = _gpu_start(cuda)
                     if compiled:  # static shapes: one graph for every batch
                         images = _full_batch(images, batch_size)
-                    out = translate_batch(forward, images, precision, channels_last)
-                    batch = _Batch(idx, out, start)
+                    # the graph's output is not kept: only its uint8 copy outlives the call
+                    batch = _Batch(
+                        idx, translate_batch(forward, images, precision, channels_last), start
+                    )
                 if in_flight is not None:  # the previous batch, while the GPU runs this one
                     hand_over(in_flight)
                 in_flight = batch
