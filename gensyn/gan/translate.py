@@ -212,8 +212,7 @@ class _Batch:
         if pixels.device.type == "cuda":
             self.pixels = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
             self.pixels.copy_(pixels, non_blocking=True)
-            self.done = torch.cuda.Event(enable_timing=True)
-            self.done.record()
+            self.done = _gpu_event(True)
         else:
             self.pixels = pixels
 
@@ -226,7 +225,7 @@ class _Batch:
         return self.pixels.numpy()
 
 
-def _gpu_start(cuda: bool) -> Any:
+def _gpu_event(cuda: bool) -> Any:
     """A timing event recorded now on the current CUDA stream (None off CUDA)."""
     if not cuda:
         return None
@@ -330,7 +329,7 @@ def translate_files(
             for idx, images, decode_s in timer.timed("wait_input", batches):
                 timer.add("read", decode_s)
                 with timer.time("compute"):  # on CUDA: queue the forward pass, the copy back
-                    start = _gpu_start(cuda)
+                    start = _gpu_event(cuda)
                     if compiled:  # static shapes: one graph for every batch
                         images = _full_batch(images, batch_size)
                     # the graph's output is not kept: only its uint8 copy outlives the call
