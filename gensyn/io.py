@@ -208,7 +208,9 @@ def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", w, h, 8 * arr.itemsize, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def write_image(
@@ -243,14 +245,91 @@ def write_image(
     return Path(path)
 
 
+#: PNG colour types the fast reader decodes, with their samples per pixel: grey, RGB
+_FAST_COLOURS = {0: 1, 2: 3}
+
+
+def decode_png(data: bytes) -> np.ndarray | None:
+    """The pixels of a PNG file's bytes by numpy, or None where Pillow must decode it.
+
+    The fast path covers the files this project writes (:func:`encode_png`: every row
+    "Up"-filtered) and any PNG of 8- or 16-bit grey or 8-bit RGB, not interlaced, whose rows
+    use the filters None, Sub or Up: ISA-L checks and inflates the image data and numpy
+    undoes the filters (Sub: a cumulative sum along the row; Up: each row plus the one
+    above), ~1.5x faster than Pillow on a 512² 16-bit DRR (and its pixels come as uint16,
+    Pillow's as int32). Rows with Average or Paeth filters (common in other writers' files),
+    palettes, alpha, other depths or interlacing give None. A damaged file (a bad chunk
+    checksum, a cut or corrupt data stream, a size that does not add up) raises ValueError.
+    """
+    import struct
+
+    from isal import isal_zlib
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 8 + 25 or data[12:16] != b"IHDR":
+        return None
+    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    samples = _FAST_COLOURS.get(colour)
+    if samples is None or interlace or depth not in (8, 16) or (depth == 16 and colour != 0):
+        return None
+    idat, pos = [], 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length] or b"\0\0\0\0")
+        if len(body) != length or isal_zlib.crc32(body, isal_zlib.crc32(kind)) != crc:
+            raise ValueError(f"PNG chunk {kind!r} at byte {pos} is cut or damaged")
+        if kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        elif kind == b"PLTE" or kind == b"tRNS":  # a palette or transparency: Pillow's job
+            return None
+        pos += 12 + length
+    else:
+        raise ValueError("PNG file ends before its IEND chunk")
+    bpp = samples * depth // 8  # bytes a pixel: how far back "Sub" looks
+    stride = w * bpp
+    try:
+        raw = isal_zlib.decompress(b"".join(idat))
+    except isal_zlib.error as exc:
+        raise ValueError(f"PNG image data do not inflate: {exc}") from exc
+    if len(raw) != h * (stride + 1):
+        raise ValueError(f"PNG image data hold {len(raw)} bytes, not {h} rows of {stride + 1}")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, stride + 1)
+    filters = rows[:, 0]
+    if int(filters.max(initial=0)) > 2:  # Average or Paeth: sequential along the row
+        return None
+    pixels = rows[:, 1:].copy()
+    sub = filters == 1
+    if sub.any():  # each byte plus the reconstructed byte one pixel to its left
+        lanes = pixels[sub].reshape(-1, w, bpp)
+        pixels[sub] = np.cumsum(lanes, axis=1, dtype=np.uint8).reshape(-1, stride)
+    for r in np.flatnonzero(filters == 2)[int(filters[0] == 2) :]:  # row 0's "above" is 0
+        np.add(pixels[r - 1], pixels[r], out=pixels[r])  # row by row: 4x a cumsum down rows
+    if depth == 16:
+        return pixels.view(">u2").astype(np.uint16).reshape(h, w)
+    return pixels.reshape(h, w, 3) if colour == 2 else pixels
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file into a numpy array, keeping its bit depth (8 or 16 bit grey, or RGB)."""
+    """Read an image file into a numpy array, keeping its bit depth (8 or 16 bit grey, or RGB).
+
+    PNGs that :func:`decode_png` covers (every PNG this project writes) are decoded by
+    numpy; every other file and format by Pillow.
+    """
+    import io as _io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as pil:
+        data = Path(path).read_bytes()
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            fast = decode_png(data)
+            if fast is not None:
+                return fast
+        with Image.open(_io.BytesIO(data)) as pil:
             arr = np.array(pil)
-    except (OSError, SyntaxError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
     if arr.dtype == np.int32:  # PIL mode "I" for 16-bit PNGs
         arr = arr.astype(np.uint16)
