@@ -92,6 +92,7 @@ POSITIVE = (
     "generator.crop_size",
     "generator.batch_size",
     "generator.translate_batch_size",
+    "generator.translate_write_threads",
     "dataset.xray.size_px",
     "dataset.demo.xray_size_px",
     "dataset.demo.num_xray_patients",

@@ -60,3 +60,4 @@ class CycleGANSettings:
     num_samples: int = 4  # rows of the sample grid
     translate_batch_size: int = 32
     translate_channels_last: bool = False  # NCHW translates faster on an H100 (RESULTS.md)
+    translate_write_threads: int = 4  # threads encoding and writing translated PNGs

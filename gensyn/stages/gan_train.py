@@ -31,6 +31,7 @@ UNHASHED = {
     "compile",
     "cuda_graphs",
     "translate_channels_last",
+    "translate_write_threads",
     "fused_adam",
     "cudnn_benchmark",
 }

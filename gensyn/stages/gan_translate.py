@@ -4,9 +4,13 @@ Full resolution, no flips, batched. Outputs ``images/...png`` (same relative lay
 the DRRs) and ``manifest.csv``: one row per image with the upstream DRR manifest's columns
 (CT, patient, pose, the CT's labels, physics ...), ``path`` (the SyntheX image, relative to this folder like
 the drr manifest's) and ``source_drr`` (absolute path of the DRR it came from). Existing images are skipped, so a killed run resumes. ``num_workers`` processes decode DRRs ahead of the GPU and
-four threads encode and write (more would slow the thread that drives the GPU: see
-:data:`WRITE_THREADS`); the summary holds the time breakdown
-(``time_read_s`` ... ``time_wall_s``) and ``images_per_s``.
+``generator.translate_write_threads`` threads (4) encode and write, whatever ``num_workers``
+is: one encodes ~900 images/s (ISA-L deflate, ~1.1 ms a 512² image) and more contend for the
+GIL with the thread that drives the GPU, whose every torch call releases and retakes it
+(``benchmarks/writer_threads.py``: 16 busy writer threads made 20 tiny torch calls cost
+3.2 ms instead of 0.06 on 2 cores, 23.5 ms instead of 0.2 on an H200 host, where 9,600
+images took 23.8 s after compilation with 16 threads and 18.0 s with 4). The summary holds
+the time breakdown (``time_read_s`` ... ``time_wall_s``) and ``images_per_s``.
 """
 
 from __future__ import annotations
@@ -22,14 +26,6 @@ if TYPE_CHECKING:
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
-
-#: Threads that encode and write the translated PNGs, whatever ``num_workers`` is. One
-#: encodes ~900 images/s (ISA-L deflate, ~1.1 ms a 512² image), so four outpace the GPU; more
-#: only contend for the GIL with the thread that drives the GPU, whose every torch call
-#: releases and retakes it (``benchmarks/writer_threads.py``: 16 busy writer threads made
-#: 20 tiny torch calls cost 3.2 ms instead of 0.06 on 2 cores, 23.5 ms instead of 0.2 on an H200
-#: host, where 9,600 images took 23.8 s after compilation with 16 threads and 18.0 s with 4).
-WRITE_THREADS = 4
 
 
 @stage(
@@ -76,7 +72,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         saved["precision"],
         cfg.generator.translate_channels_last,
         cfg.num_workers,
-        write_threads=WRITE_THREADS,
+        write_threads=int(cfg.generator.translate_write_threads),
         timer=timer,
         compile=bool(cfg.generator.compile),
         report=compile_report,
