@@ -247,19 +247,24 @@ def write_image(
 
 #: PNG colour types the fast reader decodes, with their samples per pixel: grey, RGB
 _FAST_COLOURS = {0: 1, 2: 3}
+#: Rows the fast reader inflates before it looks at their filters (a file it must hand to
+#: Pillow costs it this much, not a whole inflate)
+_PEEK_ROWS = 8
 
 
 def decode_png(data: bytes) -> np.ndarray | None:
     """The pixels of a PNG file's bytes by numpy, or None where Pillow must decode it.
 
     The fast path covers the files this project writes (:func:`encode_png`: every row
-    "Up"-filtered) and any PNG of 8- or 16-bit grey or 8-bit RGB, not interlaced, whose rows
-    use the filters None, Sub or Up: ISA-L checks and inflates the image data and numpy
+    "Up"-filtered) and any PNG of 8- or 16-bit grey or 8-bit RGB, not interlaced, whose first
+    row is "Up"-filtered and whose other rows use the filters None, Sub or Up: ISA-L checks
+    and inflates the image data and numpy
     undoes the filters (Sub: a cumulative sum along the row; Up: each row plus the one
-    above), ~1.5x faster than Pillow on a 512² 16-bit DRR (and its pixels come as uint16,
-    Pillow's as int32). Rows with Average or Paeth filters (common in other writers' files),
-    palettes, alpha, other depths or interlacing give None. A damaged file (a bad chunk
-    checksum, a cut or corrupt data stream, a size that does not add up) raises ValueError.
+    above), ~1.3x faster than Pillow on a 512² 16-bit DRR, ~1.5x on an 8-bit image
+    (``benchmarks/png_read.py``). Other files give None, cheaply: the header or the first
+    rows show it (other writers filter the first row with None or Sub); one whose first row
+    is "Up" but a later one Average or Paeth costs a wasted inflate. A damaged file (a bad chunk checksum, a cut or corrupt data stream, a size that
+    does not add up) raises ValueError.
     """
     import struct
 
@@ -289,15 +294,22 @@ def decode_png(data: bytes) -> np.ndarray | None:
         raise ValueError("PNG file ends before its IEND chunk")
     bpp = samples * depth // 8  # bytes a pixel: how far back "Sub" looks
     stride = w * bpp
+    inflater = isal_zlib.decompressobj()
+    # the first rows alone decide: a first row filtered "Up" (the same as None there) is
+    # encode_png's mark, other writers (libpng, Pillow) pick None or Sub for it and Average or
+    # Paeth further down, which would cost a wasted inflate before Pillow decodes again
     try:
-        raw = isal_zlib.decompress(b"".join(idat))
+        head = inflater.decompress(b"".join(idat), _PEEK_ROWS * (stride + 1))
+        if head[:1] != b"\x02" or any(f > 2 for f in head[:: stride + 1]):
+            return None
+        raw = head + inflater.decompress(inflater.unconsumed_tail) + inflater.flush()
     except isal_zlib.error as exc:
         raise ValueError(f"PNG image data do not inflate: {exc}") from exc
-    if len(raw) != h * (stride + 1):
+    if len(raw) != h * (stride + 1) or not inflater.eof:
         raise ValueError(f"PNG image data hold {len(raw)} bytes, not {h} rows of {stride + 1}")
     rows = np.frombuffer(raw, np.uint8).reshape(h, stride + 1)
     filters = rows[:, 0]
-    if int(filters.max(initial=0)) > 2:  # Average or Paeth: sequential along the row
+    if int(filters.max(initial=0)) > 2:  # Average or Paeth further down
         return None
     pixels = rows[:, 1:].copy()
     sub = filters == 1
