@@ -295,6 +295,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
     bpp = samples * depth // 8  # bytes a pixel: how far back "Sub" looks
     stride = w * bpp
     inflater = isal_zlib.decompressobj()
+    inflate_error: Any = isal_zlib.error  # typed as an instance in isal's stubs
     # the first rows alone decide: a first row filtered "Up" (the same as None there) is
     # encode_png's mark, other writers (libpng, Pillow) pick None or Sub for it and Average or
     # Paeth further down, which would cost a wasted inflate before Pillow decodes again
@@ -303,7 +304,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
         if head[:1] != b"\x02" or any(f > 2 for f in head[:: stride + 1]):
             return None
         raw = head + inflater.decompress(inflater.unconsumed_tail) + inflater.flush()
-    except isal_zlib.error as exc:
+    except inflate_error as exc:
         raise ValueError(f"PNG image data do not inflate: {exc}") from exc
     if len(raw) != h * (stride + 1) or not inflater.eof:
         raise ValueError(f"PNG image data hold {len(raw)} bytes, not {h} rows of {stride + 1}")
