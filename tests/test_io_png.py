@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -133,9 +135,6 @@ def _png_with_filters(pixels: np.ndarray, filters: np.ndarray, colour: int) -> b
     """A PNG whose row ``r`` is stored with PNG filter ``filters[r]`` (0 None, 1 Sub, 2 Up,
     3 Average, 4 Paeth), filtered byte by byte in plain Python as the PNG specification
     states: the reference the vectorised decoder is checked against (with Pillow's)."""
-    import struct
-    import zlib
-
     h = pixels.shape[0]
     data = np.ascontiguousarray(pixels, pixels.dtype.newbyteorder(">")).view(np.uint8)
     data = data.reshape(h, -1).astype(int)
@@ -212,7 +211,14 @@ def test_damaged_pngs_are_refused_by_the_fast_decoder_with_the_reason(tmp_path) 
     idat = good.index(b"IDAT")
     flipped = bytearray(good)
     flipped[idat + 10] ^= 0xFF  # a byte of the compressed data: the chunk's CRC no longer holds
+    body = b"\x78\x01" + bytes(range(7, 250))  # a zlib header, then no valid deflate stream
+    garbage = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))  # fmt: skip
+    short = zlib.compress(b"\x02" + bytes(80))  # one row of 40 16-bit pixels, not 40 rows
+    short_idat = struct.pack(">I", len(short)) + b"IDAT" + short + struct.pack(">I", zlib.crc32(b"IDAT" + short))  # fmt: skip
+    (length,) = struct.unpack(">I", good[idat - 4 : idat])
     cases = {
+        "garbage": (good[: idat - 4] + garbage + good[idat + 8 + length :], "do not inflate"),
+        "short": (good[: idat - 4] + short_idat + good[idat + 8 + length :], "not 40 rows of 81"),
         "cut": (good[: len(good) // 2], "cut or damaged"),
         "flipped": (bytes(flipped), "cut or damaged"),
         "no_end": (good[: -12], "ends before its IEND"),
