@@ -260,7 +260,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
     row is "Up"-filtered and whose other rows use the filters None, Sub or Up: ISA-L checks
     and inflates the image data and numpy
     undoes the filters (Sub: a cumulative sum along the row; Up: each row plus the one
-    above), ~1.3x faster than Pillow on a 512² 16-bit DRR, ~1.5x on an 8-bit image
+    above), ~1.3x faster than Pillow on a 512² 16-bit DRR, ~1.4x on an 8-bit image
     (``benchmarks/png_read.py``). Other files give None, cheaply: the header or the first
     rows show it (other writers filter the first row with None or Sub); one whose first row
     is "Up" but a later one Average or Paeth costs a wasted inflate. A damaged file (a bad chunk checksum, a cut or corrupt data stream, a size that
