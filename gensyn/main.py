@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from gensyn.devices import use_compile_caches
 from gensyn.errors import GensynError
 from gensyn.hydra_folders import discard_hydra_dir
 from gensyn.registry import describe_stages, get_stage
@@ -39,6 +40,8 @@ def run(cfg: DictConfig) -> Path | None:
         except GensynError:
             discard_hydra_dir(cfg)  # found before anything ran: nothing to keep
             raise
+        # before any stage imports a compiler: where compiled kernels are kept
+        use_compile_caches(str(cfg.paths.get("compile_cache_dir", "off")))
         out = execute(cfg, name, force=bool(cfg.force))
     except GensynError as exc:  # a user-fixable problem: one clear message, no traceback
         log.error("%s", exc)

@@ -23,6 +23,8 @@ for _var, _sub in {
     "XDG_CACHE_HOME": "xdg-cache",
     "XDG_CONFIG_HOME": "xdg-config",
     "TORCHINDUCTOR_CACHE_DIR": "inductor",
+    "TRITON_CACHE_DIR": "triton",
+    "CUPY_CACHE_DIR": "cupy",
 }.items():
     os.environ[_var] = str(_TOOL_HOME / _sub)
 os.environ.setdefault("KERAS_BACKEND", "jax")

@@ -11,3 +11,5 @@ class PathsConfig:
     data_dir: str = "${paths.root_dir}/data"  # raw and prepared data sets
     work_dir: str = "${paths.root_dir}/workdir"  # everything GENSYN computes
     runs_dir: str = "${paths.work_dir}/runs"  # <runs_dir>/<stage>/<hash>/
+    # compiled GPU kernels (Inductor, Triton, CuPy), shared by runs and jobs; off: the tools' own
+    compile_cache_dir: str = "${paths.work_dir}/cache/compile"
