@@ -255,16 +255,15 @@ _PEEK_ROWS = 8
 def decode_png(data: bytes) -> np.ndarray | None:
     """The pixels of a PNG file's bytes by numpy, or None where Pillow must decode it.
 
-    The fast path covers the files this project writes (:func:`encode_png`: every row
-    "Up"-filtered) and any PNG of 8- or 16-bit grey or 8-bit RGB, not interlaced, whose first
-    row is "Up"-filtered and whose other rows use the filters None, Sub or Up: ISA-L checks
-    and inflates the image data and numpy
-    undoes the filters (Sub: a cumulative sum along the row; Up: each row plus the one
-    above), ~1.3x faster than Pillow on a 512² 16-bit DRR, ~1.4x on an 8-bit image
-    (``benchmarks/png_read.py``). Other files give None, cheaply: the header or the first
-    rows show it (other writers filter the first row with None or Sub); one whose first row
-    is "Up" but a later one Average or Paeth costs a wasted inflate. A damaged file (a bad chunk checksum, a cut or corrupt data stream, a size that
-    does not add up) raises ValueError.
+    The fast path takes the files this project writes (:func:`encode_png`: every row
+    "Up"-filtered): 8- or 16-bit grey or 8-bit RGB, not interlaced, the first row
+    "Up"-filtered and the others None, Sub or Up. ISA-L checks and inflates the image data,
+    numpy undoes the filters (Sub: a cumulative sum along the row; Up: each row plus the one
+    above): ~1.3x faster than Pillow on a 512² 16-bit DRR, ~1.4x on an 8-bit image
+    (``benchmarks/png_read.py``). Other files give None, cheaply: their header or first rows
+    show it (other writers filter the first row with None or Sub); one whose first row is
+    "Up" but a later one Average or Paeth costs a wasted inflate. A damaged file (a bad chunk
+    checksum, a cut or corrupt data stream, a size that does not add up) raises ValueError.
     """
     import struct
 
@@ -273,6 +272,8 @@ def decode_png(data: bytes) -> np.ndarray | None:
     if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 8 + 25 or data[12:16] != b"IHDR":
         return None
     w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if w == 0 or h == 0:
+        raise ValueError(f"PNG header gives an empty image ({w}×{h})")
     samples = _FAST_COLOURS.get(colour)
     if samples is None or interlace or depth not in (8, 16) or (depth == 16 and colour != 0):
         return None
@@ -280,8 +281,8 @@ def decode_png(data: bytes) -> np.ndarray | None:
     while pos + 12 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length] or b"\0\0\0\0")
-        if len(body) != length or isal_zlib.crc32(body, isal_zlib.crc32(kind)) != crc:
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if len(crc) != 4 or isal_zlib.crc32(body, isal_zlib.crc32(kind)) != int.from_bytes(crc):
             raise ValueError(f"PNG chunk {kind!r} at byte {pos} is cut or damaged")
         if kind == b"IDAT":
             idat.append(body)

@@ -220,6 +220,8 @@ def test_damaged_pngs_are_refused_by_the_fast_decoder_with_the_reason(tmp_path) 
         "garbage": (good[: idat - 4] + garbage + good[idat + 8 + length :], "do not inflate"),
         "short": (good[: idat - 4] + short_idat + good[idat + 8 + length :], "not 40 rows of 81"),
         "cut": (good[: len(good) // 2], "cut or damaged"),
+        "cut_in_crc": (good[: idat + 4 + length + 2], "cut or damaged"),
+        "empty": (good[:16] + bytes(4) + good[20:], "empty image"),
         "flipped": (bytes(flipped), "cut or damaged"),
         "no_end": (good[: -12], "ends before its IEND"),
     }  # fmt: skip
