@@ -14,6 +14,10 @@ DRR. This script writes ``--images`` DRR-like images of each kind (a smooth fiel
   another writer's files: ``read_image`` hands them to Pillow after inflating their first
   rows (the ``fast`` column counts those it decoded itself); ``pillow`` beside it.
 
+and the classifier's one preprocessing (:func:`gensyn.classify.data.load_image`: decode,
+stretch to uint8 at the same size) against the same steps through Pillow alone (``pillow``
+column of the second table: what ``load_image`` did before 2026-12-04).
+
 Both readers must give the same pixels (checked). Best of ``--repeats`` passes over the
 files, the two readers in turn.
 
@@ -50,6 +54,16 @@ def pillow_read(path: Path) -> np.ndarray:
     return arr.astype(np.uint16) if arr.dtype == np.int32 else arr
 
 
+def pillow_load_image(path: Path) -> np.ndarray:
+    """The classifier's preprocessing at the image's own size, through Pillow alone."""
+    with Image.open(path) as pil:
+        pil = pil.convert("F") if pil.mode.startswith(("I", "F")) else pil.convert("L")
+        arr = np.asarray(pil)
+    lo, hi = arr.min(), arr.max()
+    scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (float(hi) - float(lo)))
+    return (scaled + 0.5).astype(np.uint8)[..., None]
+
+
 def race(readers: dict[str, Callable[[Path], np.ndarray]], paths: list[Path], repeats: int) -> dict[str, float]:  # fmt: skip
     """Milliseconds an image for each reader: the best of ``repeats`` passes over ``paths``,
     the readers' passes taken in turn (so that a busy moment of the machine hits both)."""
@@ -75,6 +89,9 @@ def main() -> None:
     print(
         f"{'kind':<16} {'gensyn ms':>10} {'pillow ms':>10} {'speed-up':>9} {'theirs ms':>10} {'pillow ms':>10} fast"
     )
+    from gensyn.classify.data import load_image
+
+    classifier_rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, dtype in (("16-bit DRR", np.uint16), ("8-bit SyntheX", np.uint8)):
             ours, theirs = [], []
@@ -89,10 +106,18 @@ def main() -> None:
             g, pil = race({"gensyn": read_image, "pillow": pillow_read}, ours, a.repeats).values()
             other, other_pil = race({"gensyn": read_image, "pillow": pillow_read}, theirs, a.repeats).values()  # fmt: skip
             fast = sum(decode_png(t.read_bytes()) is not None for t in theirs)
+            ours_load = lambda p: load_image(p, a.size)  # noqa: E731
+            assert np.array_equal(ours_load(ours[0]), pillow_load_image(ours[0]))
+            classifier_rows.append((name, *race({"gensyn": ours_load, "pillow": pillow_load_image}, ours, a.repeats).values()))  # fmt: skip
             print(
                 f"{name:<16} {g:>10.3f} {pil:>10.3f} {pil / g:>8.2f}x {other:>10.3f} {other_pil:>10.3f} "
                 f"{fast}/{len(theirs)}"
             )
+
+    print(f"\nclassifier preprocessing (load_image at {a.size}²), ms an image")
+    print(f"{'kind':<16} {'gensyn ms':>10} {'pillow ms':>10} {'speed-up':>9}")
+    for name, g, pil in classifier_rows:
+        print(f"{name:<16} {g:>10.3f} {pil:>10.3f} {pil / g:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def atomic_write(path: str | os.PathLike[str], durable: bool = True) -> Iterator
         raise
 
 
+#: The first 8 bytes of every PNG.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: The last 12 bytes of every PNG: the empty IEND chunk (length, type, CRC).
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -269,7 +271,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
 
     from isal import isal_zlib
 
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 8 + 25 or data[12:16] != b"IHDR":
+    if data[:8] != PNG_SIGNATURE or len(data) < 8 + 25 or data[12:16] != b"IHDR":
         return None
     w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     if w == 0 or h == 0:
@@ -337,7 +339,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     try:
         data = Path(path).read_bytes()
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data[:8] == PNG_SIGNATURE:
             fast = decode_png(data)
             if fast is not None:
                 return fast

@@ -47,6 +47,33 @@ def test_load_image_rgb_constant_and_broken(tmp_path):
         data.load_image(tmp_path / "e.png", 8)
 
 
+def _through_pillow(path, size):  # type: ignore[no-untyped-def]
+    """load_image as Pillow alone computes it (what it did before GENSYN decoded its own PNGs)."""
+    with Image.open(path) as pil:
+        pil = pil.convert("F") if pil.mode.startswith(("I", "F")) else pil.convert("L")
+        if pil.size != (size, size):
+            pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(pil)
+    lo, hi = arr.min(), arr.max()
+    scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (float(hi) - float(lo)))
+    return (scaled + 0.5).astype(np.uint8)[..., None]
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "size"),
+    [((48, 48), np.uint8, 48), ((48, 40), np.uint8, 32), ((48, 48), np.uint16, 48),
+     ((40, 48), np.uint16, 64), ((24, 24, 3), np.uint8, 24), ((24, 24, 3), np.uint8, 16)],
+)  # fmt: skip
+def test_load_image_of_pngs_gensyn_wrote_equals_pillows(tmp_path, shape, dtype, size):  # type: ignore[no-untyped-def]
+    from gensyn.io import decode_png, write_image
+
+    rng = np.random.default_rng(sum(shape) + size)
+    pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    path = write_image(tmp_path / "x.png", pixels, 1)
+    assert decode_png(path.read_bytes()) is not None  # decoded by numpy in load_image
+    np.testing.assert_array_equal(data.load_image(path, size), _through_pillow(path, size))
+
+
 def _pngs(tmp_path, n):
     paths = []
     for i in range(n):
