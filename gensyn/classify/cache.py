@@ -9,8 +9,8 @@ host memory holds only the pages being read, whatever the set's size.
 applies the same augmentation, so batches (and so training) are identical with or without it.
 
 The key is a hash of the sorted file paths, each file's size and modification time, the image
-size S and the preprocessing (the source of ``load_image`` and the Pillow and NumPy versions):
-a changed, added, removed or rewritten image, another size or a changed preprocessing gives
+size S and the preprocessing (the source of ``load_image`` and ``decode_png``, the Pillow and
+NumPy versions): a changed, added, removed or rewritten image, another size or a changed preprocessing gives
 another file, and a stale cache is never read. The file is written under a temporary name and
 renamed when complete, so a killed writer leaves no file under a key's name; the next writer of
 that key removes its leftover. A lock file serialises writers of one key on one host (parallel
@@ -38,6 +38,7 @@ import PIL
 
 from gensyn import io
 from gensyn.classify.data import AUTO_PROCESS_WORKERS, load_image
+from gensyn.io import decode_png
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ DISK_MARGIN_BYTES = 1 << 30
 
 
 def preprocessing_id() -> str:
-    """A hash of what turns a file into a cached image: ``load_image``'s source, Pillow, NumPy."""
-    text = "\n".join([inspect.getsource(load_image), PIL.__version__, np.__version__])
+    """A hash of what turns a file into a cached image: the source of ``load_image`` and of
+    GENSYN's PNG decoder, Pillow's and NumPy's versions."""
+    code = [inspect.getsource(f) for f in (load_image, decode_png)]
+    text = "\n".join([*code, PIL.__version__, np.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
