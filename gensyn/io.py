@@ -78,7 +78,7 @@ def png_complete(path: str | os.PathLike[str]) -> bool:
         with open(path, "rb") as fh:
             head = fh.read(8)
             fh.seek(0, os.SEEK_END)
-            if fh.tell() < 8 + 25 + 12 or head != b"\x89PNG\r\n\x1a\n":
+            if fh.tell() < 8 + 25 + 12 or head != PNG_SIGNATURE:
                 return False
             fh.seek(-12, os.SEEK_END)
             return fh.read(12) == PNG_END
@@ -210,9 +210,7 @@ def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", w, h, 8 * arr.itemsize, colour, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def write_image(
@@ -320,7 +318,7 @@ def decode_png(data: bytes) -> np.ndarray | None:
     if sub.any():  # each byte plus the reconstructed byte one pixel to its left
         lanes = pixels[sub].reshape(-1, w, bpp)
         pixels[sub] = np.cumsum(lanes, axis=1, dtype=np.uint8).reshape(-1, stride)
-    for r in np.flatnonzero(filters == 2)[int(filters[0] == 2) :]:  # row 0's "above" is 0
+    for r in np.flatnonzero(filters[1:] == 2) + 1:  # row 0 ("Up" on zeros) is as stored
         np.add(pixels[r - 1], pixels[r], out=pixels[r])  # row by row: 4x a cumsum down rows
     if depth == 16:
         return pixels.view(">u2").astype(np.uint16).reshape(h, w)
@@ -339,10 +337,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     try:
         data = Path(path).read_bytes()
-        if data[:8] == PNG_SIGNATURE:
-            fast = decode_png(data)
-            if fast is not None:
-                return fast
+        fast = decode_png(data)
+        if fast is not None:
+            return fast
         with Image.open(_io.BytesIO(data)) as pil:
             arr = np.array(pil)
     except (OSError, SyntaxError, ValueError) as exc:

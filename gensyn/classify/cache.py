@@ -11,8 +11,8 @@ applies the same augmentation, so batches (and so training) are identical with o
 The key is a hash of the sorted file paths, each file's size and modification time, the image
 size S and the preprocessing (the source of ``load_image`` and ``decode_png``, the Pillow and
 NumPy versions): a changed, added, removed or rewritten image, another size or a changed
-preprocessing gives another file, and a stale cache is never read. The file is written under a temporary name and
-renamed when complete, so a killed writer leaves no file under a key's name; the next writer of
+preprocessing gives another file, and a stale cache is never read. The file is written under
+a temporary name and renamed when complete, so a killed writer leaves no file under a key's name; the next writer of
 that key removes its leftover. A lock file serialises writers of one key on one host (parallel
 jobs of a sweep wait for the first instead of decoding the same set again). A cache file can be
 deleted at any time; it is written again when next needed.

@@ -87,7 +87,7 @@ def list_images(source: Source) -> list[Path]:
 
 def png_chunk_types(data: bytes) -> list[str]:
     """The chunk types of a PNG file, in order (raises ValueError if not a PNG)."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
+    if data[:8] != io.PNG_SIGNATURE:
         raise ValueError("not a PNG file (bad signature)")
     types, pos = [], 8
     while pos + 8 <= len(data):
