@@ -74,6 +74,55 @@ def random_weights_file(root: Path) -> Path:
     return path
 
 
+def predict_alone_and_peer(root: Path, batch: int, workers: int, n_max: int) -> dict[str, float]:
+    """In the same run as ``stage=predict``, on (at most ``n_max`` of) its test images: the
+    model alone (``model.predict`` on the images already decoded in RAM, as the original
+    study held every image) and the peer a researcher writes with stock Keras (a
+    ``keras.utils.PyDataset`` decoding each PNG with Pillow in ``workers`` threads,
+    ``model.predict`` on it). Both on a whole number of batches (one compiled shape)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+    from PIL import Image
+
+    from gensyn.classify.predict import load_classifier
+    from gensyn.classify.sampling import resolve_paths
+    from gensyn.io import read_table
+
+    prep = newest_run(root, "prepare_xrays")
+    xrays = resolve_paths(read_table(prep / "xrays.csv"), prep)
+    paths = list(xrays.loc[xrays["split"] == "test", "path"])
+    batch = min(batch, n_max, len(paths))
+    paths = paths[: min(n_max, len(paths)) // batch * batch]
+    model = load_classifier(newest_run(root, "classify") / "best.keras")
+    size = int(model.input_shape[1])
+
+    def decode(path: str) -> np.ndarray:
+        img = Image.open(path).convert("L")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(img)[..., None]
+
+    class PngBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+
+        def __len__(self) -> int:
+            return len(paths) // batch
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            return np.stack([decode(q) for q in paths[i * batch : (i + 1) * batch]])
+
+    model.predict(np.zeros((batch, size, size, 1), np.uint8), batch_size=batch, verbose=0)
+    start = time.perf_counter()
+    model.predict(PngBatches(), verbose=0)
+    peer = len(paths) / (time.perf_counter() - start)
+    images = np.stack([decode(q) for q in paths])
+    start = time.perf_counter()
+    model.predict(images, batch_size=batch, verbose=0)
+    alone = len(images) / (time.perf_counter() - start)
+    return {"images": len(paths), "model_in_ram_per_s": alone, "keras_pydataset_pillow_per_s": peer}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
@@ -86,6 +135,13 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("/tmp/gensyn-classify-launch"))
     p.add_argument("--out", type=Path, default=None, help="JSON of the figures")
     p.add_argument("--tail", type=int, default=9, help="trainable tail layers (-1: all)")
+    p.add_argument(
+        "--alone",
+        type=int,
+        default=0,
+        help="after predict: the model alone on up to N test images in RAM, and the stock "
+        "Keras peer (PyDataset + Pillow) streaming the same files, in the same run",
+    )
     a = p.parse_args()
     root = a.root.resolve()
     raw = root / "xrays"
@@ -139,14 +195,14 @@ def main() -> None:
         "predict_breakdown": {k: v for k, v in summary_p.items() if str(k).startswith("time_")},
         "predict_image_cache": summary_p.get("image_cache"),
         "predict_again_images_per_s": summary_again.get("images_per_s"),
-        "predict_again_images_per_s_after_compile": summary_again.get(
-            "images_per_s_after_compile"
-        ),
+        "predict_again_images_per_s_after_compile": summary_again.get("images_per_s_after_compile"),
         "predict_again_breakdown": {
             k: v for k, v in summary_again.items() if str(k).startswith("time_")
         },
         "predict_again_image_cache": summary_again.get("image_cache"),
     }
+    if a.alone:
+        figures["predict_alone_and_peer"] = predict_alone_and_peer(root, 128, a.workers, a.alone)
     print(json.dumps(figures, indent=1, default=str))
     if a.out:
         a.out.write_text(json.dumps(figures, indent=1, default=str))

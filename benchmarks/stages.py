@@ -13,6 +13,10 @@ as one ``python launch.py`` subprocess:
 * ``stage=predict`` (after a one-epoch ``classify`` of the baseline arm, untimed); kernel
   figure: ``model.predict`` on in-RAM uint8 arrays at ``predict_batch_size``.
 
+With ``--ref-dir <checkout of junyanz/pytorch-CycleGAN-and-pix2pix>`` the peer runs in the same
+run too: the reference's generator translating ``--ref-images`` of the DRRs PNG to PNG the way
+its ``test.py`` does (batch 1, fp32, one process), and its generator alone.
+
 The table: the stage's items/s from its own summary (``<unit>_per_s``: first read to last
 write), items/s over the whole subprocess (start-up, imports, model load, compilation
 included), the kernel's items/s, the ratio stage / kernel, and the summary's time breakdown.
@@ -233,6 +237,57 @@ def translate_kernel(root: Path, device: str, image_px: int, batch: int, repeats
     return _rate(lambda: translate_batch(net, x, opts["precision"]), batch, device, repeats)
 
 
+def reference_translate(root: Path, ref_dir: Path, n_images: int, device: str) -> dict[str, float]:
+    """The peer, on the same device in the same run: pytorch-CycleGAN-and-pix2pix's generator
+    (``models/networks.py`` of a checkout at ``ref_dir``, imported, never copied) translating
+    the first ``n_images`` DRRs of ``stage=drr`` PNG to PNG the way its ``test.py`` does:
+    one process (``num_threads=0``), batch 1, fp32, Pillow in (``convert("RGB")`` then
+    grey), ``(x - 0.5) / 0.5``, the forward under ``no_grad``, ``tensor2im`` (3 channels,
+    uint8) and ``save_image`` of the real and the fake image. Its data loader and HTML page
+    are left out (torchvision is not on every machine; both cost the reference time, so the
+    figure flatters it). Random weights: the speed does not depend on them. Also the
+    reference's generator alone (batch 1, fp32, in-RAM tensor)."""
+    import importlib.util
+    import tempfile
+
+    import torch
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "ref_networks", ref_dir / "models" / "networks.py"
+    )
+    ref = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(ref)  # type: ignore[union-attr]
+    gpu_ids = [0] if device == "cuda" else []
+    net = ref.define_G(1, 1, 64, "resnet_9blocks", "instance", False, "normal", 0.02, gpu_ids)
+    net = net.to(device).eval()
+    drrs = sorted(newest_run(root, "drr").glob("**/*.png"))[:n_images]
+    x = torch.rand(1, 1, *np.asarray(Image.open(drrs[0])).shape, device=device) * 2 - 1
+
+    def forward() -> None:
+        with torch.no_grad():
+            net(x)
+
+    kernel = _rate(forward, 1, device, 64 if device == "cuda" else 2)
+
+    def tensor2im(t: torch.Tensor) -> np.ndarray:  # the reference's util.tensor2im
+        arr = t[0].cpu().float().numpy()
+        arr = np.tile(arr, (3, 1, 1)) if arr.shape[0] == 1 else arr
+        return ((np.transpose(arr, (1, 2, 0)) + 1) / 2.0 * 255.0).astype(np.uint8)
+
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        for i, path in enumerate(drrs):
+            grey = np.asarray(Image.open(path).convert("RGB").convert("L"), np.float32) / 255.0
+            real = torch.from_numpy((grey - 0.5) / 0.5)[None, None].to(device)
+            with torch.no_grad():
+                fake = net(real)
+            for name, t in (("real", real), ("fake", fake)):
+                Image.fromarray(tensor2im(t)).save(Path(out) / f"{i:06d}_{name}.png")
+        png_to_png = len(drrs) / (time.perf_counter() - start)
+    return {"images": len(drrs), "png_to_png_per_s": png_to_png, "kernel_b1_fp32_per_s": kernel}
+
+
 def predict_kernel(root: Path, batch: int, repeats: int) -> float:
     """Images/s of ``model.predict`` on an in-RAM uint8 array (``repeats`` batches)."""
     from gensyn.classify.predict import load_classifier
@@ -297,6 +352,14 @@ def main() -> None:
         "and write its samples there (every thread, idle ones too, Python frames only, "
         "sampled without pausing the process: raw collapsed stacks, one file a stage)",
     )
+    p.add_argument(
+        "--ref-dir",
+        type=Path,
+        default=None,
+        help="checkout of junyanz/pytorch-CycleGAN-and-pix2pix: times the reference's "
+        "generator translating DRRs PNG to PNG as its test.py does, in the same run",
+    )
+    p.add_argument("--ref-images", type=int, default=1000, help="DRRs the reference translates")
     p.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     a = p.parse_args()
     size = SIZES["small" if a.small else "study"]
@@ -372,6 +435,10 @@ def main() -> None:
         elif stage == "gan_translate":
             batch = 4 if a.small else 32
             kernel = translate_kernel(root, a.device, size["image_px"], batch, repeats=5)
+            if a.ref_dir is not None:
+                peer = reference_translate(root, a.ref_dir.resolve(), a.ref_images, a.device)
+                summary["peer"] = peer
+                print(f"reference (pytorch-CycleGAN-and-pix2pix): {summary['peer']}")
         else:
             kernel = predict_kernel(root, 16 if a.small else 128, repeats=5 if a.small else 20)
         stage_rate = float(summary.get(f"{unit}_per_s", 0.0))
@@ -385,6 +452,7 @@ def main() -> None:
                 "stage_per_s_after_compile": warm_rate,
                 "launch_per_s": n_items / wall,
                 "kernel_per_s": kernel,
+                "peer_per_s": summary.get("peer", {}).get("png_to_png_per_s"),
                 "ratio": warm_rate / kernel if kernel else float("nan"),
                 "breakdown": breakdown(summary),
                 "summary": summary,
@@ -405,13 +473,14 @@ def main() -> None:
     print()
     print(
         f"{'stage':<14} {'items':>6} {'stage/s':>9} {'warm/s':>9} {'launch/s':>9} "
-        f"{'kernel/s':>9} {'ratio':>6}  time breakdown (s)"
+        f"{'kernel/s':>9} {'ratio':>6} {'peer/s':>8}  time breakdown (s)"
     )
     for r in rows:  # ratio: the stage after compiling over its kernel
         print(
             f"{r['stage']:<14} {r['items']:>6} {r['stage_per_s']:>9.1f} "
             f"{r['stage_per_s_after_compile']:>9.1f} {r['launch_per_s']:>9.1f} "
-            f"{r['kernel_per_s']:>9.1f} {r['ratio']:>6.2f}  {r['breakdown']}"
+            f"{r['kernel_per_s']:>9.1f} {r['ratio']:>6.2f} {r['peer_per_s'] or float('nan'):>8.1f}"
+            f"  {r['breakdown']}"
         )
     if "drr" in stages:
         drr = next(r for r in rows if r["stage"] == "drr")["summary"]
