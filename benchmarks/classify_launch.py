@@ -12,7 +12,13 @@ them, so this script saves a randomly initialised DenseNet121 no-top weights fil
 it as `classifier.weights=<file>`: the same layers frozen, the same cost
 (`--tail -1` trains every layer instead, about 3x the compute).
 
+With ``--alone N``, after the stages and in the same run, on up to N test and N training
+images: the model alone on images decoded in RAM (the original study's way) and the peer a
+researcher writes with stock Keras (``keras.utils.PyDataset`` + Pillow, ``--workers``
+threads), for prediction and for training.
+
     python benchmarks/classify_launch.py --device cuda --images 20000 --epochs 2
+    python benchmarks/classify_launch.py --device cuda --images 30000 --epochs 1 --alone 6400
     python benchmarks/classify_launch.py --device cpu --images 64 --epochs 1 --size 64  # smoke
 """
 
