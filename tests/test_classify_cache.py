@@ -168,3 +168,41 @@ def test_auto_copies_a_wholly_cached_unaugmented_stream_with_threads(tmp_path):
     assert BatchStream(paths, None, 4, 24, cache=[part], **kw).uses_processes
     forced = BatchStream(paths, None, 4, 24, cache=[cached], num_workers=2, decode="processes")
     assert forced.uses_processes
+
+
+@pytest.mark.parametrize("decode", ["threads", "processes"])
+def test_prediction_writes_the_cache_as_it_decodes(tmp_path, decode):
+    """The first prediction of a set decodes each file once, for the model and into the cache:
+    the same probabilities as from the files, the same cache as ``open_or_build`` writes (a
+    path twice, in any order), and a later prediction reads it."""
+    from gensyn.classify.models import build_model
+    from gensyn.classify.predict import predict_and_cache, predict_paths
+
+    paths = _pngs(tmp_path / "png", 23)
+    order = [*paths[::-1], paths[3]]  # not sorted, one path twice, a short last batch
+    model = build_model(ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=3))
+    want = predict_paths(model, order, 24, batch_size=8, num_workers=2, decode=decode)
+    probs, cache = predict_and_cache(model, order, 24, tmp_path / "c", 8, 2, 2, decode)
+    np.testing.assert_allclose(probs, want, rtol=1e-6, atol=1e-7)
+    assert cache.written and cache.paths == tuple(sorted(paths))
+    built = image_cache.open_or_build(tmp_path / "ref", paths, 24)
+    np.testing.assert_array_equal(np.asarray(cache.images), np.asarray(built.images))
+    assert (tmp_path / "c" / f"{cache.file.stem}.json").is_file()
+    again, reused = predict_and_cache(model, paths, 24, tmp_path / "c", 8, 2, 2, decode)
+    assert not reused.written and reused.file == cache.file
+    np.testing.assert_allclose(again, want[:-1][::-1], rtol=1e-6, atol=1e-7)
+
+
+def test_prediction_that_fails_leaves_no_cache(tmp_path):
+    from gensyn.classify.models import build_model
+    from gensyn.classify.predict import predict_and_cache
+
+    paths = _pngs(tmp_path / "png", 12)
+    bad = tmp_path / "png" / "img005.png"
+    bad.write_bytes(bad.read_bytes()[:200])  # cut short: fails mid-way through the set
+    model = build_model(ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=3))
+    with pytest.raises(ValueError, match=r"img005\.png"):
+        predict_and_cache(model, paths, 24, tmp_path / "c", 4, 2, 2, "threads")
+    assert not [p for p in (tmp_path / "c").iterdir() if p.suffix == ".npy"]
+    with pytest.raises(FileNotFoundError):  # a missing file: no key, nothing written
+        predict_and_cache(model, [*paths, str(tmp_path / "gone.png")], 24, tmp_path / "c")

@@ -302,7 +302,45 @@ def test_pipelined_drr_lists_a_ct_its_loader_cannot_read_and_renders_the_others(
 # ---------------------------------------------------------------- stage=predict
 
 
-def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose, tmp_path):
+def test_predict_without_room_for_the_cache_predicts_from_the_files(
+    compose, tmp_path, monkeypatch, caplog
+):
+    from classify_fakes import make_xray_set
+
+    from gensyn.classify import cache as image_cache
+    from gensyn.classify.models import ModelSpec, build_model
+    from gensyn.run_context import RunContext
+    from gensyn.stages import predict
+
+    cfg = compose("num_workers=2", "classifier.predict_batch_size=4")
+    prepare = tmp_path / "prepare_xrays"
+    table = make_xray_set(prepare / "images", n_patients=8, size_px=24, test_fraction=0.5)
+    io.write_table(prepare / "xrays.csv", table)
+    (tmp_path / "classify").mkdir()
+    spec = ModelSpec(
+        "small_cnn", image_size_px=24, widths=(4, 8), n_classes=len(cfg.dataset.findings)
+    )
+    build_model(spec).save(tmp_path / "classify" / "best.keras")
+    monkeypatch.setattr(image_cache, "DISK_MARGIN_BYTES", 1 << 60)  # no disk has that much
+    ctx = RunContext(
+        name="predict",
+        out_dir=tmp_path / "predict",
+        stage_hash="t",
+        cfg=cfg,
+        upstream_dirs={"classify": tmp_path / "classify", "prepare_xrays": prepare},
+    )
+    predict.run(cfg, ctx)
+    assert ctx.summary["image_cache"] == "off" and ctx.summary["n_unreadable_images"] == 0
+    assert (
+        len(io.read_table(tmp_path / "predict" / "predictions.csv"))
+        == (table["split"] == "test").sum()
+    )
+    assert "image cache not written" in caplog.text and "GB free" in caplog.text
+
+
+def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
+    compose, tmp_path, monkeypatch
+):
     from classify_fakes import make_xray_set
 
     from gensyn.classify.models import ModelSpec, build_model
@@ -343,8 +381,24 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     assert ctx.summary["time_compile_s"] > 0
     assert ctx.summary["images_per_s_after_compile"] > ctx.summary["images_per_s"]
     # the readable test images went into the decode-once cache; a second prediction of the
-    # same test set (another arm or fold) streams them from it without checking the files
-    assert ctx.summary["image_cache"] == "written" and ctx.summary["image_cache_images"] == len(preds)
+    # same test set (another arm or fold) streams them from it, checking only the file that an
+    # earlier prediction found unreadable (recorded beside the cache)
+    assert ctx.summary["image_cache"] == "written" and ctx.summary["image_cache_images"] == len(
+        preds
+    )
+    images = Path(ctx.summary["image_cache_files"][0]).parent
+    (record,) = images.glob("unreadable-*.json")
+    assert list(io.read_json(record)) == [str(garbage)]
+    from gensyn.classify import data as classify_data
+
+    checked: list[list[str]] = []
+    real_check = classify_data.unreadable_images
+
+    def spy(paths, workers=4):
+        checked.append(list(paths))
+        return real_check(paths, workers)
+
+    monkeypatch.setattr(classify_data, "unreadable_images", spy)
     again = RunContext(
         name="predict",
         out_dir=tmp_path / "predict_again",
@@ -355,6 +409,7 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     predict.run(cfg, again)
     assert again.summary["image_cache"] == "used"
     assert again.summary["n_unreadable_images"] == 1  # the bad file is still checked, left out
+    assert checked == [[str(garbage)]]
     np.testing.assert_array_equal(
         io.read_table(tmp_path / "predict_again" / "predictions.csv").filter(like="p_").to_numpy(),
         preds.filter(like="p_").to_numpy(),
@@ -371,5 +426,25 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(compose,
     predict.run(cfg, clean)
     assert clean.summary["image_cache"] == "used" and clean.summary["time_read_s"] == 0.0
     assert clean.summary["n_unreadable_images"] == 0
+    # the first prediction of a clean test set checks nothing and decodes each file once, for
+    # the model and the cache together
+    for cached in images.glob("*.npy"):
+        cached.unlink()
+    checked.clear()
+    first = RunContext(
+        name="predict",
+        out_dir=tmp_path / "predict_first",
+        stage_hash="t4",
+        cfg=cfg,
+        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
+    )
+    predict.run(cfg, first)
+    assert first.summary["image_cache"] == "written" and not checked
+    assert first.summary["time_read_s"] == 0.0 and first.summary["time_prepare_s"] == 0.0
+    np.testing.assert_allclose(
+        io.read_table(tmp_path / "predict_first" / "predictions.csv").filter(like="p_").to_numpy(),
+        preds.filter(like="p_").to_numpy(),
+        rtol=1e-5,
+    )
     for part in (*TIME_PARTS, "wall"):
         assert f"time_{part}_s" in ctx.summary

@@ -133,25 +133,102 @@ def _fill(file: str, start: int, paths: Sequence[str], image_size_px: int) -> No
 
 
 def _write(
-    file: Path, paths: Sequence[str], image_size_px: int, num_workers: int, processes: bool
+    tmp: Path, paths: Sequence[str], image_size_px: int, num_workers: int, processes: bool
 ) -> None:
-    """Write the cache of ``paths`` to ``file``: complete under a temporary name, then renamed."""
-    shape = (len(paths), image_size_px, image_size_px, 1)
-    with io.atomic_write(file) as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        jobs = [
-            (str(tmp), s, list(paths[s : s + CHUNK_IMAGES]), image_size_px)
-            for s in range(0, len(paths), CHUNK_IMAGES)
-        ]
-        pool: ProcessPoolExecutor | ThreadPoolExecutor
-        if processes:
-            ctx = multiprocessing.get_context("forkserver")
-            pool = ProcessPoolExecutor(num_workers, mp_context=ctx)
-        else:
-            pool = ThreadPoolExecutor(num_workers, thread_name_prefix="cache")
-        with pool:
-            # list() re-raises the first error (an unreadable file, a full disk)
-            list(pool.map(_fill, *zip(*jobs, strict=True)))
+    """Decode ``paths`` into the rows of the new cache file ``tmp`` (header written)."""
+    jobs = [
+        (str(tmp), s, list(paths[s : s + CHUNK_IMAGES]), image_size_px)
+        for s in range(0, len(paths), CHUNK_IMAGES)
+    ]
+    pool: ProcessPoolExecutor | ThreadPoolExecutor
+    if processes:
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(num_workers, mp_context=ctx)
+    else:
+        pool = ThreadPoolExecutor(num_workers, thread_name_prefix="cache")
+    with pool:
+        # list() re-raises the first error (an unreadable file, a full disk)
+        list(pool.map(_fill, *zip(*jobs, strict=True)))
+
+
+@dataclass
+class PendingCache:
+    """The cache of a set of files while :func:`writing` it: ``result`` is the finished cache
+    (set at once where another writer had already written it, else when the block ends),
+    ``images`` the writable memory map of the new file's rows while it is written."""
+
+    tmp: Path | None = None
+    paths: tuple[str, ...] = ()
+    images: np.ndarray | None = None
+    result: ImageCache | None = None
+
+    def rows(self, paths: Sequence[str]) -> list[int]:
+        """The rows of ``paths`` in the new file (rows are in sorted path order)."""
+        where = {p: i for i, p in enumerate(self.paths)}
+        return [where[os.fspath(p)] for p in paths]
+
+
+@contextlib.contextmanager
+def writing(
+    folder: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]], image_size_px: int
+) -> Iterator[PendingCache]:
+    """Open the cache of ``paths`` at ``image_size_px``² in ``folder``, or write it in the block.
+
+    If the cache exists (or another process finishes it while this one waits for the key's
+    lock), ``result`` is set and the block writes nothing. Else the block fills every row of
+    ``images`` (each path's ``load_image``); the file is complete under a temporary name and
+    renamed when the block ends without an error, then ``result`` is set. Raises OSError if the
+    folder cannot hold the file (not writable, or less free space than the file plus 1 GiB) and
+    FileNotFoundError naming a missing file; an error in the block leaves no cache file behind.
+    """
+    unique = tuple(sorted({os.fspath(p) for p in paths}))
+    if not unique:
+        raise ValueError("no images to cache")
+    folder = Path(folder)
+    key = cache_key(unique, image_size_px)
+    file = folder / f"{key}.npy"
+    shape = (len(unique), image_size_px, image_size_px, 1)
+    images = _open(file, shape)
+    if images is not None:
+        yield PendingCache(result=ImageCache(file, unique, images, written=False))
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(folder / f".{key}.lock"):
+        images = _open(file, shape)  # another process may have written it meanwhile
+        if images is not None:
+            yield PendingCache(result=ImageCache(file, unique, images, written=False))
+            return
+        for stale in folder.glob(f".{file.name}.*{io.PARTIAL_SUFFIX}.npy"):
+            stale.unlink(missing_ok=True)  # left by a killed writer of this key
+        needed = int(np.prod(shape)) + 128
+        free = shutil.disk_usage(folder).free
+        if free < needed + DISK_MARGIN_BYTES:
+            raise OSError(
+                f"{folder} has {free / 1e9:.1f} GB free; the image cache needs "
+                f"{needed / 1e9:.1f} GB plus {DISK_MARGIN_BYTES / 1e9:.1f} GB to spare"
+            )
+        with io.atomic_write(file) as tmp:
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            rows.flush()  # the header is on disk: other processes may open the file by name
+            pending = PendingCache(tmp, unique, rows)
+            yield pending
+            rows.flush()
+            pending.images = None
+            del rows
+        io.write_json(
+            folder / f"{key}.json",
+            {
+                "n_images": len(unique),
+                "image_size_px": image_size_px,
+                "preprocessing_id": preprocessing_id(),
+                "first_path": unique[0],
+                "last_path": unique[-1],
+            },
+        )
+    images = _open(file, shape)
+    if images is None:
+        raise OSError(f"image cache {file} was written but cannot be read back")
+    pending.result = ImageCache(file, unique, images, written=True)
 
 
 def open_existing(
@@ -189,47 +266,14 @@ def open_or_build(
     writable, or less free space than the file plus 1 GiB) and ValueError naming an unreadable
     image; either way no cache file is left behind.
     """
-    unique = sorted({os.fspath(p) for p in paths})
-    if not unique:
-        raise ValueError("no images to cache")
-    folder = Path(folder)
-    key = cache_key(unique, image_size_px)
-    file = folder / f"{key}.npy"
-    shape = (len(unique), image_size_px, image_size_px, 1)
-    images = _open(file, shape)
-    if images is not None:
-        return ImageCache(file, tuple(unique), images, written=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    with _lock(folder / f".{key}.lock"):
-        images = _open(file, shape)  # another process may have written it meanwhile
-        if images is not None:
-            return ImageCache(file, tuple(unique), images, written=False)
-        for stale in folder.glob(f".{file.name}.*{io.PARTIAL_SUFFIX}.npy"):
-            stale.unlink(missing_ok=True)  # left by a killed writer of this key
-        needed = int(np.prod(shape)) + 128
-        free = shutil.disk_usage(folder).free
-        if free < needed + DISK_MARGIN_BYTES:
-            raise OSError(
-                f"{folder} has {free / 1e9:.1f} GB free; the image cache needs "
-                f"{needed / 1e9:.1f} GB plus {DISK_MARGIN_BYTES / 1e9:.1f} GB to spare"
-            )
-        workers = max(1, num_workers)
-        processes = decode == "processes" or (decode == "auto" and workers >= AUTO_PROCESS_WORKERS)
-        _write(file, unique, image_size_px, workers, processes)
-        io.write_json(
-            folder / f"{key}.json",
-            {
-                "n_images": len(unique),
-                "image_size_px": image_size_px,
-                "preprocessing_id": preprocessing_id(),
-                "first_path": unique[0],
-                "last_path": unique[-1],
-            },
-        )
-    images = _open(file, shape)
-    if images is None:
-        raise OSError(f"image cache {file} was written but cannot be read back")
-    return ImageCache(file, tuple(unique), images, written=True)
+    workers = max(1, num_workers)
+    processes = decode == "processes" or (decode == "auto" and workers >= AUTO_PROCESS_WORKERS)
+    with writing(folder, paths, image_size_px) as pending:
+        if pending.result is None:  # not written yet: decode every file into it
+            assert pending.tmp is not None
+            _write(pending.tmp, pending.paths, image_size_px, workers, processes)
+    assert pending.result is not None
+    return pending.result
 
 
 def describe(caches: Sequence[ImageCache]) -> dict[str, object]:

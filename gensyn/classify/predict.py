@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,14 +16,22 @@ if TYPE_CHECKING:
     from gensyn.classify.cache import ImageCache
 
 
-def padded_batches(stream: BatchStream) -> Iterator[tuple[np.ndarray]]:
+def padded_batches(
+    stream: BatchStream, on_images: Callable[[int, np.ndarray], None] | None = None
+) -> Iterator[tuple[np.ndarray]]:
     """Image batches of ``stream``, the last one padded to full size with zeros.
 
     Equal shapes mean one compiled prediction function (a DenseNet121 at 512² takes tens of
-    seconds to compile); :func:`predict_paths` trims the padding.
+    seconds to compile); :func:`predict_paths` trims the padding. ``on_images(start,
+    images)`` sees each batch's images (unpadded) first; ``start``: the index of its first
+    image in the stream.
     """
+    start = 0
     for batch in stream:
         images = batch[0] if isinstance(batch, tuple) else batch
+        if on_images is not None:
+            on_images(start, images)
+        start += images.shape[0]
         if images.shape[0] < stream.batch_size:
             pad = np.zeros((stream.batch_size - images.shape[0], *images.shape[1:]), images.dtype)
             images = np.concatenate([images, pad])
@@ -39,10 +47,13 @@ def predict_paths(
     prefetch_batches: int = 4,
     decode: str = "auto",
     cache: Sequence[ImageCache] = (),
+    on_images: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """Probabilities (n_images, n_classes) of ``model`` for the images at ``paths``, in order.
 
     ``cache``: decode-once image caches to read files from (same images as decoding them).
+    ``on_images(start, images)``: called with each batch of preprocessed images (uint8, (B, S,
+    S, 1)) before the model sees it; ``start`` indexes ``paths``.
     """
     if len(paths) == 0:
         return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
@@ -57,8 +68,58 @@ def predict_paths(
         decode=decode,
         cache=cache,
     )
-    probs = model.predict(padded_batches(stream), steps=len(stream), verbose=0)
+    batches = padded_batches(stream, on_images)
+    probs = model.predict(batches, steps=len(stream), verbose=0)
     return np.asarray(probs, dtype=np.float32)[: len(paths)]
+
+
+def predict_and_cache(
+    model: keras.Model,
+    paths: Sequence[str | os.PathLike[str]],
+    image_size_px: int,
+    folder: str | os.PathLike[str],
+    batch_size: int = 64,
+    num_workers: int = 4,
+    prefetch_batches: int = 4,
+    decode: str = "auto",
+) -> tuple[np.ndarray, ImageCache]:
+    """:func:`predict_paths` that leaves the decode-once cache of ``paths`` in ``folder``.
+
+    Where the cache exists, the images are read from it; else each file is decoded once,
+    for the model and into a new cache together (one pass over the files, which a later
+    prediction of the same images then skips). Raises as :func:`gensyn.classify.cache.writing`
+    (a full or unwritable folder, a missing file) and ValueError for an undecodable image;
+    either way no cache file is left behind.
+    """
+    from gensyn.classify.cache import writing
+
+    files = [os.fspath(p) for p in paths]
+    with writing(folder, files, image_size_px) as pending:
+        if pending.result is not None:
+            cache = pending.result
+            probs = predict_paths(
+                model, files, image_size_px, batch_size, num_workers, prefetch_batches, decode,
+                [cache],
+            )  # fmt: skip
+            return probs, cache
+        rows = np.asarray(pending.rows(files))
+        images = pending.images
+        assert images is not None
+
+        filled = np.zeros(len(pending.paths), bool)
+
+        def keep(start: int, batch: np.ndarray) -> None:
+            images[rows[start : start + len(batch)]] = batch
+            filled[rows[start : start + len(batch)]] = True
+
+        probs = predict_paths(
+            model, files, image_size_px, batch_size, num_workers, prefetch_batches, decode,
+            on_images=keep,
+        )  # fmt: skip
+        if not filled.all():  # the block's error leaves no cache file behind
+            raise RuntimeError(f"{int((~filled).sum())} images did not reach the new cache")
+    assert pending.result is not None
+    return probs, pending.result
 
 
 def warm_up(model: keras.Model, batch_size: int, image_size_px: int) -> None:

@@ -14,15 +14,16 @@ rows its ``dataset.xray.external_test`` names: ``all`` (every row, whatever its 
 A test image that cannot be read (missing, garbage, truncated) is left out and listed in
 ``unreadable_images.csv`` (test_set, path, reason); the others are predicted and the summary's
 ``n_unreadable_images`` says how many were left out. Images are decoded by ``num_workers``
-loaders ahead of the model, or, with ``classifier.cache`` on, decoded once into the
-decode-once image cache and streamed from there by every later prediction of the same test set
-(other arms and folds), which then skips the file checks too. The summary holds the time
-breakdown (``time_read_s``: checking the files, ``time_prepare_s``: writing the cache,
-``time_compile_s``: compiling the prediction step, or loading it from the JAX
-compilation cache in ``classifier.cache`` that earlier predict runs of the same model and batch
-size (other arms, folds) filled, ``time_compute_s``: decoding + the
-model, which overlap, ``time_write_s``), ``images_per_s`` (over the wall time) and
-``images_per_s_after_compile``.
+loaders ahead of the model; with ``classifier.cache`` on, the first prediction of a test set
+writes each decoded image into the decode-once image cache as it goes (one pass over the
+files), and every later prediction of the same test set (other arms and folds) streams from
+there. Files are checked only without a cache (before streaming them) or after something failed;
+the unreadable ones found are recorded beside the cache, and later predictions check only those.
+The summary holds the time breakdown (``time_read_s``: checking files, ``time_compile_s``:
+compiling the prediction step, or loading it from the JAX compilation cache in
+``classifier.cache`` that earlier predict runs of the same model and batch size (other arms,
+folds) filled, ``time_compute_s``: decoding (and caching) + the model, which overlap,
+``time_write_s``), ``images_per_s`` (over the wall time) and ``images_per_s_after_compile``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,24 @@ def undecodable_images(paths: list[str], image_size_px: int, workers: int) -> di
     return {p: why for p, why in zip(paths, problems, strict=True) if why is not None}
 
 
+def _unreadable_record(images: Path, paths: list[str], size_px: int) -> Path:
+    """Where a prediction records the unreadable files of the test set ``paths``."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{size_px}\n{chr(10).join(sorted(paths))}".encode()).hexdigest()
+    return images / f"unreadable-{digest[:24]}.json"
+
+
+def still_unreadable(paths: list[str], size_px: int, workers: int) -> dict[str, str]:
+    """The files of ``paths`` that are not readable images (the structural check) or do not
+    decode (the full decode of the model's preprocessing), each with the reason."""
+    from gensyn.classify.data import unreadable_images
+
+    bad = unreadable_images(paths, max(1, workers))
+    rest = [p for p in paths if p not in bad]
+    return {**bad, **undecodable_images(rest, size_px, workers)} if rest else bad
+
+
 def predict_readable(
     cfg: DictConfig, model: Any, test: pd.DataFrame, size_px: int, timer: StageTimer
 ) -> tuple[pd.DataFrame, Any, dict[str, str], list[Any]]:
@@ -123,55 +142,69 @@ def predict_readable(
     of one test set.
 
     Unreadable images are left out rather than stopping the stage on the first one. With
-    ``classifier.cache`` on, the readable images are decoded once into the decode-once cache
-    (timed as ``prepare``) and every later prediction of this test set (the other arms and
-    folds of a grid) streams them from there, skipping the file checks too: a cached file
-    decoded when it was cached and is unchanged since.
+    ``classifier.cache`` on, the first prediction of a test set decodes each file once, for
+    the model and into the decode-once cache together, and every later prediction of it (the
+    other arms and folds of a grid) streams the images from there. The files are checked
+    (``read``) only where something failed, or without a cache, before streaming them;
+    unreadable files found are recorded beside the cache, so later predictions check just
+    those again. A cached file decoded when it was cached and is unchanged since.
     """
-    from gensyn.classify.cache import open_existing, open_or_build
+    import contextlib
+
+    from gensyn import io
+    from gensyn.classify.cache import open_existing
     from gensyn.classify.data import unreadable_images
-    from gensyn.classify.predict import predict_paths
+    from gensyn.classify.predict import predict_and_cache, predict_paths
 
     workers = int(cfg.num_workers)
     decode = option_str(cfg.classifier.decode)
+    batch, prefetch = int(cfg.classifier.predict_batch_size), int(cfg.classifier.prefetch)
     folder = cache_folder(cfg)
     images = None if folder is None else folder / "images"
-    cache = None if images is None else open_existing(images, list(test["path"]), size_px)
+    paths = list(test["path"])
+    cache = None if images is None else open_existing(images, paths, size_px)
     bad: dict[str, str] = {}
-    if cache is None:
-        with timer.time("read"):
-            # the cheap structural check (headers, PNG chunk checksums) of every file first
-            bad = unreadable_images(list(test["path"]), max(1, workers))
+    if cache is None and images is None:
+        with timer.time("read"):  # streaming stops at a bad file: check them all first
+            bad = unreadable_images(paths, max(1, workers))
+    elif cache is None and images is not None:
+        record = _unreadable_record(images, paths, size_px)
+        if record.is_file():  # an earlier prediction of this test set found these
+            with timer.time("read"):
+                known = [p for p in io.read_json(record) if p in set(paths)]
+                bad = still_unreadable(known, size_px, workers)
+            if bad:
+                cache = open_existing(images, [p for p in paths if p not in bad], size_px)
     while True:
         keep = test[~test["path"].isin(bad)].reset_index(drop=True)
-        if cache is None and images is not None and len(keep):
-            try:
-                with timer.time("prepare"):
-                    cache = open_or_build(images, list(keep["path"]), size_px, workers, decode)
-            except OSError as exc:
-                log.warning("predict: image cache not written (%s); decoding the files", exc)
-                images = None
-            except ValueError:  # a file passed the check but does not decode: found below
-                pass
         try:
             with timer.time("compute"):
-                probs = predict_paths(
-                    model,
-                    list(keep["path"]),
-                    size_px,
-                    int(cfg.classifier.predict_batch_size),
-                    workers,
-                    int(cfg.classifier.prefetch),
-                    decode,
-                    [] if cache is None else [cache],
-                )
+                if cache is None and images is not None and len(keep):
+                    probs, cache = predict_and_cache(
+                        model, list(keep["path"]), size_px, images, batch, workers, prefetch, decode
+                    )
+                else:
+                    probs = predict_paths(
+                        model, list(keep["path"]), size_px, batch, workers, prefetch, decode,
+                        [] if cache is None else [cache],
+                    )  # fmt: skip
             return keep, probs, bad, [] if cache is None else [cache]
-        except ValueError:  # a file passed the check but does not decode: find every such file
-            with timer.time("read"):
-                more = undecodable_images(list(keep["path"]), size_px, workers)
-            if not more:
-                raise
-            bad = {**bad, **more}
+        except (OSError, ValueError) as exc:  # a bad file, or no room for the cache
+            left = list(keep["path"])
+            with timer.time("read"):  # the cheap check of every file, the full decode if clean
+                more = unreadable_images(left, max(1, workers))
+                more = more or undecodable_images(left, size_px, workers)
+            if more:
+                bad = {**bad, **more}
+                if images is not None:
+                    with contextlib.suppress(OSError):  # only a shortcut for later predictions
+                        io.write_json(_unreadable_record(images, paths, size_px), bad)
+                continue
+            if isinstance(exc, OSError) and cache is None and images is not None:
+                log.warning("predict: image cache not written (%s); decoding the files", exc)
+                images = None
+                continue
+            raise
 
 
 @stage(
