@@ -4,7 +4,9 @@ Training reads every image once per epoch; decoding and resizing PNGs each time 
 accelerator waiting for input. :func:`open_or_build` decodes a set of image files once through
 the one preprocessing (:func:`gensyn.classify.data.load_image`) into ``<folder>/<key>.npy``,
 ``uint8`` of shape (n, S, S, 1), rows in sorted path order, and later opens it by memory map:
-host memory holds only the pages being read, whatever the set's size.
+host memory holds only the pages being read, whatever the set's size. :func:`writing` lets a
+caller that decodes the files anyway fill the rows itself (the first prediction of a test set,
+:func:`gensyn.classify.predict.predict_and_cache`: one pass over the files, not two).
 :class:`gensyn.classify.data.BatchStream` takes the cached image instead of decoding the file and
 applies the same augmentation, so batches (and so training) are identical with or without it.
 
