@@ -302,75 +302,69 @@ def test_pipelined_drr_lists_a_ct_its_loader_cannot_read_and_renders_the_others(
 # ---------------------------------------------------------------- stage=predict
 
 
-def test_predict_without_room_for_the_cache_predicts_from_the_files(
-    compose, tmp_path, monkeypatch, caplog
-):
+def _predict_inputs(compose, tmp_path, n_patients):
+    """The config, a ``prepare_xrays`` folder of small PNGs with a test split, and a
+    ``classify`` folder with an untrained small CNN: what ``stage=predict`` reads."""
     from classify_fakes import make_xray_set
 
-    from gensyn.classify import cache as image_cache
     from gensyn.classify.models import ModelSpec, build_model
-    from gensyn.run_context import RunContext
-    from gensyn.stages import predict
 
     cfg = compose("num_workers=2", "classifier.predict_batch_size=4")
     prepare = tmp_path / "prepare_xrays"
-    table = make_xray_set(prepare / "images", n_patients=8, size_px=24, test_fraction=0.5)
+    table = make_xray_set(prepare / "images", n_patients=n_patients, size_px=24, test_fraction=0.5)
     io.write_table(prepare / "xrays.csv", table)
-    (tmp_path / "classify").mkdir()
-    spec = ModelSpec(
-        "small_cnn", image_size_px=24, widths=(4, 8), n_classes=len(cfg.dataset.findings)
-    )
-    build_model(spec).save(tmp_path / "classify" / "best.keras")
-    monkeypatch.setattr(image_cache, "DISK_MARGIN_BYTES", 1 << 60)  # no disk has that much
+    classify = tmp_path / "classify"
+    classify.mkdir()
+    n_findings = len(cfg.dataset.findings)
+    spec = ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=n_findings)
+    build_model(spec).save(classify / "best.keras")
+    return cfg, table
+
+
+def _predict(cfg, tmp_path, name):
+    """``stage=predict`` into ``tmp_path/name`` on the inputs of :func:`_predict_inputs`."""
+    from gensyn.run_context import RunContext
+    from gensyn.stages import predict
+
     ctx = RunContext(
         name="predict",
-        out_dir=tmp_path / "predict",
-        stage_hash="t",
+        out_dir=tmp_path / name,
+        stage_hash=name,
         cfg=cfg,
-        upstream_dirs={"classify": tmp_path / "classify", "prepare_xrays": prepare},
+        upstream_dirs={
+            "classify": tmp_path / "classify",
+            "prepare_xrays": tmp_path / "prepare_xrays",
+        },
     )
     predict.run(cfg, ctx)
+    return ctx, io.read_table(tmp_path / name / "predictions.csv")
+
+
+def test_predict_without_room_for_the_cache_predicts_from_the_files(
+    compose, tmp_path, monkeypatch, caplog
+):
+    from gensyn.classify import cache as image_cache
+
+    cfg, table = _predict_inputs(compose, tmp_path, 8)
+    monkeypatch.setattr(image_cache, "DISK_MARGIN_BYTES", 1 << 60)  # no disk has that much
+    ctx, preds = _predict(cfg, tmp_path, "predict")
     assert ctx.summary["image_cache"] == "off" and ctx.summary["n_unreadable_images"] == 0
-    assert (
-        len(io.read_table(tmp_path / "predict" / "predictions.csv"))
-        == (table["split"] == "test").sum()
-    )
+    assert len(preds) == (table["split"] == "test").sum()
     assert "image cache not written" in caplog.text and "GB free" in caplog.text
 
 
 def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
     compose, tmp_path, monkeypatch
 ):
-    from classify_fakes import make_xray_set
+    from gensyn.classify import data as classify_data
 
-    from gensyn.classify.models import ModelSpec, build_model
-    from gensyn.run_context import RunContext
-    from gensyn.stages import predict
-
-    cfg = compose("num_workers=2", "classifier.predict_batch_size=4")
+    cfg, table = _predict_inputs(compose, tmp_path, 16)
     prepare = tmp_path / "prepare_xrays"
-    table = make_xray_set(prepare / "images", n_patients=16, size_px=24, test_fraction=0.5)
     test_rows = table[table["split"] == "test"]
     assert len(test_rows) >= 3
     garbage = Path(test_rows["path"].iloc[1])
     garbage.write_bytes(b"not a png at all" * 10)
-    io.write_table(prepare / "xrays.csv", table)
-    classify = tmp_path / "classify"
-    classify.mkdir()
-    n_findings = len(cfg.dataset.findings)
-    model = build_model(
-        ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=n_findings)
-    )
-    model.save(classify / "best.keras")
-    ctx = RunContext(
-        name="predict",
-        out_dir=tmp_path / "predict",
-        stage_hash="t",
-        cfg=cfg,
-        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
-    )
-    predict.run(cfg, ctx)
-    preds = io.read_table(tmp_path / "predict" / "predictions.csv")
+    ctx, preds = _predict(cfg, tmp_path, "predict")
     assert len(preds) == len(test_rows) - 1
     assert garbage.stem not in set(preds["image_id"].astype(str))
     listed = io.read_table(tmp_path / "predict" / "unreadable_images.csv")
@@ -389,8 +383,6 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
     images = Path(ctx.summary["image_cache_files"][0]).parent
     (record,) = images.glob("unreadable-*.json")
     assert list(io.read_json(record)) == [str(garbage)]
-    from gensyn.classify import data as classify_data
-
     checked: list[list[str]] = []
     real_check = classify_data.unreadable_images
 
@@ -399,31 +391,16 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
         return real_check(paths, workers)
 
     monkeypatch.setattr(classify_data, "unreadable_images", spy)
-    again = RunContext(
-        name="predict",
-        out_dir=tmp_path / "predict_again",
-        stage_hash="t2",
-        cfg=cfg,
-        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
-    )
-    predict.run(cfg, again)
+    again, again_preds = _predict(cfg, tmp_path, "predict_again")
     assert again.summary["image_cache"] == "used"
     assert again.summary["n_unreadable_images"] == 1  # the bad file is still checked, left out
     assert checked == [[str(garbage)]]
     np.testing.assert_array_equal(
-        io.read_table(tmp_path / "predict_again" / "predictions.csv").filter(like="p_").to_numpy(),
-        preds.filter(like="p_").to_numpy(),
+        again_preds.filter(like="p_").to_numpy(), preds.filter(like="p_").to_numpy()
     )
     # a test set whose files are all in the cache is not checked again
     io.write_table(prepare / "xrays.csv", table[table["path"] != str(garbage)])
-    clean = RunContext(
-        name="predict",
-        out_dir=tmp_path / "predict_clean",
-        stage_hash="t3",
-        cfg=cfg,
-        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
-    )
-    predict.run(cfg, clean)
+    clean, _ = _predict(cfg, tmp_path, "predict_clean")
     assert clean.summary["image_cache"] == "used" and clean.summary["time_read_s"] == 0.0
     assert clean.summary["n_unreadable_images"] == 0
     # the first prediction of a clean test set checks nothing and decodes each file once, for
@@ -431,20 +408,11 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
     for cached in images.glob("*.npy"):
         cached.unlink()
     checked.clear()
-    first = RunContext(
-        name="predict",
-        out_dir=tmp_path / "predict_first",
-        stage_hash="t4",
-        cfg=cfg,
-        upstream_dirs={"classify": classify, "prepare_xrays": prepare},
-    )
-    predict.run(cfg, first)
+    first, first_preds = _predict(cfg, tmp_path, "predict_first")
     assert first.summary["image_cache"] == "written" and not checked
     assert first.summary["time_read_s"] == 0.0 and first.summary["time_prepare_s"] == 0.0
     np.testing.assert_allclose(
-        io.read_table(tmp_path / "predict_first" / "predictions.csv").filter(like="p_").to_numpy(),
-        preds.filter(like="p_").to_numpy(),
-        rtol=1e-5,
+        first_preds.filter(like="p_").to_numpy(), preds.filter(like="p_").to_numpy(), rtol=1e-5
     )
     for part in (*TIME_PARTS, "wall"):
         assert f"time_{part}_s" in ctx.summary
