@@ -121,18 +121,23 @@ def _unreadable_record(images: Path, paths: list[str], size_px: int) -> Path:
     """Where a prediction records the unreadable files of the test set ``paths``."""
     import hashlib
 
-    digest = hashlib.sha256(f"{size_px}\n{chr(10).join(sorted(paths))}".encode()).hexdigest()
-    return images / f"unreadable-{digest[:24]}.json"
+    listing = "\n".join([str(size_px), *sorted(paths)])
+    return images / f"unreadable-{hashlib.sha256(listing.encode()).hexdigest()[:24]}.json"
 
 
-def still_unreadable(paths: list[str], size_px: int, workers: int) -> dict[str, str]:
-    """The files of ``paths`` that are not readable images (the structural check) or do not
-    decode (the full decode of the model's preprocessing), each with the reason."""
+def find_unreadable(
+    paths: list[str], size_px: int, workers: int, decode_all: bool = True
+) -> dict[str, str]:
+    """The files of ``paths`` that are not readable images, each with the reason: the cheap
+    structural check of every file, then the full decode of the model's preprocessing on the
+    others; with ``decode_all`` False only where the check found nothing (a whole test set)."""
     from gensyn.classify.data import unreadable_images
 
     bad = unreadable_images(paths, max(1, workers))
     rest = [p for p in paths if p not in bad]
-    return {**bad, **undecodable_images(rest, size_px, workers)} if rest else bad
+    if not rest or (bad and not decode_all):
+        return bad
+    return {**bad, **undecodable_images(rest, size_px, workers)}
 
 
 def predict_readable(
@@ -163,18 +168,19 @@ def predict_readable(
     images = None if folder is None else folder / "images"
     paths = list(test["path"])
     cache = None if images is None else open_existing(images, paths, size_px)
+    record = None if images is None else _unreadable_record(images, paths, size_px)
     bad: dict[str, str] = {}
     if cache is None and images is None:
         with timer.time("read"):  # streaming stops at a bad file: check them all first
             bad = unreadable_images(paths, max(1, workers))
-    elif cache is None and images is not None:
-        record = _unreadable_record(images, paths, size_px)
-        if record.is_file():  # an earlier prediction of this test set found these
-            with timer.time("read"):
-                known = [p for p in io.read_json(record) if p in set(paths)]
-                bad = still_unreadable(known, size_px, workers)
-            if bad:
-                cache = open_existing(images, [p for p in paths if p not in bad], size_px)
+    elif cache is None and images is not None and record is not None and record.is_file():
+        with timer.time("read"):  # the files an earlier prediction of this test set found bad
+            listed = set(paths)
+            bad = find_unreadable(
+                [p for p in io.read_json(record) if p in listed], size_px, workers
+            )
+        if bad:
+            cache = open_existing(images, [p for p in paths if p not in bad], size_px)
     while True:
         keep = test[~test["path"].isin(bad)].reset_index(drop=True)
         try:
@@ -190,15 +196,13 @@ def predict_readable(
                     )  # fmt: skip
             return keep, probs, bad, [] if cache is None else [cache]
         except (OSError, ValueError) as exc:  # a bad file, or no room for the cache
-            left = list(keep["path"])
-            with timer.time("read"):  # the cheap check of every file, the full decode if clean
-                more = unreadable_images(left, max(1, workers))
-                more = more or undecodable_images(left, size_px, workers)
+            with timer.time("read"):
+                more = find_unreadable(list(keep["path"]), size_px, workers, decode_all=False)
             if more:
                 bad = {**bad, **more}
-                if images is not None:
+                if record is not None:
                     with contextlib.suppress(OSError):  # only a shortcut for later predictions
-                        io.write_json(_unreadable_record(images, paths, size_px), bad)
+                        io.write_json(record, bad)
                 continue
             if isinstance(exc, OSError) and cache is None and images is not None:
                 log.warning("predict: image cache not written (%s); decoding the files", exc)
