@@ -154,3 +154,22 @@ def test_grey_input_becomes_keras_densenet_preprocessing_of_rgb():
     rgb = np.repeat(grey, 3, axis=-1).astype(np.float32)
     want = keras.applications.densenet.preprocess_input(rgb)
     np.testing.assert_allclose(np.asarray(front.predict(grey, verbose=0)), want, atol=1e-5)
+
+
+def test_compilation_cache_follows_the_folder_of_each_run(tmp_path):
+    """Two runs in one process with different cache folders (a stage run after another, as
+    `stage=report` or the tests do): each compiles into its own folder, not only the first."""
+    import jax
+    import jax.numpy as jnp
+
+    from gensyn.classify.keras_env import use_compilation_cache
+
+    before = getattr(jax.config, "jax_compilation_cache_dir", None)
+    try:
+        for k, folder in enumerate((tmp_path / "a", tmp_path / "b")):
+            use_compilation_cache(folder)
+            jax.jit(lambda x, k=k: jnp.sin(x) * (k + 2.5))(jnp.arange(7.0)).block_until_ready()
+            assert any(folder.iterdir()), folder
+    finally:
+        if before:
+            use_compilation_cache(before)

@@ -29,8 +29,13 @@ def use_compilation_cache(folder: str | os.PathLike[str]) -> None:
     program that would be compiled. Applies to the whole process from the next compilation on.
     """
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
     os.makedirs(folder, exist_ok=True)
+    if getattr(jax.config, "jax_compilation_cache_dir", None) != os.fspath(folder):
+        # JAX opens its cache once a process: another folder (a later stage run in the same
+        # process, e.g. from `stage=report` or the tests) takes effect only after a reset
+        compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     # cache every program: the demo's many small steps add up to more than its big ones
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
