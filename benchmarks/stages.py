@@ -16,6 +16,8 @@ as one ``python launch.py`` subprocess:
 With ``--ref-dir <checkout of junyanz/pytorch-CycleGAN-and-pix2pix>`` the peer runs in the same
 run too: the reference's generator translating ``--ref-images`` of the DRRs PNG to PNG the way
 its ``test.py`` does (batch 1, fp32, one process), and its generator alone.
+With ``--deepdrr-python <DeepDRR environment's python>`` DeepDRR renders the drr stage's CT 0
+and views in the same run (its kernel, and its per-CT set-up plus render).
 
 The table: the stage's items/s from its own summary (``<unit>_per_s``: first read to last
 write), items/s over the whole subprocess (start-up, imports, model load, compilation
@@ -148,6 +150,47 @@ def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
     renderer = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), device)
     renderer.prepare(poses, geometry)
     return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
+
+
+def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: int) -> dict:
+    """The peer, same run and GPU: DeepDRR 1.2 rendering CT 0's ten views as the stage does
+    (same CT, poses, 512² detector, polychromatic, three materials, no noise), through
+    :class:`gensyn.drr.deepdrr_adapter.DeepDrrRenderer` in the DeepDRR environment at
+    ``python``. ``drrs_per_s``: the best of ``repeats`` renders of the ten views after its
+    first (the kernel); ``cts_per_s``: one CT's DeepDRR set-up (kernel build, volume upload)
+    plus one render of its views, as a loop over CTs in one DeepDRR process pays them,
+    reading the file and writing PNGs left out (both favour the peer). An error is
+    recorded, not raised: the stage's figures stand without it."""
+    from gensyn.drr import pose_set
+    from gensyn.drr.deepdrr_adapter import DeepDrrRenderer, DeepDrrSettings
+    from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.render import PhysicsConfig
+    from gensyn.io import read_nifti, read_table
+
+    convert = newest_run(root, "convert")
+    first = read_table(convert / "volumes.csv").iloc[0]
+    path = convert / (str(first["path"]) if "path" in first else f"volumes/{first['nifti']}")
+    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
+    poses = [v.pose for v in views]
+    geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    try:
+        hu, affine = read_nifti(path)
+        settings = DeepDrrSettings(python=python, shims=shims)
+        renderer = DeepDrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), settings)
+        renderer.render(poses, geometry, timing_repeats=repeats)
+    except Exception as exc:  # the peer failing must not hide the stage
+        return {"error": f"{type(exc).__name__}: {str(exc)[-600:]}"}
+    run = renderer.last_run
+    best = min(run["render_s"])
+    return {
+        "drrs_per_s": len(poses) / best,
+        "cts_per_s": 1.0 / (run["init_s"] + run["first_render_s"]),
+        "init_s": run["init_s"],
+        "first_render_s": run["first_render_s"],
+        "render_s": run["render_s"],
+        "worker_wall_s": run.get("wall_s"),
+        "versions": {k: v for k, v in run.items() if "version" in k},
+    }
 
 
 def drr_costs(root: Path, device: str, image_px: int, workers: int, level: int) -> dict[str, float]:
@@ -362,6 +405,15 @@ def main() -> None:
         "generator translating DRRs PNG to PNG as its test.py does, in the same run",
     )
     p.add_argument("--ref-images", type=int, default=1000, help="DRRs the reference translates")
+    p.add_argument(
+        "--deepdrr-python",
+        default=None,
+        help="python of a DeepDRR environment (docs/deepdrr.md): times DeepDRR on the drr "
+        "stage's CT 0 and views in the same run (CUDA only)",
+    )
+    p.add_argument(
+        "--deepdrr-shims", action="store_true", help="projector.deepdrr_shims for that peer"
+    )
     p.add_argument("overrides", nargs="*", help="extra launch.py overrides")
     a = p.parse_args()
     size = SIZES["small" if a.small else "study"]
@@ -433,6 +485,11 @@ def main() -> None:
             level = next((int(o[len(prefix) :]) for o in a.overrides if o.startswith(prefix)), 1)
             costs = drr_costs(root, a.device, size["image_px"], a.workers, level)
             summary["cpu_costs"] = costs
+            if a.deepdrr_python:
+                summary["peer"] = deepdrr_peer(
+                    root, size["image_px"], a.deepdrr_python, a.deepdrr_shims, repeats=3
+                )
+                print(f"DeepDRR on CT 0's views: {summary['peer']}")
             print("drr costs: " + ", ".join(f"{k} {v:.3g}" for k, v in costs.items()))
         elif stage == "gan_translate":
             batch = 4 if a.small else 32
@@ -454,7 +511,9 @@ def main() -> None:
                 "stage_per_s_after_compile": warm_rate,
                 "launch_per_s": n_items / wall,
                 "kernel_per_s": kernel,
-                "peer_per_s": summary.get("peer", {}).get("png_to_png_per_s"),
+                "peer_per_s": summary.get("peer", {}).get(
+                    "drrs_per_s" if stage == "drr" else "png_to_png_per_s"
+                ),
                 "ratio": warm_rate / kernel if kernel else float("nan"),
                 "breakdown": breakdown(summary),
                 "summary": summary,

@@ -19,7 +19,8 @@ writes each decoded image into the decode-once image cache as it goes (one pass 
 files), and every later prediction of the same test set (other arms and folds) streams from
 there. Files are checked only without a cache (before streaming them) or after something failed;
 the unreadable ones found are recorded beside the cache, and later predictions check only those.
-The summary holds the time breakdown (``time_read_s``: checking files, ``time_compile_s``:
+The summary holds the time breakdown (``time_prepare_s``: reading the test tables and opening
+the cache, ``time_read_s``: checking files, ``time_compile_s``:
 compiling the prediction step, or loading it from the JAX compilation cache in
 ``classifier.cache`` that earlier predict runs of the same model and batch size (other arms,
 folds) filled, ``time_compute_s``: decoding (and caching) + the model, which overlap,
@@ -167,8 +168,9 @@ def predict_readable(
     folder = cache_folder(cfg)
     images = None if folder is None else folder / "images"
     paths = list(test["path"])
-    cache = None if images is None else open_existing(images, paths, size_px)
-    record = None if images is None else _unreadable_record(images, paths, size_px)
+    with timer.time("prepare"):  # the cache's key: every file's size and modification time
+        cache = None if images is None else open_existing(images, paths, size_px)
+        record = None if images is None else _unreadable_record(images, paths, size_px)
     bad: dict[str, str] = {}
     if cache is None and images is None:
         with timer.time("read"):  # streaming stops at a bad file: check them all first
@@ -246,8 +248,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     unreadable: list[dict[str, str]] = []
     caches: list[Any] = []
     for name, xray_dir, rows in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
-        xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
-        test = select_test_rows(xrays, rows)
+        with timer.time("prepare"):  # only the rows predicted: a study's table is large
+            test = select_test_rows(io.read_table(xray_dir / "xrays.csv"), rows)
+            test = sampling.resolve_paths(test, xray_dir)
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
