@@ -408,9 +408,17 @@ def test_predict_lists_an_unreadable_test_image_and_predicts_the_others(
     for cached in images.glob("*.npy"):
         cached.unlink()
     checked.clear()
+    from gensyn.classify import cache as cache_module
+
+    def separate_pass(*args, **kwargs):  # open_or_build's decode of every file into the cache
+        raise AssertionError("a separate pass over the files to fill the cache")
+
+    monkeypatch.setattr(cache_module, "_write", separate_pass)
     first, first_preds = _predict(cfg, tmp_path, "predict_first")
     assert first.summary["image_cache"] == "written" and not checked
-    assert first.summary["time_read_s"] == 0.0 and first.summary["time_prepare_s"] == 0.0
+    assert first.summary["time_read_s"] == 0.0
+    # prepare: reading the test table and opening the cache, a small part of the stage
+    assert 0.0 < first.summary["time_prepare_s"] < first.summary["time_wall_s"]
     np.testing.assert_allclose(
         first_preds.filter(like="p_").to_numpy(), preds.filter(like="p_").to_numpy(), rtol=1e-5
     )
