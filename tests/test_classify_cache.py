@@ -206,3 +206,31 @@ def test_prediction_that_fails_leaves_no_cache(tmp_path):
     assert not [p for p in (tmp_path / "c").iterdir() if p.suffix == ".npy"]
     with pytest.raises(FileNotFoundError):  # a missing file: no key, nothing written
         predict_and_cache(model, [*paths, str(tmp_path / "gone.png")], 24, tmp_path / "c")
+
+
+def test_a_failed_write_into_the_new_cache_fails_the_prediction(tmp_path, monkeypatch):
+    """The copies into a new cache run on writer threads: one that fails stops the prediction
+    with its error, leaves no cache file and no writer thread behind."""
+    import contextlib
+    import threading
+
+    from gensyn.classify.models import build_model
+    from gensyn.classify.predict import predict_and_cache
+
+    real_writing = image_cache.writing
+
+    @contextlib.contextmanager
+    def read_only_rows(folder, paths, size_px):
+        with real_writing(folder, paths, size_px) as pending:
+            view = pending.images.view()
+            view.flags.writeable = False  # every copy into it raises on the writer thread
+            pending.images = view
+            yield pending
+
+    monkeypatch.setattr(image_cache, "writing", read_only_rows)
+    paths = _pngs(tmp_path / "png", 20)
+    model = build_model(ModelSpec("small_cnn", image_size_px=24, widths=(4, 8), n_classes=3))
+    with pytest.raises(ValueError, match="read-only"):
+        predict_and_cache(model, paths, 24, tmp_path / "c", 4, 2, 2, "threads")
+    assert not [p for p in (tmp_path / "c").iterdir() if p.suffix == ".npy"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("cache-write")]
