@@ -133,20 +133,29 @@ def _rate(fn, n_items: int, device: str, repeats: int, warmup: int = 1) -> float
     return n_items * repeats / (time.perf_counter() - start)
 
 
-def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
-    """DRRs/s of the renderer alone: CT 0's ten views, volumes prepared beforehand."""
+def drr_inputs(root: Path, image_px: int):  # type: ignore[no-untyped-def]
+    """(the converted CTs' paths, the stage's ten poses, its geometry) as ``stage=drr`` ran."""
     from gensyn.drr import pose_set
     from gensyn.drr.geometry import make_geometry
-    from gensyn.drr.render import DrrRenderer, PhysicsConfig
-    from gensyn.io import read_nifti, read_table
+    from gensyn.io import read_table
 
     convert = newest_run(root, "convert")
-    first = read_table(convert / "volumes.csv").iloc[0]
-    path = convert / (str(first["path"]) if "path" in first else f"volumes/{first['nifti']}")
-    hu, affine = read_nifti(path)
+    paths = [
+        convert / (str(r["path"]) if "path" in r else f"volumes/{r['nifti']}")
+        for _, r in read_table(convert / "volumes.csv").iterrows()
+    ]
     views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
-    poses = [v.pose for v in views]
     geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    return paths, [v.pose for v in views], geometry
+
+
+def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
+    """DRRs/s of the renderer alone: CT 0's ten views, volumes prepared beforehand."""
+    from gensyn.drr.render import DrrRenderer, PhysicsConfig
+    from gensyn.io import read_nifti
+
+    paths, poses, geometry = drr_inputs(root, image_px)
+    hu, affine = read_nifti(paths[0])
     renderer = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), device)
     renderer.prepare(poses, geometry)
     return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
@@ -161,20 +170,13 @@ def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: i
     plus one render of its views, as a loop over CTs in one DeepDRR process pays them,
     reading the file and writing PNGs left out (both favour the peer). An error is
     recorded, not raised: the stage's figures stand without it."""
-    from gensyn.drr import pose_set
     from gensyn.drr.deepdrr_adapter import DeepDrrRenderer, DeepDrrSettings
-    from gensyn.drr.geometry import make_geometry
     from gensyn.drr.render import PhysicsConfig
-    from gensyn.io import read_nifti, read_table
+    from gensyn.io import read_nifti
 
-    convert = newest_run(root, "convert")
-    first = read_table(convert / "volumes.csv").iloc[0]
-    path = convert / (str(first["path"]) if "path" in first else f"volumes/{first['nifti']}")
-    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
-    poses = [v.pose for v in views]
-    geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    paths, poses, geometry = drr_inputs(root, image_px)
     try:
-        hu, affine = read_nifti(path)
+        hu, affine = read_nifti(paths[0])
         settings = DeepDrrSettings(python=python, shims=shims)
         renderer = DeepDrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), settings)
         renderer.render(poses, geometry, timing_repeats=repeats)
@@ -208,20 +210,10 @@ def drr_costs(root: Path, device: str, image_px: int, workers: int, level: int) 
 
     from PIL import Image
 
-    from gensyn.drr import pose_set
-    from gensyn.drr.geometry import make_geometry
     from gensyn.drr.render import DrrRenderer, PhysicsConfig, to_images
-    from gensyn.io import read_nifti, read_table, write_image
+    from gensyn.io import read_nifti, write_image
 
-    convert = newest_run(root, "convert")
-    table = read_table(convert / "volumes.csv")
-    paths = [
-        convert / (str(r["path"]) if "path" in r else f"volumes/{r['nifti']}")
-        for _, r in table.iterrows()
-    ]
-    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
-    poses = [v.pose for v in views]
-    geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
+    paths, poses, geometry = drr_inputs(root, image_px)
     physics = PhysicsConfig(output="line_integral")
     steps = dict.fromkeys(("read", "prepare", "render", "window", "encode", "encode_pillow"), 0.0)
     sample = paths[:4]
