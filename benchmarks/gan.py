@@ -112,29 +112,96 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: kernel-name fragments -> the part of a CycleGAN step they belong to (first match wins)
+KERNEL_KINDS = (
+    ("wgrad", "convolution, weight gradient"),
+    ("dgrad", "convolution, data gradient"),
+    ("conv", "convolution / GEMM"),
+    ("gemm", "convolution / GEMM"),
+    ("xmma", "convolution / GEMM"),
+    ("cutlass", "convolution / GEMM"),
+    ("norm", "instance norm (forward and backward)"),
+    ("welford", "instance norm (forward and backward)"),
+    ("reduce", "reductions (norm statistics, losses)"),
+    ("adam", "optimiser (Adam)"),
+    ("foreach", "optimiser (Adam)"),
+    ("pad", "reflection padding"),
+    ("copy", "copies / layout changes"),
+    ("transpose", "copies / layout changes"),
+    ("nchw", "copies / layout changes"),
+    ("elementwise", "element-wise (activations, losses, casts)"),
+    ("vectorized", "element-wise (activations, losses, casts)"),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """The part of a training step a CUDA kernel belongs to, from its name."""
+    low = name.lower()
+    for fragment, kind in KERNEL_KINDS:
+        if fragment in low:
+            return kind
+    return "other"
+
+
 def worker_profile(a: argparse.Namespace) -> dict[str, Any]:
-    """Where an eager training step spends GPU time: torch.profiler's top CUDA kernels."""
+    """Where a 512² batch-1 training step spends its time, by torch.profiler.
+
+    Profiles the step as the trainer runs it on a GPU (``--graphs 1``: bf16, channels-last,
+    two CUDA graphs) or eagerly (``--graphs 0``), after 20 warm-up steps (cuDNN autotuning and
+    graph capture). Reports wall ms per step, GPU busy ms per step (sum of kernel times: the
+    rest is launch latency and host work between kernels), the GPU time by kind of kernel and
+    the 25 most expensive kernels.
+    """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    opts = _bench_options(a, compile=False, cuda_graphs=False)
+    opts = _bench_options(a, compile=False)
     from gensyn.gan.model import CycleGAN
 
     torch.backends.cudnn.benchmark = True
     model = CycleGAN(opts, torch.device("cuda"))
-    x = torch.rand(1, 1, a.crop, a.crop) * 2 - 1
-    for _ in range(10):
+    x = torch.rand(1, 1, a.crop, a.crop, device="cuda") * 2 - 1
+    for _ in range(20):
         model.train_step(x, x)
     torch.cuda.synchronize()
-    steps = 5
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    steps = 30
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(x, x)
+    torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - t0) * 1000 / steps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             model.train_step(x, x)
         torch.cuda.synchronize()
     events = prof.key_averages()
     table = events.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
-    total_us = sum(e.self_device_time_total for e in events)
-    return {"gpu_ms_per_step": total_us / 1000 / steps, "table": table}
+    by_kind: dict[str, float] = {}
+    n_kernels = 0
+    for e in events:
+        if e.self_device_time_total <= 0:
+            continue
+        kind = kernel_kind(e.key)
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total / 1000 / steps
+        n_kernels += e.count
+    busy_ms = sum(by_kind.values())
+    lines = ["| kind of kernel | GPU ms / step | share |", "| --- | --- | --- |"]
+    for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {kind} | {ms:.2f} | {ms / busy_ms:.0%} |")
+    summary = (
+        f"wall {wall_ms:.2f} ms/step ({1000 / wall_ms:.1f} it/s), GPU busy {busy_ms:.2f} ms/step "
+        f"({busy_ms / wall_ms:.0%} of wall), {n_kernels / steps:.0f} kernels/step, "
+        f"graphs={bool(opts.cuda_graphs)}, precision={opts.precision}, "
+        f"channels_last={bool(opts.channels_last)}"
+    )
+    return {
+        "wall_ms_per_step": wall_ms,
+        "gpu_ms_per_step": busy_ms,
+        "kernels_per_step": n_kernels / steps,
+        "by_kind_ms": by_kind,
+        "summary": summary,
+        "table": summary + "\n" + "\n".join(lines) + "\n" + table,
+    }
 
 
 def _ref_options(a: argparse.Namespace, checkpoints: str) -> list[str]:
@@ -298,7 +365,9 @@ def worker_translate(a: argparse.Namespace) -> dict[str, Any]:
     for bs in (1, 8, 32, 64):
         res[f"ours_bf16_nchw_b{bs}"] = _images_per_s(net, bs, a.size, "bf16", False)
     res["ours_fp32_b1"] = _images_per_s(net, 1, a.size, "fp32", False, 64)
-    if a.compile:  # what gan_translate runs (generator.compile=true): InferenceGenerator + CUDA graphs
+    if (
+        a.compile
+    ):  # what gan_translate runs (generator.compile=true): InferenceGenerator + CUDA graphs
         try:
             from gensyn.gan.translate import compiled_generator
 
@@ -486,10 +555,18 @@ def main() -> None:
             train[name] = _run_worker(a, "ours", extra)
     results["train"] = train
     if gpu and wanted("profile"):  # printed in full by the worker
-        results["profile_bf16_eager"] = _run_worker(
-            a, "profile", ["--precision", "bf16", "--channels-last", "0"]
-        )
-        print(results["profile_bf16_eager"].get("table", ""), flush=True)
+        for label, extra in (
+            (
+                "profile_bf16_cl_graphs",
+                ["--precision", "bf16", "--channels-last", "1", "--graphs", "1"],
+            ),
+            (
+                "profile_bf16_cl_eager",
+                ["--precision", "bf16", "--channels-last", "1", "--graphs", "0"],
+            ),
+        ):
+            results[label] = _run_worker(a, "profile", extra)
+            print(f"\n### {label}\n" + results[label].get("table", ""), flush=True)
     if gpu and (wanted("translate") or wanted("translate_compile")):
         results["translate"] = _run_worker(
             a, "translate", ["--compile", "1" if wanted("translate_compile") else "0"]

@@ -133,8 +133,14 @@ def _rate(fn, n_items: int, device: str, repeats: int, warmup: int = 1) -> float
     return n_items * repeats / (time.perf_counter() - start)
 
 
-def drr_inputs(root: Path, image_px: int):  # type: ignore[no-untyped-def]
-    """(the converted CTs' paths, the stage's ten poses, its geometry) as ``stage=drr`` ran."""
+def grid_angles_deg(n: int, step_deg: float = 5.0) -> list[float]:
+    """``n`` angles ``step_deg`` apart, centred on 0 (11 -> -25 .. 25 degrees)."""
+    return [round((i - (n - 1) / 2) * step_deg, 6) for i in range(n)]
+
+
+def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-untyped-def]
+    """(the converted CTs' paths, the stage's poses, its geometry) as ``stage=drr`` ran:
+    centre + 9 random views, or with ``grid`` > 0 the grid x grid angles of ``--grid``."""
     from gensyn.drr import pose_set
     from gensyn.drr.geometry import make_geometry
     from gensyn.io import read_table
@@ -144,17 +150,20 @@ def drr_inputs(root: Path, image_px: int):  # type: ignore[no-untyped-def]
         convert / (str(r["path"]) if "path" in r else f"volumes/{r['nifti']}")
         for _, r in read_table(convert / "volumes.csv").iterrows()
     ]
-    views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
+    if grid > 0:
+        views = pose_set("grid", grid_angles_deg(grid), grid_angles_deg(grid))
+    else:
+        views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
     geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
     return paths, [v.pose for v in views], geometry
 
 
-def drr_kernel(root: Path, device: str, image_px: int, repeats: int) -> float:
-    """DRRs/s of the renderer alone: CT 0's ten views, volumes prepared beforehand."""
+def drr_kernel(root: Path, device: str, image_px: int, repeats: int, grid: int = 0) -> float:
+    """DRRs/s of the renderer alone: CT 0's views (as the stage's), volumes prepared."""
     from gensyn.drr.render import DrrRenderer, PhysicsConfig
     from gensyn.io import read_nifti
 
-    paths, poses, geometry = drr_inputs(root, image_px)
+    paths, poses, geometry = drr_inputs(root, image_px, grid)
     hu, affine = read_nifti(paths[0])
     renderer = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), device)
     renderer.prepare(poses, geometry)
@@ -380,6 +389,11 @@ def main() -> None:
         help="DRRs per CT (centre + random views; 10 in the study): more views give "
         "gan_translate more images without more CTs to write and convert",
     )  # fmt: skip
+    p.add_argument(
+        "--grid", type=int, default=0,
+        help="render carm_pose=grid with GRID x GRID angles 5 degrees apart (11: 121 views "
+        "per CT, alpha and beta -25..25) instead of --views; the kernel renders the same grid",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON with every figure")
     p.add_argument(
         "--profile",
@@ -436,8 +450,15 @@ def main() -> None:
         f"dataset.demo.num_xray_patients={n_xrays}",
         f"dataset.demo.xray_size_px={size['xray_px']}",
         f"dataset.demo.num_workers={a.workers}",
-        "carm_pose=random",
-        f"carm_pose.num_random={a.views - 1}",
+        *(
+            [
+                "carm_pose=grid",
+                f"carm_pose.alpha_deg=[{','.join(map(str, grid_angles_deg(a.grid)))}]",
+                f"carm_pose.beta_deg=[{','.join(map(str, grid_angles_deg(a.grid)))}]",
+            ]
+            if a.grid
+            else ["carm_pose=random", f"carm_pose.num_random={a.views - 1}"]
+        ),
         f"projector.image_size_px={size['image_px']}",
         "projector.bit_depth=16",
         f"device={a.device}",
@@ -472,7 +493,7 @@ def main() -> None:
         else:
             n_items = _n_predicted(root)
         if stage == "drr":
-            kernel = drr_kernel(root, a.device, size["image_px"], repeats=5)
+            kernel = drr_kernel(root, a.device, size["image_px"], repeats=5, grid=a.grid)
             prefix = "projector.png_compress_level="
             level = next((int(o[len(prefix) :]) for o in a.overrides if o.startswith(prefix)), 1)
             costs = drr_costs(root, a.device, size["image_px"], a.workers, level)
@@ -538,7 +559,7 @@ def main() -> None:
     if "drr" in stages:
         drr = next(r for r in rows if r["stage"] == "drr")["summary"]
         print(
-            f"\ndrr: {drr.get('cts_per_s', 0):.2f} CTs/s with {a.views} views each; after the "
+            f"\ndrr: {drr.get('cts_per_s', 0):.2f} CTs/s with {a.grid**2 or a.views} views each; after the "
             f"first CT ({drr.get('time_to_first_ct_s', 0):.2f} s in) "
             f"{drr.get('cts_per_s_after_first', 0):.2f} CTs/s"
         )
