@@ -136,3 +136,49 @@ def test_carm_angle_study_on_the_tiny_profile(launch, gensyn_root: Path) -> None
     assert text.index("What the sweep varied") < text.index("Test set: demo")
     assert "Not scheduled" in text and "folds 1, 2, 3, 4" in text
     assert (folder / "figures" / "auc_vs_sweep_demo.png").is_file()
+
+
+def test_report_sweep_takes_the_multirun_overrides_and_names_mistakes(compose) -> None:
+    from gensyn.errors import GensynError
+    from gensyn.stages.report import parse_sweep, report_settings, sweep_conditions
+
+    assert parse_sweep([f"{ALPHA}=[-5,5],[-20,20]", "projector.kvp=range(80,121,20)"]) == {
+        ALPHA: [[-5, 5], [-20, 20]], "projector.kvp": [80, 100, 120],
+    }  # fmt: skip
+    cfg = compose("carm_pose=random", "report.arms=[none,drr_2]",
+                  f"report.sweep=['{ALPHA}=[-5,5],[-20,20]']")  # fmt: skip
+    conds = sweep_conditions(cfg, report_settings(cfg))
+    names = short_names([ALPHA])
+    assert [c.label(names) for c in conds] == [
+        "baseline", "drr_2 alpha_range_deg=[-5,5]", "drr_2 alpha_range_deg=[-20,20]",
+    ]  # fmt: skip
+    with pytest.raises(GensynError, match="split_idx"):
+        parse_sweep(["split_idx=0,1"])
+    with pytest.raises(GensynError, match="cannot read"):
+        parse_sweep(["carm_pose.alpha_deg=[1,"])
+    unhashed = compose("report.arms=[none,drr_2]", "report.sweep=['run_upstream=true,false']")
+    with pytest.raises(GensynError, match=r"run_upstream.*no run"):
+        sweep_conditions(unhashed, report_settings(unhashed))
+    wrong_type = compose("report.arms=[none,drr_2]", f"report.sweep=['{ALPHA}=5,10']")
+    with pytest.raises(GensynError, match=r"report\.sweep: cannot set"):
+        sweep_conditions(wrong_type, report_settings(wrong_type))
+
+
+def test_missing_runs_are_not_finished_or_not_scheduled(compose) -> None:
+    """A classify folder without DONE is 'not finished'; no folder at all is 'not scheduled'."""
+    from gensyn.runs import DONE, run_dir, with_overrides
+    from gensyn.stages.report import gather, report_settings, sweep_conditions
+
+    cfg = compose("report.arms=[none]", "classifier.n_folds=3")
+    predict = run_dir(cfg, "predict")  # this config's own run (fold 0): finished
+    own = _preds({"baseline": 1.0}, n=6).assign(arm="baseline")
+    io.write_table(predict / "predictions.csv", own)
+    io.write_json(predict / DONE, {})
+    run_dir(with_overrides(cfg, {"split_idx": 1}), "classify").mkdir(parents=True)  # started
+    frames, not_finished, not_scheduled = gather(
+        cfg, sweep_conditions(cfg, report_settings(cfg)), {}, [0]
+    )
+    assert len(frames) == 1 and len(frames[0]) == 6
+    assert not_finished == [("baseline", 1)] and not_scheduled == [("baseline", 2)]
+    note = render.missing_note(not_scheduled, 3, "Not scheduled: ")
+    assert note == "Not scheduled: baseline (fold 2)."

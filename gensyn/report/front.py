@@ -105,7 +105,7 @@ def add_front_page(
         heat = plots.plot_delta_heatmap(summary, classes, fig_dir / "delta_per_finding.png",
                                         level=level)  # fmt: skip
         page.figure(heat, caption=f"Δ AUC per finding with its {pct} CI (blue: arm better)")
-        page.table(_headline_table(rows, pct), caption=f"Macro AUC per arm ({pct} CI)")
+        page.table(_headline_table(summary, pct), caption=f"Macro AUC per arm ({pct} CI)")
     if detailed is not None:
         page.link(
             "detailed classification report",
@@ -114,22 +114,28 @@ def add_front_page(
         )
 
 
-def _headline_table(rows: pd.DataFrame, pct: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "test set": rows["test_set"],
-            "arm": rows["arm"],
-            "models": rows["n_models"].astype(int),
-            f"macro AUC [{pct} CI]": [
-                f"{r.auc_mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in rows.itertuples()
-            ],
-            f"Δ vs baseline [{pct} CI]": [
-                f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
-                for r in rows.itertuples()
-            ],
-            "p": [format_p(float(p)) for p in rows["p"]],
-        }
-    )
+def _headline_table(summary: pd.DataFrame, pct: str) -> pd.DataFrame:
+    """Every arm's macro AUC with its CI (the baseline included), Δ and p of the others."""
+    macro = summary[summary["class"] == "macro"]
+    p_col = p_column(summary)
+    out = []
+    for r in macro.to_dict("records"):
+        compared = pd.notna(r.get("delta"))
+        out.append(
+            {
+                "test set": r["test_set"],
+                "arm": r["arm"],
+                "models": int(r["n_models"]),
+                f"macro AUC [{pct} CI]": f"{r['auc_mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                f"Δ vs baseline [{pct} CI]": (
+                    f"{r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
+                    if compared
+                    else "baseline"
+                ),
+                "p": format_p(float(r[p_col])) if compared and p_col else "",
+            }
+        )
+    return pd.DataFrame(out)
 
 
 def domain_gap_note(summary: Mapping[str, Any]) -> str | None:

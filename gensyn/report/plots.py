@@ -235,6 +235,8 @@ def plot_forest(
         text = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(m) else "n/a"
         ax.annotate(text, (1.01, yi), xycoords=("axes fraction", "data"), va="center",
                     fontsize=9, family="monospace")  # fmt: skip
+    ax.annotate(f"Δ [{level:.0%} CI]", (1.01, n - 0.45), xycoords=("axes fraction", "data"),
+                va="bottom", fontsize=9, weight="bold")  # fmt: skip
     ax.set_yticks(y, labels=labels)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel(f"Δ macro AUC vs baseline ({level:.0%} CI); filled: CI excludes 0")
@@ -277,7 +279,7 @@ def plot_delta_heatmap(
             r = at[arm, test_set, cls]
             grid[i, j] = float(r["delta"])
             lo, hi = float(r["delta_ci_low"]), float(r["delta_ci_high"])
-            text[i, j] = (f"{grid[i, j]:+.3f}\n[{lo:+.2f}, {hi:+.2f}]", lo > 0 or hi < 0)
+            text[i, j] = (f"{grid[i, j]:+.3f}\n[{lo:+.3f}, {hi:+.3f}]", lo > 0 or hi < 0)
     finite = np.abs(grid[np.isfinite(grid)])
     vmax = max(float(finite.max()) if finite.size else 0.05, 0.02)
     fig, ax = plt.subplots(figsize=(1.25 * len(cols) + 2.6, 0.62 * len(keys) + 1.5))

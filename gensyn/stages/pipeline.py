@@ -67,7 +67,7 @@ def stage_section(page: Page, name: str, folder: Path, summary: dict[str, Any]) 
     page.heading(name, level=3)
     page.link(folder.name, folder, before=f"Run folder: {folder.parent.name}/")
     for sub in summary.get("reports", []):
-        page.link(f"{name} report", folder / sub, before="Detailed report: ")
+        page.link(sub, folder / sub, before="Detailed report: ")
     note = domain_gap_note(summary)
     if note:
         page.text(note)
