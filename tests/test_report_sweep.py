@@ -104,7 +104,7 @@ def test_comparison_table_reads_the_report_summary_and_marks_the_baseline(tmp_pa
     assert np.all(np.diff(table["auc_mean"].to_numpy()) > 0)  # stronger signal, higher AUC
     pretty = pretty_table(table, [ALPHA])
     assert pretty["alpha_range_deg"].tolist() == ["any", "[-5,5]", "[-10,10]", "[-20,20]"]
-    assert pretty.iloc[0]["Δ vs baseline [95% CI]"] == "baseline"
+    assert pretty.iloc[0]["Δ vs baseline [95% CI]"] == "—"
     png = plots.plot_auc_vs_factors(table, [ALPHA], tmp_path / "sweep.png", title="t")
     from PIL import Image
 

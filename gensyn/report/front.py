@@ -130,7 +130,7 @@ def _headline_table(summary: pd.DataFrame, pct: str) -> pd.DataFrame:
                 f"Δ vs baseline [{pct} CI]": (
                     f"{r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
                     if compared
-                    else "baseline"
+                    else "—"
                 ),
                 "p": format_p(float(r[p_col])) if compared and p_col else "",
             }

@@ -32,6 +32,10 @@ _NUMERIC_CELL = re.compile(
 )
 
 
+#: Cells that say "no number here" (the baseline's own Δ): they do not make a column prose.
+BLANKS = ("", "—", "–")
+
+
 def is_numeric(value: Any) -> bool:
     """Whether a table cell is a number (or numbers: 'mean ± sd [ci]', 'p < 0.05'), not prose."""
     if isinstance(value, bool):
@@ -39,7 +43,7 @@ def is_numeric(value: Any) -> bool:
     if isinstance(value, int | float):
         return True
     text = str(value).strip()
-    return bool(text) and _NUMERIC_CELL.fullmatch(text) is not None
+    return text in BLANKS or _NUMERIC_CELL.fullmatch(text) is not None
 
 
 def _data_uri(path: Path, out_dir: Path) -> str:
@@ -69,11 +73,11 @@ CSS = (
 
 def _html_table(frame: Any, caption: str | None) -> str:
     """One table; a column whose cells are all numbers is right-aligned, prose left-aligned."""
-    numeric = [
-        all(is_numeric(v) for v in frame[c] if str(v).strip())
-        and frame[c].astype(str).str.strip().ne("").any()
-        for c in frame.columns
-    ]
+    numeric = []
+    for column in frame.columns:
+        cells = [str(v).strip() for v in frame[column]]
+        numbers = [c for c in cells if c not in BLANKS]
+        numeric.append(bool(numbers) and all(is_numeric(c) for c in numbers))
     cls = [" class='num'" if n else "" for n in numeric]
     parts = ["<table>"]
     if caption:

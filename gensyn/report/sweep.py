@@ -168,12 +168,16 @@ def comparison_table(
 def pretty_table(table: pd.DataFrame, keys: Sequence[str], pct: str = "95%") -> pd.DataFrame:
     """:func:`comparison_table` as the page shows it: factors, then 'AUC [CI]', 'Δ [CI]', p.
 
-    A key that does not change an arm's runs reads "any"; the baseline's Δ reads "baseline".
+    A key that does not change an arm's runs reads "any"; the baseline's Δ reads "—".
     """
     from gensyn.report.render import format_p
 
     names = short_names(list(keys))
-    out = pd.DataFrame({"test set": table["test_set"], "arm": table["arm"]})
+    arms = [
+        f"{arm} (baseline)" if base and arm != "baseline" else arm
+        for arm, base in zip(table["arm"], table["is_baseline"], strict=True)
+    ]
+    out = pd.DataFrame({"test set": table["test_set"], "arm": arms})
     for key in keys:
         out[names[key]] = [(format_value(v) if present(v) else "any") for v in table[key]]
     out["models"] = table["n_models"].astype(int)
@@ -184,7 +188,7 @@ def pretty_table(table: pd.DataFrame, keys: Sequence[str], pct: str = "95%") -> 
     deltas = []
     for r in table.itertuples():
         if r.is_baseline:
-            deltas.append("baseline")
+            deltas.append("—")
         elif np.isfinite(float(str(r.delta))):
             deltas.append(f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]")
         else:
