@@ -75,8 +75,7 @@ def _html_table(frame: Any, caption: str | None) -> str:
     """One table; a column whose cells are all numbers is right-aligned, prose left-aligned."""
     numeric = []
     for column in frame.columns:
-        cells = [str(v).strip() for v in frame[column]]
-        numbers = [c for c in cells if c not in BLANKS]
+        numbers = [str(v).strip() for v in frame[column] if str(v).strip() not in BLANKS]
         numeric.append(bool(numbers) and all(is_numeric(c) for c in numbers))
     cls = [" class='num'" if n else "" for n in numeric]
     parts = ["<table>"]
@@ -90,10 +89,8 @@ def _html_table(frame: Any, caption: str | None) -> str:
         + "</tr>"
     )
     for row in frame.itertuples(index=False):
-        cells = "".join(
-            f"<td{k}>{html.escape(_fmt(v))}</td>" for k, v in zip(cls, row, strict=True)
-        )
-        parts.append(f"<tr>{cells}</tr>")
+        tds = "".join(f"<td{k}>{html.escape(_fmt(v))}</td>" for k, v in zip(cls, row, strict=True))
+        parts.append(f"<tr>{tds}</tr>")
     parts.append("</table>")
     return "\n".join(parts)
 
