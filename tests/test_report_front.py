@@ -55,7 +55,8 @@ def _stage_dirs(runs: Path) -> dict[str, Path]:
     """Finished run folders as the pipeline finds them: GAN, report, carbon summary."""
     gan = runs / "gan_train" / "abc123"
     io.write_json(gan / "summary.json", {"domain_gap_acc_drr": 1.0,
-                                         "domain_gap_acc_translated": 1.0, "duration_s": 12.5})  # fmt: skip
+                                         "domain_gap_acc_translated": 1.0, "duration_s": 12.5,
+                                         "device": "cpu"})  # fmt: skip
     report = runs / "report" / "20261207-101500"
     render.write_report(report, _preds(), CLASSES, n_boot=200, notes=["three folds"])
     io.write_json(report / "summary.json", {"n_models": 9, "n_missing": 6,
@@ -94,6 +95,14 @@ def test_domain_gap_note_reads_the_two_accuracies() -> None:
                                                     "domain_gap_acc_translated": 1.0}))  # fmt: skip
     assert "narrowed the gap" in str(domain_gap_note({"domain_gap_acc_drr": 0.95,
                                                       "domain_gap_acc_translated": 0.8}))  # fmt: skip
+    assert "easier to tell" in str(domain_gap_note({"domain_gap_acc_drr": 0.25,
+                                                   "domain_gap_acc_translated": 0.75}))  # fmt: skip
+    few = domain_gap_note({"domain_gap_acc_drr": 1.0, "domain_gap_acc_translated": 1.0,
+                           "heldout_a": 2, "heldout_b": 40})  # fmt: skip
+    assert "only 2 held-out images per domain" in str(few)
+    assert "held-out" not in str(domain_gap_note({"domain_gap_acc_drr": 1.0,
+                                                  "domain_gap_acc_translated": 1.0,
+                                                  "heldout_a": 50, "heldout_b": 50}))  # fmt: skip
     assert "look like real" in str(domain_gap_note({"domain_gap_acc_drr": 0.9,
                                                     "domain_gap_acc_translated": 0.55}))  # fmt: skip
 
@@ -153,6 +162,7 @@ def test_first_screen_shows_the_headline_and_the_forest_plot(tmp_path: Path) -> 
     assert box["width"] >= 500
     # numbers right-aligned, prose left-aligned
     assert align["energy_kwh"] == "left" and align["0.0123"] == "right"
+    assert align["cpu"] == "left" and align["12.5"] == "right"  # a mixed column: by cell
     assert any(v == "right" for k, v in align.items() if k.startswith(("+", "-")) and "[" in k)
     assert Path(unquote(urlparse(href).path)).resolve() == (dirs["report"] / "report.html")
     pixels = np.asarray(Image.open(bytes_io.BytesIO(shot)).convert("L"), dtype=np.float64)

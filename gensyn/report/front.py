@@ -139,25 +139,37 @@ def _headline_table(summary: pd.DataFrame, pct: str) -> pd.DataFrame:
 
 
 def domain_gap_note(summary: Mapping[str, Any]) -> str | None:
-    """One line on the GAN check (``domain_gap_acc_drr`` / ``_translated``), or None."""
+    """One line on the GAN check (``domain_gap_acc_drr`` / ``_translated``), or None.
+
+    Says what the two accuracies mean, what they show, and when the held-out sets
+    (``heldout_a`` / ``heldout_b``) are too small for them to mean much (under 20 images).
+    """
     try:
         before = float(summary["domain_gap_acc_drr"])
         after = float(summary["domain_gap_acc_translated"])
     except (KeyError, TypeError, ValueError):
         return None
-    what = (
+    line = (
         f"GAN check: a simple classifier on intensity, edge and texture features tells real "
         f"X-rays from DRRs with accuracy {before:.2f} and from translated DRRs with {after:.2f} "
         "(0.5 = cannot tell them apart, 1.0 = always can): "
     )
     if after <= 0.6:
-        return what + "the translated images look like real X-rays to it."
-    if after < before - 0.05:
-        return what + "translation narrowed the gap but did not close it."
-    return what + (
-        "translation did not narrow the gap; expected after a short GAN training such as "
-        "the demo's, train longer (generator.n_epochs) for the study."
-    )
+        line += "the translated images look like real X-rays to it"
+    elif after < before - 0.05:
+        line += "translation narrowed the gap but did not close it"
+    elif after > before + 0.05:
+        line += "translated DRRs were easier to tell from real X-rays than the raw DRRs"
+    else:
+        line += "translation did not narrow the gap"
+    if after > 0.6 and not after < before - 0.05:
+        line += (
+            " (a GAN trained as briefly as the demo's does this; train longer: generator.n_epochs)"
+        )
+    held = [int(summary[k]) for k in ("heldout_a", "heldout_b") if k in summary]
+    if held and min(held) < 20:
+        line += f"; only {min(held)} held-out images per domain, too few for a firm answer"
+    return line + "."
 
 
 def relative(target: str | os.PathLike[str], page_dir: Path) -> str:

@@ -71,13 +71,17 @@ CSS = (
 )
 
 
+NUM = " class='num'"
+
+
 def _html_table(frame: Any, caption: str | None) -> str:
-    """One table; a column whose cells are all numbers is right-aligned, prose left-aligned."""
+    """One table: numbers right-aligned, prose left-aligned (a column of numbers, its header
+    too; in a mixed column, such as a summary's values, each cell by what it holds)."""
     numeric = []
     for column in frame.columns:
         numbers = [str(v).strip() for v in frame[column] if str(v).strip() not in BLANKS]
         numeric.append(bool(numbers) and all(is_numeric(c) for c in numbers))
-    cls = [" class='num'" if n else "" for n in numeric]
+    cls = [NUM if n else "" for n in numeric]
     parts = ["<table>"]
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
@@ -89,7 +93,10 @@ def _html_table(frame: Any, caption: str | None) -> str:
         + "</tr>"
     )
     for row in frame.itertuples(index=False):
-        tds = "".join(f"<td{k}>{html.escape(_fmt(v))}</td>" for k, v in zip(cls, row, strict=True))
+        tds = "".join(
+            f"<td{k if k or not is_numeric(_fmt(v)) else NUM}>{html.escape(_fmt(v))}</td>"
+            for k, v in zip(cls, row, strict=True)
+        )
         parts.append(f"<tr>{tds}</tr>")
     parts.append("</table>")
     return "\n".join(parts)
