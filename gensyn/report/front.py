@@ -98,8 +98,8 @@ def add_front_page(
         forest = plots.plot_forest(rows, fig_dir / "forest_macro_auc.png", level=level)
         page.figure(
             forest,
-            caption=f"Δ macro AUC, arm minus baseline, {pct} paired bootstrap CI over test "
-            "patients; right of the dashed line = better than the baseline",
+            caption=f"Δ macro AUC, arm minus baseline, with its {pct} CI (how it is computed: "
+            "the detailed report); right of the dashed line = better than the baseline",
         )
         page.text(models_note(summary))
         heat = plots.plot_delta_heatmap(summary, classes, fig_dir / "delta_per_finding.png",
