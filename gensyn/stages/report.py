@@ -6,10 +6,18 @@ it looks up the ``predict`` run of that config by hash (the rest of the config i
 one's) and uses it if it is finished. Missing runs are listed in the report, not trained:
 training 45 models is the sweep's job, not the report's. A finished ``classify`` run without
 its ``predict`` run is predicted here (cheap), and the current config's own arm, fold and
-seed are run if missing, so the demo pipeline always has one.
+seed are run if missing, so the demo pipeline always has one. A missing run is "not
+finished" when its classify folder exists (running, failed or killed), else "not scheduled".
+
+``report.sweep`` (the multirun's sweep overrides, e.g. ``carm_pose.alpha_range_deg=[-5,5],
+[-10,10]``) adds swept keys: every arm × combination of values is a condition, looked up by
+hash like the arms; which keys change which arm is read from the run hashes
+(:func:`gensyn.report.sweep.conditions`), and the report opens with a table and a plot of
+macro AUC against each varied key.
 
 Writes ``report.md`` / ``report.html``, ``auc_summary.csv`` (every statistic),
-``predictions.csv`` (all gathered predictions) and ``figures/``.
+``predictions.csv`` (all gathered predictions), ``figures/`` and, with a sweep,
+``sweep_summary.csv``.
 """
 
 from __future__ import annotations
