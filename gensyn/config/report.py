@@ -23,6 +23,12 @@ class ReportConfig:
     Folds 0 .. classifier.n_folds-1 are gathered for each arm, for every seed in ``seeds``
     (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (paired
     bootstrap over test patients, DeLong, and the corrected t-test across trained models).
+
+    ``sweep`` compares more than arms: the multirun's sweep overrides as typed, e.g.
+    ``["carm_pose.alpha_range_deg=[-5,5],[-10,10],[-20,20]"]``. Every arm × combination of
+    values × fold × seed is looked up by its run hash (as the arms are); a key that does not
+    change an arm's runs (C-arm angles for the baseline) is not compared for that arm. The
+    baseline is ``baseline`` at each key's first value.
     """
 
     arms: list[str] = field(default_factory=lambda: list(THESIS_ARMS))
@@ -34,5 +40,8 @@ class ReportConfig:
     # Training seeds to gather (e.g. [0, 1, 2] after `seed=0,1,2 -m`); [] = only cfg.seed.
     # Each seed draws its own fold split, so folds × seeds is repeated cross-validation.
     seeds: list[int] = field(default_factory=list)
+    # Sweep overrides to compare, as given to the multirun (not hashed: the report only reads
+    # runs), e.g. ["carm_pose.alpha_range_deg=[-5,5],[-10,10],[-20,20]", "seed=0,1,2"].
+    sweep: list[str] = field(default_factory=list)
     n_bootstrap: int = 2000
     ci_level: float = 0.95

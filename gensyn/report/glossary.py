@@ -54,7 +54,10 @@ SUMMARY_KEYS = {
     "resumed_from_epoch": "the run continued from a checkpoint saved after this epoch",
     "jax_backend": "the device JAX ran on (cpu, gpu)",
     "n_models": "trained (arm, fold, seed) models whose predictions the report read",
-    "n_missing": "expected models whose predictions were not there yet (left out of the tables)",
+    "n_missing": "expected models whose predictions were not there (left out of the tables): "
+    "not scheduled plus started but not finished",
+    "n_not_scheduled": "expected models never started (no run folder), e.g. the folds a "
+    "one-fold pipeline does not train",
     "split_source": "where the train/test split came from: the data set's official lists or a "
     "seeded patient holdout",
     "n_listed": "images listed by the data set before filtering",
@@ -69,8 +72,9 @@ SUMMARY_KEYS = {
     "uncertain_as": "how an 'unsure' answer was scored",
     "blinding_audit": "the pair of image sources a simple classifier told apart best, its "
     "cross-validated accuracy and the allowed maximum (blinding holds below it)",
-    "energy_kwh": "energy used, kilowatt hours (CodeCarbon estimate)",
-    "co2eq_g": "emissions, grams of CO2 equivalent (CodeCarbon estimate)",
+    "energy_kwh": "energy used, kilowatt hours (carbontracker's estimate from CPU/GPU power)",
+    "co2eq_g": "emissions, grams of CO2 equivalent (carbontracker: energy × the grid's carbon "
+    "intensity)",
 }
 
 #: Summary keys built per test set and arm, by prefix.

@@ -140,6 +140,164 @@ def draw_auc_vs_views(
     return fig
 
 
+def plot_auc_vs_factors(
+    table: pd.DataFrame,
+    keys: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    level: float = 0.95,
+) -> Path:
+    """Macro AUC with its CI against each swept key, one panel per key; saved as a PNG.
+
+    ``table``: one test set's :func:`gensyn.report.sweep.comparison_table` rows. In the panel
+    of key k the x axis lists k's values in sweep order, one line per arm (and values of the
+    other keys); a baseline that k does not change is a black line with its CI as a band, a
+    baseline that k changes is its point ringed in black.
+    """
+    from gensyn.report.sweep import format_value, present, short_names
+
+    plt = _pyplot()
+    names = short_names(list(keys))
+    fig = plt.figure(figsize=(max(4.2, 3.6 * len(keys)) + 1.6, 3.4))
+    axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
+    base = table[table["is_baseline"]]
+    for ax, key in zip(axes, keys, strict=True):
+        on = table[table[key].notna()]
+        ticks = list(dict.fromkeys(format_value(v) for v in on[key]))
+        if len(base) and base[key].isna().all():
+            b = base.iloc[0]
+            name = "baseline" if b["arm"] == "baseline" else f"baseline ({b['arm']})"
+            ax.axhline(float(b["auc_mean"]), color="black", lw=1, label=name)
+            if np.isfinite(b["ci_low"]) and np.isfinite(b["ci_high"]):
+                ax.axhspan(float(b["ci_low"]), float(b["ci_high"]), color="black", alpha=0.08)
+        others = [k for k in keys if k != key]
+        series = on.assign(
+            series=[
+                " ".join(
+                    [str(r["arm"])]
+                    + [f"{names[k]}={format_value(r[k])}" for k in others if present(r[k])]
+                )
+                for _, r in on.iterrows()
+            ]
+        )
+        for label, group in series.groupby("series", sort=False):
+            x = [ticks.index(format_value(v)) for v in group[key]]
+            mean = group["auc_mean"].to_numpy(dtype=np.float64)
+            below = np.nan_to_num(mean - group["ci_low"].to_numpy(dtype=np.float64))
+            above = np.nan_to_num(group["ci_high"].to_numpy(dtype=np.float64) - mean)
+            ax.errorbar(x, mean, yerr=np.clip(np.vstack([below, above]), 0.0, None), marker="o",
+                        capsize=3, lw=1.2, label=str(label))  # fmt: skip
+            ringed = group["is_baseline"].to_numpy(dtype=bool)
+            if ringed.any():
+                ax.plot(np.asarray(x)[ringed], mean[ringed], "o", ms=11, mfc="none", mec="black",
+                        mew=1.5, label="baseline")  # fmt: skip
+        ax.set_xticks(range(len(ticks)), labels=ticks)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.set(xlabel=key)
+        ax.grid(axis="y", color="#ddd", lw=0.6)
+    axes[0].set_ylim(*auc_ylim(table))
+    axes[0].set_ylabel(f"macro AUC (model mean, {level:.0%} CI)")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def plot_forest(
+    rows: pd.DataFrame, path: str | os.PathLike[str], title: str = "", level: float = 0.95
+) -> Path:
+    """Forest plot of Δ macro AUC (arm − baseline) with its CI, one line per arm and test set.
+
+    ``rows``: ``arm, test_set, delta, delta_ci_low, delta_ci_high`` (the report summary's
+    macro rows of compared arms). Arms are listed top to bottom in the given order, grouped
+    by test set; the value and interval are printed at the right; 0 (no change) is dashed.
+    """
+    plt = _pyplot()
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(7.6, 0.95 + 0.36 * max(n, 1)))
+    labels = [f"{r.arm}  ({r.test_set})" if rows["test_set"].nunique() > 1 else str(r.arm)
+              for r in rows.itertuples()]  # fmt: skip
+    y = np.arange(n)[::-1]
+    mean = rows["delta"].to_numpy(dtype=np.float64)
+    low = rows["delta_ci_low"].to_numpy(dtype=np.float64)
+    high = rows["delta_ci_high"].to_numpy(dtype=np.float64)
+    sure = (low > 0) | (high < 0)  # interval excludes 0
+    ax.axvline(0.0, color="grey", lw=1, ls="--")
+    ax.hlines(y, low, high, color="#1f4e79", lw=2)
+    ax.plot(mean[~sure], y[~sure], "o", color="white", mec="#1f4e79", mew=1.6, ms=7)
+    ax.plot(mean[sure], y[sure], "o", color="#1f4e79", ms=7)
+    ends = np.r_[low, high, 0.0]
+    span = float(np.nanmax(np.abs(ends[np.isfinite(ends)]))) if np.isfinite(ends).any() else 0.1
+    span = max(span, 0.01) * 1.15
+    ax.set_xlim(-span, span)
+    for yi, m, lo, hi in zip(y, mean, low, high, strict=True):
+        text = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(m) else "n/a"
+        ax.annotate(text, (1.01, yi), xycoords=("axes fraction", "data"), va="center",
+                    fontsize=9, family="monospace")  # fmt: skip
+    ax.annotate(f"Δ [{level:.0%} CI]", (1.01, n - 0.45), xycoords=("axes fraction", "data"),
+                va="bottom", fontsize=9, weight="bold")  # fmt: skip
+    ax.set_yticks(y, labels=labels)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(f"Δ macro AUC vs baseline ({level:.0%} CI); filled: CI excludes 0")
+    ax.grid(axis="x", color="#e5e5e5", lw=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, loc="left", fontsize=10)
+    fig.tight_layout()
+    fig.subplots_adjust(right=0.70)
+    return _save(fig, path, plt)
+
+
+def plot_delta_heatmap(
+    summary: pd.DataFrame,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    level: float = 0.95,
+) -> Path:
+    """Heatmap of Δ AUC (arm − baseline) per finding and macro, each cell with its CI.
+
+    ``summary``: the report's long table (``arm, test_set, class, delta, delta_ci_low,
+    delta_ci_high``); rows are (arm, test set) with a Δ, columns the findings then macro.
+    Colour: Δ on a diverging scale symmetric about 0 (blue better, red worse); cells whose
+    CI excludes 0 are printed bold.
+    """
+    plt = _pyplot()
+    cols = [*classes, "macro"]
+    rows = summary.dropna(subset=["delta"])
+    keys = list(dict.fromkeys(zip(rows["arm"], rows["test_set"], strict=True)))
+    several = len({t for _, t in keys}) > 1
+    grid = np.full((len(keys), len(cols)), np.nan)
+    text: dict[tuple[int, int], tuple[str, bool]] = {}
+    at = {(r["arm"], r["test_set"], r["class"]): r for _, r in rows.iterrows()}
+    for i, (arm, test_set) in enumerate(keys):
+        for j, cls in enumerate(cols):
+            if (arm, test_set, cls) not in at:
+                continue
+            r = at[arm, test_set, cls]
+            grid[i, j] = float(r["delta"])
+            lo, hi = float(r["delta_ci_low"]), float(r["delta_ci_high"])
+            text[i, j] = (f"{grid[i, j]:+.3f}\n[{lo:+.3f}, {hi:+.3f}]", lo > 0 or hi < 0)
+    finite = np.abs(grid[np.isfinite(grid)])
+    vmax = max(float(finite.max()) if finite.size else 0.05, 0.02)
+    fig, ax = plt.subplots(figsize=(1.25 * len(cols) + 2.6, 0.62 * len(keys) + 1.5))
+    image = ax.imshow(grid, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+    for (i, j), (label, bold) in text.items():
+        dark = abs(grid[i, j]) > 0.6 * vmax
+        ax.text(j, i, label, ha="center", va="center", fontsize=8,
+                color="white" if dark else "black", weight="bold" if bold else "normal")  # fmt: skip
+    ax.set_xticks(range(len(cols)), labels=cols, rotation=20, ha="right")
+    ax.set_yticks(range(len(keys)), labels=[f"{a} ({t})" if several else str(a) for a, t in keys])
+    ax.axvline(len(classes) - 0.5, color="white", lw=3)  # macro apart from the findings
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="Δ AUC")
+    ax.set_title(title or f"Δ AUC vs baseline per finding ({level:.0%} CI); bold: CI excludes 0",
+                 loc="left", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
 def _save(fig, path: str | os.PathLike[str], plt) -> Path:  # type: ignore[no-untyped-def]
     from gensyn import io
 

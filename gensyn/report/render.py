@@ -25,15 +25,18 @@ Statistics per test set, arm and class:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from gensyn.report import metrics, plots
 from gensyn.report.glossary import REPORT_TERMS
+
+if TYPE_CHECKING:
+    from gensyn.report.page import Page
 
 PRED_KEYS = ("arm", "source", "views_per_ct", "fold", "test_set", "image_id", "patient_id")
 MODEL_KEYS = ("fold", "seed")  # one trained model; ``seed`` is optional in the predictions
@@ -249,8 +252,12 @@ def across_models_table(summary: pd.DataFrame, test_set: str) -> pd.DataFrame | 
     return table.reset_index(drop=True)
 
 
-def missing_note(missing: Sequence[tuple[str, int]], n_folds: int) -> str:
-    """'arm (folds 1, 2)' per arm, 'arm (all folds)' where every fold is missing."""
+def missing_note(
+    missing: Sequence[tuple[str, int]],
+    n_folds: int,
+    prefix: str = "Not finished, so not in the tables: ",
+) -> str:
+    """``prefix`` + 'arm (folds 1, 2)' per arm, 'arm (all folds)' where every fold is missing."""
     by_arm: dict[str, list[int]] = {}
     for arm, fold in missing:
         by_arm.setdefault(arm, []).append(fold)
@@ -260,7 +267,7 @@ def missing_note(missing: Sequence[tuple[str, int]], n_folds: int) -> str:
         else f"{arm} (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, sorted(folds)))})"
         for arm, folds in by_arm.items()
     ]
-    return "Not finished, so not in the tables: " + "; ".join(parts) + "."
+    return prefix + "; ".join(parts) + "."
 
 
 def write_report(
@@ -274,12 +281,15 @@ def write_report(
     seed: int = 0,
     notes: Sequence[str] = (),
     n_folds: int | None = None,
+    lead: Callable[[pd.DataFrame], Page] | None = None,
 ) -> tuple[Path, pd.DataFrame]:
     """Write ``report.md``/``report.html``, ``auc_summary.csv`` and figures into ``out_dir``.
 
     ``n_folds`` is k of the cross-validation (``classifier.n_folds``), which sets the
     corrected t-test's n_test / n_train = 1 / (k - 1); default: the distinct folds in
-    ``preds``. Returns the page path and the long summary table (all test sets).
+    ``preds``. ``lead`` builds blocks from the summary table (all test sets) that go first,
+    right after ``notes`` (e.g. a sweep's comparison). Returns the page path and the long
+    summary table.
     """
     from gensyn import io
     from gensyn.report.page import Page
@@ -352,4 +362,6 @@ def write_report(
             page.figure(views, caption=f"AUC against views per CT ({pct} CI), {test_set}")
     table = pd.concat(summaries, ignore_index=True)
     io.write_table(out_dir / "auc_summary.csv", table)
+    if lead is not None:
+        page.blocks[len(notes) : len(notes)] = lead(table).blocks
     return page.write(out_dir), table

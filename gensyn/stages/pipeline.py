@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING
 from gensyn.registry import load_stages, stage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from omegaconf import DictConfig
 
+    from gensyn.report.page import Page
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,53 @@ def summary_rows(summary: dict[str, object]) -> list[dict[str, object]]:
     ]
 
 
+def stage_section(page: Page, name: str, folder: Path, summary: dict[str, Any]) -> None:
+    """One stage's section: its run folder and reports (linked), summary table, figures."""
+    from gensyn.report.front import domain_gap_note
+
+    page.heading(name, level=3)
+    page.link(folder.name, folder, before=f"Run folder: {folder.parent.name}/")
+    for sub in summary.get("reports", []):
+        page.link(sub, folder / sub, before="Detailed report: ")
+    note = domain_gap_note(summary)
+    if note:
+        page.text(note)
+    scalars = summary_rows(summary)
+    if scalars:
+        page.table(scalars)
+    for fig in summary.get("figures", []):
+        page.figure(folder / fig, caption=figure_caption(name, fig))
+
+
+def write_page(
+    out_dir: Path, title: str, context: str, stage_dirs: dict[str, Path], level: float = 0.95
+) -> tuple[Path, list[dict[str, object]]]:
+    """The pipeline report (``report.html`` / ``.md`` in ``out_dir``): the answer first (from
+    the ``report`` stage's ``auc_summary.csv``), then one section per stage of ``stage_dirs``
+    (name -> finished run folder). Returns the page and the (stage, duration_s) rows."""
+    from gensyn import io
+    from gensyn.report.front import add_front_page
+    from gensyn.report.page import Page
+
+    page = Page(title)
+    page.text(context)
+    report_dir = stage_dirs.get("report")
+    if report_dir is not None and (report_dir / "auc_summary.csv").is_file():
+        add_front_page(page, io.read_table(report_dir / "auc_summary.csv"),
+                       out_dir / "figures", report_dir / "report.html", level)  # fmt: skip
+    page.heading("Stage by stage")
+    page.text("Each section is one stage; its run folder holds the full config and outputs.")
+    rows: list[dict[str, object]] = []
+    for name, folder in stage_dirs.items():
+        summary_file = folder / "summary.json"
+        summary = io.read_json(summary_file) if summary_file.exists() else {}
+        stage_section(page, name, folder, summary)
+        rows.append({"stage": name, "duration_s": summary.get("duration_s", "")})
+    page.heading("Stages")
+    page.table(rows)
+    return page.write(out_dir), rows
+
+
 def _available(cfg: DictConfig, hashed: bool) -> list[str]:
     stages = load_stages()
     names = [s for s in cfg.stage.stages if s != "pipeline"]
@@ -86,8 +137,8 @@ def _arm_overrides(arm: str) -> dict[str, object]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """All listed stages have run (as upstreams); collect their summaries into one report."""
-    from gensyn import io
-    from gensyn.report.page import Page
+    from omegaconf import OmegaConf
+
     from gensyn.runs import execute, with_overrides
 
     missing = [s for s in cfg.stage.stages if s not in load_stages()]
@@ -102,33 +153,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     for name in _available(cfg, hashed=False):
         ctx.upstream_dirs[name] = execute(collect_cfg, name)
 
-    page = Page(f"GENSYN pipeline report ({cfg.experiment_name})")
-    page.text(
-        f"dataset={cfg.dataset.name}, profile={cfg.profile_name}, seed={cfg.seed}. "
-        "Each section is one stage; its run folder holds the full config and outputs."
+    context = (
+        f"dataset={cfg.dataset.name}, profile={cfg.profile_name}, seed={cfg.seed}, fold "
+        f"split_idx={cfg.split_idx}, arms {', '.join(cfg.stage.arms) or 'none'}."
     )
     if cfg.dataset.name == "demo":
-        page.text("The demo data are SIMULATED (procedural CT phantoms and simulated X-rays).")
-    rows = []
-    for name, folder in ctx.upstream_dirs.items():
-        summary_file = folder / "summary.json"
-        summary = io.read_json(summary_file) if summary_file.exists() else {}
-        page.heading(name)
-        page.text(f"Run folder: {folder}")
-        scalars = summary_rows(summary)
-        if scalars:
-            page.table(scalars)
-        for fig in summary.get("figures", []):
-            page.figure(folder / fig, caption=figure_caption(name, fig))
-        for sub in summary.get("reports", []):
-            page.text(f"Detailed report: {folder / sub}")
-        rows.append({"stage": name, "duration_s": summary.get("duration_s", "")})
+        context += " The demo data are SIMULATED: the numbers test the machinery, not medicine."
     if missing:
-        page.heading("Not yet available")
-        page.text("These stages are listed but not implemented yet: " + ", ".join(missing))
-    page.heading("Stages")
-    page.table(rows)
-    report = page.write(ctx.out_dir)
+        context += " Listed but not implemented yet, so skipped: " + ", ".join(missing) + "."
+    report, rows = write_page(
+        ctx.out_dir,
+        f"GENSYN pipeline report ({cfg.experiment_name})",
+        context,
+        ctx.upstream_dirs,
+        float(OmegaConf.select(cfg, "report.ci_level", default=0.95)),
+    )
     ctx.summary["report"] = str(report)
     ctx.summary["stages"] = list(ctx.upstream_dirs)
     print("\nGENSYN pipeline finished. Stages:")

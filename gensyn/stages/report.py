@@ -6,25 +6,43 @@ it looks up the ``predict`` run of that config by hash (the rest of the config i
 one's) and uses it if it is finished. Missing runs are listed in the report, not trained:
 training 45 models is the sweep's job, not the report's. A finished ``classify`` run without
 its ``predict`` run is predicted here (cheap), and the current config's own arm, fold and
-seed are run if missing, so the demo pipeline always has one.
+seed are run if missing, so the demo pipeline always has one. A missing run is "not
+finished" when its classify folder exists (running, failed or killed), else "not scheduled".
+
+``report.sweep`` (the multirun's sweep overrides, e.g. ``carm_pose.alpha_range_deg=[-5,5],
+[-10,10]``) adds swept keys: every arm × combination of values is a condition, looked up by
+hash like the arms; which keys change which arm is read from the run hashes
+(:func:`gensyn.report.sweep.conditions`), and the report opens with a table and a plot of
+macro AUC against each varied key.
 
 Writes ``report.md`` / ``report.html``, ``auc_summary.csv`` (every statistic),
-``predictions.csv`` (all gathered predictions) and ``figures/``.
+``predictions.csv`` (all gathered predictions), ``figures/`` and, with a sweep,
+``sweep_summary.csv``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
+    import pandas as pd
     from omegaconf import DictConfig
 
+    from gensyn.report.page import Page
+    from gensyn.report.sweep import Condition
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
+
+#: How the report names runs it expected but could not read, by why.
+NOT_FINISHED = "Not finished (started, no DONE marker: running, failed or killed): "
+NOT_SCHEDULED = "Not scheduled (no run folder: never started, e.g. folds this sweep left out): "
 
 
 def report_settings(cfg: DictConfig) -> DictConfig:
@@ -37,9 +55,118 @@ def report_settings(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(base, cfg.get("report") or {})  # type: ignore[return-value]
 
 
+def _arm_overrides(source: str, views: int) -> dict[str, object]:
+    return {"sampling.source": source, "sampling.views_per_ct": views}
+
+
+def _current(cfg: DictConfig, key: str) -> object:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def parse_sweep(overrides: list[str]) -> dict[str, list[Any]]:
+    """``report.sweep``'s overrides (``key=v1,v2``, ``key=range(80,121,20)``) as key -> values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from gensyn.errors import GensynError
+
+    parser = OverridesParser.create()
+    sweep: dict[str, list[Any]] = {}
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except HydraException as exc:
+            raise GensynError(
+                f"report.sweep: cannot read {text!r} ({str(exc).splitlines()[0]}); write it as "
+                "in the multirun, e.g. carm_pose.alpha_range_deg=[-5,5],[-10,10]"
+            ) from exc
+        key = override.key_or_group
+        if key == "split_idx" or key.split(".")[0] in ("sampling", "report"):
+            raise GensynError(
+                f"report.sweep: {key!r} cannot be compared here: arms are report.arms, every "
+                "fold 0 .. classifier.n_folds-1 is gathered anyway, report.* changes no run"
+            )
+        sweep[key] = (
+            list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        )
+    return sweep
+
+
+def sweep_conditions(cfg: DictConfig, rc: DictConfig) -> dict[Condition, dict[str, Any]]:
+    """The conditions to compare: ``report.arms`` × ``report.sweep`` (see gensyn.report.sweep).
+
+    Which swept key changes which arm is read from the runs' hashes: the ``predict`` run of
+    fold 0 (first seed) for each arm and combination of values.
+    """
+    from gensyn.classify.sampling import arm_name, parse_arm
+    from gensyn.errors import GensynError
+    from gensyn.report.sweep import conditions
+    from gensyn.runs import stage_hash, with_overrides
+    from gensyn.stages._shared import source_of
+
+    sweep = parse_sweep([str(s) for s in rc.sweep])
+    arms = {arm_name(*parse_arm(a)): parse_arm(a) for a in rc.arms}
+    own = (source_of(cfg), int(cfg.sampling.views_per_ct))
+    arms.setdefault(arm_name(*own), own)
+    seed = int(next(iter(rc.seeds), cfg.seed))
+
+    def identity(arm: str, combo: Mapping[str, Any]) -> str:
+        where = {**_arm_overrides(*arms[arm]), "split_idx": 0, "seed": seed, **combo}
+        try:
+            return stage_hash(with_overrides(cfg, where), "predict")
+        except Exception as exc:  # an unknown key or a value of the wrong type
+            raise GensynError(f"report.sweep: cannot set {combo}: {exc}".splitlines()[0]) from exc
+
+    conds = conditions(list(arms), sweep, identity)
+    unused = [k for k in sweep if not any(k in dict(c.values) for c in conds)]
+    if unused:
+        raise GensynError(
+            f"report.sweep: {unused} change(s) no run of the arms {list(arms)} (not part of "
+            "their run hashes), so there is nothing to compare; sweep a key the runs depend on"
+        )
+    return conds
+
+
+def gather(
+    cfg: DictConfig, conds: dict[Condition, dict[str, Any]], names: dict[str, str], seeds: list[int]
+) -> tuple[list[pd.DataFrame], list[tuple[str, int]], list[tuple[str, int]]]:
+    """Finished predictions of every condition × seed × fold: (frames, not finished, not
+    scheduled). ``arm`` of each frame is the condition's label; a missing run is "not
+    finished" where its classify folder exists (running, failed or killed), else "not
+    scheduled". A finished classify run, or this config's own run, is predicted here."""
+    from gensyn import io
+    from gensyn.classify.sampling import parse_arm
+    from gensyn.runs import execute, is_done, run_dir, with_overrides
+
+    frames, not_finished, not_scheduled = [], [], []
+    for cond, combo in conds.items():
+        source, views = parse_arm(cond.arm) if cond.arm != "baseline" else ("none", 1)
+        label = cond.label(names)
+        for seed in [int(combo["seed"])] if "seed" in combo else seeds:
+            for fold in range(int(cfg.classifier.n_folds)):
+                where = {**_arm_overrides(source, views), "split_idx": fold, "seed": seed}
+                sub = with_overrides(cfg, {**where, **combo})
+                folder = run_dir(sub, "predict")
+                is_own = all(_current(sub, k) == _current(cfg, k) for k in [*where, *combo])
+                if not is_done(folder) and (is_own or is_done(run_dir(sub, "classify"))):
+                    folder = execute(sub, "predict")  # predicting is cheap once a model exists
+                name = f"{label} seed {seed}" if len(seeds) > 1 else label
+                if is_done(folder):
+                    frame = io.read_table(folder / "predictions.csv").assign(arm=label)
+                    frames.append(frame if "seed" in frame else frame.assign(seed=seed))
+                elif run_dir(sub, "classify").is_dir():
+                    not_finished.append((name, fold))
+                else:
+                    not_scheduled.append((name, fold))
+    return frames, not_finished, not_scheduled
+
+
 @stage(
     "report",
-    summary="per-class/macro AUC over folds with CIs, arms vs baseline, ROC and AUC-vs-views plots",
+    summary="per-class/macro AUC over folds with CIs, arms (and any report.sweep) vs baseline",
     hashed=False,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -50,33 +177,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.classify.sampling import arm_name, parse_arm
     from gensyn.errors import GensynError
     from gensyn.report.render import missing_note, schedule_note, write_report
-    from gensyn.runs import execute, is_done, run_dir, with_overrides
-    from gensyn.stages._shared import source_of
+    from gensyn.report.sweep import short_names, varied_keys
 
     rc = report_settings(cfg)
-    own = (source_of(cfg), int(cfg.sampling.views_per_ct))
-    arms = [parse_arm(a) for a in rc.arms]
-    if own not in arms:
-        arms.append(own)
+    conds = sweep_conditions(cfg, rc)
+    names = short_names(list(dict.fromkeys(k for c in conds for k, _ in c.values)))
     seeds = [int(s) for s in rc.seeds] or [int(cfg.seed)]
-    own_model = (int(cfg.split_idx), int(cfg.seed))
-    frames: list[pd.DataFrame] = []
-    missing: list[tuple[str, int]] = []
-    for source, views in arms:
-        for seed in seeds:
-            for fold in range(int(cfg.classifier.n_folds)):
-                where = {"sampling.source": source, "sampling.views_per_ct": views}
-                sub = with_overrides(cfg, {**where, "split_idx": fold, "seed": seed})
-                folder = run_dir(sub, "predict")
-                is_own = (source, views) == own and (fold, seed) == own_model
-                if not is_done(folder) and (is_own or is_done(run_dir(sub, "classify"))):
-                    folder = execute(sub, "predict")  # predicting is cheap once a model exists
-                if is_done(folder):
-                    frame = io.read_table(folder / "predictions.csv")
-                    frames.append(frame if "seed" in frame else frame.assign(seed=seed))
-                else:
-                    label = arm_name(source, views)
-                    missing.append((f"{label} seed {seed}" if len(seeds) > 1 else label, fold))
+    frames, not_finished, not_scheduled = gather(cfg, conds, names, seeds)
     if not frames:
         raise GensynError("report: no finished predict runs for this config; run stage=predict")
     preds = pd.concat(frames, ignore_index=True)
@@ -91,20 +198,29 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     notes.append(schedule_note(str(getattr(schedule, "value", schedule))))
     if cfg.dataset.name == "demo":
         notes.append("The demo data are SIMULATED: these numbers test the machinery, not medicine.")
-    if missing:
-        notes.append(missing_note(missing, int(cfg.classifier.n_folds)))
-    baseline = arm_name(*parse_arm(rc.baseline))
+    k = int(cfg.classifier.n_folds)
+    if not_finished:
+        notes.append(missing_note(not_finished, k, NOT_FINISHED))
+    if not_scheduled:
+        notes.append(missing_note(not_scheduled, k, NOT_SCHEDULED))
+    base_arm = arm_name(*parse_arm(rc.baseline))
+    base = next((c for c in conds if c.arm == base_arm), None)
+    lead = None
+    if base is not None and varied_keys(list(conds)):
+        lead = partial(sweep_section, conds=list(conds), baseline=base, out_dir=ctx.out_dir,
+                       level=float(rc.ci_level))  # fmt: skip
     page, summary = write_report(
         ctx.out_dir,
         preds,
         list(cfg.dataset.findings),
         title="Classification report",
-        baseline=baseline,
+        baseline=base.label(names) if base else base_arm,
         n_boot=int(rc.n_bootstrap),
         level=float(rc.ci_level),
         seed=int(cfg.seed),
         notes=notes,
-        n_folds=int(cfg.classifier.n_folds),
+        n_folds=k,
+        lead=lead,
     )
     macro = summary[summary["class"] == "macro"]
     for row in macro.itertuples():
@@ -112,7 +228,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         if float(str(getattr(row, "n_pairs", 0))) >= 2:  # NaN for the baseline itself
             ctx.summary[f"p_models_{row.test_set}_{row.arm}"] = float(str(row.p_corrected))
     ctx.summary["n_models"] = len(frames)
-    ctx.summary["n_missing"] = len(missing)
+    ctx.summary["n_missing"] = len(not_finished) + len(not_scheduled)
+    ctx.summary["n_not_scheduled"] = len(not_scheduled)
     ctx.summary["reports"] = [page.name]
     ctx.summary["figures"] = sorted(
         str(p.relative_to(ctx.out_dir)) for p in (ctx.out_dir / "figures").glob("*.png")
@@ -123,3 +240,39 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
             f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
         )
+
+
+def sweep_section(
+    summary: pd.DataFrame,
+    conds: list[Condition],
+    baseline: Condition,
+    out_dir: Path,
+    level: float,
+) -> Page:
+    """The report's first section: macro AUC against each varied key (table, figure, CSV)."""
+    from gensyn import io
+    from gensyn.report import plots
+    from gensyn.report.page import Page
+    from gensyn.report.sweep import comparison_table, pretty_table, short_names, varied_keys
+
+    keys = varied_keys(conds)
+    table = comparison_table(summary, conds, baseline)
+    io.write_table(out_dir / "sweep_summary.csv", table)
+    pct = f"{level:.0%}"
+    page = Page("sweep")
+    page.heading("What the sweep varied")
+    page.text(
+        "Varied: " + ", ".join(keys) + f". Baseline: {baseline.label(short_names(keys))}; "
+        "a key reads 'any' where it does not change that arm's runs (e.g. C-arm angles for "
+        "the arm without synthetic images). Per finding: the tables below; all numbers: "
+        "sweep_summary.csv."
+    )
+    page.table(pretty_table(table, keys, pct), caption=f"Macro AUC per condition ({pct} CI)")
+    for test_set, group in table.groupby("test_set", sort=False):
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(test_set))
+        fig = plots.plot_auc_vs_factors(
+            group, keys, out_dir / "figures" / f"auc_vs_sweep_{safe}.png",
+            title=f"{test_set}: macro AUC against what the sweep varied", level=level,
+        )  # fmt: skip
+        page.figure(fig, caption=f"Macro AUC ({pct} CI) against each varied key, {test_set}")
+    return page
