@@ -69,6 +69,7 @@ HASH_EXCLUDED_LEAVES = frozenset(
         "deepdrr_python",
         "deepdrr_pythonpath",
         "deepdrr_timeout_s",
+        "reuse_raw_dir",
     }
 )
 
