@@ -105,7 +105,9 @@ class DatasetConfig:
     """The X-ray data set (``dataset``). ``name: demo`` is generated; others are prepared files."""
 
     name: str = "demo"
-    raw_dir: str = "${paths.data_dir}/${dataset.name}/raw"
+    # ${.name}: this data set's own name, wherever the node sits (``dataset`` or an external
+    # test set's ``report.external.<name>``)
+    raw_dir: str = "${paths.data_dir}/${.name}/raw"
     findings: list[str] = field(default_factory=lambda: list(FINDINGS))
     demo: DemoDataConfig = field(default_factory=DemoDataConfig)
     xray: XrayConfig = field(default_factory=XrayConfig)
