@@ -244,3 +244,16 @@ def test_sweep_summary_names_the_stage_that_comes_next() -> None:
         "ct_dataset=lidc_idri stage=report"
     )
     assert "Next:" not in sweep_summary("s", plans("report"), set(), jobs)
+
+
+def test_raw_dir_that_cannot_be_made_is_one_line(compose, tmp_path: Path) -> None:
+    from gensyn.registry import load_stages
+    from gensyn.runs import execute
+
+    load_stages()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cfg = _radchest(compose, f"ct_dataset.raw_dir={blocker}/raw",
+                    f"ct_dataset.download.api_url={OFFLINE_API}")  # fmt: skip
+    with pytest.raises(GensynError, match=r"ct_dataset\.raw_dir=.*a_file/raw: cannot create it"):
+        execute(cfg, "download")

@@ -79,6 +79,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if on_disk is not None:
         _record_on_disk(cfg, ctx, raw_dir, on_disk)
         return
+    if not cfg.dry_run:  # where the files go: a folder that cannot be made is one line
+        try:
+            raw_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GensynError(
+                f"ct_dataset.raw_dir={raw_dir}: cannot create it ({exc.strerror}); give a "
+                "folder you can write, or the one that already holds the data set"
+            ) from None
     try:
         token = read_token(d.token_env, d.token_file)
     except FileNotFoundError as exc:
