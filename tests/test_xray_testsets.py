@@ -222,6 +222,7 @@ def test_patients_in_both_lists_block_training_only(compose, gensyn_root: Path) 
     out = execute(cfg, "prepare_xrays")  # no error: as an external set the split is unused
     table = io.read_table(out / "xrays.csv")
     assert splits.leaking_patients(table) == leaking
+    assert io.read_json(out / "summary.json")["n_patients_in_both_lists"] == len(leaking)
     with pytest.raises(GensynError) as err:
         execute(cfg, "classify")
     text = str(err.value)

@@ -233,6 +233,7 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
         table = table.assign(split=split)[split != ""].reset_index(drop=True)
         log.info("prepare_xrays: official split lists %s", names)
         leaking = splits.leaking_patients(table)
+        ctx.summary["n_patients_in_both_lists"] = len(leaking)
         if leaking:  # checked where the split is used: training on this data set (classify)
             log.warning(
                 "prepare_xrays: dataset=%s: %d patient(s) in both official lists %s in %s "
