@@ -257,3 +257,37 @@ def test_raw_dir_that_cannot_be_made_is_one_line(compose, tmp_path: Path) -> Non
                     f"ct_dataset.download.api_url={OFFLINE_API}")  # fmt: skip
     with pytest.raises(GensynError, match=r"ct_dataset\.raw_dir=.*a_file/raw: cannot create it"):
         execute(cfg, "download")
+
+
+def test_nbia_series_listed_by_an_earlier_download_are_checked_offline(
+    compose, gensyn_root: Path
+) -> None:
+    import shutil
+
+    from data_fakes import make_series_zip
+
+    from gensyn.registry import load_stages
+    from gensyn.runs import execute, run_dir
+
+    load_stages()
+    state = FakeState()
+    for i in range(3):
+        uid = f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{i}"
+        state.series[uid] = {"SeriesInstanceUID": uid, "Collection": "LIDC-IDRI",
+                             "Modality": "CT", "PatientID": f"LIDC-IDRI-{i:04d}",
+                             "ImageCount": 3}  # fmt: skip
+        state.series_zip[uid] = make_series_zip(3, seed=i)
+    lidc = ("experiment=thesis", "ct_dataset=lidc_idri")
+    with serve(state) as url:
+        execute(compose(*lidc, f"ct_dataset.download.api_url={url}/nbia"), "download")
+    raw = gensyn_root / "data" / "lidc_idri" / "raw"
+    assert (raw / ".gensyn" / "nbia-LIDC-IDRI-CT.json").is_file()
+    offline = compose(*lidc, "ct_dataset.download.api_url=http://nbia.invalid/api")
+    execute(offline, "download")
+    manifest = io.read_table(run_dir(offline, "download") / "manifest.csv")
+    assert sorted(manifest["name"]) == sorted(state.series)
+    assert set(manifest["checked"]) == {"folder"} and set(manifest["status"]) == {"verified"}
+    shutil.rmtree(raw / next(iter(state.series)))  # a series gone: the server is needed
+    with pytest.raises(GensynError, match="seems offline") as err:
+        execute(offline, "download", force=True)
+    assert "ZENODO_TOKEN" not in str(err.value) and "source=none" in str(err.value)

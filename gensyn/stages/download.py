@@ -252,10 +252,11 @@ def _on_disk(cfg: DictConfig, raw_dir: Any) -> list[dict[str, Any]] | None:
     """
     from fnmatch import fnmatch
 
+    from gensyn.data.ct.convert import discover_sources
     from gensyn.data.fetch import local
     from gensyn.data.fetch.nbia import Series, shard
 
-    d = cfg.ct_dataset.download
+    d, c = cfg.ct_dataset.download, cfg.ct_dataset.convert
     if not raw_dir.is_dir():
         return None
     mine = (int(cfg.shard), int(cfg.num_shards))
@@ -265,57 +266,18 @@ def _on_disk(cfg: DictConfig, raw_dir: Any) -> list[dict[str, Any]] | None:
             files = local.remote_files(saved)
             if d.include:
                 files = [f for f in files if any(fnmatch(f.name, pat) for pat in d.include)]
-            rows = [
-                {"name": f.name, "size_bytes": f.size_bytes, "md5": f.md5,
-                 "checked": local.file_status(raw_dir, f, bool(d.unpack))}
-                for f in shard(files, *mine)
-            ]  # fmt: skip
-            return _verified(rows, raw_dir) if all(r["checked"] for r in rows) else None
+            return local.files_on_disk(raw_dir, shard(files, *mine), bool(d.unpack))
     else:
         saved = local.load_listing(_nbia_listing(cfg, raw_dir))
         if saved is not None:
-            series = shard([Series(**s) for s in saved], *mine)
-            if local.missing_series(raw_dir, [s.uid for s in series]):
-                return None
-            rows = [
-                {"name": s.uid, "patient_id": s.patient_id, "modality": s.modality,
-                 "image_count": s.image_count, "size_bytes": s.file_size_bytes,
-                 "checked": "folder"}
-                for s in series
-            ]  # fmt: skip
-            return _verified(rows, raw_dir)
-    if any((raw_dir / local.LISTING_DIR).glob("*.json")):
-        return None  # a download of another record or collection went here: ask the server
-    return _by_pattern(cfg, raw_dir)
-
-
-def _verified(rows: list[dict[str, Any]], raw_dir: Any) -> list[dict[str, Any]]:
-    for row in rows:
-        row.update(status="verified", reason="", path=str(raw_dir / row["name"]))
-    return rows
-
-
-def _by_pattern(cfg: DictConfig, raw_dir: Any) -> list[dict[str, Any]] | None:
-    """Rows for the volumes (and label tables) the converter would read, or None when there
-    are none, a label table is missing, or an unfinished download or unpack is in the way."""
-    from pathlib import Path
-
-    from gensyn.data.ct.convert import discover_sources
-    from gensyn.data.fetch import local
-
-    c = cfg.ct_dataset.convert
-    if local.leftovers(raw_dir, bool(cfg.ct_dataset.download.unpack)):
-        return None
-    volumes = discover_sources(raw_dir, c.ct_format or "auto")
-    tables = sorted(raw_dir.glob(c.label_file)) if c.label_file else []
+            return local.series_on_disk(raw_dir, shard([Series(**s) for s in saved], *mine))
+    if local.has_listings(raw_dir) or local.leftovers(raw_dir, bool(d.unpack)):
+        return None  # another record's download, or an unfinished one: ask the server
+    volumes = [v.path for v in discover_sources(raw_dir, c.ct_format or "auto")]
+    tables = [str(t) for t in sorted(raw_dir.glob(c.label_file))] if c.label_file else []
     if not volumes or (c.label_file and not tables):
         return None
-    found = [(v.path, "volume") for v in volumes] + [(str(t), "label table") for t in tables]
-    return [
-        {"name": str(Path(p).relative_to(raw_dir)), "kind": kind, "status": "found",
-         "checked": "pattern", "reason": "", "path": p}
-        for p, kind in found
-    ]  # fmt: skip
+    return local.found_by_pattern(raw_dir, volumes, tables)
 
 
 def _record_on_disk(

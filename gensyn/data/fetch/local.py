@@ -26,6 +26,7 @@ from typing import Any
 
 from gensyn.data.fetch.archives import archive_stem
 from gensyn.data.fetch.download import PART_SUFFIX, RemoteFile, already_verified
+from gensyn.data.fetch.nbia import Series
 
 LISTING_DIR = ".gensyn"
 
@@ -80,6 +81,55 @@ def file_status(raw_dir: Path, remote: RemoteFile, unpack: bool) -> str | None:
 def missing_series(raw_dir: Path, uids: Iterable[str]) -> list[str]:
     """The series of ``uids`` whose folder ``raw_dir/<uid>/`` does not exist."""
     return [uid for uid in uids if not (raw_dir / uid).is_dir()]
+
+
+def has_listings(raw_dir: Path) -> bool:
+    """Whether a download has saved any listing in ``raw_dir`` (of any record or collection)."""
+    return any((raw_dir / LISTING_DIR).glob("*.json"))
+
+
+def _verified(rows: list[dict[str, Any]], raw_dir: Path) -> list[dict[str, Any]]:
+    for row in rows:
+        row.update(status="verified", reason="", path=str(raw_dir / row["name"]))
+    return rows
+
+
+def files_on_disk(
+    raw_dir: Path, files: Sequence[RemoteFile], unpack: bool
+) -> list[dict[str, Any]] | None:
+    """Manifest rows (``status`` verified, ``checked`` how) when every file of a listing is in
+    ``raw_dir`` (:func:`file_status`), else None."""
+    rows = [
+        {"name": f.name, "size_bytes": f.size_bytes, "md5": f.md5,
+         "checked": file_status(raw_dir, f, unpack)}
+        for f in files
+    ]  # fmt: skip
+    return _verified(rows, raw_dir) if all(r["checked"] for r in rows) else None
+
+
+def series_on_disk(raw_dir: Path, series: Sequence[Series]) -> list[dict[str, Any]] | None:
+    """Manifest rows when every listed NBIA series has its folder in ``raw_dir``, else None."""
+    if missing_series(raw_dir, [s.uid for s in series]):
+        return None
+    rows = [
+        {"name": s.uid, "patient_id": s.patient_id, "modality": s.modality,
+         "image_count": s.image_count, "size_bytes": s.file_size_bytes, "checked": "folder"}
+        for s in series
+    ]  # fmt: skip
+    return _verified(rows, raw_dir)
+
+
+def found_by_pattern(
+    raw_dir: Path, volumes: Sequence[str], tables: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Manifest rows (``status`` found, ``checked`` pattern) for the volumes and label tables a
+    converter found in ``raw_dir`` (paths below it)."""
+    found = [(p, "volume") for p in volumes] + [(p, "label table") for p in tables]
+    return [
+        {"name": Path(p).relative_to(raw_dir).as_posix(), "kind": kind, "status": "found",
+         "checked": "pattern", "reason": "", "path": str(p)}
+        for p, kind in found
+    ]  # fmt: skip
 
 
 def leftovers(raw_dir: Path, unpack: bool) -> list[Path]:
