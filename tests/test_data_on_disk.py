@@ -98,7 +98,13 @@ def test_listing_of_an_earlier_download_decides_and_offline_fails_fast(
     manifest = io.read_table(run_dir(offline, "download") / "manifest.csv")
     assert set(manifest["status"]) == {"verified"} and len(manifest) == len(files)
     checked = dict(zip(manifest["name"], manifest["checked"], strict=True))
-    assert checked["trn_part2.zip"] == "md5" and checked["trn00001.npz"] == "md5"
+    assert checked["trn_part2.zip"] == "unpacked" and checked["trn00001.npz"] == "md5"
+
+    # an archive verified but not unpacked (killed in between): its volumes are not there yet
+    (raw / "trn_part2").rename(raw / "elsewhere")
+    with pytest.raises(GensynError, match="seems offline"):
+        execute(_radchest(compose, f"ct_dataset.download.api_url={OFFLINE_API}"), "download")
+    (raw / "elsewhere").rename(raw / "trn_part2")
 
     # a file gone: incomplete, so the network is needed, and there is none: one line, fast
     (raw / "trn00001.npz").unlink()

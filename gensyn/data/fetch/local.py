@@ -6,9 +6,9 @@ collection's series) before fetching them; that listing is kept in the raw folde
 folder was copied to, can tell a complete folder from a partial one offline:
 
 * a Zenodo file counts as present when it is there with the published size and MD5 (the
-  ``.md5`` sidecar written after a verification spares re-hashing), or, for an archive that
-  is unpacked after download, when its folder ``<raw_dir>/<stem>/`` exists (unpacking is
-  atomic, so such a folder is whole);
+  ``.md5`` sidecar written after a verification spares re-hashing); an archive that is
+  unpacked after download, when its folder ``<raw_dir>/<stem>/`` exists (unpacking is
+  atomic, so such a folder is whole; the archive itself may be gone);
 * an NBIA series counts as present when its folder ``<raw_dir>/<SeriesInstanceUID>/`` exists
   (the downloader renames it into place only after the CRC and image-count checks).
 
@@ -69,12 +69,13 @@ def remote_files(items: Iterable[dict[str, Any]]) -> list[RemoteFile]:
 
 def file_status(raw_dir: Path, remote: RemoteFile, unpack: bool) -> str | None:
     """How ``remote`` is present in ``raw_dir``: ``md5`` / ``size`` (the file, verified against
-    the listing), ``unpacked`` (an archive's folder), or None when it is missing or differs."""
+    the listing), ``unpacked`` (with ``unpack``, an archive's folder: the converter reads that,
+    not the archive), or None when it is missing or differs."""
+    stem = archive_stem(remote.name) if unpack else None
+    if stem:
+        return "unpacked" if (raw_dir / stem).is_dir() else None
     if already_verified(raw_dir / remote.name, remote):
         return "md5" if remote.md5 else "size"
-    stem = archive_stem(remote.name) if unpack else None
-    if stem and (raw_dir / stem).is_dir():
-        return "unpacked"
     return None
 
 
