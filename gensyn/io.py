@@ -124,6 +124,30 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=default) + "\n")
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """SHA-256 hex digest of a file's bytes, or None when there is no such file.
+
+    Kept per (path, size, modification time) for the process: config hashes ask often.
+    """
+    import hashlib
+
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -81,6 +81,7 @@ class PlannedJob:
     overrides: list[str]
     run_dir: Path | None
     done: bool
+    stage: str = ""  # the stage the job runs ("" when its config could not be planned)
 
     @property
     def label(self) -> str:
@@ -95,9 +96,9 @@ def plan_job(cfg: DictConfig, idx: int, overrides: list[str]) -> PlannedJob:
     name = str(cfg.stage.name)
     spec = get_stage(name) if name != "list" else None
     if spec is None or not spec.hashed:
-        return PlannedJob(idx, overrides, None, False)
+        return PlannedJob(idx, overrides, None, False, name)
     out = run_dir(cfg, name)
-    return PlannedJob(idx, overrides, out, is_done(out) and not cfg.get("force", False))
+    return PlannedJob(idx, overrides, out, is_done(out) and not cfg.get("force", False), name)
 
 
 def plan_jobs(
@@ -123,30 +124,67 @@ def plan_jobs(
     return plans
 
 
-#: Override keys a sweep's report command leaves out (the report is its own stage).
-NOT_FOR_REPORT = ("stage", "stage.name", "force")
+#: Override keys a sweep's next command leaves out (it is its own stage; shards only split
+#: a download, and the stages after it read the whole raw folder).
+NOT_FOR_NEXT = ("stage", "stage.name", "force", "shard", "num_shards")
+#: The stage to run after a sweep of each stage (the study's order, docs/study.md); sweeps of
+#: trained models and their predictions (and of stages not listed) are compared by the report;
+#: None: nothing follows.
+NEXT_STAGE: dict[str, str | None] = {
+    "download": "convert",
+    "convert": "drr",
+    "drr": "gan_train",
+    "synthex_prep": "gan_train",
+    "gan_train": "gan_translate",
+    "gan_translate": "classify",
+    "prepare_xrays": "classify",
+    "classify": "report",
+    "predict": "report",
+    "reader_study_build": "reader_study_serve",
+    "reader_study_serve": "reader_study_analyze",
+    "reader_study_analyze": None,
+    "report": None,
+    "export": None,
+    "carbon_summary": None,
+    "pipeline": None,
+}
 
 
-def report_command(job_overrides: Any) -> str:
-    """``python launch.py ... stage=report`` with the overrides every job of the sweep shares."""
+def next_command(job_overrides: Any, stage_name: str = "classify") -> str:
+    """``python launch.py ... stage=<next>`` with the overrides every job of the sweep shares,
+    where ``<next>`` follows ``stage_name`` (:data:`NEXT_STAGE`); "" when nothing follows."""
+    after = NEXT_STAGE.get(stage_name, "report")
+    if after is None:
+        return ""
     jobs = [list(o) for o in job_overrides] or [[]]
     shared = [
         o
         for o in jobs[0]
         if all(o in other for other in jobs[1:])
-        and o.split("=", 1)[0].lstrip("+~") not in NOT_FOR_REPORT
+        and o.split("=", 1)[0].lstrip("+~") not in NOT_FOR_NEXT
     ]
-    return shlex.join(["python", "launch.py", *shared, "stage=report"])
+    return shlex.join(["python", "launch.py", *shared, f"stage={after}"])
+
+
+def report_command(job_overrides: Any) -> str:
+    """``python launch.py ... stage=report`` with the overrides every job of the sweep shares."""
+    return next_command(job_overrides, "classify")
 
 
 def sweep_summary(what: str, plans: list[PlannedJob], failed: set[int], job_overrides: Any) -> str:
     """One line: how many jobs of ``what`` finished, were skipped (DONE) or failed; what next."""
     skipped = sum(p.done for p in plans)
     done = len(plans) - skipped - len(failed)
-    then = "the same command again (only the failed jobs run), then " if failed else ""
-    return (
-        f"{what}: {done} done, {skipped} skipped (already DONE), {len(failed)} failed. "
-        f"Next: {then}{report_command(job_overrides)}"
+    stages = {p.stage for p in plans if p.stage}
+    after = next_command(job_overrides, stages.pop()) if len(stages) == 1 else ""
+    if failed:
+        then = "the same command again (only the failed jobs run)" + (
+            f", then {after}" if after else ""
+        )
+    else:
+        then = after
+    return f"{what}: {done} done, {skipped} skipped (already DONE), {len(failed)} failed." + (
+        f" Next: {then}" if then else ""
     )
 
 
@@ -435,6 +473,7 @@ __all__ = [
     "SlurmJobsFailedError",
     "SlurmLauncher",
     "SlurmSubmitError",
+    "next_command",
     "plan_job",
     "plan_jobs",
     "report_command",

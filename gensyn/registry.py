@@ -7,7 +7,11 @@ with :func:`stage`. The decorator records what the stage's output depends on:
   into the run-folder name; everything else in the config is ignored for the hash), a tuple
   or a function of the config (e.g. ``drr`` hashes ``seed`` only when it draws noise);
 * ``upstream``: the stages whose outputs it reads, either a tuple of names or a function
-  of the config (e.g. ``classify`` needs ``drr`` only for ``sampling.source=drr``).
+  of the config (e.g. ``classify`` needs ``drr`` only for ``sampling.source=drr``);
+* ``inputs`` (optional): a function of the config giving what else the result depends on
+  that is no config value of this stage, e.g. the content of a data set's official split
+  lists (``prepare_xrays``) or the runs of external test sets (``predict``); hashed too
+  when not empty.
 
 Every registered stage has its ``conf/stage/<name>.yaml`` and every such file names a
 registered stage: :func:`load_stages` checks both directions once, so a stage cannot be
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 StageFunc = Callable[["DictConfig", "RunContext"], None]
 UpstreamSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
 KeysSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
+InputsSpec = Callable[["DictConfig"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Stage:
     config_keys: KeysSpec
     upstream_spec: UpstreamSpec
     hashed: bool = True  # False for orchestration stages (pipeline, list) that own no outputs
+    inputs: InputsSpec | None = None  # what else the result depends on (hashed when not empty)
 
     def keys(self, cfg: DictConfig) -> tuple[str, ...]:
         """The config keys hashed into this stage's run folder for this config."""
@@ -70,6 +76,7 @@ def stage(
     config_keys: KeysSpec = (),
     upstream: UpstreamSpec = (),
     hashed: bool = True,
+    inputs: InputsSpec | None = None,
 ) -> Callable[[StageFunc], StageFunc]:
     """Register ``func`` as the stage ``name`` (used as ``python launch.py stage=name``)."""
 
@@ -77,7 +84,7 @@ def stage(
         if name in _REGISTRY and _REGISTRY[name].func is not func:
             raise ValueError(f"stage {name!r} is registered twice ({func.__module__})")
         keys = config_keys if callable(config_keys) else tuple(config_keys)
-        _REGISTRY[name] = Stage(name, summary, func, keys, upstream, hashed)
+        _REGISTRY[name] = Stage(name, summary, func, keys, upstream, hashed, inputs)
         return func
 
     return decorator

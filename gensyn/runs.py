@@ -69,6 +69,7 @@ HASH_EXCLUDED_LEAVES = frozenset(
         "deepdrr_python",
         "deepdrr_pythonpath",
         "deepdrr_timeout_s",
+        "reuse_raw_dir",
     }
 )
 
@@ -133,14 +134,19 @@ def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
     Folders are hashed by where they sit below ``paths.root_dir`` / ``data_dir`` / ... (e.g.
     ``ct_dataset.raw_dir`` as ``${paths.data_dir}/radchest/raw``), never by the machine's
     absolute path, so a moved root or data folder keeps its runs (DESIGN principle 3).
+    A stage's ``inputs`` (file contents, other configurations' runs) are added when not empty.
     """
     spec = get_stage(name)
     anchors = _path_anchors(cfg)
-    return {
+    identity = {
         "stage": name,
         "config": {key: _strip(_select(cfg, key), anchors) for key in spec.keys(cfg)},
         "upstream": {u: stage_hash(cfg, u) for u in spec.upstream(cfg)},
     }
+    inputs = spec.inputs(cfg) if spec.inputs is not None else {}
+    if inputs:  # only when there are any: other stages' hashes stay as they were
+        identity["inputs"] = inputs
+    return identity
 
 
 def stage_hash(cfg: DictConfig, name: str) -> str:

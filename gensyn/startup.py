@@ -166,6 +166,50 @@ def check_carm_pose(cfg: DictConfig) -> None:
         )
 
 
+#: Stages that create their raw folder rather than read it.
+FETCHING_STAGES = frozenset({"download"})
+
+
+def command_line_keys() -> set[str]:
+    """The keys this run's command line set (``+``/``~`` stripped); empty outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().overrides.task
+    except (ImportError, ValueError):  # no Hydra run: nothing came from a command line
+        return set()
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def check_raw_dirs(cfg: DictConfig, given: set[str] | None = None) -> None:
+    """A ``ct_dataset.raw_dir`` / ``dataset.raw_dir`` named on the command line must exist.
+
+    A folder given by hand that is not there is a typo far more often than a wish to
+    download into it; ``stage=download`` (which creates it) is exempt, and so are the demo
+    sets (generated, not read). ``given``: the keys set on the command line (default: this
+    Hydra run's).
+    """
+    given = command_line_keys() if given is None else given
+    if str(OmegaConf.select(cfg, "stage.name", default="")) in FETCHING_STAGES:
+        return
+    for group in ("ct_dataset", "dataset"):
+        key = f"{group}.raw_dir"
+        if key not in given or str(cfg[group].name) == DEMO:
+            continue
+        folder = Path(str(cfg[group].raw_dir)).expanduser()
+        if not folder.is_dir():
+            fetch = (
+                f", or create it (or run `python launch.py stage=download {key}={folder} ...`) "
+                "to download into it"
+                if group == "ct_dataset"
+                else ""
+            )
+            raise GensynError(
+                f"{key}={folder}: no such folder. Give the folder that holds the "
+                f"{cfg[group].name} files (docs/data.md, 'Data you already have'){fetch}"
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every start-up check, in order; the first problem raises GensynError."""
     from gensyn.devices import check_device
@@ -177,4 +221,5 @@ def check_config(cfg: DictConfig) -> None:
     check_demo_sizes(cfg)
     check_classifier_weights(cfg)
     check_fold(cfg)
+    check_raw_dirs(cfg)
     check_device(str(OmegaConf.select(cfg, "device", default="auto")))

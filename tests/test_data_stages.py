@@ -60,6 +60,7 @@ def test_zenodo_download_stage_keeps_the_token_secret(launch, gensyn_root: Path)
             "ct_dataset=radchest",
             api,
             "ct_dataset.download.attempts=2",
+            "ct_dataset.download.reuse_raw_dir=false",  # the files are there: ask anyway
             check=False,
             env={"ZENODO_TOKEN": "wrong"},
         )

@@ -124,6 +124,8 @@ def test_stages_on_hand_made_upstreams(tmp_path: Path, compose: Callable[..., ob
     assert len(manifest) == len(drrs)
     assert manifest["ct_id"].tolist() == drrs["ct_id"].tolist()
     assert manifest["alpha_deg"].tolist() == drrs["alpha_deg"].tolist()
+    # the DRRs' own layout (images/<ct>/<view>.png), not images/images/<ct>/...
+    assert manifest["path"].tolist() == drrs["path"].tolist()
     for rel, src in zip(manifest["path"], manifest["source_drr"], strict=True):
         out = tl.out_dir / rel
         assert io.read_image(out).shape == io.read_image(src).shape == (64, 64)

@@ -70,9 +70,10 @@ def test_official_lists_and_leakage_check() -> None:
     ids = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "00000003_000.png"]
     got = splits.official_split(ids, ["00000002_000.png"], ids[:2])
     assert list(got) == ["test", "test", "train", ""]
-    with pytest.raises(ValueError, match="both the train and the test list"):
-        splits.official_split(ids, ids[:2], ids[1:3])
+    # an image in both lists is never trained on; the leak it makes is found where it matters
+    assert list(splits.official_split(ids, ids[:2], ids[1:3])) == ["train", "test", "test", ""]
     leaky = pd.DataFrame({"patient_id": ["1", "1", "2"], "split": ["train", "test", "test"]})
+    assert splits.leaking_patients(leaky) == ["1"]
     with pytest.raises(ValueError, match=r"both the train and the test split: \['1'\]"):
         splits.check_train_test_disjoint(leaky)
 
@@ -188,3 +189,94 @@ def test_predict_padchest_with_chestxray14_external(compose, launch, gensyn_root
         assert (got["n_test_set_patients"] == n_pat).all()
         assert np.isfinite(got[[f"p_{f}" for f in LABELS]].to_numpy()).all()
     assert summary["chestxray14_rows"] == "all" and summary["padchest_rows"] == "split == test"
+
+
+def _write_leaky_lists(raw: Path, rows: pd.DataFrame) -> list[str]:
+    """NIH-style lists where two patients have one image in the train list and the others in
+    the test list (as a tester made them). Returns those patients."""
+    pa = rows[rows["view"] == "PA"]
+    counts = pa["patient_id"].value_counts()
+    leaking = sorted(counts[counts >= 2].index[:2])
+    first = {p: pa.loc[pa["patient_id"] == p, "image_id"].iloc[0] for p in leaking}
+    test = [i for i, p in zip(rows["image_id"], rows["patient_id"], strict=True)
+            if p in leaking and i != first[p]]  # fmt: skip
+    train = [i for i in rows["image_id"] if i not in test]
+    (raw / "train_val_list.txt").write_text("\n".join(train) + "\n")
+    (raw / "test_list.txt").write_text("\n".join(test) + "\n")
+    return leaking
+
+
+def test_patients_in_both_lists_block_training_only(compose, gensyn_root: Path) -> None:
+    """The lists' leak is refused where the split is used (classify on ChestX-ray14), naming
+    the data set and the list files; preparing it as an external test set still works."""
+    from gensyn.errors import GensynError
+    from gensyn.registry import load_stages
+    from gensyn.runs import execute
+
+    load_stages()
+    raw = gensyn_root / "data" / "chestxray14" / "raw"
+    rows = write_chestxray14_tree(raw, n_patients=8, size_px=24)
+    leaking = _write_leaky_lists(raw, rows)
+    cfg = compose("experiment=thesis", "dataset=chestxray14", "dataset.xray.size_px=16",
+                  "classifier=small_cnn", "profile=tiny")  # fmt: skip
+    out = execute(cfg, "prepare_xrays")  # no error: as an external set the split is unused
+    table = io.read_table(out / "xrays.csv")
+    assert splits.leaking_patients(table) == leaking
+    assert io.read_json(out / "summary.json")["n_patients_in_both_lists"] == len(leaking)
+    with pytest.raises(GensynError) as err:
+        execute(cfg, "classify")
+    text = str(err.value)
+    assert "\n" not in text and "dataset=chestxray14: 2 patient(s) in both" in text
+    assert "train_val_list.txt" in text and "test_list.txt" in text and str(raw) in text
+    assert "split_source=holdout" in text
+
+
+def test_official_lists_enter_the_prepare_hash(compose, gensyn_root: Path) -> None:
+    from gensyn.runs import stage_hash
+
+    raw = gensyn_root / "data" / "chestxray14" / "raw"
+    raw.mkdir(parents=True)
+
+    def prepare_hash(*extra: str) -> str:
+        return stage_hash(compose("experiment=thesis", "dataset=chestxray14", *extra),
+                          "prepare_xrays")  # fmt: skip
+
+    none = prepare_hash()
+    holdout = prepare_hash("dataset.xray.split_source=holdout")
+    (raw / "train_val_list.txt").write_text("00000001_000.png\n")
+    assert prepare_hash() != none  # one list added (auto still holds out: both are needed)
+    (raw / "test_list.txt").write_text("00000002_000.png\n")
+    both = prepare_hash()
+    assert both not in (none, prepare_hash.__name__)
+    (raw / "test_list.txt").write_text("00000003_000.png\n")  # content, not just presence
+    assert prepare_hash() not in (none, both)
+    assert prepare_hash("dataset.xray.split_source=holdout") == holdout  # lists unused
+    (raw / "test_list.txt").write_text("00000002_000.png\n")
+    assert prepare_hash() == both
+    (raw / "train_val_list.txt").unlink()
+    (raw / "test_list.txt").unlink()
+    assert prepare_hash() == none
+
+
+def test_external_set_settings_from_the_command_line(compose, gensyn_root: Path) -> None:
+    from gensyn.cli import check_overrides
+    from gensyn.runs import stage_hash
+    from gensyn.stages.predict import with_dataset
+
+    base = compose("experiment=thesis")
+    ext = with_dataset(base, "chestxray14").dataset
+    assert ext.raw_dir == str(gensyn_root / "data" / "chestxray14" / "raw")
+    assert ext.xray.external_test == "all" and list(ext.xray.views) == ["PA"]
+    assert base.dataset.raw_dir == str(gensyn_root / "data" / "padchest" / "raw")
+    moved = compose("experiment=thesis", "report.external.chestxray14.raw_dir=/data/nih")
+    rows = compose("experiment=thesis", "report.external.chestxray14.xray.external_test=test_split")
+    assert with_dataset(moved, "chestxray14").dataset.raw_dir == "/data/nih"
+    assert with_dataset(rows, "chestxray14").dataset.xray.external_test == "test_split"
+    hashes = {stage_hash(c, "predict") for c in (base, moved, rows)}
+    assert len(hashes) == 3  # each setting changes the predictions' run
+    # without the external set, predict's hash is what it always was (no inputs entry)
+    assert "inputs" not in __import__("gensyn.runs").runs.stage_identity(
+        compose("experiment=thesis", "report.test_datasets=[]"), "predict"
+    )
+    with pytest.raises(SystemExit):  # a misspelt key is refused before anything runs
+        check_overrides(["experiment=thesis", "report.external.chestxray14.xray.sizepx=64"])

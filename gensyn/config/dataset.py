@@ -47,6 +47,10 @@ class DownloadConfig:
     attempts: int = 6  # tries per file (5xx, dropped connections, bad checksums)
     unpack: bool = False  # extract verified .zip/.tar(.gz) files into raw_dir/<name>/
     num_workers: int = 4  # parallel downloads (not hashed)
+    # raw_dir already holds the whole data set (the files an earlier download listed, or the
+    # files the converter reads): record it without the network. false: ask the server anyway
+    # (verified files are still not fetched again). Not hashed.
+    reuse_raw_dir: bool = True
 
 
 @dataclass
@@ -101,7 +105,9 @@ class DatasetConfig:
     """The X-ray data set (``dataset``). ``name: demo`` is generated; others are prepared files."""
 
     name: str = "demo"
-    raw_dir: str = "${paths.data_dir}/${dataset.name}/raw"
+    # ${.name}: this data set's own name, wherever the node sits (``dataset`` or an external
+    # test set's ``report.external.<name>``)
+    raw_dir: str = "${paths.data_dir}/${.name}/raw"
     findings: list[str] = field(default_factory=lambda: list(FINDINGS))
     demo: DemoDataConfig = field(default_factory=DemoDataConfig)
     xray: XrayConfig = field(default_factory=XrayConfig)

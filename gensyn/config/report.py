@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from gensyn.config.dataset import DatasetConfig
+
 #: The original study's nine arms, as names of options of the ``sampling`` group.
 THESIS_ARMS = (
     "none",
@@ -36,6 +38,14 @@ class ReportConfig:
     # whose prepare_xrays rows with split == test are predicted too, e.g. [chestxray14] for a
     # model trained on PadChest (the original study's external test set).
     test_datasets: list[str] = field(default_factory=list)
+    # The settings of those external test sets, by name: a ``dataset`` option placed here by
+    # a defaults list (experiment=thesis: ``- /dataset@report.external.chestxray14:
+    # chestxray14``), so the command line reaches them, e.g.
+    # report.external.chestxray14.raw_dir=/data/nih or
+    # report.external.chestxray14.xray.external_test=test_split. A set named in
+    # test_datasets but not here takes conf/dataset/<name>.yaml as it is (add it with
+    # +dataset@report.external.<name>=<name> to override its settings).
+    external: dict[str, DatasetConfig] = field(default_factory=dict)
     baseline: str = "none"
     # Training seeds to gather (e.g. [0, 1, 2] after `seed=0,1,2 -m`); [] = only cfg.seed.
     # Each seed draws its own fold split, so folds × seeds is repeated cross-validation.

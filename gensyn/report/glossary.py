@@ -62,6 +62,9 @@ SUMMARY_KEYS = {
     "seeded patient holdout",
     "n_listed": "images listed by the data set before filtering",
     "n_unreadable": "listed images that could not be read (skipped)",
+    "n_patients_in_both_lists": "patients the official split lists put in both train and "
+    "test (training on this data set refuses such a split)",
+    "on_disk": "the data set was already in raw_dir: recorded without the network",
     "n_verified": "downloaded files whose checksum or size matched",
     "n_failed": "files that failed to download or verify",
     "accuracy": "reader study: share of scored answers that were right (real called real, "

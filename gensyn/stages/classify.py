@@ -24,7 +24,7 @@ compiling them.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 from gensyn.stages._shared import (
@@ -36,6 +36,7 @@ from gensyn.stages._shared import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
 
     from omegaconf import DictConfig
 
@@ -68,6 +69,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     xray_dir = ctx.upstream_dir("prepare_xrays")
     xrays = sampling.resolve_paths(io.read_table(xray_dir / "xrays.csv"), xray_dir)
+    _check_held_out(cfg, xrays, xray_dir)
     real_train = xrays[xrays["split"] == "train"].reset_index(drop=True)
     if real_train.empty:
         raise GensynError(f"{xray_dir / 'xrays.csv'} has no rows with split == train")
@@ -248,3 +250,34 @@ def _after_epoch(ctx, epoch, metrics):  # type: ignore[no-untyped-def]
 
     ctx.log_metrics(metrics, step=epoch)
     preemption.checkpoint_point()
+
+
+def _check_held_out(cfg: DictConfig, xrays: Any, xray_dir: Path) -> None:
+    """Refuse to train when a patient of the test split also has training images.
+
+    Checked here, where the split is used, not in prepare_xrays: the same prepared images
+    serve as another data set's external test set, where their split does not matter.
+    """
+    from gensyn import io
+    from gensyn.data.splits import leaking_patients
+    from gensyn.errors import GensynError
+
+    leaking = leaking_patients(xrays)
+    if not leaking:
+        return
+    x, name = cfg.dataset.xray, cfg.dataset.name
+    summary = (
+        io.read_json(xray_dir / "summary.json") if (xray_dir / "summary.json").is_file() else {}
+    )
+    where = (
+        f"from its official lists {x.official_train_list} and {x.official_test_list} in "
+        f"{cfg.dataset.raw_dir}; fix or remove the lists (without them a patient hold-out is "
+        "used), or set dataset.xray.split_source=holdout"
+        if summary.get("split_source") == "official"
+        else f"in {xray_dir / 'xrays.csv'}"
+    )
+    raise GensynError(
+        f"classify: dataset={name}: {len(leaking)} patient(s) in both the train and the test "
+        f"split (e.g. {leaking[:5]}), so the test set would not be held out; the split comes "
+        f"{where}"
+    )

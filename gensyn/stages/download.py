@@ -6,6 +6,12 @@ files are skipped on a re-run; a failed file fails the stage after the manifest 
 so re-running resumes. ``dry_run=true`` only lists what would be fetched (``dry_run.csv``).
 The access token comes from the environment variable ``ct_dataset.download.token_env`` or the
 file ``ct_dataset.download.token_file``; it is never written or logged.
+
+Data already in raw_dir: when the folder holds the whole data set (every file of the saved
+listing of an earlier download, verified; or, with no listing, the files the converter reads
+and no trace of an unfinished download), the stage records it (``manifest.csv``, status
+``verified`` or ``found``) without touching the network, so ``convert`` and every later stage
+work offline (``ct_dataset.download.reuse_raw_dir=false`` asks the server anyway).
 """
 
 from __future__ import annotations
@@ -43,7 +49,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd
 
     from gensyn import io
-    from gensyn.data.fetch.download import DownloadError, RetryPolicy, make_session, read_token
+    from gensyn.data.fetch.download import (
+        DownloadError,
+        OfflineError,
+        RetryPolicy,
+        make_session,
+        read_token,
+    )
     from gensyn.errors import GensynError
 
     d = cfg.ct_dataset.download
@@ -60,18 +72,34 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         log.info("download: nothing to fetch; %s", what)
         ctx.summary["note"] = what
         return
+    retry = RetryPolicy(attempts=int(d.attempts))
+    if cfg.dry_run:  # a listing: a few quick tries, never minutes of back-off
+        retry = RetryPolicy(attempts=min(2, int(d.attempts)), max_backoff_s=2.0)
+    on_disk = _on_disk(cfg, raw_dir) if d.reuse_raw_dir else None
+    if on_disk is not None:
+        _record_on_disk(cfg, ctx, raw_dir, on_disk)
+        return
+    if not cfg.dry_run:  # where the files go: a folder that cannot be made is one line
+        try:
+            raw_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GensynError(
+                f"ct_dataset.raw_dir={raw_dir}: cannot create it ({exc.strerror}); give a "
+                "folder you can write, or the one that already holds the data set"
+            ) from None
     try:
         token = read_token(d.token_env, d.token_file)
     except FileNotFoundError as exc:
         raise GensynError(str(exc)) from None
     session = make_session(token)
-    retry = RetryPolicy(attempts=int(d.attempts))
     progress = True
     try:
         if d.source == "zenodo":
             rows = _zenodo(cfg, session, retry, raw_dir, progress)
         else:
             rows = _nbia(cfg, session, retry, raw_dir, progress)
+    except OfflineError as exc:
+        raise GensynError(offline_message(cfg, raw_dir, exc)) from None
     except (DownloadError, ValueError) as exc:  # AuthError is a DownloadError
         raise GensynError(f"download: {exc}") from None
     table = pd.DataFrame(rows)
@@ -107,7 +135,7 @@ def _zenodo(
 ) -> list[dict[str, Any]]:
     from fnmatch import fnmatch
 
-    from gensyn.data.fetch import zenodo
+    from gensyn.data.fetch import local, zenodo
     from gensyn.data.fetch.archives import archive_stem, unpack_archive
     from gensyn.data.fetch.download import DownloadError, download_many
     from gensyn.data.fetch.nbia import shard
@@ -122,12 +150,17 @@ def _zenodo(
         env_var=d.token_env or "ZENODO_TOKEN",
         retry=retry,
     )
+    listing = [
+        {"name": f.name, "url": f.url, "size_bytes": f.size_bytes, "md5": f.md5} for f in files
+    ]
     if d.include:
         files = [f for f in files if any(fnmatch(f.name, pat) for pat in d.include)]
     files = shard(files, int(cfg.shard), int(cfg.num_shards))
     rows = [{"name": f.name, "size_bytes": f.size_bytes, "md5": f.md5} for f in files]
     if cfg.dry_run:
         return rows
+    # kept in raw_dir: later runs (here or where the folder is copied) check it offline
+    local.save_listing(local.listing_path(raw_dir, "zenodo", d.record_id), listing)
     _done, failed = download_many(
         session,
         files,
@@ -154,12 +187,16 @@ def _zenodo(
 def _nbia(
     cfg: DictConfig, session: Any, retry: Any, raw_dir: Any, progress: bool
 ) -> list[dict[str, Any]]:
-    from gensyn.data.fetch import nbia
+    from dataclasses import asdict
+
+    from gensyn.data.fetch import local, nbia
 
     d = cfg.ct_dataset.download
     api_url = d.api_url or nbia.DEFAULT_API_URL
     nbia.validate_collection(d.collection, nbia.list_collections(session, api_url, retry))
     series = nbia.list_series(session, d.collection, api_url, d.modality or None, retry)
+    if not cfg.dry_run:  # kept in raw_dir: later runs check it offline
+        local.save_listing(_nbia_listing(cfg, raw_dir), [asdict(s) for s in series])
     mine = nbia.shard(series, int(cfg.shard), int(cfg.num_shards))
     log.info(
         "NBIA %s: %d series, shard %d/%d has %d",
@@ -196,3 +233,90 @@ def _nbia(
         row["reason"] = reasons.get(str(row["name"]), "")
         row["path"] = str(raw_dir / row["name"])
     return rows
+
+
+def _nbia_listing(cfg: DictConfig, raw_dir: Any) -> Any:
+    from gensyn.data.fetch import local
+
+    d = cfg.ct_dataset.download
+    return local.listing_path(raw_dir, "nbia", f"{d.collection}-{d.modality or 'all'}")
+
+
+def _on_disk(cfg: DictConfig, raw_dir: Any) -> list[dict[str, Any]] | None:
+    """Manifest rows of a complete data set already in ``raw_dir``, or None (fetch it).
+
+    Checked against the listing an earlier download saved there (this shard's items, after
+    ``include``); in a folder no download has listed anything for, by the converter's own file
+    patterns (volumes of ``ct_dataset.convert.ct_format`` and the label tables of
+    ``ct_dataset.convert.label_file``) with no trace of an unfinished download. Reads no network.
+    """
+    from fnmatch import fnmatch
+
+    from gensyn.data.ct.convert import discover_sources
+    from gensyn.data.fetch import local
+    from gensyn.data.fetch.nbia import Series, shard
+
+    d, c = cfg.ct_dataset.download, cfg.ct_dataset.convert
+    if not raw_dir.is_dir():
+        return None
+    mine = (int(cfg.shard), int(cfg.num_shards))
+    if d.source == "zenodo":
+        saved = local.load_listing(local.listing_path(raw_dir, "zenodo", d.record_id))
+        if saved is not None:
+            files = local.remote_files(saved)
+            if d.include:
+                files = [f for f in files if any(fnmatch(f.name, pat) for pat in d.include)]
+            return local.files_on_disk(raw_dir, shard(files, *mine), bool(d.unpack))
+    else:
+        saved = local.load_listing(_nbia_listing(cfg, raw_dir))
+        if saved is not None:
+            return local.series_on_disk(raw_dir, shard([Series(**s) for s in saved], *mine))
+    if local.has_listings(raw_dir) or local.leftovers(raw_dir, bool(d.unpack)):
+        return None  # another record's download, or an unfinished one: ask the server
+    volumes = [v.path for v in discover_sources(raw_dir, c.ct_format or "auto")]
+    tables = [str(t) for t in sorted(raw_dir.glob(c.label_file))] if c.label_file else []
+    if not volumes or (c.label_file and not tables):
+        return None
+    return local.found_by_pattern(raw_dir, volumes, tables)
+
+
+def _record_on_disk(
+    cfg: DictConfig, ctx: RunContext, raw_dir: Any, rows: list[dict[str, Any]]
+) -> None:
+    """Record a data set found complete in ``raw_dir``: manifest, summary, one log line."""
+    import pandas as pd
+
+    from gensyn import io
+
+    how = (
+        "checked against the listing of an earlier download"
+        if rows[0]["checked"] != "pattern"
+        else "found by the converter's file patterns (no listing to check them against)"
+    )
+    name = "dry_run.csv" if cfg.dry_run else "manifest.csv"
+    io.write_table(ctx.path(name), pd.DataFrame(rows))
+    log.info(
+        "download: %s already holds %s (%d item(s), %s); nothing fetched, the network is not "
+        "used (ct_dataset.download.reuse_raw_dir=false asks the server anyway)",
+        raw_dir,
+        cfg.ct_dataset.name,
+        len(rows),
+        how,
+    )
+    ctx.summary.update(
+        n_items=len(rows), n_verified=len(rows), n_failed=0, raw_dir=str(raw_dir),
+        on_disk=True, dry_run=bool(cfg.dry_run),
+    )  # fmt: skip
+
+
+def offline_message(cfg: DictConfig, raw_dir: Any, exc: Exception) -> str:
+    """One line for a machine without network: what failed and the three ways on."""
+    d = cfg.ct_dataset.download
+    where = "run it where the network is reachable"
+    if d.source == "zenodo":
+        where += f" with the token in ${d.token_env or 'ZENODO_TOKEN'}"
+    return (
+        f"download: {exc}; this machine seems offline. Either {where}, put the data set's files "
+        f"in {raw_dir} (ct_dataset.raw_dir; docs/data.md, 'Data you already have'), or add "
+        "ct_dataset.download.source=none to use the files already there"
+    )

@@ -21,11 +21,28 @@ from typing import TYPE_CHECKING, Any
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
+
+
+def synthex_path(drr: str, index: int, drr_dir: Path) -> str:
+    """Where the SyntheX image of DRR ``drr`` goes, relative to this run folder: the DRR's own
+    place below the drr run folder, under ``images/`` (``images/<ct>/<view>.png`` for
+    ``images/<ct>/<view>.png``), or a numbered name for a DRR outside it."""
+    from pathlib import Path
+
+    try:
+        rel = Path(drr).resolve().relative_to(drr_dir.resolve())
+    except ValueError:  # a DRR outside the run folder: keep names unique
+        rel = Path(f"{index:07d}_{Path(drr).name}")
+    if rel.parts[0] == "images" and len(rel.parts) > 1:  # already below images/: not twice
+        rel = rel.relative_to("images")
+    return (Path("images") / rel.with_suffix(".png")).as_posix()
 
 
 @stage(
@@ -35,7 +52,6 @@ log = logging.getLogger(__name__)
     upstream=("gan_train", "drr"),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from pathlib import Path
 
     from gensyn import io
     from gensyn.devices import torch_device
@@ -52,13 +68,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     net, saved = load_generator(ctx.upstream_dir("gan_train") / "generator_a2b.pt", device)
 
     sources = manifest["path"].astype(str).tolist()
-    outputs = []
-    for i, src in enumerate(sources):
-        try:
-            rel = Path(src).resolve().relative_to(drr_dir.resolve())
-        except ValueError:  # a DRR outside the run folder: keep names unique
-            rel = Path(f"{i:07d}_{Path(src).name}")
-        outputs.append(str(Path("images") / rel.with_suffix(".png")))
+    outputs = [synthex_path(src, i, drr_dir) for i, src in enumerate(sources)]
 
     out_paths = [str(ctx.out_dir / p) for p in outputs]
     timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io

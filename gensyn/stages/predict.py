@@ -48,21 +48,47 @@ log = logging.getLogger(__name__)
 
 
 def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
-    """A copy of ``cfg`` whose ``dataset`` is the option ``conf/dataset/<name>.yaml``."""
+    """A copy of ``cfg`` whose ``dataset`` is the external test set ``name``: its settings in
+    ``report.external.<name>`` (command-line overrides included), else the option
+    ``conf/dataset/<name>.yaml`` as it is."""
     from omegaconf import OmegaConf
 
     from gensyn.confdir import CONF_DIR
     from gensyn.config.dataset import DatasetConfig
     from gensyn.errors import GensynError
 
+    sub = cfg.copy()
+    external = OmegaConf.select(cfg, f"report.external.{name}")
+    if external is not None:
+        sub.dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), external)
+        return sub
     conf = CONF_DIR / "dataset"
     path = conf / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in conf.glob("*.yaml"))
         raise GensynError(f"report.test_datasets: no dataset option {name!r}; known: {known}")
-    sub = cfg.copy()
     sub.dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), OmegaConf.load(path))
     return sub
+
+
+def external_test_runs(cfg: DictConfig) -> dict[str, Any]:
+    """Each external test set's ``prepare_xrays`` hash and the rows predicted from it.
+
+    Part of ``predict``'s hash: the external set's settings (its YAML, ``report.external``
+    overrides, the content of its official lists) and ``external_test`` change predictions.
+    """
+    from gensyn.runs import stage_hash
+
+    runs = {}
+    for name in cfg.report.test_datasets:
+        if str(name) == str(cfg.dataset.name):
+            continue
+        ext = with_dataset(cfg, str(name))
+        runs[str(name)] = {
+            "prepare_xrays": stage_hash(ext, "prepare_xrays"),
+            "rows": str(ext.dataset.xray.external_test),
+        }
+    return {"external_test_sets": runs} if runs else {}
 
 
 #: dataset.xray.external_test choices: the rows of an external test set that are predicted
@@ -86,8 +112,8 @@ def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
         rows = str(ext.dataset.xray.external_test)
         if rows not in EXTERNAL_TEST_ROWS:
             raise GensynError(
-                f"conf/dataset/{name}.yaml: xray.external_test={rows!r}; "
-                f"allowed: {', '.join(EXTERNAL_TEST_ROWS)}"
+                f"report.external.{name}.xray.external_test={rows!r} (or conf/dataset/"
+                f"{name}.yaml: xray.external_test); allowed: {', '.join(EXTERNAL_TEST_ROWS)}"
             )
         sets.append((str(name), execute(ext, "prepare_xrays"), rows))
     return sets
@@ -219,6 +245,7 @@ def predict_readable(
     # the model and the training data are in the classify / prepare_xrays hashes
     config_keys=("report.test_datasets",),
     upstream=lambda cfg: ["classify", *upstream_of(cfg)],
+    inputs=external_test_runs,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd

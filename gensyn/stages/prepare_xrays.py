@@ -17,7 +17,7 @@ same outputs).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
 
@@ -41,10 +41,30 @@ def _hashed_keys() -> tuple[str, ...]:
     return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "seed")
 
 
+def official_list_digests(cfg: DictConfig) -> dict[str, Any]:
+    """The official split lists a run would read, each by content (None: not there).
+
+    Hashed with the config, so adding, removing or editing ``train_val_list.txt`` /
+    ``test_list.txt`` makes a new run instead of a finished one silently ignoring them. Not
+    for the demo or ``split_source: holdout``, which never read them.
+    """
+    from pathlib import Path
+
+    from gensyn.io import file_digest
+
+    x = cfg.dataset.xray
+    names = [str(n) for n in (x.official_train_list, x.official_test_list) if n]
+    if cfg.dataset.name == "demo" or str(x.split_source) == "holdout" or not names:
+        return {}
+    raw = Path(str(cfg.dataset.raw_dir))
+    return {"official_lists": {name: file_digest(raw / name) for name in names}}
+
+
 @stage(
     "prepare_xrays",
     summary="real chest X-rays: labels to the common table, frontal images resized and windowed",
     config_keys=_hashed_keys(),
+    inputs=official_list_digests,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     from pathlib import Path
@@ -183,7 +203,8 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
 
     ``official``: the data set's own train / test lists (images in neither are dropped);
     ``holdout``: ``test_fraction`` of the patients, stratified (``test_split.csv``, reused);
-    ``auto``: official where both lists are in raw_dir. Raises ValueError.
+    ``auto``: official where both lists are in raw_dir. Patients in both lists are warned
+    about here and refused where the split is used for training (classify). Raises ValueError.
     """
     from gensyn.data import splits
     from gensyn.data.xray.labels import read_image_list
@@ -210,8 +231,16 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
         ).to_numpy()
         unlisted = table.loc[split == "", "image_id"].astype(str).tolist()
         table = table.assign(split=split)[split != ""].reset_index(drop=True)
-        splits.check_train_test_disjoint(table)
         log.info("prepare_xrays: official split lists %s", names)
+        leaking = splits.leaking_patients(table)
+        ctx.summary["n_patients_in_both_lists"] = len(leaking)
+        if leaking:  # checked where the split is used: training on this data set (classify)
+            log.warning(
+                "prepare_xrays: dataset=%s: %d patient(s) in both official lists %s in %s "
+                "(e.g. %s): fine as an external test set, but classify refuses to train on "
+                "this split",
+                cfg.dataset.name, len(leaking), " and ".join(names), raw, leaking[:5],
+            )  # fmt: skip
         return table, source, unlisted
     findings = [f for f in cfg.dataset.findings if f in table.columns]
     held = splits.load_or_make_holdout(

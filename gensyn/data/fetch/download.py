@@ -5,7 +5,9 @@ A file is streamed into ``<name>.part`` next to its destination. An interrupted 
 server for the rest with an HTTP ``Range`` request. Only a file whose size and MD5 match
 the published values is renamed to its final name, so a final name always means a
 verified file. 5xx answers and dropped connections are retried with exponential backoff;
-401/403 raise :class:`AuthError` at once (retrying cannot fix a token).
+401/403 raise :class:`AuthError` at once (retrying cannot fix a token), and so does a host
+name that cannot be resolved or a network that is unreachable (:class:`OfflineError`: this
+machine is offline, waiting will not help).
 
 Secrets: the access token is sent only as an ``Authorization`` header of the session.
 Nothing here logs headers or URLs with query strings that could hold one.
@@ -45,6 +47,59 @@ class AuthError(DownloadError):
 
 class ChecksumError(DownloadError):
     """A downloaded file's size or MD5 differs from the published value."""
+
+
+class OfflineError(DownloadError):
+    """The server's name cannot be resolved or no network route exists: this machine is offline.
+
+    Not retried: unlike a dropped connection or a busy server, it does not pass in seconds.
+    """
+
+
+def offline_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means "no network here" (a host name that does not resolve, an unreachable
+    network), or None for errors worth retrying (refused or dropped connections, time-outs).
+
+    requests wraps the cause in urllib3 errors; the chain (``reason``, ``__cause__``,
+    ``__context__``, ``args``) is searched for it.
+    """
+    import errno
+    import socket
+
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, urllib3.exceptions.NameResolutionError | socket.gaierror):
+            host = getattr(getattr(err, "conn", None), "host", None)
+            return (
+                f"cannot resolve the host name {host}" if host else "cannot resolve the host name"
+            )
+        if isinstance(err, OSError) and err.errno in (errno.ENETUNREACH, errno.ENETDOWN):
+            return f"network unreachable ({err.strerror})"
+        todo += [getattr(err, "reason", None), err.__cause__, err.__context__, *err.args]
+    return None
+
+
+#: requests errors that no retry can fix: the URL itself is wrong.
+_BAD_URL = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+)
+
+
+def permanent_network_error(exc: BaseException, what: str) -> DownloadError | None:
+    """The error to raise at once for a request failure that retrying cannot fix, or None."""
+    reason = offline_reason(exc)
+    if reason is not None:
+        return OfflineError(f"{what}: {reason}")
+    if isinstance(exc, _BAD_URL):
+        return DownloadError(f"{what}: {exc}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,8 +168,9 @@ def sidecar_path(final: Path) -> Path:
 def already_verified(final: Path, remote: RemoteFile) -> bool:
     """True if ``final`` exists with the published size and MD5.
 
-    A matching ``.md5`` sidecar (written after a verification) spares re-hashing on re-runs;
-    without one the file is hashed once and the sidecar written.
+    A matching ``.md5`` sidecar (written after a verification) spares re-hashing on re-runs,
+    unless the file was written after it; otherwise the file is hashed once and the sidecar
+    written.
     """
     if not final.is_file():
         return False
@@ -124,7 +180,11 @@ def already_verified(final: Path, remote: RemoteFile) -> bool:
         return remote.size_bytes is not None
     want = remote.md5.lower()
     side = sidecar_path(final)
-    if side.is_file() and side.read_text(encoding="utf-8").split(" ")[0].strip() == want:
+    if (
+        side.is_file()
+        and side.stat().st_mtime_ns >= final.stat().st_mtime_ns  # not rewritten since
+        and side.read_text(encoding="utf-8").split(" ")[0].strip() == want
+    ):
         return True
     if md5_of_file(final) != want:
         return False
@@ -165,6 +225,7 @@ def download_file(
 
     Raises:
         AuthError: on HTTP 401/403.
+        OfflineError: the host name does not resolve or the network is unreachable.
         ChecksumError: if the file keeps arriving with the wrong size or MD5.
         DownloadError: if every attempt failed for another reason (4xx, 5xx, network).
     """
@@ -194,6 +255,9 @@ def download_file(
             _TransientError,
             OSError,
         ) as exc:
+            permanent = permanent_network_error(exc, remote.name)
+            if permanent is not None:
+                raise permanent from None
             last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "%s: attempt %d/%d failed (%s)",
@@ -418,20 +482,23 @@ def gather_downloads(
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Collect parallel downloads as they finish: (paths, failures as (name, reason)).
 
-    An :class:`AuthError` cancels the downloads not yet started and propagates: a wrong token
-    fails every file, so there is no point going on.
+    An :class:`AuthError` or :class:`OfflineError` cancels the downloads not yet started and
+    propagates: a wrong token or a missing network fails every file, so there is no point
+    going on. A reason does not repeat the item's name (the failure pairs it with the name).
     """
     done: list[Path] = []
     failed: list[tuple[str, str]] = []
     for fut in as_completed(futures):
         try:
             done.append(fut.result())
-        except AuthError:
+        except (AuthError, OfflineError):
             for other in futures:
                 other.cancel()
             raise
         except DownloadError as exc:
-            failed.append((name(futures[fut]), str(exc)))
+            item = name(futures[fut])
+            reason = str(exc)
+            failed.append((item, reason.removeprefix(f"{item}: ")))
         if on_done is not None:
             on_done()
     return done, failed

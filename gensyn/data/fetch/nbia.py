@@ -36,6 +36,7 @@ from gensyn.data.fetch.download import (
     RetryPolicy,
     check_auth,
     download_file,
+    permanent_network_error,
 )
 
 T = TypeVar("T")
@@ -74,6 +75,9 @@ def _get_json(
                 url, params=params, timeout=(retry.connect_timeout_s, retry.read_timeout_s)
             )
         except requests.RequestException as exc:
+            permanent = permanent_network_error(exc, url)
+            if permanent is not None:  # offline or a malformed URL: retrying cannot help
+                raise permanent from None
             last = f"{type(exc).__name__}: {exc}"
             continue
         check_auth(resp, url, TOKEN_HINT)

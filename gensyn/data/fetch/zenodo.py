@@ -18,7 +18,14 @@ from urllib.parse import quote
 
 import requests
 
-from gensyn.data.fetch.download import AuthError, DownloadError, RemoteFile, RetryPolicy, check_auth
+from gensyn.data.fetch.download import (
+    AuthError,
+    DownloadError,
+    RemoteFile,
+    RetryPolicy,
+    check_auth,
+    permanent_network_error,
+)
 
 DEFAULT_API_URL = "https://zenodo.org/api"
 
@@ -41,6 +48,9 @@ def _get_json(session: requests.Session, url: str, hint: str, retry: RetryPolicy
         try:
             resp = session.get(url, timeout=(retry.connect_timeout_s, retry.read_timeout_s))
         except requests.RequestException as exc:
+            permanent = permanent_network_error(exc, url)
+            if permanent is not None:  # offline or a malformed URL: retrying cannot help
+                raise permanent from None
             last = f"{type(exc).__name__}: {exc}"
             continue
         check_auth(resp, url, hint)
