@@ -113,3 +113,10 @@ def test_docs_url_matches_the_project_urls() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["urls"]["Documentation"] == DOCS_URL
+
+
+def test_a_missing_site_folder_stops_the_command_in_one_line(launch, tmp_path: Path) -> None:
+    proc = launch("stage=list", check=False, env={"GENSYN_CONFIG_DIR": str(tmp_path / "gone")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: GENSYN_CONFIG_DIR=")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
