@@ -177,14 +177,17 @@ def test_wheel_installs_fresh_and_runs_from_another_folder(tmp_path: Path) -> No
         ).stdout.strip()
     )
     (site / "tested_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: a checkout on it (its gensyn.egg-info from the build) would count as
+    # gensyn already installed, and pip would skip the wheel
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
         [*PIP, "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
         check=True,
         timeout=300,
+        env=env,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["GENSYN_ROOT"] = str(tmp_path / "root")
 
     def gensyn_command(*args: str) -> str:
