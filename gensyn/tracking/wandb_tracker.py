@@ -62,7 +62,8 @@ class NullTracker(Tracker):
 
 
 def sweep_tags() -> list[str]:
-    """The command-line overrides of this Hydra job (e.g. ``split_idx=2``), used as W&B tags."""
+    """The overrides of this Hydra job (in a multirun: its swept values and the rest of the
+    command line, e.g. ``split_idx=2``), from which the W&B name, group and tags are made."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
