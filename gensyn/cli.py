@@ -101,8 +101,21 @@ def swapped_source_message(group: str, option: str) -> str | None:
     )
 
 
+def check_config_dir() -> None:
+    """Exit with one line if ``$GENSYN_CONFIG_DIR`` (the user's configs) names no folder."""
+    from hydra_plugins.gensyn_site import user_config_dir
+
+    try:
+        user_config_dir()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def check_overrides(argv: Sequence[str]) -> None:
-    """Exit with a clear message if an override in ``argv`` names a key the config lacks."""
+    """Exit with a clear message if an override in ``argv`` names a key the config lacks
+    (or ``$GENSYN_CONFIG_DIR`` names no folder)."""
+    check_config_dir()
     args = [a for a in argv if a not in ("-m", "--multirun")]
     if any(a.split("=", 1)[0] in _VALUE_FLAGS or a.startswith("-") for a in args):
         return  # Hydra's own options: let Hydra handle the command line

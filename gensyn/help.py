@@ -8,6 +8,7 @@ would also show the internal ``schema/*`` groups of the ConfigStore; this text l
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 #: Config groups shown with their options, in pipeline order (``hydra/`` and ``schema/`` hidden).
@@ -23,23 +24,61 @@ MAIN_GROUPS = (
     "sampling",
     "profile",
     "logger",
+    "site",
 )
 
+#: ``(arguments, what they do)``; the command (``gensyn`` or ``python launch.py``) is prepended.
 EXAMPLES = (
-    ("python launch.py", "the whole pipeline on the built-in demo data (CPU, minutes)"),
-    ("python launch.py stage=list", "the stages"),
-    ("python launch.py stage=drr ct_dataset=lidc_idri carm_pose=grid", "DRRs of one CT set"),
+    ("", "the whole pipeline on the built-in demo data (CPU, minutes)"),
+    ("stage=list", "the stages"),
+    ("stage=drr ct_dataset=lidc_idri carm_pose=grid", "DRRs of one CT set"),
+    ("-m stage=classify sampling=none,drr_5 split_idx=0,1,2,3,4", "a sweep: arms x folds"),
     (
-        "python launch.py -m stage=classify sampling=none,drr_5 split_idx=0,1,2,3,4",
-        "a sweep: arms x folds",
+        "-m experiment=thesis_grid stage=classify hydra/launcher=slurm_gpu "
+        "hydra.launcher.dry_run=true",
+        "the study's classifier grid (9 arms x 5 folds) on SLURM GPUs: list the 45 jobs first",
     ),
-    ("python launch.py experiment=thesis hydra/launcher=slurm -m", "the study on a SLURM cluster"),
+    (
+        "-m experiment=thesis_grid stage=classify hydra/launcher=slurm_gpu",
+        "... then submit them (partition, account: site=..., docs/cluster.md)",
+    ),
 )
+#: The documentation, online (the installed package has no docs/ folder beside it).
+DOCS_URL = "https://github.com/gensyn-project/gensyn/blob/main"
+
+
+def command_name(argv0: str | None = None) -> str:
+    """How the user started GENSYN: ``python launch.py`` from a checkout, else ``gensyn``."""
+    name = Path(argv0 if argv0 is not None else sys.argv[0]).name
+    return "python launch.py" if name == "launch.py" else "gensyn"
+
+
+def docs_url() -> str:
+    """The documentation's address: the package's ``Documentation`` project URL if installed
+    with one (pyproject.toml ``[project.urls]``), else :data:`DOCS_URL`."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("gensyn").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation" and url.strip():
+            return url.strip().rstrip("/")
+    return DOCS_URL
 
 
 def options(conf_dir: Path, group: str) -> list[str]:
-    """The options of config group ``group`` (its YAML file names)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    """The options of config group ``group``: its YAML files in ``conf_dir`` and in the folder
+    ``$GENSYN_CONFIG_DIR`` names (the user's own options)."""
+    import os
+
+    folders = [conf_dir / group]
+    user = os.environ.get("GENSYN_CONFIG_DIR", "").strip()
+    if user:
+        folders.append(Path(user).expanduser() / group)
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
 
 
 def usage_text() -> str:
@@ -48,13 +87,14 @@ def usage_text() -> str:
     from gensyn.registry import describe_stages
 
     stages = describe_stages()
+    cmd = command_name()
     width = max(len(s["name"]) for s in stages)
     lines = [
         "GENSYN: synthetic chest X-rays from CT (DRR, SyntheX) and the experiments that test",
         "whether they help a chest X-ray classifier.",
         "",
-        "Usage: python launch.py [stage=NAME] [GROUP=OPTION ...] [KEY=VALUE ...] [-m]",
-        "       (the installed command `gensyn` takes the same arguments)",
+        f"Usage: {cmd} [stage=NAME] [GROUP=OPTION ...] [KEY=VALUE ...] [-m]",
+        *(["       (the installed command `gensyn` takes the same arguments)"] * (cmd != "gensyn")),
         "",
         "Stages (stage=NAME):",
         *(f"  {s['name']:<{width}}  {s['summary']}" for s in stages),
@@ -65,16 +105,29 @@ def usage_text() -> str:
     gwidth = max(len(g) for g in groups)
     lines += [f"  {g:<{gwidth}}  {', '.join(options(CONF_DIR, g))}" for g in groups]
     lines += ["", "Examples:"]
-    for cmd, what in EXAMPLES:
-        lines += [f"  # {what}", f"  {cmd}"]
+    for args, what in EXAMPLES:
+        lines += [f"  # {what}", f"  {cmd} {args}".rstrip()]
+    if cmd == "gensyn":
+        url = docs_url()
+        docs = [
+            f"KEY=VALUE (e.g. classifier.epochs=2). Documentation: {url}/README.md",
+            f"  the study: {url}/docs/study.md",
+            f"  your own data: {url}/docs/data.md",
+            f"  SLURM and site settings ($GENSYN_CONFIG_DIR): {url}/docs/cluster.md",
+            f"  W&B dashboards: {url}/docs/tracking.md",
+        ]
+    else:
+        docs = [
+            "KEY=VALUE (e.g. classifier.epochs=2). Documentation: README.md and docs/ in the",
+            "repository (docs/study.md: the study; docs/data.md: your own data; docs/cluster.md:",
+            "SLURM and site settings; docs/tracking.md: W&B dashboards).",
+        ]
     lines += [
         "",
-        "More: `python launch.py --cfg job` prints the composed config; any key can be set as",
-        "KEY=VALUE (e.g. classifier.epochs=2). Documentation: README.md and docs/ in the",
-        "repository (docs/study.md: the study; docs/data.md: your own data; docs/cluster.md:",
-        "SLURM).",
+        f"More: `{cmd} --cfg job` prints the composed config; any key can be set as",
+        *docs,
         "",
-        "Hydra's options (--cfg, --multirun, --info ...): python launch.py --hydra-help",
+        f"Hydra's options (--cfg, --multirun, --info ...): {cmd} --hydra-help",
     ]
     # Hydra passes the text through string.Template: a literal dollar sign must be doubled.
     return "\n".join(lines).replace("$", "$$") + "\n"

@@ -31,6 +31,9 @@ class RunTracker(Protocol):
     def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
         """Log an image array or an image file."""
 
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Log a table (``rows`` of values in the order of ``columns``)."""
+
 
 @dataclass
 class RunContext:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from gensyn.tracking.carbon_logs import collect, parse_log_pair, parse_time_s, summarise
@@ -215,9 +217,18 @@ def test_arm_only_where_the_result_depends_on_it(tmp_path: Path) -> None:
         '{"stage": "report", "config": {}, "upstream": {"classify": "c1"}}'
     )
     table = collect(tmp_path).set_index("stage")
-    assert table.loc["drr", "arm"] == "" and math.isnan(table.loc["drr", "split_idx"])
+    assert table.loc["drr", "arm"] == "" and pd.isna(table.loc["drr", "split_idx"])
     assert table.loc["classify", "arm"] == "baseline" and table.loc["classify", "split_idx"] == 3
     assert table.loc["report", "arm"] == "baseline"
+    # in the CSV a fold is written as the whole number it is, and left empty where there is none
+    from gensyn import io
+
+    io.write_table(tmp_path / "carbon_runs.csv", table.reset_index())
+    rows = {
+        r["stage"]: r
+        for r in csv.DictReader((tmp_path / "carbon_runs.csv").read_text().splitlines())
+    }
+    assert (rows["classify"]["split_idx"], rows["drr"]["split_idx"]) == ("3", "")
 
 
 def test_each_run_keeps_its_own_figures_and_the_total_is_their_sum(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The installable package: declared dependencies vs the tested pins, a real resolution, the
-wheel in a fresh environment (`gensyn` command from any folder), `--help`, W&B credentials."""
+wheel in a fresh environment (`gensyn` command from any folder), `--help`, site settings from
+``$GENSYN_CONFIG_DIR``, W&B credentials."""
 
 from __future__ import annotations
 
@@ -176,14 +177,17 @@ def test_wheel_installs_fresh_and_runs_from_another_folder(tmp_path: Path) -> No
         ).stdout.strip()
     )
     (site / "tested_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: a checkout on it (its gensyn.egg-info from the build) would count as
+    # gensyn already installed, and pip would skip the wheel
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
         [*PIP, "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
         check=True,
         timeout=300,
+        env=env,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["GENSYN_ROOT"] = str(tmp_path / "root")
 
     def gensyn_command(*args: str) -> str:
@@ -212,7 +216,31 @@ def test_wheel_installs_fresh_and_runs_from_another_folder(tmp_path: Path) -> No
     assert {line.split()[0] for line in listed.splitlines() if line.strip()} == stages
     help_text = gensyn_command("--help")
     assert "Stages (stage=NAME):" in help_text and "carbon_summary" in help_text
+    # the installed command speaks of itself and links the documentation by its address
+    assert "python launch.py" not in help_text and "docs/ in the" not in help_text
+    assert "gensyn -m experiment=thesis_grid stage=classify hydra/launcher=slurm_gpu" in help_text
+    assert "https://" in help_text and "/docs/cluster.md" in help_text
     assert not list(elsewhere.iterdir()), list(elsewhere.iterdir())  # nothing written here
+
+    # a pip user's site settings: a site file in $GENSYN_CONFIG_DIR sets the SLURM partition,
+    # account and output root of the study's GPU grid (a dry run submits nothing)
+    site_dir = tmp_path / "site-config"
+    (site_dir / "site").mkdir(parents=True)
+    scratch = tmp_path / "scratch"
+    (site_dir / "site" / "default.yaml").write_text(
+        "# @package _global_\nsite:\n  partition: gpu-h100\n  account: lab42\n"
+        f"paths:\n  root_dir: {scratch}\n"
+    )
+    env["GENSYN_CONFIG_DIR"] = str(site_dir)
+    grid = ("-m", "experiment=thesis_grid", "stage=classify", "hydra/launcher=slurm_gpu")
+    dry = gensyn_command(*grid, "hydra.launcher.dry_run=true")
+    assert "DRY RUN: 45 of 45 jobs" in dry, dry[-2000:]
+    assert "#SBATCH --partition=gpu-h100" in dry and "#SBATCH --account=lab42" in dry
+    assert "#SBATCH --gpus-per-node=1" in dry
+    assert f"run folder: {scratch}/workdir/runs/classify/" in dry
+    del env["GENSYN_CONFIG_DIR"]
+    dry = gensyn_command(*grid, "hydra.launcher.dry_run=true")
+    assert "--partition" not in dry and "--account" not in dry
 
 
 def test_help_is_gensyns_own() -> None:

@@ -25,6 +25,7 @@ from gensyn.config.projector import ProjectorConfig
 from gensyn.config.reader_study import ReaderStudyConfig
 from gensyn.config.report import ReportConfig
 from gensyn.config.sampling import SamplingConfig
+from gensyn.config.site import SiteConfig
 from gensyn.config.stage import ExportConfig, StageConfig
 
 __all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
@@ -62,6 +63,7 @@ class Config:
     reader_study: ReaderStudyConfig = MISSING
     report: ReportConfig = field(default_factory=ReportConfig)  # stage=report (not a group)
     export: ExportConfig = field(default_factory=ExportConfig)  # stage=export (not a group)
+    site: SiteConfig = field(default_factory=SiteConfig)  # set by site=... (a _global_ group)
     experiment_name: str = "default"  # set by experiment=...; groups W&B runs
     profile_name: str = "default"  # set by profile=... (default | tiny)
     seed: int = 0  # every random choice derives from it

@@ -28,6 +28,9 @@ class ExportSource(Enum):
 
 @dataclass
 class ExportConfig:
-    """``export.source``: which image set ``stage=export`` lists (MONAI JSON + CSV)."""
+    """``export.source``: which image set ``stage=export`` lists (MONAI JSON + CSV);
+    ``export.out_dir``: a folder that also receives the two files (null: the run folder only).
+    ``out_dir`` is part of the export run's hash, so another folder is written by a new run."""
 
     source: ExportSource = ExportSource.drr
+    out_dir: str | None = None

@@ -1,5 +1,6 @@
 """Helpers several stages share (not a stage): config values as plain strings, the
-sampling arm's source and the stages its images come from, the classifier's cache folder."""
+sampling arm's source and the stages its images come from, the classifier's cache folder,
+the cross-validation folds of the real training images."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
     from omegaconf import DictConfig
 
     from gensyn.data.phantom.demo import DemoSpec
@@ -63,3 +65,23 @@ def cache_folder(cfg: DictConfig) -> Path | None:
     if setting == "auto":
         return Path(cfg.paths.work_dir) / "cache" / "classify"
     return Path(setting)
+
+
+def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
+    """The folds (``image_id, patient_id, fold``) of the ``split == train`` X-rays of ``cfg``.
+
+    Kept in ``<runs_dir>/splits/<prepare_xrays hash>_k<n_folds>_seed<seed>.csv``: made once,
+    then read by every arm and fold of ``classify`` and by ``export``, so all see one split.
+    """
+    from pathlib import Path
+
+    from gensyn.data.splits import load_or_make_folds
+    from gensyn.runs import stage_hash
+
+    n_folds, seed = int(cfg.classifier.n_folds), int(cfg.seed)
+    split_file = (
+        Path(cfg.paths.runs_dir)
+        / "splits"
+        / f"{stage_hash(cfg, 'prepare_xrays')}_k{n_folds}_seed{seed}.csv"
+    )
+    return load_or_make_folds(split_file, real_train, list(cfg.dataset.findings), n_folds, seed)

@@ -31,6 +31,7 @@ from gensyn.stages._shared import (
     SYNTHETIC_STAGE,
     cache_folder,
     option_str,
+    real_folds,
     source_of,
     upstream_of,
 )
@@ -52,14 +53,10 @@ log = logging.getLogger(__name__)
     upstream=upstream_of,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from pathlib import Path
-
     from gensyn import io
     from gensyn.classify import sampling
-    from gensyn.data.splits import load_or_make_folds
     from gensyn.devices import jax_device
     from gensyn.errors import GensynError
-    from gensyn.runs import stage_hash
 
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "classify")
     c = cfg.classifier
@@ -73,12 +70,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     real_train = xrays[xrays["split"] == "train"].reset_index(drop=True)
     if real_train.empty:
         raise GensynError(f"{xray_dir / 'xrays.csv'} has no rows with split == train")
-    split_file = (
-        Path(cfg.paths.runs_dir)
-        / "splits"
-        / f"{stage_hash(cfg, 'prepare_xrays')}_k{c.n_folds}_seed{cfg.seed}.csv"
-    )
-    folds = load_or_make_folds(split_file, real_train, findings, int(c.n_folds), int(cfg.seed))
+    folds = real_folds(cfg, real_train)
     io.write_table(ctx.path("split.csv"), folds)
 
     synthetic = None

@@ -240,6 +240,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
             f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
         )
+    from gensyn.tracking.report_table import log_report
+
+    log_report(ctx, preds, list(cfg.dataset.findings))  # W&B: AUC per model as a table, figures
 
 
 def sweep_section(

@@ -265,7 +265,10 @@ def collect(
                     **parse_log_pair(out_log, std_log),
                 }
             )
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    # a fold is a whole number (CSV: ``2``, not ``2.0``); runs without one stay empty
+    table["split_idx"] = pd.to_numeric(table["split_idx"]).astype("Int64")
+    return table
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from gensyn.run_context import METRICS_FILE
+from gensyn.tracking.run_labels import run_labels
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -40,6 +41,9 @@ class Tracker:
     def log_image(self, key: str, image: np.ndarray | Path, caption: str | None = None) -> None:
         """Log an image array (uint8/uint16, H×W or H×W×3) or an image file."""
 
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Log a table (``rows`` of values in the order of ``columns``) under ``key``."""
+
     def log_summary(self, values: dict[str, Any]) -> None:
         """Set run-level summary values."""
 
@@ -58,7 +62,8 @@ class NullTracker(Tracker):
 
 
 def sweep_tags() -> list[str]:
-    """The command-line overrides of this Hydra job (e.g. ``split_idx=2``), used as W&B tags."""
+    """The overrides of this Hydra job (in a multirun: its swept values and the rest of the
+    command line, e.g. ``split_idx=2``), from which the W&B name, group and tags are made."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -105,7 +110,8 @@ def wandb_credentials() -> str | None:
 
 
 class WandbTracker(Tracker):
-    """A W&B run per stage run, grouped by experiment, typed by stage, tagged by sweep values."""
+    """A W&B run per stage run, named, grouped and tagged by :mod:`gensyn.tracking.run_labels`
+    (experiment, arm, fold, seed, test sets and swept keys), typed (``job_type``) by stage."""
 
     def __init__(self, run: Any, out_dir: Path | None = None) -> None:
         self.run = run
@@ -127,19 +133,23 @@ class WandbTracker(Tracker):
                 "`wandb login`'s netrc entry or W&B settings file): logging offline instead"
             )
             mode = "offline"
+        labels = run_labels(cfg, ctx.name, ctx.stage_hash, sweep_tags())
+        config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
+        # a stage run by another (pipeline, report) logs its own name, not the caller's
+        config["stage"] = {**config.get("stage", {}), "name": ctx.name}
         run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
             mode=mode,
             dir=str(ctx.out_dir),
-            group=str(cfg.experiment_name),
-            job_type=ctx.name,
-            name=f"{ctx.name}-{ctx.stage_hash}",
-            id=f"{ctx.name}-{ctx.stage_hash}",
+            group=labels.group,
+            job_type=labels.job_type,
+            name=labels.name,
+            id=f"{ctx.name}-{ctx.stage_hash}",  # the run folder: a resumed run continues it
             resume="allow",
             reinit="create_new",  # stages run stages (pipeline, report): one W&B run each
-            tags=[ctx.name, str(cfg.experiment_name), *sweep_tags()][:64],
-            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # type: ignore[arg-type]
+            tags=labels.tags,
+            config={**config, **labels.labels},
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
         tracker = cls(run, ctx.out_dir)
@@ -199,6 +209,16 @@ class WandbTracker(Tracker):
 
         data = str(image) if isinstance(image, Path) else np.asarray(image)
         self._safely("log_image", lambda: self.run.log({key: wandb.Image(data, caption=caption)}))
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        import wandb
+
+        self._safely(
+            "log_table",
+            lambda: self.run.log(
+                {key: wandb.Table(columns=list[Any](columns), data=list[Any](rows))}
+            ),
+        )
 
     def log_summary(self, values: dict[str, Any]) -> None:
         self._safely("summary", self.run.summary.update, values)
