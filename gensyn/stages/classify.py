@@ -10,9 +10,12 @@ Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, 
 in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv``,
 ``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
 ``best.keras`` (best validation macro AUC) and ``history.csv``. ``summary.json`` records the
-``schedule`` and the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
-of a fold the baseline's number), and ``image_cache``: whether the decode-once image caches
-were ``written``, ``used`` (found), ``off`` or not written (the reason).
+``schedule``, the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
+of a fold the baseline's number), the ``real_images_seen`` and ``synthetic_images_seen`` (the
+images fed to the optimiser, counted batch by batch; ``real_times_seen_min/max``: the fewest
+and most times one real image was fed; ``synthetic_per_batch`` under ``real_epochs``), and
+``image_cache``: whether the decode-once image caches were ``written``, ``used`` (found),
+``off`` or not written (the reason).
 
 ``classifier.cache`` (``auto`` = ``<paths.work_dir>/cache/classify``, ``off``, or a folder)
 holds, in ``images/``, the decode-once image caches (one of the real images, shared by every
@@ -36,7 +39,6 @@ from gensyn.stages._shared import (
 )
 
 if TYPE_CHECKING:
-
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
@@ -111,6 +113,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         schedule=option_str(c.schedule),
         steps_per_epoch=result.steps_per_epoch,
         optimizer_steps=result.optimizer_steps,
+        synthetic_per_batch=result.synthetic_per_batch,
+        real_images_seen=result.real_images_seen,
+        synthetic_images_seen=result.synthetic_images_seen,
+        real_times_seen_min=result.real_times_seen_min,
+        real_times_seen_max=result.real_times_seen_max,
         best_epoch=result.best_epoch,
         best_val_macro_auc=result.best_val_macro_auc,
         **{f"best_val_auc_{k}": v for k, v in result.best_val_auc.items()},

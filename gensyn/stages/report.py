@@ -6,7 +6,8 @@ it looks up the ``predict`` run of that config by hash (the rest of the config i
 one's) and uses it if it is finished. Missing runs are listed in the report, not trained:
 training 45 models is the sweep's job, not the report's. A finished ``classify`` run without
 its ``predict`` run is predicted here (cheap), and the current config's own arm, fold and
-seed are run if missing, so the demo pipeline always has one.
+seed are run if missing, so the demo pipeline always has one. Each model's ``classify``
+summary gives the training-exposure table (steps, real and synthetic images seen, per arm).
 
 Writes ``report.md`` / ``report.html``, ``auc_summary.csv`` (every statistic),
 ``predictions.csv`` (all gathered predictions) and ``figures/``.
@@ -49,6 +50,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify.sampling import arm_name, parse_arm
     from gensyn.errors import GensynError
+    from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
     from gensyn.report.render import missing_note, schedule_note, write_report
     from gensyn.runs import execute, is_done, run_dir, with_overrides
     from gensyn.stages._shared import source_of
@@ -61,6 +63,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     seeds = [int(s) for s in rc.seeds] or [int(cfg.seed)]
     own_model = (int(cfg.split_idx), int(cfg.seed))
     frames: list[pd.DataFrame] = []
+    trained: list[dict[str, object]] = []  # per model: arm + its classify summary
     missing: list[tuple[str, int]] = []
     for source, views in arms:
         for seed in seeds:
@@ -74,6 +77,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
                 if is_done(folder):
                     frame = io.read_table(folder / "predictions.csv")
                     frames.append(frame if "seed" in frame else frame.assign(seed=seed))
+                    trained.append({"arm": arm_name(source, views), **_classify_summary(sub)})
                 else:
                     label = arm_name(source, views)
                     missing.append((f"{label} seed {seed}" if len(seeds) > 1 else label, fold))
@@ -105,6 +109,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         seed=int(cfg.seed),
         notes=notes,
         n_folds=int(cfg.classifier.n_folds),
+        extra_tables=[(EXPOSURE_CAPTION, exposure_table(trained))],
     )
     macro = summary[summary["class"] == "macro"]
     for row in macro.itertuples():
@@ -123,3 +128,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
             f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
         )
+
+
+def _classify_summary(cfg: DictConfig) -> dict[str, object]:
+    """The ``summary.json`` of the config's classify run ({} if it has none)."""
+    from gensyn import io
+    from gensyn.runs import run_dir
+
+    path = run_dir(cfg, "classify") / "summary.json"
+    return dict(io.read_json(path)) if path.is_file() else {}
