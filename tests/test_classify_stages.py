@@ -166,6 +166,38 @@ def test_steps_schedule_gives_a_synthetic_arm_the_baseline_steps(compose, gensyn
     assert np.isfinite(history["loss"]).all()
 
 
+def test_real_epochs_stage_summary_counts(compose, gensyn_root):
+    """Tiny profile, fold 0, schedule=real_epochs: the baseline and the DRR arm each see every
+    real image ``epochs`` times; the DRR arm's batches carry s synthetic images on top (s from
+    the natural share, capped) and the summary's counts equal the formulas."""
+    from gensyn.classify.train import synthetic_per_batch
+    from gensyn.runs import execute
+
+    _fake_upstreams(compose, gensyn_root)
+    summary = {}
+    for arm in ("none", "drr_2"):
+        cfg = compose(
+            "profile=tiny", "num_workers=2", f"sampling={arm}", "classifier.schedule=real_epochs"
+        )
+        summary[arm] = io.read_json(execute(cfg, "classify") / "summary.json")
+    epochs, batch = 2, 8  # the tiny profile's
+    n_real = summary["none"]["n_train_real"]
+    n_syn = summary["drr_2"]["n_train_synthetic"]
+    assert summary["drr_2"]["n_train_real"] == n_real and n_syn == 16
+    s = synthetic_per_batch(n_real, n_syn, batch, 0.5)
+    assert s == round(batch * n_syn / (n_real + n_syn)) >= 1  # natural share, under the cap
+    base, drr = summary["none"], summary["drr_2"]
+    assert base["schedule"] == drr["schedule"] == "real_epochs"
+    assert base["optimizer_steps"] == epochs * -(-n_real // batch)
+    assert drr["optimizer_steps"] == epochs * -(-n_real // (batch - s))
+    for run in (base, drr):
+        assert run["real_images_seen"] == epochs * n_real
+        assert run["real_times_seen_min"] == run["real_times_seen_max"] == epochs
+    assert base["synthetic_images_seen"] == 0 and base["synthetic_per_batch"] == 0
+    assert drr["synthetic_per_batch"] == s
+    assert drr["synthetic_images_seen"] == drr["optimizer_steps"] * batch - epochs * n_real
+
+
 def test_weights_and_schedule_options(compose):
     from gensyn.config.classifier import ClassifierConfig, Schedule
 
@@ -179,6 +211,9 @@ def test_weights_and_schedule_options(compose):
     local = compose("classifier=densenet121", "classifier.weights=/w/notop.h5")
     assert local.classifier.weights == "/w/notop.h5"
     assert compose("classifier.schedule=steps").classifier.schedule is Schedule.steps
+    real = compose("classifier.schedule=real_epochs", "classifier.synthetic_share=0.25")
+    assert real.classifier.schedule is Schedule.real_epochs
+    assert real.classifier.synthetic_share == 0.25
     with pytest.raises(Exception, match=r"classifier\.schedule"):
         compose("classifier.schedule=step")
 

@@ -32,8 +32,21 @@ def upstream_of(cfg: DictConfig) -> list[str]:
     return ["prepare_xrays"] + (["convert", SYNTHETIC_STAGE[src]] if src in SYNTHETIC_STAGE else [])
 
 
+def synthetic_seed_key(cfg: DictConfig) -> str:
+    """The config key that seeds the synthetic images (DRR noise, the CycleGAN's domains and
+    training): ``seed`` when ``synthex_per_seed`` is on (retrained per training seed), else
+    ``split_seed`` (one set of synthetic images for every training seed)."""
+    return "seed" if bool(cfg.get("synthex_per_seed", False)) else "split_seed"
+
+
+def synthetic_seed(cfg: DictConfig) -> int:
+    """The value of :func:`synthetic_seed_key`."""
+    return int(cfg[synthetic_seed_key(cfg)])
+
+
 def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
-    """(DemoSpec, worker processes) of the demo data from ``<group>.demo`` and ``seed``.
+    """(DemoSpec, worker processes) of the demo data from ``<group>.demo`` and ``split_seed``
+    (the data, like the hold-out, stay the same whatever the training ``seed``).
 
     ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
     """
@@ -45,7 +58,7 @@ def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
     assert isinstance(plain, dict)
     values = {str(k): v for k, v in plain.items()}
     workers = int(values.pop("num_workers", 2))
-    return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
+    return DemoSpec.from_mapping(values, seed=int(cfg.split_seed)), max(1, workers)
 
 
 #: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)

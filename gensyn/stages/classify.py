@@ -6,8 +6,9 @@ patient-level and multilabel-stratified, into ``classifier.n_folds`` folds; fold
 ``gan_translate`` plus the CT labels of ``convert``: the centre view + ``views_per_ct - 1``
 angled views of every CT join the training folds only.
 
-Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, also kept
-in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv``,
+Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, drawn with
+``split_seed``, also kept in ``<runs_dir>/splits/`` and reused by every arm, fold and
+training ``seed``), ``train_images.csv``,
 ``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
 ``best.keras`` (best validation macro AUC) and ``history.csv``. ``summary.json`` records the
 ``schedule``, the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 @stage(
     "classify",
     summary="train the chest X-ray classifier of one sampling arm on one fold (split_idx)",
-    config_keys=("classifier", "sampling", "split_idx", "seed"),
+    config_keys=("classifier", "sampling", "split_idx", "seed", "split_seed"),
     upstream=upstream_of,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -76,9 +77,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     split_file = (
         Path(cfg.paths.runs_dir)
         / "splits"
-        / f"{stage_hash(cfg, 'prepare_xrays')}_k{c.n_folds}_seed{cfg.seed}.csv"
+        / f"{stage_hash(cfg, 'prepare_xrays')}_k{c.n_folds}_seed{cfg.split_seed}.csv"
     )
-    folds = load_or_make_folds(split_file, real_train, findings, int(c.n_folds), int(cfg.seed))
+    # the folds are data, drawn with split_seed: every training seed shares them
+    folds = load_or_make_folds(
+        split_file, real_train, findings, int(c.n_folds), int(cfg.split_seed)
+    )
     io.write_table(ctx.path("split.csv"), folds)
 
     synthetic = None
@@ -86,7 +90,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         syn_dir = ctx.upstream_dir(SYNTHETIC_STAGE[src])
         manifest = sampling.resolve_paths(io.read_table(syn_dir / "manifest.csv"), syn_dir)
         synthetic = sampling.synthetic_training_rows(
-            manifest, _ct_labels(ctx.upstream_dir("convert")), findings, views, int(cfg.seed)
+            manifest, _ct_labels(ctx.upstream_dir("convert")), findings, views, int(cfg.split_seed)
         )
     train, val = sampling.training_tables(
         real_train, folds, int(cfg.split_idx), synthetic, findings
