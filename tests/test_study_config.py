@@ -37,10 +37,11 @@ def test_thesis_experiment_has_study_sizes_and_both_sources(launch: Callable[...
     assert job["experiment_name"] == "thesis"
 
 
-def test_thesis_grid_builds_on_thesis_with_equal_steps(launch: Callable[..., Any]) -> None:
+def test_thesis_grid_builds_on_thesis_with_equal_real_exposure(launch: Callable[..., Any]) -> None:
     job = _job(launch, "experiment=thesis_grid")
     assert job["experiment_name"] == "thesis_grid"
-    assert job["classifier"]["schedule"] == "steps"
+    assert job["classifier"]["schedule"] == "real_epochs"
+    assert job["classifier"]["synthetic_share"] == 0.5
     assert job["classifier"]["name"] == "densenet121"
     assert (job["dataset"]["name"], job["ct_dataset"]["name"]) == ("padchest", "radchest")
 
