@@ -170,3 +170,15 @@ def test_training_counts_what_each_schedule_feeds(xrays, tmp_path):
     full = train("epochs", True)
     assert full.optimizer_steps == epochs * ((n_real + n_syn) // batch)
     assert full.real_images_seen + full.synthetic_images_seen == full.optimizer_steps * batch
+
+
+def test_a_zero_share_trains_on_the_real_images_only(tmp_path):
+    n_real, n_syn, batch = 23, 10, 5
+    paths = _pngs(tmp_path, n_real + n_syn)
+    labels = np.arange(n_real + n_syn, dtype=float)[:, None].repeat(5, axis=1)
+    assert synthetic_per_batch(n_real, n_syn, batch, 0.0) == 0
+    stream = data.RealEpochsStream(paths, labels, batch, 8, n_real, 0, shuffle=True, seed=2)
+    for images, lab in stream:
+        known = ~np.isnan(lab[:, 0])
+        assert (_ids(images)[known] < n_real).all()  # no synthetic image, not even as filler
+    assert (stream.times_seen[:n_real] == 1).all() and (stream.times_seen[n_real:] == 0).all()

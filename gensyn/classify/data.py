@@ -414,7 +414,8 @@ class RealEpochsStream(BatchStream):
     without synthetic images fills a short batch with label-free copies of its real images
     (all labels NaN: the masked loss gives them no weight and no gradient), so every batch
     has one shape, divisible over data-parallel devices; those copies are not counted in
-    :attr:`times_seen`. Batches are a function of (seed, epoch): resume-safe.
+    :attr:`times_seen`. So does an arm given ``synthetic_per_batch=0``: it trains on its real
+    images only. Batches are a function of (seed, epoch): resume-safe.
     """
 
     def __init__(
@@ -445,7 +446,7 @@ class RealEpochsStream(BatchStream):
         split = np.array_split(np.arange(n_real), self.n_batches)
         self.real_per_batch = np.array([len(a) for a in split])
         self.real_start = np.concatenate([[0], np.cumsum(self.real_per_batch)[:-1]])
-        if not n_synthetic:  # label-free copies of the real images, to pad short batches
+        if not synthetic_per_batch:  # label-free copies of the real images, to pad short batches
             assert self.labels is not None
             self.paths = self.paths + self.paths[:n_real]
             self.labels = np.concatenate([self.labels, np.full_like(self.labels[:n_real], np.nan)])
@@ -454,7 +455,7 @@ class RealEpochsStream(BatchStream):
     @property
     def synthetic_per_epoch(self) -> int:
         """Synthetic images in one epoch's batches (0 for an arm without any)."""
-        return self.n_batches * self.batch_size - self.n_real if self.n_synthetic else 0
+        return self.n_batches * self.batch_size - self.n_real if self.synthetic_per_batch else 0
 
     def __len__(self) -> int:
         return self.n_batches
@@ -483,7 +484,7 @@ class RealEpochsStream(BatchStream):
             start, n_real = int(self.real_start[number]), int(self.real_per_batch[number])
             real = orders[epoch][start : start + n_real]
             fill = self.batch_size - n_real
-            if self.n_synthetic:
+            if self.synthetic_per_batch:
                 # synthetic images before this batch: the earlier epochs' and this epoch's
                 done = epoch * self.synthetic_per_epoch + number * self.batch_size - start
                 extra = self._synthetic(done, fill, cycles)
