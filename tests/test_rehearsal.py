@@ -23,7 +23,8 @@ from study_fakes import radchest_record
 from gensyn.classify.sampling import arm_name, parse_arm
 from gensyn.config.report import THESIS_ARMS
 
-pytestmark = pytest.mark.slow
+# 36 tiny classifiers (9 arms x 2 folds x 2 seeds) and their predictions: beyond the default 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 TOKEN = "rehearsal-token-0042"
 #: the report's names of the thesis grid's nine arms (baseline, drr_1 ... synthex_10)
