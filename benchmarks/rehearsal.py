@@ -61,6 +61,19 @@ STUDY = {
 }
 
 
+def _real_epochs_images(study: dict[str, Any], batch: int = 128, cap: float = 0.5) -> float:
+    """Images one fold's nine arms train on under ``classifier.schedule=real_epochs``."""
+    from gensyn.classify.train import steps_per_epoch, synthetic_per_batch
+
+    n_real, total = int(study["real_train_images"]), 0.0
+    for views in study["arms"].values():
+        n_syn = int(views) * int(study["n_cts"])
+        s = synthetic_per_batch(n_real, n_syn, batch, cap)
+        steps = steps_per_epoch("real_epochs", n_real + n_syn, n_real, batch, s)
+        total += steps * batch * int(study["classify_epochs"])
+    return total
+
+
 def summary(root: Path, stage: str) -> dict[str, Any]:
     """The newest finished run's summary.json of ``stage``."""
     done = sorted(
@@ -255,6 +268,10 @@ def extrapolate(
                 for v in STUDY["arms"].values()
             )
             out["classify"]["original_grid_h"] = round(orig * STUDY["folds"] / 3600, 2)
+            # thesis_grid's real_epochs: every real image 30 times, synthetic images on top
+            out["classify"]["grid_h_real_epochs"] = round(
+                _real_epochs_images(STUDY) / ips * STUDY["folds"] / 3600, 2
+            )
     if s["predict"] and walls.get("predict"):
         n = sum(
             int(v) for k, v in s["predict"].items() if k.startswith("n_") and k.endswith("_images")

@@ -166,6 +166,38 @@ def test_steps_schedule_gives_a_synthetic_arm_the_baseline_steps(compose, gensyn
     assert np.isfinite(history["loss"]).all()
 
 
+def test_real_epochs_stage_summary_counts(compose, gensyn_root):
+    """Tiny profile, fold 0, schedule=real_epochs: the baseline and the DRR arm each see every
+    real image ``epochs`` times; the DRR arm's batches carry s synthetic images on top (s from
+    the natural share, capped) and the summary's counts equal the formulas."""
+    from gensyn.classify.train import synthetic_per_batch
+    from gensyn.runs import execute
+
+    _fake_upstreams(compose, gensyn_root)
+    summary = {}
+    for arm in ("none", "drr_2"):
+        cfg = compose(
+            "profile=tiny", "num_workers=2", f"sampling={arm}", "classifier.schedule=real_epochs"
+        )
+        summary[arm] = io.read_json(execute(cfg, "classify") / "summary.json")
+    epochs, batch = 2, 8  # the tiny profile's
+    n_real = summary["none"]["n_train_real"]
+    n_syn = summary["drr_2"]["n_train_synthetic"]
+    assert summary["drr_2"]["n_train_real"] == n_real and n_syn == 16
+    s = synthetic_per_batch(n_real, n_syn, batch, 0.5)
+    assert s == round(batch * n_syn / (n_real + n_syn)) >= 1  # natural share, under the cap
+    base, drr = summary["none"], summary["drr_2"]
+    assert base["schedule"] == drr["schedule"] == "real_epochs"
+    assert base["optimizer_steps"] == epochs * -(-n_real // batch)
+    assert drr["optimizer_steps"] == epochs * -(-n_real // (batch - s))
+    for run in (base, drr):
+        assert run["real_images_seen"] == epochs * n_real
+        assert run["real_times_seen_min"] == run["real_times_seen_max"] == epochs
+    assert base["synthetic_images_seen"] == 0 and base["synthetic_per_batch"] == 0
+    assert drr["synthetic_per_batch"] == s
+    assert drr["synthetic_images_seen"] == drr["optimizer_steps"] * batch - epochs * n_real
+
+
 def test_weights_and_schedule_options(compose):
     from gensyn.config.classifier import ClassifierConfig, Schedule
 
@@ -179,6 +211,9 @@ def test_weights_and_schedule_options(compose):
     local = compose("classifier=densenet121", "classifier.weights=/w/notop.h5")
     assert local.classifier.weights == "/w/notop.h5"
     assert compose("classifier.schedule=steps").classifier.schedule is Schedule.steps
+    real = compose("classifier.schedule=real_epochs", "classifier.synthetic_share=0.25")
+    assert real.classifier.schedule is Schedule.real_epochs
+    assert real.classifier.synthetic_share == 0.25
     with pytest.raises(Exception, match=r"classifier\.schedule"):
         compose("classifier.schedule=step")
 
@@ -237,3 +272,79 @@ def test_demo_classifier_learns(launch, gensyn_root):
     launch("stage=predict", "logger=none")
     (summary,) = (gensyn_root / "workdir" / "runs" / "predict").glob("*/summary.json")
     assert io.read_json(summary)["test_macro_auc"] >= 0.75
+
+
+@pytest.mark.slow
+def test_repeated_cross_validation_over_seeds(compose, launch, gensyn_root):
+    """seed=0,1,2 × 2 folds × {baseline, drr_2}, trained for real (one model left out): the
+    seeds share the hold-out and the folds, their models differ, and report.seeds=[0,1,2]
+    compares J = folds × seeds paired models; the exposure table counts what each arm saw."""
+    from gensyn.runs import execute
+
+    _fake_upstreams(compose, gensyn_root)
+    base = ("profile=tiny", "num_workers=2", "classifier.n_folds=2")
+    schedule = "classifier.schedule=real_epochs"
+    folders = {}
+    for arm in ("none", "drr_2"):
+        for seed in (0, 1, 2):
+            for fold in (0, 1):
+                if (arm, seed, fold) == ("drr_2", 2, 1):
+                    continue  # not trained: listed as missing, left out of the pairs
+                cfg = compose(
+                    *base, schedule, f"sampling={arm}", f"seed={seed}", f"split_idx={fold}"
+                )
+                folders[arm, seed, fold] = execute(cfg, "classify")
+    assert len(set(folders.values())) == 11  # every (arm, seed, fold) its own model
+    for arm, seed, fold in folders:  # one fold split for every seed (drawn with split_seed)
+        pd.testing.assert_frame_equal(
+            io.read_table(folders[arm, seed, fold] / "split.csv"),
+            io.read_table(folders["none", 0, 0] / "split.csv"),
+        )
+    proc = launch(
+        *base,
+        schedule,
+        "stage=report",
+        "logger=none",
+        "report.n_bootstrap=50",
+        "report.arms=[none,drr_2]",
+        "report.seeds=[0,1,2]",
+        "report.test_datasets=[chestxray14]",
+    )
+    assert "Classification report" in proc.stdout
+    (report,) = (gensyn_root / "workdir" / "runs" / "report").glob("*/report.md")
+    text = report.read_text()
+    assert "seed(s) 0, 1, 2" in text and "drr_2 seed 2 (fold 1)" in text
+
+    preds = io.read_table(report.parent / "predictions.csv")
+    models = preds.drop_duplicates(["arm", "seed", "fold"])
+    assert len(models) == 11 and set(models["seed"]) == {0, 1, 2}
+    for test_set, group in preds.groupby("test_set"):  # the same test images for every model
+        images = group.groupby(["arm", "seed", "fold"])["image_id"].apply(frozenset)
+        assert images.nunique() == 1, test_set
+    # genuinely different models: the seeds' probabilities for the same images differ
+    own = preds[(preds.arm == "baseline") & (preds.fold == 0) & (preds.test_set == "demo")]
+    by_seed = own.pivot(index="image_id", columns="seed", values="p_Effusion")
+    assert not np.allclose(by_seed[0], by_seed[1]) and not np.allclose(by_seed[0], by_seed[2])
+
+    summary = io.read_table(report.parent / "auc_summary.csv")
+    for test_set in ("demo", "chestxray14"):
+        macro = summary[
+            (summary.arm == "drr_2")
+            & (summary["class"] == "macro")
+            & (summary.test_set == test_set)
+        ].iloc[0]
+        assert macro.n_models == 5 and macro.n_pairs == 5 and macro.n_folds == 2  # J = 2 × 3 - 1
+        assert np.isfinite(macro.p_corrected)
+
+    # exposure: mean over each arm's models of what its classify runs counted
+    assert "Training exposure per arm" in text
+    runs = {k: io.read_json(f / "summary.json") for k, f in folders.items()}
+    for arm, label, n in (("none", "baseline", 6), ("drr_2", "drr_2", 5)):
+        mine = [r for (a, _, _), r in runs.items() if a == arm]
+        assert len(mine) == n
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(n)
+        for k, key in enumerate(("optimizer_steps", "real_images_seen", "synthetic_images_seen")):
+            assert cells[2 + k] == f"{np.mean([r[key] for r in mine]):,.0f}", key
+        assert cells[5] == "2"  # every real image seen exactly epochs = 2 times

@@ -214,6 +214,8 @@ res = train_classifier(ModelSpec("small_cnn", image_size_px=32, widths=(8, 16, 3
     schedule={schedule!r}), FINDINGS, on_epoch=hook,
     n_real_train=len(tr) * 2 // 3)  # steps: epochs end mid-pass
 print("STEPS", res.optimizer_steps, flush=True)
+print("SEEN", res.real_images_seen, res.synthetic_images_seen, res.real_times_seen_min,
+      res.real_times_seen_max, flush=True)
 print("RESUMED_FROM", res.resumed_from_epoch, flush=True)
 """
 
@@ -239,7 +241,7 @@ def _checkpoint_arrays(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule", ["epochs", "steps"])
+@pytest.mark.parametrize("schedule", ["epochs", "steps", "real_epochs"])
 def test_killed_run_resumes_to_identical_result(xrays, tmp_path, schedule):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     killed, straight = tmp_path / "killed", tmp_path / "straight"
@@ -275,6 +277,8 @@ def test_killed_run_resumes_to_identical_result(xrays, tmp_path, schedule):
     )
     steps = [line for line in straight_run.stdout.splitlines() if line.startswith("STEPS")]
     assert steps and steps[0] in resumed.stdout  # the optimiser counted the same steps
+    seen = [line for line in straight_run.stdout.splitlines() if line.startswith("SEEN")]
+    assert seen and seen[0] in resumed.stdout  # and the images fed, across the kill
     a, state_a = _checkpoint_arrays(killed)
     b, state_b = _checkpoint_arrays(straight)
     assert a.keys() == b.keys()

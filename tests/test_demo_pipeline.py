@@ -85,10 +85,13 @@ def test_demo_pipeline_end_to_end_then_skips_when_done(launch, gensyn_root: Path
 
 @pytest.mark.slow
 def test_local_multirun_makes_one_run_folder_per_value(launch, gensyn_root: Path) -> None:
-    proc = launch("stage=convert", "seed=0,1", "-m", "profile=tiny", "logger=none", timeout=900)
-    assert "#0 : stage=convert seed=0" in proc.stdout + proc.stderr
+    # the demo's phantoms are data: drawn from split_seed (the training seed leaves them alone)
+    proc = launch(
+        "stage=convert", "split_seed=0,1", "-m", "profile=tiny", "logger=none", timeout=900
+    )
+    assert "#0 : stage=convert split_seed=0" in proc.stdout + proc.stderr
     folders = sorted((gensyn_root / "workdir" / "runs" / "convert").iterdir())
     assert len(folders) == 2 and all((f / "DONE").is_file() for f in folders)
-    seeds = {io.read_json(f / "identity.json")["config"]["seed"] for f in folders}
+    seeds = {io.read_json(f / "identity.json")["config"]["split_seed"] for f in folders}
     assert seeds == {0, 1}
     assert (gensyn_root / "workdir" / "multirun").is_dir()

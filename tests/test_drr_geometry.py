@@ -245,3 +245,83 @@ def test_gpu_kernels_launch_plan_on_the_cpu():
         assert (out[idx] == axis + 1).all()
     whole = axis_launch(rays, renderer.affine, table, voxel, (1, 0, 2), [0, 1, 2], "auto", 8, out)
     assert whole.whole and whole.res is out and whole.mu.shape[1] == 8
+
+
+def test_field_of_view_at_the_isocentre_by_hand():
+    """Detector side × source-to-isocentre / source-to-detector, numbers worked by hand."""
+    assert np.isclose(
+        GEOMETRY_PRESETS["mobile_carm"].field_of_view_at_isocenter_mm, 233.8, atol=0.05
+    )
+    assert np.isclose(
+        GEOMETRY_PRESETS["mobile_carm_wide"].field_of_view_at_isocenter_mm, 420.9, atol=0.05
+    )
+    assert np.isclose(GEOMETRY_PRESETS["pa_chest"].field_of_view_at_isocenter_mm, 393.25, atol=0.01)
+    # binning to the study's 512 px keeps the field of view
+    for name in ("mobile_carm", "mobile_carm_wide"):
+        g = GEOMETRY_PRESETS[name]
+        assert np.isclose(
+            g.resized(512).field_of_view_at_isocenter_mm, g.field_of_view_at_isocenter_mm
+        )
+
+
+@pytest.mark.parametrize(("name", "seen_mm"), [("mobile_carm", 100.0), ("mobile_carm_wide", 200.0)])
+def test_field_of_view_by_projecting_beads(name, seen_mm):
+    """Beads in the isocentre plane at ±200 mm left-right and head-feet (a whole adult chest's
+    extent), projected by the renderer: all four land on the wide C-arm's detector at the
+    pixels the geometry predicts; the original's C-arm sees none of them (and beads at
+    ±100 mm instead)."""
+    from gensyn.drr.geometry import make_geometry
+
+    spacing, shape = 2.5, (177, 9, 177)  # 440 mm × 20 mm × 440 mm, centred on the isocentre
+    affine = _affine(shape, spacing)
+    far = [np.array(p) for p in ([-200.0, 0, 0], [200.0, 0, 0], [0, 0, -200.0], [0, 0, 200.0])]
+    geometry = make_geometry(name, image_size_px=256)
+    pose = CarmPose(0, 0)
+
+    def image(beads):
+        vol = torch.from_numpy(_beads(beads, sigma_mm=3.0, shape=shape, affine=affine))[None]
+        rays = make_rays([pose], geometry, shape, affine)
+        return line_integrals(vol, affine, rays)[0, ..., 0].numpy()
+
+    img_far = image(far)
+    if name == "mobile_carm":
+        assert img_far.max() < 1e-3  # ±200 mm is outside its 234 mm field of view
+        beads = [p * seen_mm / 200.0 for p in far]
+        img = image(beads)
+    else:
+        beads, img = far, img_far
+    predicted = project_points(np.stack(beads), pose, geometry, np.zeros(3))
+    n = geometry.detector_rows_px
+    assert ((predicted >= 0) & (predicted <= n - 1)).all()  # on the detector
+    for row, col in predicted:
+        r0, c0 = round(row), round(col)
+        window = np.zeros_like(img)
+        window[r0 - 5 : r0 + 6, c0 - 5 : c0 + 6] = img[r0 - 5 : r0 + 6, c0 - 5 : c0 + 6]
+        assert window.max() > 0.5 * img.max()
+        np.testing.assert_allclose(_centroid(window), [row, col], atol=0.5)
+
+
+def test_projector_option_for_a_whole_chest(compose):
+    """projector=mobile_carm_wide: the original's C-arm distances and physics, a field of view
+    of >= 400 mm at the isocentre (the original's: 234 mm), at the study's image size."""
+    from gensyn.drr.geometry import make_geometry
+
+    def geometry(option):
+        p = compose("experiment=thesis", f"projector={option}").projector
+        g = make_geometry(
+            p.geometry,
+            p.image_size_px,
+            p.source_to_detector_mm,
+            p.source_to_isocenter_mm,
+            p.detector_size_mm,
+            p.crop_fraction,
+        )
+        return p, g
+
+    p, wide = geometry("mobile_carm_wide")
+    _, original = geometry("torch")
+    assert wide.field_of_view_at_isocenter_mm >= 400.0
+    assert round(original.field_of_view_at_isocenter_mm) == 234
+    assert (p.kvp, p.filtration_mm_al) == (90.0, 4.0)
+    assert wide.detector_rows_px == original.detector_rows_px == 512
+    assert (wide.source_to_detector_mm, wide.source_to_isocenter_mm) == (1020.0, 530.0)

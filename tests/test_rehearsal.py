@@ -5,7 +5,8 @@ metadata tables) is served by the local fake Zenodo server; a PadChest-like tree
 PNGs in numbered folders, the real label table) and a ChestX-ray14-like tree (the real
 ``Data_Entry_2017.csv``) sit in their raw folders. Then the README's "Running the real
 study" commands run with ``experiment=thesis_grid`` and ``profile=tiny``: download → convert
-→ prepare_xrays → drr → SyntheX → classify (all 9 arms, 2 folds) → predict → report.
+→ prepare_xrays → drr → SyntheX → classify (all 9 arms, 2 folds, training seeds 0 and 1:
+repeated cross-validation on one test set and one CycleGAN) → predict → report.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from study_fakes import radchest_record
 from gensyn.classify.sampling import arm_name, parse_arm
 from gensyn.config.report import THESIS_ARMS
 
-pytestmark = pytest.mark.slow
+# 36 tiny classifiers (9 arms x 2 folds x 2 seeds) and their predictions: beyond the default 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 TOKEN = "rehearsal-token-0042"
 #: the report's names of the thesis grid's nine arms (baseline, drr_1 ... synthex_10)
@@ -87,29 +89,41 @@ def test_real_study_rehearsal(launch: Callable[..., Any], gensyn_root: Path) -> 
     (translate,) = _done(root, "gan_translate")
     assert len(pd.read_csv(translate / "manifest.csv")) == len(drrs)
 
-    # --- the grid: 9 arms x 2 folds, then predictions and the report
-    launch("-m", "stage=classify", "split_idx=0,1", *common, timeout=2400)
+    # --- the grid: 9 arms x 2 folds x 2 training seeds, then predictions and the report
+    launch("-m", "stage=classify", "split_idx=0,1", "seed=0,1", *common, timeout=3600)
     classify = _done(root, "classify")
-    assert len(classify) == 9 * 2
+    assert len(classify) == 9 * 2 * 2
     summaries = [pd.read_json(d / "summary.json", typ="series") for d in classify]
-    assert {s["schedule"] for s in summaries} == {"steps"}
-    by_fold: dict[int, set[int]] = {}
+    assert {s["schedule"] for s in summaries} == {"real_epochs"}
+    real_seen: dict[int, set[int]] = {}
     for d, s in zip(classify, summaries, strict=True):
         fold = int(pd.read_json(d / "identity.json", typ="series")["config"]["split_idx"])
-        by_fold.setdefault(fold, set()).add(int(s["optimizer_steps"]))
-    assert all(len(steps) == 1 for steps in by_fold.values()), by_fold  # equal budgets
+        real_seen.setdefault(fold, set()).add(int(s["real_images_seen"]))
+        assert s["real_times_seen_min"] == s["real_times_seen_max"] == 2  # tiny: 2 epochs
+        assert (int(s["synthetic_images_seen"]) > 0) == (int(s["n_train_synthetic"]) > 0)
+    assert all(len(seen) == 1 for seen in real_seen.values()), real_seen  # equal real exposure
+    # the training seeds shared the data and the synthetic images: one of each upstream run
+    for upstream in ("prepare_xrays", "drr", "gan_train", "gan_translate"):
+        assert len(_done(root, upstream)) == 1, upstream
 
-    launch("-m", "stage=predict", "split_idx=0,1", *common, timeout=1200)
-    assert len(_done(root, "predict")) == 9 * 2
-    proc = launch("stage=report", *common)
+    launch("-m", "stage=predict", "split_idx=0,1", "seed=0,1", *common, timeout=2400)
+    assert len(_done(root, "predict")) == 9 * 2 * 2
+    proc = launch("stage=report", "report.seeds=[0,1]", *common)
     report_dir = sorted((root / "workdir" / "runs" / "report").iterdir())[-1]
     preds = pd.read_csv(report_dir / "predictions.csv")
     assert set(preds["arm"]) == set(ARM_NAMES)
     assert set(preds["test_set"]) == {"padchest", "chestxray14"}
-    assert set(preds["fold"]) == {0, 1}
+    assert set(preds["fold"]) == {0, 1} and set(preds["seed"]) == {0, 1}
+    for test_set, group in preds.groupby("test_set"):  # one test set for every model
+        images = group.groupby(["arm", "fold", "seed"])["image_id"].apply(frozenset)
+        assert len(images) == 9 * 2 * 2 and images.nunique() == 1, test_set
+    summary = pd.read_csv(report_dir / "auc_summary.csv")
+    macro = summary[(summary["class"] == "macro") & (summary["arm"] != "baseline")]
+    assert (macro["n_pairs"] == 2 * 2).all()  # J = folds x seeds
     text = (report_dir / "report.md").read_text()
     for arm in ARM_NAMES:
         assert arm in text
     assert "chestxray14" in text and "padchest" in text
-    assert "steps" in text  # the report says which schedule ran
+    assert "real_epochs" in text and "seed(s) 0, 1" in text  # schedule and seeds stated
+    assert "Training exposure per arm" in text
     assert proc.returncode == 0

@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gensyn import io
 from gensyn.report import render
-from gensyn.runs import DONE, run_dir
 
 CLASSES = ["Effusion", "Cardiomegaly"]
 #: test set -> number of negatives per class (one positive each, so AUCs are k / n_neg)
@@ -142,63 +140,10 @@ def test_format_p_and_schedule_note():
     assert render.format_p(float("nan")) == "p = n/a"
     assert "more optimiser steps" in render.schedule_note("epochs")
     assert "as many optimiser steps" in render.schedule_note("steps")
-    with pytest.raises(ValueError, match="allowed: \\['epochs', 'steps'\\]"):
+    assert "each real training image once per epoch" in render.schedule_note("real_epochs")
+    with pytest.raises(ValueError, match="allowed: \\['epochs', 'steps', 'real_epochs'\\]"):
         render.schedule_note("epoch")
 
 
-def _fake_predictions(arm: str, source: str, views: int, fold: int, findings, seed: int):
-    """What stage=predict writes (no seed column), for 30 images of 15 patients."""
-    rng = np.random.default_rng(100 * seed + 10 * fold + views)
-    y = (np.random.default_rng(0).random((30, len(findings))) < 0.4).astype(int)
-    p = 1 / (1 + np.exp(-(views * y + rng.normal(size=y.shape))))
-    return pd.DataFrame(
-        {
-            "arm": arm,
-            "source": source,
-            "views_per_ct": views,
-            "fold": fold,
-            "test_set": "demo",
-            "image_id": [f"i{i}" for i in range(30)],
-            "patient_id": [f"p{i // 2}" for i in range(30)],
-            **{f"y_{f}": y[:, k] for k, f in enumerate(findings)},
-            **{f"p_{f}": p[:, k] for k, f in enumerate(findings)},
-        }
-    )
-
-
-def test_report_stage_gathers_seeds(compose, launch, gensyn_root):
-    """stage=report over report.seeds: finished predict runs found by hash, one missing."""
-    base = ("profile=tiny", "classifier.n_folds=3")
-    findings = list(compose(*base).dataset.findings)
-    for arm, source, views in [("baseline", "none", 1), ("drr_5", "drr", 5)]:
-        for seed in (0, 1):
-            for fold in range(3):
-                if (arm, seed, fold) == ("drr_5", 1, 2):
-                    continue  # missing, and without a classify run, so not predicted either
-                sampling = "none" if source == "none" else arm
-                cfg = compose(*base, f"sampling={sampling}", f"split_idx={fold}", f"seed={seed}")
-                folder = run_dir(cfg, "predict")
-                table = _fake_predictions(arm, source, views, fold, findings, seed)
-                io.write_table(folder / "predictions.csv", table)
-                io.write_json(folder / DONE, {"fake": True})
-    proc = launch(
-        *base,
-        "stage=report",
-        "logger=none",
-        "report.n_bootstrap=20",
-        "report.arms=[none,drr_5]",
-        "report.seeds=[0,1]",
-    )
-    assert "Classification report" in proc.stdout
-    (report,) = (gensyn_root / "workdir" / "runs" / "report").glob("*/report.md")
-    text = report.read_text()
-    assert "drr_5 seed 1 (fold 2)" in text
-    assert "Training schedule: " in text and "seed(s) 0, 1" in text
-    assert "Arms vs baseline across trained models" in text
-    summary = io.read_table(report.parent / "auc_summary.csv")
-    macro = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
-    assert macro.n_models == 5 and macro.n_pairs == 5 and macro.n_folds == 3
-    gathered = io.read_table(report.parent / "predictions.csv")
-    models = gathered.drop_duplicates(["arm", "fold", "seed"])
-    assert sorted(models.groupby("arm").size()) == [5, 6]
-    assert set(models["seed"]) == {0, 1}
+# stage=report over report.seeds with genuinely different trained models (same test images):
+# tests/test_classify_stages.py::test_repeated_cross_validation_over_seeds

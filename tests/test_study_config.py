@@ -37,10 +37,11 @@ def test_thesis_experiment_has_study_sizes_and_both_sources(launch: Callable[...
     assert job["experiment_name"] == "thesis"
 
 
-def test_thesis_grid_builds_on_thesis_with_equal_steps(launch: Callable[..., Any]) -> None:
+def test_thesis_grid_builds_on_thesis_with_equal_real_exposure(launch: Callable[..., Any]) -> None:
     job = _job(launch, "experiment=thesis_grid")
     assert job["experiment_name"] == "thesis_grid"
-    assert job["classifier"]["schedule"] == "steps"
+    assert job["classifier"]["schedule"] == "real_epochs"
+    assert job["classifier"]["synthetic_share"] == 0.5
     assert job["classifier"]["name"] == "densenet121"
     assert (job["dataset"]["name"], job["ct_dataset"]["name"]) == ("padchest", "radchest")
 
@@ -137,11 +138,42 @@ def test_drr_hashes_the_seed_only_when_it_draws_noise(compose: Callable[..., Any
         cfg = compose("experiment=thesis", "profile=tiny", *extra)
         return stage_hash(cfg, "drr")  # type: ignore[arg-type]
 
-    assert h("seed=0") == h("seed=1")
-    assert h("seed=0", "projector.photon_count=1e5") != h("seed=1", "projector.photon_count=1e5")
-    # real CTs are converted once for every seed; the demo's phantoms are drawn from it
-    assert stage_hash(compose("experiment=thesis", "seed=0"), "convert") == stage_hash(  # type: ignore[arg-type]
-        compose("experiment=thesis", "seed=1"),
-        "convert",  # type: ignore[arg-type]
-    )
-    assert stage_hash(compose("seed=0"), "convert") != stage_hash(compose("seed=1"), "convert")  # type: ignore[arg-type]
+    noisy = "projector.photon_count=1e5"
+    assert h("split_seed=0") == h("split_seed=1")
+    assert h("split_seed=0", noisy) != h("split_seed=1", noisy)
+    # the noise is the data's (split_seed), unless the synthetic images follow the training seed
+    assert h("seed=0", noisy) == h("seed=1", noisy)
+    per_seed = "synthex_per_seed=true"
+    assert h("seed=0", noisy, per_seed) != h("seed=1", noisy, per_seed)
+    # real CTs are converted once for every seed; the demo's phantoms are drawn from split_seed
+    for key in ("seed", "split_seed"):
+        assert stage_hash(compose("experiment=thesis", f"{key}=0"), "convert") == stage_hash(  # type: ignore[arg-type]
+            compose("experiment=thesis", f"{key}=1"),
+            "convert",  # type: ignore[arg-type]
+        )
+    assert stage_hash(compose("seed=0"), "convert") == stage_hash(compose("seed=1"), "convert")  # type: ignore[arg-type]
+    assert stage_hash(compose("split_seed=0"), "convert") != stage_hash(
+        compose("split_seed=1"), "convert"
+    )  # type: ignore[arg-type]
+
+
+def test_training_seeds_share_the_data_and_the_synthetic_images(
+    compose: Callable[..., Any],
+) -> None:
+    """seed=0,1,2 (repeated cross-validation) share the hold-out, folds and, unless
+    synthex_per_seed, the CycleGAN; only the classifiers differ. split_seed changes them all."""
+    from gensyn.runs import stage_hash
+
+    def h(stage: str, *extra: str) -> str:
+        cfg = compose("experiment=thesis", "profile=tiny", "sampling=synthex_5", *extra)
+        return stage_hash(cfg, stage)  # type: ignore[arg-type]
+
+    for stage in ("prepare_xrays", "convert", "drr", "synthex_prep", "gan_train", "gan_translate"):
+        assert h(stage, "seed=0") == h(stage, "seed=1"), stage
+        assert h(stage, "split_seed=0") != h(stage, "split_seed=1") or stage in ("convert", "drr")
+    assert h("classify", "seed=0") != h("classify", "seed=1")
+    assert h("classify", "split_seed=0") != h("classify", "split_seed=1")
+    per_seed = "synthex_per_seed=true"
+    for stage in ("synthex_prep", "gan_train", "gan_translate", "classify"):
+        assert h(stage, "seed=0", per_seed) != h(stage, "seed=1", per_seed), stage
+    assert h("prepare_xrays", "seed=0", per_seed) == h("prepare_xrays", "seed=1", per_seed)

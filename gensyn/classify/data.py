@@ -209,6 +209,8 @@ class BatchStream:
         self.augment = augment
         self.decode = decode
         self.epoch = 0
+        #: how many times each image (path i) was yielded in a batch since construction
+        self.times_seen = np.zeros(len(self.paths), dtype=np.int64)
         for c in cache:
             if c.image_size_px != image_size_px:
                 raise ValueError(
@@ -316,10 +318,11 @@ class BatchStream:
         the shuffled epochs, and equal arguments give equal batches (resume-safe).
         """
         plan = self._plan(first_batch, n_batches)
-        if self.uses_processes:
-            yield from self._iter_processes(plan)
-        else:
-            yield from self._iter_threads(plan)
+        batches = self._iter_processes(plan) if self.uses_processes else self._iter_threads(plan)
+        for (idx, _), batch in zip(plan, batches, strict=True):
+            # counted as handed to the consumer (the optimiser), not as planned
+            np.add.at(self.times_seen, idx[idx < self.times_seen.size], 1)
+            yield batch
 
     def _iter_threads(
         self, plan: list[tuple[np.ndarray, np.ndarray | None]]
@@ -395,6 +398,101 @@ class BatchStream:
             del ring
             shm.close()
             shm.unlink()
+
+
+class RealEpochsStream(BatchStream):
+    """Training batches in which every real image appears once per epoch and synthetic
+    images fill a fixed share of each batch (``classifier.schedule=real_epochs``).
+
+    ``paths[:n_real]`` are the real images, the rest synthetic. An epoch is one shuffled pass
+    over the real images, spread over ``ceil(n_real / (batch_size - synthetic_per_batch))``
+    batches as evenly as :func:`numpy.array_split` spreads them (so a batch holds r or r - 1
+    real images, r = batch_size - synthetic_per_batch, when n_real >= r²). Every batch is
+    then filled up to ``batch_size`` with the next images of an endless sequence of shuffled
+    passes over the synthetic images (each pass its own permutation, seeded by seed and pass
+    number), so a synthetic image is seen as often as any other, give or take one. An arm
+    without synthetic images fills a short batch with label-free copies of its real images
+    (all labels NaN: the masked loss gives them no weight and no gradient), so every batch
+    has one shape, divisible over data-parallel devices; those copies are not counted in
+    :attr:`times_seen`. So does an arm given ``synthetic_per_batch=0``: it trains on its real
+    images only. Batches are a function of (seed, epoch): resume-safe.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: np.ndarray,
+        batch_size: int,
+        image_size_px: int,
+        n_real: int,
+        synthetic_per_batch: int,
+        **kwargs: object,
+    ) -> None:
+        n_synthetic = len(paths) - n_real
+        if not 0 < n_real <= len(paths):
+            raise ValueError(f"n_real={n_real} must be in 1..{len(paths)} (the images given)")
+        if not 0 <= synthetic_per_batch < batch_size:
+            raise ValueError(
+                f"synthetic_per_batch={synthetic_per_batch} must be in 0..{batch_size - 1}"
+            )
+        if synthetic_per_batch and not n_synthetic:
+            raise ValueError(f"synthetic_per_batch={synthetic_per_batch} but no synthetic images")
+        super().__init__(paths, labels, batch_size, image_size_px, **kwargs)  # type: ignore[arg-type]
+        self.n_real = n_real
+        self.n_synthetic = n_synthetic
+        self.synthetic_per_batch = synthetic_per_batch
+        self.n_batches = -(-n_real // (batch_size - synthetic_per_batch))
+        #: real images per batch of an epoch (the same every epoch)
+        split = np.array_split(np.arange(n_real), self.n_batches)
+        self.real_per_batch = np.array([len(a) for a in split])
+        self.real_start = np.concatenate([[0], np.cumsum(self.real_per_batch)[:-1]])
+        if not synthetic_per_batch:  # label-free copies of the real images, to pad short batches
+            assert self.labels is not None
+            self.paths = self.paths + self.paths[:n_real]
+            self.labels = np.concatenate([self.labels, np.full_like(self.labels[:n_real], np.nan)])
+            self._cached = self._cached + self._cached[:n_real]
+
+    @property
+    def synthetic_per_epoch(self) -> int:
+        """Synthetic images in one epoch's batches (0 for an arm without any)."""
+        return self.n_batches * self.batch_size - self.n_real if self.synthetic_per_batch else 0
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def _synthetic(self, start: int, n: int, cache: dict[int, np.ndarray]) -> np.ndarray:
+        """Indices (into paths) of positions start .. start + n - 1 of the synthetic sequence."""
+        out = np.empty(n, dtype=np.int64)
+        for k, position in enumerate(range(start, start + n)):
+            cycle, offset = divmod(position, self.n_synthetic)
+            if cycle not in cache:
+                # stream 1: independent of the real images' order
+                cache[cycle] = np.random.default_rng([self.seed, cycle, 1]).permutation(
+                    self.n_synthetic
+                )
+            out[k] = self.n_real + cache[cycle][offset]
+        return out
+
+    def _plan(self, first_batch: int, n_batches: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        orders: dict[int, np.ndarray] = {}
+        cycles: dict[int, np.ndarray] = {}
+        plan = []
+        for batch in range(first_batch, first_batch + n_batches):
+            epoch, number = divmod(batch, self.n_batches)
+            if epoch not in orders:
+                orders[epoch] = epoch_order(self.n_real, self.seed, epoch, True)
+            start, n_real = int(self.real_start[number]), int(self.real_per_batch[number])
+            real = orders[epoch][start : start + n_real]
+            fill = self.batch_size - n_real
+            if self.synthetic_per_batch:
+                # synthetic images before this batch: the earlier epochs' and this epoch's
+                done = epoch * self.synthetic_per_epoch + number * self.batch_size - start
+                extra = self._synthetic(done, fill, cycles)
+            else:
+                extra = len(self.times_seen) + np.resize(real, fill)  # label-free copies
+            idx = np.concatenate([real, extra])
+            plan.append((idx, self._augment_params(idx.size, epoch, number)))
+        return plan
 
 
 #: Shared-memory blocks a decode worker process has attached to, by name.

@@ -6,7 +6,11 @@ binary cross-entropy averaged over the *known* (image, finding) entries of a bat
 
 ``schedule`` sets the optimiser steps per epoch: ``epochs`` (the study) = training images /
 batch; ``steps`` = ceil(real training images / batch), the baseline arm's number, drawn from
-the shuffled real + synthetic images and continuing through them across epochs.
+the shuffled real + synthetic images and continuing through them across epochs;
+``real_epochs`` = ceil(real images / (batch - s)): every real image once per epoch, and s
+synthetic images in every batch (:func:`synthetic_per_batch`,
+:class:`gensyn.classify.data.RealEpochsStream`). The images each run was fed are counted
+(:class:`TrainResult`).
 
 Files written to ``out_dir``:
 
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gensyn import io
-from gensyn.classify.data import BatchStream
+from gensyn.classify.data import BatchStream, RealEpochsStream
 from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 from gensyn.classify.predict import predict_paths
@@ -51,7 +55,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTINGS = ("none", "balanced")
 LR_SCHEDULES = ("constant", "cosine")
-SCHEDULES = ("epochs", "steps")
+SCHEDULES = ("epochs", "steps", "real_epochs")
 CHECKPOINT = "checkpoint.npz"
 BEST_MODEL = "best.keras"
 
@@ -61,7 +65,8 @@ class TrainSettings:
     """Optimisation settings (defaults: the study's recipe; Adam 1e-5, 30 epochs, batch 128)."""
 
     epochs: int = 30
-    schedule: str = "epochs"  # epochs (the study) | steps (as many steps as the baseline arm)
+    schedule: str = "epochs"  # epochs (the study) | steps (the baseline's steps) | real_epochs
+    synthetic_share: float = 0.5  # real_epochs: most synthetic share of a batch (0 <= x < 1)
     batch_size: int = 128
     learning_rate: float = 1e-5
     lr_schedule: str = "constant"  # constant (the study) | cosine (decay to 0 over all steps)
@@ -77,8 +82,10 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
-    """What training produced: best epoch (0-based), its validation AUCs, the history, and
-    the optimiser steps per epoch and in all (as counted by the optimiser)."""
+    """What training produced: best epoch (0-based), its validation AUCs, the history, the
+    optimiser steps per epoch and in all (as counted by the optimiser), and the real and
+    synthetic images the optimiser was fed (counted batch by batch, resumed runs included;
+    ``real_times_seen_min/max``: the fewest and most times one real image was fed)."""
 
     best_epoch: int
     best_val_macro_auc: float
@@ -87,6 +94,11 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     steps_per_epoch: int = 0
     optimizer_steps: int = 0
+    real_images_seen: int = 0
+    synthetic_images_seen: int = 0
+    real_times_seen_min: int = 0
+    real_times_seen_max: int = 0
+    synthetic_per_batch: int = 0
 
 
 @keras.saving.register_keras_serializable(package="gensyn")
@@ -137,13 +149,31 @@ def positive_class_weights(labels: np.ndarray) -> np.ndarray:
     return np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), 1.0)
 
 
-def steps_per_epoch(schedule: str, n_train: int, n_real_train: int, batch_size: int) -> int:
+def synthetic_per_batch(n_real: int, n_synthetic: int, batch_size: int, max_share: float) -> int:
+    """Synthetic images per batch under ``real_epochs``: round(batch × share), share = the
+    arm's natural share n_synthetic / (n_real + n_synthetic) capped at ``max_share``; at least
+    1 when the arm has synthetic images, at most batch - 1 (a batch keeps a real image)."""
+    if not 0.0 <= max_share < 1.0:
+        raise ValueError(f"classifier.synthetic_share must be in [0, 1), got {max_share}")
+    if n_synthetic <= 0 or max_share == 0.0:
+        return 0
+    share = min(n_synthetic / (n_real + n_synthetic), max_share)
+    return int(min(max(round(batch_size * share), 1), batch_size - 1))
+
+
+def steps_per_epoch(
+    schedule: str, n_train: int, n_real_train: int, batch_size: int, n_synthetic_batch: int = 0
+) -> int:
     """Optimiser steps per epoch: ``epochs``: n_train // batch (full batches of one pass);
-    ``steps``: ceil(n_real_train / batch), the baseline arm's number whatever is added."""
+    ``steps``: ceil(n_real_train / batch), the baseline arm's number whatever is added;
+    ``real_epochs``: ceil(n_real_train / (batch - n_synthetic_batch)), one pass over the
+    real images with ``n_synthetic_batch`` synthetic images in each batch."""
     if schedule not in SCHEDULES:
         raise ValueError(f"classifier.schedule must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "epochs":
         return n_train // batch_size
+    if schedule == "real_epochs":
+        return -(-n_real_train // (batch_size - n_synthetic_batch))
     return -(-n_real_train // batch_size)
 
 
@@ -191,9 +221,15 @@ def configure_devices(batch_size: int) -> int:
 
 
 def _save_checkpoint(
-    path: Path, model: keras.Model, state: dict[str, Any], best: list[np.ndarray] | None
+    path: Path,
+    model: keras.Model,
+    state: dict[str, Any],
+    best: list[np.ndarray] | None,
+    times_seen: np.ndarray | None = None,
 ) -> None:
     arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+    if times_seen is not None:
+        arrays["times_seen"] = times_seen
     arrays.update({f"opt_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
     arrays.update({f"best_{i}": v for i, v in enumerate(best or [])})
     arrays["state_json"] = np.array(json.dumps(state))
@@ -239,7 +275,7 @@ def train_classifier(
     """Train ``spec`` on the given images; resume from ``out_dir/checkpoint.npz`` if present.
 
     ``*_labels`` are (n, C) arrays of 1, 0 or NaN (unknown) in the order of ``class_names``.
-    ``n_real_train``: how many of the training images are real (``schedule="steps"``; default
+    ``n_real_train``: how many of the training images are real, the first ones (default
     all). ``on_epoch(epoch, metrics)`` is called after each epoch (the stage logs to W&B there).
     ``cache``: decode-once image caches (:func:`gensyn.classify.cache.open_or_build`) holding
     training or validation files; results are the same as decoding the files each epoch.
@@ -262,11 +298,14 @@ def train_classifier(
     pos_weight = None
     if settings.class_weighting == "balanced":
         pos_weight = positive_class_weights(train_labels).tolist()
+    n_real = len(train_paths) if n_real_train is None else n_real_train
+    n_syn_batch = synthetic_per_batch(  # checks synthetic_share whatever the schedule
+        n_real, len(train_paths) - n_real, settings.batch_size, settings.synthetic_share
+    )
+    if settings.schedule != "real_epochs":
+        n_syn_batch = 0
     n_steps = steps_per_epoch(
-        settings.schedule,
-        len(train_paths),
-        len(train_paths) if n_real_train is None else n_real_train,
-        settings.batch_size,
+        settings.schedule, len(train_paths), n_real, settings.batch_size, n_syn_batch
     )
     if settings.lr_schedule not in LR_SCHEDULES:
         raise ValueError(
@@ -292,20 +331,38 @@ def train_classifier(
         resumed_from = int(state["next_epoch"])
         log.info("resuming training at epoch %d from %s", resumed_from, ckpt)
 
-    train_stream = BatchStream(
-        train_paths,
-        train_labels,
-        settings.batch_size,
-        spec.image_size_px,
-        shuffle=True,
+    stream_options: dict[str, Any] = dict(
         seed=settings.seed,
-        drop_remainder=True,
         num_workers=settings.num_workers,
         prefetch_batches=settings.prefetch_batches,
         augment=settings.augment,
         decode=settings.decode,
         cache=cache,
     )
+    train_stream: BatchStream
+    if settings.schedule == "real_epochs":
+        train_stream = RealEpochsStream(
+            train_paths,
+            train_labels,
+            settings.batch_size,
+            spec.image_size_px,
+            n_real,
+            n_syn_batch,
+            shuffle=True,
+            **stream_options,
+        )
+    else:
+        train_stream = BatchStream(
+            train_paths,
+            train_labels,
+            settings.batch_size,
+            spec.image_size_px,
+            shuffle=True,
+            drop_remainder=True,
+            **stream_options,
+        )
+    if ckpt.is_file():
+        train_stream.times_seen[:] = _times_seen(ckpt, len(train_paths))
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         start = time.perf_counter()
         # epoch e takes global batches e * n .. (e + 1) * n - 1 of the endless shuffled passes:
@@ -347,7 +404,7 @@ def train_classifier(
             )
             best_weights = [np.array(v) for v in model.variables]
         state["next_epoch"] = epoch + 1
-        _save_checkpoint(ckpt, model, state, best_weights)
+        _save_checkpoint(ckpt, model, state, best_weights, train_stream.times_seen)
         log.info("epoch %d: loss %.4f, val macro AUC %.4f", epoch, row["loss"], macro)
         if on_epoch is not None:
             on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
@@ -363,6 +420,7 @@ def train_classifier(
         for var, value in zip(model.variables, last, strict=True):
             var.assign(value)
     io.write_table(out_dir / "history.csv", pd.DataFrame(state["history"]))
+    seen = train_stream.times_seen
     return TrainResult(
         int(state["best_epoch"]),
         float(state["best_auc"]),
@@ -371,4 +429,18 @@ def train_classifier(
         list(state["history"]),
         n_steps,
         int(model.optimizer.iterations),
+        real_images_seen=int(seen[:n_real].sum()),
+        synthetic_images_seen=int(seen[n_real:].sum()),
+        real_times_seen_min=int(seen[:n_real].min()) if n_real else 0,
+        real_times_seen_max=int(seen[:n_real].max()) if n_real else 0,
+        synthetic_per_batch=n_syn_batch,
     )
+
+
+def _times_seen(path: Path, n_images: int) -> np.ndarray:
+    """The per-image feed counts a checkpoint carries (zeros if it has none: an older one)."""
+    with np.load(path) as data:
+        if "times_seen" in data.files and data["times_seen"].shape == (n_images,):
+            return np.asarray(data["times_seen"])
+    log.warning("%s carries no image counts: images seen before the resume are not counted", path)
+    return np.zeros(n_images, dtype=np.int64)

@@ -66,7 +66,12 @@ class Config:
     site: SiteConfig = field(default_factory=SiteConfig)  # set by site=... (a _global_ group)
     experiment_name: str = "default"  # set by experiment=...; groups W&B runs
     profile_name: str = "default"  # set by profile=... (default | tiny)
-    seed: int = 0  # every random choice derives from it
+    seed: int = 0  # the training's random choices (initialisation, batch order) derive from it
+    # the data's: the X-ray hold-out, the folds, the views drawn per CT, the demo's data
+    split_seed: int = 0
+    # false: DRR noise and the SyntheX CycleGAN (domains, training) use split_seed, so every
+    # seed of a repeated cross-validation trains on the same synthetic images; true: `seed`
+    synthex_per_seed: bool = False
     split_idx: int = 0  # which fold is the validation fold (classify, predict)
     force: bool = False  # recompute the requested stage even if its run folder is DONE
     run_upstream: bool = True  # run unfinished upstream stages first (else: error)

@@ -48,11 +48,15 @@ class Schedule(Enum):
     ``epochs`` (the study): one pass over all training images, so arms with more synthetic
     images take more steps. ``steps``: every arm takes ceil(real training images / batch)
     steps per epoch, as many as the baseline arm of the same fold, drawn from the shuffled
-    real + synthetic set and continuing through it across epochs.
+    real + synthetic set and continuing through it across epochs. ``real_epochs``: every arm
+    sees each real image exactly once per epoch, and synthetic images fill a fixed share of
+    every batch (the arm's natural share, capped at ``synthetic_share``), so arms differ only
+    by the synthetic images added on top.
     """
 
     epochs = "epochs"
     steps = "steps"
+    real_epochs = "real_epochs"
 
 
 class DecodeMode(Enum):
@@ -79,7 +83,10 @@ class ClassifierConfig:
     augment: bool = False  # random shifts and contrast of training batches (host side)
     class_weighting: ClassWeighting = ClassWeighting.none
     epochs: int = 30
-    schedule: Schedule = Schedule.epochs  # epochs (the study) | steps (as many as the baseline)
+    schedule: Schedule = Schedule.epochs  # epochs (the study) | steps | real_epochs
+    # real_epochs: synthetic share of each batch = min(the arm's natural share
+    # n_synthetic / (n_real + n_synthetic), synthetic_share); 0 <= synthetic_share < 1
+    synthetic_share: float = 0.5
     batch_size: int = 128  # global batch (split over GPUs when there are several)
     learning_rate: float = 1e-5  # Adam
     lr_schedule: LrSchedule = LrSchedule.constant

@@ -14,7 +14,8 @@ class ProjectorConfig:
 
     name: str = "torch"
     image_size_px: int = 512
-    # X-ray system: a preset of gensyn.drr.GEOMETRY_PRESETS (mobile_carm | pa_chest),
+    # X-ray system: a preset of gensyn.drr.GEOMETRY_PRESETS (mobile_carm | mobile_carm_wide |
+    # pa_chest),
     # optionally overridden field by field (null = the preset's value)
     geometry: str = "mobile_carm"
     source_to_detector_mm: float | None = None

@@ -71,6 +71,12 @@ class CarmGeometry:
     def detector_height_mm(self) -> float:
         return self.detector_rows_px * self.pixel_size_mm
 
+    @property
+    def field_of_view_at_isocenter_mm(self) -> float:
+        """Side of the square the detector sees in the plane through the isocentre, normal to
+        the beam (mm): detector height × source_to_isocenter / source_to_detector."""
+        return self.detector_height_mm * self.source_to_isocenter_mm / self.source_to_detector_mm
+
     def resized(self, rows_px: int, cols_px: int | None = None) -> CarmGeometry:
         """Same detector area sampled with ``rows_px x cols_px`` pixels (binning).
 
@@ -96,10 +102,17 @@ class CarmGeometry:
 
 
 #: Named geometries. ``mobile_carm`` is the original study's DeepDRR MobileCArm set-up
-#: (2250 px at 0.2 mm, SID 1020 mm); ``pa_chest`` a standing PA chest radiograph at
-#: 1800 mm SID with a 43 cm detector and the patient's chest 150 mm from the detector.
+#: (2250 px at 0.2 mm, SID 1020 mm): 450 mm × 530 / 1020 = 234 mm seen at the isocentre,
+#: less than an adult chest, so a DRR can crop the apices and costophrenic angles.
+#: ``mobile_carm_wide`` is the same C-arm (distances, so the same magnification and
+#: perspective) with a detector 2250 px at 0.36 mm = 810 mm wide: 421 mm at the isocentre,
+#: a whole adult chest; no C-arm has that detector, it changes only the field of view (for a
+#: study of whether cropping matters). ``pa_chest`` is a standing PA chest radiograph at
+#: 1800 mm SID with a 43 cm detector and the patient's chest 150 mm from the detector
+#: (393 mm at the isocentre).
 GEOMETRY_PRESETS: dict[str, CarmGeometry] = {
     "mobile_carm": CarmGeometry(1020.0, 530.0, 2250, 2250, 0.2),
+    "mobile_carm_wide": CarmGeometry(1020.0, 530.0, 2250, 2250, 0.36),
     "pa_chest": CarmGeometry(1800.0, 1650.0, 3000, 3000, 0.143),
 }
 

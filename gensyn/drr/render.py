@@ -33,6 +33,7 @@ __all__ = ["DrrRenderer", "make_rays", "preset", "render_drrs", "to_image", "to_
 #: Spectra of the named X-ray systems (geometry: gensyn.drr.geometry.GEOMETRY_PRESETS).
 PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
     "mobile_carm": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    "mobile_carm_wide": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
     "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
 }
 
@@ -358,7 +359,8 @@ def to_images(drrs: Any, bit_depth: int = 8, percentiles=(0.5, 99.5)) -> np.ndar
 
 
 def preset(name: str) -> tuple[CarmGeometry, PhysicsConfig]:
-    """Geometry and physics of a named X-ray system (``mobile_carm`` | ``pa_chest``)."""
+    """Geometry and physics of a named X-ray system (``mobile_carm`` | ``mobile_carm_wide`` |
+    ``pa_chest``)."""
     if name not in GEOMETRY_PRESETS:
         raise ValueError(
             f"unknown X-ray system preset {name!r}; allowed: {sorted(GEOMETRY_PRESETS)}"

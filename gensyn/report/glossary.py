@@ -50,7 +50,16 @@ SUMMARY_KEYS = {
     "best_val_macro_auc": "best macro AUC on the validation split over the epochs; that "
     "epoch's weights are kept",
     "optimizer_steps": "optimiser updates taken in training",
-    "schedule": "epochs: same epochs for every arm; steps: same optimiser steps as the baseline",
+    "schedule": "epochs: same epochs for every arm; steps: same optimiser steps as the "
+    "baseline; real_epochs: every real image seen once per epoch, synthetic images on top",
+    "real_images_seen": "real training images fed to the optimiser over the run, counted "
+    "batch by batch (an image fed twice counts twice)",
+    "synthetic_images_seen": "synthetic (DRR or SyntheX) images fed to the optimiser over the "
+    "run, counted batch by batch",
+    "real_times_seen_min": "the fewest times one real training image was fed",
+    "real_times_seen_max": "the most times one real training image was fed",
+    "synthetic_per_batch": "real_epochs: synthetic images in each batch (the arm's natural "
+    "share, capped at classifier.synthetic_share)",
     "resumed_from_epoch": "the run continued from a checkpoint saved after this epoch",
     "jax_backend": "the device JAX ran on (cpu, gpu)",
     "n_models": "trained (arm, fold, seed) models whose predictions the report read",

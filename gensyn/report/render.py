@@ -47,6 +47,9 @@ SCHEDULE_NOTES = {
     "between arms may be the extra steps, not the images).",
     "steps": "Training schedule: steps (every arm took as many optimiser steps as the "
     "baseline of the same fold, whatever its number of training images).",
+    "real_epochs": "Training schedule: real_epochs (every arm saw each real training image "
+    "once per epoch; synthetic images were added on top at a fixed share of each batch, so "
+    "arms differ only by the synthetic images, and the steps they add).",
 }
 
 
@@ -282,14 +285,16 @@ def write_report(
     notes: Sequence[str] = (),
     n_folds: int | None = None,
     lead: Callable[[pd.DataFrame], Page] | None = None,
+    extra_tables: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> tuple[Path, pd.DataFrame]:
     """Write ``report.md``/``report.html``, ``auc_summary.csv`` and figures into ``out_dir``.
 
     ``n_folds`` is k of the cross-validation (``classifier.n_folds``), which sets the
     corrected t-test's n_test / n_train = 1 / (k - 1); default: the distinct folds in
-    ``preds``. ``lead`` builds blocks from the summary table (all test sets) that go first,
-    right after ``notes`` (e.g. a sweep's comparison). Returns the page path and the long
-    summary table.
+    ``preds``. ``extra_tables``: (caption, table) pairs shown after the notes; ``lead``
+    builds blocks from the summary table (all test sets) that go first, right after
+    ``notes`` and ``extra_tables`` (e.g. a sweep's comparison). Returns the page path and
+    the long summary table.
     """
     from gensyn import io
     from gensyn.report.page import Page
@@ -304,6 +309,8 @@ def write_report(
     page = Page(title)
     for note in notes:
         page.text(note)
+    for caption, extra in extra_tables:
+        page.table(extra, caption=caption)
     page.text(
         f"Cells: AUC mean ± sd over trained models (folds × seeds) [patient-level bootstrap "
         f"{pct} CI of the model mean]. Differences are arm minus {baseline}, paired bootstrap "

@@ -34,8 +34,21 @@ def upstream_of(cfg: DictConfig) -> list[str]:
     return ["prepare_xrays"] + (["convert", SYNTHETIC_STAGE[src]] if src in SYNTHETIC_STAGE else [])
 
 
+def synthetic_seed_key(cfg: DictConfig) -> str:
+    """The config key that seeds the synthetic images (DRR noise, the CycleGAN's domains and
+    training): ``seed`` when ``synthex_per_seed`` is on (retrained per training seed), else
+    ``split_seed`` (one set of synthetic images for every training seed)."""
+    return "seed" if bool(cfg.get("synthex_per_seed", False)) else "split_seed"
+
+
+def synthetic_seed(cfg: DictConfig) -> int:
+    """The value of :func:`synthetic_seed_key`."""
+    return int(cfg[synthetic_seed_key(cfg)])
+
+
 def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
-    """(DemoSpec, worker processes) of the demo data from ``<group>.demo`` and ``seed``.
+    """(DemoSpec, worker processes) of the demo data from ``<group>.demo`` and ``split_seed``
+    (the data, like the hold-out, stay the same whatever the training ``seed``).
 
     ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
     """
@@ -47,7 +60,7 @@ def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
     assert isinstance(plain, dict)
     values = {str(k): v for k, v in plain.items()}
     workers = int(values.pop("num_workers", 2))
-    return DemoSpec.from_mapping(values, seed=int(cfg.seed)), max(1, workers)
+    return DemoSpec.from_mapping(values, seed=int(cfg.split_seed)), max(1, workers)
 
 
 #: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)
@@ -70,15 +83,16 @@ def cache_folder(cfg: DictConfig) -> Path | None:
 def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
     """The folds (``image_id, patient_id, fold``) of the ``split == train`` X-rays of ``cfg``.
 
-    Kept in ``<runs_dir>/splits/<prepare_xrays hash>_k<n_folds>_seed<seed>.csv``: made once,
-    then read by every arm and fold of ``classify`` and by ``export``, so all see one split.
+    Kept in ``<runs_dir>/splits/<prepare_xrays hash>_k<n_folds>_seed<split_seed>.csv``: made
+    once, then read by every arm, fold and training seed of ``classify`` and by ``export``, so
+    all see one split (the folds are data, drawn with ``split_seed``, not the training seed).
     """
     from pathlib import Path
 
     from gensyn.data.splits import load_or_make_folds
     from gensyn.runs import stage_hash
 
-    n_folds, seed = int(cfg.classifier.n_folds), int(cfg.seed)
+    n_folds, seed = int(cfg.classifier.n_folds), int(cfg.split_seed)
     split_file = (
         Path(cfg.paths.runs_dir)
         / "splits"

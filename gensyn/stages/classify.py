@@ -6,13 +6,17 @@ patient-level and multilabel-stratified, into ``classifier.n_folds`` folds; fold
 ``gan_translate`` plus the CT labels of ``convert``: the centre view + ``views_per_ct - 1``
 angled views of every CT join the training folds only.
 
-Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, also kept
-in ``<runs_dir>/splits/`` and reused by every arm and fold), ``train_images.csv``,
+Writes ``arm.json`` (arm name and image counts), ``split.csv`` (the folds used, drawn with
+``split_seed``, also kept in ``<runs_dir>/splits/`` and reused by every arm, fold and
+training ``seed``), ``train_images.csv``,
 ``val_images.csv``, ``checkpoint.npz`` (each epoch; a killed run resumes there),
 ``best.keras`` (best validation macro AUC) and ``history.csv``. ``summary.json`` records the
-``schedule`` and the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
-of a fold the baseline's number), and ``image_cache``: whether the decode-once image caches
-were ``written``, ``used`` (found), ``off`` or not written (the reason).
+``schedule``, the ``optimizer_steps`` taken (``classifier.schedule=steps`` gives every arm
+of a fold the baseline's number), the ``real_images_seen`` and ``synthetic_images_seen`` (the
+images fed to the optimiser, counted batch by batch; ``real_times_seen_min/max``: the fewest
+and most times one real image was fed; ``synthetic_per_batch`` under ``real_epochs``), and
+``image_cache``: whether the decode-once image caches were ``written``, ``used`` (found),
+``off`` or not written (the reason).
 
 ``classifier.cache`` (``auto`` = ``<paths.work_dir>/cache/classify``, ``off``, or a folder)
 holds, in ``images/``, the decode-once image caches (one of the real images, shared by every
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 @stage(
     "classify",
     summary="train the chest X-ray classifier of one sampling arm on one fold (split_idx)",
-    config_keys=("classifier", "sampling", "split_idx", "seed"),
+    config_keys=("classifier", "sampling", "split_idx", "seed", "split_seed"),
     upstream=upstream_of,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -78,7 +82,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         syn_dir = ctx.upstream_dir(SYNTHETIC_STAGE[src])
         manifest = sampling.resolve_paths(io.read_table(syn_dir / "manifest.csv"), syn_dir)
         synthetic = sampling.synthetic_training_rows(
-            manifest, _ct_labels(ctx.upstream_dir("convert")), findings, views, int(cfg.seed)
+            manifest, _ct_labels(ctx.upstream_dir("convert")), findings, views, int(cfg.split_seed)
         )
     train, val = sampling.training_tables(
         real_train, folds, int(cfg.split_idx), synthetic, findings
@@ -105,6 +109,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         schedule=option_str(c.schedule),
         steps_per_epoch=result.steps_per_epoch,
         optimizer_steps=result.optimizer_steps,
+        synthetic_per_batch=result.synthetic_per_batch,
+        real_images_seen=result.real_images_seen,
+        synthetic_images_seen=result.synthetic_images_seen,
+        real_times_seen_min=result.real_times_seen_min,
+        real_times_seen_max=result.real_times_seen_max,
         best_epoch=result.best_epoch,
         best_val_macro_auc=result.best_val_macro_auc,
         **{f"best_val_auc_{k}": v for k, v in result.best_val_auc.items()},

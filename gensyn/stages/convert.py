@@ -27,9 +27,10 @@ def _upstream(cfg: DictConfig) -> tuple[str, ...]:
 
 
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
-    """What a conversion depends on; the demo's phantoms also on their sizes and ``seed``."""
+    """What a conversion depends on; the demo's phantoms also on their sizes and
+    ``split_seed``."""
     keys = ("ct_dataset.name", "ct_dataset.raw_dir", "ct_dataset.convert")
-    return (*keys, "ct_dataset.demo", "seed") if cfg.ct_dataset.name == "demo" else keys
+    return (*keys, "ct_dataset.demo", "split_seed") if cfg.ct_dataset.name == "demo" else keys
 
 
 @stage(

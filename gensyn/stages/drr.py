@@ -94,9 +94,14 @@ def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir
 
 
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
-    """Poses and projector; ``seed`` too when the DRRs carry Poisson noise (seeded by it)."""
+    """Poses and projector; the noise seed too when the DRRs carry Poisson noise
+    (``split_seed``, or ``seed`` with ``synthex_per_seed``)."""
+    from gensyn.stages._shared import synthetic_seed_key
+
     noisy = float(cfg.projector.photon_count) > 0
-    return ("carm_pose", "projector", "seed") if noisy else ("carm_pose", "projector")
+    return (
+        ("carm_pose", "projector", synthetic_seed_key(cfg)) if noisy else ("carm_pose", "projector")
+    )
 
 
 @stage(
@@ -120,6 +125,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.drr.geometry import make_geometry
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
+    from gensyn.stages._shared import synthetic_seed
 
     p, poses_cfg = cfg.projector, cfg.carm_pose
     if p.bit_depth not in (8, 16):
@@ -183,7 +189,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         BatchSettings,
         renderer=str(p.name),
         window_percentiles=tuple(p.window_percentiles),
-        seed=int(cfg.seed),
+        seed=synthetic_seed(cfg),
         deepdrr=deepdrr,
     )
     timer = StageTimer()

@@ -10,7 +10,7 @@ this run folder, and into ``export.out_dir`` when set:
   five findings of ``gensyn.config.FINDINGS`` in that order: 1.0, 0.0 or ``null`` (unknown).
   A list with no images is left out (MONAI's loader fails on an empty one). X-rays of the
   training split carry ``fold``: their cross-validation fold, the one ``classify`` uses
-  (``classifier.n_folds``, ``seed``); synthetic images and the test split have none.
+  (``classifier.n_folds``, ``split_seed``); synthetic images and the test split have none.
 * ``images.csv``: a torchxrayvision-style table, ``path`` plus one column per finding
   (1, 0 or empty = NaN, unknown), then ``patient_id``, ``split`` (training | test) and, for
   X-rays, ``fold`` (empty for the test split).
@@ -141,7 +141,7 @@ def datalist(table: pd.DataFrame, findings: Sequence[str]) -> dict[str, Any]:
 @stage(
     "export",
     summary="write one image set (export.source: drr | synthex | xrays) as a MONAI datalist + CSV",
-    config_keys=("export.source", "export.out_dir", "classifier.n_folds", "seed"),
+    config_keys=("export.source", "export.out_dir", "classifier.n_folds", "split_seed"),
     upstream=_upstream,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:

@@ -37,19 +37,22 @@ UNHASHED = {
 }
 
 
-def _hashed_keys() -> tuple[str, ...]:
+def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """The generator's keys and the seed of the synthetic images (``split_seed``, or ``seed``
+    with ``synthex_per_seed``: a CycleGAN per training seed)."""
     from dataclasses import fields
 
     from gensyn.config.generator import GeneratorConfig
+    from gensyn.stages._shared import synthetic_seed_key
 
     keys = [f"generator.{f.name}" for f in fields(GeneratorConfig) if f.name not in UNHASHED]
-    return (*keys, "seed")
+    return (*keys, synthetic_seed_key(cfg))
 
 
 @stage(
     "gan_train",
     summary="train the SyntheX CycleGAN (DRR <-> real X-ray); checkpoints, samples, checks",
-    config_keys=_hashed_keys(),
+    config_keys=_hashed_keys,
     upstream=("synthex_prep",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -60,6 +63,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.gan.domains import domain_paths
     from gensyn.gan.settings import CycleGANSettings
     from gensyn.gan.trainer import CycleGANTrainer
+    from gensyn.stages._shared import synthetic_seed
 
     opts = to_settings(cfg.generator, CycleGANSettings)
     table = io.read_table(ctx.upstream_dir("synthex_prep") / "domains.csv")
@@ -92,7 +96,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         train_b,
         ctx.out_dir / "train",
         device=str(torch_device(str(cfg.device), "gan_train")),
-        seed=cfg.seed,
+        seed=synthetic_seed(cfg),
         num_workers=cfg.num_workers,
         on_epoch_end=on_epoch_end,
     )
@@ -115,7 +119,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         cuda_graphs_failed=trainer.model.graphs_failed,
         **{k: round(v, 5) for k, v in last.items() if k.startswith("loss_")},
     )
-    ctx.summary.update(_check(trainer, held_a, held_b, opts, ctx, cfg.seed))
+    ctx.summary.update(_check(trainer, held_a, held_b, opts, ctx, synthetic_seed(cfg)))
 
 
 def _check(

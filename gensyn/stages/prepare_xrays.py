@@ -38,7 +38,8 @@ def _hashed_keys() -> tuple[str, ...]:
     from gensyn.config.dataset import XrayConfig
 
     xray = [f"dataset.xray.{f.name}" for f in fields(XrayConfig) if f.name not in UNHASHED]
-    return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "seed")
+    # split_seed, not seed: every training seed of a repeated cross-validation shares the test set
+    return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "split_seed")
 
 
 def official_list_digests(cfg: DictConfig) -> dict[str, Any]:
@@ -244,7 +245,7 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
         return table, source, unlisted
     findings = [f for f in cfg.dataset.findings if f in table.columns]
     held = splits.load_or_make_holdout(
-        ctx.path("test_split.csv"), table, findings, float(x.test_fraction), int(cfg.seed)
+        ctx.path("test_split.csv"), table, findings, float(x.test_fraction), int(cfg.split_seed)
     )
     split_of = dict(zip(held["image_id"].astype(str), held["split"], strict=True))
     return table.assign(split=table["image_id"].astype(str).map(split_of)), source, []

@@ -14,6 +14,8 @@ finished" when its classify folder exists (running, failed or killed), else "not
 hash like the arms; which keys change which arm is read from the run hashes
 (:func:`gensyn.report.sweep.conditions`), and the report opens with a table and a plot of
 macro AUC against each varied key.
+Each model's ``classify`` summary gives the training-exposure table (steps, real and
+synthetic images seen, per arm).
 
 Writes ``report.md`` / ``report.html``, ``auc_summary.csv`` (every statistic),
 ``predictions.csv`` (all gathered predictions), ``figures/`` and, with a sweep,
@@ -132,16 +134,22 @@ def sweep_conditions(cfg: DictConfig, rc: DictConfig) -> dict[Condition, dict[st
 
 def gather(
     cfg: DictConfig, conds: dict[Condition, dict[str, Any]], names: dict[str, str], seeds: list[int]
-) -> tuple[list[pd.DataFrame], list[tuple[str, int]], list[tuple[str, int]]]:
-    """Finished predictions of every condition × seed × fold: (frames, not finished, not
-    scheduled). ``arm`` of each frame is the condition's label; a missing run is "not
-    finished" where its classify folder exists (running, failed or killed), else "not
+) -> tuple[
+    list[pd.DataFrame], list[dict[str, object]], list[tuple[str, int]], list[tuple[str, int]]
+]:
+    """Finished predictions of every condition × seed × fold: (frames, trained models, not
+    finished, not scheduled). ``arm`` of each frame is the condition's label; each trained
+    model is ``{"arm": label, **its classify summary}`` (for the exposure table); a missing run
+    is "not finished" where its classify folder exists (running, failed or killed), else "not
     scheduled". A finished classify run, or this config's own run, is predicted here."""
     from gensyn import io
     from gensyn.classify.sampling import parse_arm
     from gensyn.runs import execute, is_done, run_dir, with_overrides
 
-    frames, not_finished, not_scheduled = [], [], []
+    frames: list[pd.DataFrame] = []
+    trained: list[dict[str, object]] = []
+    not_finished: list[tuple[str, int]] = []
+    not_scheduled: list[tuple[str, int]] = []
     for cond, combo in conds.items():
         source, views = parse_arm(cond.arm) if cond.arm != "baseline" else ("none", 1)
         label = cond.label(names)
@@ -157,11 +165,12 @@ def gather(
                 if is_done(folder):
                     frame = io.read_table(folder / "predictions.csv").assign(arm=label)
                     frames.append(frame if "seed" in frame else frame.assign(seed=seed))
+                    trained.append({"arm": label, **_classify_summary(sub)})
                 elif run_dir(sub, "classify").is_dir():
                     not_finished.append((name, fold))
                 else:
                     not_scheduled.append((name, fold))
-    return frames, not_finished, not_scheduled
+    return frames, trained, not_finished, not_scheduled
 
 
 @stage(
@@ -176,6 +185,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify.sampling import arm_name, parse_arm
     from gensyn.errors import GensynError
+    from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
     from gensyn.report.render import missing_note, schedule_note, write_report
     from gensyn.report.sweep import short_names, varied_keys
 
@@ -183,7 +193,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     conds = sweep_conditions(cfg, rc)
     names = short_names(list(dict.fromkeys(k for c in conds for k, _ in c.values)))
     seeds = [int(s) for s in rc.seeds] or [int(cfg.seed)]
-    frames, not_finished, not_scheduled = gather(cfg, conds, names, seeds)
+    frames, trained, not_finished, not_scheduled = gather(cfg, conds, names, seeds)
     if not frames:
         raise GensynError("report: no finished predict runs for this config; run stage=predict")
     preds = pd.concat(frames, ignore_index=True)
@@ -221,6 +231,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         notes=notes,
         n_folds=k,
         lead=lead,
+        extra_tables=[(EXPOSURE_CAPTION, exposure_table(trained))],
     )
     macro = summary[summary["class"] == "macro"]
     for row in macro.itertuples():
@@ -279,3 +290,12 @@ def sweep_section(
         )  # fmt: skip
         page.figure(fig, caption=f"Macro AUC ({pct} CI) against each varied key, {test_set}")
     return page
+
+
+def _classify_summary(cfg: DictConfig) -> dict[str, object]:
+    """The ``summary.json`` of the config's classify run ({} if it has none)."""
+    from gensyn import io
+    from gensyn.runs import run_dir
+
+    path = run_dir(cfg, "classify") / "summary.json"
+    return dict(io.read_json(path)) if path.is_file() else {}

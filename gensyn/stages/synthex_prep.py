@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gensyn.registry import stage
+from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -19,7 +20,11 @@ if TYPE_CHECKING:
 @stage(
     "synthex_prep",
     summary="select the CycleGAN domains: DRRs (A) and real X-rays (B), train + held-out",
-    config_keys=("generator.max_dataset_size", "generator.heldout_size", "seed"),
+    config_keys=lambda cfg: (
+        "generator.max_dataset_size",
+        "generator.heldout_size",
+        synthetic_seed_key(cfg),
+    ),
     upstream=("drr", "prepare_xrays"),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
@@ -34,7 +39,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     drrs = read_upstream_table(ctx.upstream_dir("drr"), DRR_MANIFESTS, "DRR manifest")
     xrays = read_upstream_table(ctx.upstream_dir("prepare_xrays"), XRAY_TABLES, "X-ray")
     table = select_domains(
-        drrs, xrays, cfg.generator.max_dataset_size, cfg.generator.heldout_size, cfg.seed
+        drrs, xrays, cfg.generator.max_dataset_size, cfg.generator.heldout_size, synthetic_seed(cfg)
     )
     io.write_table(ctx.path("domains.csv"), table)
     counts = table.groupby(["domain", "subset"]).size().reset_index(name="n")
