@@ -175,10 +175,11 @@ def test_missing_runs_are_not_finished_or_not_scheduled(compose) -> None:
     io.write_table(predict / "predictions.csv", own)
     io.write_json(predict / DONE, {})
     run_dir(with_overrides(cfg, {"split_idx": 1}), "classify").mkdir(parents=True)  # started
-    frames, not_finished, not_scheduled = gather(
+    frames, trained, not_finished, not_scheduled = gather(
         cfg, sweep_conditions(cfg, report_settings(cfg)), {}, [0]
     )
     assert len(frames) == 1 and len(frames[0]) == 6
+    assert trained == [{"arm": "baseline"}]  # its classify run has no summary.json here
     assert not_finished == [("baseline", 1)] and not_scheduled == [("baseline", 2)]
     note = render.missing_note(not_scheduled, 3, "Not scheduled: ")
     assert note == "Not scheduled: baseline (fold 2)."
