@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from gensyn.report.multiplicity import PrimaryComparison
+
 #: The original study's nine arms, as names of options of the ``sampling`` group.
 THESIS_ARMS = (
     "none",
@@ -21,8 +23,11 @@ class ReportConfig:
     """``arms``: ``sampling`` options to gather (missing runs are listed, not fatal).
 
     Folds 0 .. classifier.n_folds-1 are gathered for each arm, for every seed in ``seeds``
-    (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (paired
-    bootstrap over test patients, DeLong, and the corrected t-test across trained models).
+    (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (an
+    interval over test patients and trained models; docs/classification.md). ``primary`` is
+    the comparison declared as the study's question, reported without adjustment; every other
+    p-value is Holm-adjusted within its family. None of these keys changes a run hash (the
+    report is not hashed; ``predict`` hashes only ``test_datasets``).
     """
 
     arms: list[str] = field(default_factory=lambda: list(THESIS_ARMS))
@@ -36,3 +41,6 @@ class ReportConfig:
     seeds: list[int] = field(default_factory=list)
     n_bootstrap: int = 2000
     ci_level: float = 0.95
+    # The primary comparison: metric (macro or a finding), test_set (external | internal |
+    # a test set's name), arm (a sampling option). Not in the grid: the nearest is taken.
+    primary: PrimaryComparison = field(default_factory=PrimaryComparison)
