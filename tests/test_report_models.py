@@ -91,27 +91,27 @@ def test_across_models_table_from_known_aucs(tmp_path, seeds):
             assert row.p_corrected == pytest.approx(2 * stats.t.sf(abs(t), n_models - 1))
         assert np.isnan(rows[rows.arm == "baseline"]["p_corrected"]).all()
 
-        table = render.across_models_table(rows, test_set)
-        assert table is not None and list(table.columns) == [
+        table = render.variance_table(rows)
+        assert table is not None and list(table.columns)[:6] == [
             "arm",
-            "test set",
             "J (models)",
-            "mean Δ macro AUC",
-            "sd",
-            "corrected t",
+            "Δ",
+            "CI",
             "p",
+            "p (Holm)",
         ]
         macro = rows[(rows.arm == "drr_5") & (rows["class"] == "macro")].iloc[0]
         assert table.iloc[0]["arm"] == "drr_5" and table.iloc[0]["J (models)"] == n_models
-        assert table.iloc[0]["p"] == render.format_p(macro.p_corrected)
-        assert f"| drr_5 | {test_set} | {n_models} | {macro.delta_models_mean:+.3f} |" in text
+        assert table.iloc[0]["p"] == render.format_p(macro.p_value)
+        assert table.iloc[0]["p, models only"] == render.format_p(macro.p_corrected)
+        assert f"| drr_5 | {n_models} | {macro.delta:+.3f} |" in text
         # every table of this test set is headed with its name, images and patients
         head = f"{test_set} ({n_neg + 1} images, {(n_neg + 2) // 2} patients)"
         assert f"## Test set: {head}" in text
-        for caption in ["per-class and macro AUC", "AUC difference to", "Arms vs baseline"]:
+        for caption in ["per-class and macro AUC", "AUC difference to", "Δ macro AUC: where"]:
             assert f"*{head}: {caption}" in text
     assert "n_test/n_train = 1/(k - 1) = 0.25 for k = 5 folds" in text
-    assert "Arms vs baseline across trained models" in (tmp_path / "report.html").read_text()
+    assert render.VARIANCE_TITLE in (tmp_path / "report.html").read_text()
 
 
 def test_unpaired_models_are_left_out_and_one_pair_gives_no_test(tmp_path):
@@ -138,8 +138,16 @@ def test_unpaired_models_are_left_out_and_one_pair_gives_no_test(tmp_path):
 def test_format_p_and_schedule_note():
     assert render.format_p(0.0004) == "p < 0.001"
     assert render.format_p(0.001) == "p = 0.001"
-    assert render.format_p(0.04567) == "p = 0.046"
+    assert render.format_p(0.04567) == "p = 0.0457"
+    assert render.format_p(0.0496) == "p = 0.0496"  # never "0.050"
+    assert render.format_p(0.04996) == "p = 0.04996"
+    assert render.format_p(0.0500) == "p = 0.05"
+    assert render.format_p(0.00996) == "p = 0.00996"
+    assert render.format_p(0.3149) == "p = 0.31"
     assert render.format_p(float("nan")) == "p = n/a"
+    for p in np.linspace(0.001, 1, 2001):  # printed and true p on the same side of 0.05 and 0.01
+        printed = float(render.format_p(p).split("= ")[1])
+        assert (printed < 0.05) == (p < 0.05) and (printed < 0.01) == (p < 0.01), p
     assert "more optimiser steps" in render.schedule_note("epochs")
     assert "as many optimiser steps" in render.schedule_note("steps")
     with pytest.raises(ValueError, match="allowed: \\['epochs', 'steps'\\]"):
@@ -194,7 +202,8 @@ def test_report_stage_gathers_seeds(compose, launch, gensyn_root):
     text = report.read_text()
     assert "drr_5 seed 1 (fold 2)" in text
     assert "Training schedule: " in text and "seed(s) 0, 1" in text
-    assert "Arms vs baseline across trained models" in text
+    assert render.VARIANCE_TITLE in text and "Primary comparison (macro AUC, drr_5 vs" in text
+    assert "report.primary: macro, external, synthex_10" in text  # not in this grid: said so
     summary = io.read_table(report.parent / "auc_summary.csv")
     macro = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
     assert macro.n_models == 5 and macro.n_pairs == 5 and macro.n_folds == 3
