@@ -154,10 +154,15 @@ def test_format_p_and_schedule_note():
         render.schedule_note("epoch")
 
 
-def _fake_predictions(arm: str, source: str, views: int, fold: int, findings, seed: int):
-    """What stage=predict writes (no seed column), for 30 images of 15 patients."""
+def _fake_predictions(
+    arm: str, source: str, views: int, fold: int, findings, seed: int, absent: str = ""
+):
+    """What stage=predict writes (no seed column), for 30 images of 15 patients; the finding
+    ``absent`` has no positive case."""
     rng = np.random.default_rng(100 * seed + 10 * fold + views)
     y = (np.random.default_rng(0).random((30, len(findings))) < 0.4).astype(int)
+    if absent:
+        y[:, list(findings).index(absent)] = 0
     p = 1 / (1 + np.exp(-(views * y + rng.normal(size=y.shape))))
     return pd.DataFrame(
         {
@@ -211,3 +216,32 @@ def test_report_stage_gathers_seeds(compose, launch, gensyn_root):
     models = gathered.drop_duplicates(["arm", "fold", "seed"])
     assert sorted(models.groupby("arm").size()) == [5, 6]
     assert set(models["seed"]) == {0, 1}
+
+
+def test_report_stage_with_a_finding_without_positive_case(compose, launch, gensyn_root):
+    """stage=report on predictions where no test image has Pneumonia: n/a, not a KeyError."""
+    base = ("profile=tiny", "classifier.n_folds=3")
+    findings = list(compose(*base).dataset.findings)
+    for arm, source, views in [("baseline", "none", 1), ("drr_5", "drr", 5)]:
+        for fold in range(3):
+            sampling = "none" if source == "none" else arm
+            cfg = compose(*base, f"sampling={sampling}", f"split_idx={fold}")
+            folder = run_dir(cfg, "predict")
+            table = _fake_predictions(arm, source, views, fold, findings, 0, absent="Pneumonia")
+            io.write_table(folder / "predictions.csv", table)
+            io.write_json(folder / DONE, {"fake": True})
+    proc = launch(*base, "stage=report", "logger=none", "report.n_bootstrap=50",
+                  "report.arms=[none,drr_5]")  # fmt: skip
+    assert "Classification report" in proc.stdout
+    (report,) = (gensyn_root / "workdir" / "runs" / "report").glob("*/report.md")
+    text = report.read_text()
+    assert "| n/a (no positive case) |" in text
+    others = ", ".join(f for f in findings if f != "Pneumonia")
+    assert f"Macro AUC = mean over {others} (left out: Pneumonia: n/a (no positive case))" in text
+    assert "Primary comparison (macro AUC, drr_5 vs baseline on demo)" in text
+    summary = io.read_table(report.parent / "auc_summary.csv")
+    macro = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
+    assert bool(macro.primary) and macro.family == "primary" and macro.macro_over == others
+    assert macro.p_adjusted == macro.p_value and np.isfinite(macro.delta_ci_low)
+    summary_json = io.read_json(report.parent / "summary.json")
+    assert summary_json["primary"] == "macro AUC, drr_5 vs baseline on demo"
