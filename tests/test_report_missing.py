@@ -61,7 +61,9 @@ def test_test_set_without_a_finding(tmp_path, fill, reason):
         # the macro is the mean of the three findings that have an AUC, model by model
         per_model = []
         for _, g in preds[preds.arm == arm].groupby("fold"):
-            per_model.append(np.mean([roc_auc_score(g[f"y_{c}"], g[f"p_{c}"]) for c in CLASSES[:3]]))
+            per_model.append(
+                np.mean([roc_auc_score(g[f"y_{c}"], g[f"p_{c}"]) for c in CLASSES[:3]])
+            )
         assert macro.auc_mean == pytest.approx(np.mean(per_model))
     for arm in ("drr_5", "synthex_5"):
         assert np.isnan(_row(summary, arm, "Pneumonia").delta)
@@ -70,7 +72,10 @@ def test_test_set_without_a_finding(tmp_path, fill, reason):
         assert np.isfinite(_row(summary, arm, "macro").delta)
     assert f"n/a ({reason})" in text
     assert text.count(f"| n/a ({reason}) |") >= 2 * len(ARMS) - 1  # AUC and Δ tables
-    assert f"Macro AUC = mean over Effusion, Atelectasis, Cardiomegaly (left out: Pneumonia: n/a ({reason}))" in text
+    assert (
+        f"Macro AUC = mean over Effusion, Atelectasis, Cardiomegaly (left out: Pneumonia: n/a ({reason}))"
+        in text
+    )
     assert (tmp_path / "figures" / "roc_chestxray14.png").stat().st_size > 1000
     assert (tmp_path / "figures" / "auc_vs_views_chestxray14.png").stat().st_size > 1000
 
@@ -138,9 +143,7 @@ def test_finding_one_arm_did_not_predict_is_never_compared(tmp_path):
     assert "n/a (not predicted by drr_5)" in text and "n/a (not predicted)" in text
     # a missing column is the same as NaN probabilities
     dropped = _preds()
-    dropped = dropped.assign(
-        p_Atelectasis=dropped["p_Atelectasis"].where(dropped.arm != "drr_5")
-    )
+    dropped = dropped.assign(p_Atelectasis=dropped["p_Atelectasis"].where(dropped.arm != "drr_5"))
     again = render.summarise_test_set(dropped, CLASSES, n_boot=100)
     assert _row(again, "drr_5", "macro").delta == pytest.approx(macro.delta)
 

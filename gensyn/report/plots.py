@@ -135,16 +135,16 @@ def draw_auc_vs_views(
             reasons = rows["na_reason"] if "na_reason" in rows else pd.Series([], dtype=str)
             reason = next((str(r) for r in reasons if isinstance(r, str) and r), "")
             _na_text(ax, f"n/a ({reason})" if reason else "n/a")
-            ax.set(title=cls, xlabel="views per CT")
-            continue
         base = rows[rows["source"] == "none"]
-        if len(base):
+        if len(base) and np.isfinite(base["auc_mean"].iloc[0]):
             m = float(base["auc_mean"].iloc[0])
             ax.axhline(m, color="black", lw=1, label="baseline")
             low, high = float(base["ci_low"].iloc[0]), float(base["ci_high"].iloc[0])
             if np.isfinite(low) and np.isfinite(high):
                 ax.axhspan(low, high, color="black", alpha=0.08)
         for source, group in rows[rows["source"] != "none"].groupby("source"):
+            if not np.isfinite(group["auc_mean"].to_numpy(dtype=np.float64)).any():
+                continue
             group = group.sort_values("views_per_ct")
             mean = group["auc_mean"].to_numpy(dtype=np.float64)
             below = np.nan_to_num(mean - group["ci_low"].to_numpy(dtype=np.float64))
