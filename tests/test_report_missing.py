@@ -161,3 +161,20 @@ def test_extra_tables_follow_the_notes(tmp_path):
     text = page.with_suffix(".md").read_text()
     assert text.index("a note") < text.index("*Per-arm exposure*") < text.index("Glossary")
     assert "| drr_5 | 100 |" in text
+
+
+def test_arm_without_a_model_pair_is_not_compared(tmp_path):
+    """drr_5 has only fold 2, the baseline only folds 0 and 1: nothing to pair, n/a."""
+    preds = _preds()
+    preds = preds[
+        ~((preds.arm == "drr_5") & (preds.fold < 2))
+        & ~((preds.arm == "baseline") & (preds.fold == 2))
+    ]
+    page, summary = render.write_report(tmp_path, preds, CLASSES, n_boot=50)
+    rows = summary[summary.arm == "drr_5"]
+    assert (rows["delta_na_reason"] == "no model trained for both").all()
+    assert rows["delta"].isna().all() and (rows["n_pairs"] == 0).all()
+    assert np.isfinite(rows["auc_mean"]).all()  # its own AUCs are still reported
+    text = page.with_suffix(".md").read_text()
+    assert "n/a (no model trained for both)" in text
+    assert render.variance_table(summary) is not None

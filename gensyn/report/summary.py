@@ -42,6 +42,19 @@ import pandas as pd
 from gensyn.report import inference, metrics
 
 MODEL_KEYS = ("fold", "seed")  # one trained model; ``seed`` is optional in the predictions
+#: Numeric columns of a comparison row, NaN where the finding is not compared.
+_DELTA_COLUMNS = (
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "se_delta",
+    "df_delta",
+    "var_shared_test",
+    "var_models",
+    "var_training_overlap",
+    "p_bootstrap",
+)
 
 
 def _with_seed(preds: pd.DataFrame) -> pd.DataFrame:
@@ -182,8 +195,11 @@ def _comparison_rows(
             reason = reasons[cls] or (
                 "" if defined else f"not predicted by {arm if not arm_ok[k] else baseline}"
             )
+        if defined and not diffs.shape[0]:
+            defined, reason = False, "no model trained for both"
         row["delta_na_reason"] = reason
-        if defined and diffs.shape[0]:
+        row.update(dict.fromkeys(_DELTA_COLUMNS, float("nan")), delta_ci_covers="", delta_note="")
+        if defined:
             res = inference.two_level_delta(diffs[:, k], rep_diffs[:, :, k], ratio or 0.0, level)
             test_only = rep_diffs[:, :, k].mean(axis=0)  # Δ on each replicate, models fixed
             row.update(
@@ -200,9 +216,6 @@ def _comparison_rows(
                 delta_note=res.note,
                 p_bootstrap=metrics.bootstrap_p_value(test_only),
             )
-        else:
-            nan = float("nan")
-            row.update(delta=nan, delta_ci_low=nan, delta_ci_high=nan, p_value=nan)
         row.update(_corrected(a_auc[:, k] if k < len(classes) else a_macro,
                               b_auc[:, k] if k < len(classes) else b_macro, ratio))  # fmt: skip
         rows.append(row)
