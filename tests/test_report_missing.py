@@ -178,3 +178,13 @@ def test_arm_without_a_model_pair_is_not_compared(tmp_path):
     text = page.with_suffix(".md").read_text()
     assert "n/a (no model trained for both)" in text
     assert render.variance_table(summary) is not None
+
+
+def test_one_model_pair_is_marked_test_patients_only(tmp_path):
+    preds = _preds()
+    page, summary = render.write_report(tmp_path, preds[preds.fold == 0], CLASSES, n_boot=100)
+    macro = _row(summary, "synthex_5", "macro")
+    assert macro.n_pairs == 1 and macro.delta_ci_covers.startswith("test patients only")
+    text = page.with_suffix(".md").read_text()
+    assert "the interval covers test patients only" in text and " † " in text
+    assert render.variance_table(summary)["df"].tolist() == ["∞", "∞"]

@@ -91,7 +91,9 @@ def test_primary_fallbacks_are_said():
     assert (got.test_set, got.arm) == ("padchest", "synthex_10")  # largest SyntheX arm
     assert "no external test set" in got.note and "'synthex_20' is not in the grid" in got.note
     no_synthex = summary[~summary["arm"].str.startswith("synthex")]
-    got = multiplicity.resolve_primary(no_synthex, multiplicity.PrimaryComparison(), ["chestxray14"])
+    got = multiplicity.resolve_primary(
+        no_synthex, multiplicity.PrimaryComparison(), ["chestxray14"]
+    )
     assert (got.test_set, got.arm) == ("chestxray14", "drr_10")
     got = multiplicity.resolve_primary(
         summary, multiplicity.PrimaryComparison("Effusion", "internal", "drr_10"), [], "padchest"
@@ -100,7 +102,7 @@ def test_primary_fallbacks_are_said():
     out = multiplicity.assign_families(summary, got)
     assert out.loc[out["primary"], "class"].tolist() == ["Effusion"]
     assert (out["family"] == "per finding, padchest, drr_10").sum() == 1  # Pneumonia only
-    with pytest.raises(ValueError, match="report.primary.metric='Effusoin'"):
+    with pytest.raises(ValueError, match=r"report\.primary\.metric='Effusoin'"):
         multiplicity.resolve_primary(summary, multiplicity.PrimaryComparison("Effusoin"))
     assert multiplicity.resolve_primary(summary.assign(vs_baseline=False), declared) is None
 

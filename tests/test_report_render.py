@@ -56,7 +56,9 @@ def test_summary_matches_sklearn_and_orders_arms():
         assert rows.loc["macro", "auc_mean"] == pytest.approx(per_fold.mean())
     strong = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
     assert strong.delta > 0 and strong.delta_ci_low > 0 and strong.p_value < 0.05
-    assert strong.p_bootstrap < 0.05 and strong.delta_ci_covers == "test patients and trained models"
+    assert (
+        strong.p_bootstrap < 0.05 and strong.delta_ci_covers == "test patients and trained models"
+    )
     assert np.isnan(summary[summary.arm == "baseline"]["delta"]).all()
     assert not summary[summary.arm == "baseline"]["vs_baseline"].any()
 

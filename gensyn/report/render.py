@@ -162,7 +162,10 @@ def variance_table(summary: pd.DataFrame) -> pd.DataFrame | None:
             "SE: test patients, shared": root(rows["var_shared_test"]),
             "SE: models (s/√J)": root(rows["var_models"]),
             "SE: training overlap": root(rows["var_training_overlap"]),
-            "df": num(rows["df_delta"], ".1f"),
+            "df": [
+                "∞" if v == np.inf else t
+                for v, t in zip(rows["df_delta"], num(rows["df_delta"], ".1f"), strict=True)
+            ],
             "p, test patients only": [format_p(v) for v in rows["p_bootstrap"]],
             "p, models only": [format_p(v) for v in rows["p_corrected"]],
         }
