@@ -1,4 +1,4 @@
-"""Arms vs baseline across trained models: known per-model AUCs, tables per test set, seeds."""
+"""Arms vs baseline over trained models: known per-model AUCs, tables per test set, seeds."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _known_preds(n_folds: int = 5, seeds: tuple[int, ...] = (0,), seed_column: b
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])
-def test_across_models_table_from_known_aucs(tmp_path, seeds):
+def test_variance_table_from_known_aucs(tmp_path, seeds):
     preds, aucs = _known_preds(seeds=seeds, seed_column=len(seeds) > 1)
     page, summary = render.write_report(tmp_path, preds, CLASSES, n_boot=50, n_folds=5)
     text = page.with_suffix(".md").read_text()
