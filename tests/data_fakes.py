@@ -328,12 +328,15 @@ def write_padchest_tree(raw, n_patients: int = 30, seed: int = 0, size_px: int =
     return pd.DataFrame(rows)
 
 
-def write_chestxray14_tree(raw, n_patients: int = 20, seed: int = 0, size_px: int = 40):
+def write_chestxray14_tree(
+    raw, n_patients: int = 20, seed: int = 0, size_px: int = 40, without: tuple[str, ...] = ()
+):
     """A ChestX-ray14-like ``raw_dir``: ``Data_Entry_2017.csv`` in the real format and 8-bit
     PNGs named ``<patient:08d>_<follow-up:03d>.png`` in ``images/images_001/images/`` (as the
     NIH archives unpack); the last image of every fourth patient is AP. No split lists
-    (write ``train_val_list.txt`` / ``test_list.txt`` yourself). Returns the written rows:
-    image_id, patient_id, view, the five findings.
+    (write ``train_val_list.txt`` / ``test_list.txt`` yourself). Findings in ``without`` have
+    no positive case (a subset without Pneumonia). Returns the written rows: image_id,
+    patient_id, view, the five findings.
     """
     from pathlib import Path
 
@@ -349,6 +352,7 @@ def write_chestxray14_tree(raw, n_patients: int = 20, seed: int = 0, size_px: in
     rng = np.random.default_rng(seed + 1)
     rows, lines = [], [CXR14.splitlines()[0]]
     for p, labels, n_img in _fake_patients(n_patients, seed):
+        labels = [0 if f in without else on for f, on in zip(FINDINGS, labels, strict=True)]
         names = [f for f, on in zip(FINDINGS, labels, strict=True) if on]
         cell = "|".join(names) or "No Finding"
         for i in range(n_img):

@@ -38,7 +38,12 @@ def _done(root: Path, stage: str) -> list[Path]:
 def test_real_study_rehearsal(launch: Callable[..., Any], gensyn_root: Path) -> None:
     files, truth = radchest_record(n_cts=6)
     write_padchest_tree(gensyn_root / "data" / "padchest" / "raw", n_patients=60, size_px=40)
-    write_chestxray14_tree(gensyn_root / "data" / "chestxray14" / "raw", n_patients=24, size_px=40)
+    # the external test set has no Pneumonia at all (as a ChestX-ray14 subset may): the report
+    # must say n/a for it, not stop
+    write_chestxray14_tree(
+        gensyn_root / "data" / "chestxray14" / "raw", n_patients=24, size_px=40,
+        without=("Pneumonia",),
+    )  # fmt: skip
     env = {"ZENODO_TOKEN": TOKEN}
     state = FakeState(files=files, token=TOKEN)
     with serve(state) as url:
@@ -127,3 +132,14 @@ def test_real_study_rehearsal(launch: Callable[..., Any], gensyn_root: Path) -> 
     assert "real_epochs" in text and "seed(s) 0, 1" in text  # schedule and seeds stated
     assert "Training exposure per arm" in text
     assert proc.returncode == 0
+    summary = pd.read_csv(report_dir / "auc_summary.csv")
+    pneumonia = summary[(summary["test_set"] == "chestxray14") & (summary["class"] == "Pneumonia")]
+    assert len(pneumonia) == 9 and (pneumonia["na_reason"] == "no positive case").all()
+    assert "n/a (no positive case)" in text and "Pneumonia: n/a (no positive case)" in text
+    primary = summary[summary["primary"]]  # the declared primary: macro, external, synthex_10
+    assert list(primary[["test_set", "arm", "class"]].iloc[0]) == [
+        "chestxray14",
+        "synthex_10",
+        "macro",
+    ]
+    assert (summary.loc[summary["vs_baseline"], "family"] != "").all()

@@ -1,4 +1,4 @@
-"""Arms vs baseline across trained models: known per-model AUCs, tables per test set, seeds."""
+"""Arms vs baseline over trained models: known per-model AUCs, tables per test set, seeds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from gensyn import io
 from gensyn.report import render
+from gensyn.runs import DONE, run_dir
 
 CLASSES = ["Effusion", "Cardiomegaly"]
 #: test set -> number of negatives per class (one positive each, so AUCs are k / n_neg)
@@ -66,7 +68,7 @@ def _known_preds(n_folds: int = 5, seeds: tuple[int, ...] = (0,), seed_column: b
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1)])
-def test_across_models_table_from_known_aucs(tmp_path, seeds):
+def test_variance_table_from_known_aucs(tmp_path, seeds):
     preds, aucs = _known_preds(seeds=seeds, seed_column=len(seeds) > 1)
     page, summary = render.write_report(tmp_path, preds, CLASSES, n_boot=50, n_folds=5)
     text = page.with_suffix(".md").read_text()
@@ -89,27 +91,27 @@ def test_across_models_table_from_known_aucs(tmp_path, seeds):
             assert row.p_corrected == pytest.approx(2 * stats.t.sf(abs(t), n_models - 1))
         assert np.isnan(rows[rows.arm == "baseline"]["p_corrected"]).all()
 
-        table = render.across_models_table(rows, test_set)
-        assert table is not None and list(table.columns) == [
+        table = render.variance_table(rows)
+        assert table is not None and list(table.columns)[:6] == [
             "arm",
-            "test set",
             "J (models)",
-            "mean Δ macro AUC",
-            "sd",
-            "corrected t",
+            "Δ",
+            "CI",
             "p",
+            "p (Holm)",
         ]
         macro = rows[(rows.arm == "drr_5") & (rows["class"] == "macro")].iloc[0]
         assert table.iloc[0]["arm"] == "drr_5" and table.iloc[0]["J (models)"] == n_models
-        assert table.iloc[0]["p"] == render.format_p(macro.p_corrected)
-        assert f"| drr_5 | {test_set} | {n_models} | {macro.delta_models_mean:+.3f} |" in text
+        assert table.iloc[0]["p"] == render.format_p(macro.p_value)
+        assert table.iloc[0]["p, models only"] == render.format_p(macro.p_corrected)
+        assert f"| drr_5 | {n_models} | {macro.delta:+.3f} |" in text
         # every table of this test set is headed with its name, images and patients
         head = f"{test_set} ({n_neg + 1} images, {(n_neg + 2) // 2} patients)"
         assert f"## Test set: {head}" in text
-        for caption in ["per-class and macro AUC", "AUC difference to", "Arms vs baseline"]:
+        for caption in ["per-class and macro AUC", "AUC difference to", "Δ macro AUC: where"]:
             assert f"*{head}: {caption}" in text
     assert "n_test/n_train = 1/(k - 1) = 0.25 for k = 5 folds" in text
-    assert "Arms vs baseline across trained models" in (tmp_path / "report.html").read_text()
+    assert render.VARIANCE_TITLE in (tmp_path / "report.html").read_text()
 
 
 def test_unpaired_models_are_left_out_and_one_pair_gives_no_test(tmp_path):
@@ -136,8 +138,16 @@ def test_unpaired_models_are_left_out_and_one_pair_gives_no_test(tmp_path):
 def test_format_p_and_schedule_note():
     assert render.format_p(0.0004) == "p < 0.001"
     assert render.format_p(0.001) == "p = 0.001"
-    assert render.format_p(0.04567) == "p = 0.046"
+    assert render.format_p(0.04567) == "p = 0.0457"
+    assert render.format_p(0.0496) == "p = 0.0496"  # never "0.050"
+    assert render.format_p(0.04996) == "p = 0.04996"
+    assert render.format_p(0.0500) == "p = 0.05"
+    assert render.format_p(0.00996) == "p = 0.00996"
+    assert render.format_p(0.3149) == "p = 0.31"
     assert render.format_p(float("nan")) == "p = n/a"
+    for p in np.linspace(0.001, 1, 2001):  # printed and true p on the same side of 0.05 and 0.01
+        printed = float(render.format_p(p).split("= ")[1])
+        assert (printed < 0.05) == (p < 0.05) and (printed < 0.01) == (p < 0.01), p
     assert "more optimiser steps" in render.schedule_note("epochs")
     assert "as many optimiser steps" in render.schedule_note("steps")
     assert "each real training image once per epoch" in render.schedule_note("real_epochs")
@@ -147,3 +157,57 @@ def test_format_p_and_schedule_note():
 
 # stage=report over report.seeds with genuinely different trained models (same test images):
 # tests/test_classify_stages.py::test_repeated_cross_validation_over_seeds
+
+
+def _fake_predictions(
+    arm: str, source: str, views: int, fold: int, findings, seed: int, absent: str = ""
+):
+    """What stage=predict writes (no seed column), for 30 images of 15 patients; the finding
+    ``absent`` has no positive case."""
+    rng = np.random.default_rng(100 * seed + 10 * fold + views)
+    y = (np.random.default_rng(0).random((30, len(findings))) < 0.4).astype(int)
+    if absent:
+        y[:, list(findings).index(absent)] = 0
+    p = 1 / (1 + np.exp(-(views * y + rng.normal(size=y.shape))))
+    return pd.DataFrame(
+        {
+            "arm": arm,
+            "source": source,
+            "views_per_ct": views,
+            "fold": fold,
+            "test_set": "demo",
+            "image_id": [f"i{i}" for i in range(30)],
+            "patient_id": [f"p{i // 2}" for i in range(30)],
+            **{f"y_{f}": y[:, k] for k, f in enumerate(findings)},
+            **{f"p_{f}": p[:, k] for k, f in enumerate(findings)},
+        }
+    )
+
+
+def test_report_stage_with_a_finding_without_positive_case(compose, launch, gensyn_root):
+    """stage=report on predictions where no test image has Pneumonia: n/a, not a KeyError."""
+    base = ("profile=tiny", "classifier.n_folds=3")
+    findings = list(compose(*base).dataset.findings)
+    for arm, source, views in [("baseline", "none", 1), ("drr_5", "drr", 5)]:
+        for fold in range(3):
+            sampling = "none" if source == "none" else arm
+            cfg = compose(*base, f"sampling={sampling}", f"split_idx={fold}")
+            folder = run_dir(cfg, "predict")
+            table = _fake_predictions(arm, source, views, fold, findings, 0, absent="Pneumonia")
+            io.write_table(folder / "predictions.csv", table)
+            io.write_json(folder / DONE, {"fake": True})
+    proc = launch(*base, "stage=report", "logger=none", "report.n_bootstrap=50",
+                  "report.arms=[none,drr_5]")  # fmt: skip
+    assert "Classification report" in proc.stdout
+    (report,) = (gensyn_root / "workdir" / "runs" / "report").glob("*/report.md")
+    text = report.read_text()
+    assert "| n/a (no positive case) |" in text
+    others = ", ".join(f for f in findings if f != "Pneumonia")
+    assert f"Macro AUC = mean over {others} (left out: Pneumonia: n/a (no positive case))" in text
+    assert "Primary comparison (macro AUC, drr_5 vs baseline on demo)" in text
+    summary = io.read_table(report.parent / "auc_summary.csv")
+    macro = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
+    assert bool(macro.primary) and macro.family == "primary" and macro.macro_over == others
+    assert macro.p_adjusted == macro.p_value and np.isfinite(macro.delta_ci_low)
+    summary_json = io.read_json(report.parent / "summary.json")
+    assert summary_json["primary"] == "macro AUC, drr_5 vs baseline on demo"

@@ -55,8 +55,12 @@ def test_summary_matches_sklearn_and_orders_arms():
             assert rows.loc[c, "ci_low"] <= rows.loc[c, "auc_mean"] <= rows.loc[c, "ci_high"]
         assert rows.loc["macro", "auc_mean"] == pytest.approx(per_fold.mean())
     strong = summary[(summary.arm == "drr_5") & (summary["class"] == "macro")].iloc[0]
-    assert strong.delta > 0 and strong.delta_ci_low > 0 and strong.p_bootstrap < 0.05
+    assert strong.delta > 0 and strong.delta_ci_low > 0 and strong.p_value < 0.05
+    assert (
+        strong.p_bootstrap < 0.05 and strong.delta_ci_covers == "test patients and trained models"
+    )
     assert np.isnan(summary[summary.arm == "baseline"]["delta"]).all()
+    assert not summary[summary.arm == "baseline"]["vs_baseline"].any()
 
 
 def test_write_report_files(tmp_path):
@@ -121,7 +125,7 @@ def test_report_has_glossary(tmp_path):
     render.write_report(tmp_path, _preds(), CLASSES, n_boot=50)
     markdown = (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
-    for term in ("macro AUC", "CI", "Δ", "corrected t", "p (corrected)"):
+    for term in ("macro AUC", "CI", "Δ", "Δ [CI]", "Holm p", "n/a (no positive case)"):
         line = f"| {term} | {REPORT_TERMS[term].format(pct='95%')} |"
         assert line in markdown
     assert "<td>macro AUC</td>" in html and "95% patient-level bootstrap" in html

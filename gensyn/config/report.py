@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from gensyn.config.dataset import DatasetConfig
+from gensyn.report.multiplicity import PrimaryComparison
 
 #: The original study's nine arms, as names of options of the ``sampling`` group.
 THESIS_ARMS = (
@@ -23,8 +24,11 @@ class ReportConfig:
     """``arms``: ``sampling`` options to gather (missing runs are listed, not fatal).
 
     Folds 0 .. classifier.n_folds-1 are gathered for each arm, for every seed in ``seeds``
-    (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (paired
-    bootstrap over test patients, DeLong, and the corrected t-test across trained models).
+    (empty: only ``seed``). ``baseline`` is the arm every other arm is compared with (an
+    interval over test patients and trained models; docs/classification.md). ``primary`` is
+    the comparison declared as the study's question, reported without adjustment; every other
+    p-value is Holm-adjusted within its family. None of these keys changes a run hash (the
+    report is not hashed; ``predict`` hashes only ``test_datasets``).
 
     ``sweep`` compares more than arms: the multirun's sweep overrides as typed, e.g.
     ``["carm_pose.alpha_range_deg=[-5,5],[-10,10],[-20,20]"]``. Every arm × combination of
@@ -55,3 +59,6 @@ class ReportConfig:
     sweep: list[str] = field(default_factory=list)
     n_bootstrap: int = 2000
     ci_level: float = 0.95
+    # The primary comparison: metric (macro or a finding), test_set (external | internal |
+    # a test set's name), arm (a sampling option). Not in the grid: the nearest is taken.
+    primary: PrimaryComparison = field(default_factory=PrimaryComparison)

@@ -12,18 +12,31 @@ from __future__ import annotations
 REPORT_TERMS = {
     "AUC": "area under the ROC curve of one finding: the chance that a random positive image "
     "scores above a random negative one (0.5 = guessing, 1 = perfect)",
-    "macro AUC": "the mean of the per-finding AUCs (each finding counts equally)",
+    "macro AUC": "the mean of the per-finding AUCs over the findings that have one in the test "
+    "set (each counts equally); the report names them under each AUC table",
+    "n/a (no positive case)": "the test set has no image with this finding (no negative case: "
+    "only images with it), so it has no AUC: it is left out of the macro AUC and not compared",
     "mean ± sd": "mean and sample standard deviation of the AUC over the trained models "
     "(folds × seeds)",
     "CI": "{pct} patient-level bootstrap percentile interval of the model-mean AUC (test "
     "patients resampled; the training is not varied)",
-    "Δ": "arm minus baseline: difference of their model-mean AUCs (positive = the arm is better)",
-    "p (bootstrap)": "two-sided p-value of Δ from the paired patient bootstrap; * marks p < 0.05, "
-    "not corrected for multiple comparisons",
+    "Δ": "arm minus baseline: mean over the J models trained for both (same fold and seed) of "
+    "the difference of their AUCs (positive = the arm is better)",
+    "Δ [CI]": "{pct} interval of Δ that covers both which test patients were drawn and which "
+    "models training produced (t interval); † = test patients only (one model pair)",
+    "p": "two-sided p-value of Δ = 0 from the same t; the primary comparison's is not adjusted",
+    "Holm p": "p-value Holm-adjusted within its family: the macro comparisons of the other arms "
+    "on one test set, or one arm's per-finding comparisons on one test set; * marks Holm "
+    "p < 0.05",
     "J (models)": "number of (fold, seed) models trained for both the arm and the baseline",
-    "corrected t": "Nadeau–Bengio corrected resampled t statistic of the per-model macro-AUC "
-    "differences; it widens the plain t-test for the folds' overlapping training sets",
-    "p (corrected)": "two-sided p-value of the corrected t with J - 1 degrees of freedom",
+    "SE parts": "square roots of the three variance parts of Δ: test-patient noise all models "
+    "share, the spread of the paired models' differences (s/√J), and the widening for models "
+    "trained on overlapping folds (Nadeau–Bengio); SE² is their sum",
+    "df": "degrees of freedom of the t (Hillis' Satterthwaite approximation): J - 1 when the "
+    "models' spread dominates, more when the test patients do",
+    "p, test patients only / models only": "one-source tests, shown for comparison: the paired "
+    "patient bootstrap (models held fixed) and the Nadeau–Bengio corrected resampled t-test "
+    "(test set held fixed); neither is the headline",
 }
 
 #: Stage summary keys the pipeline page prints, where the name alone does not say enough.
@@ -63,6 +76,9 @@ SUMMARY_KEYS = {
     "resumed_from_epoch": "the run continued from a checkpoint saved after this epoch",
     "jax_backend": "the device JAX ran on (cpu, gpu)",
     "n_models": "trained (arm, fold, seed) models whose predictions the report read",
+    "primary": "the declared primary comparison of the classification report (report.primary)",
+    "primary_delta": "its Δ AUC, arm minus baseline (mean over paired models)",
+    "primary_p": "its two-sided p-value (not adjusted), over test patients and trained models",
     "n_missing": "expected models whose predictions were not there (left out of the tables): "
     "not scheduled plus started but not finished",
     "n_not_scheduled": "expected models never started (no run folder), e.g. the folds a "
@@ -95,8 +111,8 @@ SUMMARY_PREFIXES = {
     "time_": "seconds spent on one part of the stage: read, prepare and write are summed over "
     "the loader and writer threads (they overlap compute, so they can exceed the wall time); "
     "wait_input / wait_output: the main thread waiting for loaders / writers",
-    "p_models_": "p-value of the corrected resampled t-test across models, arm vs baseline, "
-    "of <test set>_<arm>",
+    "p_delta_": "p-value (unadjusted) of the macro-AUC difference arm vs baseline over test "
+    "patients and trained models, of <test set>_<arm>",
 }
 
 

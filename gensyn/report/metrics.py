@@ -13,7 +13,8 @@ Conventions
 
 The AUC is the Mann-Whitney statistic: the probability that a random positive scores higher
 than a random negative, ties counting one half. A class without positives or without
-negatives has no AUC (NaN); the macro AUC is the mean over classes that have one.
+negatives has no AUC (NaN), nor has a class whose scores are missing (any NaN score: a model
+that did not predict that finding); the macro AUC is the mean over classes that have one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         raise ValueError(f"y_true has {y.size} values but y_score has {s.size}")
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or not np.isfinite(s).all():
         return float("nan")
     ranks = stats.rankdata(s)  # midranks for ties
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -88,6 +89,11 @@ class _SortedClass:
         ws = w[:, self.order]
         w_pos = np.where(self.is_pos, ws, 0.0)
         w_neg = ws - w_pos
+        if self.n_groups == ws.shape[1]:  # no ties (continuous scores): no tie groups needed
+            num = np.einsum("ij,ij->i", w_pos, np.cumsum(w_neg, axis=1) - w_neg)
+            den = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
         b = ws.shape[0]
         # one bincount over all rows: offset each row's group index by row * n_groups
         idx = (np.arange(b)[:, None] * self.n_groups + self.group[None, :]).ravel()
@@ -126,7 +132,8 @@ def bootstrap_auc_replicates(
 
     ``y_scores`` holds one (n, n_classes) score array per model; all models see the same
     resampled patients in each replicate, which is what a paired comparison needs.
-    Returns (n_models, n_boot, n_classes); NaN where a replicate lacks positives or negatives.
+    Returns (n_models, n_boot, n_classes); NaN where a replicate lacks positives or negatives,
+    and for every replicate of a model's class whose scores are missing (NaN).
     """
     yt = _as_2d(y_true)
     scores = [_as_2d(np.asarray(s, dtype=np.float64)) for s in y_scores]
@@ -137,14 +144,19 @@ def bootstrap_auc_replicates(
     if pid.size != yt.shape[0]:
         raise ValueError(f"{pid.size} patient ids for {yt.shape[0]} images")
     rng = np.random.default_rng(seed)
-    sorted_cls = [[_SortedClass(yt[:, k], s[:, k]) for k in range(yt.shape[1])] for s in scores]
-    out = np.empty((len(scores), n_boot, yt.shape[1]))
+    sorted_cls = [
+        [_SortedClass(yt[:, k], s[:, k]) if np.isfinite(s[:, k]).all() else None
+         for k in range(yt.shape[1])]
+        for s in scores
+    ]  # fmt: skip
+    out = np.full((len(scores), n_boot, yt.shape[1]), np.nan)
     for start in range(0, n_boot, chunk):
         stop = min(start + chunk, n_boot)
         w = _bootstrap_weights(pid, n_pat, stop - start, rng)
         for m, per_cls in enumerate(sorted_cls):
             for k, sc in enumerate(per_cls):
-                out[m, start:stop, k] = sc.auc(w)
+                if sc is not None:
+                    out[m, start:stop, k] = sc.auc(w)
     return out
 
 
@@ -316,35 +328,6 @@ def delong_variance(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 # --- a grid of arms × folds ------------------------------------------------------------
-
-
-def fold_mean_replicates(
-    y_true: np.ndarray,
-    arm_scores: dict[str, Sequence[np.ndarray]],
-    patient_ids: np.ndarray,
-    n_boot: int = DEFAULT_N_BOOTSTRAP,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Per arm, the fold-mean per-class AUC on each patient-level bootstrap replicate.
-
-    ``arm_scores`` maps an arm name to its folds' (n, C) score arrays on the same test images.
-    Every model of every arm is scored on the same resampled patients, so differences between
-    arms are paired. Returns arm -> (n_boot, C).
-    """
-    names = list(arm_scores)
-    flat = [s for name in names for s in arm_scores[name]]
-    reps = bootstrap_auc_replicates(y_true, flat, patient_ids, n_boot, seed)
-    out, start = {}, 0
-    for name in names:
-        n = len(arm_scores[name])
-        with np.errstate(invalid="ignore"):
-            block = reps[start : start + n]
-            finite = np.isfinite(block)
-            total = np.where(finite, block, 0.0).sum(axis=0)
-            count = finite.sum(axis=0)
-            out[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        start += n
-    return out
 
 
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -36,29 +36,52 @@ def roc_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.
     return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
 
 
+def _na_text(ax, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Write 'n/a (why)' across an empty panel."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
+            color="dimgrey", wrap=True)  # fmt: skip
+
+
 def plot_roc_curves(
-    preds: pd.DataFrame, classes: Sequence[str], path: str | os.PathLike[str], title: str = ""
+    preds: pd.DataFrame,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    na_reasons: dict[str, str] | None = None,
 ) -> Path:
     """One panel per class; one curve per arm from its fold-averaged probabilities.
 
-    ``preds``: one test set's rows ``arm, fold, image_id, y_<class>, p_<class>``.
+    ``preds``: one test set's rows ``arm, fold, image_id, y_<class>, p_<class>``. A class
+    without a positive or a negative case gets an empty panel saying so (``na_reasons``:
+    class -> reason, else found from the labels); an arm without a class's probabilities
+    has no curve in that panel.
     """
     plt = _pyplot()
     n = len(classes)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), squeeze=False)
     mean = preds.groupby(["arm", "image_id"], sort=False).mean(numeric_only=True).reset_index()
     for ax, cls in zip(axes[0], classes, strict=True):
+        y_all = mean[f"y_{cls}"].to_numpy() > 0.5 if f"y_{cls}" in mean else np.zeros(0, bool)
+        reason = (na_reasons or {}).get(cls) or (
+            "no positive case" if not y_all.any() else "no negative case" if y_all.all() else ""
+        )
+        if reason:
+            _na_text(ax, f"n/a ({reason})")
         for arm, group in mean.groupby("arm", sort=False):
-            y = group[f"y_{cls}"].to_numpy() > 0.5
-            if y.all() or not y.any():
+            if reason or f"p_{cls}" not in group:
                 continue
-            fpr, tpr = roc_points(y, group[f"p_{cls}"].to_numpy())
+            y, p = group[f"y_{cls}"].to_numpy() > 0.5, group[f"p_{cls}"].to_numpy()
+            if not np.isfinite(p).all():
+                continue
+            fpr, tpr = roc_points(y, p)
             ax.plot(fpr, tpr, lw=1.2, label=str(arm))
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
         ax.set(title=cls, xlabel="false positive rate", xlim=(0, 1), ylim=(0, 1.01))
         ax.set_aspect("equal")
     axes[0][0].set_ylabel("true positive rate")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[-1].legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -101,20 +124,27 @@ def draw_auc_vs_views(
     ``summary`` rows (:func:`gensyn.report.render.summarise_test_set`): ``arm, source,
     views_per_ct, class, auc_mean, ci_low, ci_high``; error bars are the patient-level
     bootstrap ``level`` CI of the model-mean AUC. The baseline (source ``none``) is a
-    horizontal line with its CI as a band. All panels share one AUC range.
+    horizontal line with its CI as a band. All panels share one AUC range. A class without an
+    AUC for any arm shows 'n/a (reason)' (``na_reason`` column) instead.
     """
     panels = [*classes, "macro"]
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, cls in zip(axes, panels, strict=True):
         rows = summary[summary["class"] == cls]
+        if not np.isfinite(rows["auc_mean"].to_numpy(dtype=np.float64)).any():
+            reasons = rows["na_reason"] if "na_reason" in rows else pd.Series([], dtype=str)
+            reason = next((str(r) for r in reasons if isinstance(r, str) and r), "")
+            _na_text(ax, f"n/a ({reason})" if reason else "n/a")
         base = rows[rows["source"] == "none"]
-        if len(base):
+        if len(base) and np.isfinite(base["auc_mean"].iloc[0]):
             m = float(base["auc_mean"].iloc[0])
             ax.axhline(m, color="black", lw=1, label="baseline")
             low, high = float(base["ci_low"].iloc[0]), float(base["ci_high"].iloc[0])
             if np.isfinite(low) and np.isfinite(high):
                 ax.axhspan(low, high, color="black", alpha=0.08)
         for source, group in rows[rows["source"] != "none"].groupby("source"):
+            if not np.isfinite(group["auc_mean"].to_numpy(dtype=np.float64)).any():
+                continue
             group = group.sort_values("views_per_ct")
             mean = group["auc_mean"].to_numpy(dtype=np.float64)
             below = np.nan_to_num(mean - group["ci_low"].to_numpy(dtype=np.float64))
@@ -133,7 +163,8 @@ def draw_auc_vs_views(
         ax.set_xticks([1, 2, 5, 10], labels=["1", "2", "5", "10"])
     axes[0].set_ylim(*auc_ylim(summary[summary["class"].isin(panels)]))
     axes[0].set_ylabel(f"AUC (model mean, {level:.0%} CI)")
-    axes[-1].legend(fontsize=7)
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

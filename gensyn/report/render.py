@@ -1,25 +1,10 @@
 """The classification report: tables of a grid's predictions, figures, Markdown + HTML page.
 
-Input is one long table of predictions, one row per (arm, fold, test set, image) with
-``arm, source, views_per_ct, fold, test_set, image_id, patient_id, y_<class>, p_<class>``
-and optionally ``seed``: a trained model is one (fold, seed); without the column every model
-counts as seed 0.
-
-Statistics per test set, arm and class:
-
-* ``n_folds``, ``n_models``: distinct folds, and trained models (folds × seeds) of the arm;
-* ``auc_mean``, ``auc_sd``: mean and sample standard deviation of the models' AUCs;
-* ``ci_low``, ``ci_high``: patient-level bootstrap percentile interval of the model-mean AUC
-  (test patients resampled; every model scored on the same replicate);
-* ``delta``, ``delta_ci_low/high``, ``p_bootstrap``: the arm's model-mean AUC minus the
-  baseline's, its paired bootstrap interval and two-sided p-value;
-* ``p_delong``: DeLong's paired test of the model-averaged probabilities of arm and baseline
-  (image level; a second opinion, it ignores patient clustering and model variability);
-* ``n_pairs``, ``delta_models_mean``, ``delta_models_sd``, ``t_corrected``, ``p_corrected``,
-  ``note_corrected``: across trained models, the differences d_j of the arm's and the
-  baseline's model j (same fold and seed) and their Nadeau–Bengio corrected resampled t-test
-  (:func:`metrics.corrected_resampled_ttest`); the bootstrap above varies the test patients
-  only, this varies the training data and initialisation too.
+The statistics are :func:`gensyn.report.summary.summarise_test_set`'s (one row per test set,
+arm and finding; its docstring lists the columns of ``auc_summary.csv``). This module lays
+them out: the primary comparison first, then per test set the AUC table, the differences to
+the baseline, the variance parts of the macro differences and the figures. p-values are
+Holm-adjusted within their family except the primary's (:mod:`gensyn.report.multiplicity`).
 """
 
 from __future__ import annotations
@@ -27,19 +12,32 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from gensyn.report import metrics, plots
+from gensyn.report import metrics, multiplicity, plots
 from gensyn.report.glossary import REPORT_TERMS
+from gensyn.report.inference import COVERS_BOTH
+from gensyn.report.summary import MODEL_KEYS, summarise_test_set
+
+__all__ = [
+    "MODEL_KEYS",
+    "PRED_KEYS",
+    "SCHEDULE_NOTES",
+    "format_p",
+    "missing_note",
+    "schedule_note",
+    "summarise_test_set",
+    "variance_table",
+    "write_report",
+]
 
 if TYPE_CHECKING:
     from gensyn.report.page import Page
 
 PRED_KEYS = ("arm", "source", "views_per_ct", "fold", "test_set", "image_id", "patient_id")
-MODEL_KEYS = ("fold", "seed")  # one trained model; ``seed`` is optional in the predictions
 #: ``classifier.schedule`` values and what they mean for comparing arms.
 SCHEDULE_NOTES = {
     "epochs": "Training schedule: epochs (every arm trained for the same number of epochs, so "
@@ -53,11 +51,26 @@ SCHEDULE_NOTES = {
 }
 
 
+#: Thresholds a printed p-value never crosses by rounding.
+P_THRESHOLDS = (0.05, 0.01)
+
+
 def format_p(p: float) -> str:
-    """A p-value as the report prints it: 'p < 0.001', 'p = 0.042', or 'p = n/a' for NaN."""
+    """A p-value as printed: 'p < 0.001', 'p = 0.31', 'p = 0.0496', 'p = n/a' for NaN.
+
+    Two significant digits from 0.1 up, three below, and more where rounding would carry the
+    value across 0.05 or 0.01 (0.04996 prints as 0.04996, never as 0.050).
+    """
     if not np.isfinite(p):
         return "p = n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    if p < 0.001:
+        return "p < 0.001"
+    digits = 2 if p >= 0.1 else 3
+    text = f"{p:.{digits}g}"
+    while digits < 8 and any((p < t) != (float(text) < t) for t in P_THRESHOLDS):
+        digits += 1
+        text = f"{p:.{digits}g}"
+    return f"p = {text}"
 
 
 def schedule_note(schedule: str) -> str:
@@ -69,130 +82,17 @@ def schedule_note(schedule: str) -> str:
     return SCHEDULE_NOTES[schedule]
 
 
-def _with_seed(preds: pd.DataFrame) -> pd.DataFrame:
-    return preds if "seed" in preds.columns else preds.assign(seed=0)
-
-
-def _corrected(a: np.ndarray, b: np.ndarray, ratio: float | None) -> dict[str, Any]:
-    """Columns of the corrected t-test of paired values (NaN where it cannot be run)."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    row: dict[str, Any] = {"n_pairs": int(ok.sum())}
-    if ratio is None or ok.sum() < 2:
-        why = "fewer than 2 paired models" if ok.sum() < 2 else "fewer than 2 folds"
-        nan = float("nan")
-        row.update(delta_models_mean=float(np.mean(a[ok] - b[ok])) if ok.any() else nan)
-        row.update(delta_models_sd=nan, t_corrected=nan, p_corrected=nan, note_corrected=why)
-        return row
-    res = metrics.corrected_resampled_ttest(a[ok], b[ok], ratio)
-    row.update(
-        delta_models_mean=res.mean_diff,
-        delta_models_sd=res.sd_diff,
-        t_corrected=res.t,
-        p_corrected=res.p_value,
-        note_corrected=res.note,
-    )
-    return row
-
-
-def _arm_order(preds: pd.DataFrame) -> list[str]:
-    arms = preds[["arm", "source", "views_per_ct"]].drop_duplicates()
-    src_rank = {"none": 0, "drr": 1, "synthex": 2}
-    arms = arms.assign(r=arms["source"].map(src_rank).fillna(9)).sort_values(["r", "views_per_ct"])
-    return list(arms["arm"])
-
-
-def summarise_test_set(
-    preds: pd.DataFrame,
-    classes: Sequence[str],
-    baseline: str = "baseline",
-    n_boot: int = metrics.DEFAULT_N_BOOTSTRAP,
-    level: float = 0.95,
-    seed: int = 0,
-    test_train_ratio: float | None = None,
-) -> pd.DataFrame:
-    """One test set's statistics: a row per (arm, class incl. ``macro``); see module docstring.
-
-    ``test_train_ratio`` is n_test / n_train of the corrected t-test across models; default
-    1 / (k - 1) with k the number of distinct folds in ``preds`` (no test with one fold).
-    """
-    classes = list(classes)
-    preds = _with_seed(preds)
-    if test_train_ratio is None and preds["fold"].nunique() >= 2:
-        test_train_ratio = metrics.kfold_test_train_ratio(int(preds["fold"].nunique()))
-    arms = _arm_order(preds)
-    first_arm = preds[preds["arm"] == arms[0]]
-    fold0 = first_arm["fold"].min()
-    seed0 = first_arm.loc[first_arm["fold"] == fold0, "seed"].min()
-    first = first_arm[(first_arm["fold"] == fold0) & (first_arm["seed"] == seed0)]
-    images = first.drop_duplicates("image_id")[["image_id", "patient_id"]].reset_index(drop=True)
-    y = first.set_index("image_id").loc[images["image_id"], [f"y_{c}" for c in classes]].to_numpy()
-
-    scores: dict[str, Sequence[np.ndarray]] = {}
-    models: dict[str, list[tuple[int, int]]] = {}  # arm -> its (fold, seed) models
-    for arm in arms:
-        arm_scores: list[np.ndarray] = []
-        scores[arm], models[arm] = arm_scores, []
-        for key, group in preds[preds["arm"] == arm].groupby(list(MODEL_KEYS), sort=True):
-            g = group.set_index("image_id")
-            if set(g.index) != set(images["image_id"]):
-                raise ValueError(f"arm {arm} model {key} predicted other images than {arms[0]}")
-            arm_scores.append(g.loc[images["image_id"], [f"p_{c}" for c in classes]].to_numpy())
-            models[arm].append((int(str(key[0])), int(str(key[1]))))
-    reps = metrics.fold_mean_replicates(y, scores, images["patient_id"].to_numpy(), n_boot, seed)
-    meta = preds.drop_duplicates("arm").set_index("arm")
-    model_aucs = {}  # arm -> (models, C + 1) per-class and macro AUC of each model
-    for arm in arms:
-        aucs = np.array([metrics.per_class_auc(y, s) for s in scores[arm]])
-        model_aucs[arm] = np.concatenate([aucs, metrics.macro_of(aucs)[:, None]], axis=1)
-    rows = []
-    for arm in arms:
-        fold_aucs = model_aucs[arm]
-        arm_reps = np.concatenate([reps[arm], metrics.macro_of(reps[arm])[:, None]], axis=1)
-        has_base = baseline in reps and arm != baseline
-        if has_base:
-            base_reps = np.concatenate(
-                [reps[baseline], metrics.macro_of(reps[baseline])[:, None]], axis=1
-            )
-            base_aucs = np.array([metrics.per_class_auc(y, s) for s in scores[baseline]])
-            base_mean = np.r_[np.nanmean(base_aucs, axis=0), metrics.macro_of(base_aucs).mean()]
-            ens_arm, ens_base = np.mean(scores[arm], axis=0), np.mean(scores[baseline], axis=0)
-            pairs = sorted(set(models[arm]) & set(models[baseline]))
-            pair_arm = model_aucs[arm][[models[arm].index(m) for m in pairs]]
-            pair_base = model_aucs[baseline][[models[baseline].index(m) for m in pairs]]
-        for k, cls in enumerate([*classes, "macro"]):
-            col = fold_aucs[:, k]
-            finite = col[np.isfinite(col)]
-            row: dict[str, Any] = {
-                "arm": arm,
-                "source": meta.loc[arm, "source"],
-                "views_per_ct": int(str(meta.loc[arm, "views_per_ct"])),
-                "class": cls,
-                "n_folds": len({fold for fold, _ in models[arm]}),
-                "n_models": len(models[arm]),
-                "auc_mean": float(finite.mean()) if finite.size else float("nan"),
-                "auc_sd": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
-            }
-            row["ci_low"], row["ci_high"] = metrics.percentile_ci(arm_reps[:, k], level)
-            if has_base:
-                diff = arm_reps[:, k] - base_reps[:, k]
-                row["delta"] = row["auc_mean"] - float(base_mean[k])
-                row["delta_ci_low"], row["delta_ci_high"] = metrics.percentile_ci(diff, level)
-                row["p_bootstrap"] = metrics.bootstrap_p_value(diff)
-                row["p_delong"] = (
-                    metrics.delong_paired_test(y[:, k], ens_arm[:, k], ens_base[:, k])[1]
-                    if cls != "macro"
-                    else float("nan")
-                )
-                row.update(_corrected(pair_arm[:, k], pair_base[:, k], test_train_ratio))
-            rows.append(row)
-    return pd.DataFrame(rows)
+def _na(reason: object) -> str:
+    return f"n/a ({reason})" if reason else "n/a"
 
 
 def _pretty(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    """Arms as rows, classes as columns, 'mean ± sd [ci]' cells."""
+    """Arms as rows, classes as columns, 'mean ± sd [ci]' cells ('n/a (why)' without an AUC)."""
 
     def cell(r: pd.Series) -> str:
-        sd = f" ± {r.auc_sd:.3f}" if np.isfinite(r.auc_sd) else ""  # one fold: no sd
+        if not np.isfinite(r.auc_mean):
+            return _na(r.na_reason)
+        sd = f" ± {r.auc_sd:.3f}" if np.isfinite(r.auc_sd) else ""  # one model: no sd
         return f"{r.auc_mean:.3f}{sd} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
 
     table = summary.assign(cell=summary.apply(cell, axis=1))
@@ -201,17 +101,26 @@ def _pretty(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def _p_text(r: pd.Series) -> str:
+    """'p = 0.012 (primary)' or 'p = 0.012, Holm p = 0.048*'; * only on adjusted p < 0.05."""
+    star = "*" if r.p_adjusted < 0.05 else ""
+    if r.primary:
+        return f"{format_p(r.p_value)}{star} (primary)"
+    return f"{format_p(r.p_value)}, Holm {format_p(r.p_adjusted)}{star}"
+
+
 def _deltas(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | None:
-    if "delta" not in summary:
-        return None
-    rows = summary.dropna(subset=["delta"])
-    if rows.empty:
+    """Compared arms as rows, classes as columns: 'Δ [CI] p, Holm p' or 'n/a (why)'."""
+    rows = summary[summary["vs_baseline"].astype(bool)] if "vs_baseline" in summary else None
+    if rows is None or rows.empty:
         return None
 
     def cell(r: pd.Series) -> str:
-        star = "*" if r.p_bootstrap < 0.05 else ""
+        if not np.isfinite(r.delta):
+            return _na(r.delta_na_reason)
+        dagger = "" if r.delta_ci_covers == COVERS_BOTH else " †"
         ci = f"[{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
-        return f"{r.delta:+.3f} {ci} {format_p(r.p_bootstrap)}{star}"
+        return f"{r.delta:+.3f} {ci}{dagger} {_p_text(r)}"
 
     wide = rows.assign(cell=rows.apply(cell, axis=1)).pivot(
         index="arm", columns="class", values="cell"
@@ -220,39 +129,82 @@ def _deltas(summary: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | Non
     return wide.reset_index()
 
 
-ACROSS_MODELS_TITLE = "Arms vs baseline across trained models"
+VARIANCE_TITLE = "Δ macro AUC: where its uncertainty comes from"
 
 
-def across_models_table(summary: pd.DataFrame, test_set: str) -> pd.DataFrame | None:
-    """Macro-AUC rows of the corrected t-test across models, formatted for the page.
+def variance_table(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """The macro comparisons with their standard-error parts, formatted for the page.
 
-    Columns: arm, test set, J (models), mean Δ macro AUC, sd, corrected t, p (and a note
-    column where a test was degenerate). None if no arm was compared with the baseline.
+    Columns: arm, J (models), Δ, CI, p, p (Holm), then the square roots of the three variance
+    parts (shared test-patient noise, model spread s/√J, training overlap) and the degrees of
+    freedom, then the one-source p-values (test patients only; models only). None if no arm
+    was compared with the baseline.
     """
-    if "n_pairs" not in summary:
+    if "vs_baseline" not in summary:
         return None
-    rows = summary[(summary["class"] == "macro") & summary["n_pairs"].notna()]
+    rows = summary[(summary["class"] == "macro") & summary["vs_baseline"].astype(bool)]
     if rows.empty:
         return None
 
-    def num(value: float, spec: str) -> str:
-        return format(value, spec) if np.isfinite(value) else "n/a"
+    def num(values: pd.Series, spec: str) -> list[str]:
+        return [format(v, spec) if np.isfinite(v) else "n/a" for v in values.astype(float)]
+
+    def root(values: pd.Series) -> list[str]:
+        return num(values.astype(float).clip(lower=0) ** 0.5, ".4f")
 
     table = pd.DataFrame(
         {
             "arm": rows["arm"],
-            "test set": test_set,
             "J (models)": rows["n_pairs"].astype(int),
-            "mean Δ macro AUC": [num(v, "+.3f") for v in rows["delta_models_mean"]],
-            "sd": [num(v, ".3f") for v in rows["delta_models_sd"]],
-            "corrected t": [num(v, ".2f") for v in rows["t_corrected"]],
-            "p": [format_p(v) for v in rows["p_corrected"]],
+            "Δ": num(rows["delta"], "+.3f"),
+            "CI": [
+                f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else "n/a"
+                for lo, hi in zip(rows["delta_ci_low"], rows["delta_ci_high"], strict=True)
+            ],
+            "p": [format_p(v) for v in rows["p_value"]],
+            "p (Holm)": [
+                "primary" if prim else format_p(v)
+                for v, prim in zip(rows["p_adjusted"], rows["primary"], strict=True)
+            ],
+            "SE: test patients, shared": root(rows["var_shared_test"]),
+            "SE: models (s/√J)": root(rows["var_models"]),
+            "SE: training overlap": root(rows["var_training_overlap"]),
+            "df": [
+                "∞" if v == np.inf else t
+                for v, t in zip(rows["df_delta"], num(rows["df_delta"], ".1f"), strict=True)
+            ],
+            "p, test patients only": [format_p(v) for v in rows["p_bootstrap"]],
+            "p, models only": [format_p(v) for v in rows["p_corrected"]],
         }
     )
-    notes = rows["note_corrected"].fillna("").astype(str)
-    if (notes != "").any():
-        table["note"] = list(notes)
     return table.reset_index(drop=True)
+
+
+def _macro_line(summary: pd.DataFrame, classes: Sequence[str]) -> str:
+    """Which findings the macro AUCs average, and why the others are left out."""
+    macro = summary[summary["class"] == "macro"]
+    sets = dict.fromkeys(macro["macro_over"].fillna("").astype(str))
+    findings = summary[summary["class"] != "macro"].drop_duplicates("class").set_index("class")
+    left_out = [
+        f"{c}: {_na(findings.loc[c, 'na_reason'])}"
+        for c in classes
+        if c in findings.index and findings.loc[c, "na_reason"]
+    ]
+    if len(sets) == 1:
+        text = f"Macro AUC = mean over {next(iter(sets)) or 'no finding'}"
+    else:
+        text = "Macro AUC = mean over " + "; ".join(
+            f"{str(r.macro_over) or 'no finding'} ({r.arm!s})" for r in macro.itertuples()
+        )
+    if left_out:
+        text += f" (left out: {'; '.join(left_out)})"
+    if "delta_macro_over" in summary:
+        over = summary.loc[macro.index, "delta_macro_over"].dropna().astype(str)
+        if len(set(over)) > 1 or (len(over) and set(over) != set(sets)):
+            text += "; Δ macro over the findings with an AUC for both arms: " + "; ".join(
+                f"{arm}: {o}" for arm, o in zip(summary.loc[over.index, "arm"], over, strict=True)
+            )
+    return text + "."
 
 
 def missing_note(
@@ -273,6 +225,54 @@ def missing_note(
     return prefix + "; ".join(parts) + "."
 
 
+def primary_line(summary: pd.DataFrame, primary: multiplicity.ResolvedPrimary, baseline: str,
+                 level: float) -> str:  # fmt: skip
+    """The report's first sentence: the primary comparison's Δ, interval and p-value."""
+    rows = summary[summary["primary"]]
+    head = f"Primary comparison ({primary.describe(baseline)}): "
+    if rows.empty or not np.isfinite(rows["delta"].iloc[0]):
+        reason = rows["delta_na_reason"].iloc[0] if len(rows) else "not in the grid"
+        return head + _na(reason) + "."
+    r = rows.iloc[0]
+    covers = (
+        "test patients and trained models"
+        if r.delta_ci_covers == COVERS_BOTH
+        else ("test patients only: one model pair, training variability not estimable")
+    )
+    return (
+        head + f"Δ = {r.delta:+.3f} [{level:.0%} CI {r.delta_ci_low:+.3f}, "
+        f"{r.delta_ci_high:+.3f}], {format_p(r.p_value)} (unadjusted), over J = "
+        f"{int(r.n_pairs)} model pair(s); the interval covers {covers}."
+    )
+
+
+MULTIPLICITY_LINE = (
+    "Multiplicity: the primary comparison is reported unadjusted; every other p-value is "
+    "Holm-adjusted within its family (the macro-AUC comparisons of the other arms on one test "
+    "set; one arm's per-finding comparisons on one test set); * marks adjusted p < 0.05."
+)
+
+
+def _method_text(baseline: str, n_boot: int, pct: str, ratio: float | None, k: int) -> str:
+    ratio_text = (
+        f"1/(k - 1) = {ratio:.3g} for k = {k} folds" if ratio is not None else "0 (one fold)"
+    )
+    return (
+        f"Cells: AUC mean ± sd over trained models (folds × seeds) [patient-level bootstrap "
+        f"{pct} CI of the model mean, {n_boot} replicates]. Δ = mean over the J models trained "
+        f"for both (same fold and seed) of the arm's AUC minus the {baseline}'s. Its {pct} CI "
+        "and p-value cover both sources of variance: which test patients were drawn (every "
+        "model of both arms scored on the same bootstrap replicates) and which models training "
+        "produced (the spread of the J paired differences, widened for the folds' overlapping "
+        f"training sets by n_test/n_train = {ratio_text}): Obuchowski–Rockette's analysis with "
+        "models as readers and patients as cases, plus Nadeau–Bengio's correction, t interval "
+        "with Hillis' degrees of freedom (docs/classification.md). † marks an interval over "
+        "test patients only (one model pair). A finding without a positive or a negative case "
+        "in a test set has no AUC (n/a) and is left out of the macro AUC; a finding one arm did "
+        "not predict is not compared."
+    )
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     preds: pd.DataFrame,
@@ -285,16 +285,21 @@ def write_report(
     notes: Sequence[str] = (),
     n_folds: int | None = None,
     lead: Callable[[pd.DataFrame], Page] | None = None,
+    primary: multiplicity.PrimaryComparison | None = None,
+    external_test_sets: Sequence[str] = (),
+    internal_test_set: str | None = None,
     extra_tables: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> tuple[Path, pd.DataFrame]:
     """Write ``report.md``/``report.html``, ``auc_summary.csv`` and figures into ``out_dir``.
 
-    ``n_folds`` is k of the cross-validation (``classifier.n_folds``), which sets the
-    corrected t-test's n_test / n_train = 1 / (k - 1); default: the distinct folds in
-    ``preds``. ``extra_tables``: (caption, table) pairs shown after the notes; ``lead``
-    builds blocks from the summary table (all test sets) that go first, right after
-    ``notes`` and ``extra_tables`` (e.g. a sweep's comparison). Returns the page path and
-    the long summary table.
+    ``n_folds`` is k of the cross-validation (``classifier.n_folds``), which sets Nadeau and
+    Bengio's n_test / n_train = 1 / (k - 1); default: the distinct folds in ``preds``.
+    ``primary`` is the declared primary comparison (default :class:`PrimaryComparison`: macro
+    AUC, largest SyntheX arm, external test set), its arm named as in ``preds``;
+    ``external_test_sets`` are the test sets of other data sets (``external``), in order,
+    ``internal_test_set`` the training data set's own. ``extra_tables`` ((caption, table)
+    pairs) are shown after the notes; ``lead`` builds blocks from the summary table (all
+    test sets) that go first, right after the notes (e.g. a sweep's comparison). Returns the page path and the long summary table.
     """
     from gensyn import io
     from gensyn.report.page import Page
@@ -306,56 +311,58 @@ def write_report(
     k = int(n_folds) if n_folds is not None else int(preds["fold"].nunique())
     ratio = metrics.kfold_test_train_ratio(k) if k >= 2 else None
     pct = f"{level:.0%}"
+    groups = {str(name): group for name, group in preds.groupby("test_set", sort=True)}
+    summaries = [
+        summarise_test_set(group, classes, baseline, n_boot, level, seed, ratio).assign(
+            test_set=test_set
+        )
+        for test_set, group in groups.items()
+    ]
+    table = pd.concat(summaries, ignore_index=True)
+    resolved = multiplicity.resolve_primary(
+        table, primary or multiplicity.PrimaryComparison(), external_test_sets, internal_test_set
+    )
+    table = multiplicity.assign_families(table, resolved)
+
     page = Page(title)
     for note in notes:
         page.text(note)
+    if resolved is not None:
+        page.text(primary_line(table, resolved, baseline, level))
+        if resolved.note:
+            page.text(resolved.note)
+        page.text(MULTIPLICITY_LINE)
     for caption, extra in extra_tables:
         page.table(extra, caption=caption)
-    page.text(
-        f"Cells: AUC mean ± sd over trained models (folds × seeds) [patient-level bootstrap "
-        f"{pct} CI of the model mean]. Differences are arm minus {baseline}, paired bootstrap "
-        f"over test patients ({n_boot} replicates); * p < 0.05 (not corrected for multiple "
-        "comparisons). The bootstrap varies the test patients only, not the training."
-    )
-    ratio_text = f"1/(k - 1) = {ratio:.3g} for k = {k} folds" if ratio is not None else "n/a"
-    page.text(
-        f"{ACROSS_MODELS_TITLE}: d_j = macro AUC of the arm's model j minus the {baseline}'s "
-        "model j (same fold and seed, same test set), over the J paired models; corrected "
-        "resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004) t = mean(d) / "
-        "sqrt((1/J + n_test/n_train) var(d)), J - 1 degrees of freedom, two-sided p, with "
-        f"n_test/n_train = {ratio_text} (several seeds: J = folds × seeds, same ratio). The "
-        "folds' training sets overlap, so the J models are not independent and the plain "
-        "paired t-test would be too confident. Per-class tests: auc_summary.csv."
-    )
+    page.text(_method_text(baseline, n_boot, pct, ratio, k))
     page.table(
         [{"term": term, "meaning": text.format(pct=pct)} for term, text in REPORT_TERMS.items()],
         caption="Glossary",
     )
-    summaries = []
-    for test_set, group in preds.groupby("test_set", sort=True):
-        summary = summarise_test_set(group, classes, baseline, n_boot, level, seed, ratio)
-        summaries.append(summary.assign(test_set=test_set))
-        n_img = group["image_id"].nunique()
-        n_pat = group["patient_id"].nunique()
+    for test_set, group in groups.items():
+        summary = table[table["test_set"] == test_set]
+        n_img, n_pat = group["image_id"].nunique(), group["patient_id"].nunique()
         head = f"{test_set} ({n_img} images, {n_pat} patients)"
         page.heading(f"Test set: {head}")
         page.table(_pretty(summary, classes), caption=f"{head}: per-class and macro AUC")
+        page.text(_macro_line(summary, classes))
         deltas = _deltas(summary, classes)
         if deltas is not None:
             page.table(
                 deltas,
-                caption=f"{head}: AUC difference to {baseline} [{pct} CI], paired patient "
-                "bootstrap p",
+                caption=f"{head}: AUC difference to {baseline} [{pct} CI over test patients "
+                "and models], p (primary unadjusted, others Holm-adjusted in their family)",
             )
-        across = across_models_table(summary, str(test_set))
-        if across is not None:
-            page.table(across, caption=f"{head}: {ACROSS_MODELS_TITLE}")
+        variance = variance_table(summary)
+        if variance is not None:
+            page.table(variance, caption=f"{head}: {VARIANCE_TITLE}")
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(test_set))
         roc = plots.plot_roc_curves(
             group,
             classes,
             out_dir / "figures" / f"roc_{safe}.png",
             title=f"{test_set}: ROC (fold-averaged probabilities)",
+            na_reasons=_reasons(summary),
         )
         page.figure(roc, caption=f"ROC curves, {test_set}")
         if (summary["source"] != "none").any():
@@ -367,8 +374,16 @@ def write_report(
                 level=level,
             )
             page.figure(views, caption=f"AUC against views per CT ({pct} CI), {test_set}")
-    table = pd.concat(summaries, ignore_index=True)
     io.write_table(out_dir / "auc_summary.csv", table)
     if lead is not None:
         page.blocks[len(notes) : len(notes)] = lead(table).blocks
     return page.write(out_dir), table
+
+
+def _reasons(summary: pd.DataFrame) -> dict[str, str]:
+    """Finding -> why it has no AUC in this test set (label reasons only; '' if it has one)."""
+    rows = summary[summary["class"] != "macro"].drop_duplicates("class")
+    label = {"no positive case", "no negative case", "labels missing"}
+    return {
+        r["class"]: (r["na_reason"] if r["na_reason"] in label else "") for _, r in rows.iterrows()
+    }

@@ -186,6 +186,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.classify.sampling import arm_name, parse_arm
     from gensyn.errors import GensynError
     from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
+    from gensyn.report.multiplicity import PrimaryComparison
     from gensyn.report.render import missing_note, schedule_note, write_report
     from gensyn.report.sweep import short_names, varied_keys
 
@@ -219,6 +220,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     if base is not None and varied_keys(list(conds)):
         lead = partial(sweep_section, conds=list(conds), baseline=base, out_dir=ctx.out_dir,
                        level=float(rc.ci_level))  # fmt: skip
+    declared = rc.primary
+    primary = PrimaryComparison(
+        str(declared.metric), str(declared.test_set), arm_name(*parse_arm(str(declared.arm)))
+    )
     page, summary = write_report(
         ctx.out_dir,
         preds,
@@ -232,12 +237,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         n_folds=k,
         lead=lead,
         extra_tables=[(EXPOSURE_CAPTION, exposure_table(trained))],
+        primary=primary,
+        external_test_sets=[str(t) for t in rc.test_datasets],
+        internal_test_set=str(cfg.dataset.name),
     )
     macro = summary[summary["class"] == "macro"]
     for row in macro.itertuples():
         ctx.summary[f"macro_auc_{row.test_set}_{row.arm}"] = round(float(str(row.auc_mean)), 4)
-        if float(str(getattr(row, "n_pairs", 0))) >= 2:  # NaN for the baseline itself
-            ctx.summary[f"p_models_{row.test_set}_{row.arm}"] = float(str(row.p_corrected))
+        if bool(getattr(row, "vs_baseline", False)):
+            ctx.summary[f"p_delta_{row.test_set}_{row.arm}"] = float(str(row.p_value))
     ctx.summary["n_models"] = len(frames)
     ctx.summary["n_missing"] = len(not_finished) + len(not_scheduled)
     ctx.summary["n_not_scheduled"] = len(not_scheduled)
@@ -245,6 +253,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     ctx.summary["figures"] = sorted(
         str(p.relative_to(ctx.out_dir)) for p in (ctx.out_dir / "figures").glob("*.png")
     )
+    for _, first in summary[summary["primary"]].iterrows():  # at most one row
+        ctx.summary["primary"] = (
+            f"{first['class']} AUC, {first['arm']} vs {base.label(names) if base else base_arm} on "
+            + str(first["test_set"])
+        )
+        ctx.summary["primary_delta"] = round(float(first["delta"]), 4)
+        ctx.summary["primary_p"] = float(first["p_value"])
     print(f"Classification report: {page}")
     for row in macro.itertuples():
         print(
