@@ -22,7 +22,7 @@ from gensyn.report.page import is_numeric
 from gensyn.stages.pipeline import write_page
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Nodule", "Pneumonia"]
-ARMS = [("baseline", "none", 1, 1.0), ("drr_1", "drr", 1, 1.5), ("synthex_1", "synthex", 1, 0.7)]
+ARMS = [("baseline", "none", 1, 1.0), ("drr_1", "drr", 1, 1.5), ("synthex_1", "synthex", 1, 0.2)]
 
 
 def _preds(n: int = 90, folds: int = 3) -> pd.DataFrame:

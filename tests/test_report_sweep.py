@@ -100,7 +100,7 @@ def test_comparison_table_reads_the_report_summary_and_marks_the_baseline(tmp_pa
         if not row.is_baseline:  # Δ, its CI and p straight from the summary
             assert row.delta == pytest.approx(macro.loc[row.condition, "delta"])
             assert row.delta_ci_low == pytest.approx(macro.loc[row.condition, "delta_ci_low"])
-            assert row.p == pytest.approx(macro.loc[row.condition, "p_bootstrap"])
+            assert row.p == pytest.approx(macro.loc[row.condition, "p_value"])
     assert np.all(np.diff(table["auc_mean"].to_numpy()) > 0)  # stronger signal, higher AUC
     pretty = pretty_table(table, [ALPHA])
     assert pretty["alpha_range_deg"].tolist() == ["any", "[-5,5]", "[-10,10]", "[-20,20]"]
