@@ -73,6 +73,8 @@ class ReaderStudyConfig:
     sources: list[ReaderSourceConfig] = field(default_factory=list)
     readers: list[str] = field(default_factory=lambda: ["R1", "R2", "R3"])  # ids, never names
     uncertain_as: str = "wrong"  # wrong | exclude | fake | real
+    # cluster intervals of the analysis: seeded 2-way bootstrap draws over readers and images
+    bootstrap_replicates: int = 2000
     # analyse answers from here instead of the servers: a CSV (reader_id, image_id, verdict,
     # reason, lead_time_s) or a folder of Label Studio JSON exports named <reader id>.json
     answers_file: str = ""
