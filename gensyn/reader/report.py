@@ -143,7 +143,7 @@ def _metric_table(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
         ]
     if "accuracy_cluster_ci_low" in t.columns:
         out["accuracy, Wilson CI (independent answers)"] = [
-            _pct(v, lo, hi).split(" ", 1)[-1]
+            _pct(v, lo, hi).split(" ", 1)[-1].strip("()")
             for v, lo, hi in zip(
                 t["accuracy"], t["accuracy_ci_low"], t["accuracy_ci_high"], strict=True
             )
