@@ -68,6 +68,8 @@ def test_build_and_analyze_an_answers_file_without_servers(
     build = next((gensyn_root / "workdir" / "runs" / "reader_study_build").glob("*/key"))
     audit = pd.read_csv(build / "blinding_audit.csv")
     assert {"cv_p", "worst_p", "threshold"} <= set(audit.columns) and not audit["judged"].any()
+    summary = json.loads((build.parent / "summary.json").read_text())["blinding_audit"]
+    assert summary.startswith(("xa vs syn", "xb vs syn")) and "(too few to judge)" in summary
     key = pd.read_csv(build / "answer_key.csv", dtype={"image_id": str})
     flip = {"real": "fake", "fake": "real"}
     rows = [

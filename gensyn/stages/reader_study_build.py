@@ -76,7 +76,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     pairs = io.read_table(ctx.out_dir / "key" / "blinding_audit.csv")
     if len(pairs):
-        worst = pairs.loc[pairs[["cv_p", "worst_p"]].min(axis=1).fillna(1.0).idxmin()]
+        order = pairs.assign(p=pairs[["cv_p", "worst_p"]].min(axis=1).fillna(1.0))
+        order = order.sort_values(["real_vs_fake", "p"], ascending=[False, True], kind="stable")
+        worst = order.iloc[0]  # the real/fake pair told apart best (others cannot leak truth)
         ctx.summary["blinding_audit"] = (
             f"{worst['source_a']} vs {worst['source_b']}: accuracy {worst['cv_accuracy']:.2f}"
             f" (p = {worst['cv_p']:.4f}), worst feature {worst['worst_feature']}"
