@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -54,6 +55,46 @@ def _sources(root: Path) -> str:
             Image.fromarray(pix).resize((60, 72)).save(folder / f"{name}{i}.png")
         items.append(f"{{name:'{name}',truth:'{truth}',folder:'{folder}',pattern:'*.png'}}")
     return "reader_study.sources=[" + ",".join(items) + "]"
+
+
+def test_build_and_analyze_an_answers_file_without_servers(
+    gensyn_root: Path, launch: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """reader_study_build -> an answers CSV -> reader_study_analyze through launch.py: the
+    audit's p-values in the build summary, cluster intervals in the analysis outputs."""
+    common = [_sources(gensyn_root), "reader_study.images_per_source=4",
+              "reader_study.readers=[R1,R2]", "reader_study.blinding.image_size_px=32"]  # fmt: skip
+    launch("stage=reader_study_build", *common)
+    build = next((gensyn_root / "workdir" / "runs" / "reader_study_build").glob("*/key"))
+    audit = pd.read_csv(build / "blinding_audit.csv")
+    assert {"cv_p", "worst_p", "threshold"} <= set(audit.columns) and not audit["judged"].any()
+    summary = json.loads((build.parent / "summary.json").read_text())["blinding_audit"]
+    assert summary.startswith(("xa vs syn", "xb vs syn")) and "(too few to judge)" in summary
+    key = pd.read_csv(build / "answer_key.csv", dtype={"image_id": str})
+    flip = {"real": "fake", "fake": "real"}
+    rows = [
+        (r, i, t if (r == "R1" or n % 3) else flip[t], "x", 3.0)
+        for r in ("R1", "R2")
+        for n, (i, t) in enumerate(zip(key["image_id"], key["truth"], strict=True))
+    ]
+    answers = gensyn_root / "answers.csv"
+    pd.DataFrame(
+        rows, columns=["reader_id", "image_id", "verdict", "reason", "lead_time_s"]
+    ).to_csv(answers, index=False)
+    launch("stage=reader_study_analyze", *common, f"reader_study.answers_file={answers}",
+           "reader_study.bootstrap_replicates=300")  # fmt: skip
+    out = next((gensyn_root / "workdir" / "runs" / "reader_study_analyze").iterdir())
+    results = json.loads((out / "results.json").read_text())
+    overall = results["overall"]
+    assert results["bootstrap_replicates"] == 300 and overall["accuracy_n"] == 24
+    assert (
+        overall["accuracy_cluster_ci_low"]
+        <= overall["accuracy"]
+        <= overall["accuracy_cluster_ci_high"]
+    )
+    assert "said_fake_share_cluster_ci_low" in pd.read_csv(out / "sources.csv").columns
+    report = (out / "report.md").read_text()
+    assert "cluster intervals" in report and "design effect" in report
 
 
 @pytest.mark.slow

@@ -38,9 +38,12 @@ class BlindingConfig:
     thorax_margin_fraction: float = 0.0  # margin around the lung box, share of its side
     match_histograms: bool = True  # every image gets the study's pooled grey-level histogram
     detail_px: int = 0  # box-average each framed square to this first: one resolution (0: off)
-    # audit: stratified-CV accuracy of a logistic regression on simple image features, per
-    # real/fake pair of sources; above this the build stops (reader_study.force_blinding)
-    max_audit_accuracy: float = 0.65
+    # audit (gensyn/reader/audit.py): per real/fake pair of sources, permutation tests of a
+    # classifier's CV accuracy and of the worst single feature; a leak stops the build
+    # (reader_study.force_blinding). audit_alpha bounds the chance that a build whose
+    # sources differ in nothing stops (split over both tests and all real/fake pairs).
+    audit_alpha: float = 0.05
+    audit_permutations: int = 1000  # label shuffles per pair (>= 200)
     audit_min_images_per_source: int = 10  # fewer: the audit is reported, not judged
 
 
@@ -70,6 +73,8 @@ class ReaderStudyConfig:
     sources: list[ReaderSourceConfig] = field(default_factory=list)
     readers: list[str] = field(default_factory=lambda: ["R1", "R2", "R3"])  # ids, never names
     uncertain_as: str = "wrong"  # wrong | exclude | fake | real
+    # cluster intervals of the analysis: seeded 2-way bootstrap draws over readers and images
+    bootstrap_replicates: int = 2000
     # analyse answers from here instead of the servers: a CSV (reader_id, image_id, verdict,
     # reason, lead_time_s) or a folder of Label Studio JSON exports named <reader id>.json
     answers_file: str = ""

@@ -15,8 +15,8 @@ source apart is removed or made identical:
 * intensities -> every image matched to the study's pooled histogram, one percentile
   window mapped to 0..255, one encoder.
 
-Then an audit (:mod:`gensyn.reader.audit`) asks whether simple features still tell a real
-source from a fake one; if so the build stops (unless forced). The answer key (image id ->
+Then an audit (:mod:`gensyn.reader.audit`) tests whether simple features still tell a real
+source from a fake one (permutation tests); if so the build stops (unless forced). The answer key (image id ->
 source, truth, original file) is written to a separate folder that the serving code never
 reads from.
 """
@@ -124,9 +124,10 @@ def build_study(
     (what readers see) and, never served, ``out_dir/key/answer_key.csv`` (columns
     :data:`KEY_COLUMNS`), ``key/blinding_audit.csv`` (per pair of sources) and
     ``key/blinding_features.csv``. Returns the key, rows in random order. Raises
-    :class:`BlindingLeakError` naming the giveaway features when a judged real/fake pair
-    is separated better than ``audit.max_accuracy`` (``audit.force``: a warning in
-    ``key/blinding_warning.txt`` instead); ValueError for an empty source or duplicate names.
+    :class:`BlindingLeakError` naming the giveaway features when the audit's permutation
+    tests tell a judged real/fake pair apart (:mod:`gensyn.reader.audit`; ``audit.force``:
+    a warning in ``key/blinding_warning.txt`` instead); ValueError for an empty source or
+    duplicate names.
     """
     import pandas as pd
 
@@ -183,7 +184,7 @@ def build_study(
     )
     io.write_table(out / "key" / "blinding_audit.csv", pairs)
     io.write_table(out / "key" / "blinding_features.csv", per_feature)
-    failures = failure_message(pairs, audit.max_accuracy) if len(pairs) else ""
+    failures = failure_message(pairs) if len(pairs) else ""
     if failures and not audit.force:
         raise BlindingLeakError(
             "blinding audit failed: simple image features tell real from fake sources\n"

@@ -11,21 +11,29 @@ import numpy as np
 import pandas as pd
 
 from gensyn import io
-from gensyn.reader.analyze import StudyResults
+from gensyn.reader.analyze import INTERVALS, VERDICTS, StudyResults
 
 TRUTH_COLOURS = {"real": "#4C72B0", "fake": "#DD8452"}
 
 
+def _bounds(name: str, table: pd.DataFrame) -> tuple[str, str]:
+    """Columns of the reported interval of ``name``: cluster if computed, else Wilson."""
+    if f"{name}_cluster_ci_low" in table.columns:
+        return f"{name}_cluster_ci_low", f"{name}_cluster_ci_high"
+    return f"{name}_ci_low", f"{name}_ci_high"
+
+
 def _ci_err(table: pd.DataFrame, name: str) -> np.ndarray:
-    """2 × n error-bar lengths (below, above) from Wilson bounds; 0 where undefined."""
+    """2 × n error-bar lengths (below, above) of the reported interval; 0 where undefined."""
     value = table[name].to_numpy(dtype=float)
-    lo = np.nan_to_num(value - table[f"{name}_ci_low"].to_numpy(dtype=float))
-    hi = np.nan_to_num(table[f"{name}_ci_high"].to_numpy(dtype=float) - value)
+    low, high = _bounds(name, table)
+    lo = np.nan_to_num(value - table[low].to_numpy(dtype=float))
+    hi = np.nan_to_num(table[high].to_numpy(dtype=float) - value)
     return np.vstack([lo, hi])
 
 
 def plot_sources(results: StudyResults, path: Path) -> Path:
-    """Bar chart: share of correct answers per source, with Wilson 95% CIs, chance line."""
+    """Bar chart: share of correct answers per source, with 95% cluster CIs, chance line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +65,7 @@ def plot_sources(results: StudyResults, path: Path) -> Path:
 
 
 def plot_readers(results: StudyResults, path: Path) -> Path:
-    """Accuracy, sensitivity and specificity per reader (and pooled), with Wilson 95% CIs."""
+    """Accuracy, sensitivity and specificity per reader (and pooled), with 95% cluster CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,22 +129,40 @@ def _pct(value: float, lo: float, hi: float) -> str:
 
 
 def _metric_table(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    """Counts, rates with their reported 95% CI, and accuracy's Wilson CI for comparison."""
     out = t[first].copy()
     out["answers"] = t["answers"]
     out["uncertain"] = t["uncertain"]
     for name in ("accuracy", "sensitivity", "specificity"):
+        low, high = _bounds(name, t)
         out[f"{name} (95% CI)"] = [
             f"{k}/{n} = " + _pct(v, lo, hi)
             for k, n, v, lo, hi in zip(
-                t[f"{name}_k"],
-                t[f"{name}_n"],
-                t[name],
-                t[f"{name}_ci_low"],
-                t[f"{name}_ci_high"],
-                strict=True,
+                t[f"{name}_k"], t[f"{name}_n"], t[name], t[low], t[high], strict=True
             )
         ]
+    if "accuracy_cluster_ci_low" in t.columns:
+        out["accuracy, Wilson CI (independent answers)"] = [
+            _pct(v, lo, hi).split(" ", 1)[-1].strip("()")
+            for v, lo, hi in zip(
+                t["accuracy"], t["accuracy_ci_low"], t["accuracy_ci_high"], strict=True
+            )
+        ]
+        out["design effect"] = t["accuracy_design_effect"].round(2)
     out["median s/image"] = t["median_time_s"].round(1)
+    return out
+
+
+def _verdict_shares(t: pd.DataFrame) -> pd.DataFrame:
+    """Per source: how often each verdict was given, share and its reported 95% CI."""
+    out = t[["source", "truth", "answers"]].copy()
+    for verdict in VERDICTS:
+        name = f"said_{verdict}_share"
+        low, high = _bounds(name, t)
+        out[f"said {verdict} (95% CI)"] = [
+            f"{c} = " + _pct(v, lo, hi)
+            for c, v, lo, hi in zip(t[f"said_{verdict}"], t[name], t[low], t[high], strict=True)
+        ]
     return out
 
 
@@ -169,6 +195,9 @@ def write_report(
         {
             "uncertain_as": results.uncertain_as,
             "rule": results.rule,
+            "intervals": INTERVALS,
+            "bootstrap_replicates": results.bootstrap_replicates,
+            "seed": results.seed,
             "overall": results.overall,
             "agreement": results.agreement,
             "notes": results.notes,
@@ -186,21 +215,27 @@ def write_report(
     page.text(f"How 'uncertain' counts: {results.rule} (uncertain_as={results.uncertain_as})")
     page.text(
         "Positive = synthetic (fake). Sensitivity = synthetic images called fake; specificity "
-        "= real images called real. Intervals: Wilson score 95% CIs."
+        "= real images called real."
     )
+    if results.bootstrap_replicates:
+        page.text(
+            f"{INTERVALS} ({results.bootstrap_replicates} bootstrap replicates, seed "
+            f"{results.seed}; design effect = clustered variance / independent variance.)"
+        )
+    else:
+        page.text("Intervals: Wilson score 95% CIs (answers treated as independent).")
     for note in results.notes:
         page.text("Note: " + note)
     page.heading("Overall (all readers pooled)")
     page.table(_metric_table(pd.DataFrame([{"readers": "all"} | results.overall]), ["readers"]))
     page.heading("Per reader")
     page.table(_metric_table(results.readers, ["reader_id"]))
-    page.figure(figs["readers"], "Per reader, with Wilson 95% CIs")
+    page.figure(figs["readers"], "Per reader, with 95% intervals (cluster intervals)")
     page.heading("Per source")
     src = _metric_table(results.sources, ["source", "truth"])
-    for verdict in ("real", "fake", "uncertain"):
-        src[f"said {verdict}"] = results.sources[f"said_{verdict}"]
     page.table(src.drop(columns=["sensitivity (95% CI)", "specificity (95% CI)"]))
-    page.figure(figs["sources"], "Share correct per source, Wilson 95% CIs")
+    page.table(_verdict_shares(results.sources))
+    page.figure(figs["sources"], "Share correct per source, 95% intervals (cluster intervals)")
     page.heading("Agreement between readers")
     agr = results.agreement
     page.text(

@@ -94,12 +94,15 @@ SUMMARY_KEYS = {
     "n_failed": "files that failed to download or verify",
     "accuracy": "reader study: share of scored answers that were right (real called real, "
     "synthetic called synthetic)",
+    "accuracy_ci": "reader study: 95% interval of the accuracy that allows for readers and "
+    "images differing (two-way cluster bootstrap)",
     "sensitivity": "reader study: share of synthetic images called synthetic",
     "specificity": "reader study: share of real images called real",
     "fleiss_kappa": "agreement between readers beyond chance (0 = chance, 1 = full agreement)",
     "uncertain_as": "how an 'unsure' answer was scored",
-    "blinding_audit": "the pair of image sources a simple classifier told apart best, its "
-    "cross-validated accuracy and the allowed maximum (blinding holds below it)",
+    "blinding_audit": "the pair of image sources simple image features told apart best: the "
+    "classifier's cross-validated accuracy and the worst single feature, each with its "
+    "permutation p-value, and the p-value at or below which a real/fake pair stops the build",
     "energy_kwh": "energy used, kilowatt hours (carbontracker's estimate from CPU/GPU power)",
     "co2eq_g": "emissions, grams of CO2 equivalent (carbontracker: energy × the grid's carbon "
     "intensity)",

@@ -20,7 +20,7 @@ def _upstream(cfg: DictConfig) -> list[str]:
 
 @stage(
     "reader_study_analyze",
-    summary="reader-study answers vs key: accuracy, sens/spec, Wilson CIs, Fleiss kappa, time, reasons",
+    summary="reader-study answers vs key: accuracy, sens/spec, cluster CIs, Fleiss kappa, time, reasons",
     upstream=_upstream,
     hashed=False,  # answers keep arriving while a study runs: every analysis is a new folder
 )
@@ -60,7 +60,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         origin = "Label Studio API"
     answers["image_id"] = answers["image_id"].astype(str)
     io.write_table(ctx.out_dir / "answers.csv", answers)
-    results = analyze(answers, key, uncertain_as=rs.uncertain_as, readers=list(rs.readers))
+    results = analyze(
+        answers, key, rs.uncertain_as, list(rs.readers), rs.bootstrap_replicates, cfg.seed
+    )
     write_report(
         results,
         ctx.out_dir,
@@ -72,6 +74,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         {
             "answers": o["answers"],
             "accuracy": o["accuracy"],
+            "accuracy_ci": f"{o.get('accuracy_cluster_ci_low', float('nan')):.3f}-"
+            f"{o.get('accuracy_cluster_ci_high', float('nan')):.3f}",
             "sensitivity": o["sensitivity"],
             "specificity": o["specificity"],
             "fleiss_kappa": results.agreement["fleiss_kappa"],

@@ -65,7 +65,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         BlindingParams,
         window_percentiles=(b.window_low_percentile, b.window_high_percentile),
     )
-    audit = AuditParams(b.max_audit_accuracy, b.audit_min_images_per_source, rs.force_blinding)
+    audit = to_settings(b, AuditParams, prefix="audit_", force=rs.force_blinding)
     try:
         key = build_study(
             sources, rs.images_per_source, ctx.out_dir, cfg.seed, params=params, audit=audit
@@ -76,11 +76,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     pairs = io.read_table(ctx.out_dir / "key" / "blinding_audit.csv")
     if len(pairs):
-        worst = pairs.loc[pairs["cv_accuracy"].fillna(0).idxmax()]
+        order = pairs.assign(p=pairs[["cv_p", "worst_p"]].min(axis=1).fillna(1.0))
+        order = order.sort_values(["real_vs_fake", "p"], ascending=[False, True], kind="stable")
+        worst = order.iloc[0]  # the real/fake pair told apart best (others cannot leak truth)
         ctx.summary["blinding_audit"] = (
             f"{worst['source_a']} vs {worst['source_b']}: accuracy {worst['cv_accuracy']:.2f}"
-            f" (max {b.max_audit_accuracy:.2f}{'' if worst['judged'] else ', too few to judge'};"
-            f" {worst['giveaway']})"
+            f" (p = {worst['cv_p']:.4f}), worst feature {worst['worst_feature']}"
+            f" {worst['worst_separation']:.2f} (p = {worst['worst_p']:.4f});"
+            " a real/fake pair fails at p <= "
+            f"{worst['threshold']:.4f}{'' if worst['judged'] else ' (too few to judge)'}"
         )
     if (ctx.out_dir / "key" / "blinding_warning.txt").exists():
         ctx.summary["blinding_forced"] = "audit failed, build forced (key/blinding_warning.txt)"
