@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -153,6 +155,49 @@ def sweep(a: argparse.Namespace, stage: str, arms: list[str], folds: list[str], 
     ]  # fmt: skip
 
 
+class Deadline:
+    """The end of this call's time (``--deadline-s`` from the start; None: no end)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        return None if self.end is None else self.end - time.monotonic()
+
+
+def launch_until(args: list[str], env: dict[str, str], log: Path, deadline: Deadline) -> tuple[float, bool]:  # fmt: skip
+    """``launch.py ARGS`` (output appended to ``log``) until it ends or the deadline passes;
+    (wall seconds, finished). A sweep stopped at the deadline is killed: its finished runs are
+    DONE, the run in progress resumes at its last epoch when the command is run again."""
+    left = deadline.left()
+    if left is None:
+        return launch(args, env, log), True
+    if left < 30:
+        print(f"  launch.py {args[:3]}: skipped, {left:.0f} s left", flush=True)
+        return 0.0, False
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ launch.py {' '.join(args)}\n")
+        fh.flush()
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "launch.py"), *args], cwd=env["GENSYN_ROOT"], env=env,
+            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            wall = time.perf_counter() - start
+            print(f"  launch.py {args[:3]}: stopped at the deadline after {wall:.1f} s", flush=True)
+            return wall, False
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"launch.py {' '.join(args)} failed ({code}):\n{log.read_text()[-4000:]}")
+    print(f"  launch.py {args[:3]}: {wall:.1f} s", flush=True)
+    return wall, True
+
+
 def record(root: Path, phase: str, wall_s: float, **fields: Any) -> dict[str, Any]:
     """Append a phase's figures to ``<root>/grid_log.jsonl`` and print them."""
     row = {"phase": phase, "wall_s": round(wall_s, 2), "time": time.time(), **fields}
@@ -228,7 +273,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--mem-fraction", default="0.9", help="XLA_PYTHON_CLIENT_MEM_FRACTION (GPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON of this call's figures")
+    p.add_argument(
+        "--deadline-s", type=float, default=None,
+        help="stop the sweep in progress this many seconds after the start (a device call's "
+        "limit); the same command again resumes",
+    )  # fmt: skip
     a = p.parse_args()
+    deadline = Deadline(a.deadline_s)
     root = a.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     phases = a.phases.split(",")
@@ -240,19 +291,22 @@ def main() -> None:
     common = common_overrides(a, root)
     runs = root / "workdir" / "runs"
     figures: dict[str, Any] = {"device": a.device, "args": vars(a) | {"root": str(root)}}
-    if "data" in phases:
+    if "data" in phases and (root / "DATA_DONE").is_file():
+        print(f"data: made by an earlier call ({root / 'DATA_DONE'})", flush=True)
+    elif "data" in phases:
         start = time.perf_counter()
         make_folder(root / "xrays", a.n_real + a.n_test, a.distinct, a.image_size, 0)
         wall = launch(["stage=prepare_xrays", *common], env, log)
         n_syn = fake_synthetic(a, root)
         figures["data"] = record(root, "data", time.perf_counter() - start, prepare_xrays_s=round(wall, 2),
                                  n_real_and_test=a.n_real + a.n_test, n_synthetic_per_source=n_syn)  # fmt: skip
+        (root / "DATA_DONE").write_text(json.dumps(figures["data"]))
     if "classify" in phases:
-        wall = launch(sweep(a, "classify", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log)  # fmt: skip
+        wall, finished = launch_until(sweep(a, "classify", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline)  # fmt: skip
         done = [s for s in summaries(runs, "classify") if s.get("arm") in {_arm(x) for x in arms}]
         steps = sum(int(s.get("optimizer_steps", 0)) for s in done)
         figures["classify"] = record(
-            root, "classify", wall, runs_done=len(done), optimizer_steps=steps,
+            root, "classify", wall, finished=finished, runs_done=len(done), optimizer_steps=steps,
             train_images_per_s=round(steps * a.batch / wall, 1),
             feature_cache=sorted({str(s.get("feature_cache")) for s in done}),
             feature_pass_s=round(sum(float(s.get("time_feature_pass_s", 0)) for s in done), 2),
@@ -260,18 +314,18 @@ def main() -> None:
             feature_where=sorted({str(s.get("feature_cache_where")) for s in done}),
         )  # fmt: skip
     if "predict" in phases:
-        wall = launch(sweep(a, "predict", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log)  # fmt: skip
+        wall, finished = launch_until(sweep(a, "predict", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline)  # fmt: skip
         done = summaries(runs, "predict")
         images = sum(int(s.get("n_folder_images", 0)) for s in done)
         figures["predict"] = record(
-            root, "predict", wall, runs_done=len(done), images=images,
+            root, "predict", wall, finished=finished, runs_done=len(done), images=images,
             images_per_s=round(images / wall, 1),
             feature_pass_s=round(sum(float(s.get("time_feature_pass_s", 0)) for s in done), 2),
             macro_auc_mean=round(float(np.mean([s["test_macro_auc"] for s in done])), 4) if done else None,
         )  # fmt: skip
     if "report" in phases:
-        wall = launch(["stage=report", *common, f"classifier.epochs={a.epochs}"], env, log)
-        figures["report"] = record(root, "report", wall)
+        wall, finished = launch_until(["stage=report", *common, f"classifier.epochs={a.epochs}"], env, log, deadline)  # fmt: skip
+        figures["report"] = record(root, "report", wall, finished=finished)
     if "compare" in phases:
         start = time.perf_counter()
         figures["compare"] = compare(a, root, env, log, common)

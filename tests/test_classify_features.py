@@ -192,9 +192,14 @@ def test_classify_and_predict_give_the_same_aucs_with_and_without_features(launc
     """Through launch.py (tiny profile, DenseNet121 at 32²): a two-fold sweep of classify +
     predict with feature_cache=auto gives the AUCs of feature_cache=off, and the second fold
     reuses the first fold's features."""
+    weights = tmp_path / "densenet121_random_notop.weights.h5"  # the study's frozen layers
+    keras.utils.set_random_seed(0)
+    keras.applications.DenseNet121(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(weights)
     args = [
         "stage=predict", "split_idx=0,1", "-m", "profile=tiny", "logger=none",
-        "classifier=densenet121", "classifier.image_size_px=32", "classifier.weights=null",
+        "classifier=densenet121", "classifier.image_size_px=32", f"classifier.weights={weights}",
         "classifier.epochs=1", "classifier.batch_size=8", "classifier.predict_batch_size=16",
         "num_workers=1",
     ]  # fmt: skip

@@ -245,9 +245,9 @@ def frozen_split(cfg: DictConfig, ctx: RunContext, model: Any) -> Any:
 
 def predict_test_set(
     cfg: DictConfig, model: Any, split: Any, test: pd.DataFrame, size_px: int, timer: StageTimer
-) -> tuple[pd.DataFrame, Any, dict[str, str], list[Any]]:
+) -> tuple[pd.DataFrame, Any, dict[str, str], list[Any], Any]:
     """:func:`predict_readable`, or from stored features when ``split`` is given: (rows
-    predicted, probabilities, unreadable files, [the Features] or the image caches used).
+    predicted, probabilities, unreadable files, image caches used, the Features or None).
 
     An unreadable image stops the feature pass; the files are then checked, the bad ones left
     out and the pass run again. Features that fit nowhere fall back to the full model.
@@ -256,7 +256,7 @@ def predict_test_set(
     from gensyn.classify.features import features_for, predict_features
 
     if split is None:
-        return predict_readable(cfg, model, test, size_px, timer)
+        return (*predict_readable(cfg, model, test, size_px, timer), None)
     settings = feature_settings(cfg)
     assert settings is not None
     folder = cache_folder(cfg)
@@ -272,7 +272,7 @@ def predict_test_set(
                     split, [paths], size_px, settings, [] if found is None else [found]
                 )
                 probs = predict_features(split.tail, feats, paths, settings.batch_size)
-            return keep, probs, bad, [feats]
+            return keep, probs, bad, [], feats
         except ValueError:  # an unreadable image stopped the feature pass
             with timer.time("read"):
                 more = find_unreadable(paths, size_px, workers, decode_all=False)
@@ -281,7 +281,7 @@ def predict_test_set(
             bad = {**bad, **more}
         except OSError as exc:
             log.warning("predict: feature cache not used (%s); running the full model", exc)
-            return predict_readable(cfg, model, test, size_px, timer)
+            return (*predict_readable(cfg, model, test, size_px, timer), None)
 
 
 def features_summary(feature_sets: list[Any]) -> dict[str, object]:
@@ -347,11 +347,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
-        test, probs, bad, used = predict_test_set(cfg, model, split, test, size_px, timer)
-        if used and not hasattr(used[0], "file"):  # stored features, not image caches
-            feature_sets += used
-            used = []
+        test, probs, bad, used, features = predict_test_set(cfg, model, split, test, size_px, timer)
         caches += used
+        feature_sets += [] if features is None else [features]
         unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]
         if test.empty:
             empty.append(f"{xray_dir / 'xrays.csv'} (every test image unreadable)")
