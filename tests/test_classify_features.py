@@ -140,6 +140,43 @@ def test_features_go_to_a_file_when_memory_is_capped_and_are_found_again(tmp_pat
     )
 
 
+def test_bfloat16_features_on_the_device_in_ram_and_on_disk_agree(tmp_path):
+    """Under mixed_bfloat16 (the GPU's policy) features are bfloat16 wherever they are kept
+    (a JAX array filled in place, a NumPy array, a file of 16-bit patterns), the same values,
+    and the tail on them predicts what the full model does."""
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(ModelSpec(image_size_px=32, weights=None))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    split = split_frozen_prefix(model)
+    assert not isinstance(split, str) and split.feature_dtype == "bfloat16"
+    assert split.bytes_per_image == 992 * 2
+    table = make_xray_set(tmp_path / "img", n_patients=8, size_px=32, seed=5)
+    paths = list(table["path"])  # not a multiple of the batch: the last batch is padded
+    places = {
+        "device": FeatureCacheSettings(batch_size=8, max_device_bytes=1 << 30, **ONE_THREAD),
+        "host": FeatureCacheSettings(batch_size=8, max_device_bytes=0, **ONE_THREAD),
+        "file": FeatureCacheSettings(
+            folder=tmp_path / "f", batch_size=8, max_device_bytes=0, max_host_bytes=0,
+            **ONE_THREAD,
+        ),
+    }  # fmt: skip
+    got = {}
+    for where, settings in places.items():
+        forget_resident()
+        features = features_for(split, [paths[::-1]], 32, settings)
+        assert {b.where for b in features.blocks} == {where}
+        got[where] = np.asarray(features.gather(*features.locate(paths))).astype(np.float32)
+        probs = predict_features(split.tail, features, paths, 8)
+        np.testing.assert_allclose(
+            probs, predict_paths(model, paths, 32, 8, **ONE_THREAD), rtol=0.02, atol=0.02
+        )
+    np.testing.assert_array_equal(got["device"], got["host"])
+    np.testing.assert_array_equal(got["file"], got["host"])
+
+
 @pytest.mark.slow
 def test_training_on_features_is_training_the_full_model(tmp_path):
     """DenseNet121 (64², random weights, seed 0), 2 epochs of 3 steps: losses, every weight,
