@@ -307,7 +307,7 @@ def main() -> None:
         steps = sum(int(s.get("optimizer_steps", 0)) for s in done)
         figures["classify"] = record(
             root, "classify", wall, finished=finished, runs_done=len(done), optimizer_steps=steps,
-            train_images_per_s=round(steps * a.batch / wall, 1),
+            train_images_per_s=round(steps * a.batch / wall, 1) if wall else None,
             feature_cache=sorted({str(s.get("feature_cache")) for s in done}),
             feature_pass_s=round(sum(float(s.get("time_feature_pass_s", 0)) for s in done), 2),
             feature_bytes_max=max((int(s.get("feature_cache_bytes", 0)) for s in done), default=0),
@@ -319,7 +319,7 @@ def main() -> None:
         images = sum(int(s.get("n_folder_images", 0)) for s in done)
         figures["predict"] = record(
             root, "predict", wall, finished=finished, runs_done=len(done), images=images,
-            images_per_s=round(images / wall, 1),
+            images_per_s=round(images / wall, 1) if wall else None,
             feature_pass_s=round(sum(float(s.get("time_feature_pass_s", 0)) for s in done), 2),
             macro_auc_mean=round(float(np.mean([s["test_macro_auc"] for s in done])), 4) if done else None,
         )  # fmt: skip

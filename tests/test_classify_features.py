@@ -260,3 +260,23 @@ def test_classify_and_predict_give_the_same_aucs_with_and_without_features(launc
     assert all(
         s["time_feature_pass_s"] >= 0 and s["feature_cache_bytes"] > 0 for s in on["classify"]
     )
+
+
+def test_feature_cache_setting_is_checked_and_not_hashed(compose):
+    from gensyn.runs import stage_hash
+    from gensyn.stages._shared import feature_settings, features_expected
+
+    auto, off = compose("classifier=densenet121"), compose("classifier=densenet121",
+                                                           "classifier.feature_cache=off")  # fmt: skip
+    assert feature_settings(off) is None and not features_expected(off)
+    settings = feature_settings(auto)
+    assert settings is not None and settings.folder is not None
+    assert settings.folder.parts[-2:] == ("classify", "features")  # beside images/ and jax/
+    assert features_expected(auto)
+    assert not features_expected(compose("classifier=densenet121", "classifier.augment=true"))
+    assert not features_expected(compose("classifier=small_cnn"))
+    # the same computation: the same run folders for classify and predict
+    for stage in ("classify", "predict"):
+        assert stage_hash(auto, stage) == stage_hash(off, stage)
+    with pytest.raises(Exception, match="feature_cache"):
+        compose("classifier.feature_cache=sometimes")
