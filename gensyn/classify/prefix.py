@@ -58,12 +58,10 @@ class PrefixSplit:
     @property
     def bytes_per_image(self) -> int:
         """Bytes of one image's features."""
-        return (
-            int(np.prod(self.feature_shape)) * np.dtype(_numpy_dtype(self.feature_dtype)).itemsize
-        )
+        return int(np.prod(self.feature_shape)) * np.dtype(numpy_dtype(self.feature_dtype)).itemsize
 
 
-def _numpy_dtype(dtype: str) -> Any:
+def numpy_dtype(dtype: str) -> Any:
     """The NumPy dtype of a Keras dtype name (bfloat16 through ml_dtypes, as JAX does)."""
     if dtype == "bfloat16":
         import ml_dtypes
