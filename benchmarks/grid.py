@@ -25,6 +25,16 @@ runs (a run killed mid-way resumes at its last epoch); each call appends its pha
     python benchmarks/grid.py --device cpu --root /tmp/grid --n-real 64 --n-test 32 \\
         --n-cts 8 --image-size 32 --epochs 1 --batch 8 --arms none,synthex_2 --folds 0,1 \\
         --compare none:0 --workers 2
+
+On one lent H100 (no internet; GENSYN's dependencies carried as wheels made here with
+``bash scripts/gpu_carry.sh fetch .whl``; carry ``.whl``), calls of at most 10 minutes on the
+same warm machine, each the same command until the sweeps report ``finished=True`` (data is
+made once, finished runs are skipped), then one call with ``--phases compare``::
+
+    bash scripts/gpu_carry.sh install .whl >/dev/null && . /tmp/gensyn_env.sh && \
+    export PYTHONUNBUFFERED=1 && python3 benchmarks/grid.py --device cuda --root /tmp/grid \
+        --workers 16 --phases data,classify,predict,report --deadline-s 540 \
+        --out $OUT/grid.json 2>&1 | tee $OUT/grid.log; tail -c 8000 /tmp/grid/launch.log
 """
 
 from __future__ import annotations
