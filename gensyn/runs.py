@@ -66,6 +66,7 @@ HASH_EXCLUDED_LEAVES = frozenset(
         "prefetch",
         "decode",
         "cache",
+        "feature_cache",
         "deepdrr_python",
         "deepdrr_pythonpath",
         "deepdrr_timeout_s",

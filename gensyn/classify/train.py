@@ -42,6 +42,7 @@ import numpy as np
 
 from gensyn import io
 from gensyn.classify.data import BatchStream, RealEpochsStream
+from gensyn.classify.features import FeatureCacheSettings, use_feature_cache
 from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 from gensyn.classify.predict import predict_paths
@@ -99,6 +100,7 @@ class TrainResult:
     real_times_seen_min: int = 0
     real_times_seen_max: int = 0
     synthetic_per_batch: int = 0
+    feature_cache: dict[str, object] = field(default_factory=lambda: {"feature_cache": "off"})
 
 
 @keras.saving.register_keras_serializable(package="gensyn")
@@ -271,6 +273,7 @@ def train_classifier(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     n_real_train: int | None = None,
     cache: Sequence[ImageCache] = (),
+    feature_cache: FeatureCacheSettings | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the given images; resume from ``out_dir/checkpoint.npz`` if present.
 
@@ -279,6 +282,9 @@ def train_classifier(
     all). ``on_epoch(epoch, metrics)`` is called after each epoch (the stage logs to W&B there).
     ``cache``: decode-once image caches (:func:`gensyn.classify.cache.open_or_build`) holding
     training or validation files; results are the same as decoding the files each epoch.
+    ``feature_cache``: compute the frozen prefix once per image and train the tail on stored
+    features where the prefix is deterministic (:mod:`gensyn.classify.features`; the same
+    computation); None runs the full model on every batch. The real images must come first.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +320,22 @@ def train_classifier(
     lr: Any = settings.learning_rate
     if settings.lr_schedule == "cosine":  # a function of the optimizer's step: resume-safe
         lr = keras.optimizers.schedules.CosineDecay(lr, settings.epochs * n_steps)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=MaskedBinaryCrossentropy(pos_weight))
+    loss = MaskedBinaryCrossentropy(pos_weight)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    fit_model, tail = model, None
+    features_used: dict[str, object] = {"feature_cache": "off"}
+    if feature_cache is not None:
+        n_real = len(train_paths) if n_real_train is None else n_real_train
+        sets = [[*train_paths[:n_real], *val_paths], train_paths[n_real:]]
+        got = use_feature_cache(
+            model, settings.augment, sets, spec.image_size_px, feature_cache, cache
+        )
+        if isinstance(got, str):
+            features_used = {"feature_cache": f"not used: {got}"}
+        else:  # the tail shares the model's variables and optimizer: training it trains both
+            tail = got
+            tail.tail.compile(optimizer=model.optimizer, loss=loss)
+            fit_model, features_used = tail.tail, tail.features.describe()
 
     state: dict[str, Any] = {
         "next_epoch": 0,
@@ -363,12 +384,13 @@ def train_classifier(
         )
     if ckpt.is_file():
         train_stream.times_seen[:] = _times_seen(ckpt, len(train_paths))
+    batches = train_stream if tail is None else tail.stream(train_stream)
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         start = time.perf_counter()
         # epoch e takes global batches e * n .. (e + 1) * n - 1 of the endless shuffled passes:
         # with n = len(train_stream) (schedule epochs) that is exactly pass e
-        hist = model.fit(
-            train_stream.window(epoch * n_steps, n_steps),
+        hist = fit_model.fit(
+            batches.window(epoch * n_steps, n_steps),
             steps_per_epoch=n_steps,
             epochs=epoch + 1,
             initial_epoch=epoch,
@@ -376,16 +398,19 @@ def train_classifier(
             verbose=settings.verbose,
         )
         train_s = time.perf_counter() - start
-        probs = predict_paths(
-            model,
-            val_paths,
-            spec.image_size_px,
-            settings.batch_size,
-            settings.num_workers,
-            settings.prefetch_batches,
-            settings.decode,
-            cache,
-        )
+        if tail is None:
+            probs = predict_paths(
+                model,
+                val_paths,
+                spec.image_size_px,
+                settings.batch_size,
+                settings.num_workers,
+                settings.prefetch_batches,
+                settings.decode,
+                cache,
+            )
+        else:
+            probs = tail.predict(val_paths, settings.batch_size)
         aucs = known_auc(val_labels, probs)
         macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
         row: dict[str, Any] = {
@@ -434,6 +459,7 @@ def train_classifier(
         real_times_seen_min=int(seen[:n_real].min()) if n_real else 0,
         real_times_seen_max=int(seen[:n_real].max()) if n_real else 0,
         synthetic_per_batch=n_syn_batch,
+        feature_cache=features_used,
     )
 
 

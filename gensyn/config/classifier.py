@@ -59,6 +59,15 @@ class Schedule(Enum):
     real_epochs = "real_epochs"
 
 
+class FeatureCache(Enum):
+    """Frozen-prefix feature cache (gensyn.classify.features): ``auto`` computes the frozen
+    part once per image where it is deterministic (else says why and trains the full model);
+    ``off`` runs the full model on every batch."""
+
+    auto = "auto"
+    off = "off"
+
+
 class DecodeMode(Enum):
     """How training and prediction decode images: a thread pool or worker processes.
 
@@ -98,3 +107,6 @@ class ClassifierConfig:
     # decode-once image cache (gensyn.classify.cache; not hashed, results are the same):
     # auto = <paths.work_dir>/cache/classify (images/ + jax/) | off | a folder (node-local disk)
     cache: str = "auto"
+    # frozen-prefix features computed once per image, the trainable tail trained and run on
+    # them (not hashed: the same computation); auto | off
+    feature_cache: FeatureCache = FeatureCache.auto

@@ -1,6 +1,6 @@
 """Helpers several stages share (not a stage): config values as plain strings, the
-sampling arm's source and the stages its images come from, the classifier's cache folder,
-the cross-validation folds of the real training images."""
+sampling arm's source and the stages its images come from, the classifier's cache folder and
+feature cache settings, the cross-validation folds of the real training images."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
+    from gensyn.classify.features import FeatureCacheSettings
     from gensyn.data.phantom.demo import DemoSpec
 
 #: stage that provides the synthetic images of each sampling source
@@ -99,3 +100,33 @@ def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
         / f"{stage_hash(cfg, 'prepare_xrays')}_k{n_folds}_seed{seed}.csv"
     )
     return load_or_make_folds(split_file, real_train, list(cfg.dataset.findings), n_folds, seed)
+
+
+def feature_settings(cfg: DictConfig) -> FeatureCacheSettings | None:
+    """The frozen-prefix feature cache's settings (``classifier.feature_cache``), or None when
+    off. Features that fit in no memory go to ``<classifier.cache>/features/``."""
+    from gensyn.classify.features import FeatureCacheSettings
+
+    c = cfg.classifier
+    if option_str(c.feature_cache) == "off":
+        return None
+    folder = cache_folder(cfg)
+    return FeatureCacheSettings(
+        folder=None if folder is None else folder / "features",
+        batch_size=int(c.predict_batch_size),
+        num_workers=int(cfg.num_workers),
+        prefetch_batches=int(c.prefetch),
+        decode=option_str(c.decode),
+    )
+
+
+def features_expected(cfg: DictConfig) -> bool:
+    """Whether classify will train on stored features: feature_cache on, no augmentation, and
+    DenseNet121 with a frozen part (the model's own check has the last word)."""
+    c = cfg.classifier
+    return (
+        option_str(c.feature_cache) != "off"
+        and not bool(c.augment)
+        and option_str(c.name) == "densenet121"
+        and int(c.trainable_tail_layers) >= 0
+    )

@@ -23,6 +23,14 @@ holds, in ``images/``, the decode-once image caches (one of the real images, sha
 arm and fold, and one of the arm's synthetic images) and, in ``jax/``, JAX's compiled
 programs, so the next arm, fold or prediction of the same model loads its steps instead of
 compiling them.
+
+``classifier.feature_cache=auto`` (the default) computes DenseNet121's frozen part once per
+image and trains the last layers on the stored features (:mod:`gensyn.classify.features`),
+where the frozen part is deterministic (no augmentation); the summary's ``feature_cache`` says
+``used`` (with ``feature_cache_bytes``, ``_where``, ``_dtype``, ``_cut_layer`` and
+``time_feature_pass_s``), ``off`` or ``not used: <why>``. With features expected, the
+decode-once image caches are read where they exist but not written (each image is decoded
+once, for its features).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from gensyn.registry import stage
 from gensyn.stages._shared import (
     SYNTHETIC_STAGE,
     cache_folder,
+    feature_settings,
+    features_expected,
     option_str,
     real_folds,
     source_of,
@@ -103,8 +113,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     ctx.summary.update(counts)
     log.info("classify %s fold %d: %s", arm, cfg.split_idx, counts)
 
-    caches = _image_caches(cfg, ctx, train, val)
-    result = _train(cfg, ctx, train, val, findings, caches)
+    features = feature_settings(cfg)
+    caches = _image_caches(cfg, ctx, train, val, write=not features_expected(cfg))
+    result = _train(cfg, ctx, train, val, findings, caches, features)
+    ctx.summary.update(result.feature_cache)
     ctx.summary.update(
         schedule=option_str(c.schedule),
         steps_per_epoch=result.steps_per_epoch,
@@ -155,15 +167,16 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
     return train[keep[0]].reset_index(drop=True), val[keep[1]].reset_index(drop=True)
 
 
-def _image_caches(cfg, ctx, train, val):  # type: ignore[no-untyped-def]
-    """Open or write the caches of the run's real images and of its synthetic images.
+def _image_caches(cfg, ctx, train, val, write=True):  # type: ignore[no-untyped-def]
+    """Open or write the caches of the run's real images and of its synthetic images
+    (``write`` False: only open those that exist).
 
     A cache that cannot be written (no space, unwritable folder) is a warning: training then
     decodes the files every epoch, with the same result.
     """
     import pandas as pd
 
-    from gensyn.classify.cache import cache_report, describe, open_or_build
+    from gensyn.classify.cache import cache_report, describe, open_existing, open_or_build
     from gensyn.classify.keras_env import use_compilation_cache
 
     folder = cache_folder(cfg)
@@ -174,12 +187,19 @@ def _image_caches(cfg, ctx, train, val):  # type: ignore[no-untyped-def]
     use_compilation_cache(folder / "jax")
     images = pd.concat([train, val], ignore_index=True)
     sets = [images.loc[images["source"] == s, "path"].tolist() for s in ("real", "synthetic")]
+    size = int(cfg.classifier.image_size_px)
+    if not write:
+        found = [c for p in sets if p and (c := open_existing(folder / "images", p, size))]
+        ctx.summary["image_cache"] = "used" if found else "not written: features computed once"
+        if found:
+            log.info("classify: image cache: %s", cache_report(found))
+        return found
     try:
         caches = [
             open_or_build(
                 folder / "images",
                 paths,
-                int(cfg.classifier.image_size_px),
+                size,
                 int(cfg.num_workers),
                 option_str(cfg.classifier.decode),
             )
@@ -209,7 +229,7 @@ def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
     return volumes
 
 
-def _train(cfg, ctx, train, val, findings, caches):  # type: ignore[no-untyped-def]
+def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no-untyped-def]
     from gensyn.classify.models import ModelSpec
     from gensyn.classify.train import TrainSettings, train_classifier
     from gensyn.config.settings import to_settings
@@ -242,6 +262,7 @@ def _train(cfg, ctx, train, val, findings, caches):  # type: ignore[no-untyped-d
         on_epoch=lambda epoch, metrics: _after_epoch(ctx, epoch, metrics),
         n_real_train=int((train["source"] == "real").sum()),
         cache=caches,
+        feature_cache=features,
     )
 
 

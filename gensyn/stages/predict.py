@@ -25,6 +25,13 @@ compiling the prediction step, or loading it from the JAX compilation cache in
 ``classifier.cache`` that earlier predict runs of the same model and batch size (other arms,
 folds) filled, ``time_compute_s``: decoding (and caching) + the model, which overlap,
 ``time_write_s``), ``images_per_s`` (over the wall time) and ``images_per_s_after_compile``.
+
+With ``classifier.feature_cache=auto`` (the default), the model's frozen part runs once per
+test image and its output is kept (:mod:`gensyn.classify.features`): every later prediction of
+the same test set in the process (the other arms and folds of a local sweep) runs only the
+model's trained last layers. ``time_compute_s`` then includes that feature pass
+(``time_feature_pass_s``), and the summary's ``feature_cache`` says ``used``, ``off`` or
+``not used: <why>``, with the features' bytes, place and dtype.
 """
 
 from __future__ import annotations
@@ -33,7 +40,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gensyn.registry import stage
-from gensyn.stages._shared import cache_folder, option_str, source_of, upstream_of
+from gensyn.stages._shared import (
+    cache_folder,
+    feature_settings,
+    option_str,
+    source_of,
+    upstream_of,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -239,6 +252,80 @@ def predict_readable(
             raise
 
 
+def frozen_split(cfg: DictConfig, ctx: RunContext, model: Any) -> Any:
+    """The model split at its frozen prefix (:func:`gensyn.classify.prefix.split_frozen_prefix`)
+    when ``classifier.feature_cache`` is on and the split exists; else None (the reason in the
+    summary's ``feature_cache``)."""
+    from gensyn.classify.prefix import split_frozen_prefix
+
+    if feature_settings(cfg) is None:
+        ctx.summary["feature_cache"] = "off"
+        return None
+    split = split_frozen_prefix(model)  # prediction never augments
+    if isinstance(split, str):
+        log.info("predict: feature cache not used: %s", split)
+        ctx.summary["feature_cache"] = f"not used: {split}"
+        return None
+    return split
+
+
+def predict_test_set(
+    cfg: DictConfig, model: Any, split: Any, test: pd.DataFrame, size_px: int, timer: StageTimer
+) -> tuple[pd.DataFrame, Any, dict[str, str], list[Any], Any]:
+    """:func:`predict_readable`, or from stored features when ``split`` is given: (rows
+    predicted, probabilities, unreadable files, image caches used, the Features or None).
+
+    An unreadable image stops the feature pass; the files are then checked, the bad ones left
+    out and the pass run again. Features that fit nowhere fall back to the full model.
+    """
+    from gensyn.classify.cache import open_existing
+    from gensyn.classify.features import features_for, predict_features
+
+    if split is None:
+        return (*predict_readable(cfg, model, test, size_px, timer), None)
+    settings = feature_settings(cfg)
+    assert settings is not None
+    folder = cache_folder(cfg)
+    workers = int(cfg.num_workers)
+    bad: dict[str, str] = {}
+    while True:
+        keep = test[~test["path"].isin(bad)].reset_index(drop=True)
+        paths = list(keep["path"])
+        try:
+            with timer.time("compute"):
+                found = None if folder is None else open_existing(folder / "images", paths, size_px)
+                feats = features_for(
+                    split, [paths], size_px, settings, [] if found is None else [found]
+                )
+                probs = predict_features(split.tail, feats, paths, settings.batch_size)
+            return keep, probs, bad, [], feats
+        except ValueError:  # an unreadable image stopped the feature pass
+            with timer.time("read"):
+                more = find_unreadable(paths, size_px, workers, decode_all=False)
+            if not more:
+                raise
+            bad = {**bad, **more}
+        except OSError as exc:
+            log.warning("predict: feature cache not used (%s); running the full model", exc)
+            return (*predict_readable(cfg, model, test, size_px, timer), None)
+
+
+def features_summary(feature_sets: list[Any]) -> dict[str, object]:
+    """The summary fields of the features of a prediction's test sets (bytes and images
+    summed, time of the feature passes)."""
+    summary = feature_sets[0].describe()
+    for key in ("feature_cache_bytes", "feature_cache_images_computed",
+                "feature_cache_images_reused"):  # fmt: skip
+        summary[key] = sum(f.describe()[key] for f in feature_sets)
+    summary["time_feature_pass_s"] = round(sum(f.compute_s for f in feature_sets), 3)
+    summary["feature_cache_where"] = ",".join(
+        sorted(
+            {w for f in feature_sets for w in str(f.describe()["feature_cache_where"]).split(",")}
+        )
+    )
+    return summary
+
+
 @stage(
     "predict",
     summary="per-image probabilities of a trained classifier on the test set(s)",
@@ -253,6 +340,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn import io
     from gensyn.classify import sampling
     from gensyn.classify.cache import cache_report, describe
+    from gensyn.classify.features import warm_up_tail
     from gensyn.classify.keras_env import use_compilation_cache
     from gensyn.classify.predict import load_classifier, warm_up
     from gensyn.devices import jax_device
@@ -267,13 +355,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         use_compilation_cache(folder / "jax")
     model = load_classifier(ctx.upstream_dir("classify") / "best.keras")
     size_px = int(model.input_shape[1])  # the size the model was trained at, by construction
+    split = frozen_split(cfg, ctx, model)
     timer = StageTimer()
     with timer.time("compile"):  # the prediction step, timed apart from the images
-        warm_up(model, int(cfg.classifier.predict_batch_size), size_px)
+        if split is None:
+            warm_up(model, int(cfg.classifier.predict_batch_size), size_px)
+        else:
+            warm_up_tail(split, int(cfg.classifier.predict_batch_size))
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     tables, empty = [], []
     unreadable: list[dict[str, str]] = []
     caches: list[Any] = []
+    feature_sets: list[Any] = []
     for name, xray_dir, rows in test_sets(cfg, ctx.upstream_dir("prepare_xrays")):
         with timer.time("prepare"):  # only the rows predicted: a study's table is large
             test = select_test_rows(io.read_table(xray_dir / "xrays.csv"), rows)
@@ -281,8 +374,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         if test.empty:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
-        test, probs, bad, used = predict_readable(cfg, model, test, size_px, timer)
+        test, probs, bad, used, features = predict_test_set(cfg, model, split, test, size_px, timer)
         caches += used
+        feature_sets += [] if features is None else [features]
         unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]
         if test.empty:
             empty.append(f"{xray_dir / 'xrays.csv'} (every test image unreadable)")
@@ -346,8 +440,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     ctx.summary.update(
         n_unreadable_images=len(unreadable), num_workers=int(cfg.num_workers), **timing
     )
+    if feature_sets:
+        ctx.summary.update(features_summary(feature_sets))
     if caches:
         log.info("predict: image cache: %s", cache_report(caches))
         ctx.summary.update(describe(caches))
-    else:
+    elif not feature_sets:
         ctx.summary["image_cache"] = "off"

@@ -1,0 +1,282 @@
+"""Frozen-prefix feature cache: the split, the stored features, and training / prediction on
+them against the full model (the same computation, so the same numbers to float tolerance)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from classify_fakes import FINDINGS, make_xray_set
+
+from gensyn import io
+from gensyn.classify.features import (
+    FeatureCacheSettings,
+    features_for,
+    forget_resident,
+    predict_features,
+)
+from gensyn.classify.keras_env import keras
+from gensyn.classify.models import ModelSpec, build_model
+from gensyn.classify.predict import load_classifier, predict_paths
+from gensyn.classify.prefix import split_frozen_prefix
+from gensyn.classify.train import TrainSettings, train_classifier
+
+ONE_THREAD = {"num_workers": 1, "decode": "threads"}
+
+
+@pytest.fixture(autouse=True)
+def _no_features_held():
+    forget_resident()
+    yield
+    forget_resident()
+
+
+@pytest.fixture(scope="module")
+def densenet32():
+    """DenseNet121 at 32², random weights (seed 0), the study's 9 trainable layers."""
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("float32")
+    return build_model(ModelSpec(image_size_px=32, weights=None))
+
+
+def _images(n, size, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 1), dtype=np.uint8)
+
+
+def test_densenet121_splits_after_the_last_dense_blocks_input(densenet32):
+    split = split_frozen_prefix(densenet32)
+    assert not isinstance(split, str), split
+    # the tail reads one tensor: the 992 channels the last dense layer concatenates onto
+    assert split.cut_layer == "conv5_block15_concat"
+    assert split.feature_shape == (1, 1, 992)
+    assert split.feature_dtype == "float32"
+    assert split.bytes_per_image == 992 * 4
+    tail_layers = {
+        layer.name for piece in split.tail.layers for layer in getattr(piece, "layers", [])
+    }
+    assert {"conv5_block16_1_conv", "conv5_block16_2_conv", "conv5_block16_concat", "findings"} <= (
+        tail_layers
+    )
+    x = _images(4, 32, 1)
+    whole = np.asarray(densenet32.predict(x, verbose=0))
+    parts = np.asarray(split.tail.predict(split.prefix.predict(x, verbose=0), verbose=0))
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+    # the tail trains exactly the model's trainable variables, shared, in the model's order
+    assert [id(v) for v in split.tail.trainable_variables] == [
+        id(v) for v in densenet32.trainable_variables
+    ]
+
+
+def test_more_trainable_layers_move_the_cut_back_to_a_single_tensor():
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelSpec(image_size_px=32, weights=None, trainable_tail_layers=12))
+    split = split_frozen_prefix(model)
+    assert not isinstance(split, str), split
+    # conv5_block15's layers are partly trainable now: the cut is the block before them
+    assert split.cut_layer == "conv5_block14_concat"
+    assert split.feature_shape == (1, 1, 960)
+    x = _images(3, 32, 2)
+    np.testing.assert_allclose(
+        split.tail.predict(split.prefix.predict(x, verbose=0), verbose=0),
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_no_split_where_the_prefix_is_not_deterministic(densenet32):
+    assert "augment" in split_frozen_prefix(densenet32, augment=True)
+    keras.utils.set_random_seed(0)
+    small = build_model(ModelSpec(name="small_cnn", image_size_px=32, widths=(4, 8)))
+    assert "no frozen part" in split_frozen_prefix(small)
+    # a frozen convolution, then Dropout, then a trainable head: Dropout is random in training
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="frozen_conv", trainable=False)(inputs)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.Conv2D(4, 3, name="frozen_conv2", trainable=False)(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x))
+    why = split_frozen_prefix(keras.Model(inputs, outputs))
+    assert isinstance(why, str) and "drop (Dropout)" in why
+
+
+def test_features_go_to_a_file_when_memory_is_capped_and_are_found_again(tmp_path, densenet32):
+    table = make_xray_set(tmp_path / "img", n_patients=10, size_px=32, seed=3)
+    paths = list(table["path"])
+    split = split_frozen_prefix(densenet32)
+    assert not isinstance(split, str)
+    in_ram = features_for(split, [paths], 32, FeatureCacheSettings(batch_size=8, **ONE_THREAD))
+    assert {b.where for b in in_ram.blocks} == {"host"} and in_ram.n_computed == len(paths)
+    # the same process asks again, with more images: only the new ones are computed
+    extra = make_xray_set(tmp_path / "more", n_patients=3, size_px=32, seed=4)
+    both = features_for(
+        split, [paths, list(extra["path"])], 32, FeatureCacheSettings(batch_size=8, **ONE_THREAD)
+    )
+    assert (both.n_reused, both.n_computed) == (len(paths), len(extra))
+    forget_resident()
+    capped = FeatureCacheSettings(
+        folder=tmp_path / "features", batch_size=8, max_device_bytes=0, max_host_bytes=0,
+        **ONE_THREAD,
+    )  # fmt: skip
+    on_disk = features_for(split, [paths], 32, capped)
+    assert {b.where for b in on_disk.blocks} == {"file"} and on_disk.n_computed == len(paths)
+    (file,) = (tmp_path / "features").glob("*.npy")
+    assert file.stat().st_size >= len(paths) * split.bytes_per_image
+    assert not list((tmp_path / "features").glob("*.partial*"))
+    blocks, rows = on_disk.locate(paths)
+    np.testing.assert_array_equal(
+        np.asarray(on_disk.gather(blocks, rows)),
+        np.asarray(in_ram.gather(*in_ram.locate(paths))),
+    )
+    again = features_for(split, [paths], 32, capped)  # another process would find the file too
+    assert (again.n_computed, again.n_reused) == (0, len(paths))
+    # a rewritten image is another image: its set's features are computed again
+    os.utime(paths[0], ns=(1, 1))
+    changed = features_for(split, [paths], 32, capped)
+    assert changed.n_computed == len(paths)
+    probs = predict_features(split.tail, changed, paths, 8)
+    np.testing.assert_allclose(
+        probs, predict_paths(densenet32, paths, 32, 8, **ONE_THREAD), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_bfloat16_features_on_the_device_in_ram_and_on_disk_agree(tmp_path):
+    """Under mixed_bfloat16 (the GPU's policy) features are bfloat16 wherever they are kept
+    (a JAX array filled in place, a NumPy array, a file of 16-bit patterns), the same values,
+    and the tail on them predicts what the full model does."""
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(ModelSpec(image_size_px=32, weights=None))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    split = split_frozen_prefix(model)
+    assert not isinstance(split, str) and split.feature_dtype == "bfloat16"
+    assert split.bytes_per_image == 992 * 2
+    table = make_xray_set(tmp_path / "img", n_patients=8, size_px=32, seed=5)
+    paths = list(table["path"])  # not a multiple of the batch: the last batch is padded
+    places = {
+        "device": FeatureCacheSettings(batch_size=8, max_device_bytes=1 << 30, **ONE_THREAD),
+        "host": FeatureCacheSettings(batch_size=8, max_device_bytes=0, **ONE_THREAD),
+        "file": FeatureCacheSettings(
+            folder=tmp_path / "f", batch_size=8, max_device_bytes=0, max_host_bytes=0,
+            **ONE_THREAD,
+        ),
+    }  # fmt: skip
+    got = {}
+    for where, settings in places.items():
+        forget_resident()
+        features = features_for(split, [paths[::-1]], 32, settings)
+        assert {b.where for b in features.blocks} == {where}
+        got[where] = np.asarray(features.gather(*features.locate(paths))).astype(np.float32)
+        probs = predict_features(split.tail, features, paths, 8)
+        np.testing.assert_allclose(
+            probs, predict_paths(model, paths, 32, 8, **ONE_THREAD), rtol=0.02, atol=0.02
+        )
+    np.testing.assert_array_equal(got["device"], got["host"])
+    np.testing.assert_array_equal(got["file"], got["host"])
+
+
+@pytest.mark.slow
+def test_training_on_features_is_training_the_full_model(tmp_path):
+    """DenseNet121 (64², random weights, seed 0), 2 epochs of 3 steps: losses, every weight,
+    validation AUCs and the saved model's predictions agree with and without the cache."""
+    table = make_xray_set(tmp_path / "img", n_patients=24, size_px=64, seed=0)
+    paths, labels = list(table["path"]), table[list(FINDINGS)].to_numpy(float)
+    spec = ModelSpec(image_size_px=64, weights=None, seed=0)
+    settings = TrainSettings(epochs=2, batch_size=8, seed=0, **ONE_THREAD)
+    runs = {}
+    for mode in ("off", "auto"):
+        features = None if mode == "off" else FeatureCacheSettings(batch_size=8, **ONE_THREAD)
+        result = train_classifier(
+            spec, paths[:24], labels[:24], paths[24:34], labels[24:34], tmp_path / mode,
+            settings, FINDINGS, feature_cache=features,
+        )  # fmt: skip
+        model = load_classifier(tmp_path / mode / "best.keras")
+        runs[mode] = (result, model, predict_paths(model, paths[34:], 64, 8, **ONE_THREAD))
+    (off, off_model, off_probs), (on, on_model, on_probs) = runs["off"], runs["auto"]
+    assert off.feature_cache == {"feature_cache": "off"}
+    assert on.feature_cache["feature_cache"] == "used"
+    assert on.feature_cache["feature_cache_bytes"] == 34 * 2 * 2 * 992 * 4
+    assert on.optimizer_steps == off.optimizer_steps == 6
+    np.testing.assert_allclose(
+        [h["loss"] for h in on.history], [h["loss"] for h in off.history], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [h["val_macro_auc"] for h in on.history], [h["val_macro_auc"] for h in off.history]
+    )
+    assert len(on_model.variables) == len(off_model.variables)
+    for a, b in zip(on_model.variables, off_model.variables, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(on_probs, off_probs, rtol=1e-5, atol=1e-6)
+
+
+def _by_fold(root, stage):
+    """The summaries of ``stage``'s runs under ``root``, in fold order."""
+    import pandas as pd
+
+    runs = (root / "workdir" / "runs" / stage).glob("*/summary.json")
+    fold = (
+        (lambda p: io.read_json(p)["split_idx"])
+        if stage == "classify"
+        else (lambda p: int(pd.read_csv(p.parent / "predictions.csv")["fold"].iloc[0]))
+    )
+    return [io.read_json(p) for p in sorted(runs, key=fold)]
+
+
+@pytest.mark.slow
+def test_classify_and_predict_give_the_same_aucs_with_and_without_features(launch, tmp_path):
+    """Through launch.py (tiny profile, DenseNet121 at 32²): a two-fold sweep of classify +
+    predict with feature_cache=auto gives the AUCs of feature_cache=off, and the second fold
+    reuses the first fold's features."""
+    weights = tmp_path / "densenet121_random_notop.weights.h5"  # the study's frozen layers
+    keras.utils.set_random_seed(0)
+    keras.applications.DenseNet121(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(weights)
+    args = [
+        "stage=predict", "split_idx=0,1", "-m", "profile=tiny", "logger=none",
+        "classifier=densenet121", "classifier.image_size_px=32", f"classifier.weights={weights}",
+        "classifier.epochs=1", "classifier.batch_size=8", "classifier.predict_batch_size=16",
+        "num_workers=1",
+    ]  # fmt: skip
+    summaries = {}
+    for mode in ("off", "auto"):
+        root = tmp_path / mode
+        root.mkdir()
+        launch(*args, f"classifier.feature_cache={mode}", env={"GENSYN_ROOT": str(root)})
+        summaries[mode] = {stage: _by_fold(root, stage) for stage in ("classify", "predict")}
+    off, on = summaries["off"], summaries["auto"]
+    assert [s["feature_cache"] for s in off["classify"] + off["predict"]] == ["off"] * 4
+    assert [s["feature_cache"] for s in on["classify"] + on["predict"]] == ["used"] * 4
+    for a, b in zip(on["classify"], off["classify"], strict=True):
+        assert a["best_val_macro_auc"] == pytest.approx(b["best_val_macro_auc"], abs=1e-6)
+    for a, b in zip(on["predict"], off["predict"], strict=True):
+        for key in [k for k in b if k.startswith("test_auc_") or k == "test_macro_auc"]:
+            assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True), key
+    # the second fold found the real images' features of the first, held in the process
+    assert on["classify"][1]["feature_cache_images_reused"] > 0
+    assert on["predict"][1]["feature_cache_images_reused"] > 0  # the same test set
+    assert all(
+        s["time_feature_pass_s"] >= 0 and s["feature_cache_bytes"] > 0 for s in on["classify"]
+    )
+
+
+def test_feature_cache_setting_is_checked_and_not_hashed(compose):
+    from gensyn.runs import stage_hash
+    from gensyn.stages._shared import feature_settings, features_expected
+
+    auto, off = compose("classifier=densenet121"), compose("classifier=densenet121",
+                                                           "classifier.feature_cache=off")  # fmt: skip
+    assert feature_settings(off) is None and not features_expected(off)
+    settings = feature_settings(auto)
+    assert settings is not None and settings.folder is not None
+    assert settings.folder.parts[-2:] == ("classify", "features")  # beside images/ and jax/
+    assert features_expected(auto)
+    assert not features_expected(compose("classifier=densenet121", "classifier.augment=true"))
+    assert not features_expected(compose("classifier=small_cnn"))
+    # the same computation: the same run folders for classify and predict
+    for stage in ("classify", "predict"):
+        assert stage_hash(auto, stage) == stage_hash(off, stage)
+    with pytest.raises(Exception, match="feature_cache"):
+        compose("classifier.feature_cache=sometimes")
