@@ -90,3 +90,6 @@ def register_configs() -> None:
     from gensyn.help import register_help_resolver
 
     register_help_resolver()  # hydra.help.template: `python launch.py --help`
+    from gensyn.hydra_folders import register_launch_id_resolver
+
+    register_launch_id_resolver()  # hydra.run.dir: <time>_<pid>, one folder per launch
