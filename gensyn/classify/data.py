@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from gensyn.io import decode_png
+from gensyn.processes import die_with_parent
 
 if TYPE_CHECKING:
     from gensyn.classify.cache import ImageCache
@@ -359,7 +360,9 @@ class BatchStream:
         ctx = multiprocessing.get_context("forkserver")
         pending: deque[tuple[int, np.ndarray, list[Future[None]]]] = deque()
         try:
-            with ProcessPoolExecutor(self.num_workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                self.num_workers, mp_context=ctx, initializer=die_with_parent
+            ) as pool:
                 next_batch = 0
                 try:
                     while pending or next_batch < len(plan):

@@ -34,6 +34,7 @@ from gensyn.data.ct.readers import (
     read_npz_volume,
     read_nrrd_volume,
 )
+from gensyn.processes import die_with_parent
 
 __all__ = [
     "ConversionError",
@@ -192,7 +193,13 @@ def convert_many(
         # spawn, as the other stages' pools: forking a process that may run JAX (the demo
         # pipeline, a test session) can deadlock the child
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        # workers end with this process: a killed convert leaves none writing without the lock
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
         results = pool.map(_convert_or_fail, jobs)
     try:
         for status, row in tqdm(
