@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from gensyn.io import decode_png
-from gensyn.processes import die_with_parent
+from gensyn.processes import init_worker
 
 if TYPE_CHECKING:
     from gensyn.classify.cache import ImageCache
@@ -361,7 +361,7 @@ class BatchStream:
         pending: deque[tuple[int, np.ndarray, list[Future[None]]]] = deque()
         try:
             with ProcessPoolExecutor(
-                self.num_workers, mp_context=ctx, initializer=die_with_parent
+                self.num_workers, mp_context=ctx, initializer=init_worker
             ) as pool:
                 next_batch = 0
                 try:

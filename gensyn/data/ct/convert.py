@@ -34,7 +34,7 @@ from gensyn.data.ct.readers import (
     read_npz_volume,
     read_nrrd_volume,
 )
-from gensyn.processes import die_with_parent
+from gensyn.processes import init_worker
 
 __all__ = [
     "ConversionError",
@@ -197,7 +197,7 @@ def convert_many(
         pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=ctx,
-            initializer=die_with_parent,
+            initializer=init_worker,
             initargs=(os.getpid(),),
         )
         results = pool.map(_convert_or_fail, jobs)
@@ -206,9 +206,12 @@ def convert_many(
             results, total=len(jobs), unit="volume", disable=not progress, desc="convert"
         ):
             (rows if status == "ok" else failures).append(row)
-    finally:
+    except BaseException:  # Ctrl-C or an error: volumes not yet started stay unconverted
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
     return rows, failures
 
 

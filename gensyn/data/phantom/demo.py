@@ -258,9 +258,9 @@ def _run(fn: Any, jobs: list[Any], workers: int, cpu_s_per_job: float) -> list[A
 def _one_thread(parent_pid: int) -> None:
     """Worker start-up: one BLAS/OpenMP thread per process (torch reads it when imported); the
     worker ends when its parent does (a killed convert leaves no workers behind)."""
-    from gensyn.processes import die_with_parent
+    from gensyn.processes import init_worker
 
-    die_with_parent(parent_pid)
+    init_worker(parent_pid)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gensyn.processes import die_with_parent
+from gensyn.processes import init_worker
 
 WINDOWS = ("percentile", "minmax", "bits")
 MODES = ("squash", "pad")
@@ -292,7 +292,7 @@ def prepare_many(
         if new_file:
             writer.writeheader()
         pool = (
-            get_context("spawn").Pool(workers, die_with_parent, (os.getpid(),))
+            get_context("spawn").Pool(workers, init_worker, (os.getpid(),))
             if workers > 1
             else None
         )
