@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from gensyn.bounds import bounded
 from gensyn.config.carm_pose import CarmPoseConfig
 from gensyn.config.classifier import ClassifierConfig
 from gensyn.config.dataset import FINDINGS, CtDatasetConfig, DatasetConfig
@@ -70,9 +71,9 @@ class Config:
     run_upstream: bool = True  # run unfinished upstream stages first (else: error)
     dry_run: bool = False  # stages that support it list what they would do
     shard: int = 0  # this job's share of the work (download, drr) ...
-    num_shards: int = 1  # ... out of num_shards
+    num_shards: int = bounded(1, ge=1)  # ... out of num_shards
     device: str = "auto"  # auto | cpu | cuda
-    num_workers: int = 2  # data-loading workers (not part of any run hash)
+    num_workers: int = bounded(2, ge=0)  # data-loading workers (not part of any run hash)
     extras: dict[str, Any] = field(default_factory=dict)  # free-form notes, not hashed
 
 

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from gensyn.bounds import bounded
+
 #: The original study's nine arms, as names of options of the ``sampling`` group.
 THESIS_ARMS = (
     "none",
@@ -33,6 +35,6 @@ class ReportConfig:
     baseline: str = "none"
     # Training seeds to gather (e.g. [0, 1, 2] after `seed=0,1,2 -m`); [] = only cfg.seed.
     # Each seed draws its own fold split, so folds × seeds is repeated cross-validation.
-    seeds: list[int] = field(default_factory=list)
-    n_bootstrap: int = 2000
-    ci_level: float = 0.95
+    seeds: list[int] = bounded(factory=list, ge=0)
+    n_bootstrap: int = bounded(2000, ge=1)
+    ci_level: float = bounded(0.95, ge=0, lt=1)
