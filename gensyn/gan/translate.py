@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from gensyn.degenerate import DegenerateOutputError
 from gensyn.gan.data import (
     ImageListDataset,
     collate_same_size,
@@ -208,13 +209,17 @@ class _Batch:
     def __init__(self, idx: torch.Tensor, out: torch.Tensor, start: Any) -> None:
         self.idx = idx.tolist()
         pixels = uint8_images(out[: len(self.idx)])
+        # per image: every value finite (NaN would become a black image), copied back too
+        finite = torch.isfinite(out[: len(self.idx)]).flatten(1).all(1)
         self.start, self.done = start, None
         if pixels.device.type == "cuda":
             self.pixels = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
             self.pixels.copy_(pixels, non_blocking=True)
+            self.finite = torch.empty(finite.shape, dtype=torch.bool, pin_memory=True)
+            self.finite.copy_(finite, non_blocking=True)
             self.done = _gpu_event(True)
         else:
-            self.pixels = pixels
+            self.pixels, self.finite = pixels, finite
 
     def wait(self, timer: StageTimer) -> Any:
         """Block until the pixels are on the host; add the GPU's time to ``gpu``; the array."""
@@ -223,6 +228,19 @@ class _Batch:
                 self.done.synchronize()
             timer.add("gpu", self.start.elapsed_time(self.done) / 1000.0)
         return self.pixels.numpy()
+
+    def degenerate(self, sources: Sequence[Any], todo: Sequence[int]) -> str | None:
+        """Why an image of this batch (after :meth:`wait`) is garbage: the generator's output
+        was not finite, or the image is one grey level; None if none is."""
+        from gensyn.degenerate import degenerate_reason
+
+        for k, (i, ok) in enumerate(zip(self.idx, self.finite.tolist(), strict=True)):
+            reason = "the generator's output is not finite" if not ok else None
+            if reason is None and (found := degenerate_reason(self.pixels[k])) is not None:
+                reason = f"the translated image is {found}"
+            if reason is not None:
+                return f"{sources[todo[i]]}: {reason}"
+        return None
 
 
 def _gpu_event(cuda: bool) -> Any:
@@ -298,6 +316,9 @@ def translate_files(
     def hand_over(batch: _Batch) -> None:
         nonlocal written
         pixels = batch.wait(timer)
+        bad = batch.degenerate(sources, todo)
+        if bad is not None:  # garbage is never written, the run never marked DONE
+            raise DegenerateOutputError(f"SyntheX image of {bad}")
         with timer.time("hand_over"):
             for lo in range(0, len(batch.idx), per_job):
                 paths = [outputs[todo[k]] for k in batch.idx[lo : lo + per_job]]

@@ -292,9 +292,7 @@ def prepare_many(
         if new_file:
             writer.writeheader()
         pool = (
-            get_context("spawn").Pool(workers, init_worker, (os.getpid(),))
-            if workers > 1
-            else None
+            get_context("spawn").Pool(workers, init_worker, (os.getpid(),)) if workers > 1 else None
         )
         try:
             results = pool.imap(_work, todo(), chunksize=chunksize) if pool else map(_work, todo())
