@@ -90,14 +90,16 @@ class PlannedJob:
 def plan_job(cfg: DictConfig, idx: int, overrides: list[str]) -> PlannedJob:
     """Where job ``idx`` (composed config ``cfg``) writes, and whether that run is DONE."""
     from gensyn.registry import get_stage
-    from gensyn.runs import is_done, run_dir
+    from gensyn.runs import failed_items, is_done, run_dir
 
     name = str(cfg.stage.name)
     spec = get_stage(name) if name != "list" else None
     if spec is None or not spec.hashed:
         return PlannedJob(idx, overrides, None, False)
     out = run_dir(cfg, name)
-    return PlannedJob(idx, overrides, out, is_done(out) and not cfg.get("force", False))
+    redo = str(getattr(cfg.get("redo"), "value", cfg.get("redo")))
+    again = cfg.get("force", False) or (redo == "failed" and failed_items(out)[0] > 0)
+    return PlannedJob(idx, overrides, out, is_done(out) and not again)
 
 
 def plan_jobs(
@@ -124,7 +126,7 @@ def plan_jobs(
 
 
 #: Override keys a sweep's report command leaves out (the report is its own stage).
-NOT_FOR_REPORT = ("stage", "stage.name", "force")
+NOT_FOR_REPORT = ("stage", "stage.name", "force", "redo")
 
 
 def report_command(job_overrides: Any) -> str:

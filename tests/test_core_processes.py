@@ -164,3 +164,15 @@ def test_ctrl_c_in_a_local_sweep_prints_the_table(gensyn_root: Path) -> None:
     (row,) = [line for line in text.splitlines() if line.strip().startswith("#0 ")]
     assert "npz_axis_codes=IPL" in row and "interrupted (Ctrl-C)" in row
     assert Path(row.split()[-1]).name == "launch.log"
+
+
+def test_a_file_where_the_cache_folder_goes_is_one_line(launch, gensyn_root: Path) -> None:
+    (gensyn_root / "workdir").mkdir()
+    (gensyn_root / "workdir" / "cache").write_text("not a folder")
+    proc = launch("stage=classify", *TINY, check=False, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    (line,) = [s for s in out.splitlines() if "classifier.cache=auto" in s]
+    assert f"{gensyn_root / 'workdir' / 'cache'} is a file, not a folder" in line
+    assert "Point paths.work_dir to a folder you can write, or set classifier.cache=off" in line

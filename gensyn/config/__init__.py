@@ -11,6 +11,7 @@ a value of the wrong type is an error at start-up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
@@ -28,7 +29,7 @@ from gensyn.config.report import ReportConfig
 from gensyn.config.sampling import SamplingConfig
 from gensyn.config.stage import ExportConfig, StageConfig
 
-__all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
+__all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "Redo", "register_configs"]
 
 #: Config group name -> schema dataclass.
 GROUP_SCHEMAS: dict[str, type] = {
@@ -44,6 +45,13 @@ GROUP_SCHEMAS: dict[str, type] = {
     "paths": PathsConfig,
     "reader_study": ReaderStudyConfig,
 }
+
+
+class Redo(Enum):
+    """``redo``: ``none``, or ``failed`` (retry the failed items of a DONE run)."""
+
+    none = "none"
+    failed = "failed"
 
 
 @dataclass
@@ -68,6 +76,9 @@ class Config:
     seed: int = 0  # every random choice derives from it
     split_idx: int = 0  # which fold is the validation fold (classify, predict)
     force: bool = False  # recompute the requested stage even if its run folder is DONE
+    # failed: run the requested stage again where its DONE run lists failed items (convert's
+    # failures.csv); finished items are kept, only the failed ones are tried again
+    redo: Redo = Redo.none
     run_upstream: bool = True  # run unfinished upstream stages first (else: error)
     dry_run: bool = False  # stages that support it list what they would do
     shard: int = 0  # this job's share of the work (download, drr) ...

@@ -155,7 +155,7 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
 def _image_caches(cfg, ctx, train, val):  # type: ignore[no-untyped-def]
     """Open or write the caches of the run's real images and of its synthetic images.
 
-    A cache that cannot be written (no space, unwritable folder) is a warning: training then
+    A cache that cannot be written (no space) is a warning: training then
     decodes the files every epoch, with the same result.
     """
     import pandas as pd
