@@ -43,6 +43,7 @@ class Bounds:
     length: int | None = None  # a list's exact length
     order: str = ""  # a list's order: "<" strictly increasing, "<=" non-decreasing
     above: str = ""  # a sibling field this one must be greater than
+    or_zero: bool = False  # 0 is allowed too, besides the range (0 = off)
     allowed: str = ""  # the words after "allowed:" (default: written from the bounds)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ class Bounds:
             return False
         if self.choices and value not in self.choices:
             return False
+        if self.or_zero and value == 0:
+            return True
         return not (
             (self.ge is not None and not value >= self.ge)
             or (self.gt is not None and not value > self.gt)

@@ -112,6 +112,9 @@ def _check_fields(cfg: DictConfig, schema: type, prefix: str) -> None:
         number, is_list = _number_kind(kind)
         if number is None:
             continue
+        parent = OmegaConf.select(cfg, prefix[:-1]) if prefix else cfg
+        if isinstance(parent, DictConfig) and OmegaConf.is_interpolation(parent, f.name):
+            continue  # a copy of another key (``${num_workers}``): checked, and named, there
         value = _plain(OmegaConf.select(cfg, key))
         if value is None:
             continue

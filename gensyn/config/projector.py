@@ -28,12 +28,14 @@ class ProjectorConfig:
     # physics (gensyn.drr.PhysicsConfig)
     mode: str = "poly"  # poly | mono
     kvp: float = bounded(90.0, ge=20, le=300)  # tube voltage (SpekPy's tungsten spectra)
-    filtration_mm_al: float = bounded(4.0, ge=0)
-    energy_bin_kev: float = bounded(2.0, gt=0)
+    filtration_mm_al: float = bounded(4.0, ge=0, le=20)
+    energy_bin_kev: float = bounded(2.0, gt=0, le=10)
     mono_energy_kev: float | None = bounded(None, gt=0)  # null = mean energy of the spectrum
     air_max_hu: float = -800.0
     bone_min_hu: float = bounded(350.0, above="air_max_hu")
-    photon_count: float = bounded(0.0, ge=0)  # open-field photons per pixel; 0 = noise-free
+    photon_count: float = bounded(
+        0.0, ge=10, or_zero=True, allowed="0 (noise-free) or 10 or more"
+    )  # open-field photons per pixel; 0 = noise-free
     # sampler
     method: str = "auto"  # auto | joseph | trilinear | fused | texture
     step_mm: float | None = bounded(None, gt=0)  # trilinear only; null = smallest voxel spacing
