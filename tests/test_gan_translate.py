@@ -222,7 +222,7 @@ def test_uint8_images_lay_channels_last_as_image_files_do() -> None:
     assert tensor_to_uint8(x[:, :1]).tolist() == expect[:, 0].tolist()
 
 
-@pytest.mark.parametrize(("weight", "reason"), [(float("nan"), "not finite"), (0.0, "constant")])
+@pytest.mark.parametrize(("weight", "reason"), [(float("nan"), "not finite"), (0.0, "one grey")])
 def test_a_broken_generator_writes_nothing(
     tmp_path: Path, saved_generator: Path, weight: float, reason: str
 ) -> None:

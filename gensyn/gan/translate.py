@@ -229,17 +229,16 @@ class _Batch:
             timer.add("gpu", self.start.elapsed_time(self.done) / 1000.0)
         return self.pixels.numpy()
 
-    def degenerate(self, sources: Sequence[Any], todo: Sequence[int]) -> str | None:
-        """Why an image of this batch (after :meth:`wait`) is garbage: the generator's output
-        was not finite, or the image is one grey level; None if none is."""
-        from gensyn.degenerate import degenerate_reason
-
+    def degenerate(self, pixels: Any, sources: Sequence[Any], todo: Sequence[int]) -> str | None:
+        """Why an image of this batch is garbage (``pixels``: :meth:`wait`'s array): the
+        generator's output was not finite, or the image is one grey level; None if none is."""
+        flat = pixels.reshape(len(self.idx), -1)
+        constant = flat.min(axis=1) == flat.max(axis=1)  # one pass a batch, on the host
         for k, (i, ok) in enumerate(zip(self.idx, self.finite.tolist(), strict=True)):
-            reason = "the generator's output is not finite" if not ok else None
-            if reason is None and (found := degenerate_reason(self.pixels[k])) is not None:
-                reason = f"the translated image is {found}"
-            if reason is not None:
-                return f"{sources[todo[i]]}: {reason}"
+            if not ok:
+                return f"{sources[todo[i]]}: the generator's output is not finite"
+            if constant[k]:
+                return f"{sources[todo[i]]}: the translated image is one grey level ({flat[k, 0]})"
         return None
 
 
@@ -316,7 +315,7 @@ def translate_files(
     def hand_over(batch: _Batch) -> None:
         nonlocal written
         pixels = batch.wait(timer)
-        bad = batch.degenerate(sources, todo)
+        bad = batch.degenerate(pixels, sources, todo)
         if bad is not None:  # garbage is never written, the run never marked DONE
             raise DegenerateOutputError(f"SyntheX image of {bad}")
         with timer.time("hand_over"):
