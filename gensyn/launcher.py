@@ -166,6 +166,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
     # ---- inside the job ------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """Run one sweep job on the node, with checkpoint-and-requeue on SLURM's signals."""
+        from gensyn.hydra_folders import register_launch_id_resolver
+
+        register_launch_id_resolver()  # the job's config names it in hydra.run.dir
         requeue_now = _guarded(signal.getsignal(preemption.STOP_SIGNAL))
         preemption.install(requeue_now, self.checkpoint_grace_s)
         try:
