@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 from gensyn.errors import GensynError
@@ -196,10 +196,22 @@ def _csv_list(values: list[float]) -> str:
 
 @pytest.mark.slow
 @settings(
-    max_examples=2,
+    max_examples=1,  # plus the example below: each runs the whole chain (minutes on a CPU)
     deadline=None,
     derandomize=True,
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure is reported as drawn
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(  # a generator and a classifier that both diverge: garbage at every step
+    values={
+        "carm_pose.alpha_deg": [5.0],
+        "projector.kvp": 90.0,
+        "projector.window_percentiles": [40, 41],
+        "generator.lr": 5.0,
+        "generator.lambda_identity": 0.5,
+        "classifier.learning_rate": 10.0,
+        "classifier.dropout": 0.5,
+    }
 )
 @given(values=STAGE_DRAWS)
 def test_drawn_settings_through_the_real_stages_give_usable_outputs_or_one_line(
@@ -212,6 +224,7 @@ def test_drawn_settings_through_the_real_stages_give_usable_outputs_or_one_line(
     from gensyn import io
 
     shutil.rmtree(gensyn_root / "workdir", ignore_errors=True)  # each draw from scratch
+    note(f"values: {values}")
     args = [
         f"{k}={_csv_list(v) if isinstance(v, list) else repr(float(v))}" for k, v in values.items()
     ]
