@@ -36,7 +36,6 @@ from gensyn.stages._shared import (
 )
 
 if TYPE_CHECKING:
-
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
