@@ -12,7 +12,7 @@ from gensyn.errors import GensynError
 from gensyn.startup import check_config
 
 BAD_VALUES = [
-    ("projector.image_size_px=0", "projector.image_size_px=0; allowed: 1 or more"),
+    ("projector.image_size_px=0", "projector.image_size_px=0; allowed: 16 or more"),
     ("classifier.image_size_px=-32", "classifier.image_size_px=-32; allowed: 1 or more"),
     ("classifier.batch_size=0", "classifier.batch_size=0; allowed: 1 or more"),
     ("classifier.predict_batch_size=0", "classifier.predict_batch_size=0; allowed: 1 or more"),

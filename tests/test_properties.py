@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, note, settings
+from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from gensyn.errors import GensynError
@@ -149,7 +149,7 @@ def _refused_in_one_line(err: GensynError, values: dict[str, Any]) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=150,
     deadline=None,
     derandomize=True,  # the same draws every run: a failure is reproducible
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -166,10 +166,13 @@ def test_drawn_settings_are_refused_in_one_line_or_render_usable_drrs(
         check_config(cfg)
     except GensynError as err:
         _refused_in_one_line(err, values)
+        event("refused at start-up")
         return
     for key, value in values.items():  # accepted: every drawn number is finite
         assert all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])), key
+    event("accepted")
     if any(k in DRR_KEYS for k in values):
+        event("accepted: DRRs rendered")
         images = _render(cfg)
         for image in images:
             assert degenerate_reason(image) is None, values

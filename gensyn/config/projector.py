@@ -15,21 +15,20 @@ class ProjectorConfig:
     """``name``: torch (GENSYN's own, gensyn/drr). Distances in mm, energies in keV."""
 
     name: str = "torch"
-    image_size_px: int = bounded(512, ge=1)
+    image_size_px: int = bounded(512, ge=16)  # smaller DRRs hold too few pixels to window
     # X-ray system: a preset of gensyn.drr.GEOMETRY_PRESETS (mobile_carm | pa_chest),
     # optionally overridden field by field (null = the preset's value)
     geometry: str = "mobile_carm"
     source_to_detector_mm: float | None = bounded(None, gt=0)
     source_to_isocenter_mm: float | None = bounded(None, gt=0)
     detector_size_mm: float | None = bounded(None, gt=0)
-    crop_fraction: float = bounded(
-        1.0, gt=0, le=1
-    )  # central part of the detector kept (then binned to image_size_px)
+    # central part of the detector kept (then binned to image_size_px)
+    crop_fraction: float = bounded(1.0, ge=0.05, le=1)
     # physics (gensyn.drr.PhysicsConfig)
     mode: str = "poly"  # poly | mono
     kvp: float = bounded(90.0, ge=20, le=300)  # tube voltage (SpekPy's tungsten spectra)
     filtration_mm_al: float = bounded(4.0, ge=0, le=20)
-    energy_bin_kev: float = bounded(2.0, gt=0, le=10)
+    energy_bin_kev: float = bounded(2.0, ge=0.1, le=10)
     mono_energy_kev: float | None = bounded(None, gt=0)  # null = mean energy of the spectrum
     air_max_hu: float = -800.0
     bone_min_hu: float = bounded(350.0, above="air_max_hu")
