@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
 import hydra
 from omegaconf import DictConfig
 
-from gensyn.cli import check_overrides, normalize_argv
+from gensyn.cli import check_overrides, exit_on_interrupt, normalize_argv
 from gensyn.config import register_configs
 
 register_configs()
@@ -25,7 +25,11 @@ def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
-if __name__ == "__main__":
-    sys.argv[1:] = normalize_argv(sys.argv[1:])
+def _checked_main() -> None:
     check_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = normalize_argv(sys.argv[1:])
+    exit_on_interrupt(_checked_main)  # Ctrl-C: one line, exit status 130

@@ -11,14 +11,40 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from gensyn.confdir import CONF_DIR, rerun_command
 
-__all__ = ["CONF_DIR", "check_overrides", "main", "normalize_argv", "rerun_command"]
+__all__ = [
+    "CONF_DIR",
+    "INTERRUPTED",
+    "check_overrides",
+    "exit_on_interrupt",
+    "main",
+    "normalize_argv",
+    "rerun_command",
+]
+
+#: What Ctrl-C prints (exit status 130): runs resume where they stopped, sweeps skip DONE jobs.
+INTERRUPTED = "interrupted; the same command resumes"
+#: Exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def exit_on_interrupt(entry: Callable[[], object]) -> None:
+    """Call ``entry``; Ctrl-C (KeyboardInterrupt) ends it with one line and exit status 130.
+
+    Stages write atomically and resume per item, so the traceback of an interrupt tells the
+    user nothing they need; a local sweep prints its table of jobs before this line.
+    """
+    try:
+        entry()
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 #: Flags of Hydra's command line that take a value (we leave such invocations to Hydra).
@@ -183,7 +209,6 @@ def main() -> None:
     from gensyn.config import register_configs
 
     sys.argv[1:] = normalize_argv(sys.argv[1:])
-    check_overrides(sys.argv[1:])
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -192,4 +217,8 @@ def main() -> None:
 
         run(cfg)
 
-    _run()
+    def _checked() -> None:
+        check_overrides(sys.argv[1:])
+        _run()
+
+    exit_on_interrupt(_checked)

@@ -29,6 +29,6 @@ def rerun_command(stage: str, *extra: str) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    replaced = {"stage", "force", *(e.split("=", 1)[0] for e in extra)}
+    replaced = {"stage", "force", "redo", *(e.split("=", 1)[0] for e in extra)}
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in replaced]
     return " ".join(["python launch.py", f"stage={stage}", *map(shlex.quote, [*extra, *kept])])

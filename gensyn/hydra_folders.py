@@ -3,7 +3,8 @@
 :class:`CheckFolders` (a Hydra callback, ``hydra.callbacks`` in conf/config.yaml) refuses a
 folder that cannot be made with one clear line before Hydra tries to make it.
 :func:`discard_hydra_dir` removes a single run's folder when nothing ran (``stage=list``, an
-error found at start-up), so such commands leave no folders behind.
+error found at start-up), so such commands leave no folders behind. The resolver
+``gensyn_launch_id`` (:func:`launch_id`) makes ``hydra.run.dir`` one folder per launch.
 """
 
 from __future__ import annotations
@@ -64,3 +65,23 @@ def discard_hydra_dir(cfg: DictConfig) -> None:
             parent.rmdir()  # only if empty
         except OSError:
             break
+
+
+def launch_id() -> str:
+    """This process's id: with the start time it names ``hydra.run.dir`` (``<time>_<pid>``).
+
+    Two launches in the same second would otherwise share one folder and mix their
+    ``launch.log``; two processes running at once never share a process id.
+    """
+    import os
+
+    return str(os.getpid())
+
+
+def register_launch_id_resolver() -> None:
+    """Register the ``gensyn_launch_id`` resolver that ``hydra.run.dir`` uses (cached: one
+    value a process)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("gensyn_launch_id"):
+        OmegaConf.register_new_resolver("gensyn_launch_id", launch_id, use_cache=True)

@@ -472,10 +472,17 @@ def write_nifti(path: str | os.PathLike[str], volume: np.ndarray, affine: np.nda
         raise ValueError(f"NIfTI path must end in .nii or .nii.gz: {path}")
     with atomic_write(path) as tmp:
         if name.endswith(".gz"):
-            # ISA-L's gzip (level 1) writes the same format ~3x faster than zlib.
+            # ISA-L's gzip (level 1) writes the same format ~3x faster than zlib. The gzip
+            # header gets no file name and time stamp 0 (by default it holds the temporary
+            # file's name and the time): the same volume gives the same bytes.
             from isal import igzip
 
-            with igzip.open(tmp, "wb", compresslevel=1) as gz:
+            with (
+                open(tmp, "wb") as raw,
+                igzip.IGzipFile(
+                    filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0
+                ) as gz,
+            ):
                 img.to_file_map({"image": nib.FileHolder(fileobj=gz)})
         else:
             nib.save(img, tmp.with_name(tmp.name + ".nii"))

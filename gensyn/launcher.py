@@ -91,14 +91,16 @@ class PlannedJob:
 def plan_job(cfg: DictConfig, idx: int, overrides: list[str]) -> PlannedJob:
     """Where job ``idx`` (composed config ``cfg``) writes, and whether that run is DONE."""
     from gensyn.registry import get_stage
-    from gensyn.runs import is_done, run_dir
+    from gensyn.runs import failed_items, is_done, run_dir
 
     name = str(cfg.stage.name)
     spec = get_stage(name) if name != "list" else None
     if spec is None or not spec.hashed:
         return PlannedJob(idx, overrides, None, False, name)
     out = run_dir(cfg, name)
-    return PlannedJob(idx, overrides, out, is_done(out) and not cfg.get("force", False), name)
+    redo = str(getattr(cfg.get("redo"), "value", cfg.get("redo")))
+    again = cfg.get("force", False) or (redo == "failed" and failed_items(out)[0] > 0)
+    return PlannedJob(idx, overrides, out, is_done(out) and not again, name)
 
 
 def plan_jobs(
@@ -126,7 +128,7 @@ def plan_jobs(
 
 #: Override keys a sweep's next command leaves out (it is its own stage; shards only split
 #: a download, and the stages after it read the whole raw folder).
-NOT_FOR_NEXT = ("stage", "stage.name", "force", "shard", "num_shards")
+NOT_FOR_NEXT = ("stage", "stage.name", "force", "redo", "shard", "num_shards")
 #: The stage to run after a sweep of each stage (the study's order, docs/study.md); sweeps of
 #: trained models and their predictions (and of stages not listed) are compared by the report;
 #: None: nothing follows.
@@ -202,6 +204,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
     # ---- inside the job ------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """Run one sweep job on the node, with checkpoint-and-requeue on SLURM's signals."""
+        from gensyn.hydra_folders import register_launch_id_resolver
+
+        register_launch_id_resolver()  # the job's config names it in hydra.run.dir
         requeue_now = _guarded(signal.getsignal(preemption.STOP_SIGNAL))
         preemption.install(requeue_now, self.checkpoint_grace_s)
         try:

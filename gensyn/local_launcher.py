@@ -7,7 +7,9 @@ job that crashes is reported with a traceback only after the others. This launch
 every job whatever happens to the others (Ctrl-C still stops the sweep), then lists every
 failed job in one table (its overrides, the first line of its error, its log file) and
 exits with status 1. A crash's traceback goes to that job's log file, not to the console.
-Finished runs are DONE, so the same command again reruns only the failed jobs.
+Finished runs are DONE, so the same command again reruns only the failed jobs. Ctrl-C stops
+the sweep: the table then lists the failed jobs and the interrupted one, and says how many
+jobs did not start; the command exits with status 130 (gensyn.cli.exit_on_interrupt).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.errors import CompactHydraException
+from omegaconf import open_dict
 
 from gensyn.errors import GensynError
 
@@ -35,6 +45,13 @@ class JobExitedError(Exception):
     """A job ended in ``SystemExit`` (a GensynError already logged, or an explicit exit)."""
 
 
+class JobInterruptedError(Exception):
+    """A job was stopped by Ctrl-C; the sweep stops after it."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C)")
+
+
 def contained(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``task`` with ``SystemExit`` turned into an error Hydra records as this job's failure.
 
@@ -44,6 +61,8 @@ def contained(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def run(cfg: Any) -> Any:
         try:
             return task(cfg)
+        except KeyboardInterrupt:
+            raise JobInterruptedError from None
         except SystemExit as exc:
             if exc.code in (0, None):
                 return None
@@ -61,7 +80,7 @@ def contained(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def first_line(exc: BaseException) -> str:
     """``exc``'s message in one line; the type is named unless it is a clear GENSYN error."""
     text = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, GensynError | JobExitedError):
+    if isinstance(exc, GensynError | JobExitedError | JobInterruptedError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -106,25 +125,39 @@ class LocalLauncher(BasicLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        """Run every job in turn; raise one error listing the failed ones at the end."""
+        """Run every job in turn; raise one error listing the failed ones at the end.
+
+        Ctrl-C stops after the running job: the table (failed, interrupted, not started) is
+        logged and KeyboardInterrupt raised again (the command then exits with status 130).
+        """
         from gensyn.launcher import plan_jobs, sweep_summary
 
-        assert self.task_function is not None
+        assert self.task_function is not None and self.config is not None
         # which runs are DONE before the sweep: the summary counts them as skipped
         plans = plan_jobs(self, job_overrides, initial_job_idx, tolerant=True)
         task = self.task_function
         self.task_function = contained(task)
         try:
-            results = super().launch(job_overrides, initial_job_idx)
+            results, interrupted = self._run_jobs(job_overrides, initial_job_idx)
         finally:
             self.task_function = task
         failed = [
             (initial_job_idx + i, r) for i, r in enumerate(results) if r.status == JobStatus.FAILED
         ]
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        if interrupted:
+            not_started = len(job_overrides) - len(results)
+            log.warning(
+                "%s",
+                f"local sweep interrupted (sweep folder {sweep_dir}); {not_started} of "
+                f"{len(job_overrides)} jobs did not start"
+                + (":\n" + failure_table(failed) if failed else "")
+                + "\nThe same command again resumes the interrupted job and runs the rest "
+                "(finished runs are DONE and skipped).",
+            )
+            raise KeyboardInterrupt
         summary = sweep_summary("local sweep", plans, {i for i, _ in failed}, job_overrides)
         if failed:
-            assert self.config is not None
-            sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
             raise LocalJobsFailedError(
                 f"{len(failed)} of {len(results)} jobs of this sweep failed "
                 f"(sweep folder {sweep_dir}):\n"
@@ -135,5 +168,47 @@ class LocalLauncher(BasicLauncher):
         log.info(summary)
         return results
 
+    def _run_jobs(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[list[JobReturn], bool]:
+        """Hydra's basic launcher loop, stopping at Ctrl-C: (results so far, interrupted)."""
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None
+        assert self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        runs: list[JobReturn] = []
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            try:
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                    self.config, list(overrides)
+                )
+                with open_dict(sweep_config):
+                    sweep_config.hydra.job.id = idx
+                    sweep_config.hydra.job.num = idx
+                ret = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            except KeyboardInterrupt:  # between jobs, outside the task: nothing of it ran
+                return runs, True
+            runs.append(ret)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            if isinstance(ret._return_value, JobInterruptedError):
+                return runs, True
+        return runs, False
 
-__all__ = ["LocalJobsFailedError", "LocalLauncher", "contained", "failure_table"]
+
+__all__ = [
+    "JobInterruptedError",
+    "LocalJobsFailedError",
+    "LocalLauncher",
+    "contained",
+    "failure_table",
+]

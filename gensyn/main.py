@@ -42,7 +42,8 @@ def run(cfg: DictConfig) -> Path | None:
             raise
         # before any stage imports a compiler: where compiled kernels are kept
         use_compile_caches(str(cfg.paths.get("compile_cache_dir", "off")))
-        out = execute(cfg, name, force=bool(cfg.force))
+        redo = str(getattr(cfg.get("redo"), "value", cfg.get("redo") or "none"))
+        out = execute(cfg, name, force=bool(cfg.force), redo=redo)
     except GensynError as exc:  # a user-fixable problem: one clear message, no traceback
         log.error("%s", exc)
         raise SystemExit(1) from exc  # the cause lets a sweep's launcher list the error

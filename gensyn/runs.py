@@ -297,12 +297,43 @@ def clear_run(path: Path) -> None:
                 child.unlink()
 
 
-def execute(cfg: DictConfig, name: str, force: bool = False) -> Path:
+#: A finished run's table of the items that failed (one row each); ``redo=failed`` retries them.
+FAILURES = "failures.csv"
+
+
+def failed_items(out: Path) -> tuple[int, str]:
+    """(number of failed items, their noun) of a run folder, from its ``summary.json``
+    (``n_failed``, ``failed_unit``) and ``failures.csv``; (0, "") when none failed."""
+    summary = out / "summary.json"
+    if not (summary.is_file() and (out / FAILURES).is_file()):
+        return 0, ""
+    info = io.read_json(summary)
+    return int(info.get("n_failed") or 0), str(info.get("failed_unit") or "item")
+
+
+def _say_failed(name: str, out: Path) -> None:
+    """Warn that a DONE run left items out, where they are listed and how to retry them."""
+    n_failed, unit = failed_items(out)
+    if n_failed:
+        log.warning(
+            "stage %s: %d %s%s failed, listed in %s; fix them and run the same command with "
+            "redo=failed",
+            name,
+            n_failed,
+            unit,
+            "" if n_failed == 1 else "s",
+            out / FAILURES,
+        )
+
+
+def execute(cfg: DictConfig, name: str, force: bool = False, redo: str = "none") -> Path:
     """Run stage ``name`` (after its upstreams) unless its run folder is already DONE.
 
-    Returns the finished run folder. ``force`` recomputes this stage (not its upstreams).
-    Upstreams that are not finished are run first when ``cfg.run_upstream`` is true, else
-    :class:`UpstreamMissingError` names the command to run.
+    Returns the finished run folder. ``force`` recomputes this stage (not its upstreams);
+    ``redo="failed"`` runs it again where its DONE run lists failed items (the stage resumes:
+    finished items are kept). A DONE run with failed items says so, with the command that
+    retries them. Upstreams that are not finished are run first when ``cfg.run_upstream`` is
+    true, else :class:`UpstreamMissingError` names the command to run.
     """
     spec: Stage = get_stage(name)
     upstream_dirs: dict[str, Path] = {}
@@ -326,20 +357,31 @@ def execute(cfg: DictConfig, name: str, force: bool = False) -> Path:
             _run_in(cfg, spec, out, upstream_dirs)
         return out
     out = run_dir(cfg, name)
-    if is_done(out) and not force:
+    retry = redo == "failed" and failed_items(out)[0] > 0
+    if redo == "failed" and is_done(out) and not retry:
+        log.info("stage %s: redo=failed, but no item failed in %s", name, out)
+    if is_done(out) and not force and not retry:
         log.info("stage %s: already done in %s (force=true recomputes)", name, out)
+        _say_failed(name, out)
         return out
     with _locked(out):
-        if is_done(out) and not force:  # another process finished it while we waited
+        if is_done(out) and not force and not retry:  # finished by another process meanwhile
             log.info("stage %s: finished by another process in %s", name, out)
             return out
         if force:
             log.info("stage %s: force=true, clearing %s", name, out)
             clear_run(out)
+        elif retry:
+            n_failed, unit = failed_items(out)
+            log.info(
+                "stage %s: redo=failed: trying the %d failed %s(s) again", name, n_failed, unit
+            )
+            (out / DONE).unlink(missing_ok=True)
         elif any(p.name not in (".lock",) for p in out.iterdir()):
             log.info("stage %s: resuming unfinished run in %s", name, out)
         with _disk_full_named(out):
             _run_in(cfg, spec, out, upstream_dirs)
+    _say_failed(name, out)
     return out
 
 

@@ -2,14 +2,18 @@
 
 The schemas (gensyn/config/) already refuse unknown keys and wrong types. These checks catch
 combinations that are valid YAML but would waste a GPU-week: real data at the demo's sizes,
-frozen layers on random weights, ``device=cuda`` without a GPU, and values out of their range
-(sizes < 1, fractions outside [0, 1], C-arm angles beyond 90 degrees, a shard outside
-``num_shards``). Each raises :class:`~gensyn.errors.GensynError` with the key, the value and
+frozen layers on random weights, ``device=cuda`` without a GPU, and values out of their range:
+every numeric setting against the bounds declared on its schema field (:mod:`gensyn.bounds`:
+sizes >= 1, fractions in [0, 1], C-arm angles within 90 degrees, ordered percentile pairs, and
+every float finite), then relations between keys (a shard outside ``num_shards``). Each raises :class:`~gensyn.errors.GensynError` with the key, the value and
 what is allowed (or the command to use), before any stage runs or any folder is made.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -70,74 +74,86 @@ def check_classifier_weights(cfg: DictConfig) -> None:
 
 
 def check_fold(cfg: DictConfig) -> None:
-    """``split_idx`` must name one of the ``classifier.n_folds`` folds."""
+    """``split_idx`` must name one of the ``classifier.n_folds`` folds (n_folds >= 2: bounds)."""
     n_folds = int(cfg.classifier.n_folds)
-    if n_folds < 2:
-        raise GensynError(f"classifier.n_folds={n_folds}; allowed: 2 or more")
     if not 0 <= int(cfg.split_idx) < n_folds:
         raise GensynError(
             f"split_idx={cfg.split_idx}; allowed: 0 .. {n_folds - 1} (classifier.n_folds={n_folds})"
         )
 
 
-#: Sizes and counts that must be at least 1: pixels, items per batch, epochs, shards.
-POSITIVE = (
-    "projector.image_size_px",
-    "projector.batch_poses",
-    "classifier.image_size_px",
-    "classifier.batch_size",
-    "classifier.predict_batch_size",
-    "classifier.epochs",
-    "generator.load_size",
-    "generator.crop_size",
-    "generator.batch_size",
-    "generator.translate_batch_size",
-    "generator.translate_write_threads",
-    "dataset.xray.size_px",
-    "dataset.demo.xray_size_px",
-    "dataset.demo.num_xray_patients",
-    "ct_dataset.demo.num_ct_patients",
-    "reader_study.blinding.image_size_px",
-    "num_shards",
-)
-#: Fractions and probabilities: key -> (low, high, whether ``high`` itself is allowed).
-FRACTIONS: dict[str, tuple[float, float, bool]] = {
-    "dataset.xray.test_fraction": (0.0, 1.0, False),
-    "dataset.demo.test_fraction": (0.0, 1.0, False),
-    "dataset.demo.finding_prevalence": (0.0, 1.0, True),
-    "ct_dataset.demo.finding_prevalence": (0.0, 1.0, True),
-    "classifier.dropout": (0.0, 1.0, False),
-    "report.ci_level": (0.0, 1.0, False),
-}
-#: Largest |alpha| and |beta| of a C-arm pose, in degrees (docs/conventions.md).
-MAX_ANGLE_DEG = 90.0
-ANGLE_KEYS = ("alpha_deg", "beta_deg", "alpha_range_deg", "beta_range_deg")
+def _number_kind(annotation: Any) -> tuple[type | None, bool]:
+    """(int or float, whether a list/tuple of them) for a field's type; (None, False) else."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]  # Optional[X]
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        items = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return (items[0], True) if len(items) == 1 and items[0] in (int, float) else (None, False)
+    return (annotation, False) if annotation in (int, float) else (None, False)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_list(value) else value
+
+
+def _check_fields(cfg: DictConfig, schema: type, prefix: str) -> None:
+    from gensyn.bounds import Bounds, field_bounds
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            if isinstance(OmegaConf.select(cfg, key), DictConfig):
+                _check_fields(cfg, kind, f"{key}.")  # type: ignore[arg-type]
+            continue
+        number, is_list = _number_kind(kind)
+        if number is None:
+            continue
+        parent = OmegaConf.select(cfg, prefix[:-1]) if prefix else cfg
+        if isinstance(parent, DictConfig) and OmegaConf.is_interpolation(parent, f.name):
+            continue  # a copy of another key (``${num_workers}``): checked, and named, there
+        value = _plain(OmegaConf.select(cfg, key))
+        if value is None:
+            continue
+        bounds = field_bounds(f) or Bounds()
+        numbers = list(value) if is_list else [value]
+        ok = all(bounds.number_ok(v) for v in numbers)
+        if ok and is_list:
+            ok = bounds.list_ok(numbers)
+        if not ok:
+            allowed = bounds.describe(key, is_list, number is int)
+            raise GensynError(f"{key}={value}; allowed: {allowed}")
+        if bounds.above:
+            other = f"{prefix}{bounds.above}"
+            floor = OmegaConf.select(cfg, other)
+            if floor is not None and not value > floor:
+                raise GensynError(f"{key}={value}; allowed: more than {other}={floor}")
+
+
+def check_bounds(cfg: DictConfig) -> None:
+    """Every numeric setting of the schema within the bounds declared on its field.
+
+    Floats must be finite unless declared otherwise (NaN passes every ``<`` check and then
+    renders all-zero images); ranges, list lengths and orders come from
+    :class:`gensyn.bounds.Bounds` in each field's metadata (gensyn/config/, gensyn/gan/settings.py).
+    """
+    from gensyn.config import Config
+
+    _check_fields(cfg, Config, "")
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Sizes >= 1, fractions in their interval, ``crop_size <= load_size``, bit depths, shards."""
-    for key in POSITIVE:
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value < 1:
-            raise GensynError(f"{key}={value}; allowed: 1 or more")
-    for key, (low, high, closed) in FRACTIONS.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not (low <= value <= high and (closed or value < high)):
-            raise GensynError(
-                f"{key}={value}; allowed: {low:g} <= {key} {'<=' if closed else '<'} {high:g}"
-            )
+    """Declared bounds (:func:`check_bounds`), then ``crop_size <= load_size`` and the shard."""
+    check_bounds(cfg)
     g = cfg.generator
     if g.crop_size > g.load_size:
         raise GensynError(
             f"generator.crop_size={g.crop_size}; allowed: 1 .. generator.load_size={g.load_size} "
             "(images are resized to load_size, then cropped)"
         )
-    for key in ("projector.bit_depth", "dataset.xray.bit_depth"):
-        if OmegaConf.select(cfg, key) not in (8, 16):
-            raise GensynError(f"{key}={OmegaConf.select(cfg, key)}; allowed: 8 or 16")
-    level = OmegaConf.select(cfg, "projector.png_compress_level")
-    if level is not None and not 0 <= level <= 9:
-        raise GensynError(f"projector.png_compress_level={level}; allowed: 0 .. 9 (zlib levels)")
     if not 0 <= cfg.shard < cfg.num_shards:
         raise GensynError(
             f"shard={cfg.shard}; allowed: 0 .. {cfg.num_shards - 1} (num_shards={cfg.num_shards})"
@@ -145,19 +161,8 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def check_carm_pose(cfg: DictConfig) -> None:
-    """Angles within +-MAX_ANGLE_DEG, ranges as [low, high], one angle pair for ``center``."""
+    """One angle pair for ``mode=center`` (angles and ranges: bounds on the fields)."""
     pose = cfg.carm_pose
-    for name in ANGLE_KEYS:
-        angles = list(pose[name])
-        if any(abs(a) > MAX_ANGLE_DEG for a in angles):
-            raise GensynError(
-                f"carm_pose.{name}={angles}; allowed: angles from -{MAX_ANGLE_DEG:g} to "
-                f"{MAX_ANGLE_DEG:g} degrees (docs/conventions.md)"
-            )
-        if name.endswith("range_deg") and (len(angles) != 2 or angles[0] > angles[1]):
-            raise GensynError(f"carm_pose.{name}={angles}; allowed: [low, high] with low <= high")
-    if pose.num_random < 0:
-        raise GensynError(f"carm_pose.num_random={pose.num_random}; allowed: 0 or more")
     if _option(pose.mode) == "center" and (len(pose.alpha_deg) != 1 or len(pose.beta_deg) != 1):
         raise GensynError(
             f"carm_pose.alpha_deg={list(pose.alpha_deg)} carm_pose.beta_deg="

@@ -12,7 +12,7 @@ from gensyn.errors import GensynError
 from gensyn.startup import check_config
 
 BAD_VALUES = [
-    ("projector.image_size_px=0", "projector.image_size_px=0; allowed: 1 or more"),
+    ("projector.image_size_px=0", "projector.image_size_px=0; allowed: 16 or more"),
     ("classifier.image_size_px=-32", "classifier.image_size_px=-32; allowed: 1 or more"),
     ("classifier.batch_size=0", "classifier.batch_size=0; allowed: 1 or more"),
     ("classifier.predict_batch_size=0", "classifier.predict_batch_size=0; allowed: 1 or more"),
@@ -34,6 +34,27 @@ BAD_VALUES = [
     ("num_shards=0", "num_shards=0; allowed: 1 or more"),
     ("shard=3 num_shards=3", "shard=3; allowed: 0 .. 2 (num_shards=3)"),
     ("shard=-1", "shard=-1; allowed: 0 .. 0 (num_shards=1)"),
+    # issue 36: NaN, order, physics and workers
+    ("carm_pose.alpha_deg=[nan]", "carm_pose.alpha_deg=[nan]; allowed: angles from -90 to 90"),
+    ("carm_pose.alpha_range_deg=[nan,5]", "carm_pose.alpha_range_deg=[nan, 5.0]; allowed"),
+    (
+        "projector.window_percentiles=[99.5,0.5]",
+        "projector.window_percentiles=[99.5, 0.5]; allowed: 2 values; 0 <= each value <= 100 "
+        "(finite); [low, high] with low < high",
+    ),
+    ("projector.window_percentiles=[1]", "projector.window_percentiles=[1.0]; allowed: 2 values"),
+    ("projector.kvp=0", "projector.kvp=0.0; allowed: 20 <= projector.kvp <= 300 (finite)"),
+    ("projector.kvp=-90", "projector.kvp=-90.0; allowed: 20 <= projector.kvp <= 300"),
+    ("projector.kvp=nan", "projector.kvp=nan; allowed: 20 <= projector.kvp <= 300"),
+    ("projector.air_max_hu=inf", "projector.air_max_hu=inf; allowed: a finite number"),
+    ("projector.bone_min_hu=-900", "bone_min_hu=-900.0; allowed: more than projector.air_max_hu="),
+    ("num_workers=-2", "num_workers=-2; allowed: 0 or more"),
+    ("ct_dataset.convert.num_workers=-1", "ct_dataset.convert.num_workers=-1; allowed: 0 or more"),
+    ("generator.lr=nan", "generator.lr=nan; allowed: 0 < generator.lr (finite)"),
+    ("classifier.learning_rate=-1e-3", "classifier.learning_rate=-0.001; allowed: 0 < "),
+    ("classifier.n_folds=1", "classifier.n_folds=1; allowed: 2 or more"),
+    ("dataset.xray.window_pct=[50,50]", "dataset.xray.window_pct=[50.0, 50.0]; allowed"),
+    ("reader_study.blinding.window_high_percentile=0.1", "more than reader_study.blinding."),
 ]
 
 
@@ -43,6 +64,57 @@ def test_bad_value_is_refused_at_start_up(compose, overrides: str, message: str)
         check_config(compose(*overrides.split()))
     text = str(err.value)
     assert message in text and "\n" not in text
+
+
+def _float_fields() -> list[str]:
+    """Every float setting of the schema (scalars and lists), as a dotted key."""
+    import dataclasses
+    import typing
+
+    from gensyn.config import Config
+    from gensyn.startup import _number_kind
+
+    keys: list[str] = []
+
+    def walk(schema: type, prefix: str) -> None:
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            kind = hints[f.name]
+            if dataclasses.is_dataclass(kind):
+                walk(kind, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            elif _number_kind(kind)[0] is float:
+                keys.append(f"{prefix}{f.name}")
+
+    walk(Config, "")
+    return keys
+
+
+def test_every_float_setting_must_be_finite(compose) -> None:
+    """NaN and infinities are refused for every float key, declared bounds or not."""
+    from omegaconf import OmegaConf
+
+    from gensyn.startup import check_bounds
+
+    keys = _float_fields()
+    assert {"projector.kvp", "carm_pose.alpha_deg", "generator.lr", "report.ci_level"} <= set(keys)
+    assert len(keys) > 40
+    cfg = compose()
+    check_bounds(cfg)
+    for key in keys:
+        good = OmegaConf.select(cfg, key)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            if OmegaConf.is_list(good):  # the first element bad, the list otherwise as it was
+                value: object = [bad, *list(good)[1:]]
+            elif good is None:  # optional (null = a preset's value): a list of 3 or a number
+                value = [bad] * 3 if key.endswith("spacing_mm") else bad
+            else:
+                value = bad
+            broken = cfg.copy()
+            OmegaConf.update(broken, key, value, merge=False)
+            with pytest.raises(GensynError) as err:
+                check_bounds(broken)
+            text = str(err.value)
+            assert text.startswith(f"{key}=") and "allowed: " in text and "\n" not in text, key
 
 
 def test_good_values_pass(compose) -> None:
@@ -64,8 +136,12 @@ def test_misspelt_pose_mode_fails_when_composed(launch) -> None:
         (("generator.crop_size=600",), "generator.crop_size=600; allowed"),
         (("stage=drr", "carm_pose.alpha_deg=[91]"), "carm_pose.alpha_deg=[91.0]; allowed"),
         (("stage=download", "shard=2", "num_shards=2"), "shard=2; allowed: 0 .. 1"),
+        (("stage=drr", "carm_pose.alpha_deg=[nan]"), "carm_pose.alpha_deg=[nan]; allowed"),
+        (("stage=drr", "projector.kvp=nan"), "projector.kvp=nan; allowed"),
+        (("stage=drr", "projector.window_percentiles=[99.5,0.5]"), "low < high"),
+        (("stage=convert", "num_workers=-2"), "num_workers=-2; allowed: 0 or more"),
     ],
-    ids=["crop", "angle", "shard"],
+    ids=["crop", "angle", "shard", "nan-angle", "nan-kvp", "percentile-order", "workers"],
 )
 def test_start_up_error_exits_1_before_anything_is_made(
     launch, gensyn_root: Path, overrides: tuple[str, ...], message: str

@@ -287,3 +287,23 @@ def test_coronal_preview_is_independent_of_storage_order(tmp_path: Path) -> None
     assert a.shape == (60, 80)  # 40 mm wide, 30 mm high
     bright = np.argwhere(a > 200)
     assert bright[:, 0].max() < 15 and bright[:, 1].max() < 20  # top left: superior, patient right
+
+
+def test_reconversion_gives_identical_bytes(tmp_path: Path) -> None:
+    """The gzip header holds no temporary file name and no time stamp (issue 36)."""
+    import gzip
+    import time
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", ct=rng.integers(-1000, 1000, (6, 5, 4)).astype(np.int16))
+    opts = NpzOptions(spacing_mm=(1.0, 2.0, 3.0))
+    sources = discover_sources(tmp_path, "npz")
+    convert_many(sources, tmp_path / "one", npz=opts, progress=False)
+    time.sleep(1.1)  # a time stamp in the header would differ
+    convert_many(sources, tmp_path / "two", npz=opts, progress=False)
+    first = (tmp_path / "one" / "a.nii.gz").read_bytes()
+    assert first == (tmp_path / "two" / "a.nii.gz").read_bytes()
+    assert first[3] & 0x08 == 0  # FNAME flag: no file name stored
+    assert int.from_bytes(first[4:8], "little") == 0  # MTIME
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(first))
+    assert np.array_equal(np.asarray(img.dataobj), np.load(tmp_path / "a.npz")["ct"])

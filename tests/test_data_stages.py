@@ -152,6 +152,46 @@ def test_convert_stage_dicom_with_a_bad_series(launch, gensyn_root: Path) -> Non
     assert img.shape == (7, 6, 5) and img.get_data_dtype() == np.int16
 
 
+def test_convert_with_failed_volumes_says_so_and_redo_failed_retries_them(
+    launch, gensyn_root: Path
+) -> None:
+    """issue 36: the failed volumes are named at the end and on every rerun, with the option
+    that retries only them (redo=failed)."""
+    import shutil
+
+    import numpy as np
+    from data_fakes import write_dicom_series
+
+    raw = gensyn_root / "data" / "lidc_idri" / "raw"
+    hu = np.full((5, 6, 7), -1000, np.int16)
+    hu[2, 3, 4] = 500
+    write_dicom_series(raw / "1.2.good", hu)
+    write_dicom_series(raw / "1.2.gap", hu, skip_slices=(2,))
+    args = ("stage=convert", "experiment=thesis", "ct_dataset=lidc_idri",
+            "ct_dataset.download.source=none", "logger=none")  # fmt: skip
+    first = launch(*args)
+    out = next((gensyn_root / "workdir" / "runs" / "convert").glob("*/DONE")).parent
+    note = (
+        f"stage convert: 1 volume failed, listed in {out / 'failures.csv'}; fix them and run "
+        "the same command with redo=failed"
+    )
+    assert note in first.stdout + first.stderr
+    again = launch(*args)
+    assert "already done" in again.stdout + again.stderr and note in again.stdout + again.stderr
+    good = out / "volumes" / "1.2.good.nii.gz"
+    stamp = good.stat().st_mtime_ns
+    shutil.rmtree(raw / "1.2.gap")  # the fix: the whole series
+    write_dicom_series(raw / "1.2.gap", hu)
+    redo = launch(*args, "redo=failed")
+    text = redo.stdout + redo.stderr
+    assert "redo=failed: trying the 1 failed volume(s) again" in text and note not in text
+    assert (out / "DONE").is_file() and good.stat().st_mtime_ns == stamp  # kept, not redone
+    assert sorted(pd.read_csv(out / "volumes.csv")["volume_id"]) == ["1.2.gap", "1.2.good"]
+    assert pd.read_csv(out / "failures.csv").empty
+    nothing = launch(*args, "redo=failed")
+    assert "redo=failed, but no item failed" in nothing.stdout + nothing.stderr
+
+
 def test_prepare_xrays_stage_padchest(launch, gensyn_root: Path) -> None:
     import numpy as np
     from PIL import Image
@@ -175,13 +215,15 @@ def test_prepare_xrays_stage_padchest(launch, gensyn_root: Path) -> None:
             raw / "images" / "0" / name
         )
     (raw / "images" / "0" / "d.png").write_bytes(b"corrupt")  # e.png is missing
-    launch(  # test_fraction 0: no hold-out, every image train (as before the hold-out existed)
-        "stage=prepare_xrays",
-        "experiment=thesis",
-        "dataset=padchest",
-        "dataset.xray.size_px=32",
-        "dataset.xray.test_fraction=0",
-        "logger=none",
+    proc = (
+        launch(  # test_fraction 0: no hold-out, every image train (as before the hold-out existed)
+            "stage=prepare_xrays",
+            "experiment=thesis",
+            "dataset=padchest",
+            "dataset.xray.size_px=32",
+            "dataset.xray.test_fraction=0",
+            "logger=none",
+        )
     )
     out = next((gensyn_root / "workdir" / "runs" / "prepare_xrays").glob("*/DONE")).parent
     table = pd.read_csv(out / "xrays.csv")
@@ -192,6 +234,9 @@ def test_prepare_xrays_stage_padchest(launch, gensyn_root: Path) -> None:
         assert Image.open(out / p).size == (32, 32)
     bad = pd.read_csv(out / "unreadable.csv").set_index("image_id")
     assert bad.loc["e.png", "reason"] == "file not found" and "d.png" in bad.loc["d.png", "reason"]
+    # said on the console too (issue 36), as convert, classify and predict do
+    warning = f"prepare_xrays: {len(bad)} image(s) left out (listed in {out / 'unreadable.csv'})"
+    assert warning in proc.stdout + proc.stderr
 
 
 def test_carbon_summary_stage(launch, gensyn_root: Path) -> None:

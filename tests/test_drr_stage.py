@@ -91,6 +91,33 @@ def test_stage_grid_images_manifest_and_resume(compose, convert_dir, tmp_path):
     assert len(read_table(out / "manifest.csv")) == 12
 
 
+def test_a_constant_drr_fails_naming_the_ct(compose, convert_dir, tmp_path):
+    """A CT saturated at the int16 maximum (e.g. unsigned raw values taken as HU) absorbs every
+    ray of the central detector: its DRRs are one grey level. The stage fails naming the CT,
+    keeps the CTs rendered before and is never DONE (issue 36)."""
+    import pandas as pd
+
+    from gensyn.errors import GensynError
+    from gensyn.io import read_table, write_nifti, write_table
+
+    hu, affine = _phantom_ct()
+    write_nifti(convert_dir / "volumes" / "sat.nii.gz", np.full_like(hu, 32767), affine)
+    table = read_table(convert_dir / "volumes.csv")
+    extra = {"ct_id": "sat", "patient_id": "p9", "path": "volumes/sat.nii.gz"}
+    write_table(convert_dir / "volumes.csv", pd.concat([table, pd.DataFrame([extra])]))
+    cfg = compose("projector.image_size_px=32", "projector.crop_fraction=0.1")
+    out = tmp_path / "drr"
+    with pytest.raises(GensynError) as err:
+        _run_stage(cfg, out, convert_dir)
+    text = str(err.value)
+    assert "CT sat (" in text and "sat.nii.gz), view 0" in text
+    assert "the windowed image is constant" in text and "not marked DONE" in text
+    assert (out / "images" / "ct0" / "views.json").is_file()  # rendered before: kept
+    assert (out / "images" / "ct1" / "views.json").is_file()
+    assert not (out / "images" / "sat").exists() or not any((out / "images" / "sat").iterdir())
+    assert not (out / "manifest.csv").exists()
+
+
 def test_pose_sets():
     assert [v.pose.alpha_deg for v in pose_set("center")] == [0.0]
     grid = pose_set("grid", [-10, -5, 0, 5, 10], [-10, -5, 0, 5, 10])
@@ -127,3 +154,46 @@ def test_stage_end_to_end_tiny(launch, gensyn_root):
         "skip" in (again.stdout + again.stderr).lower()
         or "done" in (again.stdout + again.stderr).lower()
     )
+
+
+def test_a_killed_drr_resumes_after_the_last_complete_ct(launch, gensyn_root):
+    """SIGKILL while CT k+1 renders: the resumed run renders only the CTs not fully written
+    (CT k's marker is written with its last file, not after the next CT; issue 36)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    angles = "[-15,-10,-5,0,5,10,15]"  # 49 views a CT: long enough to kill between CTs
+    args = ("profile=tiny", "logger=none", "logger.carbontracker=false")
+    drr_args = ("stage=drr", "carm_pose=grid", f"carm_pose.alpha_deg={angles}",
+                f"carm_pose.beta_deg={angles}", *args)  # fmt: skip
+    launch("stage=convert", *args)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "launch.py"), *drr_args],
+        cwd=gensyn_root,
+        env={**os.environ, "GENSYN_ROOT": str(gensyn_root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = gensyn_root / "workdir" / "runs" / "drr"
+
+    def complete_cts() -> list[str]:
+        return sorted(d.name for d in runs.glob("*/images/*") if len(list(d.glob("*.png"))) == 49)
+
+    deadline = time.monotonic() + 300
+    while len(complete_cts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next CT's rendering
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    complete = complete_cts()  # fully written before the kill
+    assert 2 <= len(complete) < 6, complete
+    launch(*drr_args)
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["drrs_rendered"] == (6 - len(complete)) * 49
+    assert summary["n_images"] == 6 * 49

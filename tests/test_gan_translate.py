@@ -220,3 +220,26 @@ def test_uint8_images_lay_channels_last_as_image_files_do() -> None:
     assert grey.shape == (2, 4, 5)
     np.testing.assert_array_equal(grey.numpy(), expect[:, 0])
     assert tensor_to_uint8(x[:, :1]).tolist() == expect[:, 0].tolist()
+
+
+@pytest.mark.parametrize(("weight", "reason"), [(float("nan"), "not finite"), (0.0, "one grey")])
+def test_a_broken_generator_writes_nothing(
+    tmp_path: Path, saved_generator: Path, weight: float, reason: str
+) -> None:
+    """A diverged (NaN) or dead (zero-weight) generator fails naming the DRR (issue 36)."""
+    from gensyn.degenerate import DegenerateOutputError
+
+    state = torch.load(saved_generator)
+    state["state_dict"] = {
+        k: torch.full_like(v, weight) if v.is_floating_point() else v
+        for k, v in state["state_dict"].items()
+    }
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    net, _ = load_generator(broken)
+    sources = _images(tmp_path / "in", [(64, 64)] * 3)
+    outputs = [tmp_path / "out" / p.name for p in sources]
+    with pytest.raises(DegenerateOutputError, match=reason) as err:
+        translate_files(net, sources, outputs, batch_size=2)
+    assert str(sources[0]) in str(err.value)
+    assert not any(p.exists() for p in outputs)

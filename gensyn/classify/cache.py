@@ -41,6 +41,7 @@ import PIL
 from gensyn import io
 from gensyn.classify.data import AUTO_PROCESS_WORKERS, load_image
 from gensyn.io import decode_png
+from gensyn.processes import init_worker
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _write(
     pool: ProcessPoolExecutor | ThreadPoolExecutor
     if processes:
         ctx = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(num_workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=init_worker)
     else:
         pool = ThreadPoolExecutor(num_workers, thread_name_prefix="cache")
     with pool:

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from gensyn.io import decode_png
+from gensyn.processes import init_worker
 
 if TYPE_CHECKING:
     from gensyn.classify.cache import ImageCache
@@ -362,7 +363,9 @@ class BatchStream:
         ctx = multiprocessing.get_context("forkserver")
         pending: deque[tuple[int, np.ndarray, list[Future[None]]]] = deque()
         try:
-            with ProcessPoolExecutor(self.num_workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                self.num_workers, mp_context=ctx, initializer=init_worker
+            ) as pool:
                 next_batch = 0
                 try:
                     while pending or next_batch < len(plan):

@@ -11,10 +11,12 @@ a value of the wrong type is an error at start-up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
 
+from gensyn.bounds import bounded
 from gensyn.config.carm_pose import CarmPoseConfig
 from gensyn.config.classifier import ClassifierConfig
 from gensyn.config.dataset import FINDINGS, CtDatasetConfig, DatasetConfig
@@ -28,7 +30,7 @@ from gensyn.config.sampling import SamplingConfig
 from gensyn.config.site import SiteConfig
 from gensyn.config.stage import ExportConfig, StageConfig
 
-__all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "register_configs"]
+__all__ = ["FINDINGS", "GROUP_SCHEMAS", "Config", "Redo", "register_configs"]
 
 #: Config group name -> schema dataclass.
 GROUP_SCHEMAS: dict[str, type] = {
@@ -44,6 +46,13 @@ GROUP_SCHEMAS: dict[str, type] = {
     "paths": PathsConfig,
     "reader_study": ReaderStudyConfig,
 }
+
+
+class Redo(Enum):
+    """``redo``: ``none``, or ``failed`` (retry the failed items of a DONE run)."""
+
+    none = "none"
+    failed = "failed"
 
 
 @dataclass
@@ -74,12 +83,15 @@ class Config:
     synthex_per_seed: bool = False
     split_idx: int = 0  # which fold is the validation fold (classify, predict)
     force: bool = False  # recompute the requested stage even if its run folder is DONE
+    # failed: run the requested stage again where its DONE run lists failed items (convert's
+    # failures.csv); finished items are kept, only the failed ones are tried again
+    redo: Redo = Redo.none
     run_upstream: bool = True  # run unfinished upstream stages first (else: error)
     dry_run: bool = False  # stages that support it list what they would do
     shard: int = 0  # this job's share of the work (download, drr) ...
-    num_shards: int = 1  # ... out of num_shards
+    num_shards: int = bounded(1, ge=1)  # ... out of num_shards
     device: str = "auto"  # auto | cpu | cuda
-    num_workers: int = 2  # data-loading workers (not part of any run hash)
+    num_workers: int = bounded(2, ge=0)  # data-loading workers (not part of any run hash)
     extras: dict[str, Any] = field(default_factory=dict)  # free-form notes, not hashed
 
 
@@ -97,3 +109,6 @@ def register_configs() -> None:
     from gensyn.help import register_help_resolver
 
     register_help_resolver()  # hydra.help.template: `python launch.py --help`
+    from gensyn.hydra_folders import register_launch_id_resolver
+
+    register_launch_id_resolver()  # hydra.run.dir: <time>_<pid>, one folder per launch

@@ -4,8 +4,20 @@ Angles in degrees: alpha = cranial (+) / caudal (-), beta = LAO (+) / RAO (-), a
 the volume centre (docs/conventions.md); |alpha|, |beta| <= 90 (checked at start-up).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
+
+from gensyn.bounds import bounded
+
+#: An angle range: [low, high] with low <= high, both within +-90 degrees.
+RANGE_DEG: dict[str, Any] = {
+    "ge": -90,
+    "le": 90,
+    "length": 2,
+    "order": "<=",
+    "allowed": "[low, high] with low <= high, angles from -90 to 90 degrees, finite",
+}
 
 
 class PoseMode(Enum):
@@ -30,9 +42,19 @@ class CarmPoseConfig:
     """
 
     mode: PoseMode = PoseMode.center
-    alpha_deg: list[float] = field(default_factory=lambda: [0.0])
-    beta_deg: list[float] = field(default_factory=lambda: [0.0])
-    num_random: int = 9
-    alpha_range_deg: list[float] = field(default_factory=lambda: [-10.0, 10.0])
-    beta_range_deg: list[float] = field(default_factory=lambda: [-10.0, 10.0])
+    alpha_deg: list[float] = bounded(
+        factory=lambda: [0.0],
+        ge=-90,
+        le=90,
+        allowed="angles from -90 to 90 degrees, finite (docs/conventions.md)",
+    )
+    beta_deg: list[float] = bounded(
+        factory=lambda: [0.0],
+        ge=-90,
+        le=90,
+        allowed="angles from -90 to 90 degrees, finite (docs/conventions.md)",
+    )
+    num_random: int = bounded(9, ge=0)
+    alpha_range_deg: list[float] = bounded(factory=lambda: [-10.0, 10.0], **RANGE_DEG)
+    beta_range_deg: list[float] = bounded(factory=lambda: [-10.0, 10.0], **RANGE_DEG)
     seed: int = 0

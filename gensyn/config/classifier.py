@@ -11,6 +11,8 @@ the config is composed.
 from dataclasses import dataclass
 from enum import Enum
 
+from gensyn.bounds import bounded
+
 
 class ClassifierName(Enum):
     """Which network: the study's DenseNet121, or a small CNN for CPU demos."""
@@ -84,25 +86,33 @@ class ClassifierConfig:
     """The classifier, its input, its optimisation and its cross-validation folds."""
 
     name: ClassifierName = ClassifierName.densenet121
-    image_size_px: int = 512  # images are resized to image_size_px² by the one preprocessing
+    image_size_px: int = bounded(
+        512, ge=1
+    )  # images are resized to image_size_px² by the one preprocessing
     weights: str | None = "imagenet"  # imagenet | null (random init) | a local no-top .h5 file
-    trainable_tail_layers: int = 9  # DenseNet121 layers left trainable, from the end; -1: all
-    small_cnn_widths: tuple[int, ...] = (12, 24, 48, 96)  # small_cnn channels per stage
-    dropout: float = 0.0  # before the Dense head
+    trainable_tail_layers: int = bounded(
+        9, ge=-1
+    )  # DenseNet121 layers left trainable, from the end; -1: all
+    small_cnn_widths: tuple[int, ...] = bounded(
+        (12, 24, 48, 96), ge=1
+    )  # small_cnn channels per stage
+    dropout: float = bounded(0.0, ge=0, lt=1)  # before the Dense head
     augment: bool = False  # random shifts and contrast of training batches (host side)
     class_weighting: ClassWeighting = ClassWeighting.none
-    epochs: int = 30
+    epochs: int = bounded(30, ge=1)
     schedule: Schedule = Schedule.epochs  # epochs (the study) | steps | real_epochs
     # real_epochs: synthetic share of each batch = min(the arm's natural share
     # n_synthetic / (n_real + n_synthetic), synthetic_share); 0 <= synthetic_share < 1
-    synthetic_share: float = 0.5
-    batch_size: int = 128  # global batch (split over GPUs when there are several)
-    learning_rate: float = 1e-5  # Adam
+    synthetic_share: float = bounded(0.5, ge=0, lt=1)
+    batch_size: int = bounded(128, ge=1)  # global batch (split over GPUs when there are several)
+    learning_rate: float = bounded(1e-5, gt=0)  # Adam
     lr_schedule: LrSchedule = LrSchedule.constant
     precision: Precision = Precision.auto
-    n_folds: int = 5  # patient-level multilabel-stratified folds; split_idx picks the val fold
-    predict_batch_size: int = 128
-    prefetch: int = 4  # batches decoded ahead of the accelerator (not hashed)
+    n_folds: int = bounded(
+        5, ge=2
+    )  # patient-level multilabel-stratified folds; split_idx picks the val fold
+    predict_batch_size: int = bounded(128, ge=1)
+    prefetch: int = bounded(4, ge=1)  # batches decoded ahead of the accelerator (not hashed)
     decode: DecodeMode = DecodeMode.auto  # threads | processes | auto (not hashed)
     # decode-once image cache (gensyn.classify.cache; not hashed, results are the same):
     # auto = <paths.work_dir>/cache/classify (images/ + jax/) | off | a folder (node-local disk)

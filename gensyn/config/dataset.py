@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import II
 
+from gensyn.bounds import bounded
+
 FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
 
 
@@ -18,14 +20,18 @@ FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumoni
 class DemoDataConfig:
     """Size of the built-in simulated data set (procedural CT phantoms and simulated X-rays)."""
 
-    num_ct_patients: int = 40
-    num_xray_patients: int = 400
-    volume_shape_vox: list[int] = field(default_factory=lambda: [128, 128, 128])
-    voxel_spacing_mm: list[float] = field(default_factory=lambda: [2.8, 2.8, 2.6])
-    xray_size_px: int = 256
-    finding_prevalence: float = 0.3
-    test_fraction: float = 0.3  # fraction of simulated X-ray patients held out as the test set
-    num_workers: int = 2  # processes that generate the demo data (not part of the run hash)
+    num_ct_patients: int = bounded(40, ge=1)
+    num_xray_patients: int = bounded(400, ge=1)
+    volume_shape_vox: list[int] = bounded(factory=lambda: [128, 128, 128], ge=1, length=3)
+    voxel_spacing_mm: list[float] = bounded(factory=lambda: [2.8, 2.8, 2.6], gt=0, length=3)
+    xray_size_px: int = bounded(256, ge=1)
+    finding_prevalence: float = bounded(0.3, ge=0, le=1)
+    test_fraction: float = bounded(
+        0.3, ge=0, lt=1
+    )  # fraction of simulated X-ray patients held out as the test set
+    num_workers: int = bounded(
+        2, ge=0
+    )  # processes that generate the demo data (not part of the run hash)
 
 
 @dataclass
@@ -44,9 +50,9 @@ class DownloadConfig:
     include: list[str] = field(default_factory=list)  # file-name globs to fetch ([] = all)
     token_env: str = ""  # environment variable holding the access token
     token_file: str | None = None  # or a file with the token on its first line
-    attempts: int = 6  # tries per file (5xx, dropped connections, bad checksums)
+    attempts: int = bounded(6, ge=1)  # tries per file (5xx, dropped connections, bad checksums)
     unpack: bool = False  # extract verified .zip/.tar(.gz) files into raw_dir/<name>/
-    num_workers: int = 4  # parallel downloads (not hashed)
+    num_workers: int = bounded(4, ge=1)  # parallel downloads (not hashed)
     # raw_dir already holds the whole data set (the files an earlier download listed, or the
     # files the converter reads): record it without the network. false: ask the server anyway
     # (verified files are still not fetched again). Not hashed.
@@ -59,7 +65,9 @@ class ConvertConfig:
 
     ct_format: str = ""  # auto | dicom | nifti | nrrd | npz ("" for demo); auto: per file/folder
     npz_key: str = "ct"  # array name inside each NPZ
-    npz_spacing_mm: list[float] | None = None  # per array axis; None = from the file or fail
+    npz_spacing_mm: list[float] | None = bounded(
+        None, gt=0, length=3
+    )  # per array axis; None = from the file or fail
     npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
     label_file: str = ""  # CT label table(s) below raw_dir, a glob; "" = none
     label_source: str = (
@@ -67,7 +75,9 @@ class ConvertConfig:
     )
     metadata_file: str = ""  # RAD-ChestCT scan metadata (patient ids, MRN_DEID); "" = none
     nifti_suffix: str = ".nii.gz"
-    num_workers: int = II("num_workers")  # parallel conversions (not hashed); default: the run's
+    num_workers: int = bounded(
+        II("num_workers"), ge=0
+    )  # parallel conversions (not hashed); default: the run's
 
 
 @dataclass
@@ -90,14 +100,20 @@ class XrayConfig:
     split_source: str = "auto"  # auto | official | holdout
     official_train_list: str = ""  # below raw_dir, e.g. NIH's train_val_list.txt ("" = none)
     official_test_list: str = ""  # below raw_dir, e.g. NIH's test_list.txt ("" = none)
-    test_fraction: float = 0.0  # holdout: fraction of patients held out as split=test, [0, 1)
+    test_fraction: float = bounded(
+        0.0, ge=0, lt=1
+    )  # holdout: fraction of patients held out as split=test, [0, 1)
     external_test: str = "all"  # all | test_split (not hashed by prepare_xrays)
-    size_px: int = 512
-    bit_depth: int = 8
+    size_px: int = bounded(512, ge=1)
+    bit_depth: int = bounded(8, choices=(8, 16))
     window: str = "percentile"  # percentile | minmax | bits
-    window_pct: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    window_pct: list[float] = bounded(
+        factory=lambda: [0.5, 99.5], ge=0, le=100, length=2, order="<"
+    )
     mode: str = "squash"  # squash (stretch to square, as the original) | pad
-    num_workers: int = II("num_workers")  # parallel image workers (not hashed); default: the run's
+    num_workers: int = bounded(
+        II("num_workers"), ge=0
+    )  # parallel image workers (not hashed); default: the run's
 
 
 @dataclass

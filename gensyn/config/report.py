@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+from gensyn.bounds import bounded
 from gensyn.config.dataset import DatasetConfig
 from gensyn.report.multiplicity import PrimaryComparison
 
@@ -53,12 +54,12 @@ class ReportConfig:
     baseline: str = "none"
     # Training seeds to gather (e.g. [0, 1, 2] after `seed=0,1,2 -m`); [] = only cfg.seed.
     # Each seed draws its own fold split, so folds × seeds is repeated cross-validation.
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[int] = bounded(factory=list, ge=0)
     # Sweep overrides to compare, as given to the multirun (not hashed: the report only reads
     # runs), e.g. ["carm_pose.alpha_range_deg=[-5,5],[-10,10],[-20,20]", "seed=0,1,2"].
     sweep: list[str] = field(default_factory=list)
-    n_bootstrap: int = 2000
-    ci_level: float = 0.95
+    n_bootstrap: int = bounded(2000, ge=1)
+    ci_level: float = bounded(0.95, gt=0, lt=1)
     # The primary comparison: metric (macro or a finding), test_set (external | internal |
     # a test set's name), arm (a sampling option). Not in the grid: the nearest is taken.
     primary: PrimaryComparison = field(default_factory=PrimaryComparison)

@@ -10,6 +10,8 @@ another arm. The options ``sampling=drr_5`` etc. are the thesis grid's arms by n
 from dataclasses import dataclass
 from enum import Enum
 
+from gensyn.bounds import bounded
+
 
 class SyntheticSource(Enum):
     """Where the added images come from."""
@@ -24,4 +26,4 @@ class SamplingConfig:
     """``source``: none | drr | synthex; ``views_per_ct``: 1 (centre) .. n (centre + n-1 angled)."""
 
     source: SyntheticSource = SyntheticSource.none
-    views_per_ct: int = 1  # the study: 1, 2, 5 or 10 (ignored for source=none)
+    views_per_ct: int = bounded(1, ge=1)  # the study: 1, 2, 5 or 10 (ignored for source=none)

@@ -13,6 +13,7 @@ Poisson noise is seeded per (seed, CT, view) (:func:`gensyn.drr.render.view_nois
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,10 +127,30 @@ def _render(
         if noisy:
             extra["seed"] = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch]
         drrs = renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples, **extra)
-        images.extend(to_images(drrs, p.bit_depth, tuple(p.window_percentiles)))
+        batch_images = to_images(drrs, p.bit_depth, tuple(p.window_percentiles))
+        _refuse_degenerate(job, batch, drrs, batch_images)
+        images.extend(batch_images)
         if p.save_float:
             floats.extend(drrs.cpu().numpy() if hasattr(drrs, "cpu") else drrs)
     return images, floats
+
+
+def _refuse_degenerate(job: CtJob, views: list[Any], drrs: Any, images: Any) -> None:
+    """Raise :class:`DegenerateOutputError` for a view whose DRR has non-finite values or
+    whose image is constant (nothing of this CT is written then)."""
+    from gensyn.degenerate import DegenerateOutputError, degenerate_reason
+
+    # one reduction a batch where the DRRs lie; the per-view reasons only when one fails
+    finite = bool(drrs.isfinite().all()) if hasattr(drrs, "isfinite") else None
+    for i, view in enumerate(views):
+        reason = None if finite else degenerate_reason(drrs[i], constant=False)
+        if reason is None and (reason := degenerate_reason(images[i])) is not None:
+            reason = f"the windowed image is {reason}"
+        if reason is not None:
+            raise DegenerateOutputError(
+                f"CT {job.ct_id} ({job.nifti}), view {view.index} (alpha "
+                f"{view.pose.alpha_deg:g}, beta {view.pose.beta_deg:g} degrees): {reason}"
+            )
 
 
 def _write_view(
@@ -174,13 +195,30 @@ def render_cts(
     rendered = 0
     writing: deque[tuple[CtJob, list[Any]]] = deque()  # CTs whose files are being written
 
-    def finish(wait: bool) -> None:
-        """views.json of the CTs (in order) whose files are all written; all of them if ``wait``."""
-        while writing and (wait or all(f.done() for f in writing[0][1])):
-            job, futures = writing.popleft()
-            for future in futures:
-                future.result()
+    def mark_when_written(job: CtJob, futures: list[Any]) -> None:
+        """Write the CT's ``views.json`` (its resume marker) on the writer thread that finishes
+        its last file, at once: a run killed any time later finds the CT complete."""
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(future: Any) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last and all(f.exception() is None for f in futures):
+                write_json(out("images", job.ct_id, "views.json"), {"files": job.names})
+
+        if not futures:
             write_json(out("images", job.ct_id, "views.json"), {"files": job.names})
+        for future in futures:
+            future.add_done_callback(one_done)
+
+    def finish(wait: bool) -> None:
+        """Wait for the CTs (in order) whose files are all written; all of them if ``wait``."""
+        while writing and (wait or all(f.done() for f in writing[0][1])):
+            _, futures = writing.popleft()
+            for future in futures:
+                future.result()  # a failed write stops the run here
             preemption.checkpoint_point()  # this CT is complete: stop here if SLURM asked
 
     views_per_ct = max((len(j.views) for j in todo), default=1)
@@ -207,6 +245,7 @@ def render_cts(
                         for i, (v, image) in enumerate(zip(job.views, images, strict=True))
                     ]
                     rendered += len(images)
+                    mark_when_written(job, futures)
                     writing.append((job, futures))
                     timer.mark("first_ct")  # the pipeline's fill: one CT read and rendered
                 del item, renderer  # free this CT's volumes before the next CT is prepared

@@ -11,6 +11,8 @@ is this class plus the group's ``name``, so each field is declared here only.
 
 from dataclasses import dataclass
 
+from gensyn.bounds import bounded
+
 __all__ = ["CycleGANSettings"]
 
 
@@ -20,33 +22,39 @@ class CycleGANSettings:
 
     # --- networks
     arch: str = "resnet_9blocks"  # generator: resnet_9blocks | resnet_6blocks
-    input_nc: int = 1  # channels of domain A (DRR)
-    output_nc: int = 1  # channels of domain B (real X-ray)
-    ngf: int = 64  # generator filters in the first conv layer
-    ndf: int = 64  # discriminator filters in the first conv layer
-    n_layers_d: int = 3  # PatchGAN conv layers (3: 70×70 receptive field, the 'basic' D)
+    input_nc: int = bounded(1, ge=1)  # channels of domain A (DRR)
+    output_nc: int = bounded(1, ge=1)  # channels of domain B (real X-ray)
+    ngf: int = bounded(64, ge=1)  # generator filters in the first conv layer
+    ndf: int = bounded(64, ge=1)  # discriminator filters in the first conv layer
+    n_layers_d: int = bounded(
+        3, ge=1
+    )  # PatchGAN conv layers (3: 70×70 receptive field, the 'basic' D)
     norm: str = "instance"  # instance | batch | none
     use_dropout: bool = False
     init_type: str = "normal"  # normal | xavier | kaiming | orthogonal
-    init_gain: float = 0.02
+    init_gain: float = bounded(0.02, gt=0)
     # --- objective
     gan_mode: str = "lsgan"  # lsgan | vanilla
-    lambda_a: float = 10.0  # cycle weight A→B→A
-    lambda_b: float = 10.0  # cycle weight B→A→B
-    lambda_identity: float = 0.5  # identity weight, relative to the cycle weights
+    lambda_a: float = bounded(10.0, ge=0)  # cycle weight A→B→A
+    lambda_b: float = bounded(10.0, ge=0)  # cycle weight B→A→B
+    lambda_identity: float = bounded(0.5, ge=0)  # identity weight, relative to the cycle weights
     # --- optimisation
-    lr: float = 2.0e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_epochs: int = 100  # epochs at the initial learning rate
-    n_epochs_decay: int = 100  # epochs of linear decay towards 0
-    pool_size: int = 50  # history of generated images shown to the discriminators
-    batch_size: int = 1
+    lr: float = bounded(2.0e-4, gt=0)
+    beta1: float = bounded(0.5, ge=0, lt=1)
+    beta2: float = bounded(0.999, ge=0, lt=1)
+    n_epochs: int = bounded(100, ge=0)  # epochs at the initial learning rate
+    n_epochs_decay: int = bounded(100, ge=0)  # epochs of linear decay towards 0
+    pool_size: int = bounded(50, ge=0)  # history of generated images shown to the discriminators
+    batch_size: int = bounded(1, ge=1)
     # --- data (synthex_prep and training augmentation)
-    max_dataset_size: int = 1024  # at most this many training images per domain (seeded draw)
-    heldout_size: int = 64  # per domain, kept out of training for checks and sample grids
-    load_size: int = 552  # images are resized to load_size² ...
-    crop_size: int = 512  # ... then randomly cropped to crop_size²
+    max_dataset_size: int = bounded(
+        1024, ge=1
+    )  # at most this many training images per domain (seeded draw)
+    heldout_size: int = bounded(
+        64, ge=0
+    )  # per domain, kept out of training for checks and sample grids
+    load_size: int = bounded(552, ge=1)  # images are resized to load_size² ...
+    crop_size: int = bounded(512, ge=1)  # ... then randomly cropped to crop_size²
     flip: bool = True  # random horizontal flips during training
     # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
@@ -56,8 +64,10 @@ class CycleGANSettings:
     fused_adam: bool = True  # fused Adam kernels on CUDA
     cudnn_benchmark: bool = True
     # --- logging and translation (not part of any run hash)
-    sample_every_epochs: int = 1  # sample grid (DRR → translated → real) every n epochs
-    num_samples: int = 4  # rows of the sample grid
-    translate_batch_size: int = 32
+    sample_every_epochs: int = bounded(
+        1, ge=1
+    )  # sample grid (DRR → translated → real) every n epochs
+    num_samples: int = bounded(4, ge=1)  # rows of the sample grid
+    translate_batch_size: int = bounded(32, ge=1)
     translate_channels_last: bool = False  # NCHW translates faster on an H100 (RESULTS.md)
-    translate_write_threads: int = 4  # threads encoding and writing translated PNGs
+    translate_write_threads: int = bounded(4, ge=1)  # threads encoding and writing translated PNGs

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from gensyn.degenerate import DegenerateOutputError
 from gensyn.gan.data import (
     ImageListDataset,
     collate_same_size,
@@ -208,13 +209,17 @@ class _Batch:
     def __init__(self, idx: torch.Tensor, out: torch.Tensor, start: Any) -> None:
         self.idx = idx.tolist()
         pixels = uint8_images(out[: len(self.idx)])
+        # per image: every value finite (NaN would become a black image), copied back too
+        finite = torch.isfinite(out[: len(self.idx)]).flatten(1).all(1)
         self.start, self.done = start, None
         if pixels.device.type == "cuda":
             self.pixels = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
             self.pixels.copy_(pixels, non_blocking=True)
+            self.finite = torch.empty(finite.shape, dtype=torch.bool, pin_memory=True)
+            self.finite.copy_(finite, non_blocking=True)
             self.done = _gpu_event(True)
         else:
-            self.pixels = pixels
+            self.pixels, self.finite = pixels, finite
 
     def wait(self, timer: StageTimer) -> Any:
         """Block until the pixels are on the host; add the GPU's time to ``gpu``; the array."""
@@ -223,6 +228,18 @@ class _Batch:
                 self.done.synchronize()
             timer.add("gpu", self.start.elapsed_time(self.done) / 1000.0)
         return self.pixels.numpy()
+
+    def degenerate(self, pixels: Any, sources: Sequence[Any], todo: Sequence[int]) -> str | None:
+        """Why an image of this batch is garbage (``pixels``: :meth:`wait`'s array): the
+        generator's output was not finite, or the image is one grey level; None if none is."""
+        flat = pixels.reshape(len(self.idx), -1)
+        constant = flat.min(axis=1) == flat.max(axis=1)  # one pass a batch, on the host
+        for k, (i, ok) in enumerate(zip(self.idx, self.finite.tolist(), strict=True)):
+            if not ok:
+                return f"{sources[todo[i]]}: the generator's output is not finite"
+            if constant[k]:
+                return f"{sources[todo[i]]}: the translated image is one grey level ({flat[k, 0]})"
+        return None
 
 
 def _gpu_event(cuda: bool) -> Any:
@@ -298,6 +315,9 @@ def translate_files(
     def hand_over(batch: _Batch) -> None:
         nonlocal written
         pixels = batch.wait(timer)
+        bad = batch.degenerate(pixels, sources, todo)
+        if bad is not None:  # garbage is never written, the run never marked DONE
+            raise DegenerateOutputError(f"SyntheX image of {bad}")
         with timer.time("hand_over"):
             for lo in range(0, len(batch.idx), per_job):
                 paths = [outputs[todo[k]] for k in batch.idx[lo : lo + per_job]]

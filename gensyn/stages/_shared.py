@@ -70,15 +70,25 @@ CACHE_OFF = ("off", "false")
 
 def cache_folder(cfg: DictConfig) -> Path | None:
     """The classifier's cache folder (``classifier.cache``: decoded images and JAX's compiled
-    programs, shared by classify and predict), or None when off."""
+    programs, shared by classify and predict), or None when off; a folder that cannot be made
+    or written is a GensynError."""
     from pathlib import Path
+
+    from gensyn.errors import GensynError
+    from gensyn.io import unwritable_reason
 
     setting = str(cfg.classifier.cache)
     if setting.lower() in CACHE_OFF:
         return None
-    if setting == "auto":
-        return Path(cfg.paths.work_dir) / "cache" / "classify"
-    return Path(setting)
+    folder = Path(cfg.paths.work_dir) / "cache" / "classify" if setting == "auto" else Path(setting)
+    reason = unwritable_reason(folder)
+    if reason:  # checked before the model is built, not as a traceback after
+        where = "paths.work_dir" if setting == "auto" else "classifier.cache"
+        raise GensynError(
+            f"classifier.cache={setting}: cannot use {folder}: {reason}. Point {where} to a "
+            "folder you can write, or set classifier.cache=off"
+        )
+    return folder
 
 
 def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:

@@ -171,7 +171,7 @@ def _image_caches(cfg, ctx, train, val, write=True):  # type: ignore[no-untyped-
     """Open or write the caches of the run's real images and of its synthetic images
     (``write`` False: only open those that exist).
 
-    A cache that cannot be written (no space, unwritable folder) is a warning: training then
+    A cache that cannot be written (no space) is a warning: training then
     decodes the files every epoch, with the same result.
     """
     import pandas as pd

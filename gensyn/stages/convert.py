@@ -133,7 +133,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         strip = [coronal_preview(ctx.out_dir / "volumes" / r["nifti"]) for r in rows[:4]]
         io.write_image(ctx.path("figures", "coronal.png"), np.concatenate(strip, axis=1))
         ctx.summary["figures"] = ["figures/coronal.png"]
-    ctx.summary.update(n_volumes=len(rows), n_failed=len(failures))
+    # with failures.csv: said at the end and on every later run, retried with redo=failed
+    ctx.summary.update(n_volumes=len(rows), n_failed=len(failures), failed_unit="volume")
     ctx.log_metrics({"n_volumes": len(rows), "n_failed": len(failures)})
     for f in failures[:10]:
         log.warning("convert: %s failed: %s", f["volume_id"], f["reason"])

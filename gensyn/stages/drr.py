@@ -118,11 +118,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.classify.sampling import ct_findings
     from gensyn.config import FINDINGS
     from gensyn.config.settings import to_settings
+    from gensyn.degenerate import DegenerateOutputError
     from gensyn.devices import torch_device
     from gensyn.drr import pose_set
     from gensyn.drr.batch import BatchSettings, CtJob, render_cts
     from gensyn.drr.deepdrr_adapter import DeepDrrSettings
     from gensyn.drr.geometry import make_geometry
+    from gensyn.errors import GensynError
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
     from gensyn.stages._shared import synthetic_seed
@@ -194,10 +196,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     )
     timer = StageTimer()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
-        rendered, failures = render_cts(
-            todo, ctx.out_dir, geometry, physics, device, settings, int(cfg.num_workers), timer,
-            on_ct=lambda: progress.update(1),
-        )  # fmt: skip
+        try:
+            rendered, failures = render_cts(
+                todo, ctx.out_dir, geometry, physics, device, settings, int(cfg.num_workers),
+                timer, on_ct=lambda: progress.update(1),
+            )  # fmt: skip
+        except DegenerateOutputError as exc:  # garbage is never marked DONE
+            raise GensynError(
+                f"drr: {exc}; the run is not marked DONE (CTs rendered before are kept). Check "
+                "the CT's HU values and the projector/carm_pose settings (docs/drr.md)"
+            ) from exc
 
     failed = pd.DataFrame(failures, columns=["ct_id", "file", "reason"])
     write_table(ctx.path("failures.csv"), failed)

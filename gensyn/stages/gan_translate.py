@@ -54,7 +54,9 @@ def synthex_path(drr: str, index: int, drr_dir: Path) -> str:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     from gensyn import io
+    from gensyn.degenerate import DegenerateOutputError
     from gensyn.devices import torch_device
+    from gensyn.errors import GensynError
     from gensyn.gan import checks
     from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
     from gensyn.gan.translate import load_generator, translate_files
@@ -73,20 +75,27 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     out_paths = [str(ctx.out_dir / p) for p in outputs]
     timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io
     compile_report: dict[str, Any] = {}
-    written = translate_files(
-        net,
-        sources,
-        out_paths,
-        net.in_channels,
-        cfg.generator.translate_batch_size,
-        saved["precision"],
-        cfg.generator.translate_channels_last,
-        cfg.num_workers,
-        write_threads=int(cfg.generator.translate_write_threads),
-        timer=timer,
-        compile=bool(cfg.generator.compile),
-        report=compile_report,
-    )
+    try:
+        written = translate_files(
+            net,
+            sources,
+            out_paths,
+            net.in_channels,
+            cfg.generator.translate_batch_size,
+            saved["precision"],
+            cfg.generator.translate_channels_last,
+            cfg.num_workers,
+            write_threads=int(cfg.generator.translate_write_threads),
+            timer=timer,
+            compile=bool(cfg.generator.compile),
+            report=compile_report,
+        )
+    except DegenerateOutputError as exc:  # garbage is never marked DONE
+        raise GensynError(
+            f"gan_translate: {exc}; the run is not marked DONE. The generator of "
+            f"{ctx.upstream_dir('gan_train')} gives no usable images: check its losses "
+            "(metrics.jsonl) and retrain with other generator.* settings (docs/synthex.md)"
+        ) from exc
     timing = timer.log(log, "gan_translate", written, "images")
     out = manifest.copy()
     out.insert(0, "source_drr", sources)

@@ -326,6 +326,23 @@ def features_summary(feature_sets: list[Any]) -> dict[str, object]:
     return summary
 
 
+def refuse_degenerate(probs: Any, findings: list[str], test_set: str, model_dir: Path) -> None:
+    """A GensynError where a finding's probabilities are not finite, or the same for every
+    image of the test set (a classifier that ignores its input): never marked DONE."""
+    from gensyn.degenerate import degenerate_reason
+    from gensyn.errors import GensynError
+
+    for k, finding in enumerate(findings):
+        reason = degenerate_reason(probs[:, k])
+        if reason is not None:
+            raise GensynError(
+                f"predict: the probabilities of {finding} on test set {test_set} "
+                f"({len(probs)} images): {reason}; the classifier "
+                f"in {model_dir} gives no usable predictions; the run is not marked DONE. Check "
+                "its training metrics (metrics.jsonl) and retrain (docs/classification.md)"
+            )
+
+
 @stage(
     "predict",
     summary="per-image probabilities of a trained classifier on the test set(s)",
@@ -375,6 +392,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
         test, probs, bad, used, features = predict_test_set(cfg, model, split, test, size_px, timer)
+        refuse_degenerate(probs, findings, name, ctx.upstream_dir("classify"))
         caches += used
         feature_sets += [] if features is None else [features]
         unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]

@@ -193,6 +193,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         **counts,
     )
     ctx.log_metrics({"n_images": len(table), "n_unreadable": len(unreadable)})
+    if unreadable:  # said on the console, as convert, classify and predict do
+        log.warning(
+            "prepare_xrays: %d image(s) left out (listed in %s), e.g. %s: %s",
+            len(unreadable),
+            ctx.out_dir / "unreadable.csv",
+            unreadable[0]["file"],
+            unreadable[0]["reason"],
+        )
     if not len(table):
         raise GensynError(
             f"prepare_xrays: no image could be prepared; see {ctx.out_dir / 'unreadable.csv'}"

@@ -34,6 +34,7 @@ from gensyn.data.ct.readers import (
     read_npz_volume,
     read_nrrd_volume,
 )
+from gensyn.processes import init_worker
 
 __all__ = [
     "ConversionError",
@@ -192,16 +193,25 @@ def convert_many(
         # spawn, as the other stages' pools: forking a process that may run JAX (the demo
         # pipeline, a test session) can deadlock the child
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        # workers end with this process: a killed convert leaves none writing without the lock
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=init_worker,
+            initargs=(os.getpid(),),
+        )
         results = pool.map(_convert_or_fail, jobs)
     try:
         for status, row in tqdm(
             results, total=len(jobs), unit="volume", disable=not progress, desc="convert"
         ):
             (rows if status == "ok" else failures).append(row)
-    finally:
+    except BaseException:  # Ctrl-C or an error: volumes not yet started stay unconverted
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
     return rows, failures
 
 

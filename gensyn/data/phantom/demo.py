@@ -249,12 +249,18 @@ def _run(fn: Any, jobs: list[Any], workers: int, cpu_s_per_job: float) -> list[A
         return [fn(j) for j in jobs]
     # spawn, not fork: a parent that already runs torch/OpenMP threads must not be forked.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_one_thread, initargs=(os.getpid(),)
+    ) as pool:
         return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
 
 
-def _one_thread() -> None:
-    """Worker start-up: one BLAS/OpenMP thread per process (torch reads it when imported)."""
+def _one_thread(parent_pid: int) -> None:
+    """Worker start-up: one BLAS/OpenMP thread per process (torch reads it when imported); the
+    worker ends when its parent does (a killed convert leaves no workers behind)."""
+    from gensyn.processes import init_worker
+
+    init_worker(parent_pid)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     try:

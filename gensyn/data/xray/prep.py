@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from gensyn.processes import init_worker
+
 WINDOWS = ("percentile", "minmax", "bits")
 MODES = ("squash", "pad")
 JOURNAL_FIELDS = (
@@ -289,7 +291,9 @@ def prepare_many(
         writer = csv.DictWriter(fh, fieldnames=JOURNAL_FIELDS, extrasaction="ignore")
         if new_file:
             writer.writeheader()
-        pool = get_context("spawn").Pool(workers) if workers > 1 else None
+        pool = (
+            get_context("spawn").Pool(workers, init_worker, (os.getpid(),)) if workers > 1 else None
+        )
         try:
             results = pool.imap(_work, todo(), chunksize=chunksize) if pool else map(_work, todo())
             for row in results:
