@@ -176,3 +176,25 @@ def assign_families(
         p = rows["p_value"].to_numpy(dtype=np.float64)
         out.loc[rows.index, "p_adjusted"] = p if name == PRIMARY_FAMILY else holm_adjust(p)
     return out
+
+
+#: p-values print so that rounding never carries them across these thresholds
+P_THRESHOLDS = (0.05, 0.01)
+
+
+def format_p(p: float) -> str:
+    """A p-value as printed: 'p < 0.001', 'p = 0.31', 'p = 0.0496', 'p = n/a' for NaN.
+
+    Two significant digits from 0.1 up, three below, and more where rounding would carry the
+    value across 0.05 or 0.01 (0.04996 prints as 0.04996, never as 0.050).
+    """
+    if not np.isfinite(p):
+        return "p = n/a"
+    if p < 0.001:
+        return "p < 0.001"
+    digits = 2 if p >= 0.1 else 3
+    text = f"{p:.{digits}g}"
+    while digits < 8 and any((p < t) != (float(text) < t) for t in P_THRESHOLDS):
+        digits += 1
+        text = f"{p:.{digits}g}"
+    return f"p = {text}"

@@ -170,7 +170,7 @@ def pretty_table(table: pd.DataFrame, keys: Sequence[str], pct: str = "95%") -> 
 
     A key that does not change an arm's runs reads "any"; the baseline's Δ reads "—".
     """
-    from gensyn.report.render import format_p
+    from gensyn.report.multiplicity import format_p
 
     names = short_names(list(keys))
     arms = [
