@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from gensyn.report import plots
+from gensyn.report.multiplicity import format_p
 from gensyn.report.page import Page
-from gensyn.report.render import format_p
 from gensyn.report.sweep import p_column
 
 

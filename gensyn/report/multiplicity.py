@@ -13,7 +13,8 @@ the baseline; at p < 0.05 several would be "significant" by chance alone. The re
   - ``macro, <test set>``: the macro-AUC comparisons of the other arms on one test set;
   - ``per finding, <test set>, <arm>``: one arm's per-finding comparisons on one test set.
 
-Stars in the report mark adjusted p < 0.05 only.
+Stars in the report mark adjusted p < 0.05 only; :func:`format_p` prints every p-value of the
+report, never rounding one across 0.05 or 0.01.
 """
 
 from __future__ import annotations
@@ -176,3 +177,25 @@ def assign_families(
         p = rows["p_value"].to_numpy(dtype=np.float64)
         out.loc[rows.index, "p_adjusted"] = p if name == PRIMARY_FAMILY else holm_adjust(p)
     return out
+
+
+#: Thresholds a printed p-value never crosses by rounding.
+P_THRESHOLDS = (0.05, 0.01)
+
+
+def format_p(p: float) -> str:
+    """A p-value as printed: 'p < 0.001', 'p = 0.31', 'p = 0.0496', 'p = n/a' for NaN.
+
+    Two significant digits from 0.1 up, three below, and more where rounding would carry the
+    value across 0.05 or 0.01 (0.04996 prints as 0.04996, never as 0.050).
+    """
+    if not np.isfinite(p):
+        return "p = n/a"
+    if p < 0.001:
+        return "p < 0.001"
+    digits = 2 if p >= 0.1 else 3
+    text = f"{p:.{digits}g}"
+    while digits < 8 and any((p < t) != (float(text) < t) for t in P_THRESHOLDS):
+        digits += 1
+        text = f"{p:.{digits}g}"
+    return f"p = {text}"

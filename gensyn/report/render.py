@@ -20,13 +20,13 @@ import pandas as pd
 from gensyn.report import metrics, multiplicity, plots
 from gensyn.report.glossary import REPORT_TERMS
 from gensyn.report.inference import COVERS_BOTH
+from gensyn.report.multiplicity import format_p
 from gensyn.report.summary import MODEL_KEYS, summarise_test_set
 
 __all__ = [
     "MODEL_KEYS",
     "PRED_KEYS",
     "SCHEDULE_NOTES",
-    "format_p",
     "missing_note",
     "schedule_note",
     "summarise_test_set",
@@ -49,28 +49,6 @@ SCHEDULE_NOTES = {
     "once per epoch; synthetic images were added on top at a fixed share of each batch, so "
     "arms differ only by the synthetic images, and the steps they add).",
 }
-
-
-#: Thresholds a printed p-value never crosses by rounding.
-P_THRESHOLDS = (0.05, 0.01)
-
-
-def format_p(p: float) -> str:
-    """A p-value as printed: 'p < 0.001', 'p = 0.31', 'p = 0.0496', 'p = n/a' for NaN.
-
-    Two significant digits from 0.1 up, three below, and more where rounding would carry the
-    value across 0.05 or 0.01 (0.04996 prints as 0.04996, never as 0.050).
-    """
-    if not np.isfinite(p):
-        return "p = n/a"
-    if p < 0.001:
-        return "p < 0.001"
-    digits = 2 if p >= 0.1 else 3
-    text = f"{p:.{digits}g}"
-    while digits < 8 and any((p < t) != (float(text) < t) for t in P_THRESHOLDS):
-        digits += 1
-        text = f"{p:.{digits}g}"
-    return f"p = {text}"
 
 
 def schedule_note(schedule: str) -> str:
