@@ -1,16 +1,21 @@
-"""The import structure of gensyn: no cycles anywhere (the core on its own too); science
-packages never import config, run folders, the registry, the CLI or a stage.
+"""The structure of gensyn: no import cycles anywhere (the core on its own too, and none even
+through imports made for type checking only); science packages never import config, run
+folders, the registry, the CLI or a stage; no module imports another's private names; every
+DRR renderer offers the :class:`gensyn.drr.renderers.Renderer` interface.
 
 The graph is read from the source with :mod:`ast` (nothing is imported): every ``import
 gensyn...`` and ``from gensyn... import ...`` at module or function level is an edge; imports
-under ``if TYPE_CHECKING:`` are not (they never run). Importing ``gensyn.a.b`` also runs the
-package ``gensyn.a``, so that is an edge too.
+under ``if TYPE_CHECKING:`` are not (they never run) unless ``type_checking=True`` (a cycle
+through them still ties the two modules' designs together). Importing ``gensyn.a.b`` also
+runs the package ``gensyn.a``, so that is an edge too.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +24,10 @@ PACKAGE = ROOT / "gensyn"
 CORE = ("gensyn.registry", "gensyn.runs", "gensyn.run_context", "gensyn.tracking")
 
 
-def module_name(path: Path) -> str:
-    """``gensyn/tracking/carbon.py`` -> ``gensyn.tracking.carbon`` (a package: its folder)."""
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path | None = None) -> str:
+    """``gensyn/tracking/carbon.py`` -> ``gensyn.tracking.carbon`` (a package: its folder);
+    ``path`` relative to ``root`` (default: the repository)."""
+    parts = list(path.relative_to(ROOT if root is None else root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -33,12 +39,13 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imported(tree: ast.AST, here: str, is_package: bool) -> set[str]:
-    """Every module name an import statement in ``tree`` names (TYPE_CHECKING blocks skipped)."""
+def _imported(tree: ast.AST, here: str, is_package: bool, type_checking: bool = False) -> set[str]:
+    """Every module name an import statement in ``tree`` names (TYPE_CHECKING blocks skipped
+    unless ``type_checking``)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -59,15 +66,16 @@ def _imported(tree: ast.AST, here: str, is_package: bool) -> set[str]:
     return found
 
 
-def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """``{module: gensyn modules it imports}`` for every module of ``package``."""
+def import_graph(package: Path = PACKAGE, type_checking: bool = False) -> dict[str, set[str]]:
+    """``{module: gensyn modules it imports}`` for every module of ``package`` (imports made
+    for type checking only count where ``type_checking``)."""
     # A name `from gensyn.x import y` brings in is an edge only where gensyn.x.y is a module.
     files = {module_name(p): p for p in sorted(package.rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         targets: set[str] = set()
-        for target in _imported(tree, name, path.name == "__init__.py"):
+        for target in _imported(tree, name, path.name == "__init__.py", type_checking):
             parts = target.split(".")
             # the module itself and every package above it (importing a.b.c runs a and a.b),
             # except packages holding the importer: those are already being imported
@@ -136,6 +144,15 @@ def test_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
         ROOT = old
     assert graph["gensyn.c"] == set()
     assert cycles_through(graph, {"gensyn.a"}) == [["gensyn.a", "gensyn.sub.b", "gensyn.a"]]
+    (pkg / "a.py").write_text("from gensyn import c\n")  # c imports a for type checking only
+    (pkg / "sub" / "b.py").write_text("")
+    ROOT = tmp_path
+    try:
+        graph, typed = import_graph(pkg), import_graph(pkg, type_checking=True)
+    finally:
+        ROOT = old
+    assert cycles_through(graph, set(graph)) == []
+    assert cycles_through(typed, {"gensyn.a"}) == [["gensyn.a", "gensyn.c", "gensyn.a"]]
 
 
 def test_no_import_cycle_through_the_core() -> None:
@@ -148,10 +165,191 @@ def test_no_import_cycle_through_the_core() -> None:
     )
 
 
-def test_no_import_cycle_anywhere_in_gensyn() -> None:
-    graph = import_graph()
+@pytest.mark.parametrize("type_checking", [False, True], ids=["at_run_time", "for_typing_too"])
+def test_no_import_cycle_anywhere_in_gensyn(type_checking: bool) -> None:
+    """No cycle of imports that run, nor one that closes through an import made for type
+    checking only (such a pair is one design in two files: put the shared type or protocol
+    where both may import it)."""
+    graph = import_graph(type_checking=type_checking)
     cycles = cycles_through(graph, set(graph))
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# ---- private names stay in their module --------------------------------------------------------
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _package_of(module: str) -> str:
+    return module.rsplit(".", 1)[0]
+
+
+def private_imports(package: Path = PACKAGE) -> list[str]:
+    """Every use of another module's private name in ``package``: ``from gensyn.x import _y``,
+    ``x._y`` on an imported gensyn module, or a private module (``gensyn.p._m``) imported from
+    outside its package ``gensyn.p`` (its siblings may share it)."""
+    files = {module_name(p, package.parent): p for p in sorted(package.rglob("*.py"))}
+    found = []
+    for here, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        is_package = path.name == "__init__.py"
+        aliases: dict[str, str] = {}  # local name -> gensyn module it stands for
+
+        def private_module(target: str, here: str = here) -> bool:
+            parts = target.split(".")
+            return any(
+                _is_private(part) and not here.startswith(".".join(parts[:i]) + ".")
+                for i, part in enumerate(parts)
+                if i > 0
+            )
+
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(package.parent)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("gensyn"):
+                        aliases[alias.asname or alias.name.split(".")[0]] = alias.name
+                        if private_module(alias.name):
+                            found.append(f"{where}: import {alias.name}")
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".") if is_package else here.split(".")[:-1]
+                    anchor = anchor[: len(anchor) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                if not base.startswith("gensyn"):
+                    continue
+                if private_module(base):
+                    found.append(f"{where}: from {base} import ...")
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in files:
+                        aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+                    if _is_private(alias.name) and base != here:
+                        found.append(f"{where}: from {base} import {alias.name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _is_private(node.attr):
+                value = node.value
+                if isinstance(value, ast.Name) and aliases.get(value.id, here) != here:
+                    where = f"{path.relative_to(package.parent)}:{node.lineno}"
+                    found.append(f"{where}: {value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """A name one module needs from another is public there (or lives where it belongs)."""
+    found = private_imports()
+    assert not found, "private names used across modules: " + "; ".join(found)
+
+
+def test_private_name_finder_finds_each_kind(tmp_path: Path) -> None:
+    pkg = tmp_path / "gensyn"
+    (pkg / "p").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "p" / "__init__.py").write_text("")
+    (pkg / "p" / "_shared.py").write_text("def helper():\n    pass\n")
+    (pkg / "p" / "a.py").write_text("from gensyn.p._shared import helper\n_seen = 1\n")
+    (pkg / "b.py").write_text(
+        "from gensyn.p.a import _seen\n"
+        "import gensyn.p.a as mod\n"
+        "x = mod._seen\n"
+        "from gensyn.p import _shared\n"
+        "from . import b\n"
+    )
+    found = private_imports(pkg)
+    assert sorted(f.split(": ", 1)[1] for f in found) == [
+        "from gensyn.p import _shared",
+        "from gensyn.p.a import _seen",
+        "mod._seen",
+    ]
+    assert all(f.startswith("gensyn/b.py:") for f in found)  # a.py may use its sibling
+
+
+# ---- every DRR renderer offers the Renderer interface ------------------------------------------
+def signature_mismatches(cls: type, protocol: type) -> list[str]:
+    """How ``cls`` fails to offer ``protocol``'s methods as the protocol may call them: each
+    parameter at its position (or, keyword-only, by name), a default wherever the protocol has
+    one, and any further parameter of ``cls`` optional (attributes: ``isinstance``)."""
+    P = inspect.Parameter
+    problems = []
+    for name, want_fn in vars(protocol).items():
+        if name.startswith("_") or not callable(want_fn):
+            continue
+        have_fn = getattr(cls, name, None)
+        if not callable(have_fn):
+            problems.append(f"{cls.__name__} has no method {name}")
+            continue
+        want = list(inspect.signature(want_fn).parameters.values())
+        have = inspect.signature(have_fn).parameters
+        by_position = [
+            p.name for p in have.values() if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
+        ]
+        for i, p in enumerate(want):
+            q = have.get(p.name)
+            at_i = by_position[i] if i < len(by_position) else None
+            if p.kind is P.POSITIONAL_OR_KEYWORD and at_i != p.name:
+                problems.append(f"{cls.__name__}.{name} lacks positional parameter {i} {p.name!r}")
+            elif p.kind is P.KEYWORD_ONLY and (q is None or q.kind is P.POSITIONAL_ONLY):
+                problems.append(f"{cls.__name__}.{name} lacks keyword parameter {p.name!r}")
+            elif q is not None and p.default is not P.empty and q.default is P.empty:
+                problems.append(f"{cls.__name__}.{name}: {p.name!r} needs a default")
+        names = {p.name for p in want}
+        problems += [
+            f"{cls.__name__}.{name}: extra parameter {q.name!r} needs a default"
+            for q in have.values()
+            if q.name not in names
+            and q.default is P.empty
+            and q.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+        ]
+    return problems
+
+
+def _renderers() -> dict[str, Any]:
+    import numpy as np
+
+    from gensyn.drr.physics import PhysicsConfig
+    from gensyn.drr.renderers import PROJECTORS, renderer_for
+
+    hu, affine = np.full((4, 5, 6), -1000.0, np.float32), np.diag([2.0, 2.0, 3.0, 1.0])
+    # DeepDRR's renderer writes its exchange files into a temporary folder of its own
+    return {name: renderer_for(name, hu, affine, PhysicsConfig(), "cpu") for name in PROJECTORS}
+
+
+def test_both_renderers_offer_the_renderer_protocol() -> None:
+    """DrrRenderer and DeepDrrRenderer have every member of Renderer, callable as it says
+    (mypy checks the types: renderer_for returns both as a Renderer)."""
+    from gensyn.drr.deepdrr_adapter import DeepDrrRenderer
+    from gensyn.drr.render import DrrRenderer
+    from gensyn.drr.renderers import Renderer
+
+    made = _renderers()
+    assert {type(r) for r in made.values()} == {DrrRenderer, DeepDrrRenderer}
+    for renderer in made.values():
+        assert isinstance(renderer, Renderer)  # every member present, attributes included
+        assert renderer.prepare([], None) is renderer  # nothing to prepare for no pose
+        assert signature_mismatches(type(renderer), Renderer) == []
+
+
+def test_signature_check_names_what_a_renderer_lacks() -> None:
+    from gensyn.drr.renderers import Renderer
+
+    class Partial:
+        physics = None
+
+        def prepare(self, poses, geometry):  # no method
+            return self
+
+        def render(self, poses, geometry, method="auto", step_mm=None, max_samples=1, flip=0,
+                   *, extra):  # fmt: skip
+            return None
+
+    # isinstance with a runtime-checkable protocol looks at member names only: hence the check
+    assert isinstance(Partial(), Renderer)
+    assert signature_mismatches(Partial, Renderer) == [
+        "Partial.prepare lacks positional parameter 3 'method'",
+        "Partial.render lacks keyword parameter 'seed'",
+        "Partial.render lacks keyword parameter 'as_tensor'",
+        "Partial.render: extra parameter 'extra' needs a default",
+    ]
 
 
 SCIENCE = (

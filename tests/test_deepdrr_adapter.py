@@ -151,8 +151,8 @@ def test_projector_deepdrr_config_maps_to_settings(compose) -> None:
 
 
 def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) -> None:
-    from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.drr.render import DrrRenderer
+    from gensyn.drr.renderers import renderer_for
 
     hu, affine = _small_ct()
     physics = PhysicsConfig()

@@ -219,7 +219,7 @@ def test_gpu_kernels_launch_plan_on_the_cpu():
     the kernel's channels, spectrum weights, detector walk, result scatter), built on the CPU:
     poses of two dominant axes land in their rows of the output, thread order by ``fast``."""
     from gensyn.drr.fused import axis_launch
-    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.projector import poses_by_axis, rays_in_voxels
     from gensyn.drr.render import DrrRenderer
 
     hu = np.full((20, 24, 16), 40.0, np.float32)
@@ -227,8 +227,8 @@ def test_gpu_kernels_launch_plan_on_the_cpu():
     geometry = CarmGeometry(1020.0, 530.0, 10, 12, 8.0)
     poses = [CarmPose(0, 0), CarmPose(0, 90), CarmPose(5, 0)]  # PA twice, one lateral
     rays = make_rays(poses, geometry, hu.shape, renderer.affine)
-    voxel = _to_voxel(rays, renderer.affine)
-    groups = list(_poses_by_axis(rays, *voxel))
+    voxel = rays_in_voxels(rays, renderer.affine)
+    groups = list(poses_by_axis(rays, *voxel))
     assert sorted(len(g[3]) for g in groups) == [1, 2]
     out = torch.zeros(3, 10, 12)
     table = renderer.table

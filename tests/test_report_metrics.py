@@ -1,12 +1,18 @@
-"""AUC, bootstrap CI and paired comparison against scikit-learn and hand-computed answers."""
+"""AUC, bootstrap CI and paired comparison against scikit-learn and hand-computed answers.
+
+The intervals and comparisons of one test set are those the report computes
+(:func:`gensyn.report.summary.summarise_test_set`, from this module's building blocks).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from gensyn.report import metrics
+from gensyn.report.summary import summarise_test_set
 
 CLASSES = ["a", "b", "c"]
 
@@ -18,6 +24,42 @@ def _toy(n_images: int = 300, n_patients: int = 100, seed: int = 0):
     signal = np.array([1.5, 0.5, 1.0])
     score = 1 / (1 + np.exp(-(y * signal + rng.normal(size=y.shape))))
     return y, score, patients
+
+
+def _preds(y: np.ndarray, patients: np.ndarray, **arms: np.ndarray) -> pd.DataFrame:
+    """A test set's predictions table, one model (fold 0) per arm: ``arm=scores``; the first
+    arm is the baseline ("baseline", source none), the others DRR arms."""
+    frames = []
+    for i, (arm, scores) in enumerate(arms.items()):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "arm": arm,
+                    "source": "none" if i == 0 else "drr",
+                    "views_per_ct": 1 if i == 0 else 5,
+                    "fold": 0,
+                    "test_set": "toy",
+                    "image_id": [f"i{n}" for n in range(len(y))],
+                    "patient_id": [f"p{q}" for q in patients],
+                    **{f"y_{c}": y[:, k] for k, c in enumerate(CLASSES)},
+                    **{f"p_{c}": scores[:, k] for k, c in enumerate(CLASSES)},
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _ci_table(n_images: int, n_patients: int, n_boot: int, seed: int) -> pd.DataFrame:
+    """One arm's AUC and bootstrap interval per class and macro, indexed by class."""
+    y, s, patients = _toy(n_images, n_patients)
+    table = summarise_test_set(_preds(y, patients, baseline=s), CLASSES, n_boot=n_boot, seed=seed)
+    return table.set_index("class")
+
+
+def _delong_variance(y: np.ndarray, s: np.ndarray) -> float:
+    """DeLong's variance of one AUC, S10 / m + S01 / n, from its structural components."""
+    v10, v01 = metrics.delong_components(y, s)
+    return float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)
 
 
 def test_auc_hand_computed_with_ties():
@@ -33,7 +75,8 @@ def test_auc_matches_sklearn_on_rounded_scores():
     s = np.round(s, 1)  # many ties
     for k in range(3):
         assert metrics.roc_auc(y[:, k], s[:, k]) == pytest.approx(roc_auc_score(y[:, k], s[:, k]))
-    assert metrics.macro_auc(y, s) == pytest.approx(roc_auc_score(y, s, average="macro"))
+    macro = metrics.macro_of(metrics.per_class_auc(y, s))
+    assert macro == pytest.approx(roc_auc_score(y, s, average="macro"))
 
 
 def test_auc_undefined_class_is_nan_and_skipped_in_macro():
@@ -41,7 +84,7 @@ def test_auc_undefined_class_is_nan_and_skipped_in_macro():
     s = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.2], [0.7, 0.5]])
     per = metrics.per_class_auc(y, s)
     assert per[0] == pytest.approx(0.75) and np.isnan(per[1])
-    assert metrics.macro_auc(y, s) == pytest.approx(0.75)
+    assert metrics.macro_of(per) == pytest.approx(0.75)
 
 
 def test_weighted_auc_equals_auc_of_repeated_images():
@@ -80,12 +123,18 @@ def test_bootstrap_resamples_whole_patients():
 
 
 def test_ci_contains_point_and_shrinks_with_more_patients():
-    small = metrics.auc_confidence_intervals(*_toy(200, 50), CLASSES, n_boot=400, seed=1)
-    large = metrics.auc_confidence_intervals(*_toy(2000, 500), CLASSES, n_boot=400, seed=1)
+    small = _ci_table(200, 50, n_boot=400, seed=1)
+    large = _ci_table(2000, 500, n_boot=400, seed=1)
+    y, s, _ = _toy(2000, 500)
+    for k, name in enumerate(CLASSES):
+        assert large.loc[name, "auc_mean"] == pytest.approx(roc_auc_score(y[:, k], s[:, k]))
+    assert large.loc["macro", "auc_mean"] == pytest.approx(roc_auc_score(y, s, average="macro"))
     for name in [*CLASSES, "macro"]:
-        assert small[name].ci_low <= small[name].auc <= small[name].ci_high
-        width_small = small[name].ci_high - small[name].ci_low
-        width_large = large[name].ci_high - large[name].ci_low
+        for table in (small, large):
+            assert table.loc[name, "ci_low"] <= table.loc[name, "auc_mean"]
+            assert table.loc[name, "auc_mean"] <= table.loc[name, "ci_high"]
+        width_small = small.loc[name, "ci_high"] - small.loc[name, "ci_low"]
+        width_large = large.loc[name, "ci_high"] - large.loc[name, "ci_low"]
         assert width_large < width_small
 
 
@@ -96,14 +145,15 @@ def test_ci_width_agrees_with_delong_for_independent_images():
     reps = metrics.bootstrap_auc_replicates(y, [s], patients, n_boot=1000, seed=0)[0]
     for k in range(3):
         sd_boot = np.nanstd(reps[:, k])
-        sd_delong = np.sqrt(metrics.delong_variance(y[:, k], s[:, k]))
+        sd_delong = np.sqrt(_delong_variance(y[:, k], s[:, k]))
         assert sd_boot == pytest.approx(sd_delong, rel=0.12)
 
 
 def test_same_seed_same_ci():
-    a = metrics.auc_confidence_intervals(*_toy(), CLASSES, n_boot=100, seed=7)
-    b = metrics.auc_confidence_intervals(*_toy(), CLASSES, n_boot=100, seed=7)
-    assert a == b
+    a = _ci_table(300, 100, n_boot=100, seed=7)
+    pd.testing.assert_frame_equal(a, _ci_table(300, 100, n_boot=100, seed=7))
+    other = _ci_table(300, 100, n_boot=100, seed=8)
+    assert not np.allclose(a["ci_low"], other["ci_low"])
 
 
 def test_delong_components_match_definition():
@@ -115,9 +165,6 @@ def test_delong_components_match_definition():
     v10, v01 = metrics.delong_components(yk, sk)
     np.testing.assert_allclose(v10, psi.mean(axis=1))
     np.testing.assert_allclose(v01, psi.mean(axis=0))
-    # variance from the textbook formula S10/m + S01/n
-    var = psi.mean(axis=1).var(ddof=1) / pos.size + psi.mean(axis=0).var(ddof=1) / neg.size
-    assert metrics.delong_variance(yk, sk) == pytest.approx(var)
 
 
 def test_delong_paired_hand_computed():
@@ -142,15 +189,23 @@ def test_paired_comparison_detects_better_model_and_not_equal_one():
     y, s, patients = _toy(1500, 500, seed=4)
     rng = np.random.default_rng(9)
     better = 1 / (1 + np.exp(-(y * 2.5 + rng.normal(size=y.shape))))
-    res = metrics.paired_comparison(y, better, s, patients, CLASSES, n_boot=500, seed=0)
-    for name in [*CLASSES, "macro"]:
-        r = res[name]
-        assert r.delta == pytest.approx(r.auc_model - r.auc_baseline)
-        assert r.ci_low <= r.delta <= r.ci_high
-    assert res["macro"].ci_low > 0 and res["macro"].p_bootstrap < 0.01
-    assert res["a"].p_delong < 0.01
-    same = metrics.paired_comparison(y, s, s, patients, CLASSES, n_boot=200, seed=0)
-    assert same["macro"].delta == 0 and same["macro"].p_bootstrap == 1.0
+    preds = _preds(y, patients, baseline=s, better=better, same=s.copy())
+    table = summarise_test_set(preds, CLASSES, n_boot=500, seed=0)
+    base = table[table.arm == "baseline"].set_index("class")
+    res = table[table.arm == "better"].set_index("class")
+    for k, name in enumerate([*CLASSES, "macro"]):
+        r = res.loc[name]
+        assert r["delta"] == pytest.approx(r["auc_mean"] - base.loc[name, "auc_mean"])
+        if k < len(CLASSES):
+            truth = roc_auc_score(y[:, k], better[:, k]) - roc_auc_score(y[:, k], s[:, k])
+            assert r["delta"] == pytest.approx(truth)
+        assert r["delta_ci_low"] <= r["delta"] <= r["delta_ci_high"]
+    assert res.loc["macro", "delta_ci_low"] > 0 and res.loc["macro", "p_bootstrap"] < 0.01
+    assert res.loc["macro", "p_value"] < 0.01
+    assert res.loc["a", "p_delong_ensemble"] < 0.01
+    same = table[table.arm == "same"].set_index("class")
+    assert same.loc["macro", "delta"] == 0 and same.loc["macro", "p_bootstrap"] == 1.0
+    assert same.loc["a", "p_bootstrap"] == 1.0
 
 
 # --- corrected resampled t-test across trained models ------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from gensyn import io
-from gensyn.report import render
+from gensyn.report import multiplicity, render
 from gensyn.runs import DONE, run_dir
 
 CLASSES = ["Effusion", "Cardiomegaly"]
@@ -102,8 +102,8 @@ def test_variance_table_from_known_aucs(tmp_path, seeds):
         ]
         macro = rows[(rows.arm == "drr_5") & (rows["class"] == "macro")].iloc[0]
         assert table.iloc[0]["arm"] == "drr_5" and table.iloc[0]["J (models)"] == n_models
-        assert table.iloc[0]["p"] == render.format_p(macro.p_value)
-        assert table.iloc[0]["p, models only"] == render.format_p(macro.p_corrected)
+        assert table.iloc[0]["p"] == multiplicity.format_p(macro.p_value)
+        assert table.iloc[0]["p, models only"] == multiplicity.format_p(macro.p_corrected)
         assert f"| drr_5 | {n_models} | {macro.delta:+.3f} |" in text
         # every table of this test set is headed with its name, images and patients
         head = f"{test_set} ({n_neg + 1} images, {(n_neg + 2) // 2} patients)"
@@ -136,17 +136,17 @@ def test_unpaired_models_are_left_out_and_one_pair_gives_no_test(tmp_path):
 
 
 def test_format_p_and_schedule_note():
-    assert render.format_p(0.0004) == "p < 0.001"
-    assert render.format_p(0.001) == "p = 0.001"
-    assert render.format_p(0.04567) == "p = 0.0457"
-    assert render.format_p(0.0496) == "p = 0.0496"  # never "0.050"
-    assert render.format_p(0.04996) == "p = 0.04996"
-    assert render.format_p(0.0500) == "p = 0.05"
-    assert render.format_p(0.00996) == "p = 0.00996"
-    assert render.format_p(0.3149) == "p = 0.31"
-    assert render.format_p(float("nan")) == "p = n/a"
+    assert multiplicity.format_p(0.0004) == "p < 0.001"
+    assert multiplicity.format_p(0.001) == "p = 0.001"
+    assert multiplicity.format_p(0.04567) == "p = 0.0457"
+    assert multiplicity.format_p(0.0496) == "p = 0.0496"  # never "0.050"
+    assert multiplicity.format_p(0.04996) == "p = 0.04996"
+    assert multiplicity.format_p(0.0500) == "p = 0.05"
+    assert multiplicity.format_p(0.00996) == "p = 0.00996"
+    assert multiplicity.format_p(0.3149) == "p = 0.31"
+    assert multiplicity.format_p(float("nan")) == "p = n/a"
     for p in np.linspace(0.001, 1, 2001):  # printed and true p on the same side of 0.05 and 0.01
-        printed = float(render.format_p(p).split("= ")[1])
+        printed = float(multiplicity.format_p(p).split("= ")[1])
         assert (printed < 0.05) == (p < 0.05) and (printed < 0.01) == (p < 0.01), p
     assert "more optimiser steps" in render.schedule_note("epochs")
     assert "as many optimiser steps" in render.schedule_note("steps")

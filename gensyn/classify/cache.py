@@ -116,7 +116,7 @@ def _open(file: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (other processes writing the same cache wait)."""
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -196,7 +196,7 @@ def writing(
         yield PendingCache(result=ImageCache(file, unique, images, written=False))
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with _lock(folder / f".{key}.lock"):
+    with cache_lock(folder / f".{key}.lock"):
         images = _open(file, shape)  # another process may have written it meanwhile
         if images is not None:
             yield PendingCache(result=ImageCache(file, unique, images, written=False))

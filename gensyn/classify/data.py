@@ -29,7 +29,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing.shared_memory import SharedMemory
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -37,10 +38,33 @@ from PIL import Image
 from gensyn.io import decode_png
 from gensyn.processes import init_worker
 
-if TYPE_CHECKING:
-    from gensyn.classify.cache import ImageCache
-
 DECODE_MODES = ("auto", "threads", "processes")
+
+
+class CachedImages(Protocol):
+    """What a :class:`BatchStream` reads of a decode-once cache (satisfied by
+    :class:`gensyn.classify.cache.ImageCache`, which imports this module)."""
+
+    @property
+    def file(self) -> Path:
+        """The cache's .npy file (worker processes open it by name)."""
+        ...
+
+    @property
+    def images(self) -> np.ndarray:
+        """The cached images: ``uint8`` (n, S, S, 1), memory-mapped."""
+        ...
+
+    @property
+    def image_size_px(self) -> int:
+        """S: the side of the cached images in pixels."""
+        ...
+
+    def row(self, path: str) -> int | None:
+        """Row of ``path`` in ``images``, or None if the file is not in this cache."""
+        ...
+
+
 #: ``decode="auto"`` uses processes from this many workers on.
 AUTO_PROCESS_WORKERS = 4
 
@@ -190,7 +214,7 @@ class BatchStream:
         prefetch_batches: int = 4,
         augment: bool = False,
         decode: str = "auto",
-        cache: Sequence[ImageCache] = (),
+        cache: Sequence[CachedImages] = (),
     ) -> None:
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(labels)} label rows")

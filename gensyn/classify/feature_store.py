@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gensyn import io
-from gensyn.classify.cache import DISK_MARGIN_BYTES, _lock, cache_key
+from gensyn.classify.cache import DISK_MARGIN_BYTES, cache_key, cache_lock
 from gensyn.classify.data import BatchStream
 from gensyn.classify.predict import padded_batches
 from gensyn.classify.prefix import PrefixSplit, numpy_dtype
@@ -288,7 +288,7 @@ def block_of(
             "no cache folder is set (classifier.cache=off)"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    with _lock(folder / f".{key}.lock"):
+    with cache_lock(folder / f".{key}.lock"):
         on_disk = _open_file(file, len(paths), split)
         if on_disk is None:
             for stale in folder.glob(f".{file.name}.*{io.PARTIAL_SUFFIX}.npy"):

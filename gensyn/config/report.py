@@ -59,7 +59,7 @@ class ReportConfig:
     # runs), e.g. ["carm_pose.alpha_range_deg=[-5,5],[-10,10],[-20,20]", "seed=0,1,2"].
     sweep: list[str] = field(default_factory=list)
     n_bootstrap: int = bounded(2000, ge=1)
-    ci_level: float = bounded(0.95, gt=0, lt=1)
+    ci_level: float = bounded(0.95, ge=0, lt=1)
     # The primary comparison: metric (macro or a finding), test_set (external | internal |
     # a test set's name), arm (a sampling option). Not in the grid: the nearest is taken.
     primary: PrimaryComparison = field(default_factory=PrimaryComparison)

@@ -3,7 +3,9 @@
 Public API: :func:`render_drrs` with :class:`CarmPose`, :class:`CarmGeometry`,
 :class:`PhysicsConfig` (or ``preset("pa_chest")``); :class:`DrrRenderer` to
 render many pose batches of one CT; :func:`to_image` (8/16-bit), :func:`window_level`,
-:func:`pose_set`. Conventions: docs/conventions.md.
+:func:`pose_set`. Every renderer (GENSYN's, DeepDRR's) offers
+:class:`gensyn.drr.renderers.Renderer`; :func:`gensyn.drr.renderers.renderer_for` picks one
+by projector name. Conventions: docs/conventions.md.
 """
 
 from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmGeometry, CarmPose, project_points

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gensyn.drr.deepdrr_adapter import DeepDrrSettings
+from gensyn.drr.renderers import Renderer, renderer_for
 from gensyn.pipeline_io import InOrderSlots, StageTimer
 
 __all__ = ["DEVICE_PREFETCH_CTS", "PNG_COMPRESS_LEVEL", "BatchSettings", "CtJob", "render_cts"]
@@ -73,7 +74,7 @@ class _LoadedCt:
     """A CT read and prepared by a loader: its renderer, or why its volume could not be read."""
 
     job: CtJob
-    renderer: Any = None
+    renderer: Renderer | None = None
     error: str | None = None
 
 
@@ -89,7 +90,6 @@ def _loader(
     and build the material density volumes its views need."""
     import numpy as np
 
-    from gensyn.drr.deepdrr_adapter import renderer_for
     from gensyn.io import read_nifti
 
     s = settings
@@ -112,26 +112,26 @@ def _loader(
 
 
 def _render(
-    renderer: Any, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool
+    renderer: Renderer, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool
 ) -> tuple[list[Any], list[Any]]:
     """One CT's views rendered in pose batches (noise seeded per (seed, CT, view)), windowed
     into images where they were rendered: (uint8/16 images, float DRRs if ``save_float``)."""
-    from gensyn.drr.render import DrrRenderer, to_images, view_noise_seed
+    from gensyn.drr.render import to_images, view_noise_seed
 
     images: list[Any] = []
     floats: list[Any] = []
-    extra: dict[str, Any] = {"as_tensor": True} if isinstance(renderer, DrrRenderer) else {}
     for start in range(0, len(job.views), p.batch_poses):
         batch = job.views[start : start + p.batch_poses]
         poses = [v.pose for v in batch]
-        if noisy:
-            extra["seed"] = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch]
-        drrs = renderer.render(poses, geometry, p.method, p.step_mm, p.max_samples, **extra)
+        seed = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch] if noisy else None
+        drrs = renderer.render(
+            poses, geometry, p.method, p.step_mm, p.max_samples, seed=seed, as_tensor=True
+        )
         batch_images = to_images(drrs, p.bit_depth, tuple(p.window_percentiles))
         _refuse_degenerate(job, batch, drrs, batch_images)
         images.extend(batch_images)
         if p.save_float:
-            floats.extend(drrs.cpu().numpy() if hasattr(drrs, "cpu") else drrs)
+            floats.extend(drrs.cpu().numpy())
     return images, floats
 
 
@@ -226,9 +226,9 @@ def render_cts(
         with BackgroundWriter(workers, 2 * max(1, workers) * views_per_ct, timer) as writer:
             for item in timer.timed("wait_input", loaded):
                 job, renderer = item.job, item.renderer
-                if item.error is not None:
+                if renderer is None:  # the loader could not read this CT
                     log.warning("drr: skipping %s: %s", job.ct_id, item.error)
-                    failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": item.error})  # fmt: skip
+                    failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": str(item.error)})  # fmt: skip
                 else:
                     with timer.time("compute"):
                         images, floats = _render(renderer, job, p, geometry, physics.photon_count > 0)  # fmt: skip

@@ -61,7 +61,6 @@ __all__ = [
     "deepdrr_camera",
     "project_points_deepdrr",
     "render_drrs_deepdrr",
-    "renderer_for",
 ]
 
 WORKER = Path(__file__).with_name("deepdrr_worker.py")
@@ -277,17 +276,21 @@ class DeepDrrRenderer:
         step_mm: float | None = None,
         max_samples: int | None = None,
         *,
+        seed: int | Sequence[int] | None = None,
+        as_tensor: bool = False,
         timing_repeats: int = 0,
-    ) -> np.ndarray:
+    ) -> Any:
         """Render one DRR per pose with DeepDRR, in GENSYN's output convention.
 
-        Called like :meth:`gensyn.drr.render.DrrRenderer.render`; ``method``,
-        ``step_mm`` and ``max_samples`` belong to GENSYN's projector and are ignored
-        (DeepDRR marches rays at ``settings.step_voxels``).
+        Called like :meth:`gensyn.drr.render.DrrRenderer.render` (the
+        :class:`gensyn.drr.renderers.Renderer` interface); ``method``, ``step_mm`` and
+        ``max_samples`` belong to GENSYN's projector and are ignored (DeepDRR marches rays
+        at ``settings.step_voxels``), as is ``seed``: the images are noise-free.
 
         Args:
             poses: C-arm poses (isocentre default = volume centre).
             geometry: detector and distances.
+            as_tensor: return a CPU torch tensor instead of a numpy array.
             timing_repeats: extra timed renders of all poses (benchmarks); timings
                 land in ``self.last_run``.
         Returns:
@@ -329,9 +332,12 @@ class DeepDrrRenderer:
         with np.load(job["output_npz"]) as out:
             intensity = out["intensity_kev"] / float(out["open_field_kev"])
         intensity = np.clip(intensity.astype(np.float32), 1e-12, None)
-        if self.physics.output == "line_integral":
-            return -np.log(intensity)
-        return intensity
+        drrs = -np.log(intensity) if self.physics.output == "line_integral" else intensity
+        if as_tensor:
+            import torch  # GENSYN's environment has it; the worker's need not
+
+            return torch.from_numpy(drrs)
+        return drrs
 
 
 def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict[str, Any]:
@@ -368,34 +374,6 @@ def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict
     report = json.loads(job_path.with_name("images.json").read_text())
     report["wall_s"] = time.perf_counter() - start
     return report
-
-
-PROJECTORS = ("torch", "deepdrr")
-
-
-def renderer_for(
-    name: str,
-    volume_hu,
-    affine: np.ndarray,
-    physics: PhysicsConfig,
-    device: str,
-    deepdrr: DeepDrrSettings | None = None,
-):
-    """The renderer called ``name`` (the ``projector`` group's name), both called as
-    ``.prepare(poses, geometry, method)`` (optional: material volumes built ahead, e.g. on a
-    loader thread) and ``.render(poses, geometry, method, step_mm, max_samples)``: GENSYN's
-    :class:`~gensyn.drr.render.DrrRenderer` (``torch``) or :class:`DeepDrrRenderer`
-    (``deepdrr`` with ``deepdrr`` settings, default ``DeepDrrSettings()``; ``device`` is
-    DeepDRR's GPU 0; it writes its volumes when made)."""
-    if name == "torch":
-        from gensyn.drr.render import DrrRenderer
-
-        return DrrRenderer(volume_hu, affine, physics, device)
-    if name == "deepdrr":
-        return DeepDrrRenderer(
-            volume_hu, affine, physics, DeepDrrSettings() if deepdrr is None else deepdrr
-        )
-    raise ValueError(f"projector.name={name!r}; allowed: {list(PROJECTORS)}")
 
 
 def render_drrs_deepdrr(

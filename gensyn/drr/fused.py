@@ -312,7 +312,7 @@ def render(
     import torch
     import triton
 
-    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.projector import poses_by_axis, rays_in_voxels
 
     if fast not in FAST_AXES:
         raise ValueError(f"fused projector: fast={fast!r}; allowed: {FAST_AXES}")
@@ -322,9 +322,9 @@ def render(
     if unroll not in (1, 2, 4):
         raise ValueError(f"fused projector: unroll={unroll}; allowed: 1, 2, 4")
     nc = _channels(volume.channels)
-    voxel = _to_voxel(rays, affine)
+    voxel = rays_in_voxels(rays, affine)
     out = None
-    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, *voxel):
+    for axis, p_ax, q_ax, poses in poses_by_axis(rays, *voxel):
         packed = _packed(volume, axis, p_ax, q_ax, half, pairs)
         dev = packed.device
         if packed.numel() >= 2**31:
@@ -382,7 +382,7 @@ def axis_launch(
     axes: tuple[int, int, int], poses: list[int], fast: str, channels: int, out: Any,
 ) -> AxisLaunch:  # fmt: skip
     """The :class:`AxisLaunch` of ``poses`` (indices into ``rays``) whose dominant voxel axis
-    is ``axes[0]`` (in-plane ``axes[1:]``); ``voxel`` is :func:`_to_voxel` of the rays,
+    is ``axes[0]`` (in-plane ``axes[1:]``); ``voxel`` is :func:`rays_in_voxels` of the rays,
     ``out`` the (B, H, W) output on the kernel's device."""
     import torch
 
@@ -415,9 +415,9 @@ def prepare(
     volume: Any, affine: np.ndarray, rays: Any, half: bool = True, pairs: bool = False
 ) -> None:
     """Build the packed volume layouts :func:`render` of ``rays`` reads (cached in ``volume``)."""
-    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.projector import poses_by_axis, rays_in_voxels
 
-    for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, affine)):
+    for axis, p_ax, q_ax, _ in poses_by_axis(rays, *rays_in_voxels(rays, affine)):
         _packed(volume, axis, p_ax, q_ax, half, pairs)
 
 

@@ -26,7 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METHODS", "ChannelVolume", "RaySet", "line_integrals"]
+__all__ = [
+    "METHODS",
+    "ChannelVolume",
+    "RaySet",
+    "line_integrals",
+    "poses_by_axis",
+    "rays_in_voxels",
+]
 
 METHODS = ("joseph", "trilinear")
 
@@ -88,8 +95,9 @@ class RaySet:
         return len(self.source)
 
 
-def _to_voxel(rays: RaySet, affine: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Sources, pixel origins and pixel steps in voxel index coordinates."""
+def rays_in_voxels(rays: RaySet, affine: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rays in voxel index coordinates: (sources, pixel origins, column steps, row steps),
+    each (B, 3), mapped through the inverse of the 4x4 NIfTI ``affine``."""
     inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
     lin, off = inv[:3, :3], inv[:3, 3]
     src = rays.source @ lin.T + off
@@ -137,7 +145,7 @@ def line_integrals(
         raise ValueError(f"projector method {method!r}; allowed: {METHODS}")
     if isinstance(volume, torch.Tensor):
         volume = ChannelVolume.from_tensor(volume)
-    src_v, org_v, dcol_v, drow_v = _to_voxel(rays, affine)
+    src_v, org_v, dcol_v, drow_v = rays_in_voxels(rays, affine)
     if method == "trilinear":
         spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
         step = float(spacing.min()) if step_mm is None else float(step_mm)
@@ -157,7 +165,7 @@ def _dominant_axis(src, org, dcol, drow, rows: int, cols: int) -> int:
     return int(np.argmax(np.abs(center - src)))
 
 
-def _poses_by_axis(
+def poses_by_axis(
     rays: RaySet, src_v, org_v, dcol_v, drow_v
 ) -> list[tuple[int, int, int, list[int]]]:
     """Poses grouped by the voxel axis their central ray advances most along.
@@ -181,7 +189,7 @@ def _poses_by_axis(
 
 def _joseph(volume: ChannelVolume, rays, src_v, org_v, dcol_v, drow_v, max_samples) -> torch.Tensor:
     out = None
-    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
+    for axis, p_ax, q_ax, poses in poses_by_axis(rays, src_v, org_v, dcol_v, drow_v):
         # slices along ``axis``; in-plane axes (p, q) map to grid (x -> q, y -> p)
         slices = volume.layout((axis, p_ax, q_ax))  # (S, C, P, Q)
         dev = slices.device

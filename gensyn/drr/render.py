@@ -177,7 +177,7 @@ class DrrRenderer:
         """
         import gensyn.drr.fused as fused
         import gensyn.drr.texture as texture
-        from gensyn.drr.projector import _poses_by_axis, _to_voxel
+        from gensyn.drr.projector import poses_by_axis, rays_in_voxels
 
         method = self.resolve_method(method)
         if len(poses) == 0:
@@ -192,7 +192,7 @@ class DrrRenderer:
         if method == "texture":
             texture.prepare(self.volume, self.affine, rays)
             return self
-        for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, self.affine)):
+        for axis, p_ax, q_ax, _ in poses_by_axis(rays, *rays_in_voxels(rays, self.affine)):
             self.volume.layout((axis, p_ax, q_ax))
         return self
 

@@ -209,9 +209,9 @@ def _build(volume: Any, perm: tuple[int, int, int], half: bool) -> _Layers:
 
 def prepare(volume: Any, affine: np.ndarray, rays: Any, half: bool = True) -> None:
     """Build the layered textures :func:`render` of ``rays`` reads (cached in ``volume``)."""
-    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.projector import poses_by_axis, rays_in_voxels
 
-    for axis, p_ax, q_ax, _ in _poses_by_axis(rays, *_to_voxel(rays, affine)):
+    for axis, p_ax, q_ax, _ in poses_by_axis(rays, *rays_in_voxels(rays, affine)):
         _layers(volume, axis, p_ax, q_ax, half)
 
 
@@ -236,13 +236,13 @@ def render(
     import torch
 
     from gensyn.drr.fused import FAST_AXES, axis_launch
-    from gensyn.drr.projector import _poses_by_axis, _to_voxel
+    from gensyn.drr.projector import poses_by_axis, rays_in_voxels
 
     if fast not in FAST_AXES:
         raise ValueError(f"texture projector: fast={fast!r}; allowed: {FAST_AXES}")
-    voxel = _to_voxel(rays, affine)
+    voxel = rays_in_voxels(rays, affine)
     out = None
-    for axis, p_ax, q_ax, poses in _poses_by_axis(rays, *voxel):
+    for axis, p_ax, q_ax, poses in poses_by_axis(rays, *voxel):
         layers = _layers(volume, axis, p_ax, q_ax, half)  # refuses > 4 materials
         dev = layers.device
         if out is None:

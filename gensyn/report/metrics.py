@@ -1,5 +1,7 @@
-"""ROC AUC, patient-level bootstrap confidence intervals and paired comparisons of models.
+"""ROC AUC, patient-level bootstrap replicates, DeLong's paired test, the corrected t-test.
 
+The building blocks of the report's statistics: :mod:`gensyn.report.summary` assembles them
+into per-arm intervals and comparisons with the baseline (with :mod:`gensyn.report.inference`).
 All functions take arrays and return numbers or tables; nothing here reads files.
 
 Conventions
@@ -57,12 +59,6 @@ def per_class_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     if yt.shape != ys.shape:
         raise ValueError(f"y_true shape {yt.shape} differs from y_score shape {ys.shape}")
     return np.array([roc_auc(yt[:, k], ys[:, k]) for k in range(yt.shape[1])])
-
-
-def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Mean of the per-class AUCs over classes where the AUC is defined (NaN if none is)."""
-    aucs = per_class_auc(y_true, y_score)
-    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
 # --- weighted AUC: the engine of the bootstrap -------------------------------------------
@@ -160,122 +156,6 @@ def bootstrap_auc_replicates(
     return out
 
 
-def _macro(per_class: np.ndarray) -> np.ndarray:
-    """Mean over the last axis ignoring NaN (NaN where all are NaN)."""
-    finite = np.isfinite(per_class)
-    total = np.where(finite, per_class, 0.0).sum(axis=-1)
-    n = finite.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
-def _percentile_ci(reps: np.ndarray, level: float) -> tuple[float, float]:
-    finite = reps[np.isfinite(reps)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-@dataclass(frozen=True)
-class AucWithCi:
-    """An AUC with its patient-level bootstrap percentile confidence interval."""
-
-    auc: float
-    ci_low: float
-    ci_high: float
-
-
-def auc_confidence_intervals(
-    y_true: np.ndarray,
-    y_score: np.ndarray,
-    patient_ids: np.ndarray,
-    class_names: Sequence[str],
-    n_boot: int = DEFAULT_N_BOOTSTRAP,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, AucWithCi]:
-    """Per-class and macro ("macro") AUC with patient-level bootstrap percentile CIs."""
-    point = per_class_auc(y_true, y_score)
-    reps = bootstrap_auc_replicates(y_true, [y_score], patient_ids, n_boot, seed)[0]
-    result = {}
-    for k, name in enumerate(class_names):
-        result[name] = AucWithCi(float(point[k]), *_percentile_ci(reps[:, k], level))
-    macro_point = float(_macro(point[None, :])[0])
-    result["macro"] = AucWithCi(macro_point, *_percentile_ci(_macro(reps), level))
-    return result
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """AUC difference (model minus baseline) with bootstrap CI and two p-values."""
-
-    auc_model: float
-    auc_baseline: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    p_bootstrap: float
-    p_delong: float  # NaN for the macro AUC (DeLong is per class)
-
-
-def _bootstrap_p(diff_reps: np.ndarray) -> float:
-    """Two-sided bootstrap p-value for 'no difference': 2 × the smaller tail mass at 0."""
-    d = diff_reps[np.isfinite(diff_reps)]
-    if d.size == 0:
-        return float("nan")
-    tail = min((d <= 0).mean(), (d >= 0).mean())
-    return float(min(1.0, 2.0 * tail))
-
-
-def paired_comparison(
-    y_true: np.ndarray,
-    y_score_model: np.ndarray,
-    y_score_baseline: np.ndarray,
-    patient_ids: np.ndarray,
-    class_names: Sequence[str],
-    n_boot: int = DEFAULT_N_BOOTSTRAP,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, PairedComparison]:
-    """Compare a model to a baseline on the same test images, per class and macro.
-
-    The paired bootstrap resamples patients and scores both models on each replicate, so the
-    CI of the difference accounts for the two models' correlation. DeLong's test (image level,
-    it assumes independent images) is given per class as a second opinion.
-    """
-    reps = bootstrap_auc_replicates(
-        y_true, [y_score_model, y_score_baseline], patient_ids, n_boot, seed
-    )
-    a_model, a_base = per_class_auc(y_true, y_score_model), per_class_auc(y_true, y_score_baseline)
-    yt = _as_2d(y_true)
-    sm, sb = _as_2d(y_score_model), _as_2d(y_score_baseline)
-    result = {}
-    for k, name in enumerate(class_names):
-        diff = reps[0, :, k] - reps[1, :, k]
-        p_delong = delong_paired_test(yt[:, k], sm[:, k], sb[:, k])[1]
-        result[name] = PairedComparison(
-            float(a_model[k]),
-            float(a_base[k]),
-            float(a_model[k] - a_base[k]),
-            *_percentile_ci(diff, level),
-            _bootstrap_p(diff),
-            p_delong,
-        )
-    m_model, m_base = float(_macro(a_model[None])[0]), float(_macro(a_base[None])[0])
-    diff = _macro(reps[0]) - _macro(reps[1])
-    result["macro"] = PairedComparison(
-        m_model,
-        m_base,
-        m_model - m_base,
-        *_percentile_ci(diff, level),
-        _bootstrap_p(diff),
-        float("nan"),
-    )
-    return result
-
-
 # --- DeLong ----------------------------------------------------------------------------
 
 
@@ -321,28 +201,38 @@ def delong_paired_test(
     return z, float(2 * stats.norm.sf(abs(z)))
 
 
-def delong_variance(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """DeLong's estimate of the variance of one model's AUC."""
-    v10, v01 = delong_components(y_true, y_score)
-    return float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)
-
-
-# --- a grid of arms × folds ------------------------------------------------------------
+# --- intervals and p-values of replicates -----------------------------------------------
 
 
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the finite values of ``replicates`` (NaN, NaN if none)."""
-    return _percentile_ci(np.asarray(replicates, dtype=np.float64), level)
+    reps = np.asarray(replicates, dtype=np.float64)
+    finite = reps[np.isfinite(reps)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
 
 
 def bootstrap_p_value(diff_replicates: np.ndarray) -> float:
     """Two-sided bootstrap p-value of 'no difference' (2 × the smaller tail mass at zero)."""
-    return _bootstrap_p(np.asarray(diff_replicates, dtype=np.float64))
+    diffs = np.asarray(diff_replicates, dtype=np.float64)
+    d = diffs[np.isfinite(diffs)]
+    if d.size == 0:
+        return float("nan")
+    tail = min((d <= 0).mean(), (d >= 0).mean())
+    return float(min(1.0, 2.0 * tail))
 
 
 def macro_of(per_class: np.ndarray) -> np.ndarray:
-    """Macro average over the last axis, ignoring NaN classes."""
-    return _macro(np.asarray(per_class, dtype=np.float64))
+    """Macro average over the last axis, ignoring NaN classes (NaN where all are NaN)."""
+    values = np.asarray(per_class, dtype=np.float64)
+    finite = np.isfinite(values)
+    total = np.where(finite, values, 0.0).sum(axis=-1)
+    n = finite.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 # --- comparing arms across trained models (folds × seeds) --------------------------------

@@ -13,7 +13,8 @@ the baseline; at p < 0.05 several would be "significant" by chance alone. The re
   - ``macro, <test set>``: the macro-AUC comparisons of the other arms on one test set;
   - ``per finding, <test set>, <arm>``: one arm's per-finding comparisons on one test set.
 
-Stars in the report mark adjusted p < 0.05 only.
+Stars in the report mark adjusted p < 0.05 only; :func:`format_p` prints every p-value of the
+report, never rounding one across 0.05 or 0.01.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def assign_families(
     return out
 
 
-#: p-values print so that rounding never carries them across these thresholds
+#: Thresholds a printed p-value never crosses by rounding.
 P_THRESHOLDS = (0.05, 0.01)
 
 

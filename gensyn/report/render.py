@@ -27,7 +27,6 @@ __all__ = [
     "MODEL_KEYS",
     "PRED_KEYS",
     "SCHEDULE_NOTES",
-    "format_p",
     "missing_note",
     "schedule_note",
     "summarise_test_set",
@@ -52,7 +51,6 @@ SCHEDULE_NOTES = {
 }
 
 
-#: Thresholds a printed p-value never crosses by rounding.
 def schedule_note(schedule: str) -> str:
     """The report's sentence on the training schedule (``classifier.schedule``)."""
     if schedule not in SCHEDULE_NOTES:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gensyn.report.multiplicity import format_p
+
 
 def format_value(value: Any) -> str:
     """A swept value as the report prints it: ``5``, ``0.5``, ``[-10,10]``, ``grid``."""
@@ -170,8 +172,6 @@ def pretty_table(table: pd.DataFrame, keys: Sequence[str], pct: str = "95%") -> 
 
     A key that does not change an arm's runs reads "any"; the baseline's Δ reads "—".
     """
-    from gensyn.report.multiplicity import format_p
-
     names = short_names(list(keys))
     arms = [
         f"{arm} (baseline)" if base and arm != "baseline" else arm
