@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -488,3 +488,24 @@ def write_nifti(path: str | os.PathLike[str], volume: np.ndarray, affine: np.nda
             nib.save(img, tmp.with_name(tmp.name + ".nii"))
             os.replace(tmp.with_name(tmp.name + ".nii"), tmp)
     return Path(path)
+
+
+def with_column_titles(grid: np.ndarray, titles: Sequence[str], font_px: int = 0) -> np.ndarray:
+    """``grid`` (uint8, H x W) under a white header row with ``titles`` centred over equal columns.
+
+    The header is ``font_px + 8`` pixels tall (``font_px`` 0: about a twentieth of the width,
+    12 to 24 px), black text; the result is that much taller than ``grid``.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not titles:
+        return grid
+    width = grid.shape[1]
+    size = font_px or int(np.clip(width // 20, 12, 24))
+    font = ImageFont.load_default(size=size)
+    header = Image.new("L", (width, size + 8), 255)
+    draw = ImageDraw.Draw(header)
+    column = width / len(titles)
+    for j, title in enumerate(titles):
+        draw.text(((j + 0.5) * column, 4), str(title), fill=0, font=font, anchor="ma")
+    return np.concatenate([np.asarray(header, np.uint8), grid.astype(np.uint8)], axis=0)

@@ -25,9 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# the arms' names and checks are study facts, shared with the report and tracking
+from gensyn.study import SOURCES, arm_name, check_arm, parse_arm
+
+__all__ = ["SOURCES", "arm_name", "check_arm", "parse_arm"]
+
 log = logging.getLogger(__name__)
 
-SOURCES = ("none", "drr", "synthex")
 #: finding -> column names in CT label tables that mean this finding (lower case).
 CT_LABEL_ALIASES: dict[str, tuple[str, ...]] = {
     "Effusion": ("effusion", "pleural_effusion"),
@@ -36,25 +40,6 @@ CT_LABEL_ALIASES: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("cardiomegaly",),
     "Pneumonia": ("pneumonia",),
 }
-
-
-def arm_name(source: str, views_per_ct: int) -> str:
-    """A readable, unique arm name: ``baseline``, ``drr_5``, ``synthex_10`` ..."""
-    check_arm(source, views_per_ct)
-    return "baseline" if source == "none" else f"{source}_{views_per_ct}"
-
-
-def check_arm(source: str, views_per_ct: int, max_views: int | None = None) -> None:
-    """Raise ValueError for an unknown source or an impossible number of views."""
-    if source not in SOURCES:
-        raise ValueError(f"sampling.source must be one of {SOURCES}, got {source!r}")
-    if views_per_ct < 1:
-        raise ValueError(f"sampling.views_per_ct must be >= 1, got {views_per_ct}")
-    if max_views is not None and views_per_ct > max_views:
-        raise ValueError(
-            f"sampling.views_per_ct={views_per_ct} but the CTs have at most {max_views} views "
-            "(centre + angled) in the upstream manifest"
-        )
 
 
 def ct_findings(volumes: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
@@ -153,17 +138,6 @@ def synthetic_training_rows(
             **{f: merged[f].astype(float) for f in findings},
         }
     )
-
-
-def parse_arm(option: str) -> tuple[str, int]:
-    """``(source, views_per_ct)`` of a ``sampling`` option name: none, drr, drr_5, synthex_10 ..."""
-    source, _, views = option.partition("_")
-    try:
-        n = int(views) if views else 1
-    except ValueError:
-        raise ValueError(f"unknown sampling arm {option!r}; e.g. none, drr_5, synthex_10") from None
-    check_arm(source, n)
-    return source, n
 
 
 def resolve_paths(table: pd.DataFrame, root: str | os.PathLike[str]) -> pd.DataFrame:

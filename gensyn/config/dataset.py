@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from omegaconf import II
 
 from gensyn.bounds import bounded
-
-FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
+from gensyn.study import FINDINGS
 
 
 @dataclass

@@ -5,19 +5,7 @@ from dataclasses import dataclass, field
 from gensyn.bounds import bounded
 from gensyn.config.dataset import DatasetConfig
 from gensyn.report.multiplicity import PrimaryComparison
-
-#: The original study's nine arms, as names of options of the ``sampling`` group.
-THESIS_ARMS = (
-    "none",
-    "drr_1",
-    "drr_2",
-    "drr_5",
-    "drr_10",
-    "synthex_1",
-    "synthex_2",
-    "synthex_5",
-    "synthex_10",
-)
+from gensyn.study import THESIS_ARMS
 
 
 @dataclass

@@ -128,7 +128,7 @@ def image_grid(
                 tile = np.asarray(Image.fromarray(tile).resize((w, h), Image.Resampling.BILINEAR))
             y, x = pad_px + i * (h + pad_px), pad_px + j * (w + pad_px)
             grid[y : y + h, x : x + w] = tile
-    from gensyn.report.plots import with_column_titles
+    from gensyn.io import with_column_titles
 
     return with_column_titles(grid, titles)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from gensyn.classify.sampling import arm_name
+from gensyn.study import arm_name
 
 OUTPUT_SUFFIX = "_carbontracker_output.log"
 STD_SUFFIX = "_carbontracker.log"

@@ -32,8 +32,8 @@ from gensyn.data.phantom.anatomy import (
 from gensyn.data.phantom.bones import add_bones, sample_bones
 from gensyn.data.phantom.findings import X_MIDLINE_MM, apply_findings
 from gensyn.data.phantom.shapes import Grid, smooth_noise
+from gensyn.study import FINDINGS
 
-FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
 DEFAULT_SHAPE_VOX = (128, 128, 128)
 DEFAULT_SPACING_MM = (2.8, 2.8, 2.6)  # 358 × 358 × 333 mm: a whole adult chest fits
 

@@ -349,6 +349,6 @@ def contact_sheet(
         sheet[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px] = np.clip(
             img / top * 255, 0, 255
         ).astype(np.uint8)
-    from gensyn.report.plots import with_column_titles
+    from gensyn.io import with_column_titles
 
     return with_column_titles(sheet, [title] if title else [])
