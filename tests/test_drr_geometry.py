@@ -304,18 +304,11 @@ def test_field_of_view_by_projecting_beads(name, seen_mm):
 def test_projector_option_for_a_whole_chest(compose):
     """projector=mobile_carm_wide: the original's C-arm distances and physics, a field of view
     of >= 400 mm at the isocentre (the original's: 234 mm), at the study's image size."""
-    from gensyn.drr.geometry import make_geometry
+    from gensyn.stages.drr import projector_geometry
 
     def geometry(option):
         p = compose("experiment=thesis", f"projector={option}").projector
-        g = make_geometry(
-            p.geometry,
-            p.image_size_px,
-            p.source_to_detector_mm,
-            p.source_to_isocenter_mm,
-            p.detector_size_mm,
-            p.crop_fraction,
-        )
+        g = projector_geometry(p)
         return p, g
 
     p, wide = geometry("mobile_carm_wide")

@@ -120,19 +120,11 @@ def _phantom() -> tuple[np.ndarray, np.ndarray]:
 def _render(cfg: Any) -> np.ndarray:
     """The stage's DRR images of the phantom under ``cfg`` (its own mapping of the config)."""
     from gensyn.drr import pose_set
-    from gensyn.drr.geometry import make_geometry
     from gensyn.drr.render import render_drrs, to_images
-    from gensyn.stages.drr import _physics
+    from gensyn.stages.drr import _physics, projector_geometry
 
     p, pose = cfg.projector, cfg.carm_pose
-    geometry = make_geometry(
-        p.geometry,
-        p.image_size_px,
-        p.source_to_detector_mm,
-        p.source_to_isocenter_mm,
-        p.detector_size_mm,
-        p.crop_fraction,
-    )
+    geometry = projector_geometry(p)
     views = pose_set(pose.mode.value, list(pose.alpha_deg), list(pose.beta_deg), ct_id="x")
     hu, affine = _phantom()
     drrs = render_drrs(hu, affine, [v.pose for v in views], geometry, _physics(p), seed=0)

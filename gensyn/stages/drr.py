@@ -45,6 +45,20 @@ def _physics(p: DictConfig) -> Any:
     return to_settings(p, PhysicsConfig, output="line_integral")
 
 
+def projector_geometry(p: DictConfig) -> Any:
+    """The projector group's C-arm geometry (preset, detector pixels, distances, crop)."""
+    from gensyn.drr.geometry import make_geometry
+
+    return make_geometry(
+        p.geometry,
+        p.image_size_px,
+        p.source_to_detector_mm,
+        p.source_to_isocenter_mm,
+        p.detector_size_mm,
+        p.crop_fraction,
+    )
+
+
 def _volume_columns(volumes: Any, where: Path) -> Any:
     """ct_id, patient_id, path (relative to the convert folder) from a convert table."""
     from gensyn.errors import GensynError
@@ -123,7 +137,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.drr import pose_set
     from gensyn.drr.batch import BatchSettings, CtJob, render_cts
     from gensyn.drr.deepdrr_adapter import DeepDrrSettings
-    from gensyn.drr.geometry import make_geometry
     from gensyn.errors import GensynError
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
@@ -138,14 +151,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     # the CT's findings travel with each image (NaN = unknown), so the manifest stands alone
     labels = ct_findings(volumes, FINDINGS).drop_duplicates("ct_id").set_index("ct_id")
     ct_labels: dict[Any, dict[Any, float]] = labels.astype(float).to_dict("index")
-    geometry = make_geometry(
-        p.geometry,
-        p.image_size_px,
-        p.source_to_detector_mm,
-        p.source_to_isocenter_mm,
-        p.detector_size_mm,
-        p.crop_fraction,
-    )
+    geometry = projector_geometry(p)
     physics = _physics(p)
     device = str(torch_device(str(cfg.device), "drr"))
     physics_cols = {
