@@ -175,11 +175,16 @@ class Deadline:
         return None if self.end is None else self.end - time.monotonic()
 
 
-def launch_until(args: list[str], env: dict[str, str], log: Path, deadline: Deadline) -> tuple[float, bool]:  # fmt: skip
+def launch_until(args: list[str], env: dict[str, str], log: Path, deadline: Deadline, profile: Path | None = None) -> tuple[float, bool]:  # fmt: skip
     """``launch.py ARGS`` (output appended to ``log``) until it ends or the deadline passes;
     (wall seconds, finished). A sweep stopped at the deadline is killed: its finished runs are
-    DONE, the run in progress resumes at its last epoch when the command is run again."""
+    DONE, the run in progress resumes at its last epoch when the command is run again.
+    ``profile``: run it under cProfile, the statistics written there (``.prof``) and, as the
+    40 functions of most own time and of most cumulative time, beside it (``.txt``); a sweep
+    killed at the deadline writes none."""
     left = deadline.left()
+    if profile is not None:
+        left = 1e9 if left is None else left
     if left is None:
         return launch(args, env, log), True
     if left < 30:
@@ -189,8 +194,9 @@ def launch_until(args: list[str], env: dict[str, str], log: Path, deadline: Dead
     with open(log, "a") as fh:
         fh.write(f"\n$ launch.py {' '.join(args)}\n")
         fh.flush()
+        python = [sys.executable] if profile is None else [sys.executable, "-m", "cProfile", "-o", str(profile)]  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "launch.py"), *args], cwd=env["GENSYN_ROOT"], env=env,
+            [*python, str(ROOT / "launch.py"), *args], cwd=env["GENSYN_ROOT"], env=env,
             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -205,7 +211,23 @@ def launch_until(args: list[str], env: dict[str, str], log: Path, deadline: Dead
     if code != 0:
         raise SystemExit(f"launch.py {' '.join(args)} failed ({code}):\n{log.read_text()[-4000:]}")
     print(f"  launch.py {args[:3]}: {wall:.1f} s", flush=True)
+    if profile is not None:
+        write_profile(profile)
     return wall, True
+
+
+def write_profile(profile: Path) -> None:
+    """The 40 functions of most own time and of most cumulative time in ``profile`` (a
+    cProfile file), to ``profile.with_suffix('.txt')``."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(40)
+    profile.with_suffix(".txt").write_text(text.getvalue())
+    print(f"  profile: {profile.with_suffix('.txt')}", flush=True)
 
 
 def record(root: Path, phase: str, wall_s: float, **fields: Any) -> dict[str, Any]:
@@ -283,6 +305,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--mem-fraction", default="0.9", help="XLA_PYTHON_CLIENT_MEM_FRACTION (GPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON of this call's figures")
+    p.add_argument("--profile", default="", help="stages to run under cProfile: classify,predict "
+                   "(<root>/<stage>.prof and .txt; a sweep stopped at the deadline writes none)")
     p.add_argument(
         "--deadline-s", type=float, default=None,
         help="stop the sweep in progress this many seconds after the start (a device call's "
@@ -311,8 +335,9 @@ def main() -> None:
         figures["data"] = record(root, "data", time.perf_counter() - start, prepare_xrays_s=round(wall, 2),
                                  n_real_and_test=a.n_real + a.n_test, n_synthetic_per_source=n_syn)  # fmt: skip
         (root / "DATA_DONE").write_text(json.dumps(figures["data"]))
+    profile = {stage: root / f"{stage}.prof" if stage in a.profile.split(",") else None for stage in ("classify", "predict")}  # fmt: skip
     if "classify" in phases:
-        wall, finished = launch_until(sweep(a, "classify", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline)  # fmt: skip
+        wall, finished = launch_until(sweep(a, "classify", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline, profile["classify"])  # fmt: skip
         done = [s for s in summaries(runs, "classify") if s.get("arm") in {_arm(x) for x in arms}]
         steps = sum(int(s.get("optimizer_steps", 0)) for s in done)
         figures["classify"] = record(
@@ -321,9 +346,12 @@ def main() -> None:
             feature_pass_s=round(sum(float(s.get("time_feature_pass_s", 0)) for s in done), 2),
             feature_bytes_max=max((int(s.get("feature_cache_bytes", 0)) for s in done), default=0),
             feature_where=sorted({str(s.get("feature_cache_where")) for s in done}),
+            run_s={k: round(sum(float(s.get(f"time_{k}_s", 0)) for s in done), 1)
+                   for k in ("setup", "fit", "validate", "checkpoint", "save")},
+            run_duration_s=round(sum(float(s.get("duration_s", 0)) for s in done), 1),
         )  # fmt: skip
     if "predict" in phases:
-        wall, finished = launch_until(sweep(a, "predict", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline)  # fmt: skip
+        wall, finished = launch_until(sweep(a, "predict", arms, folds, [*common, f"classifier.epochs={a.epochs}"]), env, log, deadline, profile["predict"])  # fmt: skip
         done = summaries(runs, "predict")
         images = sum(int(s.get("n_folder_images", 0)) for s in done)
         figures["predict"] = record(

@@ -16,7 +16,8 @@ of a fold the baseline's number), the ``real_images_seen`` and ``synthetic_image
 images fed to the optimiser, counted batch by batch; ``real_times_seen_min/max``: the fewest
 and most times one real image was fed; ``synthetic_per_batch`` under ``real_epochs``), and
 ``image_cache``: whether the decode-once image caches were ``written``, ``used`` (found),
-``off`` or not written (the reason).
+``off`` or not written (the reason). ``time_setup_s``, ``time_fit_s``, ``time_validate_s``,
+``time_checkpoint_s`` and ``time_save_s`` say where this call's seconds went.
 
 ``classifier.cache`` (``auto`` = ``<paths.work_dir>/cache/classify``, ``off``, or a folder)
 holds, in ``images/``, the decode-once image caches (one of the real images, shared by every
@@ -117,6 +118,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     caches = _image_caches(cfg, ctx, train, val, write=not features_expected(cfg))
     result = _train(cfg, ctx, train, val, findings, caches, features)
     ctx.summary.update(result.feature_cache)
+    ctx.summary.update({f"time_{k}_s": v for k, v in result.seconds.items()})
     ctx.summary.update(
         schedule=option_str(c.schedule),
         steps_per_epoch=result.steps_per_epoch,
