@@ -305,8 +305,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--mem-fraction", default="0.9", help="XLA_PYTHON_CLIENT_MEM_FRACTION (GPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON of this call's figures")
-    p.add_argument("--profile", default="", help="stages to run under cProfile: classify,predict "
-                   "(<root>/<stage>.prof and .txt; a sweep stopped at the deadline writes none)")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="stages to run under cProfile: classify,predict "
+        "(<root>/<stage>.prof and .txt; a sweep stopped at the deadline writes none)",
+    )
     p.add_argument(
         "--deadline-s", type=float, default=None,
         help="stop the sweep in progress this many seconds after the start (a device call's "

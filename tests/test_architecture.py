@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +465,101 @@ def test_launch_refuses_a_stage_yaml_without_a_stage(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "segment.yaml names no registered stage" in out, out
+
+
+# ---- stages read as short recipes ----------------------------------------------------------------
+STAGES = PACKAGE / "stages"
+#: a stage's ``run`` fits on one screen (docs/developing.md, ../shared/STYLE.md)
+RUN_MAX_LINES = 60
+#: what a function-level import in a stage module must say: why it is not at the top
+IMPORT_REASON = re.compile(r"#\s*(heavy|optional):\s*\S")
+#: packages whose import takes seconds or needs optional extras: never loaded to list the stages
+HEAVY_PACKAGES = ("torch", "jax", "keras", "scipy", "matplotlib", "sklearn", "cupy", "wandb",
+                  "requests", "label_studio_sdk", "deepdrr")  # fmt: skip
+
+
+def run_lengths(folder: Path = STAGES) -> dict[str, int]:
+    """Lines of each module's top-level ``run`` function (``def`` line to its last line)."""
+    lengths = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "run":
+                assert node.end_lineno is not None
+                lengths[path.stem] = node.end_lineno - node.lineno + 1
+    return lengths
+
+
+def unexplained_imports(folder: Path = STAGES) -> list[str]:
+    """``file:line: import`` of every import inside a function (a nested one too) whose first
+    line lacks a ``# heavy: <what>`` or ``# optional: <what>`` comment."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        tree = ast.parse("\n".join(lines))
+        inside = {
+            id(sub): sub
+            for fn in ast.walk(tree)
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+            for sub in ast.walk(fn)
+            if isinstance(sub, ast.Import | ast.ImportFrom)
+        }
+        for node in sorted(inside.values(), key=lambda n: n.lineno):
+            line = lines[node.lineno - 1]
+            if not IMPORT_REASON.search(line):
+                found.append(f"{path.name}:{node.lineno}: {line.strip()}")
+    return found
+
+
+def test_every_stage_run_fits_on_one_screen() -> None:
+    """A stage's ``run`` is its recipe (inputs, settings, the calls into the science package,
+    outputs); the steps are helpers."""
+    lengths = run_lengths()
+    assert len(lengths) >= 16, f"found only the stages {sorted(lengths)}"
+    long = {name: n for name, n in lengths.items() if n > RUN_MAX_LINES}
+    assert not long, f"stage run() over {RUN_MAX_LINES} lines: {long}"
+
+
+def test_stage_imports_are_at_the_top_unless_heavy_or_optional() -> None:
+    found = unexplained_imports()
+    assert not found, (
+        "imports inside functions of gensyn/stages without '# heavy: <what>' or "
+        "'# optional: <what>' (else move them to the top): " + "; ".join(found)
+    )
+
+
+def test_recipe_checks_find_a_long_run_and_an_unexplained_import(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(RUN_MAX_LINES))
+    (tmp_path / "long.py").write_text(f"def run(cfg, ctx):\n{body}")
+    (tmp_path / "short.py").write_text(
+        "import os\n\n\n"
+        "def run(cfg, ctx):\n"
+        "    import torch  # heavy: torch\n"
+        "    from json import (  # optional: not really\n"
+        "        dumps,\n"
+        "    )\n"
+        "    import math\n"
+        "    def inner():\n"
+        "        import csv  # heavy:\n"
+        "    return os, torch, dumps, math, inner\n"
+    )
+    assert run_lengths(tmp_path) == {"long": RUN_MAX_LINES + 1, "short": 9}
+    assert unexplained_imports(tmp_path) == [
+        "short.py:9: import math",
+        "short.py:11: import csv  # heavy:",
+    ]
+
+
+def test_listing_the_stages_loads_no_heavy_package() -> None:
+    """What the comments promise: every stage module loads without torch, keras/jax, scipy,
+    requests ... (``launch.py`` imports them all to list and check the stages)."""
+    code = (
+        "import sys\n"
+        "from gensyn.registry import load_stages\n"
+        "load_stages()\n"
+        f"print(sorted(p for p in {HEAVY_PACKAGES!r} if p in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]", f"loading the stages imported {out.stdout.strip()}"

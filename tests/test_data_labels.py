@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gensyn.data.ct.labels import read_radchest
+from gensyn.data.ct.labels import attach_ct_labels, read_radchest
 from gensyn.data.label_table import COMMON_COLUMNS, STUDY_LABELS
 from gensyn.data.xray.labels import (
     parse_padchest_labels,
@@ -235,3 +235,28 @@ def test_nih_split_list(tmp_path: Path) -> None:
     path = tmp_path / "test_list.txt"
     path.write_text("00000003_000.png\n00000013_005.png\r\n\n  00000030_001.png \n")
     assert read_image_list(path) == ["00000003_000.png", "00000013_005.png", "00000030_001.png"]
+
+
+def test_attach_ct_labels_joins_by_volume_and_fills_patient_ids_both_ways() -> None:
+    """The label table's patient id wins; the CT's own fills the gaps in both tables; labels
+    of CTs that were not converted are dropped (worked out by hand)."""
+    volumes = pd.DataFrame(
+        {"volume_id": ["ct1", "ct2", "ct3"], "patient_id": ["dicomA", "dicomB", "ct3"]}
+    )
+    labels = pd.DataFrame(
+        {
+            "image_id": ["ct1", "ct2", "gone"],
+            "patient_id": ["p1", None, "p9"],
+            **{k: [1, 0, 1] for k in STUDY_LABELS},
+            "labels": ["all", "", "all"],
+        }
+    )
+    vols, labs = attach_ct_labels(volumes, labels)
+    assert list(vols["patient_id"]) == ["p1", "dicomB", "ct3"]
+    assert list(vols["Effusion"].fillna(-1)) == [1, 0, -1]  # ct3 has no label row
+    assert list(labs["image_id"]) == ["ct1", "ct2"]
+    assert list(labs["patient_id"]) == ["p1", "dicomB"]
+    assert labels["patient_id"].isna().sum() == 1  # the caller's table is not changed
+    # nothing converted: no volume rows, no label rows
+    none, none_labels = attach_ct_labels(pd.DataFrame(), labels)
+    assert none.empty and none_labels.empty

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -13,6 +14,7 @@ from gensyn.data.xray.prep import (
     PrepOptions,
     prepare_image,
     prepare_many,
+    prepare_table,
     read_journal,
     read_xray,
     stored_bits,
@@ -155,3 +157,33 @@ def test_locate_images_direct_and_by_name(tmp_path: Path) -> None:
         str(tmp_path / "images_002" / "images" / "00000013_005.png"),
         None,
     ]
+
+
+def test_prepare_table_keeps_the_prepared_rows_with_their_source_size(tmp_path: Path) -> None:
+    """A listed image whose file was not found is left out silently (the caller lists it),
+    a broken one is returned as failed; MONOCHROME1 rows are inverted; the prepared rows keep
+    their order and gain the source's size and bit depth."""
+    (tmp_path / "in").mkdir()
+    gradient = _gradient(40, 30)
+    a = _save16(tmp_path / "in" / "a.png", gradient)
+    b = _save16(tmp_path / "in" / "b.png", gradient)
+    broken = tmp_path / "in" / "c.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    table = pd.DataFrame(
+        {
+            "image_id": ["a", "missing", "b", "c"],
+            "path": ["images/a.png", "images/missing.png", "images/b.png", "images/c.png"],
+            "photometric": ["MONOCHROME2", "", "MONOCHROME1", ""],
+        }
+    )
+    sources = [str(a), None, str(b), str(broken)]
+    options = PrepOptions(size_px=16, window="bits")
+    done, failed = prepare_table(table, sources, tmp_path, options, tmp_path / "journal.csv")
+    assert list(done["image_id"]) == ["a", "b"]
+    assert list(done["width_px"]) == [30, 30] and list(done["height_px"]) == [40, 40]
+    assert [f["image_id"] for f in failed] == ["c"] and failed[0]["file"] == str(broken)
+    out_a, out_b = (read_image(tmp_path / p) for p in done["path"])
+    # the same source, once inverted: the two outputs add up to full scale everywhere
+    full = np.iinfo(out_a.dtype).max
+    np.testing.assert_array_equal(out_a.astype(int) + out_b.astype(int), full)
+    assert not (tmp_path / "images" / "missing.png").exists()

@@ -10,7 +10,7 @@ import numpy as np
 
 from gensyn.drr.geometry import CarmPose
 
-__all__ = ["POSE_MODES", "View", "pose_set"]
+__all__ = ["POSE_MODES", "PoseSettings", "View", "pose_set"]
 
 POSE_MODES = ("center", "grid", "random")
 
@@ -24,21 +24,29 @@ class View:
     is_center: bool
 
 
-def pose_set(
-    mode: str,
-    alpha_deg: Sequence[float] = (0.0,),
-    beta_deg: Sequence[float] = (0.0,),
-    num_random: int = 9,
-    alpha_range_deg: Sequence[float] = (-10.0, 10.0),
-    beta_range_deg: Sequence[float] = (-10.0, 10.0),
-    seed: int = 0,
-    ct_id: str = "",
-) -> list[View]:
-    """The views to render for one CT (see gensyn/config/carm_pose.py for the modes).
+@dataclass(frozen=True)
+class PoseSettings:
+    """Which C-arm poses to render per CT (the ``carm_pose`` group; modes in
+    gensyn/config/carm_pose.py). Angles in degrees (docs/conventions.md)."""
+
+    mode: str = "center"  # center | grid | random (POSE_MODES)
+    alpha_deg: Sequence[float] = (0.0,)  # center: the one angle; grid: every alpha
+    beta_deg: Sequence[float] = (0.0,)  # center: the one angle; grid: every beta
+    num_random: int = 9  # random: poses drawn besides the centre view
+    alpha_range_deg: Sequence[float] = (-10.0, 10.0)  # random: [low, high] of alpha
+    beta_range_deg: Sequence[float] = (-10.0, 10.0)  # random: [low, high] of beta
+    seed: int = 0  # random: seeds the draws, with the CT id
+
+
+def pose_set(settings: PoseSettings, ct_id: str = "") -> list[View]:
+    """The views to render for CT ``ct_id`` under ``settings``.
 
     ``random`` draws are seeded by (seed, crc32(ct_id)), so a CT gets the same poses in
     every run and different CTs get different poses.
     """
+    mode, alpha_deg, beta_deg = settings.mode, settings.alpha_deg, settings.beta_deg
+    num_random, seed = settings.num_random, settings.seed
+    alpha_range_deg, beta_range_deg = settings.alpha_range_deg, settings.beta_range_deg
     if mode not in POSE_MODES:
         raise ValueError(f"carm_pose.mode={mode!r}; allowed: {POSE_MODES}")
     if mode == "center":

@@ -1,19 +1,27 @@
 """Helpers several stages share (not a stage): config values as plain strings, the
-sampling arm's source and the stages its images come from, the classifier's cache folder and
-feature cache settings, the cross-validation folds of the real training images."""
+sampling arm's source and the stages its images come from, the demo data's branch, the
+listing of left-out items, the classifier's cache folder and feature cache settings, the
+cross-validation folds of the real training images."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from gensyn.data.phantom.demo import DemoSpec
+from gensyn.data.splits import load_or_make_folds
+from gensyn.errors import GensynError
+from gensyn.io import unwritable_reason, write_table
+from gensyn.runs import stage_hash
+
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import pandas as pd
-    from omegaconf import DictConfig
-
-    from gensyn.classify.features import FeatureCacheSettings
-    from gensyn.data.phantom.demo import DemoSpec
+    from gensyn.classify.features import FeatureCacheSettings  # heavy: keras, jax
+    from gensyn.run_context import RunContext
 
 #: stage that provides the synthetic images of each sampling source
 SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}
@@ -53,15 +61,41 @@ def demo_spec(cfg: DictConfig, group: str) -> tuple[DemoSpec, int]:
 
     ``group`` is ``ct_dataset`` for the phantom CTs and ``dataset`` for the simulated X-rays.
     """
-    from omegaconf import OmegaConf
-
-    from gensyn.data.phantom.demo import DemoSpec
-
     plain = OmegaConf.to_container(cfg[group].demo, resolve=True)
     assert isinstance(plain, dict)
     values = {str(k): v for k, v in plain.items()}
     workers = int(values.pop("num_workers", 2))
     return DemoSpec.from_mapping(values, seed=int(cfg.split_seed)), max(1, workers)
+
+
+def run_demo(
+    cfg: DictConfig,
+    ctx: RunContext,
+    group: str,
+    make: Callable[[DemoSpec, Path, int], Mapping[str, Any] | None],
+) -> None:
+    """The demo branch of ``convert`` and ``prepare_xrays``: ``make``
+    (:func:`gensyn.data.phantom.demo.convert` or ``.prepare_xrays``) writes the stage's
+    outputs into its run folder from the demo data of ``<group>.demo``; what it returns goes
+    into the summary."""
+    spec, workers = demo_spec(cfg, group)
+    ctx.summary.update(make(spec, ctx.out_dir, workers) or {})
+
+
+def write_left_out(
+    logger: logging.Logger, path: Path, rows: list[dict[str, Any]], columns: list[str], what: str
+) -> None:
+    """Write the items a stage left out (``rows`` of ``columns``: an id, the file, the reason;
+    only the header when none) to ``path`` and, when there are any, warn once with the first:
+    ``<what> left out (listed in <path>), e.g. <file>: <reason>``. ``what`` holds ``%d`` for
+    their number, e.g. ``"predict: %d unreadable test image(s)"``."""
+    write_table(path, pd.DataFrame(rows, columns=columns))
+    if rows:
+        first = rows[0]
+        logger.warning(
+            what + " left out (listed in %s), e.g. %s: %s",
+            len(rows), path, first[columns[1]], first["reason"],
+        )  # fmt: skip
 
 
 #: classifier.cache values that switch the cache off (YAML reads a bare ``off`` as false)
@@ -72,11 +106,6 @@ def cache_folder(cfg: DictConfig) -> Path | None:
     """The classifier's cache folder (``classifier.cache``: decoded images and JAX's compiled
     programs, shared by classify and predict), or None when off; a folder that cannot be made
     or written is a GensynError."""
-    from pathlib import Path
-
-    from gensyn.errors import GensynError
-    from gensyn.io import unwritable_reason
-
     setting = str(cfg.classifier.cache)
     if setting.lower() in CACHE_OFF:
         return None
@@ -98,11 +127,6 @@ def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
     once, then read by every arm, fold and training seed of ``classify`` and by ``export``, so
     all see one split (the folds are data, drawn with ``split_seed``, not the training seed).
     """
-    from pathlib import Path
-
-    from gensyn.data.splits import load_or_make_folds
-    from gensyn.runs import stage_hash
-
     n_folds, seed = int(cfg.classifier.n_folds), int(cfg.split_seed)
     split_file = (
         Path(cfg.paths.runs_dir)
@@ -115,7 +139,7 @@ def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
 def feature_settings(cfg: DictConfig) -> FeatureCacheSettings | None:
     """The frozen-prefix feature cache's settings (``classifier.feature_cache``), or None when
     off. Features that fit in no memory go to ``<classifier.cache>/features/``."""
-    from gensyn.classify.features import FeatureCacheSettings
+    from gensyn.classify.features import FeatureCacheSettings  # heavy: keras, jax
 
     c = cfg.classifier
     if option_str(c.feature_cache) == "off":

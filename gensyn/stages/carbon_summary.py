@@ -9,9 +9,13 @@ It always runs anew (a collector: not hashed), in a time-stamped folder.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
+from gensyn import io
 from gensyn.registry import stage
+from gensyn.report.page import Page
+from gensyn.tracking.carbon_logs import assumptions, collect, sig_figs, summarise
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -25,12 +29,6 @@ if TYPE_CHECKING:
     hashed=False,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    import math
-
-    from gensyn import io
-    from gensyn.report.page import Page
-    from gensyn.tracking.carbon_logs import assumptions, collect, sig_figs, summarise
-
     runs = collect(cfg.paths.runs_dir, exclude=ctx.out_dir)  # not this run's own logs
     summary = summarise(runs)
     io.write_table(ctx.path("carbon_runs.csv"), runs)

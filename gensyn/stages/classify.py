@@ -37,8 +37,19 @@ once, for its features).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from gensyn import io, preemption
+from gensyn.classify import data as classify_data  # as a module: tests replace its checks
+from gensyn.classify import sampling
+from gensyn.classify.cache import cache_report, describe, open_existing, open_or_build
+from gensyn.config.settings import to_settings
+from gensyn.data.splits import leaking_patients
+from gensyn.devices import jax_device
+from gensyn.errors import GensynError
 from gensyn.registry import stage
 from gensyn.stages._shared import (
     SYNTHETIC_STAGE,
@@ -49,11 +60,10 @@ from gensyn.stages._shared import (
     real_folds,
     source_of,
     upstream_of,
+    write_left_out,
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
@@ -68,13 +78,7 @@ log = logging.getLogger(__name__)
     upstream=upstream_of,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
-    from gensyn.classify import sampling
-    from gensyn.devices import jax_device
-    from gensyn.errors import GensynError
-
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "classify")
-    c = cfg.classifier
     findings = list(cfg.dataset.findings)
     src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     arm = sampling.arm_name(src, views)
@@ -118,9 +122,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     caches = _image_caches(cfg, ctx, train, val, write=not features_expected(cfg))
     result = _train(cfg, ctx, train, val, findings, caches, features)
     ctx.summary.update(result.feature_cache)
-    ctx.summary.update({f"time_{k}_s": v for k, v in result.seconds.items()})
-    ctx.summary.update(
-        schedule=option_str(c.schedule),
+    ctx.summary.update(training_summary(cfg, result))
+
+
+def training_summary(cfg: DictConfig, result: Any) -> dict[str, Any]:
+    """The summary's account of the training (a TrainResult): schedule, steps, images seen,
+    the best epoch and its validation AUCs, the epoch resumed from."""
+    summary = dict(
+        schedule=option_str(cfg.classifier.schedule),
         steps_per_epoch=result.steps_per_epoch,
         optimizer_steps=result.optimizer_steps,
         synthetic_per_batch=result.synthetic_per_batch,
@@ -132,8 +141,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         best_val_macro_auc=result.best_val_macro_auc,
         **{f"best_val_auc_{k}": v for k, v in result.best_val_auc.items()},
     )
+    summary.update({f"time_{k}_s": v for k, v in result.seconds.items()})
     if result.resumed_from_epoch is not None:
-        ctx.summary["resumed_from_epoch"] = result.resumed_from_epoch
+        summary["resumed_from_epoch"] = result.resumed_from_epoch
+    return summary
 
 
 def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-def]
@@ -141,30 +152,20 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
 
     They are listed in ``unreadable_images.csv`` (split, path, reason; empty when none).
     """
-    import pandas as pd
-
-    from gensyn import io
-    from gensyn.classify.data import unreadable_images
-
-    bad = unreadable_images([*train["path"], *val["path"]], workers)
+    bad = classify_data.unreadable_images([*train["path"], *val["path"]], workers)
     rows = [
         {"split": split, "path": path, "reason": bad[path]}
         for split, table in (("train", train), ("val", val))
         for path in table["path"]
         if path in bad
     ]
-    listing = ctx.path("unreadable_images.csv")
-    io.write_table(listing, pd.DataFrame(rows, columns=["split", "path", "reason"]))
+    write_left_out(
+        log, ctx.path("unreadable_images.csv"), rows, ["split", "path", "reason"],
+        "classify: %d unreadable image(s)",
+    )  # fmt: skip
     ctx.summary["n_unreadable_images"] = len(rows)
     if not rows:
         return train, val
-    log.warning(
-        "classify: %d unreadable image(s) left out (listed in %s), e.g. %s: %s",
-        len(rows),
-        listing,
-        rows[0]["path"],
-        rows[0]["reason"],
-    )
     keep = [~t["path"].isin(bad) for t in (train, val)]
     return train[keep[0]].reset_index(drop=True), val[keep[1]].reset_index(drop=True)
 
@@ -176,10 +177,7 @@ def _image_caches(cfg, ctx, train, val, write=True):  # type: ignore[no-untyped-
     A cache that cannot be written (no space) is a warning: training then
     decodes the files every epoch, with the same result.
     """
-    import pandas as pd
-
-    from gensyn.classify.cache import cache_report, describe, open_existing, open_or_build
-    from gensyn.classify.keras_env import use_compilation_cache
+    from gensyn.classify.keras_env import use_compilation_cache  # heavy: keras, jax
 
     folder = cache_folder(cfg)
     if folder is None:
@@ -219,9 +217,6 @@ def _image_caches(cfg, ctx, train, val, write=True):  # type: ignore[no-untyped-
 
 def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
     """CT label table with ``ct_id``: convert's labels.csv (common table) or volumes.csv."""
-    from gensyn import io
-    from gensyn.errors import GensynError
-
     labels = convert_dir / "labels.csv"
     if labels.is_file():
         return io.read_table(labels).rename(columns={"image_id": "ct_id"})
@@ -232,9 +227,8 @@ def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
 
 
 def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no-untyped-def]
-    from gensyn.classify.models import ModelSpec
-    from gensyn.classify.train import TrainSettings, train_classifier
-    from gensyn.config.settings import to_settings
+    from gensyn.classify.models import ModelSpec  # heavy: keras, jax
+    from gensyn.classify.train import TrainSettings, train_classifier  # heavy: keras, jax
 
     c = cfg.classifier
     spec = to_settings(
@@ -270,8 +264,6 @@ def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no
 
 def _after_epoch(ctx, epoch, metrics):  # type: ignore[no-untyped-def]
     """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.preemption)."""
-    from gensyn import preemption
-
     ctx.log_metrics(metrics, step=epoch)
     preemption.checkpoint_point()
 
@@ -282,10 +274,6 @@ def _check_held_out(cfg: DictConfig, xrays: Any, xray_dir: Path) -> None:
     Checked here, where the split is used, not in prepare_xrays: the same prepared images
     serve as another data set's external test set, where their split does not matter.
     """
-    from gensyn import io
-    from gensyn.data.splits import leaking_patients
-    from gensyn.errors import GensynError
-
     leaking = leaking_patients(xrays)
     if not leaking:
         return

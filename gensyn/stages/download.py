@@ -17,8 +17,16 @@ work offline (``ct_dataset.download.reuse_raw_dir=false`` asks the server anyway
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from gensyn import io
+from gensyn.data.ct.convert import discover_sources
+from gensyn.errors import GensynError
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
@@ -44,20 +52,6 @@ SOURCES = ("zenodo", "nbia", "none")
     ),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from pathlib import Path
-
-    import pandas as pd
-
-    from gensyn import io
-    from gensyn.data.fetch.download import (
-        DownloadError,
-        OfflineError,
-        RetryPolicy,
-        make_session,
-        read_token,
-    )
-    from gensyn.errors import GensynError
-
     d = cfg.ct_dataset.download
     if d.source not in SOURCES:
         raise GensynError(f"ct_dataset.download.source={d.source!r}; allowed: {', '.join(SOURCES)}")
@@ -72,36 +66,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         log.info("download: nothing to fetch; %s", what)
         ctx.summary["note"] = what
         return
-    retry = RetryPolicy(attempts=int(d.attempts))
-    if cfg.dry_run:  # a listing: a few quick tries, never minutes of back-off
-        retry = RetryPolicy(attempts=min(2, int(d.attempts)), max_backoff_s=2.0)
     on_disk = _on_disk(cfg, raw_dir) if d.reuse_raw_dir else None
     if on_disk is not None:
         _record_on_disk(cfg, ctx, raw_dir, on_disk)
         return
-    if not cfg.dry_run:  # where the files go: a folder that cannot be made is one line
-        try:
-            raw_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GensynError(
-                f"ct_dataset.raw_dir={raw_dir}: cannot create it ({exc.strerror}); give a "
-                "folder you can write, or the one that already holds the data set"
-            ) from None
-    try:
-        token = read_token(d.token_env, d.token_file)
-    except FileNotFoundError as exc:
-        raise GensynError(str(exc)) from None
-    session = make_session(token)
-    progress = True
-    try:
-        if d.source == "zenodo":
-            rows = _zenodo(cfg, session, retry, raw_dir, progress)
-        else:
-            rows = _nbia(cfg, session, retry, raw_dir, progress)
-    except OfflineError as exc:
-        raise GensynError(offline_message(cfg, raw_dir, exc)) from None
-    except (DownloadError, ValueError) as exc:  # AuthError is a DownloadError
-        raise GensynError(f"download: {exc}") from None
+    rows = _fetch(cfg, raw_dir)
     table = pd.DataFrame(rows)
     if cfg.dry_run:
         io.write_table(ctx.path("dry_run.csv"), table)
@@ -130,15 +99,52 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         )
 
 
+def _fetch(cfg: DictConfig, raw_dir: Path) -> list[dict[str, Any]]:
+    """Fetch (or, with ``dry_run``, list) this shard's files from the server: one manifest
+    row each. Failures the server reports are GensynErrors in one line."""
+    from gensyn.data.fetch.download import (  # heavy: requests
+        DownloadError,
+        OfflineError,
+        RetryPolicy,
+        make_session,
+        read_token,
+    )
+
+    d = cfg.ct_dataset.download
+    retry = RetryPolicy(attempts=int(d.attempts))
+    if cfg.dry_run:  # a listing: a few quick tries, never minutes of back-off
+        retry = RetryPolicy(attempts=min(2, int(d.attempts)), max_backoff_s=2.0)
+    if not cfg.dry_run:  # where the files go: a folder that cannot be made is one line
+        try:
+            raw_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GensynError(
+                f"ct_dataset.raw_dir={raw_dir}: cannot create it ({exc.strerror}); give a "
+                "folder you can write, or the one that already holds the data set"
+            ) from None
+    try:
+        token = read_token(d.token_env, d.token_file)
+    except FileNotFoundError as exc:
+        raise GensynError(str(exc)) from None
+    session = make_session(token)
+    progress = True
+    try:
+        if d.source == "zenodo":
+            return _zenodo(cfg, session, retry, raw_dir, progress)
+        return _nbia(cfg, session, retry, raw_dir, progress)
+    except OfflineError as exc:
+        raise GensynError(offline_message(cfg, raw_dir, exc)) from None
+    except (DownloadError, ValueError) as exc:  # AuthError is a DownloadError
+        raise GensynError(f"download: {exc}") from None
+
+
 def _zenodo(
     cfg: DictConfig, session: Any, retry: Any, raw_dir: Any, progress: bool
 ) -> list[dict[str, Any]]:
-    from fnmatch import fnmatch
-
-    from gensyn.data.fetch import local, zenodo
-    from gensyn.data.fetch.archives import archive_stem, unpack_archive
-    from gensyn.data.fetch.download import DownloadError, download_many
-    from gensyn.data.fetch.nbia import shard
+    from gensyn.data.fetch import local, zenodo  # heavy: requests
+    from gensyn.data.fetch.archives import archive_stem, unpack_archive  # heavy: requests
+    from gensyn.data.fetch.download import DownloadError, download_many  # heavy: requests
+    from gensyn.data.fetch.nbia import shard  # heavy: requests
 
     d = cfg.ct_dataset.download
     if not d.record_id:
@@ -187,9 +193,7 @@ def _zenodo(
 def _nbia(
     cfg: DictConfig, session: Any, retry: Any, raw_dir: Any, progress: bool
 ) -> list[dict[str, Any]]:
-    from dataclasses import asdict
-
-    from gensyn.data.fetch import local, nbia
+    from gensyn.data.fetch import local, nbia  # heavy: requests
 
     d = cfg.ct_dataset.download
     api_url = d.api_url or nbia.DEFAULT_API_URL
@@ -236,7 +240,7 @@ def _nbia(
 
 
 def _nbia_listing(cfg: DictConfig, raw_dir: Any) -> Any:
-    from gensyn.data.fetch import local
+    from gensyn.data.fetch import local  # heavy: requests
 
     d = cfg.ct_dataset.download
     return local.listing_path(raw_dir, "nbia", f"{d.collection}-{d.modality or 'all'}")
@@ -250,11 +254,8 @@ def _on_disk(cfg: DictConfig, raw_dir: Any) -> list[dict[str, Any]] | None:
     patterns (volumes of ``ct_dataset.convert.ct_format`` and the label tables of
     ``ct_dataset.convert.label_file``) with no trace of an unfinished download. Reads no network.
     """
-    from fnmatch import fnmatch
-
-    from gensyn.data.ct.convert import discover_sources
-    from gensyn.data.fetch import local
-    from gensyn.data.fetch.nbia import Series, shard
+    from gensyn.data.fetch import local  # heavy: requests
+    from gensyn.data.fetch.nbia import Series, shard  # heavy: requests
 
     d, c = cfg.ct_dataset.download, cfg.ct_dataset.convert
     if not raw_dir.is_dir():
@@ -284,10 +285,6 @@ def _record_on_disk(
     cfg: DictConfig, ctx: RunContext, raw_dir: Any, rows: list[dict[str, Any]]
 ) -> None:
     """Record a data set found complete in ``raw_dir``: manifest, summary, one log line."""
-    import pandas as pd
-
-    from gensyn import io
-
     how = (
         "checked against the listing of an earlier download"
         if rows[0]["checked"] != "pattern"

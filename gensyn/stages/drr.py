@@ -27,7 +27,25 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from tqdm.auto import tqdm
+
+from gensyn.classify.sampling import ct_findings
+from gensyn.confdir import rerun_command
+from gensyn.config import FINDINGS
+from gensyn.config.settings import to_settings
+from gensyn.degenerate import DegenerateOutputError
+from gensyn.devices import torch_device
+from gensyn.drr import PhysicsConfig, PoseSettings, pose_set
+from gensyn.drr.batch import BatchSettings, CtJob, render_cts
+from gensyn.drr.deepdrr_adapter import DeepDrrSettings
+from gensyn.drr.geometry import CarmGeometry, make_geometry
+from gensyn.drr.physics import spectrum_table
+from gensyn.errors import GensynError
+from gensyn.io import read_json, read_table, write_table
+from gensyn.pipeline_io import StageTimer
 from gensyn.registry import stage
+from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -37,18 +55,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _physics(p: DictConfig) -> Any:
+def _physics(p: DictConfig) -> PhysicsConfig:
     """The projector group's spectrum, materials and noise; images as line integrals."""
-    from gensyn.config.settings import to_settings
-    from gensyn.drr import PhysicsConfig
-
     return to_settings(p, PhysicsConfig, output="line_integral")
 
 
-def projector_geometry(p: DictConfig) -> Any:
+def projector_geometry(p: DictConfig) -> CarmGeometry:
     """The projector group's C-arm geometry (preset, detector pixels, distances, crop)."""
-    from gensyn.drr.geometry import make_geometry
-
     return make_geometry(
         p.geometry,
         p.image_size_px,
@@ -61,8 +74,6 @@ def projector_geometry(p: DictConfig) -> Any:
 
 def _volume_columns(volumes: Any, where: Path) -> Any:
     """ct_id, patient_id, path (relative to the convert folder) from a convert table."""
-    from gensyn.errors import GensynError
-
     vol = volumes.copy()
     if "ct_id" not in vol.columns and "volume_id" in vol.columns:
         vol["ct_id"] = vol["volume_id"]
@@ -77,8 +88,6 @@ def _volume_columns(volumes: Any, where: Path) -> Any:
 
 
 def _complete(ct_dir: Path, expected: list[str]) -> bool:
-    from gensyn.io import read_json
-
     marker = ct_dir / "views.json"
     if not marker.is_file():
         return False
@@ -89,9 +98,6 @@ def _complete(ct_dir: Path, expected: list[str]) -> bool:
 
 def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir: Path) -> Any:
     """The error listing CTs that could not be read, with the commands that redo only them."""
-    from gensyn.confdir import rerun_command
-    from gensyn.errors import GensynError
-
     table = "\n".join(f"  {r.ct_id}: {r.reason.splitlines()[0]}" for r in failed.itertuples())
     files = " ".join(str(f) for f in failed["file"])
     return GensynError(
@@ -110,51 +116,17 @@ def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     """Poses and projector; the noise seed too when the DRRs carry Poisson noise
     (``split_seed``, or ``seed`` with ``synthex_per_seed``)."""
-    from gensyn.stages._shared import synthetic_seed_key
-
     noisy = float(cfg.projector.photon_count) > 0
     return (
         ("carm_pose", "projector", synthetic_seed_key(cfg)) if noisy else ("carm_pose", "projector")
     )
 
 
-@stage(
-    "drr",
-    summary="render DRRs of every CT at the configured C-arm poses (carm_pose, projector)",
-    config_keys=_hashed_keys,
-    upstream=("convert",),
-)
-def run(cfg: DictConfig, ctx: RunContext) -> None:
-    """Render, write images + manifest; resumable per CT; unreadable CTs listed, then an error."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from gensyn.classify.sampling import ct_findings
-    from gensyn.config import FINDINGS
-    from gensyn.config.settings import to_settings
-    from gensyn.degenerate import DegenerateOutputError
-    from gensyn.devices import torch_device
-    from gensyn.drr import pose_set
-    from gensyn.drr.batch import BatchSettings, CtJob, render_cts
-    from gensyn.drr.deepdrr_adapter import DeepDrrSettings
-    from gensyn.errors import GensynError
-    from gensyn.io import read_table, write_table
-    from gensyn.pipeline_io import StageTimer
-    from gensyn.stages._shared import synthetic_seed
-
-    p, poses_cfg = cfg.projector, cfg.carm_pose
-    if p.bit_depth not in (8, 16):
-        raise ValueError(f"projector.bit_depth must be 8 or 16, got {p.bit_depth}")
-    convert_dir = ctx.upstream_dir("convert")
-    volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
-    volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
-    # the CT's findings travel with each image (NaN = unknown), so the manifest stands alone
-    labels = ct_findings(volumes, FINDINGS).drop_duplicates("ct_id").set_index("ct_id")
-    ct_labels: dict[Any, dict[Any, float]] = labels.astype(float).to_dict("index")
-    geometry = projector_geometry(p)
-    physics = _physics(p)
-    device = str(torch_device(str(cfg.device), "drr"))
-    physics_cols = {
+def _physics_columns(
+    p: DictConfig, physics: PhysicsConfig, geometry: CarmGeometry
+) -> dict[str, Any]:
+    """The manifest's physics columns: the same for every image of the run."""
+    return {
         "mode": physics.mode,
         "kvp": physics.kvp,
         "filtration_mm_al": physics.filtration_mm_al,
@@ -169,30 +141,25 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         "image_size_px": geometry.detector_rows_px,
         "bit_depth": p.bit_depth,
     }
+
+
+def _jobs(cfg: DictConfig, volumes: pd.DataFrame, convert_dir: Path) -> list[CtJob]:
+    """One job per CT: its views (``carm_pose``) and the image files they go to."""
+    poses = to_settings(cfg.carm_pose, PoseSettings)
     jobs: list[CtJob] = []
     for _, vol in volumes.iterrows():
         ct_id = str(vol["ct_id"])
-        views = pose_set(
-            poses_cfg.mode.value,  # PoseMode (an Enum) as its string
-            list(poses_cfg.alpha_deg),
-            list(poses_cfg.beta_deg),
-            poses_cfg.num_random,
-            list(poses_cfg.alpha_range_deg),
-            list(poses_cfg.beta_range_deg),
-            poses_cfg.seed,
-            ct_id,
-        )
+        views = pose_set(poses, ct_id)
         names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
         jobs.append(CtJob(-1, ct_id, convert_dir / str(vol["path"]), views, names))
-    todo = [j for j in jobs if not _complete(ctx.out_dir / "images" / j.ct_id, j.names)]
-    for position, job in enumerate(todo):
-        job.position = position
-    if p.name == "torch" and todo:  # the spectrum once here, not by every loader at once
-        from gensyn.drr.physics import spectrum_table
+    return jobs
 
-        spectrum_table(physics)
+
+def _batch_settings(cfg: DictConfig) -> BatchSettings:
+    """The renderer, its images and noise seed (``projector``; DeepDRR's own ``deepdrr_*``)."""
+    p = cfg.projector
     deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if p.name == "deepdrr" else None
-    settings = to_settings(
+    return to_settings(
         p,
         BatchSettings,
         renderer=str(p.name),
@@ -200,23 +167,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         seed=synthetic_seed(cfg),
         deepdrr=deepdrr,
     )
-    timer = StageTimer()
-    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
-        try:
-            rendered, failures = render_cts(
-                todo, ctx.out_dir, geometry, physics, device, settings, int(cfg.num_workers),
-                timer, on_ct=lambda: progress.update(1),
-            )  # fmt: skip
-        except DegenerateOutputError as exc:  # garbage is never marked DONE
-            raise GensynError(
-                f"drr: {exc}; the run is not marked DONE (CTs rendered before are kept). Check "
-                "the CT's HU values and the projector/carm_pose settings (docs/drr.md)"
-            ) from exc
 
-    failed = pd.DataFrame(failures, columns=["ct_id", "file", "reason"])
-    write_table(ctx.path("failures.csv"), failed)
-    if failures:
-        raise unreadable_volumes_error(failed, len(volumes), convert_dir, ctx.out_dir)
+
+def _ct_labels(volumes: pd.DataFrame) -> dict[Any, dict[Any, float]]:
+    """Each CT's findings (one column per finding of FINDINGS; NaN = unknown), by ct_id."""
+    labels = ct_findings(volumes, FINDINGS).drop_duplicates("ct_id").set_index("ct_id")
+    return labels.astype(float).to_dict("index")  # type: ignore[no-any-return]
+
+
+def _manifest(
+    jobs: list[CtJob],
+    volumes: pd.DataFrame,
+    ct_labels: dict[Any, dict[Any, float]],
+    columns: dict[str, Any],
+) -> pd.DataFrame:
+    """One row per image: the CT, its pose, the CT's findings, the physics."""
     rows = [
         {
             "path": name,
@@ -227,21 +192,68 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             "alpha_deg": view.pose.alpha_deg,
             "beta_deg": view.pose.beta_deg,
             **ct_labels[job.ct_id],
-            **physics_cols,
+            **columns,
         }
         for job, (_, vol) in zip(jobs, volumes.iterrows(), strict=True)
         for view, name in zip(job.views, job.names, strict=True)
     ]
-    manifest = pd.DataFrame(rows)
-    write_table(ctx.path("manifest.csv"), manifest)
+    return pd.DataFrame(rows)
+
+
+def _timing(timer: StageTimer, rendered: int, n_todo: int) -> dict[str, float]:
+    """The time breakdown, CTs per second and, after the first CT, the rate a long run
+    approaches (the first CT's read is a latency paid once a run)."""
     timing = timer.log(log, "drr", rendered, "drrs")
-    timing["cts_per_s"] = round(len(todo) / timing["time_wall_s"], 3) if rendered else 0.0
+    timing["cts_per_s"] = round(n_todo / timing["time_wall_s"], 3) if rendered else 0.0
     first = timing.get("time_to_first_ct_s")
-    if rendered and first is not None and len(todo) > 1 and timing["time_wall_s"] > first:
-        # the rate a long run approaches: the first CT's read is a latency paid once a run
-        timing["cts_per_s_after_first"] = round(
-            (len(todo) - 1) / (timing["time_wall_s"] - first), 3
-        )
+    if rendered and first is not None and n_todo > 1 and timing["time_wall_s"] > first:
+        timing["cts_per_s_after_first"] = round((n_todo - 1) / (timing["time_wall_s"] - first), 3)
+    return timing
+
+
+@stage(
+    "drr",
+    summary="render DRRs of every CT at the configured C-arm poses (carm_pose, projector)",
+    config_keys=_hashed_keys,
+    upstream=("convert",),
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    """Render, write images + manifest; resumable per CT; unreadable CTs listed, then an error."""
+    p = cfg.projector
+    if p.bit_depth not in (8, 16):
+        raise ValueError(f"projector.bit_depth must be 8 or 16, got {p.bit_depth}")
+    convert_dir = ctx.upstream_dir("convert")
+    volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
+    volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
+    # the CT's findings travel with each image, so the manifest stands alone
+    ct_labels = _ct_labels(volumes)
+    geometry, physics = projector_geometry(p), _physics(p)
+    device = str(torch_device(str(cfg.device), "drr"))
+    jobs = _jobs(cfg, volumes, convert_dir)
+    todo = [j for j in jobs if not _complete(ctx.out_dir / "images" / j.ct_id, j.names)]
+    for position, job in enumerate(todo):
+        job.position = position
+    if p.name == "torch" and todo:  # the spectrum once here, not by every loader at once
+        spectrum_table(physics)
+    timer = StageTimer()
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
+        try:
+            rendered, failures = render_cts(
+                todo, ctx.out_dir, geometry, physics, device, _batch_settings(cfg),
+                int(cfg.num_workers), timer, on_ct=lambda: progress.update(1),
+            )  # fmt: skip
+        except DegenerateOutputError as exc:  # garbage is never marked DONE
+            raise GensynError(
+                f"drr: {exc}; the run is not marked DONE (CTs rendered before are kept). Check "
+                "the CT's HU values and the projector/carm_pose settings (docs/drr.md)"
+            ) from exc
+    failed = pd.DataFrame(failures, columns=["ct_id", "file", "reason"])
+    write_table(ctx.path("failures.csv"), failed)
+    if failures:
+        raise unreadable_volumes_error(failed, len(volumes), convert_dir, ctx.out_dir)
+    manifest = _manifest(jobs, volumes, ct_labels, _physics_columns(p, physics, geometry))
+    write_table(ctx.path("manifest.csv"), manifest)
+    timing = _timing(timer, rendered, len(todo))
     if rendered:
         ctx.log_metrics({"drrs_rendered": rendered, **timing})
     ctx.summary.update(

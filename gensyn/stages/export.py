@@ -31,10 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
+from gensyn import io
+from gensyn.classify.sampling import ct_findings, resolve_paths
+from gensyn.config import FINDINGS
 from gensyn.registry import stage
+from gensyn.stages._shared import option_str, real_folds
 
 if TYPE_CHECKING:
-    import pandas as pd
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
@@ -51,8 +57,6 @@ SOURCE_TABLES = {
 
 def source_of(cfg: DictConfig) -> str:
     """``export.source`` (an Enum in the schema) as a plain string."""
-    from gensyn.stages._shared import option_str
-
     return option_str(cfg.export.source)
 
 
@@ -80,11 +84,6 @@ def export_table(
     ``ct_labels`` table (``ct_id`` + findings, from ``ct_findings``) is joined on ``ct_id``.
     Rows without a ``split`` column are ``training``; ``train`` becomes ``training``.
     """
-    import numpy as np
-    import pandas as pd
-
-    from gensyn.classify.sampling import resolve_paths
-
     table = resolve_paths(images, root).reset_index(drop=True)
     missing = [f for f in findings if f not in table.columns]
     if missing and ct_labels is not None and "ct_id" in table.columns:
@@ -121,8 +120,6 @@ def export_table(
 def datalist(table: pd.DataFrame, findings: Sequence[str]) -> dict[str, Any]:
     """The MONAI datalist of an :func:`export_table`: image + label list (``None`` = unknown)
     + ``fold`` where the table has one; lists without images are left out."""
-    import pandas as pd
-
     has_fold = "fold" in table.columns
 
     def item(row: Any) -> dict[str, Any]:
@@ -146,11 +143,6 @@ def datalist(table: pd.DataFrame, findings: Sequence[str]) -> dict[str, Any]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Read the image table, CT labels and folds, write ``datalist.json`` and ``images.csv``."""
-    from gensyn import io
-    from gensyn.classify.sampling import ct_findings
-    from gensyn.config import FINDINGS
-    from gensyn.stages._shared import real_folds
-
     src = source_of(cfg)
     images_stage, table_name = SOURCE_TABLES[src]
     folder = ctx.upstream_dir(images_stage)

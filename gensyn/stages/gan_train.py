@@ -10,13 +10,26 @@ before and after translation on the held-out images).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from gensyn import io
+from gensyn.config.generator import GeneratorConfig
+from gensyn.config.settings import to_settings
+from gensyn.devices import torch_device
+from gensyn.gan import checks
+from gensyn.gan.domains import domain_paths
+from gensyn.gan.settings import CycleGANSettings
 from gensyn.registry import stage
+from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from gensyn.gan.trainer import CycleGANTrainer
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -40,11 +53,6 @@ UNHASHED = {
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     """The generator's keys and the seed of the synthetic images (``split_seed``, or ``seed``
     with ``synthex_per_seed``: a CycleGAN per training seed)."""
-    from dataclasses import fields
-
-    from gensyn.config.generator import GeneratorConfig
-    from gensyn.stages._shared import synthetic_seed_key
-
     keys = [f"generator.{f.name}" for f in fields(GeneratorConfig) if f.name not in UNHASHED]
     return (*keys, synthetic_seed_key(cfg))
 
@@ -56,19 +64,49 @@ def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     upstream=("synthex_prep",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
-    from gensyn.config.settings import to_settings
-    from gensyn.gan import checks
-    from gensyn.gan.data import load_image, tensor_to_uint8
-    from gensyn.gan.domains import domain_paths
-    from gensyn.gan.settings import CycleGANSettings
-    from gensyn.gan.trainer import CycleGANTrainer
-    from gensyn.stages._shared import synthetic_seed
+    from gensyn.gan.trainer import CycleGANTrainer  # heavy: torch
 
     opts = to_settings(cfg.generator, CycleGANSettings)
     table = io.read_table(ctx.upstream_dir("synthex_prep") / "domains.csv")
     train_a, train_b = domain_paths(table, "A", "train"), domain_paths(table, "B", "train")
     held_a, held_b = domain_paths(table, "A", "heldout"), domain_paths(table, "B", "heldout")
+    trainer = CycleGANTrainer(
+        opts,
+        train_a,
+        train_b,
+        ctx.out_dir / "train",
+        device=str(torch_device(str(cfg.device), "gan_train")),
+        seed=synthetic_seed(cfg),
+        num_workers=cfg.num_workers,
+        on_epoch_end=_epoch_logger(ctx, opts, held_a, held_b),
+    )
+    history = trainer.fit()
+    trainer.save_generator(ctx.path("generator_a2b.pt"), "a2b")
+    trainer.save_generator(ctx.path("generator_b2a.pt"), "b2a")
+    io.write_table(ctx.path("history.csv"), pd.DataFrame(history))
+    last = history[-1]
+    ctx.summary.update(
+        epochs=len(history),
+        train_images_a=len(train_a),
+        train_images_b=len(train_b),
+        train_time_s=round(sum(h["epoch_time_s"] for h in history), 2),
+        iterations_per_s=round(last["iterations_per_s"], 3),
+        device=str(trainer.device),
+        cuda_graphs=bool(trainer.model.use_graphs and not trainer.model.graphs_failed),
+        cuda_graphs_failed=trainer.model.graphs_failed,
+        **{k: round(v, 5) for k, v in last.items() if k.startswith("loss_")},
+    )
+    ctx.summary.update(_check(trainer, held_a, held_b, opts, ctx, synthetic_seed(cfg)))
+
+
+def _epoch_logger(
+    ctx: RunContext, opts: CycleGANSettings, held_a: list[str], held_b: list[str]
+) -> Callable[[CycleGANTrainer, dict[str, float]], None]:
+    """The trainer's end-of-epoch call: log the metrics and, every ``sample_every_epochs``
+    and at the last epoch, write ``samples/epoch_NNNN.png`` (held-out DRR | translated |
+    real X-ray)."""
+    from gensyn.gan.data import load_image, tensor_to_uint8  # heavy: torch
+
     n_show = min(opts.num_samples, len(held_a), len(held_b))
     show_a = [load_image(p, opts.input_nc) for p in held_a[:n_show]]
     show_b = [load_image(p, opts.output_nc) for p in held_b[:n_show]]
@@ -88,57 +126,23 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             path = io.write_image(ctx.path("samples", f"epoch_{epoch:04d}.png"), grid)
             ctx.log_image("samples", path, caption=f"epoch {epoch}: DRR | translated | real")
 
-    from gensyn.devices import torch_device
-
-    trainer = CycleGANTrainer(
-        opts,
-        train_a,
-        train_b,
-        ctx.out_dir / "train",
-        device=str(torch_device(str(cfg.device), "gan_train")),
-        seed=synthetic_seed(cfg),
-        num_workers=cfg.num_workers,
-        on_epoch_end=on_epoch_end,
-    )
-    history = trainer.fit()
-    trainer.save_generator(ctx.path("generator_a2b.pt"), "a2b")
-    trainer.save_generator(ctx.path("generator_b2a.pt"), "b2a")
-
-    import pandas as pd
-
-    io.write_table(ctx.path("history.csv"), pd.DataFrame(history))
-    last = history[-1]
-    ctx.summary.update(
-        epochs=len(history),
-        train_images_a=len(train_a),
-        train_images_b=len(train_b),
-        train_time_s=round(sum(h["epoch_time_s"] for h in history), 2),
-        iterations_per_s=round(last["iterations_per_s"], 3),
-        device=str(trainer.device),
-        cuda_graphs=bool(trainer.model.use_graphs and not trainer.model.graphs_failed),
-        cuda_graphs_failed=trainer.model.graphs_failed,
-        **{k: round(v, 5) for k, v in last.items() if k.startswith("loss_")},
-    )
-    ctx.summary.update(_check(trainer, held_a, held_b, opts, ctx, synthetic_seed(cfg)))
+    return on_epoch_end
 
 
 def _check(
     trainer: Any, held_a: list[str], held_b: list[str], opts: Any, ctx: RunContext, seed: int
 ) -> dict[str, Any]:
     """Histograms, domain gap before/after and a before/after grid on the held-out images."""
-    import torch
+    import torch  # heavy: torch
 
-    from gensyn import io
-    from gensyn.gan import checks
-    from gensyn.gan.data import load_image, tensor_to_uint8
-    from gensyn.gan.translate import translate_batch
-    from gensyn.io import read_image
+    from gensyn.gan.data import load_image, tensor_to_uint8  # heavy: torch
+    from gensyn.gan.translate import translate_batch  # heavy: torch
 
     if not held_a or not held_b:
         log.warning("no held-out images: skipping the translation checks")
         return {}
-    real = [read_image(p) for p in held_b]
-    drr = [read_image(p) for p in held_a]
+    real = [io.read_image(p) for p in held_b]
+    drr = [io.read_image(p) for p in held_a]
     translated: list[Any] = []
     batch = max(1, opts.translate_batch_size)
     for i in range(0, len(held_a), batch):

@@ -16,13 +16,21 @@ the time breakdown (``time_read_s`` ... ``time_wall_s``) and ``images_per_s``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from gensyn import io
+from gensyn.degenerate import DegenerateOutputError
+from gensyn.devices import torch_device
+from gensyn.errors import GensynError
+from gensyn.gan import checks
+from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
+from gensyn.pipeline_io import StageTimer
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
@@ -34,8 +42,6 @@ def synthex_path(drr: str, index: int, drr_dir: Path) -> str:
     """Where the SyntheX image of DRR ``drr`` goes, relative to this run folder: the DRR's own
     place below the drr run folder, under ``images/`` (``images/<ct>/<view>.png`` for
     ``images/<ct>/<view>.png``), or a numbered name for a DRR outside it."""
-    from pathlib import Path
-
     try:
         rel = Path(drr).resolve().relative_to(drr_dir.resolve())
     except ValueError:  # a DRR outside the run folder: keep names unique
@@ -52,15 +58,7 @@ def synthex_path(drr: str, index: int, drr_dir: Path) -> str:
     upstream=("gan_train", "drr"),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-
-    from gensyn import io
-    from gensyn.degenerate import DegenerateOutputError
-    from gensyn.devices import torch_device
-    from gensyn.errors import GensynError
-    from gensyn.gan import checks
-    from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
-    from gensyn.gan.translate import load_generator, translate_files
-    from gensyn.pipeline_io import StageTimer
+    from gensyn.gan.translate import load_generator, translate_files  # heavy: torch
 
     drr_dir = ctx.upstream_dir("drr")
     manifest = read_upstream_table(drr_dir, DRR_MANIFESTS, "DRR manifest")
@@ -68,28 +66,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         raise ValueError(f"the drr run {drr_dir} lists no DRRs in its manifest")
     device = torch_device(str(cfg.device), "gan_translate")
     net, saved = load_generator(ctx.upstream_dir("gan_train") / "generator_a2b.pt", device)
-
     sources = manifest["path"].astype(str).tolist()
     outputs = [synthex_path(src, i, drr_dir) for i, src in enumerate(sources)]
-
     out_paths = [str(ctx.out_dir / p) for p in outputs]
     timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io
     compile_report: dict[str, Any] = {}
+    g = cfg.generator
     try:
         written = translate_files(
-            net,
-            sources,
-            out_paths,
-            net.in_channels,
-            cfg.generator.translate_batch_size,
-            saved["precision"],
-            cfg.generator.translate_channels_last,
-            cfg.num_workers,
-            write_threads=int(cfg.generator.translate_write_threads),
-            timer=timer,
-            compile=bool(cfg.generator.compile),
-            report=compile_report,
-        )
+            net, sources, out_paths, net.in_channels, g.translate_batch_size,
+            saved["precision"], g.translate_channels_last, cfg.num_workers,
+            write_threads=int(g.translate_write_threads), timer=timer,
+            compile=bool(g.compile), report=compile_report,
+        )  # fmt: skip
     except DegenerateOutputError as exc:  # garbage is never marked DONE
         raise GensynError(
             f"gan_translate: {exc}; the run is not marked DONE. The generator of "
@@ -97,21 +86,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             "(metrics.jsonl) and retrain with other generator.* settings (docs/synthex.md)"
         ) from exc
     timing = timer.log(log, "gan_translate", written, "images")
-    out = manifest.copy()
-    out.insert(0, "source_drr", sources)
-    out["path"] = outputs
-    out = out[["path", *[c for c in out.columns if c != "path"]]]
-    io.write_table(ctx.path("manifest.csv"), out)
-
-    n = min(4, len(sources))
-    grid = checks.image_grid(
-        [[io.read_image(sources[i]), io.read_image(out_paths[i])] for i in range(n)],
-        titles=("DRR", "SyntheX"),
-    )
-    io.write_image(ctx.path("figures", "drr_vs_synthex.png"), grid)
-    ctx.log_image(
-        "drr_vs_synthex", ctx.out_dir / "figures" / "drr_vs_synthex.png", caption="DRR | SyntheX"
-    )
+    io.write_table(ctx.path("manifest.csv"), synthex_manifest(manifest, sources, outputs))
+    _comparison_figure(ctx, sources, out_paths)
     if written:
         ctx.log_metrics({"images_translated": written, **timing})
     ctx.summary.update(
@@ -122,4 +98,28 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         **compile_report,
         figures=["figures/drr_vs_synthex.png"],
         **timing,
+    )
+
+
+def synthex_manifest(
+    manifest: pd.DataFrame, sources: list[str], outputs: list[str]
+) -> pd.DataFrame:
+    """The DRR manifest's rows with ``path`` the SyntheX image (first) and ``source_drr`` the
+    DRR it came from."""
+    out = manifest.copy()
+    out.insert(0, "source_drr", sources)
+    out["path"] = outputs
+    return out[["path", *[c for c in out.columns if c != "path"]]]
+
+
+def _comparison_figure(ctx: RunContext, sources: list[str], out_paths: list[str]) -> None:
+    """``figures/drr_vs_synthex.png``: the first DRRs beside their SyntheX images."""
+    n = min(4, len(sources))
+    grid = checks.image_grid(
+        [[io.read_image(sources[i]), io.read_image(out_paths[i])] for i in range(n)],
+        titles=("DRR", "SyntheX"),
+    )
+    io.write_image(ctx.path("figures", "drr_vs_synthex.png"), grid)
+    ctx.log_image(
+        "drr_vs_synthex", ctx.out_dir / "figures" / "drr_vs_synthex.png", caption="DRR | SyntheX"
     )

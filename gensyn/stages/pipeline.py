@@ -5,7 +5,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from omegaconf import OmegaConf
+
+from gensyn import io
+from gensyn.confdir import CONF_DIR
+from gensyn.errors import GensynError
 from gensyn.registry import load_stages, stage
+from gensyn.report.front import add_front_page, domain_gap_note
+from gensyn.report.glossary import summary_meaning
+from gensyn.report.page import Page
+from gensyn.runs import execute, with_overrides
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -13,7 +22,6 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
-    from gensyn.report.page import Page
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -51,8 +59,6 @@ def figure_caption(stage_name: str, figure: str) -> str:
 
 def summary_rows(summary: dict[str, object]) -> list[dict[str, object]]:
     """A stage summary's scalar entries as ``key, value, meaning`` rows for the page."""
-    from gensyn.report.glossary import summary_meaning
-
     return [
         {"key": k, "value": v, "meaning": summary_meaning(k)}
         for k, v in summary.items()
@@ -62,8 +68,6 @@ def summary_rows(summary: dict[str, object]) -> list[dict[str, object]]:
 
 def stage_section(page: Page, name: str, folder: Path, summary: dict[str, Any]) -> None:
     """One stage's section: its run folder and reports (linked), summary table, figures."""
-    from gensyn.report.front import domain_gap_note
-
     page.heading(name, level=3)
     page.link(folder.name, folder, before=f"Run folder: {folder.parent.name}/")
     for sub in summary.get("reports", []):
@@ -84,10 +88,6 @@ def write_page(
     """The pipeline report (``report.html`` / ``.md`` in ``out_dir``): the answer first (from
     the ``report`` stage's ``auc_summary.csv``), then one section per stage of ``stage_dirs``
     (name -> finished run folder). Returns the page and the (stage, duration_s) rows."""
-    from gensyn import io
-    from gensyn.report.front import add_front_page
-    from gensyn.report.page import Page
-
     page = Page(title)
     page.text(context)
     report_dir = stage_dirs.get("report")
@@ -115,11 +115,6 @@ def _available(cfg: DictConfig, hashed: bool) -> list[str]:
 
 def _arm_overrides(arm: str) -> dict[str, object]:
     """The dotted overrides equal to ``sampling=<arm>`` (read from conf/sampling/<arm>.yaml)."""
-    from omegaconf import OmegaConf
-
-    from gensyn.confdir import CONF_DIR
-    from gensyn.errors import GensynError
-
     path = CONF_DIR / "sampling" / f"{arm}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
@@ -137,10 +132,6 @@ def _arm_overrides(arm: str) -> dict[str, object]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """All listed stages have run (as upstreams); collect their summaries into one report."""
-    from omegaconf import OmegaConf
-
-    from gensyn.runs import execute, with_overrides
-
     missing = [s for s in cfg.stage.stages if s not in load_stages()]
     if "predict" in load_stages():
         for arm in cfg.stage.arms:  # classify + predict per arm; the report compares them

@@ -36,25 +36,38 @@ model's trained last layers. ``time_compute_s`` then includes that feature pass
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from gensyn import io
+from gensyn.classify import data as classify_data  # as a module: tests replace its checks
+from gensyn.classify import sampling
+from gensyn.classify.cache import cache_report, describe, open_existing
+from gensyn.confdir import CONF_DIR
+from gensyn.config.dataset import DatasetConfig
+from gensyn.degenerate import degenerate_reason
+from gensyn.devices import jax_device
+from gensyn.errors import GensynError
+from gensyn.pipeline_io import StageTimer
 from gensyn.registry import stage
+from gensyn.runs import execute, stage_hash
 from gensyn.stages._shared import (
     cache_folder,
     feature_settings,
     option_str,
     source_of,
     upstream_of,
+    write_left_out,
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import pandas as pd
-    from omegaconf import DictConfig
-
-    from gensyn.pipeline_io import StageTimer
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -64,12 +77,6 @@ def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
     """A copy of ``cfg`` whose ``dataset`` is the external test set ``name``: its settings in
     ``report.external.<name>`` (command-line overrides included), else the option
     ``conf/dataset/<name>.yaml`` as it is."""
-    from omegaconf import OmegaConf
-
-    from gensyn.confdir import CONF_DIR
-    from gensyn.config.dataset import DatasetConfig
-    from gensyn.errors import GensynError
-
     sub = cfg.copy()
     external = OmegaConf.select(cfg, f"report.external.{name}")
     if external is not None:
@@ -90,8 +97,6 @@ def external_test_runs(cfg: DictConfig) -> dict[str, Any]:
     Part of ``predict``'s hash: the external set's settings (its YAML, ``report.external``
     overrides, the content of its official lists) and ``external_test`` change predictions.
     """
-    from gensyn.runs import stage_hash
-
     runs = {}
     for name in cfg.report.test_datasets:
         if str(name) == str(cfg.dataset.name):
@@ -114,9 +119,6 @@ def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
     ``rows`` is ``test_split`` for the training data set (its other rows trained the model)
     and the set's ``dataset.xray.external_test`` (``all`` | ``test_split``) for an external one.
     """
-    from gensyn.errors import GensynError
-    from gensyn.runs import execute
-
     sets = [(str(cfg.dataset.name), own_dir, "test_split")]
     for name in cfg.report.test_datasets:
         if str(name) == str(cfg.dataset.name):
@@ -141,13 +143,10 @@ def select_test_rows(xrays: pd.DataFrame, rows: str) -> pd.DataFrame:
 
 def undecodable_images(paths: list[str], image_size_px: int, workers: int) -> dict[str, str]:
     """The files of ``paths`` that fail the full decode of the model's preprocessing."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gensyn.classify.data import load_image
 
     def problem(path: str) -> str | None:
         try:
-            load_image(path, image_size_px)
+            classify_data.load_image(path, image_size_px)
         except ValueError as exc:
             return str(exc)
         return None
@@ -159,8 +158,6 @@ def undecodable_images(paths: list[str], image_size_px: int, workers: int) -> di
 
 def _unreadable_record(images: Path, paths: list[str], size_px: int) -> Path:
     """Where a prediction records the unreadable files of the test set ``paths``."""
-    import hashlib
-
     listing = "\n".join([str(size_px), *sorted(paths)])
     return images / f"unreadable-{hashlib.sha256(listing.encode()).hexdigest()[:24]}.json"
 
@@ -171,9 +168,7 @@ def find_unreadable(
     """The files of ``paths`` that are not readable images, each with the reason: the cheap
     structural check of every file, then the full decode of the model's preprocessing on the
     others; with ``decode_all`` False only where the check found nothing (a whole test set)."""
-    from gensyn.classify.data import unreadable_images
-
-    bad = unreadable_images(paths, max(1, workers))
+    bad = classify_data.unreadable_images(paths, max(1, workers))
     rest = [p for p in paths if p not in bad]
     if not rest or (bad and not decode_all):
         return bad
@@ -194,12 +189,7 @@ def predict_readable(
     unreadable files found are recorded beside the cache, so later predictions check just
     those again. A cached file decoded when it was cached and is unchanged since.
     """
-    import contextlib
-
-    from gensyn import io
-    from gensyn.classify.cache import open_existing
-    from gensyn.classify.data import unreadable_images
-    from gensyn.classify.predict import predict_and_cache, predict_paths
+    from gensyn.classify.predict import predict_and_cache, predict_paths  # heavy: keras, jax
 
     workers = int(cfg.num_workers)
     decode = option_str(cfg.classifier.decode)
@@ -213,7 +203,7 @@ def predict_readable(
     bad: dict[str, str] = {}
     if cache is None and images is None:
         with timer.time("read"):  # streaming stops at a bad file: check them all first
-            bad = unreadable_images(paths, max(1, workers))
+            bad = classify_data.unreadable_images(paths, max(1, workers))
     elif cache is None and images is not None and record is not None and record.is_file():
         with timer.time("read"):  # the files an earlier prediction of this test set found bad
             listed = set(paths)
@@ -256,7 +246,7 @@ def frozen_split(cfg: DictConfig, ctx: RunContext, model: Any) -> Any:
     """The model split at its frozen prefix (:func:`gensyn.classify.prefix.split_frozen_prefix`)
     when ``classifier.feature_cache`` is on and the split exists; else None (the reason in the
     summary's ``feature_cache``)."""
-    from gensyn.classify.prefix import split_frozen_prefix
+    from gensyn.classify.prefix import split_frozen_prefix  # heavy: keras, jax
 
     if feature_settings(cfg) is None:
         ctx.summary["feature_cache"] = "off"
@@ -278,8 +268,7 @@ def predict_test_set(
     An unreadable image stops the feature pass; the files are then checked, the bad ones left
     out and the pass run again. Features that fit nowhere fall back to the full model.
     """
-    from gensyn.classify.cache import open_existing
-    from gensyn.classify.features import features_for, predict_features
+    from gensyn.classify.features import features_for, predict_features  # heavy: keras, jax
 
     if split is None:
         return (*predict_readable(cfg, model, test, size_px, timer), None)
@@ -329,9 +318,6 @@ def features_summary(feature_sets: list[Any]) -> dict[str, object]:
 def refuse_degenerate(probs: Any, findings: list[str], test_set: str, model_dir: Path) -> None:
     """A GensynError where a finding's probabilities are not finite, or the same for every
     image of the test set (a classifier that ignores its input): never marked DONE."""
-    from gensyn.degenerate import degenerate_reason
-    from gensyn.errors import GensynError
-
     for k, finding in enumerate(findings):
         reason = degenerate_reason(probs[:, k])
         if reason is not None:
@@ -352,21 +338,11 @@ def refuse_degenerate(probs: Any, findings: list[str], test_set: str, model_dir:
     inputs=external_test_runs,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    import pandas as pd
-
-    from gensyn import io
-    from gensyn.classify import sampling
-    from gensyn.classify.cache import cache_report, describe
-    from gensyn.classify.features import warm_up_tail
-    from gensyn.classify.keras_env import use_compilation_cache
-    from gensyn.classify.predict import load_classifier, warm_up
-    from gensyn.devices import jax_device
-    from gensyn.errors import GensynError
-    from gensyn.pipeline_io import StageTimer
-    from gensyn.report.metrics import per_class_auc
+    from gensyn.classify.features import warm_up_tail  # heavy: keras, jax
+    from gensyn.classify.keras_env import use_compilation_cache  # heavy: keras, jax
+    from gensyn.classify.predict import load_classifier, warm_up  # heavy: keras, jax
 
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "predict")
-    findings = list(cfg.dataset.findings)
     folder = cache_folder(cfg)
     if folder is not None:  # another arm's or fold's prediction step: loaded, not compiled
         use_compilation_cache(folder / "jax")
@@ -379,7 +355,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             warm_up(model, int(cfg.classifier.predict_batch_size), size_px)
         else:
             warm_up_tail(split, int(cfg.classifier.predict_batch_size))
-    src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
     tables, empty = [], []
     unreadable: list[dict[str, str]] = []
     caches: list[Any] = []
@@ -392,47 +367,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             empty.append(str(xray_dir / "xrays.csv"))
             continue
         test, probs, bad, used, features = predict_test_set(cfg, model, split, test, size_px, timer)
-        refuse_degenerate(probs, findings, name, ctx.upstream_dir("classify"))
+        refuse_degenerate(probs, list(cfg.dataset.findings), name, ctx.upstream_dir("classify"))
         caches += used
         feature_sets += [] if features is None else [features]
         unreadable += [{"test_set": name, "path": p, "reason": why} for p, why in bad.items()]
         if test.empty:
             empty.append(f"{xray_dir / 'xrays.csv'} (every test image unreadable)")
             continue
-        n_images, n_patients = len(test), int(test["patient_id"].nunique())
-        tables.append(
-            pd.DataFrame(
-                {
-                    "arm": sampling.arm_name(src, views),
-                    "source": src,
-                    "views_per_ct": views,
-                    "fold": int(cfg.split_idx),
-                    "test_set": name,
-                    "image_id": test["image_id"].astype(str),
-                    "patient_id": test["patient_id"].astype(str),
-                    **{f"y_{f}": test[f].astype(int) for f in findings},
-                    **{f"p_{f}": probs[:, k] for k, f in enumerate(findings)},
-                    "n_test_set_images": n_images,
-                    "n_test_set_patients": n_patients,
-                }
-            )
-        )
-        aucs = per_class_auc(test[findings].to_numpy(), probs)
-        finite = aucs[~pd.isna(aucs)]
-        prefix = "test" if name == cfg.dataset.name else f"{name}"
-        metrics = {
-            f"{prefix}_macro_auc": float(finite.mean()) if finite.size else float("nan"),
-            **{f"{prefix}_auc_{f}": float(a) for f, a in zip(findings, aucs, strict=True)},
-        }
-        ctx.log_metrics(metrics)
-        ctx.summary.update(
-            {
-                f"n_{name}_images": n_images,
-                f"n_{name}_patients": n_patients,
-                f"{name}_rows": "all" if rows == "all" else "split == test",
-                **metrics,
-            }
-        )
+        tables.append(prediction_table(cfg, name, test, probs))
+        _log_test_set(cfg, ctx, name, rows, test, probs)
     if not tables:
         raise GensynError(
             f"predict: no rows with split == test in {empty}; name an external test set with "
@@ -442,26 +385,75 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     with timer.time("write"):
         predictions = pd.concat(tables, ignore_index=True)
         io.write_table(ctx.path("predictions.csv"), predictions)
-        listing = ctx.path("unreadable_images.csv")
-        io.write_table(listing, pd.DataFrame(unreadable, columns=["test_set", "path", "reason"]))
-    if unreadable:
-        log.warning(
-            "predict: %d unreadable test image(s) left out (listed in %s), e.g. %s: %s",
-            len(unreadable),
-            listing,
-            unreadable[0]["path"],
-            unreadable[0]["reason"],
-        )
+        write_left_out(
+            log, ctx.path("unreadable_images.csv"), unreadable, ["test_set", "path", "reason"],
+            "predict: %d unreadable test image(s)",
+        )  # fmt: skip
     # images_per_s_after_compile: the rate a larger test set approaches
     timing = timer.log(log, "predict", len(predictions), "images")
     ctx.log_metrics(timing)
     ctx.summary.update(
         n_unreadable_images=len(unreadable), num_workers=int(cfg.num_workers), **timing
     )
+    ctx.summary.update(cache_summary(caches, feature_sets))
+
+
+def prediction_table(cfg: DictConfig, name: str, test: pd.DataFrame, probs: Any) -> pd.DataFrame:
+    """``predictions.csv``'s rows of one test set: the arm and fold, each image's labels
+    ``y_<finding>`` and probabilities ``p_<finding>``, the test set's size."""
+    findings = list(cfg.dataset.findings)
+    src, views = source_of(cfg), int(cfg.sampling.views_per_ct)
+    return pd.DataFrame(
+        {
+            "arm": sampling.arm_name(src, views),
+            "source": src,
+            "views_per_ct": views,
+            "fold": int(cfg.split_idx),
+            "test_set": name,
+            "image_id": test["image_id"].astype(str),
+            "patient_id": test["patient_id"].astype(str),
+            **{f"y_{f}": test[f].astype(int) for f in findings},
+            **{f"p_{f}": probs[:, k] for k, f in enumerate(findings)},
+            "n_test_set_images": len(test),
+            "n_test_set_patients": int(test["patient_id"].nunique()),
+        }
+    )
+
+
+def _log_test_set(
+    cfg: DictConfig, ctx: RunContext, name: str, rows: str, test: pd.DataFrame, probs: Any
+) -> None:
+    """One test set's per-class and macro AUC (logged and in the summary), its size and rows."""
+    from gensyn.report.metrics import per_class_auc  # heavy: scipy
+
+    findings = list(cfg.dataset.findings)
+    aucs = per_class_auc(test[findings].to_numpy(), probs)
+    finite = aucs[~pd.isna(aucs)]
+    prefix = "test" if name == cfg.dataset.name else f"{name}"
+    metrics = {
+        f"{prefix}_macro_auc": float(finite.mean()) if finite.size else float("nan"),
+        **{f"{prefix}_auc_{f}": float(a) for f, a in zip(findings, aucs, strict=True)},
+    }
+    ctx.log_metrics(metrics)
+    ctx.summary.update(
+        {
+            f"n_{name}_images": len(test),
+            f"n_{name}_patients": int(test["patient_id"].nunique()),
+            f"{name}_rows": "all" if rows == "all" else "split == test",
+            **metrics,
+        }
+    )
+
+
+def cache_summary(caches: list[Any], feature_sets: list[Any]) -> dict[str, Any]:
+    """The summary fields of the image caches and stored features a prediction used
+    (``image_cache: off`` where neither)."""
+    summary: dict[str, Any] = {}
     if feature_sets:
-        ctx.summary.update(features_summary(feature_sets))
+        summary.update(features_summary(feature_sets))
     if caches:
         log.info("predict: image cache: %s", cache_report(caches))
-        ctx.summary.update(describe(caches))
+        summary.update(describe(caches))
     elif not feature_sets:
-        ctx.summary["image_cache"] = "off"
+        summary["image_cache"] = "off"
+    return summary

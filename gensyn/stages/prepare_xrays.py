@@ -17,9 +17,22 @@ same outputs).
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from gensyn import io
+from gensyn.config.dataset import XrayConfig
+from gensyn.config.settings import to_settings
+from gensyn.data import splits
+from gensyn.data.phantom import demo
+from gensyn.data.xray.labels import read_image_list, read_label_table
+from gensyn.data.xray.prep import PrepOptions, contact_sheet, locate_images, prepare_table
+from gensyn.errors import GensynError
 from gensyn.registry import stage
+from gensyn.stages._shared import run_demo, write_left_out
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -33,10 +46,6 @@ UNHASHED = frozenset({"external_test"})
 
 
 def _hashed_keys() -> tuple[str, ...]:
-    from dataclasses import fields
-
-    from gensyn.config.dataset import XrayConfig
-
     xray = [f"dataset.xray.{f.name}" for f in fields(XrayConfig) if f.name not in UNHASHED]
     # split_seed, not seed: every training seed of a repeated cross-validation shares the test set
     return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "split_seed")
@@ -49,54 +58,16 @@ def official_list_digests(cfg: DictConfig) -> dict[str, Any]:
     ``test_list.txt`` makes a new run instead of a finished one silently ignoring them. Not
     for the demo or ``split_source: holdout``, which never read them.
     """
-    from pathlib import Path
-
-    from gensyn.io import file_digest
-
     x = cfg.dataset.xray
     names = [str(n) for n in (x.official_train_list, x.official_test_list) if n]
     if cfg.dataset.name == "demo" or str(x.split_source) == "holdout" or not names:
         return {}
     raw = Path(str(cfg.dataset.raw_dir))
-    return {"official_lists": {name: file_digest(raw / name) for name in names}}
+    return {"official_lists": {name: io.file_digest(raw / name) for name in names}}
 
 
-@stage(
-    "prepare_xrays",
-    summary="real chest X-rays: labels to the common table, frontal images resized and windowed",
-    config_keys=_hashed_keys(),
-    inputs=official_list_digests,
-)
-def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from pathlib import Path
-
-    import pandas as pd
-
-    from gensyn import io
-    from gensyn.errors import GensynError
-
-    # simulated radiographs: gensyn.data.phantom.demo writes the same outputs
-    if cfg.dataset.name == "demo":
-        from gensyn.data.phantom import demo
-        from gensyn.stages._shared import demo_spec
-
-        spec, workers = demo_spec(cfg, "dataset")
-        ctx.summary.update(demo.prepare_xrays(spec, ctx.out_dir, workers) or {})
-        return
-
-    from gensyn.config.settings import to_settings
-    from gensyn.data.xray.labels import read_label_table
-    from gensyn.data.xray.prep import (
-        PrepJob,
-        PrepOptions,
-        contact_sheet,
-        locate_images,
-        prepare_many,
-    )
-
-    x = cfg.dataset.xray
-    raw = Path(cfg.dataset.raw_dir)
-    label_path = raw / x.label_file
+def _label_table(x: DictConfig, label_path: Path) -> tuple[PrepOptions, pd.DataFrame, Any]:
+    """(the preparation's options, the label table, the rows it skipped with reasons)."""
     if not x.label_file or not label_path.is_file():
         raise GensynError(
             f"X-ray label table {label_path} not found (dataset.raw_dir + "
@@ -109,6 +80,75 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         table, skipped = read_label_table(x.label_source, label_path)
     except ValueError as exc:
         raise GensynError(f"prepare_xrays: {exc}") from None
+    return options, table, skipped
+
+
+def _output_paths(table: pd.DataFrame, label_path: Path) -> pd.Series:
+    """``images/<image id stem>.png`` of every row; ids must be unique."""
+    stems = table["image_id"].map(lambda i: Path(str(i)).stem)
+    if stems.duplicated().any():
+        raise GensynError(
+            f"image ids are not unique in {label_path}: {list(stems[stems.duplicated()][:5])}"
+        )
+    return "images/" + stems + ".png"
+
+
+def _not_prepared(
+    table: pd.DataFrame,
+    sources: list[str | None],
+    image_dir: Path,
+    label_path: Path,
+    skipped: Any,
+    unlisted: list[str],
+) -> list[dict[str, Any]]:
+    """``image_id, file, reason`` of the listed images left out before preparing: files not
+    found, label rows the table reader skipped, images in neither official list."""
+    rows = [
+        {
+            "image_id": table.at[i, "image_id"],
+            "file": str(image_dir / str(table.at[i, "relpath"])),
+            "reason": "file not found",
+        }
+        for i, src in enumerate(sources)
+        if src is None
+    ]
+    rows += [
+        {"image_id": r.image_id, "file": str(label_path), "reason": r.reason}
+        for r in skipped.itertuples()
+    ]
+    rows += [
+        {"image_id": i, "file": str(label_path), "reason": "in neither official split list"}
+        for i in unlisted
+    ]
+    return rows
+
+
+def _counts(cfg: DictConfig, table: pd.DataFrame) -> dict[str, int]:
+    """Images and patients per split, positives per finding."""
+    counts = {f"n_{k}": int(table[k].sum()) for k in cfg.dataset.findings if k in table.columns}
+    per_split = {
+        f"n_{s}_{what}": int(col[table["split"] == s].nunique())
+        for s in ("train", "test")
+        for what, col in (("images", table["image_id"]), ("patients", table["patient_id"]))
+    }
+    return {**per_split, **counts}
+
+
+@stage(
+    "prepare_xrays",
+    summary="real chest X-rays: labels to the common table, frontal images resized and windowed",
+    config_keys=_hashed_keys(),
+    inputs=official_list_digests,
+)
+def run(cfg: DictConfig, ctx: RunContext) -> None:
+    # simulated radiographs: gensyn.data.phantom.demo writes the same outputs
+    if cfg.dataset.name == "demo":
+        run_demo(cfg, ctx, "dataset", demo.prepare_xrays)
+        return
+    x = cfg.dataset.xray
+    raw = Path(cfg.dataset.raw_dir)
+    label_path = raw / x.label_file
+    options, table, skipped = _label_table(x, label_path)
     n_listed = len(table)
     if x.views:  # PA / AP (frontal) by default, as the original study
         table = table[table["view"].isin(list(x.views))].reset_index(drop=True)
@@ -117,58 +157,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     except ValueError as exc:
         raise GensynError(f"prepare_xrays: {exc}") from None
     sources = locate_images(table["relpath"], raw / x.image_dir)
-    stems = table["image_id"].map(lambda i: Path(str(i)).stem)
-    if stems.duplicated().any():
-        raise GensynError(
-            f"image ids are not unique in {label_path}: {list(stems[stems.duplicated()][:5])}"
-        )
-    table["path"] = "images/" + stems + ".png"
-    missing = [i for i, s in enumerate(sources) if s is None]
-    unreadable = [
-        {
-            "image_id": table.at[i, "image_id"],
-            "file": str(raw / x.image_dir / table.at[i, "relpath"]),
-            "reason": "file not found",
-        }
-        for i in missing
-    ]
-    unreadable += [
-        {"image_id": r.image_id, "file": str(label_path), "reason": r.reason}
-        for r in skipped.itertuples()
-    ]
-    unreadable += [
-        {"image_id": i, "file": str(label_path), "reason": "in neither official split list"}
-        for i in unlisted
-    ]
-    invert = table.get("photometric", pd.Series([""] * len(table))).astype(str).eq("MONOCHROME1")
-    ids = table["image_id"].astype(str).tolist()
-    dsts = [str(ctx.out_dir / p) for p in table["path"].astype(str)]
-    jobs = (
-        PrepJob(ids[i], src, dsts[i], bool(invert[i]))
-        for i, src in enumerate(sources)
-        if src is not None
+    table["path"] = _output_paths(table, label_path)
+    unreadable = _not_prepared(table, sources, raw / x.image_dir, label_path, skipped, unlisted)
+    table, failed = prepare_table(
+        table, sources, ctx.out_dir, options, ctx.path("journal.csv"), int(x.num_workers)
     )
-    status: dict[str, dict] = {}
-    for row in prepare_many(
-        jobs,
-        options,
-        ctx.path("journal.csv"),
-        workers=int(x.num_workers),
-        total=len(sources) - len(missing),
-    ):
-        status[str(row["image_id"])] = row
-        if row["status"] != "ok":
-            unreadable.append(
-                {"image_id": row["image_id"], "file": row["src"], "reason": row["reason"]}
-            )
-    ok = table["image_id"].astype(str).map(lambda i: status.get(i, {}).get("status") == "ok")
-    table = table[ok].reset_index(drop=True)
-    for col in ("width_px", "height_px", "stored_bits"):
-        table[col] = [status[str(i)].get(col) for i in table["image_id"]]
+    unreadable += failed
     io.write_table(ctx.path("xrays.csv"), table)
-    io.write_table(
-        ctx.path("unreadable.csv"), pd.DataFrame(unreadable, columns=["image_id", "file", "reason"])
-    )
+    # said on the console, as convert, classify and predict do
+    write_left_out(
+        log, ctx.path("unreadable.csv"), unreadable, ["image_id", "file", "reason"],
+        "prepare_xrays: %d image(s)",
+    )  # fmt: skip
     if len(table):
         io.write_image(
             ctx.path("figures", "examples.png"),
@@ -178,29 +178,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             ),
         )
         ctx.summary["figures"] = ["figures/examples.png"]
-    counts = {f"n_{k}": int(table[k].sum()) for k in cfg.dataset.findings if k in table.columns}
-    per_split = {
-        f"n_{s}_{what}": int(col[table["split"] == s].nunique())
-        for s in ("train", "test")
-        for what, col in (("images", table["image_id"]), ("patients", table["patient_id"]))
-    }
     ctx.summary.update(
         n_listed=n_listed,
         n_images=len(table),
         n_unreadable=len(unreadable),
         split_source=split_source,
-        **per_split,
-        **counts,
+        **_counts(cfg, table),
     )
     ctx.log_metrics({"n_images": len(table), "n_unreadable": len(unreadable)})
-    if unreadable:  # said on the console, as convert, classify and predict do
-        log.warning(
-            "prepare_xrays: %d image(s) left out (listed in %s), e.g. %s: %s",
-            len(unreadable),
-            ctx.out_dir / "unreadable.csv",
-            unreadable[0]["file"],
-            unreadable[0]["reason"],
-        )
     if not len(table):
         raise GensynError(
             f"prepare_xrays: no image could be prepared; see {ctx.out_dir / 'unreadable.csv'}"
@@ -215,9 +200,6 @@ def _assign_split(cfg, table, raw, ctx):  # type: ignore[no-untyped-def]
     ``auto``: official where both lists are in raw_dir. Patients in both lists are warned
     about here and refused where the split is used for training (classify). Raises ValueError.
     """
-    from gensyn.data import splits
-    from gensyn.data.xray.labels import read_image_list
-
     x = cfg.dataset.xray
     source = str(x.split_source)
     if source not in splits.SPLIT_SOURCES:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gensyn import io
+from gensyn.reader.analyze import analyze
+from gensyn.reader.report import write_report
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
+    import pandas as pd
     from omegaconf import DictConfig
 
     from gensyn.run_context import RunContext
@@ -26,38 +30,10 @@ def _upstream(cfg: DictConfig) -> list[str]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Writes ``answers.csv``, result tables, figures and ``report.md`` / ``report.html``."""
-    from gensyn import io
-    from gensyn.reader.analyze import analyze
-    from gensyn.reader.report import write_report
-    from gensyn.reader.sites import (
-        collect_answers,
-        credentials_from_env,
-        load_answers_file,
-        read_sites,
-        start_server,
-    )
-
-    rs, srv = cfg.reader_study, cfg.reader_study.server
+    rs = cfg.reader_study
     key = io.read_table(ctx.upstream_dir("reader_study_build") / "key" / "answer_key.csv")
     key["image_id"] = key["image_id"].astype(str)
-    if rs.answers_file:
-        answers = load_answers_file(rs.answers_file)
-        origin = f"answers file {rs.answers_file}"
-    else:
-        sites = read_sites(ctx.upstream_dir("reader_study_serve") / "sites.json")
-        creds = credentials_from_env(
-            list(rs.readers),
-            srv.admin_email_env,
-            srv.admin_password_env,
-            srv.reader_password_env,
-            srv.admin_token_env,
-            need_readers=False,
-        )
-        for site in sites:  # a server stopped since (reboot): start it again from its data
-            if site.data_dir:
-                start_server(site, creds, srv.venv, srv.host, srv.startup_timeout_s)
-        answers = collect_answers(sites, creds)
-        origin = "Label Studio API"
+    answers, origin = _answers(cfg, ctx)
     answers["image_id"] = answers["image_id"].astype(str)
     io.write_table(ctx.out_dir / "answers.csv", answers)
     results = analyze(
@@ -85,3 +61,33 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         }
     )
     ctx.log_metrics({k: float(o[k]) for k in ("accuracy", "sensitivity", "specificity")})
+
+
+def _answers(cfg: DictConfig, ctx: RunContext) -> tuple[pd.DataFrame, str]:
+    """(the readers' answers, where they came from): ``reader_study.answers_file``, else the
+    Label Studio servers of ``reader_study_serve`` (a server stopped since is started again
+    from its data)."""
+    from gensyn.reader.sites import (  # heavy: requests (Label Studio's API)
+        collect_answers,
+        credentials_from_env,
+        load_answers_file,
+        read_sites,
+        start_server,
+    )
+
+    rs, srv = cfg.reader_study, cfg.reader_study.server
+    if rs.answers_file:
+        return load_answers_file(rs.answers_file), f"answers file {rs.answers_file}"
+    sites = read_sites(ctx.upstream_dir("reader_study_serve") / "sites.json")
+    creds = credentials_from_env(
+        list(rs.readers),
+        srv.admin_email_env,
+        srv.admin_password_env,
+        srv.reader_password_env,
+        srv.admin_token_env,
+        need_readers=False,
+    )
+    for site in sites:  # a server stopped since (reboot): start it again from its data
+        if site.data_dir:
+            start_server(site, creds, srv.venv, srv.host, srv.startup_timeout_s)
+    return collect_answers(sites, creds), "Label Studio API"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gensyn import io
+from gensyn.errors import GensynError
 from gensyn.registry import stage
 
 if TYPE_CHECKING:
@@ -31,10 +33,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     outside the run folder, so ``force=true`` on this stage can never delete answers.
     Started servers keep running after this stage ends (stop: ``python -m gensyn.reader stop``).
     """
-    from gensyn import io
-    from gensyn.errors import GensynError
-    from gensyn.reader.serve import reader_email, reader_url, site_records
-    from gensyn.reader.sites import connect_sites, credentials_from_env, start_sites
+    from gensyn.reader.serve import (  # heavy: requests (Label Studio's API)
+        reader_email,
+        reader_url,
+        site_records,
+    )
+    from gensyn.reader.sites import (  # heavy: requests (Label Studio's API)
+        connect_sites,
+        credentials_from_env,
+        start_sites,
+    )
 
     rs, srv = cfg.reader_study, cfg.reader_study.server
     if srv.mode not in ("start", "connect"):

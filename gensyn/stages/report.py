@@ -30,14 +30,33 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from gensyn import io
+from gensyn.classify.sampling import arm_name, parse_arm
+from gensyn.config.report import ReportConfig
+from gensyn.errors import GensynError
 from gensyn.registry import stage
+from gensyn.report import plots
+from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
+from gensyn.report.multiplicity import PrimaryComparison
+from gensyn.report.page import Page
+from gensyn.report.sweep import (
+    Condition,
+    comparison_table,
+    conditions,
+    pretty_table,
+    short_names,
+    varied_keys,
+)
+from gensyn.runs import execute, is_done, run_dir, stage_hash, with_overrides
+from gensyn.stages._shared import source_of
+from gensyn.tracking.report_table import log_report
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from omegaconf import DictConfig
-
-    from gensyn.report.page import Page
-    from gensyn.report.sweep import Condition
     from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -49,10 +68,6 @@ NOT_SCHEDULED = "Not scheduled (no run folder: never started, e.g. folds this sw
 
 def report_settings(cfg: DictConfig) -> DictConfig:
     """``cfg.report`` merged over the :class:`ReportConfig` defaults (typed either way)."""
-    from omegaconf import OmegaConf
-
-    from gensyn.config.report import ReportConfig
-
     base = OmegaConf.structured(ReportConfig)
     return OmegaConf.merge(base, cfg.get("report") or {})  # type: ignore[return-value]
 
@@ -62,19 +77,12 @@ def _arm_overrides(source: str, views: int) -> dict[str, object]:
 
 
 def _current(cfg: DictConfig, key: str) -> object:
-    from omegaconf import OmegaConf
-
     value = OmegaConf.select(cfg, key)
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def parse_sweep(overrides: list[str]) -> dict[str, list[Any]]:
     """``report.sweep``'s overrides (``key=v1,v2``, ``key=range(80,121,20)``) as key -> values."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    from gensyn.errors import GensynError
-
     parser = OverridesParser.create()
     sweep: dict[str, list[Any]] = {}
     for text in overrides:
@@ -103,12 +111,6 @@ def sweep_conditions(cfg: DictConfig, rc: DictConfig) -> dict[Condition, dict[st
     Which swept key changes which arm is read from the runs' hashes: the ``predict`` run of
     fold 0 (first seed) for each arm and combination of values.
     """
-    from gensyn.classify.sampling import arm_name, parse_arm
-    from gensyn.errors import GensynError
-    from gensyn.report.sweep import conditions
-    from gensyn.runs import stage_hash, with_overrides
-    from gensyn.stages._shared import source_of
-
     sweep = parse_sweep([str(s) for s in rc.sweep])
     arms = {arm_name(*parse_arm(a)): parse_arm(a) for a in rc.arms}
     own = (source_of(cfg), int(cfg.sampling.views_per_ct))
@@ -142,10 +144,6 @@ def gather(
     model is ``{"arm": label, **its classify summary}`` (for the exposure table); a missing run
     is "not finished" where its classify folder exists (running, failed or killed), else "not
     scheduled". A finished classify run, or this config's own run, is predicted here."""
-    from gensyn import io
-    from gensyn.classify.sampling import parse_arm
-    from gensyn.runs import execute, is_done, run_dir, with_overrides
-
     frames: list[pd.DataFrame] = []
     trained: list[dict[str, object]] = []
     not_finished: list[tuple[str, int]] = []
@@ -179,16 +177,7 @@ def gather(
     hashed=False,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    import pandas as pd
-    from omegaconf import OmegaConf
-
-    from gensyn import io
-    from gensyn.classify.sampling import arm_name, parse_arm
-    from gensyn.errors import GensynError
-    from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
-    from gensyn.report.multiplicity import PrimaryComparison
-    from gensyn.report.render import missing_note, schedule_note, write_report
-    from gensyn.report.sweep import short_names, varied_keys
+    from gensyn.report.render import write_report  # heavy: scipy
 
     rc = report_settings(cfg)
     conds = sweep_conditions(cfg, rc)
@@ -199,9 +188,56 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         raise GensynError("report: no finished predict runs for this config; run stage=predict")
     preds = pd.concat(frames, ignore_index=True)
     io.write_table(ctx.path("predictions.csv"), preds)
+    notes = _notes(cfg, preds, len(frames), seeds, not_finished, not_scheduled)
+    k = int(cfg.classifier.n_folds)
+    base_arm = arm_name(*parse_arm(rc.baseline))
+    base = next((c for c in conds if c.arm == base_arm), None)
+    lead = None
+    if base is not None and varied_keys(list(conds)):
+        lead = partial(sweep_section, conds=list(conds), baseline=base, out_dir=ctx.out_dir,
+                       level=float(rc.ci_level))  # fmt: skip
+    declared = rc.primary
+    primary = PrimaryComparison(
+        str(declared.metric), str(declared.test_set), arm_name(*parse_arm(str(declared.arm)))
+    )
+    baseline = base.label(names) if base else base_arm
+    page, summary = write_report(
+        ctx.out_dir, preds, list(cfg.dataset.findings), title="Classification report",
+        baseline=baseline, n_boot=int(rc.n_bootstrap), level=float(rc.ci_level),
+        seed=int(cfg.seed), notes=notes, n_folds=k, lead=lead,
+        extra_tables=[(EXPOSURE_CAPTION, exposure_table(trained))], primary=primary,
+        external_test_sets=[str(t) for t in rc.test_datasets],
+        internal_test_set=str(cfg.dataset.name),
+    )  # fmt: skip
+    counts = {"n_models": len(frames), "n_missing": len(not_finished) + len(not_scheduled),
+              "n_not_scheduled": len(not_scheduled)}  # fmt: skip
+    figures = (str(p.relative_to(ctx.out_dir)) for p in (ctx.out_dir / "figures").glob("*.png"))
+    files = {"reports": [page.name], "figures": sorted(figures)}
+    ctx.summary.update(report_summary(summary, baseline, counts, files))
+    print(f"Classification report: {page}")
+    for row in summary[summary["class"] == "macro"].itertuples():
+        print(
+            f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
+            f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
+        )
+    log_report(ctx, preds, list(cfg.dataset.findings))  # W&B: AUC per model as a table, figures
+
+
+def _notes(
+    cfg: DictConfig,
+    preds: pd.DataFrame,
+    n_models: int,
+    seeds: list[int],
+    not_finished: list[tuple[str, int]],
+    not_scheduled: list[tuple[str, int]],
+) -> list[str]:
+    """The report's notes: what was gathered, how the models were scheduled, simulated data,
+    the runs missing."""
+    from gensyn.report.render import missing_note, schedule_note  # heavy: scipy
+
     notes = [
         f"dataset={cfg.dataset.name}, classifier={getattr(cfg.classifier.name, 'value', '')}"
-        f", {preds['arm'].nunique()} arm(s), {len(frames)} model(s), seed(s) "
+        f", {preds['arm'].nunique()} arm(s), {n_models} model(s), seed(s) "
         f"{', '.join(map(str, seeds))}."
     ]
     # classifier.schedule may be absent from older configs: they trained by epochs
@@ -214,61 +250,29 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         notes.append(missing_note(not_finished, k, NOT_FINISHED))
     if not_scheduled:
         notes.append(missing_note(not_scheduled, k, NOT_SCHEDULED))
-    base_arm = arm_name(*parse_arm(rc.baseline))
-    base = next((c for c in conds if c.arm == base_arm), None)
-    lead = None
-    if base is not None and varied_keys(list(conds)):
-        lead = partial(sweep_section, conds=list(conds), baseline=base, out_dir=ctx.out_dir,
-                       level=float(rc.ci_level))  # fmt: skip
-    declared = rc.primary
-    primary = PrimaryComparison(
-        str(declared.metric), str(declared.test_set), arm_name(*parse_arm(str(declared.arm)))
-    )
-    page, summary = write_report(
-        ctx.out_dir,
-        preds,
-        list(cfg.dataset.findings),
-        title="Classification report",
-        baseline=base.label(names) if base else base_arm,
-        n_boot=int(rc.n_bootstrap),
-        level=float(rc.ci_level),
-        seed=int(cfg.seed),
-        notes=notes,
-        n_folds=k,
-        lead=lead,
-        extra_tables=[(EXPOSURE_CAPTION, exposure_table(trained))],
-        primary=primary,
-        external_test_sets=[str(t) for t in rc.test_datasets],
-        internal_test_set=str(cfg.dataset.name),
-    )
-    macro = summary[summary["class"] == "macro"]
-    for row in macro.itertuples():
-        ctx.summary[f"macro_auc_{row.test_set}_{row.arm}"] = round(float(str(row.auc_mean)), 4)
-        if bool(getattr(row, "vs_baseline", False)):
-            ctx.summary[f"p_delta_{row.test_set}_{row.arm}"] = float(str(row.p_value))
-    ctx.summary["n_models"] = len(frames)
-    ctx.summary["n_missing"] = len(not_finished) + len(not_scheduled)
-    ctx.summary["n_not_scheduled"] = len(not_scheduled)
-    ctx.summary["reports"] = [page.name]
-    ctx.summary["figures"] = sorted(
-        str(p.relative_to(ctx.out_dir)) for p in (ctx.out_dir / "figures").glob("*.png")
-    )
-    for _, first in summary[summary["primary"]].iterrows():  # at most one row
-        ctx.summary["primary"] = (
-            f"{first['class']} AUC, {first['arm']} vs {base.label(names) if base else base_arm} on "
-            + str(first["test_set"])
-        )
-        ctx.summary["primary_delta"] = round(float(first["delta"]), 4)
-        ctx.summary["primary_p"] = float(first["p_value"])
-    print(f"Classification report: {page}")
-    for row in macro.itertuples():
-        print(
-            f"  {row.test_set:<12} {row.arm:<12} macro AUC {row.auc_mean:.3f} "
-            f"[{row.ci_low:.3f}, {row.ci_high:.3f}] ({row.n_folds} fold(s))"
-        )
-    from gensyn.tracking.report_table import log_report
+    return notes
 
-    log_report(ctx, preds, list(cfg.dataset.findings))  # W&B: AUC per model as a table, figures
+
+def report_summary(
+    summary: pd.DataFrame, baseline: str, counts: dict[str, int], files: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The stage summary: macro AUC (and p of the difference from the baseline) per test set
+    and arm, ``counts`` (models gathered and missing), ``files`` (reports, figures), the
+    primary comparison."""
+    out: dict[str, Any] = {}
+    for row in summary[summary["class"] == "macro"].itertuples():
+        out[f"macro_auc_{row.test_set}_{row.arm}"] = round(float(str(row.auc_mean)), 4)
+        if bool(getattr(row, "vs_baseline", False)):
+            out[f"p_delta_{row.test_set}_{row.arm}"] = float(str(row.p_value))
+    out.update(counts)
+    out.update(files)
+    for _, first in summary[summary["primary"]].iterrows():  # at most one row
+        out["primary"] = f"{first['class']} AUC, {first['arm']} vs {baseline} on " + str(
+            first["test_set"]
+        )
+        out["primary_delta"] = round(float(first["delta"]), 4)
+        out["primary_p"] = float(first["p_value"])
+    return out
 
 
 def sweep_section(
@@ -279,11 +283,6 @@ def sweep_section(
     level: float,
 ) -> Page:
     """The report's first section: macro AUC against each varied key (table, figure, CSV)."""
-    from gensyn import io
-    from gensyn.report import plots
-    from gensyn.report.page import Page
-    from gensyn.report.sweep import comparison_table, pretty_table, short_names, varied_keys
-
     keys = varied_keys(conds)
     table = comparison_table(summary, conds, baseline)
     io.write_table(out_dir / "sweep_summary.csv", table)
@@ -309,8 +308,5 @@ def sweep_section(
 
 def _classify_summary(cfg: DictConfig) -> dict[str, object]:
     """The ``summary.json`` of the config's classify run ({} if it has none)."""
-    from gensyn import io
-    from gensyn.runs import run_dir
-
     path = run_dir(cfg, "classify") / "summary.json"
     return dict(io.read_json(path)) if path.is_file() else {}

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gensyn import io
+from gensyn.gan.domains import (
+    DRR_MANIFESTS,
+    XRAY_TABLES,
+    read_upstream_table,
+    select_domains,
+)
 from gensyn.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
@@ -28,14 +35,6 @@ if TYPE_CHECKING:
     upstream=("drr", "prepare_xrays"),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
-    from gensyn.gan.domains import (
-        DRR_MANIFESTS,
-        XRAY_TABLES,
-        read_upstream_table,
-        select_domains,
-    )
-
     drrs = read_upstream_table(ctx.upstream_dir("drr"), DRR_MANIFESTS, "DRR manifest")
     xrays = read_upstream_table(ctx.upstream_dir("prepare_xrays"), XRAY_TABLES, "X-ray")
     table = select_domains(

@@ -161,3 +161,29 @@ def read_ct_label_tables(
             raise ValueError(f"CTs listed in more than one label table: {list(dup[:5])}")
         return table
     raise ValueError(f"unknown CT label source {source!r}; allowed: radchest, folder")
+
+
+def attach_ct_labels(
+    volumes: pd.DataFrame, labels: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(``volumes`` with each CT's patient id and study labels, ``labels`` of the converted
+    CTs only, their missing patient ids filled in).
+
+    ``volumes`` is the converter's table (``volume_id``, ``patient_id``: the CT's own, DICOM
+    PatientID or the volume id); ``labels`` the common CT label table (``image_id`` = volume
+    id). The label table's patient id wins where it has one; the CT's own fills the gaps in
+    both tables, so the classifier's patient-level splits see one id per CT.
+    """
+    if len(volumes):
+        study = labels[["image_id", "patient_id", *STUDY_LABELS]].rename(
+            columns={"image_id": "volume_id", "patient_id": "listed_patient_id"}
+        )
+        volumes = volumes.merge(study, on="volume_id", how="left")
+        volumes["patient_id"] = volumes.pop("listed_patient_id").fillna(volumes["patient_id"])
+        if labels["patient_id"].isna().any():
+            own = dict(zip(volumes["volume_id"], volumes["patient_id"], strict=True))
+            labels = labels.assign(
+                patient_id=labels["patient_id"].fillna(labels["image_id"].map(own))
+            )
+    converted = set(volumes["volume_id"]) if len(volumes) else set()
+    return volumes, labels[labels["image_id"].isin(converted)]

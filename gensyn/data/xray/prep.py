@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gensyn.processes import init_worker
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WINDOWS = ("percentile", "minmax", "bits")
 MODES = ("squash", "pad")
@@ -307,6 +310,51 @@ def prepare_many(
             if pool is not None:
                 pool.terminate()
             bar.close()
+
+
+def prepare_table(
+    table: pd.DataFrame,
+    sources: list[str | None],
+    out_dir: str | os.PathLike[str],
+    options: PrepOptions,
+    journal: str | os.PathLike[str],
+    workers: int = 1,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Prepare the images of a label table: (the rows prepared, with ``width_px``,
+    ``height_px`` and ``stored_bits`` of the source; one ``image_id, file, reason`` row per
+    image that failed).
+
+    ``table`` has ``image_id``, ``path`` (the output, relative to ``out_dir``) and optionally
+    ``photometric`` (``MONOCHROME1`` images are inverted); ``sources[i]`` is row i's file, or
+    None where it was not found (left out, not reported: the caller lists those).
+    Streams through :func:`prepare_many` (resumable through ``journal``).
+    """
+    invert = (
+        table["photometric"].astype(str).eq("MONOCHROME1").tolist()
+        if "photometric" in table.columns
+        else [False] * len(table)
+    )
+    ids = table["image_id"].astype(str).tolist()
+    dsts = [str(Path(out_dir) / p) for p in table["path"].astype(str)]
+    jobs = (
+        PrepJob(ids[i], src, dsts[i], bool(invert[i]))
+        for i, src in enumerate(sources)
+        if src is not None
+    )
+    status: dict[str, dict[str, Any]] = {}
+    failed: list[dict[str, Any]] = []
+    total = sum(src is not None for src in sources)
+    for row in prepare_many(jobs, options, journal, workers=workers, total=total):
+        status[str(row["image_id"])] = row
+        if row["status"] != "ok":
+            failed.append(
+                {"image_id": row["image_id"], "file": row["src"], "reason": row["reason"]}
+            )
+    ok = table["image_id"].astype(str).map(lambda i: status.get(i, {}).get("status") == "ok")
+    table = table[ok].reset_index(drop=True)
+    for col in ("width_px", "height_px", "stored_bits"):
+        table[col] = [status[str(i)].get(col) for i in table["image_id"]]
+    return table, failed
 
 
 def locate_images(relpaths: Iterable[str], image_root: str | os.PathLike[str]) -> list[str | None]:
