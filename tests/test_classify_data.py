@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +238,34 @@ def test_window_continues_through_the_epochs(tmp_path, decode):
     for (wi, wl), (ei, el) in zip(window, epochs[3:9], strict=True):
         np.testing.assert_array_equal(wi, ei)
         np.testing.assert_array_equal(wl, el)
+
+
+def test_unreadable_images_are_checked_once_per_unchanged_file(tmp_path, monkeypatch):
+    """A sweep's later runs do not read the same files again; a file that changes is."""
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((8, 8), i * 40, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    paths.append(str(tmp_path / "bad.png"))
+    paths.append(str(tmp_path / "missing.png"))
+    reads: list[str] = []
+    real = data.image_problem
+    monkeypatch.setattr(data, "image_problem", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(data, "_CHECKED", {})
+
+    first = data.unreadable_images(paths, workers=2)
+    assert sorted(first) == sorted(paths[-2:])
+    assert first[paths[-2]].startswith(("UnidentifiedImageError", "OSError", "SyntaxError"))
+    assert first[paths[-1]].startswith("FileNotFoundError")
+    assert sorted(reads) == sorted(paths[:-1])  # a missing file is found by its stat
+    reads.clear()
+    assert data.unreadable_images(paths, workers=2) == first
+    assert reads == []  # nothing read again
+    # a good file truncated (another size and time) is read again and found unreadable
+    good = Path(paths[0])
+    good.write_bytes(good.read_bytes()[:20])
+    os.utime(good, ns=(time.time_ns(), time.time_ns() + 10**9))
+    again = data.unreadable_images(paths, workers=2)
+    assert reads == [paths[0]] and paths[0] in again

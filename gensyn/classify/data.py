@@ -122,11 +122,35 @@ def image_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+#: (path, size in bytes, modification time in ns) -> its problem or None, for this process: a
+#: sweep's later arms, folds and predictions do not check the same unchanged files again
+_CHECKED: dict[tuple[str, int, int], str | None] = {}
+
+
+def _checked_problem(path: str) -> tuple[tuple[str, int, int] | None, str | None]:
+    """(the memo key of ``path``, its problem): the problem is looked up in the memo or found."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return key, _CHECKED[key]
+    return key, image_problem(path)
+
+
 def unreadable_images(paths: Sequence[str], workers: int = 4) -> dict[str, str]:
-    """The files of ``paths`` that are not readable images, each with the reason."""
+    """The files of ``paths`` that are not readable images, each with the reason.
+
+    A file checked before in this process, unchanged since (same size and modification
+    time), is not read again.
+    """
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = pool.map(image_problem, paths)
-        return {p: why for p, why in zip(paths, problems, strict=True) if why is not None}
+        found = list(pool.map(_checked_problem, paths))
+    for key, problem in found:
+        if key is not None:
+            _CHECKED[key] = problem
+    return {p: why for p, (_, why) in zip(paths, found, strict=True) if why is not None}
 
 
 def augment_params(
