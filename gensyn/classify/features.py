@@ -202,15 +202,26 @@ class FeatureStream:
     def __len__(self) -> int:
         return len(self.stream)
 
-    def window(self, first_batch: int, n_batches: int) -> Iterator[tuple[Any, np.ndarray]]:
-        """Global batches ``first_batch`` .. ``+ n_batches - 1``, as ``BatchStream.window``."""
+    def index_plan(
+        self, first_batch: int, n_batches: int, count: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(block index, row, labels) of each image of global batches ``first_batch`` ..
+        ``+ n_batches - 1`` (the stream's own schedule); counts the images as fed, unless
+        ``count`` is false."""
         labels = self.stream.labels
         assert labels is not None
-        seen = getattr(self.stream, "times_seen", None)
-        for idx, _ in self.stream._plan(first_batch, n_batches):  # the stream's own schedule
+        seen = getattr(self.stream, "times_seen", None) if count else None
+        plan = []
+        for idx, _ in self.stream._plan(first_batch, n_batches):
             if seen is not None:
                 np.add.at(seen, idx[idx < seen.size], 1)
-            yield self.features.gather(self._blocks[idx], self._rows[idx]), labels[idx]
+            plan.append((self._blocks[idx], self._rows[idx], labels[idx]))
+        return plan
+
+    def window(self, first_batch: int, n_batches: int) -> Iterator[tuple[Any, np.ndarray]]:
+        """Global batches ``first_batch`` .. ``+ n_batches - 1``, as ``BatchStream.window``."""
+        for blocks, rows, labels in self.index_plan(first_batch, n_batches):
+            yield self.features.gather(blocks, rows), labels
 
 
 def predict_features(

@@ -44,10 +44,11 @@ import numpy as np
 
 from gensyn import io
 from gensyn.classify.data import BatchStream, RealEpochsStream
-from gensyn.classify.features import FeatureCacheSettings, use_feature_cache
+from gensyn.classify.features import FeatureCacheSettings, FeatureStream, use_feature_cache
 from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 from gensyn.classify.predict import predict_paths
+from gensyn.classify.scan_fit import ScannedFit, scan_fit_for
 from gensyn.report.metrics import per_class_auc
 
 if TYPE_CHECKING:
@@ -373,7 +374,7 @@ def train_classifier(
         )
     keras.utils.set_random_seed(settings.seed)
     keras.config.set_dtype_policy(resolve_precision(settings.precision))
-    configure_devices(settings.batch_size)
+    n_devices = configure_devices(settings.batch_size)
     model = build_model(spec)
     pos_weight = None
     if settings.class_weighting == "balanced":
@@ -462,19 +463,35 @@ def train_classifier(
     if ckpt.is_file():
         train_stream.times_seen[:] = _times_seen(ckpt, len(train_paths))
     batches = train_stream if tail is None else tail.stream(train_stream)
+    scanned: ScannedFit | None = None
+    if tail is not None:  # many steps per compiled call, unless the features are elsewhere
+        why_not = scan_fit_for(tail.features, n_devices)
+        if why_not is None:
+            assert isinstance(batches, FeatureStream)
+            first = batches.index_plan(0, 1, count=False)[0]  # shapes, to build the loss
+            tail.tail._symbolic_build(
+                data_batch=(tail.features.gather(first[0], first[1]), first[2])
+            )
+            scanned = ScannedFit(tail.tail, tail.features)
+        features_used["feature_cache_loop"] = "scan" if why_not is None else f"fit: {why_not}"
     seconds["setup"] = time.perf_counter() - clock
     for epoch in range(int(state["next_epoch"]), settings.epochs):
         start = time.perf_counter()
         # epoch e takes global batches e * n .. (e + 1) * n - 1 of the endless shuffled passes:
         # with n = len(train_stream) (schedule epochs) that is exactly pass e
-        hist = fit_model.fit(
-            batches.window(epoch * n_steps, n_steps),
-            steps_per_epoch=n_steps,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            verbose=settings.verbose,
-        )
+        if scanned is not None:
+            assert isinstance(batches, FeatureStream)
+            loss_value = scanned.epoch(batches, epoch * n_steps, n_steps)
+        else:
+            hist = fit_model.fit(
+                batches.window(epoch * n_steps, n_steps),
+                steps_per_epoch=n_steps,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=False,
+                verbose=settings.verbose,
+            )
+            loss_value = float(hist.history["loss"][-1])
         train_s = time.perf_counter() - start
         seconds["fit"] += train_s
         if tail is None:
@@ -495,7 +512,7 @@ def train_classifier(
         macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
         row: dict[str, Any] = {
             "epoch": epoch,
-            "loss": float(hist.history["loss"][-1]),
+            "loss": loss_value,
             "val_macro_auc": macro,
             **{f"val_auc_{n}": float(a) for n, a in zip(class_names, aucs, strict=True)},
             "train_images_per_s": n_steps * settings.batch_size / train_s,
