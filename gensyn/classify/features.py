@@ -64,6 +64,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: images per prediction step on stored features (at least the training batch)
+PREDICT_BATCH = 1024
+
 
 @dataclass
 class Features:
@@ -229,10 +232,13 @@ def predict_features(
 ) -> np.ndarray:
     """Probabilities (n, n_classes) of ``tail`` on the stored features of ``paths``, in order.
 
-    Batches are padded to ``batch_size`` (one compiled prediction step), as for images.
+    Batches of up to :data:`PREDICT_BATCH` images (at least ``batch_size``; the prediction of
+    an image does not depend on its batch) are padded to one size (one compiled step).
     """
     if len(paths) == 0:
         return np.zeros((0, int(tail.output_shape[-1])), dtype=np.float32)
+    # the tail in inference mode treats each image alone: bigger batches, fewer Python steps
+    batch_size = max(batch_size, min(PREDICT_BATCH, -(-len(paths) // batch_size) * batch_size))
     blocks, rows = features.locate(paths)
     n_batches = -(-len(paths) // batch_size)
 
