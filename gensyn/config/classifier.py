@@ -11,7 +11,7 @@ the config is composed.
 from dataclasses import dataclass
 from enum import Enum
 
-from gensyn.bounds import bounded
+from gensyn.bounds import bounded, unhashed
 
 
 class ClassifierName(Enum):
@@ -112,11 +112,11 @@ class ClassifierConfig:
         5, ge=2
     )  # patient-level multilabel-stratified folds; split_idx picks the val fold
     predict_batch_size: int = bounded(128, ge=1)
-    prefetch: int = bounded(4, ge=1)  # batches decoded ahead of the accelerator (not hashed)
-    decode: DecodeMode = DecodeMode.auto  # threads | processes | auto (not hashed)
-    # decode-once image cache (gensyn.classify.cache; not hashed, results are the same):
+    prefetch: int = unhashed(4, ge=1)  # batches decoded ahead of the accelerator
+    decode: DecodeMode = unhashed(DecodeMode.auto)  # threads | processes | auto
+    # decode-once image cache (gensyn.classify.cache; results are the same):
     # auto = <paths.work_dir>/cache/classify (images/ + jax/) | off | a folder (node-local disk)
-    cache: str = "auto"
+    cache: str = unhashed("auto")
     # frozen-prefix features computed once per image, the trainable tail trained and run on
-    # them (not hashed: the same computation); auto | off
-    feature_cache: FeatureCache = FeatureCache.auto
+    # them (the same computation); auto | off
+    feature_cache: FeatureCache = unhashed(FeatureCache.auto)

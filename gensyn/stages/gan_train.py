@@ -21,31 +21,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: generator.* keys that do not change the trained networks (logging, translation, and
-#: pure speed switches whose effect is within floating-point rounding).
-UNHASHED = {
-    "sample_every_epochs",
-    "num_samples",
-    "translate_batch_size",
-    "channels_last",
-    "compile",
-    "cuda_graphs",
-    "translate_channels_last",
-    "translate_write_threads",
-    "fused_adam",
-    "cudnn_benchmark",
-}
-
 
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
-    """The generator's keys and the seed of the synthetic images (``split_seed``, or ``seed``
-    with ``synthex_per_seed``: a CycleGAN per training seed)."""
-    from dataclasses import fields
-
+    """The generator's hashed keys (logging, translation and speed switches are declared
+    unhashed in gensyn/gan/settings.py) and the seed of the synthetic images (``split_seed``,
+    or ``seed`` with ``synthex_per_seed``: a CycleGAN per training seed)."""
+    from gensyn.bounds import hashed_field_names
     from gensyn.config.generator import GeneratorConfig
     from gensyn.stages._shared import synthetic_seed_key
 
-    keys = [f"generator.{f.name}" for f in fields(GeneratorConfig) if f.name not in UNHASHED]
+    keys = [f"generator.{name}" for name in hashed_field_names(GeneratorConfig)]
     return (*keys, synthetic_seed_key(cfg))
 
 

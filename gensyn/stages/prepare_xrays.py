@@ -28,16 +28,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: dataset.xray keys that only steer other stages (predict) and so stay out of the hash
-UNHASHED = frozenset({"external_test"})
-
 
 def _hashed_keys() -> tuple[str, ...]:
-    from dataclasses import fields
-
+    """The data set, its hashed ``dataset.xray`` fields (``external_test`` steers predict, the
+    worker count no result: declared unhashed in gensyn/config/dataset.py), the demo's."""
+    from gensyn.bounds import hashed_field_names
     from gensyn.config.dataset import XrayConfig
 
-    xray = [f"dataset.xray.{f.name}" for f in fields(XrayConfig) if f.name not in UNHASHED]
+    xray = [f"dataset.xray.{name}" for name in hashed_field_names(XrayConfig)]
     # split_seed, not seed: every training seed of a repeated cross-validation shares the test set
     return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "split_seed")
 
