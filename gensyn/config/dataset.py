@@ -107,9 +107,9 @@ class XrayConfig:
         factory=lambda: [0.5, 99.5], ge=0, le=100, length=2, order="<"
     )
     mode: str = "squash"  # squash (stretch to square, as the original) | pad
-    num_workers: int = bounded(
+    num_workers: int = unhashed(
         II("num_workers"), ge=0
-    )  # parallel image workers (not hashed); default: the run's
+    )  # parallel image workers; default: the run's
 
 
 @dataclass
