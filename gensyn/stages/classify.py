@@ -231,25 +231,13 @@ def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
 
 def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no-untyped-def]
     from gensyn.classify.models import ModelSpec
+    from gensyn.classify.settings import ClassifierSettings
     from gensyn.classify.train import TrainSettings, train_classifier
     from gensyn.config.settings import to_settings
 
-    c = cfg.classifier
-    spec = to_settings(
-        c,
-        ModelSpec,
-        n_classes=len(findings),
-        weights=None if c.weights in (None, "", "none") else str(c.weights),
-        widths=tuple(int(w) for w in c.small_cnn_widths),
-        seed=int(cfg.seed),
-    )
-    settings = to_settings(
-        c,
-        TrainSettings,
-        seed=int(cfg.seed),
-        num_workers=int(cfg.num_workers),
-        prefetch_batches=int(c.prefetch),
-    )
+    classifier = to_settings(cfg.classifier, ClassifierSettings)
+    spec = ModelSpec.of(classifier, n_classes=len(findings), seed=int(cfg.seed))
+    settings = TrainSettings.of(classifier, seed=int(cfg.seed), num_workers=int(cfg.num_workers))
     return train_classifier(
         spec,
         list(train["path"]),
