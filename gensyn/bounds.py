@@ -1,4 +1,4 @@
-"""What a numeric setting allows, declared once next to the field (dataclass field metadata).
+"""What a setting allows and whether it is hashed, declared once next to the field.
 
 A settings field is declared with :func:`bounded` instead of a bare default::
 
@@ -13,6 +13,17 @@ setting must be finite (NaN and infinities give garbage, not errors, deep inside
 unless its bounds say ``finite=False``. Bounds hold for a scalar or for each element of a
 list; ``length`` and ``order`` are about the list itself; ``above`` names a sibling field
 that this one must exceed (``bone_min_hu`` above ``air_max_hu``).
+
+A setting that never changes a result (worker counts, prefetch depth, caches, a local
+interpreter's path, a time-out) is declared with :func:`unhashed`, with bounds or without::
+
+    num_workers: int = unhashed(4, ge=1)  # parallel downloads
+    cache: str = unhashed("auto")  # decode-once image cache folder
+
+It is left out of every run hash, wherever its group sits in a hashed key
+(:func:`gensyn.runs.stage_identity` reads the mark from the schema); a stage that names
+such a key in its ``config_keys`` is an error. :func:`hashed_field_names` lists the fields
+of a schema that are hashed, for stages that hash a group field by field.
 """
 
 from __future__ import annotations
@@ -20,14 +31,29 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BOUNDS_KEY", "Bounds", "bounded", "field_bounds"]
+__all__ = [
+    "BOUNDS_KEY",
+    "HASHED_KEY",
+    "Bounds",
+    "bounded",
+    "field_bounds",
+    "hashed_field_names",
+    "is_hashed",
+    "unhashed",
+    "unhashed_field_names",
+    "unhashed_paths",
+]
 
 #: The key of :class:`Bounds` in a dataclass field's metadata.
 BOUNDS_KEY = "gensyn_bounds"
+#: The key in a dataclass field's metadata that says whether run hashes include the field
+#: (absent: they do).
+HASHED_KEY = "gensyn_hashed"
 
 
 @dataclass(frozen=True)
@@ -112,6 +138,12 @@ class Bounds:
         return text
 
 
+def _field(default: Any, factory: Callable[[], Any] | None, meta: dict[str, Any]) -> Any:
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def bounded(
     default: Any = dataclasses.MISSING,
     *,
@@ -119,13 +151,59 @@ def bounded(
     **bounds: Any,
 ) -> Any:
     """A dataclass field with ``default`` (or ``factory``) and :class:`Bounds` ``bounds``."""
-    meta = {BOUNDS_KEY: Bounds(**bounds)}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return _field(default, factory, {BOUNDS_KEY: Bounds(**bounds)})
+
+
+def unhashed(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    **bounds: Any,
+) -> Any:
+    """A dataclass field that no run hash includes (it never changes a result), with
+    ``default`` (or ``factory``) and, when given, :class:`Bounds` ``bounds``."""
+    meta: dict[str, Any] = {HASHED_KEY: False}
+    if bounds:
+        meta[BOUNDS_KEY] = Bounds(**bounds)
+    return _field(default, factory, meta)
 
 
 def field_bounds(field: dataclasses.Field[Any]) -> Bounds | None:
     """The bounds declared on ``field``, or None."""
     found = field.metadata.get(BOUNDS_KEY)
     return found if isinstance(found, Bounds) else None
+
+
+def is_hashed(field: dataclasses.Field[Any]) -> bool:
+    """Whether run hashes include ``field`` (False for fields declared with :func:`unhashed`)."""
+    return bool(field.metadata.get(HASHED_KEY, True))
+
+
+def hashed_field_names(schema: type) -> tuple[str, ...]:
+    """The fields of dataclass ``schema`` that run hashes include, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(schema) if is_hashed(f))
+
+
+def unhashed_field_names(schema: type) -> frozenset[str]:
+    """The fields of dataclass ``schema`` declared with :func:`unhashed`."""
+    return frozenset(f.name for f in dataclasses.fields(schema) if not is_hashed(f))
+
+
+def unhashed_paths(schema: type, prefix: str = "") -> frozenset[str]:
+    """The dotted keys below dataclass ``schema`` declared with :func:`unhashed`, at every
+    depth (``dataset.demo.num_workers``); a ``dict[str, Schema]`` field's entries show as
+    ``<field>.*``."""
+    found: set[str] = set()
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        if not is_hashed(f):
+            found.add(key)
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            found |= unhashed_paths(kind, f"{key}.")  # type: ignore[arg-type]
+        elif typing.get_origin(kind) is dict:
+            value = typing.get_args(kind)[-1]
+            if dataclasses.is_dataclass(value):
+                found |= unhashed_paths(value, f"{key}.*.")  # type: ignore[arg-type]
+    return frozenset(found)

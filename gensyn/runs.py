@@ -3,15 +3,17 @@
 A stage's output folder is ``<paths.runs_dir>/<stage>/<hash>``. The hash covers exactly the
 config values the stage declared (``config_keys``) plus the hashes of its upstream stages,
 so the same config always finds the same folder, and a change upstream changes every
-folder downstream. Keys that never change results (worker counts, progress bars) or only
-describe this machine (interpreter paths, time-outs) are left out of the hash wherever they
-appear. A hashed path below one of the ``paths`` folders is hashed relative to that folder
+folder downstream. Settings that never change results (worker counts, caches) or only
+describe this machine (interpreter paths, time-outs) are declared with
+:func:`gensyn.bounds.unhashed` on their schema field and left out of the hash wherever their
+group appears (the config's nodes carry their schema). A hashed path below one of the ``paths`` folders is hashed relative to that folder
 (``${paths.data_dir}/demo/raw``), so moving the data or the output root keeps every hash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -28,16 +30,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gensyn import __version__, io
+from gensyn.bounds import unhashed_field_names
 from gensyn.errors import GensynError
 from gensyn.registry import Stage, get_stage
 from gensyn.run_context import METRICS_FILE, RunContext
 
 __all__ = [  # RunContext and METRICS_FILE live in gensyn.run_context; named here as before
     "DONE",
-    "HASH_EXCLUDED_LEAVES",
     "METRICS_FILE",
     "RunContext",
     "UpstreamMissingError",
@@ -56,39 +58,43 @@ log = logging.getLogger(__name__)
 
 DONE = "DONE"
 HASH_LENGTH = 12
-#: Leaf names that never change a result, wherever they appear in a hashed subtree: speed
-#: and logging knobs, and settings that only describe this machine.
-HASH_EXCLUDED_LEAVES = frozenset(
-    {
-        "num_workers",
-        "progress_bar",
-        "log_every_n_steps",
-        "prefetch",
-        "decode",
-        "cache",
-        "feature_cache",
-        "deepdrr_python",
-        "deepdrr_pythonpath",
-        "deepdrr_timeout_s",
-        "reuse_raw_dir",
-    }
-)
 
 
 class UpstreamMissingError(GensynError):
     """An upstream stage has not finished and ``run_upstream`` is off."""
 
 
-def _select(cfg: DictConfig, key: str) -> Any:
+def _schema(node: Any) -> type | None:
+    """The dataclass schema of a config node (None: an untyped node or a leaf)."""
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    return kind if kind is not None and dataclasses.is_dataclass(kind) else None
+
+
+def _unhashed_key(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key``'s own schema field is declared :func:`~gensyn.bounds.unhashed`."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    schema = _schema(parent)
+    return schema is not None and leaf in unhashed_field_names(schema)
+
+
+def _select(cfg: DictConfig, key: str, anchors: list[tuple[str, str]]) -> Any:
+    """The value of ``key`` as hashed (see :func:`_strip`)."""
     missing = object()
     value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=True)
     if value is missing:
         raise KeyError(f"stage hashes config key {key!r}, which is not in the config")
+    if _unhashed_key(cfg, key):
+        raise KeyError(
+            f"stage hashes config key {key!r}, which its schema declares unhashed "
+            "(gensyn.bounds.unhashed); leave it out of the stage's config_keys"
+        )
     if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-    elif isinstance(value, Enum):  # typed choices (e.g. sampling.source) hash by name
-        value = value.name
-    return value
+        plain = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        return _strip(plain, value, anchors)
+    if isinstance(value, Enum):  # typed choices (e.g. sampling.source) hash by name
+        return value.name
+    return _strip(value, None, anchors)
 
 
 def _path_anchors(cfg: DictConfig) -> list[tuple[str, str]]:
@@ -118,12 +124,26 @@ def _relocatable(value: str, anchors: list[tuple[str, str]]) -> str:
     return value
 
 
-def _strip(value: Any, anchors: list[tuple[str, str]]) -> Any:
-    """``value`` as hashed: excluded leaves dropped, paths made relative to ``paths``."""
+def _child(node: Any, key: str | int, value: Any) -> Any:
+    """The config node of ``node[key]`` where ``value`` (its plain copy) is a container."""
+    if isinstance(value, dict | list) and isinstance(node, DictConfig):
+        return node[key]
+    if isinstance(value, dict | list) and isinstance(node, ListConfig) and isinstance(key, int):
+        return node[key]
+    return None
+
+
+def _strip(value: Any, node: Any, anchors: list[tuple[str, str]]) -> Any:
+    """``value`` (the plain copy of config ``node``) as hashed: the fields its schema declares
+    unhashed dropped at every depth, paths made relative to ``paths``."""
     if isinstance(value, dict):
-        return {k: _strip(v, anchors) for k, v in value.items() if k not in HASH_EXCLUDED_LEAVES}
+        schema = _schema(node)
+        skip = unhashed_field_names(schema) if schema is not None else frozenset()
+        return {
+            k: _strip(v, _child(node, k, v), anchors) for k, v in value.items() if k not in skip
+        }
     if isinstance(value, list):
-        return [_strip(v, anchors) for v in value]
+        return [_strip(v, _child(node, i, v), anchors) for i, v in enumerate(value)]
     if isinstance(value, str):
         return _relocatable(value, anchors)
     return value
@@ -141,7 +161,7 @@ def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
     anchors = _path_anchors(cfg)
     identity = {
         "stage": name,
-        "config": {key: _strip(_select(cfg, key), anchors) for key in spec.keys(cfg)},
+        "config": {key: _select(cfg, key, anchors) for key in spec.keys(cfg)},
         "upstream": {u: stage_hash(cfg, u) for u in spec.upstream(cfg)},
     }
     inputs = spec.inputs(cfg) if spec.inputs is not None else {}

@@ -53,11 +53,20 @@ def check_demo_sizes(cfg: DictConfig) -> None:
 
 
 def check_classifier_weights(cfg: DictConfig) -> None:
-    """Frozen DenseNet121 layers need pretrained weights; a local weights file must exist."""
+    """Frozen DenseNet121 layers need pretrained weights; a local weights file must exist
+    (``~`` expanded, as :func:`gensyn.classify.models.resolve_weights` does); the small CNN
+    takes none."""
+    from gensyn.classify.settings import weights_file
+
     c = cfg.classifier
-    if _option(c.name) != "densenet121":
-        return
     weights = c.get("weights")
+    if _option(c.name) != "densenet121":
+        if weights is not None:
+            raise GensynError(
+                f"classifier.weights={weights} with classifier.name={_option(c.name)}; allowed: "
+                "null (pretrained weights exist for classifier=densenet121 only)"
+            )
+        return
     tail = int(c.trainable_tail_layers)
     if weights is None and tail != -1:
         raise GensynError(
@@ -66,7 +75,7 @@ def check_classifier_weights(cfg: DictConfig) -> None:
             "learn on random features. Use classifier.weights=imagenet (the default), a local "
             ".h5 file, or train every layer from scratch with classifier.trainable_tail_layers=-1"
         )
-    if weights not in (None, "imagenet") and not Path(str(weights)).expanduser().is_file():
+    if weights not in (None, "imagenet") and not weights_file(str(weights)).is_file():
         raise GensynError(
             f"classifier.weights={weights}: no such file; give a DenseNet121 no-top weights "
             "file (.h5), imagenet, or null"

@@ -173,3 +173,43 @@ def test_compilation_cache_follows_the_folder_of_each_run(tmp_path):
     finally:
         if before:
             use_compilation_cache(before)
+
+
+def test_a_weights_path_under_home_is_expanded_at_start_up_and_by_the_model(
+    compose, tmp_path, monkeypatch
+):
+    """``classifier.weights=~/w.h5``: start-up and the model read the same file."""
+    from gensyn.errors import GensynError
+    from gensyn.startup import check_classifier_weights
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "w.h5").write_bytes(b"checked for existence only")
+    check_classifier_weights(compose("classifier=densenet121", "classifier.weights='~/w.h5'"))
+    assert models.resolve_weights("~/w.h5") == str(tmp_path / "w.h5")
+    missing = compose("classifier=densenet121", "classifier.weights='~/gone.h5'")
+    with pytest.raises(GensynError, match=r"classifier.weights=~/gone.h5: no such file"):
+        check_classifier_weights(missing)
+    with pytest.raises(ValueError, match="is not a file"):
+        models.resolve_weights("~/gone.h5")
+
+
+def test_model_defaults_are_the_classifier_settings():
+    """One default per setting: ModelSpec's are ClassifierSettings' (the small CNN's widths
+    are the demo config's), and a model built from the settings has them."""
+    from pathlib import Path
+
+    import yaml
+
+    from gensyn.classify.settings import ClassifierSettings
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    demo = yaml.safe_load((conf / "classifier" / "small_cnn.yaml").read_text())
+    settings = ClassifierSettings()
+    assert tuple(ModelSpec().widths) == settings.small_cnn_widths == tuple(demo["small_cnn_widths"])
+    assert ModelSpec().image_size_px == settings.image_size_px == 512
+    spec = ModelSpec.of(ClassifierSettings(name="small_cnn", weights=None), n_classes=3, seed=4)
+    assert (spec.name, spec.n_classes, spec.seed, spec.weights) == ("small_cnn", 3, 4, None)
+    with pytest.raises(
+        ValueError, match=r"classifier.name='vgg16'; allowed: densenet121, small_cnn"
+    ):
+        ModelSpec.of(ClassifierSettings(name="vgg16"), n_classes=5, seed=0)  # type: ignore[arg-type]

@@ -158,6 +158,20 @@ def test_known_auc_ignores_unknown_rows():
     assert aucs[1] == pytest.approx(roc_auc_score(y[keep, 1], p[keep, 1]))
 
 
+def test_train_settings_come_from_the_classifier_settings():
+    """One default and one list of allowed values per setting (ClassifierSettings')."""
+    from gensyn.classify.settings import ClassifierSettings, LrSchedule
+
+    assert TrainSettings() == TrainSettings.of(ClassifierSettings(), seed=0, num_workers=4)
+    ours = ClassifierSettings(lr_schedule=LrSchedule.cosine, prefetch=7, epochs=3)
+    got = TrainSettings.of(ours, seed=3, num_workers=1)
+    assert (got.lr_schedule, got.prefetch_batches, got.epochs, got.seed, got.num_workers) == (
+        "cosine", 7, 3, 3, 1,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"classifier.lr_schedule='step'; allowed: constant, cos"):
+        TrainSettings.of(ClassifierSettings(lr_schedule="step"), seed=0, num_workers=1)  # type: ignore[arg-type]
+
+
 def test_steps_per_epoch_of_the_two_schedules():
     assert steps_per_epoch("epochs", n_train=100, n_real_train=60, batch_size=8) == 12
     assert steps_per_epoch("steps", n_train=100, n_real_train=60, batch_size=8) == 8  # ceil 7.5

@@ -326,3 +326,91 @@ def test_third_party_start_up_noise_stays_out_of_stage_logs(launch, gensyn_root:
     assert "stage classify: running in" in text  # INFO lines reach the log ...
     for where in (text, proc.stdout, proc.stderr):  # ... JAX's backend probing does not
         assert "Unable to initialize backend" not in where
+
+
+# ---- what is hashed: marked on the schema fields (gensyn.bounds.unhashed) -------------------
+#: Every setting no run hash includes: what runs.HASH_EXCLUDED_LEAVES, gan_train.UNHASHED and
+#: prepare_xrays.UNHASHED left out before the mark moved onto the fields, plus
+#: dataset.xray.num_workers (prepare_xrays hashed it by mistake) and the top-level
+#: num_workers and extras (no stage hashes them).
+UNHASHED = {
+    "num_workers",
+    "extras",
+    "classifier.prefetch",
+    "classifier.decode",
+    "classifier.cache",
+    "classifier.feature_cache",
+    "projector.deepdrr_python",
+    "projector.deepdrr_pythonpath",
+    "projector.deepdrr_timeout_s",
+    *(f"{group}.demo.num_workers" for group in ("dataset", "ct_dataset", "report.external.*")),
+    *(
+        f"{group}.xray.{k}"
+        for group in ("dataset", "report.external.*")
+        for k in ("num_workers", "external_test")
+    ),
+    "ct_dataset.convert.num_workers",
+    "ct_dataset.download.num_workers",
+    "ct_dataset.download.reuse_raw_dir",
+    *(
+        f"generator.{k}"
+        for k in (
+            "sample_every_epochs",
+            "num_samples",
+            "translate_batch_size",
+            "channels_last",
+            "compile",
+            "cuda_graphs",
+            "translate_channels_last",
+            "translate_write_threads",
+            "fused_adam",
+            "cudnn_benchmark",
+        )
+    ),
+}
+
+
+def test_the_unhashed_settings_are_exactly_the_marked_ones() -> None:
+    from gensyn.bounds import unhashed_paths
+    from gensyn.config import Config
+
+    assert unhashed_paths(Config) == UNHASHED
+
+
+def test_unhashed_settings_change_no_stage_hash_and_hashed_ones_do(compose) -> None:
+    from gensyn.registry import load_stages
+
+    stages = sorted(n for n, s in load_stages().items() if s.hashed and not n.startswith("_"))
+    base = compose("profile=tiny")
+    hashes = {s: stage_hash(base, s) for s in stages}
+    unhashed = compose(
+        "profile=tiny",
+        "num_workers=7",  # interpolated into dataset.xray and ct_dataset.convert
+        "dataset.xray.num_workers=3",
+        "dataset.xray.external_test=test_split",
+        "ct_dataset.demo.num_workers=5",
+        "classifier.prefetch=9",
+        "classifier.decode=threads",
+        "classifier.cache=off",
+        "classifier.feature_cache=off",
+        "projector.deepdrr_timeout_s=5",
+        "generator.compile=false",
+        "generator.num_samples=2",
+    )
+    assert {s: stage_hash(unhashed, s) for s in stages} == hashes
+    # a hashed field beside them in the same group changes its stage and those downstream
+    wider = compose("profile=tiny", "dataset.xray.size_px=64")
+    assert stage_hash(wider, "prepare_xrays") != hashes["prepare_xrays"]
+    assert stage_hash(wider, "classify") != hashes["classify"]
+    assert stage_hash(wider, "convert") == hashes["convert"]
+
+
+def test_a_stage_that_hashes_an_unhashed_key_is_refused(compose) -> None:
+    stage("_test_hashes_workers", summary="t", config_keys=("seed", "classifier.prefetch"))(
+        lambda cfg, ctx: None
+    )
+    try:
+        with pytest.raises(KeyError, match=r"classifier.prefetch.*declares unhashed"):
+            stage_hash(compose(), "_test_hashes_workers")
+    finally:
+        _REGISTRY.pop("_test_hashes_workers", None)

@@ -55,6 +55,13 @@ BAD_VALUES = [
     ("classifier.n_folds=1", "classifier.n_folds=1; allowed: 2 or more"),
     ("dataset.xray.window_pct=[50,50]", "dataset.xray.window_pct=[50.0, 50.0]; allowed"),
     ("reader_study.blinding.window_high_percentile=0.1", "more than reader_study.blinding."),
+    # issue 38: unhashed settings keep their bounds; the small CNN takes no weights; null, not
+    # "none", is random init
+    ("classifier.prefetch=0", "classifier.prefetch=0; allowed: 1 or more"),
+    ("generator.num_samples=0", "generator.num_samples=0; allowed: 1 or more"),
+    ("classifier.weights=imagenet", "classifier.weights=imagenet with classifier.name=small_cnn"),
+    ("classifier.weights=none", "classifier.weights=none with classifier.name=small_cnn; allowed"),
+    ("classifier=densenet121 classifier.weights=none", "classifier.weights=none: no such file"),
 ]
 
 

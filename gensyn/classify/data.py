@@ -35,10 +35,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from gensyn.classify.settings import DecodeMode, checked
 from gensyn.io import decode_png
 from gensyn.processes import init_worker
-
-DECODE_MODES = ("auto", "threads", "processes")
 
 
 class CachedImages(Protocol):
@@ -244,8 +243,7 @@ class BatchStream:
             raise ValueError(f"{len(paths)} paths but {len(labels)} label rows")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if decode not in DECODE_MODES:
-            raise ValueError(f"decode={decode!r}; allowed: {', '.join(DECODE_MODES)}")
+        checked(DecodeMode, decode, "classifier.decode")
         self.paths = [os.fspath(p) for p in paths]
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.batch_size = batch_size

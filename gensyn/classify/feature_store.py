@@ -26,6 +26,7 @@ from gensyn.classify.cache import DISK_MARGIN_BYTES, cache_key, cache_lock
 from gensyn.classify.data import BatchStream
 from gensyn.classify.predict import padded_batches
 from gensyn.classify.prefix import PrefixSplit, numpy_dtype
+from gensyn.classify.settings import ClassifierSettings
 
 if TYPE_CHECKING:
     from gensyn.classify.cache import ImageCache
@@ -37,6 +38,7 @@ DEVICE_HEADROOM_BYTES = 6 << 30
 #: host memory left free beside features in RAM
 HOST_HEADROOM_BYTES = 8 << 30
 WHERE = ("device", "host", "file")
+_SETTINGS = ClassifierSettings()  # the defaults
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class FeatureCacheSettings:
     """
 
     folder: Path | None = None
-    batch_size: int = 128
+    batch_size: int = _SETTINGS.predict_batch_size
     num_workers: int = 4
-    prefetch_batches: int = 4
-    decode: str = "auto"
+    prefetch_batches: int = _SETTINGS.prefetch
+    decode: str = _SETTINGS.decode.value
     max_device_bytes: int | None = None
     max_host_bytes: int | None = None
 

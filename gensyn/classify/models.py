@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gensyn.classify.keras_env import keras
+from gensyn.classify.settings import ClassifierName, ClassifierSettings, checked, weights_file
 from gensyn.errors import GensynError
+from gensyn.study import FINDINGS
 
 log = logging.getLogger(__name__)
+_SETTINGS = ClassifierSettings()  # the defaults
 
-MODEL_NAMES = ("densenet121", "small_cnn")
 # Keras' DenseNet121 ImageNet no-top weights: file name, URL and md5 exactly as in
 # keras/src/applications/densenet.py (a test checks they still agree).
 IMAGENET_WEIGHTS_FILE = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -51,16 +53,32 @@ class ModelSpec:
     to a DenseNet121 *no-top* weights file (``.h5``/``.weights.h5``).
     ``trainable_tail_layers``: DenseNet121 layers left trainable, counted from the end of the
     convolutional base (the study: 9); -1 trains all. ``widths``: small_cnn channels per stage.
+    Defaults are :class:`~gensyn.classify.settings.ClassifierSettings`' (declared there), but
+    ``weights``: None, so that building a model never downloads unless asked to.
     """
 
-    name: str = "densenet121"
-    image_size_px: int = 512
-    n_classes: int = 5
+    name: str = _SETTINGS.name.value
+    image_size_px: int = _SETTINGS.image_size_px
+    n_classes: int = len(FINDINGS)
     weights: str | None = None
-    trainable_tail_layers: int = 9
-    dropout: float = 0.0
-    widths: Sequence[int] = (16, 32, 64, 128)
+    trainable_tail_layers: int = _SETTINGS.trainable_tail_layers
+    dropout: float = _SETTINGS.dropout
+    widths: Sequence[int] = _SETTINGS.small_cnn_widths
     seed: int = 0
+
+    @classmethod
+    def of(cls, settings: ClassifierSettings, n_classes: int, seed: int) -> ModelSpec:
+        """The model ``settings`` describe, with ``n_classes`` outputs and ``seed``."""
+        return cls(
+            name=checked(ClassifierName, settings.name, "classifier.name"),
+            image_size_px=settings.image_size_px,
+            n_classes=n_classes,
+            weights=settings.weights,
+            trainable_tail_layers=settings.trainable_tail_layers,
+            dropout=settings.dropout,
+            widths=tuple(settings.small_cnn_widths),
+            seed=seed,
+        )
 
 
 def _input(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -117,18 +135,20 @@ def imagenet_weights_file() -> Path:
 def resolve_weights(weights: str | None) -> str | None:
     """The weights argument for ``keras.applications.DenseNet121``: None, or a local file.
 
-    ``"imagenet"`` becomes Keras' cached file (:func:`imagenet_weights_file`); a path must exist.
+    ``"imagenet"`` becomes Keras' cached file (:func:`imagenet_weights_file`); a path
+    (``~`` expanded, as the start-up check does) must exist.
     """
     if weights is None:
         return None
     if weights == "imagenet":
         return str(imagenet_weights_file())
-    if not Path(weights).is_file():
+    path = weights_file(weights)
+    if not path.is_file():
         raise ValueError(
             f"classifier.weights={weights!r} is not a file; use imagenet, null or a local "
             "DenseNet121 no-top weights file (.h5)"
         )
-    return weights
+    return str(path)
 
 
 def densenet121(spec: ModelSpec) -> keras.Model:
@@ -196,11 +216,9 @@ def small_cnn(spec: ModelSpec) -> keras.Model:
 
 
 def build_model(spec: ModelSpec) -> keras.Model:
-    """Build the model named by ``spec.name`` (one of ``MODEL_NAMES``)."""
-    if spec.name == "densenet121":
+    """Build the model named by ``spec.name`` (a :class:`ClassifierName`)."""
+    if checked(ClassifierName, spec.name, "classifier.name") == ClassifierName.densenet121.value:
         return densenet121(spec)
-    if spec.name == "small_cnn":
-        if spec.weights is not None:
-            raise ValueError("classifier.weights applies to densenet121 only; set it to null")
-        return small_cnn(spec)
-    raise ValueError(f"unknown classifier {spec.name!r}; choose one of {MODEL_NAMES}")
+    if spec.weights is not None:
+        raise ValueError("classifier.weights applies to densenet121 only; set it to null")
+    return small_cnn(spec)

@@ -49,6 +49,15 @@ from gensyn.classify.keras_env import keras
 from gensyn.classify.models import ModelSpec, build_model
 from gensyn.classify.predict import predict_paths
 from gensyn.classify.scan_fit import ScannedFit, scan_fit_for
+from gensyn.classify.settings import (
+    ClassifierSettings,
+    ClassWeighting,
+    DecodeMode,
+    LrSchedule,
+    Precision,
+    Schedule,
+    checked,
+)
 from gensyn.report.metrics import per_class_auc
 
 if TYPE_CHECKING:
@@ -56,32 +65,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-CLASS_WEIGHTINGS = ("none", "balanced")
-LR_SCHEDULES = ("constant", "cosine")
-SCHEDULES = ("epochs", "steps", "real_epochs")
+_SETTINGS = ClassifierSettings()  # the defaults
 CHECKPOINT = "checkpoint.npz"
 BEST_MODEL = "best.keras"
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings (defaults: the study's recipe; Adam 1e-5, 30 epochs, batch 128)."""
+    """Optimisation settings. Defaults, meanings and allowed values are
+    :class:`~gensyn.classify.settings.ClassifierSettings`' (declared there: the study's
+    recipe, Adam 1e-5, 30 epochs, batch 128); strings here are the Enums' values."""
 
-    epochs: int = 30
-    schedule: str = "epochs"  # epochs (the study) | steps (the baseline's steps) | real_epochs
-    synthetic_share: float = 0.5  # real_epochs: most synthetic share of a batch (0 <= x < 1)
-    batch_size: int = 128
-    learning_rate: float = 1e-5
-    lr_schedule: str = "constant"  # constant (the study) | cosine (decay to 0 over all steps)
-    augment: bool = False  # host-side shifts and contrast on training batches
-    class_weighting: str = "none"  # none | balanced (positive weight n_neg / n_pos per class)
-    precision: str = "auto"  # auto: mixed_bfloat16 on GPU, float32 on CPU
-    seed: int = 0
-    num_workers: int = 4
-    prefetch_batches: int = 4
-    decode: str = "auto"  # auto | threads | processes (gensyn.classify.data.BatchStream)
-    verbose: int = 0
+    epochs: int = _SETTINGS.epochs
+    schedule: str = _SETTINGS.schedule.value
+    synthetic_share: float = _SETTINGS.synthetic_share
+    batch_size: int = _SETTINGS.batch_size
+    learning_rate: float = _SETTINGS.learning_rate
+    lr_schedule: str = _SETTINGS.lr_schedule.value
+    augment: bool = _SETTINGS.augment
+    class_weighting: str = _SETTINGS.class_weighting.value
+    precision: str = _SETTINGS.precision.value
+    seed: int = 0  # the run's seed (initialisation, batch order)
+    num_workers: int = 4  # image-decoding workers (the run's num_workers)
+    prefetch_batches: int = _SETTINGS.prefetch
+    decode: str = _SETTINGS.decode.value
+    verbose: int = 0  # Keras' progress output
+
+    @classmethod
+    def of(cls, settings: ClassifierSettings, seed: int, num_workers: int) -> TrainSettings:
+        """The optimisation ``settings`` describe, with the run's ``seed`` and ``num_workers``."""
+        return cls(
+            epochs=settings.epochs,
+            schedule=checked(Schedule, settings.schedule, "classifier.schedule"),
+            synthetic_share=settings.synthetic_share,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            lr_schedule=checked(LrSchedule, settings.lr_schedule, "classifier.lr_schedule"),
+            augment=settings.augment,
+            class_weighting=checked(
+                ClassWeighting, settings.class_weighting, "classifier.class_weighting"
+            ),
+            precision=checked(Precision, settings.precision, "classifier.precision"),
+            seed=seed,
+            num_workers=num_workers,
+            prefetch_batches=settings.prefetch,
+            decode=checked(DecodeMode, settings.decode, "classifier.decode"),
+        )
 
 
 @dataclass
@@ -177,8 +206,7 @@ def steps_per_epoch(
     ``steps``: ceil(n_real_train / batch), the baseline arm's number whatever is added;
     ``real_epochs``: ceil(n_real_train / (batch - n_synthetic_batch)), one pass over the
     real images with ``n_synthetic_batch`` synthetic images in each batch."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"classifier.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    checked(Schedule, schedule, "classifier.schedule")
     if schedule == "epochs":
         return n_train // batch_size
     if schedule == "real_epochs":
@@ -198,8 +226,7 @@ def known_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def resolve_precision(precision: str) -> str:
     """The Keras dtype policy for ``precision`` (``auto`` picks mixed_bfloat16 on GPUs)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"classifier.precision must be one of {PRECISIONS}, got {precision!r}")
+    checked(Precision, precision, "classifier.precision")
     if precision != "auto":
         return precision
     import jax
@@ -363,11 +390,7 @@ def train_classifier(
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
     seconds = dict.fromkeys(("setup", "fit", "validate", "checkpoint", "save"), 0.0)
-    if settings.class_weighting not in CLASS_WEIGHTINGS:
-        raise ValueError(
-            f"classifier.class_weighting must be one of {CLASS_WEIGHTINGS}, "
-            f"got {settings.class_weighting!r}"
-        )
+    checked(ClassWeighting, settings.class_weighting, "classifier.class_weighting")
     if len(train_paths) < settings.batch_size:
         raise ValueError(
             f"{len(train_paths)} training images are fewer than one batch ({settings.batch_size})"
@@ -388,10 +411,7 @@ def train_classifier(
     n_steps = steps_per_epoch(
         settings.schedule, len(train_paths), n_real, settings.batch_size, n_syn_batch
     )
-    if settings.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(
-            f"classifier.lr_schedule must be one of {LR_SCHEDULES}, got {settings.lr_schedule!r}"
-        )
+    checked(LrSchedule, settings.lr_schedule, "classifier.lr_schedule")
     lr: Any = settings.learning_rate
     if settings.lr_schedule == "cosine":  # a function of the optimizer's step: resume-safe
         lr = keras.optimizers.schedules.CosineDecay(lr, settings.epochs * n_steps)

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from gensyn.bounds import bounded
+from gensyn.bounds import bounded, unhashed
 from gensyn.config.carm_pose import CarmPoseConfig
 from gensyn.config.classifier import ClassifierConfig
 from gensyn.config.dataset import FINDINGS, CtDatasetConfig, DatasetConfig
@@ -91,8 +91,8 @@ class Config:
     shard: int = 0  # this job's share of the work (download, drr) ...
     num_shards: int = bounded(1, ge=1)  # ... out of num_shards
     device: str = "auto"  # auto | cpu | cuda
-    num_workers: int = bounded(2, ge=0)  # data-loading workers (not part of any run hash)
-    extras: dict[str, Any] = field(default_factory=dict)  # free-form notes, not hashed
+    num_workers: int = unhashed(2, ge=0)  # data-loading workers
+    extras: dict[str, Any] = unhashed(factory=dict)  # free-form notes
 
 
 def register_configs() -> None:

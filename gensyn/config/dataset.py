@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import II
 
-from gensyn.bounds import bounded
+from gensyn.bounds import bounded, unhashed
 from gensyn.study import FINDINGS
 
 
@@ -28,9 +28,7 @@ class DemoDataConfig:
     test_fraction: float = bounded(
         0.3, ge=0, lt=1
     )  # fraction of simulated X-ray patients held out as the test set
-    num_workers: int = bounded(
-        2, ge=0
-    )  # processes that generate the demo data (not part of the run hash)
+    num_workers: int = unhashed(2, ge=0)  # processes that generate the demo data
 
 
 @dataclass
@@ -51,11 +49,11 @@ class DownloadConfig:
     token_file: str | None = None  # or a file with the token on its first line
     attempts: int = bounded(6, ge=1)  # tries per file (5xx, dropped connections, bad checksums)
     unpack: bool = False  # extract verified .zip/.tar(.gz) files into raw_dir/<name>/
-    num_workers: int = bounded(4, ge=1)  # parallel downloads (not hashed)
+    num_workers: int = unhashed(4, ge=1)  # parallel downloads
     # raw_dir already holds the whole data set (the files an earlier download listed, or the
     # files the converter reads): record it without the network. false: ask the server anyway
-    # (verified files are still not fetched again). Not hashed.
-    reuse_raw_dir: bool = True
+    # (verified files are still not fetched again)
+    reuse_raw_dir: bool = unhashed(True)
 
 
 @dataclass
@@ -74,9 +72,7 @@ class ConvertConfig:
     )
     metadata_file: str = ""  # RAD-ChestCT scan metadata (patient ids, MRN_DEID); "" = none
     nifti_suffix: str = ".nii.gz"
-    num_workers: int = bounded(
-        II("num_workers"), ge=0
-    )  # parallel conversions (not hashed); default: the run's
+    num_workers: int = unhashed(II("num_workers"), ge=0)  # parallel conversions; default: the run's
 
 
 @dataclass
@@ -102,7 +98,8 @@ class XrayConfig:
     test_fraction: float = bounded(
         0.0, ge=0, lt=1
     )  # holdout: fraction of patients held out as split=test, [0, 1)
-    external_test: str = "all"  # all | test_split (not hashed by prepare_xrays)
+    # all | test_split: predict's rows (predict hashes it with each external test set's run)
+    external_test: str = unhashed("all")
     size_px: int = bounded(512, ge=1)
     bit_depth: int = bounded(8, choices=(8, 16))
     window: str = "percentile"  # percentile | minmax | bits
@@ -110,9 +107,9 @@ class XrayConfig:
         factory=lambda: [0.5, 99.5], ge=0, le=100, length=2, order="<"
     )
     mode: str = "squash"  # squash (stretch to square, as the original) | pad
-    num_workers: int = bounded(
+    num_workers: int = unhashed(
         II("num_workers"), ge=0
-    )  # parallel image workers (not hashed); default: the run's
+    )  # parallel image workers; default: the run's
 
 
 @dataclass

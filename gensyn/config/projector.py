@@ -7,7 +7,7 @@ rendered directly at ``image_size_px`` (the detector binned to that size).
 
 from dataclasses import dataclass
 
-from gensyn.bounds import bounded
+from gensyn.bounds import bounded, unhashed
 
 
 @dataclass
@@ -54,10 +54,12 @@ class ProjectorConfig:
     # projector=deepdrr only (gensyn/drr/deepdrr_adapter.py, docs/deepdrr.md): DeepDRR runs
     # out of process in its own environment; spectrum: physics (GENSYN's kvp/filtration via
     # spekpy) | 90KV_AL40 | 60KV_AL35 | 120KV_AL43 (DeepDRR's tables)
-    deepdrr_python: str = ".venv-deepdrr/bin/python"
+    deepdrr_python: str = unhashed(".venv-deepdrr/bin/python")  # this machine's interpreter
     deepdrr_spectrum: str = "physics"
     deepdrr_step_voxels: float = bounded(0.1, gt=0)  # DeepDRR's ray-marching step (its default)
     deepdrr_threads: int = bounded(8, ge=1)  # CUDA block side
-    deepdrr_timeout_s: float = bounded(3600.0, gt=0)
-    deepdrr_pythonpath: str = ""  # extra PYTHONPATH of the worker (wheels in a --target folder)
+    deepdrr_timeout_s: float = unhashed(3600.0, gt=0)  # a worker call's time-out
+    deepdrr_pythonpath: str = unhashed(
+        ""
+    )  # extra PYTHONPATH of the worker (wheels in a --target folder)
     deepdrr_shims: bool = False  # stand-ins for absent optional imports (docs/deepdrr.md)

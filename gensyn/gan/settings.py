@@ -11,7 +11,7 @@ is this class plus the group's ``name``, so each field is declared here only.
 
 from dataclasses import dataclass
 
-from gensyn.bounds import bounded
+from gensyn.bounds import bounded, unhashed
 
 __all__ = ["CycleGANSettings"]
 
@@ -56,18 +56,23 @@ class CycleGANSettings:
     load_size: int = bounded(552, ge=1)  # images are resized to load_size² ...
     crop_size: int = bounded(512, ge=1)  # ... then randomly cropped to crop_size²
     flip: bool = True  # random horizontal flips during training
-    # --- speed (bf16 changes results only within bf16 rounding; CPU always runs fp32)
+    # --- speed (bf16 changes results only within bf16 rounding, so precision is hashed; the
+    # switches below change them within floating-point rounding and are unhashed; CPU: fp32)
     precision: str = "bf16"  # bf16 | fp32 (autocast on CUDA)
-    channels_last: bool = False  # NHWC memory format on CUDA (slower here: RESULTS.md)
-    compile: bool = True  # torch.compile training and translation (CUDA; ~1 min compiling)
-    cuda_graphs: bool = True  # replay the training step as CUDA graphs (CUDA)
-    fused_adam: bool = True  # fused Adam kernels on CUDA
-    cudnn_benchmark: bool = True
-    # --- logging and translation (not part of any run hash)
-    sample_every_epochs: int = bounded(
+    channels_last: bool = unhashed(False)  # NHWC memory format on CUDA (slower here: RESULTS.md)
+    compile: bool = unhashed(
+        True
+    )  # torch.compile training and translation (CUDA; ~1 min compiling)
+    cuda_graphs: bool = unhashed(True)  # replay the training step as CUDA graphs (CUDA)
+    fused_adam: bool = unhashed(True)  # fused Adam kernels on CUDA
+    cudnn_benchmark: bool = unhashed(True)
+    # --- logging and translation (unhashed: the trained networks are the same)
+    sample_every_epochs: int = unhashed(
         1, ge=1
     )  # sample grid (DRR → translated → real) every n epochs
-    num_samples: int = bounded(4, ge=1)  # rows of the sample grid
-    translate_batch_size: int = bounded(32, ge=1)
-    translate_channels_last: bool = False  # NCHW translates faster on an H100 (RESULTS.md)
-    translate_write_threads: int = bounded(4, ge=1)  # threads encoding and writing translated PNGs
+    num_samples: int = unhashed(4, ge=1)  # rows of the sample grid
+    translate_batch_size: int = unhashed(32, ge=1)
+    translate_channels_last: bool = unhashed(
+        False
+    )  # NCHW translates faster on an H100 (RESULTS.md)
+    translate_write_threads: int = unhashed(4, ge=1)  # threads encoding and writing translated PNGs

@@ -46,6 +46,7 @@ from gensyn import io, preemption
 from gensyn.classify import data as classify_data  # as a module: tests replace its checks
 from gensyn.classify import sampling
 from gensyn.classify.cache import cache_report, describe, open_existing, open_or_build
+from gensyn.classify.settings import ClassifierSettings
 from gensyn.config.settings import to_settings
 from gensyn.data.splits import leaking_patients
 from gensyn.devices import jax_device
@@ -230,22 +231,9 @@ def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no
     from gensyn.classify.models import ModelSpec  # heavy: keras, jax
     from gensyn.classify.train import TrainSettings, train_classifier  # heavy: keras, jax
 
-    c = cfg.classifier
-    spec = to_settings(
-        c,
-        ModelSpec,
-        n_classes=len(findings),
-        weights=None if c.weights in (None, "", "none") else str(c.weights),
-        widths=tuple(int(w) for w in c.small_cnn_widths),
-        seed=int(cfg.seed),
-    )
-    settings = to_settings(
-        c,
-        TrainSettings,
-        seed=int(cfg.seed),
-        num_workers=int(cfg.num_workers),
-        prefetch_batches=int(c.prefetch),
-    )
+    classifier = to_settings(cfg.classifier, ClassifierSettings)
+    spec = ModelSpec.of(classifier, n_classes=len(findings), seed=int(cfg.seed))
+    settings = TrainSettings.of(classifier, seed=int(cfg.seed), num_workers=int(cfg.num_workers))
     return train_classifier(
         spec,
         list(train["path"]),

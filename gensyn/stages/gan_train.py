@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from gensyn import io
+from gensyn.bounds import hashed_field_names
 from gensyn.config.generator import GeneratorConfig
 from gensyn.config.settings import to_settings
 from gensyn.devices import torch_device
@@ -34,26 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: generator.* keys that do not change the trained networks (logging, translation, and
-#: pure speed switches whose effect is within floating-point rounding).
-UNHASHED = {
-    "sample_every_epochs",
-    "num_samples",
-    "translate_batch_size",
-    "channels_last",
-    "compile",
-    "cuda_graphs",
-    "translate_channels_last",
-    "translate_write_threads",
-    "fused_adam",
-    "cudnn_benchmark",
-}
-
 
 def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
-    """The generator's keys and the seed of the synthetic images (``split_seed``, or ``seed``
-    with ``synthex_per_seed``: a CycleGAN per training seed)."""
-    keys = [f"generator.{f.name}" for f in fields(GeneratorConfig) if f.name not in UNHASHED]
+    """The generator's hashed keys (logging, translation and speed switches are declared
+    unhashed in gensyn/gan/settings.py) and the seed of the synthetic images (``split_seed``,
+    or ``seed`` with ``synthex_per_seed``: a CycleGAN per training seed)."""
+    keys = [f"generator.{name}" for name in hashed_field_names(GeneratorConfig)]
     return (*keys, synthetic_seed_key(cfg))
 
 

@@ -17,13 +17,13 @@ same outputs).
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from gensyn import io
+from gensyn.bounds import hashed_field_names
 from gensyn.config.dataset import XrayConfig
 from gensyn.config.settings import to_settings
 from gensyn.data import splits
@@ -41,12 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: dataset.xray keys that only steer other stages (predict) and so stay out of the hash
-UNHASHED = frozenset({"external_test"})
-
 
 def _hashed_keys() -> tuple[str, ...]:
-    xray = [f"dataset.xray.{f.name}" for f in fields(XrayConfig) if f.name not in UNHASHED]
+    """The data set, its hashed ``dataset.xray`` fields (``external_test`` steers predict, the
+    worker count no result: declared unhashed in gensyn/config/dataset.py), the demo's."""
+    xray = [f"dataset.xray.{name}" for name in hashed_field_names(XrayConfig)]
     # split_seed, not seed: every training seed of a repeated cross-validation shares the test set
     return ("dataset.name", "dataset.raw_dir", *xray, "dataset.demo", "split_seed")
 
