@@ -28,7 +28,14 @@ from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 from gensyn.drr.renderers import Renderer, renderer_for
 from gensyn.pipeline_io import InOrderSlots, StageTimer
 
-__all__ = ["DEVICE_PREFETCH_CTS", "PNG_COMPRESS_LEVEL", "BatchSettings", "CtJob", "render_cts"]
+__all__ = [
+    "DEVICE_PREFETCH_CTS",
+    "PNG_COMPRESS_LEVEL",
+    "BatchSettings",
+    "CtJob",
+    "render_cts",
+    "render_views",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +122,13 @@ def _loader(
     return load
 
 
-def _render(
+def render_views(
     renderer: Renderer, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool
 ) -> tuple[list[Any], list[Any]]:
-    """One CT's views rendered in pose batches (noise seeded per (seed, CT, view)), windowed
-    into images where they were rendered: (uint8/16 images, float DRRs if ``save_float``)."""
+    """One CT's views rendered ``p.batch_poses`` at a time (noise seeded per (seed, CT,
+    view)), windowed into images where they were rendered, a view that gives no usable image
+    refused: (uint8/16 images, float DRRs if ``save_float``). The stage's main thread runs
+    this; ``benchmarks/stages.py`` times it per batch size."""
     from gensyn.drr.render import to_images, view_noise_seed
 
     images: list[Any] = []
@@ -142,13 +151,18 @@ def _render(
 def _refuse_degenerate(job: CtJob, views: list[Any], drrs: Any, images: Any) -> None:
     """Raise :class:`DegenerateOutputError` for a view whose DRR has non-finite values or
     whose image is constant (nothing of this CT is written then)."""
+    import numpy as np
+
     from gensyn.degenerate import DegenerateOutputError, degenerate_reason
 
-    # one reduction a batch where the DRRs lie; the per-view reasons only when one fails
+    # one reduction a batch where the DRRs lie, one over the batch's images on the host; the
+    # per-view reasons only when one fails
     finite = bool(drrs.isfinite().all()) if hasattr(drrs, "isfinite") else None
+    flat = np.asarray(images).reshape(len(views), -1)
+    constant = flat.min(axis=1) == flat.max(axis=1) if flat.shape[1] > 1 else [False] * len(views)
     for i, view in enumerate(views):
         reason = None if finite else degenerate_reason(drrs[i], constant=False)
-        if reason is None and (reason := degenerate_reason(images[i])) is not None:
+        if reason is None and constant[i] and (reason := degenerate_reason(images[i])) is not None:
             reason = f"the windowed image is {reason}"
         if reason is not None:
             raise DegenerateOutputError(
@@ -240,7 +254,7 @@ def render_cts(
                     failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": str(item.error)})  # fmt: skip
                 else:
                     with timer.time("compute"):
-                        images, floats = _render(renderer, job, p, geometry, physics.photon_count > 0)  # fmt: skip
+                        images, floats = render_views(renderer, job, p, geometry, physics.photon_count > 0)  # fmt: skip
                     futures = [
                         writer.submit(
                             _write_view,
