@@ -61,6 +61,7 @@ HASH_LENGTH = 12
 HASH_EXCLUDED_LEAVES = frozenset(
     {
         "num_workers",
+        "write_threads",
         "progress_bar",
         "log_every_n_steps",
         "prefetch",

@@ -3,9 +3,11 @@
 :func:`render_cts` takes a list of :class:`CtJob` (a CT's NIfTI, its views and output file
 names) and plain :class:`BatchSettings`: ``workers`` loader threads read and decompress the
 next CTs and build their material density volumes while the calling thread renders (at most
-:data:`DEVICE_PREFETCH_CTS` CTs prepared on the device at once), and as many writer threads
-encode and write the images; ``workers=0`` does everything in sequence on one thread, with the
-same bytes. A CT's ``images/<ct_id>/views.json`` is written once all its files are (resume
+:data:`DEVICE_PREFETCH_CTS` CTs prepared on the device at once), and
+``min(workers, settings.write_threads)`` writer threads encode and write the images (more
+busy Python threads slow every torch call of the rendering thread, which must take the GIL
+back after each); ``workers=0`` does everything in sequence on one thread, with the same
+bytes. A CT's ``images/<ct_id>/views.json`` is written once all its files are (resume
 marker); a volume that cannot be read is returned as a failure while the others render.
 Files are written atomically without an fsync each (the disk's fsync rate, not the encoder,
 set the pace: ~900 files/s on an H100 host whatever the thread count) and made durable
@@ -57,6 +59,7 @@ class BatchSettings:
     window_percentiles: tuple[float, ...] = (0.5, 99.5)
     save_float: bool = False
     png_compress_level: int = 1
+    write_threads: int = 8
     seed: int = 0
     deepdrr: DeepDrrSettings | None = None
 
@@ -193,8 +196,8 @@ def render_cts(
     on_ct: Callable[[], None] | None = None,
 ) -> tuple[int, list[dict[str, str]]]:  # fmt: skip
     """Render ``todo`` in order (``job.position`` = its index) into ``out_dir``; loaders read
-    and prepare the next CTs on ``workers`` threads, this thread renders, writers encode and
-    write; a CT's ``views.json`` is written once all its files are. ``on_ct()`` is called after
+    and prepare the next CTs on ``workers`` threads, this thread renders,
+    ``min(workers, settings.write_threads)`` writers encode and write; a CT's ``views.json`` is written once all its files are. ``on_ct()`` is called after
     each CT (e.g. a progress bar). The files are synced to the disk once, at the end.
     Returns (DRRs rendered, unreadable CTs as ct_id/file/reason)."""
     import os
@@ -245,8 +248,9 @@ def render_cts(
             preemption.checkpoint_point(save=os.sync)
 
     views_per_ct = max((len(j.views) for j in todo), default=1)
+    writers = min(workers, max(0, int(p.write_threads)))
     try:
-        with BackgroundWriter(workers, 2 * max(1, workers) * views_per_ct, timer) as writer:
+        with BackgroundWriter(writers, 2 * max(1, writers) * views_per_ct, timer) as writer:
             for item in timer.timed("wait_input", loaded):
                 job, renderer = item.job, item.renderer
                 if renderer is None:  # the loader could not read this CT
