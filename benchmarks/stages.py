@@ -456,6 +456,11 @@ def main() -> None:
         help="render carm_pose=grid with GRID x GRID angles 5 degrees apart (11: 121 views "
         "per CT, alpha and beta -25..25) instead of --views; the kernel renders the same grid",
     )  # fmt: skip
+    p.add_argument(
+        "--stage-only", action="store_true",
+        help="drr: time the stage alone, not its kernel and costs (a further variant of "
+        "settings on the same --root, e.g. projector.batch_poses=32, after a full run)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON with every figure")
     p.add_argument(
         "--profile",
@@ -554,7 +559,9 @@ def main() -> None:
             n_items = int(summary.get("translated_now", 0))
         else:
             n_items = _n_predicted(root)
-        if stage == "drr":
+        if stage == "drr" and a.stage_only:
+            kernel = float("nan")
+        elif stage == "drr":
             kernel, kernels = drr_kernel(root, a.device, size["image_px"], repeats=5, grid=a.grid)
             summary["kernels"] = kernels
             print("drr kernel: " + ", ".join(f"{k} {v:.0f}" for k, v in kernels.items()))
