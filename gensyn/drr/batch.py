@@ -10,7 +10,7 @@ back after each); ``workers=0`` does everything in sequence on one thread, with 
 bytes. A CT's ``images/<ct_id>/views.json`` is written once all its files are (resume
 marker); a volume that cannot be read is returned as a failure while the others render.
 Files are written atomically without an fsync each (the disk's fsync rate, not the encoder,
-set the pace: ~900 files/s on an H100 host whatever the thread count) and made durable
+set the pace: 881 files/s on 16 threads of an H100 host, 276 on one) and made durable
 together by one ``os.sync()`` at the end (timed as ``sync``); a resumed run checks each PNG of
 a marked CT (:func:`gensyn.io.png_complete`), so one cut by a machine crash is rendered again.
 Poisson noise is seeded per (seed, CT, view) (:func:`gensyn.drr.render.view_noise_seed`).
@@ -197,8 +197,9 @@ def render_cts(
 ) -> tuple[int, list[dict[str, str]]]:  # fmt: skip
     """Render ``todo`` in order (``job.position`` = its index) into ``out_dir``; loaders read
     and prepare the next CTs on ``workers`` threads, this thread renders,
-    ``min(workers, settings.write_threads)`` writers encode and write; a CT's ``views.json`` is written once all its files are. ``on_ct()`` is called after
-    each CT (e.g. a progress bar). The files are synced to the disk once, at the end.
+    ``min(workers, settings.write_threads)`` writers encode and write; a CT's ``views.json`` is
+    written once all its files are. ``on_ct()`` is called after each CT (e.g. a progress
+    bar). The files are synced to the disk once, at the end.
     Returns (DRRs rendered, unreadable CTs as ct_id/file/reason)."""
     import os
 

@@ -14,8 +14,9 @@ only those volumes.
 Throughput (:func:`gensyn.drr.batch.render_cts`): ``num_workers`` loader threads read and
 decompress the next CTs and build their material density volumes while the main thread
 renders (at most two CTs prepared on the device at once), and ``projector.write_threads``
-writer threads (at most ``num_workers``) encode and write the images (atomically, without an fsync each; one ``os.sync()`` at the end, timed
-as ``time_sync_s``); ``num_workers=0`` does everything in sequence on one thread. The output
+writer threads (at most ``num_workers``) encode and write the images (atomically, without an
+fsync each; one ``os.sync()`` at the end, timed as ``time_sync_s``); ``num_workers=0`` does
+everything in sequence on one thread. The output
 is the same byte for byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
 ``drrs_per_s`` / ``cts_per_s`` (gensyn.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
 pipeline's fill: the first CT read, prepared and rendered) and ``cts_per_s_after_first`` (the
