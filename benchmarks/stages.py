@@ -5,9 +5,13 @@ Generates study-sized simulated data in its own GENSYN root: ``--cts`` chest pha
 (``ct_dataset=folder``), and the demo's simulated 512² X-rays (``dataset=demo``). Then, each
 as one ``python launch.py`` subprocess:
 
-* ``stage=drr``: centre + 9 random views at 512², 16-bit PNG; kernel figure: the renderer
-  alone on CT 0's ten views, volumes prepared (``method=auto``: the texture-unit kernel on
-  CUDA with CuPy, else the fused one; joseph on CPU);
+* ``stage=drr``: centre + 9 random views at 512², 16-bit PNG (``--grid 11``: 121 views);
+  kernel figure: the renderer alone on CT 0's views, volumes prepared (``method=auto``: the
+  texture-unit kernel on CUDA with CuPy, else the fused one; joseph on CPU), every view in one
+  call, copied to the host as floats; beside it (``kernels``) the device alone and the
+  stage's main thread per CT (render, window, copy) per batch of 8 .. all views
+  (``projector.batch_poses``), and (``cpu_costs``) each step's
+  cost per CT and per image, with encoding and writing on 1 and ``--workers`` threads;
 * ``stage=gan_translate`` (after a one-epoch ``gan_train``, untimed): every DRR; kernel figure:
   the generator's forward at ``translate_batch_size`` on in-RAM tensors;
 * ``stage=predict`` (after a one-epoch ``classify`` of the baseline arm, untimed); kernel
@@ -158,8 +162,20 @@ def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-unt
     return paths, [v.pose for v in views], geometry
 
 
-def drr_kernel(root: Path, device: str, image_px: int, repeats: int, grid: int = 0) -> float:
-    """DRRs/s of the renderer alone: CT 0's views (as the stage's), volumes prepared."""
+def drr_kernel(
+    root: Path, device: str, image_px: int, repeats: int, grid: int = 0
+) -> tuple[float, dict[str, float]]:
+    """DRRs/s of the renderer alone: CT 0's views (as the stage's), volumes prepared, every
+    view in one call, the float DRRs copied to a numpy array (the figure earlier leases
+    report); and, same renderer, DRRs/s of the device alone (the float DRRs left where they
+    were rendered) and of the stage's main thread per CT
+    (:func:`gensyn.drr.batch.render_views`: render ``projector.batch_poses`` views at a time,
+    window them to 16-bit images where they lie, copy those to the host, refuse degenerate
+    ones) for batches of 8 views up to all of them: the ceiling of the stage's rate at each
+    ``projector.batch_poses``."""
+    from types import SimpleNamespace
+
+    from gensyn.drr.batch import BatchSettings, CtJob, render_views
     from gensyn.drr.render import DrrRenderer, PhysicsConfig
     from gensyn.io import read_nifti
 
@@ -167,7 +183,23 @@ def drr_kernel(root: Path, device: str, image_px: int, repeats: int, grid: int =
     hu, affine = read_nifti(paths[0])
     renderer = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), device)
     renderer.prepare(poses, geometry)
-    return _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
+    kernel = _rate(lambda: renderer.render(poses, geometry), len(poses), device, repeats)
+    extra = {
+        "kernel_on_device_per_s": _rate(
+            lambda: renderer.render(poses, geometry, as_tensor=True), len(poses), device, repeats
+        )
+    }
+    views = [SimpleNamespace(pose=pose, index=i) for i, pose in enumerate(poses)]
+    job = CtJob(0, "ct0", paths[0], views, [f"v{i}.png" for i in range(len(views))])
+    for size in sorted({b for b in (8, 16, 32, 64) if b < len(poses)} | {len(poses)}):
+        settings = BatchSettings(batch_poses=size, bit_depth=16)
+        extra[f"render_views_per_s_batch_{size}"] = _rate(
+            lambda s=settings: render_views(renderer, job, s, geometry, False),
+            len(poses),
+            device,
+            repeats,
+        )
+    return kernel, extra
 
 
 def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: int) -> dict:
@@ -204,56 +236,77 @@ def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: i
     }
 
 
-def drr_costs(root: Path, device: str, image_px: int, workers: int, level: int) -> dict[str, float]:
-    """What one CT costs the drr stage, step by step, and how reading and encoding scale.
+def drr_costs(
+    root: Path, device: str, image_px: int, workers: int, level: int, grid: int = 0
+) -> dict[str, float]:
+    """What one CT costs the drr stage, step by step, and how reading and writing scale.
 
-    Single-threaded seconds per CT (mean over up to 4 CTs): ``read`` (inflate the .nii.gz,
-    int16 voxels), ``prepare`` (to the device, material volumes), ``render`` (ten views),
-    ``window`` (to 16-bit images where they were rendered), ``encode`` (ten PNGs at zlib
-    ``level``, the stage's ``projector.png_compress_level``; ``encode_pillow``: the same
-    with Pillow, the peer); then CTs/s of reading alone and images/s of encoding alone on 1 and
-    on ``workers`` threads: a ratio well below ``workers`` means a lock or memory bandwidth,
-    not the core count, limits that step.
+    Single-threaded, mean over up to 4 CTs with the stage's views (``grid`` as for
+    :func:`drr_inputs`): seconds per CT to ``read`` (inflate the .nii.gz, int16 voxels),
+    ``prepare`` (to the device, material volumes), ``render`` (all views in one call),
+    ``window`` (to 16-bit images where they were rendered, copied to the host); milliseconds
+    per image to ``encode`` a PNG at zlib ``level`` (the stage's
+    ``projector.png_compress_level``) in memory, to ``write`` it as the stage does (encode,
+    then an atomic write without an fsync), to write it with an fsync each (how the stage
+    wrote before), and to encode it with Pillow (the peer, on 10 images), with the PNGs' mean
+    size in MB. Then CTs/s of reading and images/s of those three ways of encoding or writing
+    on 1 and on ``workers`` threads: a ratio well below ``workers`` means a lock (the GIL,
+    the disk's fsyncs) or memory bandwidth, not the core count, limits that step.
     """
+    import io
+    import shutil
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
     from gensyn.drr.render import DrrRenderer, PhysicsConfig, to_images
-    from gensyn.io import read_nifti, write_image
+    from gensyn.io import encode_png, read_nifti, write_image
 
-    paths, poses, geometry = drr_inputs(root, image_px)
+    paths, poses, geometry = drr_inputs(root, image_px, grid)
     physics = PhysicsConfig(output="line_integral")
-    steps = dict.fromkeys(("read", "prepare", "render", "window", "encode", "encode_pillow"), 0.0)
+    per_ct = dict.fromkeys(("read", "prepare", "render", "window"), 0.0)
+    per_image = dict.fromkeys(("encode", "write", "write_fsync", "encode_pillow"), 0.0)
+    n_images = dict.fromkeys(per_image, 0)
+    sizes: list[int] = []
     sample = paths[:4]
     out = root / "costs"
-    out.mkdir(exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
     images = None
-    for path in sample:
+    for c, path in enumerate(sample):
         t = time.perf_counter()
         hu, affine = read_nifti(path, None)
-        steps["read"] += time.perf_counter() - t
+        per_ct["read"] += time.perf_counter() - t
         t = time.perf_counter()
         renderer = DrrRenderer(hu, affine, physics, device).prepare(poses, geometry)
         _sync(device)
-        steps["prepare"] += time.perf_counter() - t
+        per_ct["prepare"] += time.perf_counter() - t
         t = time.perf_counter()
         drrs = renderer.render(poses, geometry, as_tensor=True)
         _sync(device)
-        steps["render"] += time.perf_counter() - t
+        per_ct["render"] += time.perf_counter() - t
         t = time.perf_counter()
         images = to_images(drrs, 16)
-        steps["window"] += time.perf_counter() - t
-        t = time.perf_counter()
-        for i, image in enumerate(images):
-            write_image(out / f"v{i}.png", image, level)
-        steps["encode"] += time.perf_counter() - t
-        t = time.perf_counter()  # the peer: Pillow's PNG encoder (what GENSYN used before)
-        for i, image in enumerate(images):
-            Image.fromarray(image).save(out / f"p{i}.png", format="PNG", compress_level=level)
-        steps["encode_pillow"] += time.perf_counter() - t
+        per_ct["window"] += time.perf_counter() - t
+        steps = {
+            "encode": lambda i, a: sizes.append(len(encode_png(a, level))),
+            "write": lambda i, a, c=c: write_image(out / f"c{c}w{i}.png", a, level, durable=False),
+            "write_fsync": lambda i, a, c=c: write_image(out / f"c{c}f{i}.png", a, level),
+            "encode_pillow": lambda i, a: Image.fromarray(a).save(
+                io.BytesIO(), format="PNG", compress_level=level
+            ),
+        }
+        for step, fn in steps.items():
+            todo = images[:10] if step == "encode_pillow" else images
+            t = time.perf_counter()
+            for i, image in enumerate(todo):
+                fn(i, image)
+            per_image[step] += time.perf_counter() - t
+            n_images[step] += len(todo)
         del renderer, drrs
-    costs = {f"{k}_s_per_ct": v / len(sample) for k, v in steps.items()}
+    costs = {f"{k}_s_per_ct": v / len(sample) for k, v in per_ct.items()}
+    costs.update({f"{k}_ms_per_image": 1000 * v / n_images[k] for k, v in per_image.items()})
+    costs["png_mb_per_image"] = sum(sizes) / len(sizes) / 1e6
     assert images is not None
     for threads in sorted({1, max(1, workers)}):
         reads = paths[: max(threads, 4)]
@@ -261,11 +314,20 @@ def drr_costs(root: Path, device: str, image_px: int, workers: int, level: int) 
             t = time.perf_counter()
             list(pool.map(lambda q: read_nifti(q, None)[0].shape, reads))
             costs[f"read_cts_per_s_{threads}_threads"] = len(reads) / (time.perf_counter() - t)
-        jobs = [(i, images[i % len(images)]) for i in range(max(4 * threads, 20))]
-        with ThreadPoolExecutor(threads) as pool:
-            t = time.perf_counter()
-            list(pool.map(lambda j: write_image(out / f"e{j[0]}.png", j[1], level), jobs))
-            costs[f"encode_images_per_s_{threads}_threads"] = len(jobs) / (time.perf_counter() - t)
+        jobs = [(f"t{threads}_{i}", images[i % len(images)]) for i in range(max(16 * threads, 64))]
+        ways = {
+            "encode": lambda j: encode_png(j[1], level),
+            "write": lambda j: write_image(out / f"w{j[0]}.png", j[1], level, durable=False),
+            "write_fsync": lambda j: write_image(out / f"f{j[0]}.png", j[1], level),
+        }
+        for way, fn in ways.items():
+            with ThreadPoolExecutor(threads) as pool:
+                t = time.perf_counter()
+                list(pool.map(fn, jobs))
+                costs[f"{way}_images_per_s_{threads}_threads"] = len(jobs) / (
+                    time.perf_counter() - t
+                )
+    shutil.rmtree(out, ignore_errors=True)
     return costs
 
 
@@ -394,6 +456,11 @@ def main() -> None:
         help="render carm_pose=grid with GRID x GRID angles 5 degrees apart (11: 121 views "
         "per CT, alpha and beta -25..25) instead of --views; the kernel renders the same grid",
     )  # fmt: skip
+    p.add_argument(
+        "--stage-only", action="store_true",
+        help="drr: time the stage alone, not its kernel and costs (a further variant of "
+        "settings on the same --root, e.g. projector.batch_poses=32, after a full run)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON with every figure")
     p.add_argument(
         "--profile",
@@ -492,11 +559,15 @@ def main() -> None:
             n_items = int(summary.get("translated_now", 0))
         else:
             n_items = _n_predicted(root)
-        if stage == "drr":
-            kernel = drr_kernel(root, a.device, size["image_px"], repeats=5, grid=a.grid)
+        if stage == "drr" and a.stage_only:
+            kernel = float("nan")
+        elif stage == "drr":
+            kernel, kernels = drr_kernel(root, a.device, size["image_px"], repeats=5, grid=a.grid)
+            summary["kernels"] = kernels
+            print("drr kernel: " + ", ".join(f"{k} {v:.0f}" for k, v in kernels.items()))
             prefix = "projector.png_compress_level="
             level = next((int(o[len(prefix) :]) for o in a.overrides if o.startswith(prefix)), 1)
-            costs = drr_costs(root, a.device, size["image_px"], a.workers, level)
+            costs = drr_costs(root, a.device, size["image_px"], a.workers, level, a.grid)
             summary["cpu_costs"] = costs
             if a.deepdrr_python:
                 summary["peer"] = deepdrr_peer(

@@ -332,7 +332,7 @@ def test_third_party_start_up_noise_stays_out_of_stage_logs(launch, gensyn_root:
 #: Every setting no run hash includes: what runs.HASH_EXCLUDED_LEAVES, gan_train.UNHASHED and
 #: prepare_xrays.UNHASHED left out before the mark moved onto the fields, plus
 #: dataset.xray.num_workers (prepare_xrays hashed it by mistake) and the top-level
-#: num_workers and extras (no stage hashes them).
+#: num_workers and extras (no stage hashes them), and projector.write_threads (added since).
 UNHASHED = {
     "num_workers",
     "extras",
@@ -340,6 +340,7 @@ UNHASHED = {
     "classifier.decode",
     "classifier.cache",
     "classifier.feature_cache",
+    "projector.write_threads",
     "projector.deepdrr_python",
     "projector.deepdrr_pythonpath",
     "projector.deepdrr_timeout_s",

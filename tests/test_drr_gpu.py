@@ -219,3 +219,22 @@ def test_auto_takes_the_texture_kernel_only_where_the_volume_fits(monkeypatch):
     assert not texture.fits((512, 512, max(side_w, side_h, layers) + 1), 3)
     monkeypatch.setattr(texture, "fits", lambda *args: False)
     assert renderer.resolve_method("auto") in ("fused", "joseph")
+
+
+def test_windowing_on_cuda_gives_the_cpu_images():
+    """to_images casts to uint8/uint16 on the GPU (only those bytes cross to the host): the
+    same images, within one grey level, as the CPU's windowing of the same DRRs."""
+    from gensyn.drr.render import to_images
+
+    hu, affine = _phantom()
+    geometry = CarmGeometry(1020.0, 530.0, 64, 56, 6.0)
+    drrs = DrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), "cpu").render(
+        POSES, geometry, "joseph", as_tensor=True
+    )
+    for bits in (8, 16):
+        on_cuda = to_images(drrs.to("cuda"), bits)
+        on_cpu = to_images(drrs, bits)
+        assert on_cuda.dtype == on_cpu.dtype == (np.uint8 if bits == 8 else np.uint16)
+        assert int(on_cpu.max()) == (1 << bits) - 1  # the whole range, the top bit too
+        assert np.abs(on_cuda.astype(int) - on_cpu.astype(int)).max() <= 1
+        assert int(on_cuda.max()) == (1 << bits) - 1

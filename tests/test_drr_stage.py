@@ -91,6 +91,30 @@ def test_stage_grid_images_manifest_and_resume(compose, convert_dir, tmp_path):
     assert len(read_table(out / "manifest.csv")) == 12
 
 
+def test_a_marked_ct_with_a_cut_png_is_rendered_again(compose, convert_dir, tmp_path):
+    """The images are written without an fsync each (one sync at the end): a machine crash can
+    leave a renamed PNG empty or cut under a CT's marker. The resumed run renders that CT again
+    (same bytes) and keeps the others; the summary times the one sync."""
+    from gensyn.io import read_table
+
+    cfg = compose("carm_pose=grid", "carm_pose.alpha_deg=[-10,0]", "carm_pose.beta_deg=[0,10]",
+                  "projector.image_size_px=32", "projector.bit_depth=16")  # fmt: skip
+    out = tmp_path / "drr"
+    ctx = _run_stage(cfg, out, convert_dir)
+    assert ctx.summary["time_sync_s"] >= 0
+    paths = read_table(out / "manifest.csv").groupby("ct_id")["path"].apply(list).to_dict()
+    whole = {p: (out / p).read_bytes() for ps in paths.values() for p in ps}
+    cut = out / paths["ct1"][2]
+    cut.write_bytes(whole[paths["ct1"][2]][:-100])  # its IEND chunk lost
+    (out / paths["ct1"][0]).write_bytes(b"")  # renamed, its data never reached the disk
+    kept = out / paths["ct0"][0]
+    stamp = kept.stat().st_mtime_ns
+    again = _run_stage(cfg, out, convert_dir)
+    assert again.summary["drrs_rendered"] == 4  # ct1 only
+    assert kept.stat().st_mtime_ns == stamp
+    assert {p: (out / p).read_bytes() for p in whole} == whole
+
+
 def test_a_constant_drr_fails_naming_the_ct(compose, convert_dir, tmp_path):
     """A CT saturated at the int16 maximum (e.g. unsigned raw values taken as HU) absorbs every
     ray of the central detector: its DRRs are one grey level. The stage fails naming the CT,

@@ -263,9 +263,14 @@ def test_pipelined_drr_writes_the_same_bytes_as_the_sequential_path(compose, tmp
     convert = _convert_dir(tmp_path / "convert", 4)
     seq = _run_drr(compose(*DRR_SMALL, "num_workers=0"), tmp_path / "seq", convert)
     par = _run_drr(compose(*DRR_SMALL, "num_workers=3"), tmp_path / "par", convert)
+    # loaders but one writer (projector.write_threads caps the writers, not the loaders)
+    one = _run_drr(
+        compose(*DRR_SMALL, "num_workers=3", "projector.write_threads=1"), tmp_path / "one", convert
+    )
     seq_files, par_files = _files(tmp_path / "seq"), _files(tmp_path / "par")
     assert len(seq_files) == 4 * (4 * 2 + 1)  # 4 views as .png + .npy, and views.json
-    assert seq_files == par_files
+    assert seq_files == par_files == _files(tmp_path / "one")
+    assert [c.summary["write_threads"] for c in (seq, par, one)] == [0, 3, 1]
     assert (tmp_path / "seq" / "manifest.csv").read_bytes() == (
         tmp_path / "par" / "manifest.csv"
     ).read_bytes()

@@ -51,6 +51,9 @@ class ProjectorConfig:
     save_float: bool = False  # also write the float -ln(I/I0) image as .npy
     # zlib-scale level of the PNGs: 1-3 ISA-L, fast (1) | 0 stored (~2x larger) | 4-9 zlib, slower
     png_compress_level: int = bounded(1, ge=0, le=9, allowed="0 .. 9 (zlib levels)")
+    # threads encoding and writing the images, at most num_workers (0: on the rendering thread);
+    # more contend for the GIL with the thread that drives the GPU (docs/drr.md, "Throughput")
+    write_threads: int = unhashed(8, ge=0)
     # projector=deepdrr only (gensyn/drr/deepdrr_adapter.py, docs/deepdrr.md): DeepDRR runs
     # out of process in its own environment; spectrum: physics (GENSYN's kvp/filtration via
     # spekpy) | 90KV_AL40 | 60KV_AL35 | 120KV_AL43 (DeepDRR's tables)

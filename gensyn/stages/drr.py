@@ -13,8 +13,10 @@ only those volumes.
 
 Throughput (:func:`gensyn.drr.batch.render_cts`): ``num_workers`` loader threads read and
 decompress the next CTs and build their material density volumes while the main thread
-renders (at most two CTs prepared on the device at once), and as many writer threads encode
-and write the images; ``num_workers=0`` does everything in sequence on one thread. The output
+renders (at most two CTs prepared on the device at once), and ``projector.write_threads``
+writer threads (at most ``num_workers``) encode and write the images (atomically, without an
+fsync each; one ``os.sync()`` at the end, timed as ``time_sync_s``); ``num_workers=0`` does
+everything in sequence on one thread. The output
 is the same byte for byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
 ``drrs_per_s`` / ``cts_per_s`` (gensyn.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
 pipeline's fill: the first CT read, prepared and rendered) and ``cts_per_s_after_first`` (the
@@ -42,7 +44,7 @@ from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 from gensyn.drr.geometry import CarmGeometry, make_geometry
 from gensyn.drr.physics import spectrum_table
 from gensyn.errors import GensynError
-from gensyn.io import read_json, read_table, write_table
+from gensyn.io import png_complete, read_json, read_table, write_table
 from gensyn.pipeline_io import StageTimer
 from gensyn.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
@@ -88,11 +90,13 @@ def _volume_columns(volumes: Any, where: Path) -> Any:
 
 
 def _complete(ct_dir: Path, expected: list[str]) -> bool:
+    """Whether a CT's marker lists ``expected`` and each of them is a whole PNG (the images are
+    written without an fsync each: one cut by a machine crash renders the CT again)."""
     marker = ct_dir / "views.json"
     if not marker.is_file():
         return False
     return read_json(marker).get("files") == expected and all(
-        (ct_dir.parent.parent / f).is_file() for f in expected
+        png_complete(ct_dir.parent.parent / f) for f in expected
     )
 
 
@@ -263,6 +267,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             "device": device,
             "drrs_rendered": rendered,
             "num_workers": int(cfg.num_workers),
+            "write_threads": min(int(cfg.num_workers), int(p.write_threads)),
             **timing,
         }
     )
