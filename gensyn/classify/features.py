@@ -65,7 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: images per prediction step on stored features (at least the training batch)
-PREDICT_BATCH = 1024
+PREDICT_BATCH = 256
 
 
 @dataclass
