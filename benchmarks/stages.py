@@ -186,7 +186,7 @@ def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: i
     paths, poses, geometry = drr_inputs(root, image_px)
     try:
         hu, affine = read_nifti(paths[0])
-        settings = DeepDrrSettings(python=python, shims=shims)
+        settings = DeepDrrSettings(deepdrr_python=python, deepdrr_shims=shims)
         renderer = DeepDrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), settings)
         renderer.render(poses, geometry, timing_repeats=repeats)
     except Exception as exc:  # the peer failing must not hide the stage

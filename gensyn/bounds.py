@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BOUNDS_KEY", "Bounds", "bounded", "field_bounds"]
+__all__ = ["BOUNDS_KEY", "Bounds", "bounded", "check_instance", "field_bounds"]
 
 #: The key of :class:`Bounds` in a dataclass field's metadata.
 BOUNDS_KEY = "gensyn_bounds"
@@ -129,3 +129,29 @@ def field_bounds(field: dataclasses.Field[Any]) -> Bounds | None:
     """The bounds declared on ``field``, or None."""
     found = field.metadata.get(BOUNDS_KEY)
     return found if isinstance(found, Bounds) else None
+
+
+def check_instance(settings: Any, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the key, its value and what is allowed for the first field of
+    the dataclass instance ``settings`` outside its declared bounds (None values pass).
+
+    For settings built in Python, not from a config (which start-up checks the same way);
+    ``prefix`` is how the error names the key (``projector.``).
+    """
+    for f in dataclasses.fields(settings):
+        bounds = field_bounds(f)
+        value = getattr(settings, f.name)
+        if bounds is None or value is None:
+            continue
+        is_list = isinstance(value, list | tuple)
+        numbers = list(value) if is_list else [value]
+        ok = all(bounds.number_ok(v) for v in numbers) and (not is_list or bounds.list_ok(numbers))
+        if not ok:
+            is_int = all(isinstance(v, int) for v in numbers)
+            allowed = bounds.describe(f"{prefix}{f.name}", is_list, is_int)
+            raise ValueError(f"{prefix}{f.name}={value}; allowed: {allowed}")
+        floor = getattr(settings, bounds.above) if bounds.above else None
+        if floor is not None and not value > floor:
+            raise ValueError(
+                f"{prefix}{f.name}={value}; allowed: more than {prefix}{bounds.above}={floor}"
+            )

@@ -8,6 +8,7 @@ simulated X-ray domain (gensyn/data/phantom/xray_sim.py); docs/conventions.md do
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,15 @@ from gensyn.drr.physics import (
     window_level,
 )
 
-__all__ = ["DrrRenderer", "make_rays", "preset", "render_drrs", "to_image", "to_images"]
+__all__ = [
+    "DrrRenderer",
+    "RenderMethod",
+    "make_rays",
+    "preset",
+    "render_drrs",
+    "to_image",
+    "to_images",
+]
 
 #: Spectra of the named X-ray systems (geometry: gensyn.drr.geometry.GEOMETRY_PRESETS).
 PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
@@ -37,7 +46,16 @@ PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
     "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
 }
 
-RENDER_METHODS = ("auto", "joseph", "trilinear", "fused", "texture")
+
+class RenderMethod(StrEnum):
+    """How rays sample the volume (``projector.method``, docs/drr.md): ``auto`` picks the
+    fastest available here (:meth:`DrrRenderer.resolve_method`)."""
+
+    auto = "auto"
+    joseph = "joseph"
+    trilinear = "trilinear"
+    fused = "fused"
+    texture = "texture"
 
 
 def make_rays(poses: Sequence[CarmPose], geometry: CarmGeometry, volume_shape, affine):
@@ -150,8 +168,8 @@ class DrrRenderer:
         import gensyn.drr.fused as fused
         import gensyn.drr.texture as texture
 
-        if method not in RENDER_METHODS:
-            raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
+        if method not in tuple(RenderMethod):
+            raise ValueError(f"render method {method!r}; allowed: {[str(m) for m in RenderMethod]}")
         if method == "auto":
             if self.hu.is_cuda and texture.available():
                 index = self.hu.device.index or 0

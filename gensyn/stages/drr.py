@@ -47,16 +47,10 @@ def _physics(p: DictConfig) -> Any:
 
 def projector_geometry(p: DictConfig) -> Any:
     """The projector group's C-arm geometry (preset, detector pixels, distances, crop)."""
-    from gensyn.drr.geometry import make_geometry
+    from gensyn.config.settings import to_settings
+    from gensyn.drr.geometry import GeometrySettings
 
-    return make_geometry(
-        p.geometry,
-        p.image_size_px,
-        p.source_to_detector_mm,
-        p.source_to_isocenter_mm,
-        p.detector_size_mm,
-        p.crop_fraction,
-    )
+    return to_settings(p, GeometrySettings).carm_geometry()
 
 
 def _volume_columns(volumes: Any, where: Path) -> Any:
@@ -135,16 +129,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.degenerate import DegenerateOutputError
     from gensyn.devices import torch_device
     from gensyn.drr import pose_set
-    from gensyn.drr.batch import BatchSettings, CtJob, render_cts
-    from gensyn.drr.deepdrr_adapter import DeepDrrSettings
+    from gensyn.drr.batch import CtJob, render_cts
+    from gensyn.drr.settings import ProjectorSettings
     from gensyn.errors import GensynError
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
     from gensyn.stages._shared import synthetic_seed
 
     p, poses_cfg = cfg.projector, cfg.carm_pose
-    if p.bit_depth not in (8, 16):
-        raise ValueError(f"projector.bit_depth must be 8 or 16, got {p.bit_depth}")
     convert_dir = ctx.upstream_dir("convert")
     volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
     volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
@@ -155,14 +147,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     physics = _physics(p)
     device = str(torch_device(str(cfg.device), "drr"))
     physics_cols = {
-        "mode": physics.mode,
+        "mode": str(physics.mode),
         "kvp": physics.kvp,
         "filtration_mm_al": physics.filtration_mm_al,
         "air_max_hu": physics.air_max_hu,
         "bone_min_hu": physics.bone_min_hu,
         "photon_count": physics.photon_count,
-        "projector": p.name,
-        "geometry": p.geometry,
+        "projector": str(p.name),
+        "geometry": str(p.geometry),
         "source_to_detector_mm": geometry.source_to_detector_mm,
         "source_to_isocenter_mm": geometry.source_to_isocenter_mm,
         "pixel_size_mm": geometry.pixel_size_mm,
@@ -191,21 +183,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         from gensyn.drr.physics import spectrum_table
 
         spectrum_table(physics)
-    deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if p.name == "deepdrr" else None
-    settings = to_settings(
-        p,
-        BatchSettings,
-        renderer=str(p.name),
-        window_percentiles=tuple(p.window_percentiles),
-        seed=synthetic_seed(cfg),
-        deepdrr=deepdrr,
-    )
+    settings = to_settings(p, ProjectorSettings)
     timer = StageTimer()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
         try:
             rendered, failures = render_cts(
-                todo, ctx.out_dir, geometry, physics, device, settings, int(cfg.num_workers),
-                timer, on_ct=lambda: progress.update(1),
+                todo, ctx.out_dir, geometry, physics, device, settings, synthetic_seed(cfg),
+                int(cfg.num_workers), timer, on_ct=lambda: progress.update(1),
             )  # fmt: skip
         except DegenerateOutputError as exc:  # garbage is never marked DONE
             raise GensynError(
