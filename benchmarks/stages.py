@@ -141,8 +141,8 @@ def grid_angles_deg(n: int, step_deg: float = 5.0) -> list[float]:
 def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-untyped-def]
     """(the converted CTs' paths, the stage's poses, its geometry) as ``stage=drr`` ran:
     centre + 9 random views, or with ``grid`` > 0 the grid x grid angles of ``--grid``."""
-    from gensyn.drr import pose_set
     from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.poses import PoseMode, PoseSettings, pose_set
     from gensyn.io import read_table
 
     convert = newest_run(root, "convert")
@@ -151,9 +151,10 @@ def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-unt
         for _, r in read_table(convert / "volumes.csv").iterrows()
     ]
     if grid > 0:
-        views = pose_set("grid", grid_angles_deg(grid), grid_angles_deg(grid))
+        angles = grid_angles_deg(grid)
+        views = pose_set(PoseSettings(PoseMode.grid, angles, angles))
     else:
-        views = pose_set("random", [0.0], [0.0], 9, [-10.0, 10.0], [-10.0, 10.0], 0, "ct")
+        views = pose_set(PoseSettings(PoseMode.random), "ct")
     geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
     return paths, [v.pose for v in views], geometry
 

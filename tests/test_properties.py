@@ -119,13 +119,14 @@ def _phantom() -> tuple[np.ndarray, np.ndarray]:
 
 def _render(cfg: Any) -> np.ndarray:
     """The stage's DRR images of the phantom under ``cfg`` (its own mapping of the config)."""
-    from gensyn.drr import pose_set
+    from gensyn.config.settings import to_settings
+    from gensyn.drr import PoseSettings, pose_set
     from gensyn.drr.render import render_drrs, to_images
     from gensyn.stages.drr import _physics, projector_geometry
 
     p, pose = cfg.projector, cfg.carm_pose
     geometry = projector_geometry(p)
-    views = pose_set(pose.mode.value, list(pose.alpha_deg), list(pose.beta_deg), ct_id="x")
+    views = pose_set(to_settings(pose, PoseSettings), ct_id="x")
     hu, affine = _phantom()
     drrs = render_drrs(hu, affine, [v.pose for v in views], geometry, _physics(p), seed=0)
     assert np.isfinite(drrs).all()

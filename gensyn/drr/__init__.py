@@ -3,14 +3,14 @@
 Public API: :func:`render_drrs` with :class:`CarmPose`, :class:`CarmGeometry`,
 :class:`PhysicsConfig` (or ``preset("pa_chest")``); :class:`DrrRenderer` to
 render many pose batches of one CT; :func:`to_image` (8/16-bit), :func:`window_level`,
-:func:`pose_set`. Every renderer (GENSYN's, DeepDRR's) offers
+:func:`pose_set` of :class:`PoseSettings`. Every renderer (GENSYN's, DeepDRR's) offers
 :class:`gensyn.drr.renderers.Renderer`; :func:`gensyn.drr.renderers.renderer_for` picks one
 by projector name. Conventions: docs/conventions.md.
 """
 
 from gensyn.drr.geometry import GEOMETRY_PRESETS, CarmGeometry, CarmPose, project_points
 from gensyn.drr.physics import PhysicsConfig, window_level
-from gensyn.drr.poses import View, pose_set
+from gensyn.drr.poses import PoseSettings, View, pose_set
 from gensyn.drr.render import DrrRenderer, preset, render_drrs, to_image
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "CarmPose",
     "DrrRenderer",
     "PhysicsConfig",
+    "PoseSettings",
     "View",
     "pose_set",
     "preset",

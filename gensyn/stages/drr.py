@@ -128,15 +128,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     from gensyn.config.settings import to_settings
     from gensyn.degenerate import DegenerateOutputError
     from gensyn.devices import torch_device
-    from gensyn.drr import pose_set
     from gensyn.drr.batch import CtJob, render_cts
+    from gensyn.drr.poses import PoseSettings, pose_set
     from gensyn.drr.settings import ProjectorSettings
     from gensyn.errors import GensynError
     from gensyn.io import read_table, write_table
     from gensyn.pipeline_io import StageTimer
     from gensyn.stages._shared import synthetic_seed
 
-    p, poses_cfg = cfg.projector, cfg.carm_pose
+    p, poses = cfg.projector, to_settings(cfg.carm_pose, PoseSettings)
     convert_dir = ctx.upstream_dir("convert")
     volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
     volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
@@ -164,16 +164,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     jobs: list[CtJob] = []
     for _, vol in volumes.iterrows():
         ct_id = str(vol["ct_id"])
-        views = pose_set(
-            poses_cfg.mode.value,  # PoseMode (an Enum) as its string
-            list(poses_cfg.alpha_deg),
-            list(poses_cfg.beta_deg),
-            poses_cfg.num_random,
-            list(poses_cfg.alpha_range_deg),
-            list(poses_cfg.beta_range_deg),
-            poses_cfg.seed,
-            ct_id,
-        )
+        views = pose_set(poses, ct_id)
         names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
         jobs.append(CtJob(-1, ct_id, convert_dir / str(vol["path"]), views, names))
     todo = [j for j in jobs if not _complete(ctx.out_dir / "images" / j.ct_id, j.names)]
