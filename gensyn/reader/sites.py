@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ from gensyn.reader.serve import (
     fetch_answers,
     setup_site,
 )
+
+
+class ServerMode(StrEnum):
+    """``start``: one Label Studio server per reader, started here; ``connect``: servers run by
+    someone else, at the URLs given per reader."""
+
+    start = "start"
+    connect = "connect"
 
 
 @dataclass

@@ -32,13 +32,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     Started servers keep running after this stage ends (stop: ``python -m gensyn.reader stop``).
     """
     from gensyn import io
-    from gensyn.errors import GensynError
     from gensyn.reader.serve import reader_email, reader_url, site_records
     from gensyn.reader.sites import connect_sites, credentials_from_env, start_sites
 
     rs, srv = cfg.reader_study, cfg.reader_study.server
-    if srv.mode not in ("start", "connect"):
-        raise GensynError(f"reader_study.server.mode must be start or connect, got {srv.mode!r}")
     images = sorted((ctx.upstream_dir("reader_study_build") / "images").glob("*.png"))
     creds = credentials_from_env(
         list(rs.readers),
