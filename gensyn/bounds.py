@@ -136,7 +136,8 @@ def check_instance(settings: Any, prefix: str = "") -> None:
     the dataclass instance ``settings`` outside its declared bounds (None values pass).
 
     For settings built in Python, not from a config (which start-up checks the same way);
-    ``prefix`` is how the error names the key (``projector.``).
+    ``prefix`` is how the error names the key (``projector.``). Values that are not numbers
+    (an interpolation such as ``${num_workers}`` in a schema's default) are left to start-up.
     """
     for f in dataclasses.fields(settings):
         bounds = field_bounds(f)
@@ -145,6 +146,8 @@ def check_instance(settings: Any, prefix: str = "") -> None:
             continue
         is_list = isinstance(value, list | tuple)
         numbers = list(value) if is_list else [value]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            continue  # not numbers (e.g. a schema default ``${num_workers}``): checked elsewhere
         ok = all(bounds.number_ok(v) for v in numbers) and (not is_list or bounds.list_ok(numbers))
         if not ok:
             is_int = all(isinstance(v, int) for v in numbers)

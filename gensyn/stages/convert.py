@@ -97,12 +97,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             )
         except ValueError as exc:
             raise GensynError(f"convert: {exc}") from None
-    npz = to_settings(
-        c,
-        NpzOptions,
-        prefix="npz_",
-        spacing_mm=tuple(c.npz_spacing_mm) if c.npz_spacing_mm else None,
-    )
+    npz = to_settings(c, NpzOptions)
     rows, failures = convert_many(
         sources,
         ctx.out_dir / "volumes",
