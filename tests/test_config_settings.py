@@ -70,6 +70,13 @@ SCIENCE_SCHEMAS = [
         None,
     ),
     ("gensyn.config.reader_study", "BlindingConfig", "gensyn.reader.audit", "AuditParams", None),
+    (
+        "gensyn.config.reader_study",
+        "ReaderServerConfig",
+        "gensyn.reader.sites",
+        "ServerSettings",
+        {"data_root"},
+    ),
     ("gensyn.config.dataset", "ConvertConfig", "gensyn.data.ct.readers", "NpzOptions", None),
     ("gensyn.config.dataset", "XrayConfig", "gensyn.data.xray.prep", "PrepOptions", None),
 ]

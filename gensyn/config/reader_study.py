@@ -3,7 +3,8 @@
 Original study: 60 images (20 real, 20 DRR, 20 SyntheX), 3 radiologists, answers real / fake /
 uncertain with a reason for fake or uncertain, in Label Studio. The blinding and audit keys are
 :class:`gensyn.reader.blinding.BlindingParams` and :class:`gensyn.reader.audit.AuditParams`
-(declared once, there); the allowed values are the reader package's enums.
+(declared once, there), the servers' keys :class:`gensyn.reader.sites.ServerSettings`; the
+allowed values are the reader package's enums.
 """
 
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from gensyn.reader.analyze import UncertainAs
 from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams
 from gensyn.reader.build import Truth
-from gensyn.reader.sites import ServerMode
+from gensyn.reader.sites import ServerSettings
 
 
 @dataclass
@@ -39,23 +40,11 @@ class BlindingConfig(AuditParams, BlindingParams):
 
 
 @dataclass
-class ReaderServerConfig:
-    """Label Studio servers: started here (one per reader) or run by someone else."""
+class ReaderServerConfig(ServerSettings):
+    """Label Studio servers (:class:`gensyn.reader.sites.ServerSettings`) and where their
+    databases live."""
 
-    mode: ServerMode = ServerMode.start  # start | connect
-    host: str = "127.0.0.1"  # listen address of started servers; never 0.0.0.0 unless intended
-    base_port: int = bounded(
-        8480, ge=1, le=65535
-    )  # reader i (in `readers` order) gets base_port + i
-    urls: dict[str, str] = field(default_factory=dict)  # mode=connect: reader id -> server URL
-    venv: str = ".venv-reader"  # Label Studio's own environment (scripts/setup_reader_env.sh)
     data_root: str = "${paths.work_dir}/labelstudio"  # databases live here, outside run folders
-    startup_timeout_s: float = bounded(300.0, gt=0)
-    # credentials are read from these environment variables, never from configs
-    admin_email_env: str = "GENSYN_LS_ADMIN_EMAIL"
-    admin_password_env: str = "GENSYN_LS_ADMIN_PASSWORD"
-    admin_token_env: str = "GENSYN_LS_API_TOKEN"  # mode=connect alternative to the password
-    reader_password_env: str = "GENSYN_READER_{reader}_PASSWORD"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gensyn import io
+from gensyn.bounds import bounded
 from gensyn.errors import GensynError
 from gensyn.reader.analyze import ANSWER_COLUMNS
 from gensyn.reader.labelstudio import (
@@ -42,6 +43,25 @@ class ServerMode(StrEnum):
 
     start = "start"
     connect = "connect"
+
+
+@dataclass
+class ServerSettings:
+    """Label Studio servers: started here (one per reader) or run by someone else (the
+    ``reader_study.server`` group, besides where the databases live). Credentials are read
+    from the environment variables named here, never from configs."""
+
+    mode: ServerMode = ServerMode.start  # start | connect
+    host: str = "127.0.0.1"  # listen address of started servers; never 0.0.0.0 unless intended
+    # reader i (in `readers` order) gets base_port + i
+    base_port: int = bounded(8480, ge=1, le=65535)
+    urls: dict[str, str] = field(default_factory=dict)  # mode=connect: reader id -> server URL
+    venv: str = ".venv-reader"  # Label Studio's own environment (scripts/setup_reader_env.sh)
+    startup_timeout_s: float = bounded(300.0, gt=0)  # wait for a started server, s
+    admin_email_env: str = "GENSYN_LS_ADMIN_EMAIL"  # variable holding the admin's e-mail
+    admin_password_env: str = "GENSYN_LS_ADMIN_PASSWORD"  # ... the admin's password
+    admin_token_env: str = "GENSYN_LS_API_TOKEN"  # mode=connect alternative to the password
+    reader_password_env: str = "GENSYN_READER_{reader}_PASSWORD"  # ... each reader's password
 
 
 @dataclass
@@ -123,9 +143,9 @@ def start_sites(
     data_root: Path,
     base_port: int,
     seed: int,
-    venv: str | os.PathLike[str] = ".venv-reader",
-    host: str = "127.0.0.1",
-    timeout_s: float = 300.0,
+    venv: str | os.PathLike[str],
+    host: str,
+    timeout_s: float,
 ) -> tuple[list[ReaderSite], list[LabelStudioServer]]:
     """One local server per reader (port ``base_port + i``), each with project and account."""
     sites, servers = [], []
