@@ -8,6 +8,7 @@ simulated X-ray domain (gensyn/data/phantom/xray_sim.py); docs/conventions.md do
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +18,7 @@ from gensyn.drr.geometry import (
     GEOMETRY_PRESETS,
     CarmGeometry,
     CarmPose,
+    GeometryPreset,
     detector_pixels_world,
     volume_center_world,
 )
@@ -41,9 +43,9 @@ __all__ = [
 
 #: Spectra of the named X-ray systems (geometry: gensyn.drr.geometry.GEOMETRY_PRESETS).
 PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
-    "mobile_carm": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
-    "mobile_carm_wide": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
-    "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
+    GeometryPreset.mobile_carm: PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    GeometryPreset.mobile_carm_wide: PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    GeometryPreset.pa_chest: PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
 }
 
 
@@ -377,10 +379,10 @@ def to_images(drrs: Any, bit_depth: int = 8, percentiles=(0.5, 99.5)) -> np.ndar
 
 
 def preset(name: str) -> tuple[CarmGeometry, PhysicsConfig]:
-    """Geometry and physics of a named X-ray system (``mobile_carm`` | ``mobile_carm_wide`` |
-    ``pa_chest``)."""
+    """Geometry and physics of a named X-ray system (a :class:`GeometryPreset`); the physics
+    is a copy, so changing it leaves the preset as it is."""
     if name not in GEOMETRY_PRESETS:
         raise ValueError(
-            f"unknown X-ray system preset {name!r}; allowed: {sorted(GEOMETRY_PRESETS)}"
+            f"unknown X-ray system preset {name!r}; allowed: {[str(g) for g in GeometryPreset]}"
         )
-    return GEOMETRY_PRESETS[name], PHYSICS_PRESETS[name]
+    return GEOMETRY_PRESETS[name], replace(PHYSICS_PRESETS[name])
