@@ -275,11 +275,11 @@ def deepdrr_settings(args: argparse.Namespace, spectrum: str):
     from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 
     return DeepDrrSettings(
-        python=args.deepdrr_python,
-        spectrum=spectrum,
-        step_voxels=args.deepdrr_step,
-        pythonpath=args.deepdrr_pythonpath,
-        shims=args.shims,
+        deepdrr_python=args.deepdrr_python,
+        deepdrr_spectrum=spectrum,
+        deepdrr_step_voxels=args.deepdrr_step,
+        deepdrr_pythonpath=args.deepdrr_pythonpath,
+        deepdrr_shims=args.shims,
     )
 
 

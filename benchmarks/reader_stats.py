@@ -48,7 +48,7 @@ def gate(args: argparse.Namespace) -> dict[str, object]:
     n, f = args.images, 15
     cov = args.correlation + (1 - args.correlation) * np.eye(f)
     root = np.linalg.cholesky(cov).T
-    params = AuditParams(alpha=args.alpha, permutations=args.permutations)
+    params = AuditParams(audit_alpha=args.alpha, audit_permutations=args.permutations)
     truth = {s: ("real" if s == "real" else "fake") for s in NAMES[: args.sources]}
     stopped, old, by_test = 0, 0, {"cv": 0, "feature": 0}
     for i in range(args.audits):

@@ -145,8 +145,8 @@ def grid_angles_deg(n: int, step_deg: float = 5.0) -> list[float]:
 def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-untyped-def]
     """(the converted CTs' paths, the stage's poses, its geometry) as ``stage=drr`` ran:
     centre + 9 random views, or with ``grid`` > 0 the grid x grid angles of ``--grid``."""
-    from gensyn.drr import PoseSettings, pose_set
     from gensyn.drr.geometry import make_geometry
+    from gensyn.drr.poses import PoseMode, PoseSettings, pose_set
     from gensyn.io import read_table
 
     convert = newest_run(root, "convert")
@@ -155,9 +155,10 @@ def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-unt
         for _, r in read_table(convert / "volumes.csv").iterrows()
     ]
     if grid > 0:
-        views = pose_set(PoseSettings("grid", grid_angles_deg(grid), grid_angles_deg(grid)))
+        angles = grid_angles_deg(grid)
+        views = pose_set(PoseSettings(PoseMode.grid, angles, angles))
     else:
-        views = pose_set(PoseSettings("random", num_random=9, seed=0), ct_id="ct")
+        views = pose_set(PoseSettings(PoseMode.random), "ct")
     geometry = make_geometry("mobile_carm", image_px, None, None, None, 1.0)
     return paths, [v.pose for v in views], geometry
 
@@ -175,8 +176,9 @@ def drr_kernel(
     ``projector.batch_poses``."""
     from types import SimpleNamespace
 
-    from gensyn.drr.batch import BatchSettings, CtJob, render_views
+    from gensyn.drr.batch import CtJob, render_views
     from gensyn.drr.render import DrrRenderer, PhysicsConfig
+    from gensyn.drr.settings import ProjectorSettings
     from gensyn.io import read_nifti
 
     paths, poses, geometry = drr_inputs(root, image_px, grid)
@@ -192,9 +194,9 @@ def drr_kernel(
     views = [SimpleNamespace(pose=pose, index=i) for i, pose in enumerate(poses)]
     job = CtJob(0, "ct0", paths[0], views, [f"v{i}.png" for i in range(len(views))])
     for size in sorted({b for b in (8, 16, 32, 64) if b < len(poses)} | {len(poses)}):
-        settings = BatchSettings(batch_poses=size, bit_depth=16)
+        settings = ProjectorSettings(batch_poses=size, bit_depth=16)
         extra[f"render_views_per_s_batch_{size}"] = _rate(
-            lambda s=settings: render_views(renderer, job, s, geometry, False),
+            lambda s=settings: render_views(renderer, job, s, 0, geometry, False),
             len(poses),
             device,
             repeats,
@@ -218,7 +220,7 @@ def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: i
     paths, poses, geometry = drr_inputs(root, image_px)
     try:
         hu, affine = read_nifti(paths[0])
-        settings = DeepDrrSettings(python=python, shims=shims)
+        settings = DeepDrrSettings(deepdrr_python=python, deepdrr_shims=shims)
         renderer = DeepDrrRenderer(hu, affine, PhysicsConfig(output="line_integral"), settings)
         renderer.render(poses, geometry, timing_repeats=repeats)
     except Exception as exc:  # the peer failing must not hide the stage

@@ -41,6 +41,7 @@ __all__ = [
     "HASHED_KEY",
     "Bounds",
     "bounded",
+    "check_instance",
     "field_bounds",
     "hashed_field_names",
     "is_hashed",
@@ -207,3 +208,32 @@ def unhashed_paths(schema: type, prefix: str = "") -> frozenset[str]:
             if dataclasses.is_dataclass(value):
                 found |= unhashed_paths(value, f"{key}.*.")  # type: ignore[arg-type]
     return frozenset(found)
+
+
+def check_instance(settings: Any, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the key, its value and what is allowed for the first field of
+    the dataclass instance ``settings`` outside its declared bounds (None values pass).
+
+    For settings built in Python, not from a config (which start-up checks the same way);
+    ``prefix`` is how the error names the key (``projector.``). Values that are not numbers
+    (an interpolation such as ``${num_workers}`` in a schema's default) are left to start-up.
+    """
+    for f in dataclasses.fields(settings):
+        bounds = field_bounds(f)
+        value = getattr(settings, f.name)
+        if bounds is None or value is None:
+            continue
+        is_list = isinstance(value, list | tuple)
+        numbers = list(value) if is_list else [value]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            continue  # not numbers (e.g. a schema default ``${num_workers}``): checked elsewhere
+        ok = all(bounds.number_ok(v) for v in numbers) and (not is_list or bounds.list_ok(numbers))
+        if not ok:
+            is_int = all(isinstance(v, int) for v in numbers)
+            allowed = bounds.describe(f"{prefix}{f.name}", is_list, is_int)
+            raise ValueError(f"{prefix}{f.name}={value}; allowed: {allowed}")
+        floor = getattr(settings, bounds.above) if bounds.above else None
+        if floor is not None and not value > floor:
+            raise ValueError(
+                f"{prefix}{f.name}={value}; allowed: more than {prefix}{bounds.above}={floor}"
+            )

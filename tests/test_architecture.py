@@ -311,11 +311,12 @@ def _renderers() -> dict[str, Any]:
     import numpy as np
 
     from gensyn.drr.physics import PhysicsConfig
-    from gensyn.drr.renderers import PROJECTORS, renderer_for
+    from gensyn.drr.renderers import renderer_for
+    from gensyn.drr.settings import ProjectorName
 
     hu, affine = np.full((4, 5, 6), -1000.0, np.float32), np.diag([2.0, 2.0, 3.0, 1.0])
     # DeepDRR's renderer writes its exchange files into a temporary folder of its own
-    return {name: renderer_for(name, hu, affine, PhysicsConfig(), "cpu") for name in PROJECTORS}
+    return {name: renderer_for(name, hu, affine, PhysicsConfig(), "cpu") for name in ProjectorName}
 
 
 def test_both_renderers_offer_the_renderer_protocol() -> None:

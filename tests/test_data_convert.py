@@ -216,7 +216,9 @@ def test_nrrd_spacings_only_and_float_rounding(tmp_path: Path) -> None:
 def test_npz_spacing_from_config_and_file(tmp_path: Path) -> None:
     ct = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 500
     np.savez_compressed(tmp_path / "trn001.npz", ct=ct)
-    vol, affine = read_npz_volume(tmp_path / "trn001.npz", NpzOptions(spacing_mm=(0.8, 0.8, 0.8)))
+    vol, affine = read_npz_volume(
+        tmp_path / "trn001.npz", NpzOptions(npz_spacing_mm=(0.8, 0.8, 0.8))
+    )
     np.testing.assert_array_equal(vol, ct)
     # axis 0 head->feet (-z), axis 1 front->back (-y), axis 2 right->left (-x)
     np.testing.assert_allclose(affine[:3, :3], [[0, 0, -0.8], [0, -0.8, 0], [-0.8, 0, 0]])
@@ -225,7 +227,9 @@ def test_npz_spacing_from_config_and_file(tmp_path: Path) -> None:
     np.savez(
         tmp_path / "trn002.npz", ct=ct.astype(np.float32), spacing_mm=np.array([2.0, 0.7, 0.7])
     )
-    _, affine2 = read_npz_volume(tmp_path / "trn002.npz", NpzOptions(spacing_mm=(0.8, 0.8, 0.8)))
+    _, affine2 = read_npz_volume(
+        tmp_path / "trn002.npz", NpzOptions(npz_spacing_mm=(0.8, 0.8, 0.8))
+    )
     np.testing.assert_allclose(np.abs(affine2[:3, :3]).sum(axis=0), [2.0, 0.7, 0.7])
 
 
@@ -239,7 +243,7 @@ def test_npz_without_spacing_never_gets_identity(tmp_path: Path) -> None:
     rows, failures = convert_many(
         discover_sources(tmp_path, "npz"),
         tmp_path / "out",
-        npz=NpzOptions(spacing_mm=(1.0, 1.0, 1.0)),
+        npz=NpzOptions(npz_spacing_mm=(1.0, 1.0, 1.0)),
         workers=2,
         progress=False,
     )
@@ -252,7 +256,7 @@ def test_npz_without_spacing_never_gets_identity(tmp_path: Path) -> None:
 
 def test_rerun_skips_converted_volumes(tmp_path: Path) -> None:
     np.savez(tmp_path / "a.npz", ct=np.zeros((2, 2, 2), np.int16))
-    opts = NpzOptions(spacing_mm=(1.0, 2.0, 3.0))
+    opts = NpzOptions(npz_spacing_mm=(1.0, 2.0, 3.0))
     rows1, _ = convert_many(
         discover_sources(tmp_path, "npz"), tmp_path / "out", npz=opts, progress=False
     )
@@ -296,7 +300,7 @@ def test_reconversion_gives_identical_bytes(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "a.npz", ct=rng.integers(-1000, 1000, (6, 5, 4)).astype(np.int16))
-    opts = NpzOptions(spacing_mm=(1.0, 2.0, 3.0))
+    opts = NpzOptions(npz_spacing_mm=(1.0, 2.0, 3.0))
     sources = discover_sources(tmp_path, "npz")
     convert_many(sources, tmp_path / "one", npz=opts, progress=False)
     time.sleep(1.1)  # a time stamp in the header would differ

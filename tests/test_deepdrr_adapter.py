@@ -131,23 +131,27 @@ def test_physics_spectrum_weights_match_energy_integrating_detector() -> None:
     table = spectrum_table(physics)
     np.testing.assert_allclose((e * w) / (e * w).sum(), table.signal_weights, rtol=1e-12)
     assert e.max() <= 90.0 + 1e-9
-    assert _spectrum_payload(DeepDrrSettings(spectrum="90KV_AL40"), physics) == "90KV_AL40"
+    assert _spectrum_payload(DeepDrrSettings(deepdrr_spectrum="90KV_AL40"), physics) == "90KV_AL40"
 
 
 def test_projector_deepdrr_config_maps_to_settings(compose) -> None:
     from gensyn.config.settings import to_settings
 
     def settings_from_config(projector: object) -> DeepDrrSettings:
-        return to_settings(projector, DeepDrrSettings, prefix="deepdrr_")  # as stage drr does
+        return to_settings(projector, DeepDrrSettings)  # the projector group's deepdrr_* keys
 
     cfg = compose("projector=deepdrr", "projector.deepdrr_spectrum=90KV_AL40")
     assert cfg.projector.name == "deepdrr"
     assert cfg.projector.kvp == 90.0 and cfg.projector.filtration_mm_al == 4.0
-    assert settings_from_config(cfg.projector) == DeepDrrSettings(spectrum="90KV_AL40")
+    assert settings_from_config(cfg.projector) == DeepDrrSettings(deepdrr_spectrum="90KV_AL40")
     threads = compose("projector=deepdrr", "projector.deepdrr_threads=4").projector
-    assert settings_from_config(threads).threads == 4
-    with pytest.raises(ValueError, match="allowed"):
-        settings_from_config(compose("projector=deepdrr", "projector.deepdrr_spectrum=x").projector)
+    assert settings_from_config(threads).deepdrr_threads == 4
+    # a spectrum DeepDRR lacks is refused when the config is composed, naming the allowed ones
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose("projector=deepdrr", "projector.deepdrr_spectrum=x")
+    assert "90KV_AL40" in str(refused.value.__cause__)
 
 
 def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) -> None:
@@ -161,7 +165,7 @@ def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) ->
     name = compose("projector=deepdrr").projector.name
     deep_r = renderer_for(name, hu, affine, physics, "cpu")
     assert isinstance(deep_r, DeepDrrRenderer) and deep_r.settings == DeepDrrSettings()
-    custom = DeepDrrSettings(threads=4)
+    custom = DeepDrrSettings(deepdrr_threads=4)
     assert renderer_for(name, hu, affine, physics, "cpu", custom).settings == custom
     with pytest.raises(ValueError, match="allowed"):
         renderer_for("astra", hu, affine, physics, "cpu")
@@ -169,7 +173,7 @@ def test_renderer_for_picks_the_configured_projector(compose, tmp_path: Path) ->
 
 def test_settings_reject_unknown_spectrum() -> None:
     with pytest.raises(ValueError, match="allowed"):
-        DeepDrrSettings(spectrum="80kV")
+        DeepDrrSettings(deepdrr_spectrum="80kV")
 
 
 @pytest.mark.skipif(cuda_unavailable_reason() is None, reason="this machine has CUDA")
@@ -300,10 +304,10 @@ def _deepdrr_settings() -> DeepDrrSettings:
     if not Path(python).exists():
         pytest.skip(f"no DeepDRR environment at {python} (GENSYN_DEEPDRR_PYTHON)")
     return DeepDrrSettings(
-        python=python,
-        spectrum="90KV_AL40",
-        pythonpath=os.environ.get("GENSYN_DEEPDRR_PYTHONPATH", ""),
-        shims=os.environ.get("GENSYN_DEEPDRR_SHIMS", "") == "1",
+        deepdrr_python=python,
+        deepdrr_spectrum="90KV_AL40",
+        deepdrr_pythonpath=os.environ.get("GENSYN_DEEPDRR_PYTHONPATH", ""),
+        deepdrr_shims=os.environ.get("GENSYN_DEEPDRR_SHIMS", "") == "1",
     )
 
 

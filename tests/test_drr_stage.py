@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gensyn.drr import PoseSettings, pose_set
+from gensyn.drr.poses import PoseMode, PoseSettings, pose_set
 
 
 def _phantom_ct(shape=(40, 36, 32), spacing=(6.0, 6.0, 7.0)):
@@ -143,16 +143,18 @@ def test_a_constant_drr_fails_naming_the_ct(compose, convert_dir, tmp_path):
 
 
 def test_pose_sets():
-    assert [v.pose.alpha_deg for v in pose_set(PoseSettings("center"))] == [0.0]
-    grid = pose_set(PoseSettings("grid", [-10, -5, 0, 5, 10], [-10, -5, 0, 5, 10]))
+    assert [v.pose.alpha_deg for v in pose_set(PoseSettings())] == [0.0]
+    angles = [-10.0, -5.0, 0.0, 5.0, 10.0]
+    grid = pose_set(PoseSettings(PoseMode.grid, angles, angles))
     assert len(grid) == 25 and grid[0].is_center and sum(v.is_center for v in grid) == 1
-    a = pose_set(PoseSettings("random", num_random=4, seed=1), ct_id="x")
-    b = pose_set(PoseSettings("random", num_random=4, seed=1), ct_id="x")
-    c = pose_set(PoseSettings("random", num_random=4, seed=1), ct_id="y")
+    random = PoseSettings(PoseMode.random, num_random=4, seed=1)
+    a = pose_set(random, ct_id="x")
+    b = pose_set(random, ct_id="x")
+    c = pose_set(random, ct_id="y")
     assert a == b and a != c and len(a) == 5 and a[0].is_center
     assert all(-10 <= v.pose.alpha_deg <= 10 and -10 <= v.pose.beta_deg <= 10 for v in a)
     with pytest.raises(ValueError, match="allowed"):
-        pose_set(PoseSettings("spiral"))
+        pose_set(PoseSettings(mode="spiral"))  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ def test_gate_false_alarm_rate_on_one_distribution_is_at_most_alpha() -> None:
     """1000 seeded audits of two sources drawn from one distribution (200 shuffles each;
     features correlated as image statistics are): the gate (alpha 0.05) stops at most 5%
     of them, and does spend its alpha (> 1%)."""
-    params = AuditParams(permutations=200)
+    params = AuditParams(audit_permutations=200)
     flagged = []
     for i in range(1000):
         table = _simulated_features(np.random.default_rng([5, i]), shift=0.0, correlation=0.3)
@@ -153,7 +153,7 @@ def test_gate_catches_a_one_feature_giveaway_more_often_than_the_fixed_threshold
     """One feature of 15 independent ones 1 sd apart, 20 images per source: the old gate
     (5-fold logistic regression accuracy > 0.65) catches ~21-26%, the permutation gate
     clearly more (~40% in 1000 audits with 1000 shuffles; docs/reader_study.md)."""
-    params = AuditParams(permutations=200)
+    params = AuditParams(audit_permutations=200)
     new, old = [], []
     for i in range(200):
         table = _simulated_features(np.random.default_rng([6, i]), shift=1.0, correlation=0.0)
@@ -169,10 +169,10 @@ def test_gate_catches_a_one_feature_giveaway_more_often_than_the_fixed_threshold
 
 
 def test_audit_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="permutations must be >= 200"):
-        AuditParams(permutations=100)
-    with pytest.raises(ValueError, match="alpha must be in"):
-        AuditParams(alpha=0.0)
+    with pytest.raises(ValueError, match=r"audit_permutations=100; allowed: 200 or more"):
+        AuditParams(audit_permutations=100)
+    with pytest.raises(ValueError, match=r"audit_alpha=0.0; allowed: 0 < "):
+        AuditParams(audit_alpha=0.0)
     table = _simulated_features(np.random.default_rng(0), shift=0.0, correlation=0.0)
     with pytest.raises(ValueError, match="cannot reach p <="):
-        audit_sources(table, PAIR, AuditParams(alpha=0.001, permutations=200))
+        audit_sources(table, PAIR, AuditParams(audit_alpha=0.001, audit_permutations=200))

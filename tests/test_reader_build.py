@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
 
-from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import (
     BlindingParams,
     air_mask,
@@ -199,7 +198,7 @@ def test_audit_stops_a_build_whose_sources_differ_in_framing(tmp_path: Path) -> 
     ):
         build_study(leaky, 12, tmp_path / "a", seed=0, params=params)
     forced = build_study(leaky, 12, tmp_path / "b", seed=0, params=params,
-                         audit=AuditParams(force=True))  # fmt: skip
+                         force=True)  # fmt: skip
     assert len(forced) == 24 and (tmp_path / "b" / "key" / "blinding_warning.txt").is_file()
     matched = _framed_sources(tmp_path / "matched", 12, collimated=False)
     build_study(matched, 12, tmp_path / "c", seed=0, params=params)  # passes

@@ -25,7 +25,6 @@ from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from gensyn.reader.analyze import analyze
-from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams
 from gensyn.reader.build import Source, build_study
 from gensyn.reader.labelstudio import (
@@ -100,7 +99,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     root = tmp_path_factory.mktemp("reader_study")
     key = build_study(_make_sources(root / "src"), 10, root / "study", seed=5,
                       params=BlindingParams(image_size_px=96),
-                      audit=AuditParams(force=True))  # noise sources; the audit: test_reader_build  # fmt: skip
+                      force=True)  # noise sources; the audit: test_reader_build  # fmt: skip
     images = sorted((root / "study" / "images").glob("*.png"))
     template = prepare_database_template(exe, VENV / "gensyn-db-template")
     servers: dict[str, LabelStudioServer] = {}

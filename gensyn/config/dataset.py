@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from omegaconf import II
 
 from gensyn.bounds import bounded, unhashed
+from gensyn.data.ct.readers import NpzOptions
+from gensyn.data.splits import SplitSource
+from gensyn.data.xray.prep import PrepOptions
 from gensyn.study import FINDINGS
 
 
@@ -57,15 +60,12 @@ class DownloadConfig:
 
 
 @dataclass
-class ConvertConfig:
-    """How ``stage=convert`` reads raw CTs (gensyn.data.ct.convert)."""
+class ConvertConfig(NpzOptions):
+    """How ``stage=convert`` reads raw CTs (gensyn.data.ct.convert); the ``npz_*`` keys are
+    :class:`gensyn.data.ct.readers.NpzOptions` (declared once, there)."""
 
-    ct_format: str = ""  # auto | dicom | nifti | nrrd | npz ("" for demo); auto: per file/folder
-    npz_key: str = "ct"  # array name inside each NPZ
-    npz_spacing_mm: list[float] | None = bounded(
-        None, gt=0, length=3
-    )  # per array axis; None = from the file or fail
-    npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
+    # auto (per file/folder) or one of gensyn.data.ct.convert.FORMATS ("" for demo)
+    ct_format: str = ""
     label_file: str = ""  # CT label table(s) below raw_dir, a glob; "" = none
     label_source: str = (
         "radchest"  # label_file's format: radchest | folder (ct_id, patient_id, findings)
@@ -76,9 +76,11 @@ class ConvertConfig:
 
 
 @dataclass
-class XrayConfig:
+class XrayConfig(PrepOptions):
     """Real chest X-rays for ``stage=prepare_xrays`` (gensyn.data.xray.labels, gensyn.data.xray.prep).
 
+    The image keys (``size_px``, ``bit_depth``, ``window``, ``window_pct``, ``mode``) are
+    :class:`gensyn.data.xray.prep.PrepOptions` (declared once, there).
     Every image gets ``split`` train (folds are drawn from it) or test (never trained on):
     ``split_source: official`` takes the data set's own lists (``official_train_list`` and
     ``official_test_list``, one image file name per line, below raw_dir), ``holdout`` holds
@@ -92,7 +94,7 @@ class XrayConfig:
     label_file: str = ""  # label table below raw_dir
     image_dir: str = "images"  # image root below raw_dir (label relpaths are below it)
     views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # kept views ([] = all)
-    split_source: str = "auto"  # auto | official | holdout
+    split_source: SplitSource = SplitSource.auto  # auto | official | holdout
     official_train_list: str = ""  # below raw_dir, e.g. NIH's train_val_list.txt ("" = none)
     official_test_list: str = ""  # below raw_dir, e.g. NIH's test_list.txt ("" = none)
     test_fraction: float = bounded(
@@ -100,13 +102,6 @@ class XrayConfig:
     )  # holdout: fraction of patients held out as split=test, [0, 1)
     # all | test_split: predict's rows (predict hashes it with each external test set's run)
     external_test: str = unhashed("all")
-    size_px: int = bounded(512, ge=1)
-    bit_depth: int = bounded(8, choices=(8, 16))
-    window: str = "percentile"  # percentile | minmax | bits
-    window_pct: list[float] = bounded(
-        factory=lambda: [0.5, 99.5], ge=0, le=100, length=2, order="<"
-    )
-    mode: str = "squash"  # squash (stretch to square, as the original) | pad
     num_workers: int = unhashed(
         II("num_workers"), ge=0
     )  # parallel image workers; default: the run's

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,16 @@ from gensyn import io
 
 SPLIT_COLUMNS = ("image_id", "patient_id", "fold")
 HOLDOUT_COLUMNS = ("image_id", "patient_id", "split")
-SPLIT_SOURCES = ("auto", "official", "holdout")
+
+
+class SplitSource(StrEnum):
+    """Where an X-ray data set's test split comes from (``dataset.xray.split_source``):
+    ``official`` lists, a seeded ``holdout`` of patients, or ``auto`` (official where both
+    lists are there, else holdout)."""
+
+    auto = "auto"
+    official = "official"
+    holdout = "holdout"
 
 
 def _check_table(

@@ -3,7 +3,7 @@
 Public API: :func:`render_drrs` with :class:`CarmPose`, :class:`CarmGeometry`,
 :class:`PhysicsConfig` (or ``preset("pa_chest")``); :class:`DrrRenderer` to
 render many pose batches of one CT; :func:`to_image` (8/16-bit), :func:`window_level`,
-:func:`pose_set` (of :class:`PoseSettings`). Every renderer (GENSYN's, DeepDRR's) offers
+:func:`pose_set` of :class:`PoseSettings`. Every renderer (GENSYN's, DeepDRR's) offers
 :class:`gensyn.drr.renderers.Renderer`; :func:`gensyn.drr.renderers.renderer_for` picks one
 by projector name. Conventions: docs/conventions.md.
 """

@@ -1,15 +1,15 @@
 """Render many CTs' DRRs to files, with loading, rendering and writing overlapped.
 
 :func:`render_cts` takes a list of :class:`CtJob` (a CT's NIfTI, its views and output file
-names) and plain :class:`BatchSettings`: ``workers`` loader threads read and decompress the
-next CTs and build their material density volumes while the calling thread renders (at most
-:data:`DEVICE_PREFETCH_CTS` CTs prepared on the device at once), and
-``min(workers, settings.write_threads)`` writer threads encode and write the images (more
-busy Python threads slow every torch call of the rendering thread, which must take the GIL
-back after each); ``workers=0`` does everything in sequence on one thread, with the same
-bytes. A CT's ``images/<ct_id>/views.json`` is written once all its files are (resume
-marker); a volume that cannot be read is returned as a failure while the others render.
-Files are written atomically without an fsync each (the disk's fsync rate, not the encoder,
+names), the projector's :class:`~gensyn.drr.settings.ProjectorSettings` and a seed:
+``workers`` loader threads read and decompress the next CTs and build their material density
+volumes while the calling thread renders (at most :data:`DEVICE_PREFETCH_CTS` CTs prepared on
+the device at once), and ``min(workers, settings.write_threads)`` writer threads encode and
+write the images (more busy Python threads slow every torch call of the rendering thread,
+which must take the GIL back after each); ``workers=0`` does everything in sequence on one
+thread, with the same bytes. A CT's ``images/<ct_id>/views.json`` is written once all its
+files are (resume marker); a volume that cannot be read is returned as a failure while the
+others render. Files are written atomically without an fsync each (the disk's fsync rate, not the encoder,
 set the pace: 881 files/s on 16 threads of an H100 host, 276 on one) and made durable
 together by one ``os.sync()`` at the end (timed as ``sync``); a resumed run checks each PNG of
 a marked CT (:func:`gensyn.io.png_complete`), so one cut by a machine crash is rendered again.
@@ -26,50 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 from gensyn.drr.renderers import Renderer, renderer_for
+from gensyn.drr.settings import ProjectorSettings
 from gensyn.pipeline_io import InOrderSlots, StageTimer
 
-__all__ = [
-    "DEVICE_PREFETCH_CTS",
-    "PNG_COMPRESS_LEVEL",
-    "BatchSettings",
-    "CtJob",
-    "render_cts",
-    "render_views",
-]
+__all__ = ["DEVICE_PREFETCH_CTS", "CtJob", "render_cts", "render_views"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    """How to render and write (the ``projector`` group's rendering and output keys).
-
-    ``renderer``: ``torch`` (GENSYN) or ``deepdrr`` (with ``deepdrr`` settings); ``seed`` seeds
-    the Poisson noise when the physics draws it.
-    """
-
-    renderer: str = "torch"
-    method: str = "auto"
-    step_mm: float | None = None
-    max_samples: int = 8388608
-    batch_poses: int = 8
-    bit_depth: int = 8
-    window_percentiles: tuple[float, ...] = (0.5, 99.5)
-    save_float: bool = False
-    png_compress_level: int = 1
-    write_threads: int = 8
-    seed: int = 0
-    deepdrr: DeepDrrSettings | None = None
-
-
 #: CTs whose material volumes may sit on the device at once (the one rendering + the next).
 DEVICE_PREFETCH_CTS = 2
-#: default zlib-scale level of the DRR PNGs (``projector.png_compress_level``): 1-3 deflate
-#: with ISA-L (``gensyn.io.encode_png``; ~1.5 ms a 512² 16-bit DRR), 4-9 with zlib (~35 ms
-#: at 6, files a few per cent smaller), 0 stores them (files ~2x).
-PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass
@@ -93,7 +60,7 @@ class _LoadedCt:
 
 
 def _loader(
-    settings: BatchSettings,
+    settings: ProjectorSettings,
     geometry: Any,
     physics: Any,
     device: str,
@@ -112,13 +79,13 @@ def _loader(
         try:
             with timer.time("read"):
                 # GENSYN's renderer takes the stored integers (cast on its device); DeepDRR HU
-                hu, affine = read_nifti(job.nifti, None if s.renderer == "torch" else np.float32)
+                hu, affine = read_nifti(job.nifti, None if s.name == "torch" else np.float32)
         except ValueError as exc:  # truncated or corrupt: list it, render the others
             return _LoadedCt(job, error=str(exc))
         slots.acquire(job.position)  # device memory stays bounded: only the next CTs in order
         with timer.time("prepare"):
             # projector.name: torch (GENSYN) | deepdrr (out of process, drr/deepdrr_adapter.py)
-            renderer = renderer_for(s.renderer, hu, affine, physics, device, s.deepdrr)
+            renderer = renderer_for(s.name, hu, affine, physics, device, s)
             renderer.prepare([v.pose for v in job.views], geometry, s.method)
         return _LoadedCt(job, renderer)
 
@@ -126,7 +93,7 @@ def _loader(
 
 
 def render_views(
-    renderer: Renderer, job: CtJob, p: BatchSettings, geometry: Any, noisy: bool
+    renderer: Renderer, job: CtJob, p: ProjectorSettings, seed: int, geometry: Any, noisy: bool
 ) -> tuple[list[Any], list[Any]]:
     """One CT's views rendered ``p.batch_poses`` at a time (noise seeded per (seed, CT,
     view)), windowed into images where they were rendered, a view that gives no usable image
@@ -139,9 +106,9 @@ def render_views(
     for start in range(0, len(job.views), p.batch_poses):
         batch = job.views[start : start + p.batch_poses]
         poses = [v.pose for v in batch]
-        seed = [view_noise_seed(p.seed, job.ct_id, v.index) for v in batch] if noisy else None
+        seeds = [view_noise_seed(seed, job.ct_id, v.index) for v in batch] if noisy else None
         drrs = renderer.render(
-            poses, geometry, p.method, p.step_mm, p.max_samples, seed=seed, as_tensor=True
+            poses, geometry, p.method, p.step_mm, p.max_samples, seed=seeds, as_tensor=True
         )
         batch_images = to_images(drrs, p.bit_depth, tuple(p.window_percentiles))
         _refuse_degenerate(job, batch, drrs, batch_images)
@@ -192,14 +159,15 @@ def _write_view(
 
 def render_cts(
     todo: list[CtJob], out_dir: Path, geometry: Any, physics: Any, device: str,
-    settings: BatchSettings, workers: int, timer: StageTimer,
+    settings: ProjectorSettings, seed: int, workers: int, timer: StageTimer,
     on_ct: Callable[[], None] | None = None,
 ) -> tuple[int, list[dict[str, str]]]:  # fmt: skip
     """Render ``todo`` in order (``job.position`` = its index) into ``out_dir``; loaders read
     and prepare the next CTs on ``workers`` threads, this thread renders,
     ``min(workers, settings.write_threads)`` writers encode and write; a CT's ``views.json`` is
     written once all its files are. ``on_ct()`` is called after each CT (e.g. a progress
-    bar). The files are synced to the disk once, at the end.
+    bar); ``settings.name`` picks the renderer and ``seed`` seeds the Poisson noise when the
+    physics draws it. The files are synced to the disk once, at the end.
     Returns (DRRs rendered, unreadable CTs as ct_id/file/reason)."""
     import os
 
@@ -259,7 +227,7 @@ def render_cts(
                     failures.append({"ct_id": job.ct_id, "file": str(job.nifti), "reason": str(item.error)})  # fmt: skip
                 else:
                     with timer.time("compute"):
-                        images, floats = render_views(renderer, job, p, geometry, physics.photon_count > 0)  # fmt: skip
+                        images, floats = render_views(renderer, job, p, seed, geometry, physics.photon_count > 0)  # fmt: skip
                     futures = [
                         writer.submit(
                             _write_view,

@@ -36,11 +36,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gensyn.bounds import bounded, check_instance, unhashed
 from gensyn.drr.geometry import (
     CarmGeometry,
     CarmPose,
@@ -53,10 +55,10 @@ from gensyn.errors import GensynError
 
 __all__ = [
     "DEEPDRR_MATERIALS",
-    "SPECTRUM_CHOICES",
     "DeepDrrCamera",
     "DeepDrrRenderer",
     "DeepDrrSettings",
+    "DeepDrrSpectrum",
     "cuda_unavailable_reason",
     "deepdrr_camera",
     "project_points_deepdrr",
@@ -72,8 +74,17 @@ DEEPDRR_MATERIALS: dict[str, str] = {
     "bone": "bone",
 }
 #: ``physics`` = GENSYN's spekpy spectrum for the configured kVp/filtration; the
-#: others are DeepDRR's tabulated spectra (the original study used 90KV_AL40).
-SPECTRUM_CHOICES = ("physics", "90KV_AL40", "60KV_AL35", "120KV_AL43")
+#: others are DeepDRR's tabulated spectra (the original study used 90KV_AL40). The functional
+#: form because DeepDRR's names start with a digit.
+DeepDrrSpectrum = StrEnum(
+    "DeepDrrSpectrum",
+    {
+        "physics": "physics",
+        "90KV_AL40": "90KV_AL40",
+        "60KV_AL35": "60KV_AL35",
+        "120KV_AL43": "120KV_AL43",
+    },
+)
 
 INSTALL_HINT = (
     "build it with: python3 -m venv .venv-deepdrr && "
@@ -81,42 +92,35 @@ INSTALL_HINT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class DeepDrrSettings:
-    """How to run DeepDRR.
+    """How to run DeepDRR (the ``projector`` group's ``deepdrr_*`` keys, docs/deepdrr.md).
 
-    Attributes:
-        python: interpreter of the DeepDRR environment (relative paths are taken
-            from the current directory).
-        spectrum: one of :data:`SPECTRUM_CHOICES`.
-        step_voxels: ray-marching step of DeepDRR in voxels (its default 0.1).
-        threads: CUDA block side (threads x threads per block; DeepDRR's default 8).
-        timeout_s: wall-clock limit of one worker run.
-        pythonpath: extra ``PYTHONPATH`` entries for the worker (e.g. a ``pip
-            --target`` folder); empty = none.
-        shims: let the worker stand in for optional DeepDRR imports that are absent
-            (pyvista, vtk, open3d; ``cuda.cudart`` of cuda-python 12 on 13) and run
-            without an EGL context when the scene has no meshes. Off for a full
-            ``requirements/deepdrr.txt`` environment.
+    Relative paths are taken from the current directory. ``deepdrr_shims``: let the worker
+    stand in for optional DeepDRR imports that are absent (pyvista, vtk, open3d;
+    ``cuda.cudart`` of cuda-python 12 on 13) and run without an EGL context when the scene
+    has no meshes; off for a full ``requirements/deepdrr.txt`` environment.
     """
 
-    python: str = ".venv-deepdrr/bin/python"
-    spectrum: str = "physics"
-    step_voxels: float = 0.1
-    threads: int = 8
-    timeout_s: float = 3600.0
-    pythonpath: str = ""
-    shims: bool = False
+    # interpreter of DeepDRR's environment on this machine (not hashed)
+    deepdrr_python: str = unhashed(".venv-deepdrr/bin/python")
+    # physics (GENSYN's kvp/filtration via spekpy) | 90KV_AL40 | 60KV_AL35 | 120KV_AL43
+    deepdrr_spectrum: DeepDrrSpectrum = DeepDrrSpectrum["physics"]
+    deepdrr_step_voxels: float = bounded(0.1, gt=0, le=2)  # ray-marching step in voxels
+    deepdrr_threads: int = bounded(8, ge=1, le=32)  # CUDA block side (threads² per block)
+    # wall-clock limit of one worker run (not hashed)
+    deepdrr_timeout_s: float = unhashed(3600.0, gt=0)
+    # extra PYTHONPATH of the worker (wheels in a --target folder; not hashed)
+    deepdrr_pythonpath: str = unhashed("")
+    deepdrr_shims: bool = False  # stand-ins for absent optional imports (see above)
 
     def __post_init__(self) -> None:
-        if self.spectrum not in SPECTRUM_CHOICES:
+        if self.deepdrr_spectrum not in tuple(DeepDrrSpectrum):
             raise ValueError(
-                f"DeepDRR spectrum {self.spectrum!r}; allowed: {list(SPECTRUM_CHOICES)}"
+                f"projector.deepdrr_spectrum={self.deepdrr_spectrum!r}; allowed: "
+                f"{[str(s) for s in DeepDrrSpectrum]}"
             )
-        if not 0 < self.step_voxels <= 2:
-            raise ValueError(f"step_voxels must be in (0, 2], got {self.step_voxels}")
-        if self.threads < 1 or self.threads > 32:
-            raise ValueError(f"threads must be in 1..32 (block side), got {self.threads}")
+        check_instance(self, "projector.")
 
 
 @dataclass(frozen=True)
@@ -193,8 +197,8 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def _spectrum_payload(settings: DeepDrrSettings, physics: PhysicsConfig) -> Any:
-    if settings.spectrum != "physics":
-        return settings.spectrum
+    if settings.deepdrr_spectrum != "physics":
+        return str(settings.deepdrr_spectrum)
     from gensyn.drr.physics import spectrum_table
 
     table = spectrum_table(physics)
@@ -206,7 +210,7 @@ def _spectrum_payload(settings: DeepDrrSettings, physics: PhysicsConfig) -> Any:
 
 
 def _python_path(settings: DeepDrrSettings) -> Path:
-    return Path(settings.python).expanduser()
+    return Path(settings.deepdrr_python).expanduser()
 
 
 @dataclass
@@ -285,7 +289,7 @@ class DeepDrrRenderer:
         Called like :meth:`gensyn.drr.render.DrrRenderer.render` (the
         :class:`gensyn.drr.renderers.Renderer` interface); ``method``, ``step_mm`` and
         ``max_samples`` belong to GENSYN's projector and are ignored (DeepDRR marches rays
-        at ``settings.step_voxels``), as is ``seed``: the images are noise-free.
+        at ``settings.deepdrr_step_voxels``), as is ``seed``: the images are noise-free.
 
         Args:
             poses: C-arm poses (isocentre default = volume centre).
@@ -320,10 +324,10 @@ class DeepDrrRenderer:
             "cameras": [deepdrr_camera(p, geometry, center).to_json() for p in poses],
             "source_to_detector_mm": geometry.source_to_detector_mm,
             "spectrum": _spectrum_payload(self.settings, self.physics),
-            "step_voxels": self.settings.step_voxels,
-            "threads": self.settings.threads,
+            "step_voxels": self.settings.deepdrr_step_voxels,
+            "threads": self.settings.deepdrr_threads,
             "timing_repeats": int(timing_repeats),
-            "shims": self.settings.shims,
+            "shims": self.settings.deepdrr_shims,
             "output_npz": str(self._dir / "images.npz"),
         }
         job_path = self._dir / "job.json"
@@ -342,9 +346,9 @@ class DeepDrrRenderer:
 
 def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict[str, Any]:
     env = dict(os.environ)
-    if settings.pythonpath:
+    if settings.deepdrr_pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(
-            [settings.pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            [settings.deepdrr_pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         )
     env.setdefault("PYOPENGL_PLATFORM", "egl")  # headless OpenGL through EGL, no X server
     env.setdefault("PYGLET_HEADLESS", "true")  # pyrender's viewer imports pyglet windows
@@ -354,13 +358,13 @@ def _run_worker(python: Path, job_path: Path, settings: DeepDrrSettings) -> dict
             [str(python), str(WORKER), str(job_path)],
             capture_output=True,
             text=True,
-            timeout=settings.timeout_s,
+            timeout=settings.deepdrr_timeout_s,
             env=env,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise GensynError(
-            f"projector=deepdrr: the DeepDRR worker ran past {settings.timeout_s} s "
+            f"projector=deepdrr: the DeepDRR worker ran past {settings.deepdrr_timeout_s} s "
             "(setting projector.deepdrr_timeout_s)"
         ) from exc
     if proc.returncode != 0:

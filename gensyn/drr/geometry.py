@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
+
+from gensyn.bounds import bounded
 
 __all__ = [
     "GEOMETRY_PRESETS",
     "CarmGeometry",
     "CarmPose",
+    "GeometryPreset",
+    "GeometrySettings",
     "carm_frame",
     "detector_pixels_world",
     "make_geometry",
@@ -110,10 +115,18 @@ class CarmGeometry:
 #: study of whether cropping matters). ``pa_chest`` is a standing PA chest radiograph at
 #: 1800 mm SID with a 43 cm detector and the patient's chest 150 mm from the detector
 #: (393 mm at the isocentre).
+class GeometryPreset(StrEnum):
+    """The named X-ray systems of :data:`GEOMETRY_PRESETS` (``projector.geometry``)."""
+
+    mobile_carm = "mobile_carm"
+    mobile_carm_wide = "mobile_carm_wide"
+    pa_chest = "pa_chest"
+
+
 GEOMETRY_PRESETS: dict[str, CarmGeometry] = {
-    "mobile_carm": CarmGeometry(1020.0, 530.0, 2250, 2250, 0.2),
-    "mobile_carm_wide": CarmGeometry(1020.0, 530.0, 2250, 2250, 0.36),
-    "pa_chest": CarmGeometry(1800.0, 1650.0, 3000, 3000, 0.143),
+    GeometryPreset.mobile_carm: CarmGeometry(1020.0, 530.0, 2250, 2250, 0.2),
+    GeometryPreset.mobile_carm_wide: CarmGeometry(1020.0, 530.0, 2250, 2250, 0.36),
+    GeometryPreset.pa_chest: CarmGeometry(1800.0, 1650.0, 3000, 3000, 0.143),
 }
 
 
@@ -131,7 +144,9 @@ def make_geometry(
     ``image_size_px`` pixels per side (None = the preset's pixel pitch).
     """
     if preset not in GEOMETRY_PRESETS:
-        raise ValueError(f"unknown geometry preset {preset!r}; allowed: {sorted(GEOMETRY_PRESETS)}")
+        raise ValueError(
+            f"unknown geometry preset {preset!r}; allowed: {[str(g) for g in GeometryPreset]}"
+        )
     if not 0 < crop_fraction <= 1:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
     base = GEOMETRY_PRESETS[preset]
@@ -149,6 +164,33 @@ def make_geometry(
     size_mm *= crop_fraction
     n_px = round(size_mm / base.pixel_size_mm) if image_size_px is None else int(image_size_px)
     return CarmGeometry(sid, sad, n_px, n_px, size_mm / n_px)
+
+
+@dataclass
+class GeometrySettings:
+    """The X-ray system of the ``projector`` group: a preset, optionally overridden field by
+    field (None = the preset's value), its central ``crop_fraction`` binned to ``image_size_px``.
+    Distances in mm."""
+
+    image_size_px: int = bounded(
+        512, ge=16
+    )  # DRR side in pixels; smaller DRRs hold too few to window
+    geometry: GeometryPreset = GeometryPreset.mobile_carm  # the X-ray system (GEOMETRY_PRESETS)
+    source_to_detector_mm: float | None = bounded(None, gt=0)  # SID; None = the preset's
+    source_to_isocenter_mm: float | None = bounded(None, gt=0)  # None = the preset's
+    detector_size_mm: float | None = bounded(None, gt=0)  # detector side; None = the preset's
+    crop_fraction: float = bounded(1.0, ge=0.05, le=1)  # central part of the detector kept
+
+    def carm_geometry(self) -> CarmGeometry:
+        """The :class:`CarmGeometry` these settings describe (:func:`make_geometry`)."""
+        return make_geometry(
+            str(self.geometry),
+            self.image_size_px,
+            self.source_to_detector_mm,
+            self.source_to_isocenter_mm,
+            self.detector_size_mm,
+            self.crop_fraction,
+        )
 
 
 @dataclass(frozen=True)

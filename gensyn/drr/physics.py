@@ -13,15 +13,19 @@ attenuation (with coherent scattering, narrow beam) from xraylib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
 
+from gensyn.bounds import bounded
 from gensyn.drr.spectra import spekpy_spectrum
 
 __all__ = [
     "MATERIALS",
     "PhysicsConfig",
+    "PhysicsMode",
+    "PhysicsSettings",
     "SpectrumTable",
     "add_poisson_noise",
     "density_from_hu",
@@ -45,41 +49,50 @@ MATERIALS: dict[str, str] = {
 DENSITY_KNOTS_HU = (-1000.0, -100.0, 0.0, 100.0, 1500.0, 3000.0)
 DENSITY_KNOTS_G_CM3 = (0.0012, 0.93, 1.0, 1.10, 1.85, 2.8)
 
-MODES = ("poly", "mono")
 OUTPUTS = ("intensity", "line_integral")
 
 
-@dataclass(frozen=True)
-class PhysicsConfig:
-    """Physics settings of a DRR (defaults = original study, DeepDRR 1.x).
+class PhysicsMode(StrEnum):
+    """``poly``: the tube's spectrum, energy-integrating detector; ``mono``: one energy."""
+
+    poly = "poly"
+    mono = "mono"
+
+
+@dataclass
+class PhysicsSettings:
+    """The ``projector`` group's physics (defaults = the original study, DeepDRR 1.x)."""
+
+    mode: PhysicsMode = PhysicsMode.poly  # poly (spectrum) | mono (one energy)
+    kvp: float = bounded(90.0, ge=20, le=300)  # tube voltage in kV (SpekPy's tungsten spectra)
+    filtration_mm_al: float = bounded(4.0, ge=0, le=20)  # added aluminium filtration, mm
+    energy_bin_kev: float = bounded(2.0, ge=0.1, le=10)  # width of the spectrum's energy bins
+    mono_energy_kev: float | None = bounded(None, gt=0)  # mono's energy; None = spectrum's mean
+    air_max_hu: float = -800.0  # voxels <= this are air
+    bone_min_hu: float = bounded(350.0, above="air_max_hu")  # voxels > this are bone
+    photon_count: float = bounded(
+        0.0, ge=10, or_zero=True, allowed="0 (noise-free) or 10 or more"
+    )  # open-field photons per pixel for Poisson noise; 0 = noise-free
+
+
+@dataclass
+class PhysicsConfig(PhysicsSettings):
+    """Physics of a DRR: the ``projector`` group's :class:`PhysicsSettings`, plus
 
     Attributes:
-        mode: ``poly`` (spectrum, energy-integrating) or ``mono`` (one energy).
-        kvp: tube voltage in kV.
-        filtration_mm_al: added aluminium filtration in mm.
         anode_angle_deg: anode angle for spekpy.
-        energy_bin_kev: width of the energy bins of the spectrum in keV.
-        mono_energy_kev: energy for ``mono``; None = mean energy of the spectrum.
-        air_max_hu: voxels <= this are air.
-        bone_min_hu: voxels > this are bone; in between soft tissue.
-        photon_count: open-field photons per pixel for Poisson noise; 0 = no noise.
         output: ``intensity`` (I/I0 in (0, 1]) or ``line_integral`` (-ln I/I0).
     """
 
-    mode: str = "poly"
-    kvp: float = 90.0
-    filtration_mm_al: float = 4.0
     anode_angle_deg: float = 12.0
-    energy_bin_kev: float = 2.0
-    mono_energy_kev: float | None = None
-    air_max_hu: float = -800.0
-    bone_min_hu: float = 350.0
-    photon_count: float = 0.0
     output: str = "line_integral"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"PhysicsConfig.mode={self.mode!r}; allowed: {MODES}")
+        if self.mode not in tuple(PhysicsMode):
+            raise ValueError(
+                f"PhysicsConfig.mode={self.mode!r}; allowed: {[str(m) for m in PhysicsMode]}"
+            )
+        self.mode = PhysicsMode(self.mode)
         if self.output not in OUTPUTS:
             raise ValueError(f"PhysicsConfig.output={self.output!r}; allowed: {OUTPUTS}")
         if self.air_max_hu >= self.bone_min_hu:

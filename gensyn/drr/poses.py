@@ -1,18 +1,70 @@
-"""Pose sets for a CT: centre view, angle grids, seeded random poses."""
+"""Pose sets for a CT: centre view, angle grids, seeded random poses.
+
+:class:`PoseSettings` is the ``carm_pose`` group (declared once, here; the Hydra schema
+``gensyn/config/carm_pose.py`` is this class). Angles in degrees: alpha = cranial (+) /
+caudal (-), beta = LAO (+) / RAO (-), about the volume centre (docs/conventions.md).
+"""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 import numpy as np
 
+from gensyn.bounds import bounded
 from gensyn.drr.geometry import CarmPose
 
-__all__ = ["POSE_MODES", "PoseSettings", "View", "pose_set"]
+__all__ = ["PoseMode", "PoseSettings", "View", "pose_set"]
 
-POSE_MODES = ("center", "grid", "random")
+#: An angle range: [low, high] with low <= high, both within +-90 degrees.
+RANGE_DEG: dict[str, Any] = {
+    "ge": -90,
+    "le": 90,
+    "length": 2,
+    "order": "<=",
+    "allowed": "[low, high] with low <= high, angles from -90 to 90 degrees, finite",
+}
+#: One angle of a list: within +-90 degrees.
+ANGLE_DEG: dict[str, Any] = {
+    "ge": -90,
+    "le": 90,
+    "allowed": "angles from -90 to 90 degrees, finite (docs/conventions.md)",
+}
+
+
+class PoseMode(Enum):
+    """Which poses (see :class:`PoseSettings`); a misspelt mode fails when the config is composed.
+
+    A plain Enum, not a StrEnum: a member named ``center`` would hide ``str.center``."""
+
+    center = "center"
+    grid = "grid"
+    random = "random"
+
+
+@dataclass
+class PoseSettings:
+    """Poses per CT.
+
+    ``mode``:
+      * ``center``: one view at (alpha_deg[0], beta_deg[0]) (default 0, 0: the centre
+        view); a sweep ``carm_pose.alpha_deg=[-10],[0],[10] -m`` renders one angle per run;
+      * ``grid``: every (alpha, beta) of ``alpha_deg`` x ``beta_deg`` (original study:
+        -10..10 in 5 degree steps);
+      * ``random``: the centre view plus ``num_random`` poses uniform in
+        ``alpha_range_deg`` x ``beta_range_deg``, seeded by ``seed`` and the CT id.
+    """
+
+    mode: PoseMode = PoseMode.center  # center | grid | random
+    alpha_deg: list[float] = bounded(factory=lambda: [0.0], **ANGLE_DEG)  # cranial + / caudal -
+    beta_deg: list[float] = bounded(factory=lambda: [0.0], **ANGLE_DEG)  # LAO + / RAO -
+    num_random: int = bounded(9, ge=0)  # random: poses besides the centre view
+    alpha_range_deg: list[float] = bounded(factory=lambda: [-10.0, 10.0], **RANGE_DEG)  # random
+    beta_range_deg: list[float] = bounded(factory=lambda: [-10.0, 10.0], **RANGE_DEG)  # random
+    seed: int = 0  # random: with the CT id, seeds the draws
 
 
 @dataclass(frozen=True)
@@ -24,40 +76,27 @@ class View:
     is_center: bool
 
 
-@dataclass(frozen=True)
-class PoseSettings:
-    """Which C-arm poses to render per CT (the ``carm_pose`` group; modes in
-    gensyn/config/carm_pose.py). Angles in degrees (docs/conventions.md)."""
-
-    mode: str = "center"  # center | grid | random (POSE_MODES)
-    alpha_deg: Sequence[float] = (0.0,)  # center: the one angle; grid: every alpha
-    beta_deg: Sequence[float] = (0.0,)  # center: the one angle; grid: every beta
-    num_random: int = 9  # random: poses drawn besides the centre view
-    alpha_range_deg: Sequence[float] = (-10.0, 10.0)  # random: [low, high] of alpha
-    beta_range_deg: Sequence[float] = (-10.0, 10.0)  # random: [low, high] of beta
-    seed: int = 0  # random: seeds the draws, with the CT id
-
-
 def pose_set(settings: PoseSettings, ct_id: str = "") -> list[View]:
-    """The views to render for CT ``ct_id`` under ``settings``.
+    """The views to render for CT ``ct_id`` (see :class:`PoseSettings` for the modes).
 
     ``random`` draws are seeded by (seed, crc32(ct_id)), so a CT gets the same poses in
     every run and different CTs get different poses.
     """
-    mode, alpha_deg, beta_deg = settings.mode, settings.alpha_deg, settings.beta_deg
-    num_random, seed = settings.num_random, settings.seed
-    alpha_range_deg, beta_range_deg = settings.alpha_range_deg, settings.beta_range_deg
-    if mode not in POSE_MODES:
-        raise ValueError(f"carm_pose.mode={mode!r}; allowed: {POSE_MODES}")
-    if mode == "center":
+    s = settings
+    alpha_deg, beta_deg = list(s.alpha_deg), list(s.beta_deg)
+    names = [m.value for m in PoseMode]
+    if str(getattr(s.mode, "value", s.mode)) not in names:
+        raise ValueError(f"carm_pose.mode={s.mode!r}; allowed: {names}")
+    mode = PoseMode(getattr(s.mode, "value", s.mode))  # a member, or its name from a config
+    if mode == PoseMode.center:
         if len(alpha_deg) != 1 or len(beta_deg) != 1:
             raise ValueError(
                 "carm_pose.mode=center takes one alpha_deg and one beta_deg; "
-                f"got {list(alpha_deg)} and {list(beta_deg)} (use mode=grid for several)"
+                f"got {alpha_deg} and {beta_deg} (use mode=grid for several)"
             )
         a, b = float(alpha_deg[0]), float(beta_deg[0])
         return [View(0, CarmPose(a, b), a == 0.0 and b == 0.0)]
-    if mode == "grid":
+    if mode == PoseMode.grid:
         pairs = [(float(a), float(b)) for a in alpha_deg for b in beta_deg]
         if len(set(pairs)) != len(pairs):
             raise ValueError(
@@ -66,13 +105,14 @@ def pose_set(settings: PoseSettings, ct_id: str = "") -> list[View]:
         # centre view first, then the angled views in grid order
         pairs.sort(key=lambda p: p != (0.0, 0.0))
         return [View(i, CarmPose(a, b), (a, b) == (0.0, 0.0)) for i, (a, b) in enumerate(pairs)]
-    if len(alpha_range_deg) != 2 or len(beta_range_deg) != 2:
+    alpha_range, beta_range = list(s.alpha_range_deg), list(s.beta_range_deg)
+    if len(alpha_range) != 2 or len(beta_range) != 2:
         raise ValueError("carm_pose.alpha_range_deg and beta_range_deg need [low, high]")
-    if num_random < 0:
-        raise ValueError(f"carm_pose.num_random must be >= 0, got {num_random}")
-    rng = np.random.default_rng([int(seed), zlib.crc32(str(ct_id).encode())])
-    alphas = rng.uniform(alpha_range_deg[0], alpha_range_deg[1], num_random)
-    betas = rng.uniform(beta_range_deg[0], beta_range_deg[1], num_random)
+    if s.num_random < 0:
+        raise ValueError(f"carm_pose.num_random must be >= 0, got {s.num_random}")
+    rng = np.random.default_rng([int(s.seed), zlib.crc32(str(ct_id).encode())])
+    alphas = rng.uniform(alpha_range[0], alpha_range[1], s.num_random)
+    betas = rng.uniform(beta_range[0], beta_range[1], s.num_random)
     views = [View(0, CarmPose(0.0, 0.0), True)]
     views += [
         View(i + 1, CarmPose(float(a), float(b)), False)

@@ -8,6 +8,8 @@ simulated X-ray domain (gensyn/data/phantom/xray_sim.py); docs/conventions.md do
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from gensyn.drr.geometry import (
     GEOMETRY_PRESETS,
     CarmGeometry,
     CarmPose,
+    GeometryPreset,
     detector_pixels_world,
     volume_center_world,
 )
@@ -28,16 +31,33 @@ from gensyn.drr.physics import (
     window_level,
 )
 
-__all__ = ["DrrRenderer", "make_rays", "preset", "render_drrs", "to_image", "to_images"]
+__all__ = [
+    "DrrRenderer",
+    "RenderMethod",
+    "make_rays",
+    "preset",
+    "render_drrs",
+    "to_image",
+    "to_images",
+]
 
 #: Spectra of the named X-ray systems (geometry: gensyn.drr.geometry.GEOMETRY_PRESETS).
 PHYSICS_PRESETS: dict[str, PhysicsConfig] = {
-    "mobile_carm": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
-    "mobile_carm_wide": PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
-    "pa_chest": PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
+    GeometryPreset.mobile_carm: PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    GeometryPreset.mobile_carm_wide: PhysicsConfig(kvp=90.0, filtration_mm_al=4.0),
+    GeometryPreset.pa_chest: PhysicsConfig(kvp=120.0, filtration_mm_al=3.0),
 }
 
-RENDER_METHODS = ("auto", "joseph", "trilinear", "fused", "texture")
+
+class RenderMethod(StrEnum):
+    """How rays sample the volume (``projector.method``, docs/drr.md): ``auto`` picks the
+    fastest available here (:meth:`DrrRenderer.resolve_method`)."""
+
+    auto = "auto"
+    joseph = "joseph"
+    trilinear = "trilinear"
+    fused = "fused"
+    texture = "texture"
 
 
 def make_rays(poses: Sequence[CarmPose], geometry: CarmGeometry, volume_shape, affine):
@@ -150,8 +170,8 @@ class DrrRenderer:
         import gensyn.drr.fused as fused
         import gensyn.drr.texture as texture
 
-        if method not in RENDER_METHODS:
-            raise ValueError(f"render method {method!r}; allowed: {RENDER_METHODS}")
+        if method not in tuple(RenderMethod):
+            raise ValueError(f"render method {method!r}; allowed: {[str(m) for m in RenderMethod]}")
         if method == "auto":
             if self.hu.is_cuda and texture.available():
                 index = self.hu.device.index or 0
@@ -360,10 +380,10 @@ def to_images(drrs: Any, bit_depth: int = 8, percentiles=(0.5, 99.5)) -> np.ndar
 
 
 def preset(name: str) -> tuple[CarmGeometry, PhysicsConfig]:
-    """Geometry and physics of a named X-ray system (``mobile_carm`` | ``mobile_carm_wide`` |
-    ``pa_chest``)."""
+    """Geometry and physics of a named X-ray system (a :class:`GeometryPreset`); the physics
+    is a copy, so changing it leaves the preset as it is."""
     if name not in GEOMETRY_PRESETS:
         raise ValueError(
-            f"unknown X-ray system preset {name!r}; allowed: {sorted(GEOMETRY_PRESETS)}"
+            f"unknown X-ray system preset {name!r}; allowed: {[str(g) for g in GeometryPreset]}"
         )
-    return GEOMETRY_PRESETS[name], PHYSICS_PRESETS[name]
+    return GEOMETRY_PRESETS[name], replace(PHYSICS_PRESETS[name])

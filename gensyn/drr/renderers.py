@@ -18,11 +18,9 @@ from gensyn.drr.deepdrr_adapter import DeepDrrRenderer, DeepDrrSettings
 from gensyn.drr.geometry import CarmGeometry, CarmPose
 from gensyn.drr.physics import PhysicsConfig
 from gensyn.drr.render import DrrRenderer
+from gensyn.drr.settings import ProjectorName
 
-__all__ = ["PROJECTORS", "Renderer", "renderer_for"]
-
-#: the ``projector`` group's names, one per renderer
-PROJECTORS = ("torch", "deepdrr")
+__all__ = ["Renderer", "renderer_for"]
 
 
 @runtime_checkable
@@ -71,7 +69,7 @@ def renderer_for(
     device: str,
     deepdrr: DeepDrrSettings | None = None,
 ) -> Renderer:
-    """The renderer called ``name`` (``projector.name``) of CT ``volume_hu`` (HU, (I, J, K),
+    """The renderer called ``name`` (``projector.name``, a :class:`ProjectorName`) of CT ``volume_hu`` (HU, (I, J, K),
     NIfTI voxel order) with 4x4 ``affine``: :class:`DrrRenderer` on ``device`` (``torch``) or
     :class:`DeepDrrRenderer` (``deepdrr``, with ``deepdrr`` settings, default
     ``DeepDrrSettings()``; it renders on GPU 0 and writes its volumes when made)."""
@@ -81,4 +79,4 @@ def renderer_for(
         return DeepDrrRenderer(
             volume_hu, affine, physics, DeepDrrSettings() if deepdrr is None else deepdrr
         )
-    raise ValueError(f"projector.name={name!r}; allowed: {list(PROJECTORS)}")
+    raise ValueError(f"projector.name={name!r}; allowed: {[str(n) for n in ProjectorName]}")

@@ -23,6 +23,7 @@ from gensyn import io
 from gensyn.errors import GensynError
 from gensyn.reader.labelstudio import LabelStudioError
 from gensyn.reader.serve import fetch_answers
+from gensyn.reader.settings import ServerSettings
 from gensyn.reader.sites import (
     admin_client,
     credentials_from_env,
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["status", "start", "export", "stop"])
     parser.add_argument("sites_json", type=Path)
     parser.add_argument("out_dir", type=Path, nargs="?")
-    parser.add_argument("--venv", default=".venv-reader")
+    server = ServerSettings()  # the default variable names, environment and time-out
+    parser.add_argument("--venv", default=server.venv)
     args = parser.parse_args(argv)
     try:
         sites = read_sites(args.sites_json)
@@ -48,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped:", ", ".join(stop_sites(sites)) or "none")
             return 0
         creds = credentials_from_env(
-            [s.reader_id for s in sites], "GENSYN_LS_ADMIN_EMAIL", "GENSYN_LS_ADMIN_PASSWORD",
-            "GENSYN_READER_{reader}_PASSWORD", "GENSYN_LS_API_TOKEN", need_readers=False,
+            [s.reader_id for s in sites], server.admin_email_env, server.admin_password_env,
+            server.reader_password_env, server.admin_token_env, need_readers=False,
         )  # fmt: skip
         for site in sites:
             if args.command == "start" and site.data_dir:
-                start_server(site, creds, args.venv, site.url.split("//")[1].split(":")[0], 300.0)
+                host = site.url.split("//")[1].split(":")[0]
+                start_server(site, creds, args.venv, host, server.startup_timeout_s)
             try:
                 admin = admin_client(site.url, creds)
             except LabelStudioError as exc:

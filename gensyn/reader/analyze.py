@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from statistics import NormalDist
 from typing import Any
 
@@ -34,13 +35,25 @@ import numpy as np
 import pandas as pd
 
 VERDICTS = ("real", "fake", "uncertain")
+
+
+class UncertainAs(StrEnum):
+    """How an 'uncertain' answer counts (``reader_study.uncertain_as``; :data:`UNCERTAIN_RULES`)."""
+
+    wrong = "wrong"
+    exclude = "exclude"
+    fake = "fake"
+    real = "real"
+
+
+#: What each :class:`UncertainAs` means, in the report's words.
 UNCERTAIN_RULES: dict[str, str] = {
-    "wrong": "'uncertain' counts as a wrong answer: a missed fake on a synthetic image, a false "
+    UncertainAs.wrong: "'uncertain' counts as a wrong answer: a missed fake on a synthetic image, a false "
     "alarm on a real one.",
-    "exclude": "'uncertain' answers are left out of accuracy, sensitivity and specificity "
+    UncertainAs.exclude: "'uncertain' answers are left out of accuracy, sensitivity and specificity "
     "(their number is reported).",
-    "fake": "'uncertain' counts as calling the image fake (any doubt flags it).",
-    "real": "'uncertain' counts as calling the image real (only a firm 'fake' flags it).",
+    UncertainAs.fake: "'uncertain' counts as calling the image fake (any doubt flags it).",
+    UncertainAs.real: "'uncertain' counts as calling the image real (only a firm 'fake' flags it).",
 }
 ANSWER_COLUMNS = ("reader_id", "image_id", "verdict", "reason", "lead_time_s")
 INTERVALS = (
@@ -185,10 +198,11 @@ def score_answers(
 
     ValueError if an answer names an image missing from the key or an unknown verdict.
     """
-    if uncertain_as not in UNCERTAIN_RULES:
+    if uncertain_as not in tuple(UncertainAs):
         raise ValueError(
-            f"uncertain_as must be one of {sorted(UNCERTAIN_RULES)}, got {uncertain_as!r}"
+            f"uncertain_as must be one of {[str(u) for u in UncertainAs]}, got {uncertain_as!r}"
         )
+    uncertain_as = str(uncertain_as)  # a member's value: the answers' calls are plain strings
     missing_cols = [c for c in ("reader_id", "image_id", "verdict") if c not in answers.columns]
     if missing_cols:
         raise ValueError(f"answers lack columns {missing_cols}")
@@ -375,6 +389,7 @@ def analyze(
     answer appear in ``missing``. Cluster intervals use ``bootstrap_replicates`` seeded
     draws over the readers who answered and the key's images (within their source).
     """
+    uncertain_as = str(uncertain_as)  # as the report and summary show it
     scored = score_answers(answers, key, uncertain_as)
     answering = sorted(scored["reader_id"].unique())
     boot = (

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gensyn.bounds import bounded, check_instance
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -39,24 +41,20 @@ RIDGE_ALPHA = 1.0
 BLOCK = 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class AuditParams:
-    """When the audit stops a build (module docstring)."""
+    """When the audit stops a build (module docstring): the ``reader_study.blinding`` group's
+    ``audit_*`` keys. Per real/fake pair of sources, permutation tests of a classifier's CV
+    accuracy and of the worst single feature; ``audit_alpha`` bounds the chance that a build
+    whose sources differ in nothing stops (split over both tests and all real/fake pairs)."""
 
-    alpha: float = 0.05  # chance of stopping a build whose sources differ in nothing (at most)
-    permutations: int = 1000  # label shuffles per pair of sources (>= 200)
-    min_images_per_source: int = 10  # fewer: reported, never judged (CV on a handful is noise)
-    force: bool = False  # build anyway, with a warning recorded next to the key
+    audit_alpha: float = bounded(0.05, gt=0, le=0.5)  # chance of stopping a blind build (at most)
+    audit_permutations: int = bounded(1000, ge=200)  # label shuffles per pair of sources
+    # fewer images in a source: reported, never judged (CV on a handful is noise)
+    audit_min_images_per_source: int = bounded(10, ge=2)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.alpha <= 0.5:
-            raise ValueError(f"audit alpha must be in (0, 0.5], got {self.alpha}")
-        if self.permutations < 200:
-            raise ValueError(f"audit permutations must be >= 200, got {self.permutations}")
-        if self.min_images_per_source < 2:
-            raise ValueError(
-                f"audit min_images_per_source must be >= 2, got {self.min_images_per_source}"
-            )
+        check_instance(self, "reader_study.blinding.")
 
 
 def image_features(pix: np.ndarray) -> dict[str, float]:
@@ -254,14 +252,15 @@ def audit_sources(
     combos = list(itertools.combinations(sources, 2))
     counts = features["source"].value_counts()
     judged = {
-        (a, b): bool(min(counts[a], counts[b]) >= params.min_images_per_source) for a, b in combos
+        (a, b): bool(min(counts[a], counts[b]) >= params.audit_min_images_per_source)
+        for a, b in combos
     }
     gated = sum(judged[c] and truth[c[0]] != truth[c[1]] for c in combos)
-    threshold = params.alpha / 2 / max(gated, 1)
-    if gated and 1 / (params.permutations + 1) > threshold:
+    threshold = params.audit_alpha / 2 / max(gated, 1)
+    if gated and 1 / (params.audit_permutations + 1) > threshold:
         raise ValueError(
-            f"audit permutations={params.permutations} cannot reach p <= {threshold:.4g} "
-            f"(alpha {params.alpha} over 2 tests and {gated} real/fake pairs): "
+            f"audit permutations={params.audit_permutations} cannot reach p <= {threshold:.4g} "
+            f"(alpha {params.audit_alpha} over 2 tests and {gated} real/fake pairs): "
             f"use at least {int(np.ceil(1 / threshold))}"
         )
     pairs, per_feature = [], []
@@ -269,7 +268,7 @@ def audit_sources(
         sub = features[features["source"].isin([a, b])]
         y = (sub["source"] == b).to_numpy().astype(int)
         test = permutation_audit(
-            sub[names].to_numpy(dtype=np.float64), y, params.permutations, seed + index
+            sub[names].to_numpy(dtype=np.float64), y, params.audit_permutations, seed + index
         )
         seps = dict(zip(names, np.asarray(test["separation"]).tolist(), strict=True))
         for name, p in zip(names, np.asarray(test["feature_p"]).tolist(), strict=True):

@@ -14,47 +14,57 @@ and returns arrays; no file I/O here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from gensyn import io
+from gensyn.bounds import bounded, check_instance
 
-FRAMINGS = ("thorax", "centre")
+
+class Framing(StrEnum):
+    """``thorax``: the square around the lungs plus a margin; ``centre``: the centred square."""
+
+    thorax = "thorax"
+    centre = "centre"
 
 
-@dataclass(frozen=True)
+@dataclass
 class BlindingParams:
-    """How images are made alike (see module docstring)."""
+    """How images are made alike (see module docstring): the ``reader_study.blinding`` group's
+    keys, besides the audit's (:class:`gensyn.reader.audit.AuditParams`)."""
 
-    image_size_px: int = 512
-    margin_fraction: float = 0.02  # cut from every side after the border strip
-    border_std_fraction: float = 0.01  # a row/column is border if its std < this × image range
-    field_dark_fraction: float = (
-        0.05  # darker than this share of the range = outside the field (0: off)
-    )
+    image_size_px: int = bounded(512, ge=16)  # side of the shown PNGs (the original study: 512)
+    margin_fraction: float = bounded(
+        0.02, ge=0, lt=0.5
+    )  # cut from every side after the border strip
+    # a row/column is border if its std < this × the image's range
+    border_std_fraction: float = bounded(0.01, ge=0)
+    # darker than this share of the range = outside the exposed field (0: off)
+    field_dark_fraction: float = bounded(0.05, ge=0, lt=1)
     remove_markers: bool = True  # paint over small bright blobs near the edges (side markers)
-    window_percentiles: tuple[float, float] = (0.5, 99.5)
-    framing: str = "thorax"  # thorax: square around the lungs + margin | centre: centred square
-    thorax_margin_fraction: float = 0.0  # margin around the lung box, share of its side
+    window_low_percentile: float = bounded(0.5, ge=0, le=100)  # mapped to black
+    window_high_percentile: float = bounded(
+        99.5, ge=0, le=100, above="window_low_percentile"
+    )  # mapped to white
+    framing: Framing = Framing.thorax  # thorax | centre
+    # margin around the lung box, share of its side (negative: inside it)
+    thorax_margin_fraction: float = bounded(0.0, ge=-0.25, le=1)
     match_histograms: bool = True  # map every image to the study's pooled histogram
-    detail_px: int = 0  # box-average every framed square to this size first (0: off)
+    detail_px: int = bounded(0, ge=0)  # box-average every framed square to this size first (0: off)
 
     def __post_init__(self) -> None:
-        if self.framing not in FRAMINGS:
-            raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
-        if self.image_size_px < 16:
-            raise ValueError(f"image_size_px must be >= 16, got {self.image_size_px}")
-        if self.detail_px < 0:
-            raise ValueError(f"detail_px must be >= 0 (0: off), got {self.detail_px}")
-        if not -0.25 <= self.thorax_margin_fraction <= 1.0:
+        if self.framing not in tuple(Framing):
             raise ValueError(
-                f"thorax_margin_fraction must be in [-0.25, 1], got {self.thorax_margin_fraction}"
+                f"reader_study.blinding.framing={self.framing!r}; allowed: "
+                f"{[str(f) for f in Framing]}"
             )
-        if not 0.0 <= self.margin_fraction < 0.5:
-            raise ValueError(f"margin_fraction must be in [0, 0.5), got {self.margin_fraction}")
-        lo, hi = self.window_percentiles
-        if not 0.0 <= lo < hi <= 100.0:
-            raise ValueError(f"window_percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")
+        check_instance(self, "reader_study.blinding.")
+
+    @property
+    def window_percentiles(self) -> tuple[float, float]:
+        """(low, high) percentiles of the display window."""
+        return (self.window_low_percentile, self.window_high_percentile)
 
 
 def to_grey_float(image: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,14 @@ from gensyn.reader.blinding import (
 if TYPE_CHECKING:
     import pandas as pd
 
-TRUTHS = ("real", "fake")
+
+class Truth(StrEnum):
+    """What a source's images are: all ``real`` X-rays or all synthetic (``fake``)."""
+
+    real = "real"
+    fake = "fake"
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: PNG chunk types a blinded image may contain; anything else could carry metadata.
 ALLOWED_PNG_CHUNKS = frozenset({"IHDR", "IDAT", "IEND"})
@@ -64,15 +72,17 @@ class Source:
     """One image source of the study: a folder of images that are all ``truth``."""
 
     name: str
-    truth: str  # "real" | "fake"
+    truth: Truth  # real | fake
     folder: Path
     pattern: str = "**/*.png"
 
     def __post_init__(self) -> None:
-        if self.truth not in TRUTHS:
+        if self.truth not in tuple(Truth):
             raise ValueError(
-                f"source {self.name!r}: truth must be one of {TRUTHS}, got {self.truth!r}"
+                f"source {self.name!r}: truth must be one of {[str(t) for t in Truth]}, "
+                f"got {self.truth!r}"
             )
+        object.__setattr__(self, "truth", Truth(self.truth))
 
 
 def list_images(source: Source) -> list[Path]:
@@ -117,6 +127,7 @@ def build_study(
     seed: int,
     params: BlindingParams | None = None,
     audit: AuditParams | None = None,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Pick ``images_per_source`` images per source (seeded), blind them, audit, write.
 
@@ -125,7 +136,7 @@ def build_study(
     :data:`KEY_COLUMNS`), ``key/blinding_audit.csv`` (per pair of sources) and
     ``key/blinding_features.csv``. Returns the key, rows in random order. Raises
     :class:`BlindingLeakError` naming the giveaway features when the audit's permutation
-    tests tell a judged real/fake pair apart (:mod:`gensyn.reader.audit`; ``audit.force``:
+    tests tell a judged real/fake pair apart (:mod:`gensyn.reader.audit`; ``force``:
     a warning in ``key/blinding_warning.txt`` instead); ValueError for an empty source or
     duplicate names.
     """
@@ -185,7 +196,7 @@ def build_study(
     io.write_table(out / "key" / "blinding_audit.csv", pairs)
     io.write_table(out / "key" / "blinding_features.csv", per_feature)
     failures = failure_message(pairs) if len(pairs) else ""
-    if failures and not audit.force:
+    if failures and not force:
         raise BlindingLeakError(
             "blinding audit failed: simple image features tell real from fake sources\n"
             + failures

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from gensyn.reader.analyze import VERDICTS
 from gensyn.reader.labelstudio import LabelStudioClient, LabelStudioError, signup
 
 PROJECT_TITLE = "Real or synthetic chest X-ray?"
-VERDICTS = ("real", "fake", "uncertain")
 READER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 IMAGE_ID_RE = re.compile(r"([0-9a-f]{10})\.png$")
 

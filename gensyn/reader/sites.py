@@ -114,9 +114,9 @@ def start_sites(
     data_root: Path,
     base_port: int,
     seed: int,
-    venv: str | os.PathLike[str] = ".venv-reader",
-    host: str = "127.0.0.1",
-    timeout_s: float = 300.0,
+    venv: str | os.PathLike[str],
+    host: str,
+    timeout_s: float,
 ) -> tuple[list[ReaderSite], list[LabelStudioServer]]:
     """One local server per reader (port ``base_port + i``), each with project and account."""
     sites, servers = [], []

@@ -114,12 +114,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     raw = Path(cfg.ct_dataset.raw_dir)
     sources = _sources(c, raw)
     labels = _label_table(c, raw)
-    npz = to_settings(
-        c,
-        NpzOptions,
-        prefix="npz_",
-        spacing_mm=tuple(c.npz_spacing_mm) if c.npz_spacing_mm else None,
-    )
+    npz = to_settings(c, NpzOptions)
     rows, failures = convert_many(
         sources,
         ctx.out_dir / "volumes",

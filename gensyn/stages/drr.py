@@ -39,10 +39,10 @@ from gensyn.config.settings import to_settings
 from gensyn.degenerate import DegenerateOutputError
 from gensyn.devices import torch_device
 from gensyn.drr import PhysicsConfig, PoseSettings, pose_set
-from gensyn.drr.batch import BatchSettings, CtJob, render_cts
-from gensyn.drr.deepdrr_adapter import DeepDrrSettings
-from gensyn.drr.geometry import CarmGeometry, make_geometry
+from gensyn.drr.batch import CtJob, render_cts
+from gensyn.drr.geometry import CarmGeometry, GeometrySettings
 from gensyn.drr.physics import spectrum_table
+from gensyn.drr.settings import ProjectorSettings
 from gensyn.errors import GensynError
 from gensyn.io import png_complete, read_json, read_table, write_table
 from gensyn.pipeline_io import StageTimer
@@ -64,14 +64,7 @@ def _physics(p: DictConfig) -> PhysicsConfig:
 
 def projector_geometry(p: DictConfig) -> CarmGeometry:
     """The projector group's C-arm geometry (preset, detector pixels, distances, crop)."""
-    return make_geometry(
-        p.geometry,
-        p.image_size_px,
-        p.source_to_detector_mm,
-        p.source_to_isocenter_mm,
-        p.detector_size_mm,
-        p.crop_fraction,
-    )
+    return to_settings(p, GeometrySettings).carm_geometry()
 
 
 def _volume_columns(volumes: Any, where: Path) -> Any:
@@ -131,14 +124,14 @@ def _physics_columns(
 ) -> dict[str, Any]:
     """The manifest's physics columns: the same for every image of the run."""
     return {
-        "mode": physics.mode,
+        "mode": str(physics.mode),
         "kvp": physics.kvp,
         "filtration_mm_al": physics.filtration_mm_al,
         "air_max_hu": physics.air_max_hu,
         "bone_min_hu": physics.bone_min_hu,
         "photon_count": physics.photon_count,
-        "projector": p.name,
-        "geometry": p.geometry,
+        "projector": str(p.name),
+        "geometry": str(p.geometry),
         "source_to_detector_mm": geometry.source_to_detector_mm,
         "source_to_isocenter_mm": geometry.source_to_isocenter_mm,
         "pixel_size_mm": geometry.pixel_size_mm,
@@ -157,20 +150,6 @@ def _jobs(cfg: DictConfig, volumes: pd.DataFrame, convert_dir: Path) -> list[CtJ
         names = [f"images/{ct_id}/{ct_id}_v{v.index:02d}.png" for v in views]
         jobs.append(CtJob(-1, ct_id, convert_dir / str(vol["path"]), views, names))
     return jobs
-
-
-def _batch_settings(cfg: DictConfig) -> BatchSettings:
-    """The renderer, its images and noise seed (``projector``; DeepDRR's own ``deepdrr_*``)."""
-    p = cfg.projector
-    deepdrr = to_settings(p, DeepDrrSettings, prefix="deepdrr_") if p.name == "deepdrr" else None
-    return to_settings(
-        p,
-        BatchSettings,
-        renderer=str(p.name),
-        window_percentiles=tuple(p.window_percentiles),
-        seed=synthetic_seed(cfg),
-        deepdrr=deepdrr,
-    )
 
 
 def _ct_labels(volumes: pd.DataFrame) -> dict[Any, dict[Any, float]]:
@@ -224,8 +203,6 @@ def _timing(timer: StageTimer, rendered: int, n_todo: int) -> dict[str, float]:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Render, write images + manifest; resumable per CT; unreadable CTs listed, then an error."""
     p = cfg.projector
-    if p.bit_depth not in (8, 16):
-        raise ValueError(f"projector.bit_depth must be 8 or 16, got {p.bit_depth}")
     convert_dir = ctx.upstream_dir("convert")
     volumes = _volume_columns(read_table(convert_dir / "volumes.csv"), convert_dir / "volumes.csv")
     volumes = volumes.iloc[cfg.shard :: cfg.num_shards] if cfg.num_shards > 1 else volumes
@@ -239,11 +216,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         job.position = position
     if p.name == "torch" and todo:  # the spectrum once here, not by every loader at once
         spectrum_table(physics)
-    timer = StageTimer()
+    settings, timer = to_settings(p, ProjectorSettings), StageTimer()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="drr", unit="CT") as progress:
         try:
             rendered, failures = render_cts(
-                todo, ctx.out_dir, geometry, physics, device, _batch_settings(cfg),
+                todo, ctx.out_dir, geometry, physics, device, settings, synthetic_seed(cfg),
                 int(cfg.num_workers), timer, on_ct=lambda: progress.update(1),
             )  # fmt: skip
         except DegenerateOutputError as exc:  # garbage is never marked DONE

@@ -57,17 +57,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         else:
             raise GensynError(f"reader_study source {s.name!r} needs `stage` or `folder`")
         sources.append(Source(s.name, s.truth, folder, s.pattern))
-    b = rs.blinding
-    params = to_settings(
-        b,
-        BlindingParams,
-        window_percentiles=(b.window_low_percentile, b.window_high_percentile),
-    )
-    audit = to_settings(b, AuditParams, prefix="audit_", force=rs.force_blinding)
+    params = to_settings(rs.blinding, BlindingParams)
+    audit = to_settings(rs.blinding, AuditParams)
     try:
         key = build_study(
-            sources, rs.images_per_source, ctx.out_dir, cfg.seed, params=params, audit=audit
-        )
+            sources, rs.images_per_source, ctx.out_dir, cfg.seed, params=params, audit=audit,
+            force=rs.force_blinding,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         raise GensynError(f"reader_study_build: {exc}") from exc
 

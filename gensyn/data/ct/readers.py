@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from gensyn.bounds import bounded, check_instance
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 AXIS_CODES = {
     "R": (1, 0, 0),
@@ -46,22 +48,23 @@ class ConversionError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass
 class NpzOptions:
-    """How to read a RAD-ChestCT style NPZ (arrays carry no geometry of their own).
+    """How to read a RAD-ChestCT style NPZ (arrays carry no geometry of their own): the
+    ``ct_dataset.convert`` group's ``npz_*`` keys.
 
-    Attributes:
-        key: array name in the NPZ.
-        spacing_mm: voxel spacing per array axis; None means "must come from the file"
-            (keys ``spacing_mm`` or ``spacing``), else the volume fails: never a silent
-            identity affine.
-        axis_codes: the world direction each array axis points to, RAS letters
-            (``"IPL"``: axis 0 runs head->feet, axis 1 front->back, axis 2 right->left).
+    ``npz_spacing_mm`` None means "must come from the file" (arrays ``spacing_mm`` or
+    ``spacing``), else the volume fails: never a silent identity affine. ``npz_axis_codes``:
+    the world direction each array axis points to, RAS letters (``"IPL"``: axis 0 runs
+    head->feet, axis 1 front->back, axis 2 right->left).
     """
 
-    key: str = "ct"
-    spacing_mm: tuple[float, float, float] | None = None
-    axis_codes: str = "IPL"
+    npz_key: str = "ct"  # array name inside each NPZ
+    npz_spacing_mm: list[float] | None = bounded(None, gt=0, length=3)  # per array axis, mm
+    npz_axis_codes: str = "IPL"  # RAS letters each NPZ array axis points to
+
+    def __post_init__(self) -> None:
+        check_instance(self, "ct_dataset.convert.")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -335,19 +338,25 @@ def read_npz_volume(
     """Read a RAD-ChestCT NPZ -> (int16 HU, RAS affine) with spacing from the file or config."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if options.key not in npz.files:
+            if options.npz_key not in npz.files:
                 raise ConversionError(
-                    path, f"no array {options.key!r} (has {npz.files}); set dataset.npz_key"
+                    path,
+                    f"no array {options.npz_key!r} (has {npz.files}); set "
+                    "ct_dataset.convert.npz_key",
                 )
-            data = npz[options.key]
+            data = npz[options.npz_key]
             spacing = next((npz[k] for k in ("spacing_mm", "spacing") if k in npz.files), None)
     except ConversionError:
         raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError
         raise ConversionError(path, f"unreadable NPZ ({exc})") from exc
     if data.ndim != 3:
-        raise ConversionError(path, f"array {options.key!r} has shape {data.shape}; expected 3-D")
-    spacing_mm = np.asarray(spacing, float).ravel() if spacing is not None else options.spacing_mm
+        raise ConversionError(
+            path, f"array {options.npz_key!r} has shape {data.shape}; expected 3-D"
+        )
+    spacing_mm = (
+        np.asarray(spacing, float).ravel() if spacing is not None else options.npz_spacing_mm
+    )
     if spacing_mm is None:
         raise ConversionError(
             path,
@@ -355,5 +364,5 @@ def read_npz_volume(
             "ct_dataset.convert.npz_spacing_mm is not set",
         )
     return to_int16_hu(data, path), affine_from_codes(
-        options.axis_codes, list(spacing_mm), data.shape
+        options.npz_axis_codes, list(spacing_mm), data.shape
     )

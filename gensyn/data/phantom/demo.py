@@ -167,9 +167,10 @@ def _render_pa(hu: np.ndarray, affine: np.ndarray, size_px: int) -> np.ndarray:
     from dataclasses import replace
 
     from gensyn.drr import CarmPose, preset, render_drrs
+    from gensyn.drr.physics import PhysicsMode
 
     geometry, physics = preset("pa_chest")
-    physics = replace(physics, mode="poly", output="line_integral", photon_count=0.0)
+    physics = replace(physics, mode=PhysicsMode.poly, output="line_integral", photon_count=0.0)
     return render_drrs(
         hu, affine, [CarmPose()], geometry.resized(size_px), physics, method="joseph"
     )[0]

@@ -21,6 +21,7 @@ import csv
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing import get_context
 from pathlib import Path
 from queue import SimpleQueue
@@ -28,13 +29,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gensyn.bounds import bounded, check_instance
 from gensyn.processes import init_worker
 
 if TYPE_CHECKING:
     import pandas as pd
 
-WINDOWS = ("percentile", "minmax", "bits")
-MODES = ("squash", "pad")
+
+class XrayWindow(StrEnum):
+    """What maps to black and full scale: the ``window_pct`` percentiles of the resized image,
+    its minimum and maximum, or the whole range of the stored bit depth."""
+
+    percentile = "percentile"
+    minmax = "minmax"
+    bits = "bits"
+
+
+class ResizeMode(StrEnum):
+    """``squash``: stretch to a square (the original study); ``pad``: keep the aspect ratio,
+    pad with black."""
+
+    squash = "squash"
+    pad = "pad"
+
+
 JOURNAL_FIELDS = (
     "image_id",
     "src",
@@ -49,28 +67,28 @@ JOURNAL_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class PrepOptions:
-    """How to prepare images (see the module docstring). ``size_px`` is the output side length."""
+    """How to prepare images (see the module docstring): the ``dataset.xray`` group's image keys."""
 
-    size_px: int = 512
-    bit_depth: int = 8
-    window: str = "percentile"
-    window_pct: tuple[float, float] = (0.5, 99.5)
-    mode: str = "squash"
+    size_px: int = bounded(512, ge=8)  # output side length in pixels
+    bit_depth: int = bounded(8, choices=(8, 16))  # of the output PNGs
+    window: XrayWindow = XrayWindow.percentile  # percentile | minmax | bits
+    window_pct: list[float] = bounded(
+        factory=lambda: [0.5, 99.5], ge=0, le=100, length=2, order="<"
+    )  # window=percentile: the percentiles mapped to black and full scale
+    mode: ResizeMode = ResizeMode.squash  # squash (stretch to square, as the original) | pad
 
     def __post_init__(self) -> None:
-        if self.window not in WINDOWS:
-            raise ValueError(f"window={self.window!r}; allowed: {', '.join(WINDOWS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r}; allowed: {', '.join(MODES)}")
-        if self.bit_depth not in (8, 16):
-            raise ValueError(f"bit_depth={self.bit_depth}; allowed: 8, 16")
-        if self.size_px < 8:
-            raise ValueError(f"size_px={self.size_px} is too small (>= 8)")
-        lo, hi = self.window_pct
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(f"window_pct={self.window_pct} must satisfy 0 <= lo < hi <= 100")
+        if self.window not in tuple(XrayWindow):
+            raise ValueError(
+                f"window={self.window!r}; allowed: {', '.join(str(w) for w in XrayWindow)}"
+            )
+        if self.mode not in tuple(ResizeMode):
+            raise ValueError(
+                f"mode={self.mode!r}; allowed: {', '.join(str(m) for m in ResizeMode)}"
+            )
+        check_instance(self, "dataset.xray.")
 
 
 @dataclass(frozen=True)
