@@ -92,7 +92,7 @@ IMAGENET_SCRIPT = """
 import sys
 import numpy as np
 from gensyn.classify.models import ModelSpec, build_model
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 try:
     model = build_model(ModelSpec("densenet121", image_size_px=32, weights="imagenet"))
 except GensynError as exc:

@@ -35,8 +35,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from gensyn.io import decode_png
-from gensyn.processes import init_worker
+from gensyn.base.io import decode_png
+from gensyn.base.processes import init_worker
 
 DECODE_MODES = ("auto", "threads", "processes")
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gensyn.base.errors import GensynError
 from gensyn.classify.keras_env import keras
-from gensyn.errors import GensynError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 #: An angle range: [low, high] with low <= high, both within +-90 degrees.
 RANGE_DEG: dict[str, Any] = {

@@ -11,7 +11,7 @@ the config is composed.
 from dataclasses import dataclass
 from enum import Enum
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 
 class ClassifierName(Enum):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import II
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 from gensyn.study import FINDINGS
 
 

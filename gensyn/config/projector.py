@@ -7,7 +7,7 @@ rendered directly at ``image_size_px`` (the detector binned to that size).
 
 from dataclasses import dataclass
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 
 @dataclass

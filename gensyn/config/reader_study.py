@@ -6,7 +6,7 @@ uncertain with a reason for fake or uncertain, in Label Studio.
 
 from dataclasses import dataclass, field
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 
 @dataclass

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gensyn.base.pipeline_io import InOrderSlots, StageTimer
 from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 from gensyn.drr.renderers import Renderer, renderer_for
-from gensyn.pipeline_io import InOrderSlots, StageTimer
 
 __all__ = ["DEVICE_PREFETCH_CTS", "PNG_COMPRESS_LEVEL", "BatchSettings", "CtJob", "render_cts"]
 
@@ -53,7 +53,7 @@ class BatchSettings:
 #: CTs whose material volumes may sit on the device at once (the one rendering + the next).
 DEVICE_PREFETCH_CTS = 2
 #: default zlib-scale level of the DRR PNGs (``projector.png_compress_level``): 1-3 deflate
-#: with ISA-L (``gensyn.io.encode_png``; ~1.5 ms a 512² 16-bit DRR), 4-9 with zlib (~35 ms
+#: with ISA-L (``gensyn.base.io.encode_png``; ~1.5 ms a 512² 16-bit DRR), 4-9 with zlib (~35 ms
 #: at 6, files a few per cent smaller), 0 stores them (files ~2x).
 PNG_COMPRESS_LEVEL = 1
 
@@ -90,7 +90,7 @@ def _loader(
     and build the material density volumes its views need."""
     import numpy as np
 
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     s = settings
 
@@ -138,7 +138,7 @@ def _render(
 def _refuse_degenerate(job: CtJob, views: list[Any], drrs: Any, images: Any) -> None:
     """Raise :class:`DegenerateOutputError` for a view whose DRR has non-finite values or
     whose image is constant (nothing of this CT is written then)."""
-    from gensyn.degenerate import DegenerateOutputError, degenerate_reason
+    from gensyn.base.degenerate import DegenerateOutputError, degenerate_reason
 
     # one reduction a batch where the DRRs lie; the per-view reasons only when one fails
     finite = bool(drrs.isfinite().all()) if hasattr(drrs, "isfinite") else None
@@ -160,7 +160,7 @@ def _write_view(
     the float .npy."""
     import numpy as np
 
-    from gensyn.io import write_image
+    from gensyn.base.io import write_image
 
     with timer.time("write"):
         write_image(png, image, level)
@@ -177,9 +177,9 @@ def render_cts(
     and prepare the next CTs on ``workers`` threads, this thread renders, writers encode and
     write; a CT's ``views.json`` is written once all its files are. ``on_ct()`` is called after
     each CT (e.g. a progress bar). Returns (DRRs rendered, unreadable CTs as ct_id/file/reason)."""
-    from gensyn import preemption
-    from gensyn.io import write_json
-    from gensyn.pipeline_io import BackgroundWriter, ordered_map
+    from gensyn.base import preemption
+    from gensyn.base.io import write_json
+    from gensyn.base.pipeline_io import BackgroundWriter, ordered_map
 
     p = settings
     workers = max(0, int(workers))

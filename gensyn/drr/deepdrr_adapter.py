@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from gensyn.base.errors import GensynError
 from gensyn.drr.geometry import (
     CarmGeometry,
     CarmPose,
@@ -49,7 +50,6 @@ from gensyn.drr.geometry import (
     volume_center_world,
 )
 from gensyn.drr.physics import PhysicsConfig, density_from_hu, material_masks
-from gensyn.errors import GensynError
 
 __all__ = [
     "DEEPDRR_MATERIALS",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gensyn import io
+from gensyn.base import io
 
 FRAMINGS = ("thorax", "centre")
 

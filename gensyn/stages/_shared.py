@@ -74,8 +74,8 @@ def cache_folder(cfg: DictConfig) -> Path | None:
     or written is a GensynError."""
     from pathlib import Path
 
-    from gensyn.errors import GensynError
-    from gensyn.io import unwritable_reason
+    from gensyn.base.errors import GensynError
+    from gensyn.base.io import unwritable_reason
 
     setting = str(cfg.classifier.cache)
     if setting.lower() in CACHE_OFF:
@@ -100,8 +100,8 @@ def real_folds(cfg: DictConfig, real_train: pd.DataFrame) -> pd.DataFrame:
     """
     from pathlib import Path
 
+    from gensyn.core.runs import stage_hash
     from gensyn.data.splits import load_or_make_folds
-    from gensyn.runs import stage_hash
 
     n_folds, seed = int(cfg.classifier.n_folds), int(cfg.split_seed)
     split_file = (

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 @stage(
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     import math
 
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.report.page import Page
     from gensyn.tracking.carbon_logs import assumptions, collect, sig_figs, summarise
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 from gensyn.stages._shared import (
     SYNTHETIC_STAGE,
     cache_folder,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ log = logging.getLogger(__name__)
     upstream=upstream_of,
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.devices import jax_device
+    from gensyn.base.errors import GensynError
     from gensyn.classify import sampling
-    from gensyn.devices import jax_device
-    from gensyn.errors import GensynError
 
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "classify")
     c = cfg.classifier
@@ -141,7 +141,7 @@ def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-de
     """
     import pandas as pd
 
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.classify.data import unreadable_images
 
     bad = unreadable_images([*train["path"], *val["path"]], workers)
@@ -217,8 +217,8 @@ def _image_caches(cfg, ctx, train, val, write=True):  # type: ignore[no-untyped-
 
 def _ct_labels(convert_dir):  # type: ignore[no-untyped-def]
     """CT label table with ``ct_id``: convert's labels.csv (common table) or volumes.csv."""
-    from gensyn import io
-    from gensyn.errors import GensynError
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
 
     labels = convert_dir / "labels.csv"
     if labels.is_file():
@@ -267,8 +267,8 @@ def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no
 
 
 def _after_epoch(ctx, epoch, metrics):  # type: ignore[no-untyped-def]
-    """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.preemption)."""
-    from gensyn import preemption
+    """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.base.preemption)."""
+    from gensyn.base import preemption
 
     ctx.log_metrics(metrics, step=epoch)
     preemption.checkpoint_point()
@@ -280,9 +280,9 @@ def _check_held_out(cfg: DictConfig, xrays: Any, xray_dir: Path) -> None:
     Checked here, where the split is used, not in prepare_xrays: the same prepared images
     serve as another data set's external test set, where their split does not matter.
     """
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
     from gensyn.data.splits import leaking_patients
-    from gensyn.errors import GensynError
 
     leaking = leaking_patients(xrays)
     if not leaking:

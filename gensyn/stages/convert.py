@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     import pandas as pd
 
-    from gensyn import io
-    from gensyn.errors import GensynError
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
 
     if cfg.ct_dataset.name == "demo":  # phantoms: gensyn.data.phantom.demo writes the same outputs
         from gensyn.data.phantom import demo

@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     import pandas as pd
 
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
     from gensyn.data.fetch.download import (
         DownloadError,
         OfflineError,
@@ -56,7 +57,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         make_session,
         read_token,
     )
-    from gensyn.errors import GensynError
 
     d = cfg.ct_dataset.download
     if d.source not in SOURCES:
@@ -286,7 +286,7 @@ def _record_on_disk(
     """Record a data set found complete in ``raw_dir``: manifest, summary, one log line."""
     import pandas as pd
 
-    from gensyn import io
+    from gensyn.base import io
 
     how = (
         "checked against the listing of an earlier download"

@@ -16,7 +16,7 @@ decompress the next CTs and build their material density volumes while the main 
 renders (at most two CTs prepared on the device at once), and as many writer threads encode
 and write the images; ``num_workers=0`` does everything in sequence on one thread. The output
 is the same byte for byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
-``drrs_per_s`` / ``cts_per_s`` (gensyn.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
+``drrs_per_s`` / ``cts_per_s`` (gensyn.base.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
 pipeline's fill: the first CT read, prepared and rendered) and ``cts_per_s_after_first`` (the
 CTs after the first over the time after it: the rate a long run approaches).
 """
@@ -27,12 +27,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def projector_geometry(p: DictConfig) -> Any:
 
 def _volume_columns(volumes: Any, where: Path) -> Any:
     """ct_id, patient_id, path (relative to the convert folder) from a convert table."""
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
 
     vol = volumes.copy()
     if "ct_id" not in vol.columns and "volume_id" in vol.columns:
@@ -77,7 +77,7 @@ def _volume_columns(volumes: Any, where: Path) -> Any:
 
 
 def _complete(ct_dir: Path, expected: list[str]) -> bool:
-    from gensyn.io import read_json
+    from gensyn.base.io import read_json
 
     marker = ct_dir / "views.json"
     if not marker.is_file():
@@ -89,8 +89,8 @@ def _complete(ct_dir: Path, expected: list[str]) -> bool:
 
 def unreadable_volumes_error(failed: Any, n_cts: int, convert_dir: Path, out_dir: Path) -> Any:
     """The error listing CTs that could not be read, with the commands that redo only them."""
-    from gensyn.confdir import rerun_command
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
+    from gensyn.core.confdir import rerun_command
 
     table = "\n".join(f"  {r.ct_id}: {r.reason.splitlines()[0]}" for r in failed.itertuples())
     files = " ".join(str(f) for f in failed["file"])
@@ -129,17 +129,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from gensyn.base.degenerate import DegenerateOutputError
+    from gensyn.base.devices import torch_device
+    from gensyn.base.errors import GensynError
+    from gensyn.base.io import read_table, write_table
+    from gensyn.base.pipeline_io import StageTimer
     from gensyn.classify.sampling import ct_findings
     from gensyn.config import FINDINGS
     from gensyn.config.settings import to_settings
-    from gensyn.degenerate import DegenerateOutputError
-    from gensyn.devices import torch_device
     from gensyn.drr import pose_set
     from gensyn.drr.batch import BatchSettings, CtJob, render_cts
     from gensyn.drr.deepdrr_adapter import DeepDrrSettings
-    from gensyn.errors import GensynError
-    from gensyn.io import read_table, write_table
-    from gensyn.pipeline_io import StageTimer
     from gensyn.stages._shared import synthetic_seed
 
     p, poses_cfg = cfg.projector, cfg.carm_pose

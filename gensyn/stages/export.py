@@ -31,13 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def datalist(table: pd.DataFrame, findings: Sequence[str]) -> dict[str, Any]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Read the image table, CT labels and folds, write ``datalist.json`` and ``images.csv``."""
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.classify.sampling import ct_findings
     from gensyn.config import FINDINGS
     from gensyn.stages._shared import real_folds

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _hashed_keys(cfg: DictConfig) -> tuple[str, ...]:
     upstream=("synthex_prep",),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.config.settings import to_settings
     from gensyn.gan import checks
     from gensyn.gan.data import load_image, tensor_to_uint8
@@ -88,7 +88,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
             path = io.write_image(ctx.path("samples", f"epoch_{epoch:04d}.png"), grid)
             ctx.log_image("samples", path, caption=f"epoch {epoch}: DRR | translated | real")
 
-    from gensyn.devices import torch_device
+    from gensyn.base.devices import torch_device
 
     trainer = CycleGANTrainer(
         opts,
@@ -128,11 +128,11 @@ def _check(
     """Histograms, domain gap before/after and a before/after grid on the held-out images."""
     import torch
 
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.io import read_image
     from gensyn.gan import checks
     from gensyn.gan.data import load_image, tensor_to_uint8
     from gensyn.gan.translate import translate_batch
-    from gensyn.io import read_image
 
     if not held_a or not held_b:
         log.warning("no held-out images: skipping the translation checks")

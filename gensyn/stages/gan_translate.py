@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ def synthex_path(drr: str, index: int, drr_dir: Path) -> str:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
 
-    from gensyn import io
-    from gensyn.degenerate import DegenerateOutputError
-    from gensyn.devices import torch_device
-    from gensyn.errors import GensynError
+    from gensyn.base import io
+    from gensyn.base.degenerate import DegenerateOutputError
+    from gensyn.base.devices import torch_device
+    from gensyn.base.errors import GensynError
+    from gensyn.base.pipeline_io import StageTimer
     from gensyn.gan import checks
     from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
     from gensyn.gan.translate import load_generator, translate_files
-    from gensyn.pipeline_io import StageTimer
 
     drr_dir = ctx.upstream_dir("drr")
     manifest = read_upstream_table(drr_dir, DRR_MANIFESTS, "DRR manifest")
@@ -73,7 +73,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     outputs = [synthex_path(src, i, drr_dir) for i, src in enumerate(sources)]
 
     out_paths = [str(ctx.out_dir / p) for p in outputs]
-    timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io
+    timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.base.pipeline_io
     compile_report: dict[str, Any] = {}
     try:
         written = translate_files(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gensyn.registry import load_stages, stage
+from gensyn.core.registry import load_stages, stage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
+    from gensyn.core.run_context import RunContext
     from gensyn.report.page import Page
-    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_page(
     """The pipeline report (``report.html`` / ``.md`` in ``out_dir``): the answer first (from
     the ``report`` stage's ``auc_summary.csv``), then one section per stage of ``stage_dirs``
     (name -> finished run folder). Returns the page and the (stage, duration_s) rows."""
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.report.front import add_front_page
     from gensyn.report.page import Page
 
@@ -117,8 +117,8 @@ def _arm_overrides(arm: str) -> dict[str, object]:
     """The dotted overrides equal to ``sampling=<arm>`` (read from conf/sampling/<arm>.yaml)."""
     from omegaconf import OmegaConf
 
-    from gensyn.confdir import CONF_DIR
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
+    from gensyn.core.confdir import CONF_DIR
 
     path = CONF_DIR / "sampling" / f"{arm}.yaml"
     if not path.is_file():
@@ -139,7 +139,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     """All listed stages have run (as upstreams); collect their summaries into one report."""
     from omegaconf import OmegaConf
 
-    from gensyn.runs import execute, with_overrides
+    from gensyn.core.runs import execute, with_overrides
 
     missing = [s for s in cfg.stage.stages if s not in load_stages()]
     if "predict" in load_stages():

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 from gensyn.stages._shared import (
     cache_folder,
     feature_settings,
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-    from gensyn.pipeline_io import StageTimer
-    from gensyn.run_context import RunContext
+    from gensyn.base.pipeline_io import StageTimer
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def with_dataset(cfg: DictConfig, name: str) -> DictConfig:
     ``conf/dataset/<name>.yaml`` as it is."""
     from omegaconf import OmegaConf
 
-    from gensyn.confdir import CONF_DIR
+    from gensyn.base.errors import GensynError
     from gensyn.config.dataset import DatasetConfig
-    from gensyn.errors import GensynError
+    from gensyn.core.confdir import CONF_DIR
 
     sub = cfg.copy()
     external = OmegaConf.select(cfg, f"report.external.{name}")
@@ -90,7 +90,7 @@ def external_test_runs(cfg: DictConfig) -> dict[str, Any]:
     Part of ``predict``'s hash: the external set's settings (its YAML, ``report.external``
     overrides, the content of its official lists) and ``external_test`` change predictions.
     """
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     runs = {}
     for name in cfg.report.test_datasets:
@@ -114,8 +114,8 @@ def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
     ``rows`` is ``test_split`` for the training data set (its other rows trained the model)
     and the set's ``dataset.xray.external_test`` (``all`` | ``test_split``) for an external one.
     """
-    from gensyn.errors import GensynError
-    from gensyn.runs import execute
+    from gensyn.base.errors import GensynError
+    from gensyn.core.runs import execute
 
     sets = [(str(cfg.dataset.name), own_dir, "test_split")]
     for name in cfg.report.test_datasets:
@@ -196,7 +196,7 @@ def predict_readable(
     """
     import contextlib
 
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.classify.cache import open_existing
     from gensyn.classify.data import unreadable_images
     from gensyn.classify.predict import predict_and_cache, predict_paths
@@ -329,8 +329,8 @@ def features_summary(feature_sets: list[Any]) -> dict[str, object]:
 def refuse_degenerate(probs: Any, findings: list[str], test_set: str, model_dir: Path) -> None:
     """A GensynError where a finding's probabilities are not finite, or the same for every
     image of the test set (a classifier that ignores its input): never marked DONE."""
-    from gensyn.degenerate import degenerate_reason
-    from gensyn.errors import GensynError
+    from gensyn.base.degenerate import degenerate_reason
+    from gensyn.base.errors import GensynError
 
     for k, finding in enumerate(findings):
         reason = degenerate_reason(probs[:, k])
@@ -354,15 +354,15 @@ def refuse_degenerate(probs: Any, findings: list[str], test_set: str, model_dir:
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd
 
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.devices import jax_device
+    from gensyn.base.errors import GensynError
+    from gensyn.base.pipeline_io import StageTimer
     from gensyn.classify import sampling
     from gensyn.classify.cache import cache_report, describe
     from gensyn.classify.features import warm_up_tail
     from gensyn.classify.keras_env import use_compilation_cache
     from gensyn.classify.predict import load_classifier, warm_up
-    from gensyn.devices import jax_device
-    from gensyn.errors import GensynError
-    from gensyn.pipeline_io import StageTimer
     from gensyn.report.metrics import per_class_auc
 
     ctx.summary["jax_backend"] = jax_device(str(cfg.device), "predict")

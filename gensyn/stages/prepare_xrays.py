@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def official_list_digests(cfg: DictConfig) -> dict[str, Any]:
     """
     from pathlib import Path
 
-    from gensyn.io import file_digest
+    from gensyn.base.io import file_digest
 
     x = cfg.dataset.xray
     names = [str(n) for n in (x.official_train_list, x.official_test_list) if n]
@@ -72,8 +72,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
 
     import pandas as pd
 
-    from gensyn import io
-    from gensyn.errors import GensynError
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
 
     # simulated radiographs: gensyn.data.phantom.demo writes the same outputs
     if cfg.dataset.name == "demo":

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 def _upstream(cfg: DictConfig) -> list[str]:
@@ -26,7 +26,7 @@ def _upstream(cfg: DictConfig) -> list[str]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Writes ``answers.csv``, result tables, figures and ``report.md`` / ``report.html``."""
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.reader.analyze import analyze
     from gensyn.reader.report import write_report
     from gensyn.reader.sites import (

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 def _upstream(cfg: DictConfig) -> list[str]:
-    from gensyn.registry import load_stages
+    from gensyn.core.registry import load_stages
 
     known = load_stages()  # a source naming an unknown stage is reported by run()
     names = [s.stage for s in cfg.reader_study.sources if s.stage and s.stage in known]
@@ -35,8 +35,8 @@ def _upstream(cfg: DictConfig) -> list[str]:
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
     """Outputs: ``images/<id>.png`` (served to readers), ``key/answer_key.csv`` (never served)."""
+    from gensyn.base.errors import GensynError
     from gensyn.config.settings import to_settings
-    from gensyn.errors import GensynError
     from gensyn.reader.audit import AuditParams
     from gensyn.reader.blinding import BlindingParams
     from gensyn.reader.build import Source, build_study
@@ -72,7 +72,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
         )
     except (ValueError, FileNotFoundError) as exc:
         raise GensynError(f"reader_study_build: {exc}") from exc
-    from gensyn import io
+    from gensyn.base import io
 
     pairs = io.read_table(ctx.out_dir / "key" / "blinding_audit.csv")
     if len(pairs):

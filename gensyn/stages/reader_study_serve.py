@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.core.runs import RunContext
 
 
 @stage(
@@ -31,8 +31,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     outside the run folder, so ``force=true`` on this stage can never delete answers.
     Started servers keep running after this stage ends (stop: ``python -m gensyn.reader stop``).
     """
-    from gensyn import io
-    from gensyn.errors import GensynError
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
     from gensyn.reader.serve import reader_email, reader_url, site_records
     from gensyn.reader.sites import connect_sites, credentials_from_env, start_sites
 

@@ -30,15 +30,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
+    from gensyn.core.run_context import RunContext
     from gensyn.report.page import Page
     from gensyn.report.sweep import Condition
-    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def parse_sweep(overrides: list[str]) -> dict[str, list[Any]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
 
     parser = OverridesParser.create()
     sweep: dict[str, list[Any]] = {}
@@ -103,10 +103,10 @@ def sweep_conditions(cfg: DictConfig, rc: DictConfig) -> dict[Condition, dict[st
     Which swept key changes which arm is read from the runs' hashes: the ``predict`` run of
     fold 0 (first seed) for each arm and combination of values.
     """
+    from gensyn.base.errors import GensynError
     from gensyn.classify.sampling import arm_name, parse_arm
-    from gensyn.errors import GensynError
+    from gensyn.core.runs import stage_hash, with_overrides
     from gensyn.report.sweep import conditions
-    from gensyn.runs import stage_hash, with_overrides
     from gensyn.stages._shared import source_of
 
     sweep = parse_sweep([str(s) for s in rc.sweep])
@@ -142,9 +142,9 @@ def gather(
     model is ``{"arm": label, **its classify summary}`` (for the exposure table); a missing run
     is "not finished" where its classify folder exists (running, failed or killed), else "not
     scheduled". A finished classify run, or this config's own run, is predicted here."""
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.classify.sampling import parse_arm
-    from gensyn.runs import execute, is_done, run_dir, with_overrides
+    from gensyn.core.runs import execute, is_done, run_dir, with_overrides
 
     frames: list[pd.DataFrame] = []
     trained: list[dict[str, object]] = []
@@ -182,9 +182,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     import pandas as pd
     from omegaconf import OmegaConf
 
-    from gensyn import io
+    from gensyn.base import io
+    from gensyn.base.errors import GensynError
     from gensyn.classify.sampling import arm_name, parse_arm
-    from gensyn.errors import GensynError
     from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
     from gensyn.report.multiplicity import PrimaryComparison
     from gensyn.report.render import missing_note, schedule_note, write_report
@@ -279,7 +279,7 @@ def sweep_section(
     level: float,
 ) -> Page:
     """The report's first section: macro AUC against each varied key (table, figure, CSV)."""
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.report import plots
     from gensyn.report.page import Page
     from gensyn.report.sweep import comparison_table, pretty_table, short_names, varied_keys
@@ -309,8 +309,8 @@ def sweep_section(
 
 def _classify_summary(cfg: DictConfig) -> dict[str, object]:
     """The ``summary.json`` of the config's classify run ({} if it has none)."""
-    from gensyn import io
-    from gensyn.runs import run_dir
+    from gensyn.base import io
+    from gensyn.core.runs import run_dir
 
     path = run_dir(cfg, "classify") / "summary.json"
     return dict(io.read_json(path)) if path.is_file() else {}

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 @stage(
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     upstream=("drr", "prepare_xrays"),
 )
 def run(cfg: DictConfig, ctx: RunContext) -> None:
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.gan.domains import (
         DRR_MANIFESTS,
         XRAY_TABLES,

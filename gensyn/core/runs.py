@@ -30,12 +30,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gensyn import __version__, io
-from gensyn.errors import GensynError
-from gensyn.registry import Stage, get_stage
-from gensyn.run_context import METRICS_FILE, RunContext
+from gensyn import __version__
+from gensyn.base import io
+from gensyn.base.errors import GensynError
+from gensyn.core.registry import Stage, get_stage
+from gensyn.core.run_context import METRICS_FILE, RunContext
 
-__all__ = [  # RunContext and METRICS_FILE live in gensyn.run_context; named here as before
+__all__ = [  # RunContext and METRICS_FILE live in gensyn.core.run_context; named here as before
     "DONE",
     "HASH_EXCLUDED_LEAVES",
     "METRICS_FILE",
@@ -180,7 +181,7 @@ def is_done(path: Path) -> bool:
 def code_version() -> dict[str, Any]:
     """The package version and, inside a git checkout, the commit and whether it was dirty."""
     info: dict[str, Any] = {"gensyn": __version__}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding gensyn/core/
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

@@ -8,7 +8,7 @@ A settings field is declared with :func:`bounded` instead of a bare default::
     )
 
 The :class:`Bounds` travel in the field's metadata; Hydra and OmegaConf ignore them, and the
-start-up check (:func:`gensyn.startup.check_bounds`) reads them from the schema. Every float
+start-up check (:func:`gensyn.app.startup.check_bounds`) reads them from the schema. Every float
 setting must be finite (NaN and infinities give garbage, not errors, deep inside a stage)
 unless its bounds say ``finite=False``. Bounds hold for a scalar or for each element of a
 list; ``length`` and ``order`` are about the list itself; ``above`` names a sibling field
