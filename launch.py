@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 runs on JAX in GENSYN
 import hydra
 from omegaconf import DictConfig
 
-from gensyn.cli import check_overrides, exit_on_interrupt, normalize_argv
+from gensyn.app.cli import check_overrides, exit_on_interrupt, normalize_argv
 from gensyn.config import register_configs
 
 register_configs()
@@ -20,7 +20,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Run the stage named by ``stage=`` (see ``python launch.py stage=list``)."""
-    from gensyn.main import run
+    from gensyn.app.main import run
 
     run(cfg)
 

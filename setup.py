@@ -2,7 +2,7 @@
 
 The configs stay in ``conf/`` at the repository root (``python launch.py`` reads them there);
 the wheel ships them as ``gensyn/conf`` so the ``gensyn`` command works from any folder
-(:data:`gensyn.cli.CONF_DIR` finds either). ``hydra_plugins`` is a namespace package (no
+(:data:`gensyn.app.cli.CONF_DIR` finds either). ``hydra_plugins`` is a namespace package (no
 ``__init__.py``) that Hydra scans for the GENSYN launchers and the ``$GENSYN_CONFIG_DIR``
 search path; it ships too.
 """

@@ -97,11 +97,11 @@ def alone_and_peer(
     import keras
     from PIL import Image
 
+    from gensyn.base.io import read_table
     from gensyn.classify.models import ModelSpec, build_model
     from gensyn.classify.predict import load_classifier
     from gensyn.classify.sampling import resolve_paths
     from gensyn.classify.train import MaskedBinaryCrossentropy, resolve_precision
-    from gensyn.io import read_table
 
     prep = newest_run(root, "prepare_xrays")
     xrays = resolve_paths(read_table(prep / "xrays.csv"), prep)

@@ -2,7 +2,7 @@
 ``paths.compile_cache_dir``, as the first and a later SLURM job of a sweep on two nodes.
 
 Each process gets its own ``TMPDIR`` (the compilers' default caches live in ``/tmp``, which
-a job on another node does not share) and calls :func:`gensyn.devices.use_compile_caches`
+a job on another node does not share) and calls :func:`gensyn.base.devices.use_compile_caches`
 on one shared folder, then compiles the study's ResNet-9 generator as ``gan_translate`` does
 (:func:`gensyn.gan.translate.compiled_generator`, CUDA graphs at batch 32, 512²) and
 translates one batch. Without the shared folder every job pays the cold figure.
@@ -24,7 +24,7 @@ from pathlib import Path
 _ONE_JOB = """
 import json, sys, time
 start = time.perf_counter()
-from gensyn.devices import use_compile_caches
+from gensyn.base.devices import use_compile_caches
 use_compile_caches(sys.argv[1])
 import torch
 from torch._dynamo.utils import counters
@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch", type=int, default=32)
     a = p.parse_args()
-    from gensyn.devices import COMPILE_CACHES
+    from gensyn.base.devices import COMPILE_CACHES
 
     env = {k: v for k, v in os.environ.items() if k not in COMPILE_CACHES}
     with tempfile.TemporaryDirectory() as tmp:

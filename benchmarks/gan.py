@@ -45,7 +45,7 @@ def _light_gensyn_config() -> None:
 
 def make_domains(root: Path, n: int, size: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
     """``n`` smooth DRR-like PNGs in trainA and ``n`` noisy radiograph-like PNGs in trainB."""
-    from gensyn.io import to_uint, write_image
+    from gensyn.base.io import to_uint, write_image
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size

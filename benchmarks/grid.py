@@ -106,7 +106,7 @@ def fake_synthetic(a: argparse.Namespace, root: Path) -> int:
     synthetic images each source has."""
     import pandas as pd
 
-    from gensyn.runs import run_dir
+    from gensyn.core.runs import run_dir
 
     cfg = compose(root, [*common_overrides(a, root), "sampling=synthex_10"])
     distinct = sorted((root / "xrays").glob("d*.png"))
@@ -261,7 +261,7 @@ def compare(a: argparse.Namespace, root: Path, env: dict[str, str], log: Path, c
             extra = [f"classifier.feature_cache={mode}", f"paths.runs_dir={where}"]
             wall = launch(["stage=predict", *args, *extra], env, log)
             cfg = compose(root, [*args, *extra, "stage=predict"])
-            from gensyn.runs import run_dir
+            from gensyn.core.runs import run_dir
 
             pred = json.loads((run_dir(cfg, "predict") / "summary.json").read_text())
             cls = json.loads((run_dir(cfg, "classify") / "summary.json").read_text())

@@ -5,7 +5,7 @@ Study-sized chest phantoms (512 × 512 × 300 int16, ISA-L level 1, as ``stage=c
 them; the same generator as ``benchmarks/stages.py``) are read by ``--threads`` threads, each
 CT ``--rounds`` times:
 
-* ``gensyn``: ``gensyn.io.read_nifti(dtype=None)``: the compressed file read whole, then
+* ``gensyn``: ``gensyn.base.io.read_nifti(dtype=None)``: the compressed file read whole, then
   inflated by ISA-L straight into the voxel array (the GIL released throughout);
 * ``gensyn_streamed``: the same reader fed from a file stream (``igzip.open``), what GENSYN
   did before 2026-12-03 (and still does where python-isal lacks its C reader): ISA-L refills
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def _streamed(path: Path) -> np.ndarray:
     from isal import igzip
 
-    from gensyn.io import _inflate_nifti
+    from gensyn.base.io import _inflate_nifti
 
     with igzip.open(path, "rb") as gz:
         return _inflate_nifti(gz, None)[0]
@@ -52,7 +52,7 @@ def _nibabel(path: Path) -> np.ndarray:
 
 
 def _gensyn(path: Path) -> np.ndarray:
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     return read_nifti(path, dtype=None)[0]
 

@@ -1,13 +1,13 @@
 """Decoding the PNGs the stages write: GENSYN's reader against Pillow's, same files, same run.
 
 ``stage=drr`` writes 16-bit grey DRRs and ``gan_translate`` 8-bit grey SyntheX images, both
-with :func:`gensyn.io.encode_png` (every row "Up"-filtered, ISA-L deflate level 1, as
+with :func:`gensyn.base.io.encode_png` (every row "Up"-filtered, ISA-L deflate level 1, as
 ``projector.png_compress_level=1`` does). ``gan_translate``'s loader processes then decode every
 DRR. This script writes ``--images`` DRR-like images of each kind (a smooth field plus noise,
 ``--size`` pixels square) and times, per image, on one thread:
 
-* ``gensyn``: :func:`gensyn.io.read_image` (ISA-L inflate, the filters undone by numpy:
-  :func:`gensyn.io.decode_png`), pixels as uint8 / uint16;
+* ``gensyn``: :func:`gensyn.base.io.read_image` (ISA-L inflate, the filters undone by numpy:
+  :func:`gensyn.base.io.decode_png`), pixels as uint8 / uint16;
 * ``pillow``: ``np.array(Image.open(path))``, 16-bit cast from Pillow's int32 to uint16 (what
   ``read_image`` did before 2026-12-04);
 * ``theirs``: the same pixels saved by Pillow (its own choice of row filters, zlib level 1),
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gensyn.io import decode_png, read_image, write_image
+from gensyn.base.io import decode_png, read_image, write_image
 
 
 def drr_like(size: int, dtype: type, seed: int) -> np.ndarray:

@@ -1,12 +1,12 @@
 """Lossless 16-bit PNG encoders on DRRs: images/s on 1 and 2 threads, MB a file, pixels kept.
 
-The drr stage writes 512² 16-bit PNGs (``gensyn.io.encode_png``: PNG's "Up" row filter in
+The drr stage writes 512² 16-bit PNGs (``gensyn.base.io.encode_png``: PNG's "Up" row filter in
 numpy, deflated by ISA-L). This script renders a few such DRRs of the chest phantom of
 ``benchmarks/stages.py`` (512 × 512 × 300 voxels, 16-bit windowing as the stage does) and
 encodes them with GENSYN's encoder at levels 0, 1 and 6 and with the peers that are
 importable: Pillow, OpenCV (compression 1 with its default, RLE and Huffman-only
 strategies), imagecodecs (libpng, libspng; the "Up" rows deflated by libdeflate and
-zlib-ng), pypng. Each encoder's files are decoded back (``gensyn.io.decode_png``, else
+zlib-ng), pypng. Each encoder's files are decoded back (``gensyn.base.io.decode_png``, else
 Pillow) and compared with the pixels. The 2-thread rate against the 1-thread rate shows
 whether the encoder releases the GIL (≈ 2 where it does and two cores are free); ``cpu``
 is the process's CPU seconds per wall second.
@@ -63,7 +63,7 @@ def _up_rows(image: np.ndarray) -> np.ndarray:
 
 def _png(image: np.ndarray, idat: bytes) -> bytes:
     """A 16-bit grey PNG file around deflated rows ``idat``."""
-    from gensyn.io import PNG_SIGNATURE
+    from gensyn.base.io import PNG_SIGNATURE
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(body, zlib.crc32(kind))
@@ -78,7 +78,7 @@ def encoders() -> dict[str, Encoder]:
     """Every encoder importable here, by name."""
     from PIL import Image
 
-    from gensyn.io import encode_png
+    from gensyn.base.io import encode_png
 
     def pillow(a: np.ndarray) -> bytes:
         buf = io.BytesIO()
@@ -140,7 +140,7 @@ def encoders() -> dict[str, Encoder]:
 def decode(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    from gensyn.io import decode_png
+    from gensyn.base.io import decode_png
 
     fast = decode_png(data)
     return fast if fast is not None else np.asarray(Image.open(io.BytesIO(data))).astype(np.uint16)

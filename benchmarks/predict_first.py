@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def make_pngs(folder: Path, n: int, n_distinct: int, size: int) -> list[str]:
     """``n`` chest-X-ray-like 8-bit PNGs written by GENSYN's encoder (distinct ones hard-linked)."""
-    from gensyn.io import write_image
+    from gensyn.base.io import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

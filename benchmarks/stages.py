@@ -107,7 +107,7 @@ def write_cts(folder: Path, n: int, shape, spacing_mm, workers: int) -> None:  #
     """``n`` phantom CTs as gzipped NIfTI in ``folder`` (kept if they exist), in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gensyn.io import write_nifti
+    from gensyn.base.io import write_nifti
 
     def one(i: int) -> None:
         path = folder / f"ct{i:04d}.nii.gz"
@@ -145,9 +145,9 @@ def grid_angles_deg(n: int, step_deg: float = 5.0) -> list[float]:
 def drr_inputs(root: Path, image_px: int, grid: int = 0):  # type: ignore[no-untyped-def]
     """(the converted CTs' paths, the stage's poses, its geometry) as ``stage=drr`` ran:
     centre + 9 random views, or with ``grid`` > 0 the grid x grid angles of ``--grid``."""
+    from gensyn.base.io import read_table
     from gensyn.drr.geometry import make_geometry
     from gensyn.drr.poses import PoseMode, PoseSettings, pose_set
-    from gensyn.io import read_table
 
     convert = newest_run(root, "convert")
     paths = [
@@ -176,10 +176,10 @@ def drr_kernel(
     ``projector.batch_poses``."""
     from types import SimpleNamespace
 
+    from gensyn.base.io import read_nifti
     from gensyn.drr.batch import CtJob, render_views
     from gensyn.drr.render import DrrRenderer, PhysicsConfig
     from gensyn.drr.settings import ProjectorSettings
-    from gensyn.io import read_nifti
 
     paths, poses, geometry = drr_inputs(root, image_px, grid)
     hu, affine = read_nifti(paths[0])
@@ -213,9 +213,9 @@ def deepdrr_peer(root: Path, image_px: int, python: str, shims: bool, repeats: i
     plus one render of its views, as a loop over CTs in one DeepDRR process pays them,
     reading the file and writing PNGs left out (both favour the peer). An error is
     recorded, not raised: the stage's figures stand without it."""
+    from gensyn.base.io import read_nifti
     from gensyn.drr.deepdrr_adapter import DeepDrrRenderer, DeepDrrSettings
     from gensyn.drr.render import PhysicsConfig
-    from gensyn.io import read_nifti
 
     paths, poses, geometry = drr_inputs(root, image_px)
     try:
@@ -261,8 +261,8 @@ def drr_costs(
 
     from PIL import Image
 
+    from gensyn.base.io import encode_png, read_nifti, write_image
     from gensyn.drr.render import DrrRenderer, PhysicsConfig, to_images
-    from gensyn.io import encode_png, read_nifti, write_image
 
     paths, poses, geometry = drr_inputs(root, image_px, grid)
     physics = PhysicsConfig(output="line_integral")
@@ -641,7 +641,7 @@ def main() -> None:
 
 
 def _n_predicted(root: Path) -> int:
-    from gensyn.io import read_table
+    from gensyn.base.io import read_table
 
     return len(read_table(newest_run(root, "predict") / "predictions.csv"))
 

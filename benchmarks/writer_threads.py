@@ -7,7 +7,7 @@ replay, the uint8 conversion, events) slows down with the number of busy Python 
 beside it, even though those threads spend most of their time outside the GIL.
 
 This script starts N threads that encode and write 512² 8-bit PNGs the way ``gan_translate``
-does (:func:`gensyn.io.write_image`, ISA-L, no fsync) and times, on the main thread, batches
+does (:func:`gensyn.base.io.write_image`, ISA-L, no fsync) and times, on the main thread, batches
 of 20 tiny torch operations (on ``--device``), for each N of ``--threads``. It prints the
 milliseconds per 20 operations and the images written per second.
 
@@ -33,7 +33,7 @@ def measure(n_threads: int, device: str, seconds: float, folder: Path) -> tuple[
     """(ms per 20 torch operations on the main thread, images written per second)."""
     import torch
 
-    from gensyn.io import write_image
+    from gensyn.base.io import write_image
 
     image = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
     stop = threading.Event()

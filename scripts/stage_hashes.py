@@ -13,8 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from gensyn.config import register_configs
-from gensyn.registry import load_stages
-from gensyn.runs import stage_hash
+from gensyn.core.registry import load_stages
+from gensyn.core.runs import stage_hash
 
 register_configs()
 stages = sorted(load_stages())

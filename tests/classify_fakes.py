@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
 
 FINDINGS = ["Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia"]
 

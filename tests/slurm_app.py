@@ -3,7 +3,7 @@
 The probe is a real GENSYN stage (hashed run folder, DONE marker, resume) whose work is a
 deterministic optimisation that takes a known time: ``steps`` gradient steps of least
 squares, ``step_s`` seconds each, a checkpoint after every step and a
-:func:`gensyn.preemption.checkpoint_point` after each checkpoint. So a test can pre-empt it
+:func:`gensyn.base.preemption.checkpoint_point` after each checkpoint. So a test can pre-empt it
 at a known point and compare the final weights, bit for bit, with an uninterrupted run.
 
     python tests/slurm_app.py -m stage=list stage.name=slurm_probe +extras.steps=20 \
@@ -29,9 +29,9 @@ import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gensyn import io, preemption  # noqa: E402
+from gensyn.base import io, preemption  # noqa: E402
 from gensyn.config import register_configs  # noqa: E402
-from gensyn.registry import stage  # noqa: E402
+from gensyn.core.registry import stage  # noqa: E402
 
 register_configs()
 NUM_FEATURES = 8
@@ -89,7 +89,7 @@ register()
 def main(cfg: DictConfig) -> None:
     """Like launch.py's main, with the probe stage registered."""
     register()
-    from gensyn.main import run
+    from gensyn.app.main import run
 
     run(cfg)
 

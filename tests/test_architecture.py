@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gensyn"
-CORE = ("gensyn.registry", "gensyn.runs", "gensyn.run_context", "gensyn.tracking")
+CORE = ("gensyn.core.registry", "gensyn.core.runs", "gensyn.core.run_context", "gensyn.tracking")
 
 
 def module_name(path: Path, root: Path | None = None) -> str:
@@ -70,11 +71,18 @@ def _imported(tree: ast.AST, here: str, is_package: bool, type_checking: bool = 
     return found
 
 
-def import_graph(package: Path = PACKAGE, type_checking: bool = False) -> dict[str, set[str]]:
-    """``{module: gensyn modules it imports}`` for every module of ``package`` (imports made
-    for type checking only count where ``type_checking``)."""
+def import_graph(
+    package: Path = PACKAGE,
+    type_checking: bool = False,
+    extra: tuple[Path, ...] = (),
+    parents: bool = True,
+) -> dict[str, set[str]]:
+    """``{module: gensyn modules it imports}`` for every module of ``package`` and the files
+    ``extra`` (imports made for type checking only count where ``type_checking``; the
+    packages an import runs on the way, ``gensyn.a`` of ``import gensyn.a.b``, where
+    ``parents``)."""
     # A name `from gensyn.x import y` brings in is an edge only where gensyn.x.y is a module.
-    files = {module_name(p): p for p in sorted(package.rglob("*.py"))}
+    files = {module_name(p): p for p in [*sorted(package.rglob("*.py")), *extra]}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -86,7 +94,8 @@ def import_graph(package: Path = PACKAGE, type_checking: bool = False) -> dict[s
             for i in range(2, len(parts) + 1):
                 candidate = ".".join(parts[:i])
                 implied = i < len(parts) and name.startswith(candidate + ".")
-                if candidate in files and candidate != name and not implied:
+                named = i == len(parts)
+                if candidate in files and candidate != name and not implied and (parents or named):
                     targets.add(candidate)
         graph[name] = targets
     return graph
@@ -123,11 +132,11 @@ def _core_modules(graph: dict[str, set[str]]) -> set[str]:
 
 def test_graph_reader_sees_real_imports() -> None:
     graph = import_graph()
-    assert "gensyn.registry" in graph["gensyn.runs"]  # module level
-    assert "gensyn.tracking" in graph["gensyn.runs"]  # inside _run_in
-    assert "gensyn.io" in graph["gensyn.runs"]  # `from gensyn import io`
+    assert "gensyn.core.registry" in graph["gensyn.core.runs"]  # module level
+    assert "gensyn.tracking" in graph["gensyn.core.runs"]  # inside _run_in
+    assert "gensyn.base.io" in graph["gensyn.core.runs"]  # `from gensyn import io`
     # TYPE_CHECKING imports are not edges: the registry names RunContext only for typing
-    assert "gensyn.run_context" not in graph["gensyn.registry"]
+    assert "gensyn.core.run_context" not in graph["gensyn.core.registry"]
 
 
 def test_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
@@ -162,7 +171,12 @@ def test_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
 def test_no_import_cycle_through_the_core() -> None:
     graph = import_graph()
     core = _core_modules(graph)
-    assert {"gensyn.registry", "gensyn.runs", "gensyn.run_context", "gensyn.tracking"} <= core
+    assert {
+        "gensyn.core.registry",
+        "gensyn.core.runs",
+        "gensyn.core.run_context",
+        "gensyn.tracking",
+    } <= core
     cycles = cycles_through(graph, core)
     assert not cycles, "import cycles through the core: " + "; ".join(
         " -> ".join(c) for c in cycles
@@ -365,7 +379,13 @@ SCIENCE = (
     "gensyn.report",
     "gensyn.reader",
 )
-SCIENCE_NEVER = ("gensyn.config", "gensyn.runs", "gensyn.registry", "gensyn.cli", "gensyn.stages")
+SCIENCE_NEVER = (
+    "gensyn.config",
+    "gensyn.core.runs",
+    "gensyn.core.registry",
+    "gensyn.app.cli",
+    "gensyn.stages",
+)
 
 
 def test_science_takes_plain_settings_and_knows_no_stage() -> None:
@@ -382,7 +402,7 @@ def test_science_takes_plain_settings_and_knows_no_stage() -> None:
     assert not bad, bad
 
 
-@pytest.mark.parametrize("module", ["gensyn.run_context"])
+@pytest.mark.parametrize("module", ["gensyn.core.run_context"])
 def test_run_context_imports_nothing_from_gensyn(module: str) -> None:
     assert import_graph()[module] == set()
 
@@ -390,14 +410,180 @@ def test_run_context_imports_nothing_from_gensyn(module: str) -> None:
 def test_tracking_never_imports_runs_or_data() -> None:
     graph = import_graph()
     for name in sorted(m for m in graph if m.startswith("gensyn.tracking")):
-        bad = {t for t in graph[name] if t == "gensyn.runs" or t.startswith("gensyn.data")}
+        bad = {t for t in graph[name] if t == "gensyn.core.runs" or t.startswith("gensyn.data")}
         assert not bad, f"{name} imports {sorted(bad)}"
+
+
+# ---- the code holds to docs/architecture.json ------------------------------------------------
+WHITEBOARD = ROOT / "docs" / "architecture.json"
+WHITEBOARD_KEYS = {"parts", "ideas", "arrows", "never", "notes"}
+
+
+def architecture_files(root: Path | None = None) -> list[str]:
+    """Every Python file the architecture covers, relative to ``root``: the package, the
+    Hydra plugins and ``launch.py`` (tests, benchmarks and scripts are outside it)."""
+    root = ROOT if root is None else root
+    found = [*(root / "gensyn").rglob("*.py"), *(root / "hydra_plugins").rglob("*.py")]
+    found += [p for p in [root / "launch.py"] if p.is_file()]
+    return sorted(p.relative_to(root).as_posix() for p in found)
+
+
+def part_of(file: str, parts: dict[str, Any]) -> str | None:
+    """The part holding ``file``: the one whose path names it longest (a file, or a folder
+    ending in ``/``), so ``gensyn/app/launcher.py`` beside ``gensyn/app/`` is its own part's."""
+    best: tuple[int, str] | None = None
+    for name, part in parts.items():
+        for path in part["is"]:
+            if (file == path or (path.endswith("/") and file.startswith(path))) and (
+                best is None or len(path) > best[0]
+            ):
+                best = (len(path), name)
+    return best[1] if best else None
+
+
+def file_graph(root: Path | None = None, type_checking: bool = False) -> dict[str, set[str]]:
+    """``{file: files it imports}`` over :func:`architecture_files` (paths as in the JSON).
+
+    Only what an import names is an edge: ``from gensyn.core.run_context import X`` ties its
+    file to ``gensyn/core/run_context.py``, not to ``gensyn/core/__init__.py`` that Python
+    runs on the way (``import gensyn.core`` would)."""
+    global ROOT
+    root = ROOT if root is None else root
+    old, ROOT = ROOT, root
+    try:
+        extra = tuple(root / f for f in architecture_files(root) if not f.startswith("gensyn/"))
+        modules = import_graph(root / "gensyn", type_checking, extra, parents=False)
+    finally:
+        ROOT = old
+    path_of = {module_name(root / f, root): f for f in architecture_files(root)}
+    return {path_of[m]: {path_of[t] for t in targets} for m, targets in modules.items()}
+
+
+def whiteboard_problems(board: dict[str, Any], graph: dict[str, set[str]]) -> list[str]:
+    """How the code (``graph``, from :func:`file_graph`) and ``board`` differ: a file on no
+    part, a path listed twice or naming nothing, an arrow between parts that is not drawn or
+    a drawn one the code lacks, a never that the code breaks (with the files), a never that
+    is drawn as an arrow too, a part name an arrow or never does not know."""
+    problems = [f"unknown key {k!r} (allowed: {sorted(WHITEBOARD_KEYS)})" for k in board
+                if k not in WHITEBOARD_KEYS]  # fmt: skip
+    parts = board["parts"]
+    listed = [path for part in parts.values() for path in part["is"]]
+    problems += [f"{p} is listed twice" for p in sorted({p for p in listed if listed.count(p) > 1})]
+    problems += [
+        f"{p} names no file of the architecture"
+        for p in listed
+        if not any(f == p or (p.endswith("/") and f.startswith(p)) for f in graph)
+    ]
+    on = {f: part_of(f, parts) for f in graph}
+    problems += [f"{f} is on no part" for f, part in on.items() if part is None]
+    named = {*parts, *board.get("ideas", {})}
+    for a, b, *_ in [*board.get("arrows", []), *board.get("never", [])]:
+        problems += [f"{x!r} is no part or idea" for x in (a, b) if x not in named]
+    found: dict[tuple[str, str], list[str]] = {}
+    for f, targets in graph.items():
+        for t in targets:
+            if on[f] and on[t] and on[f] != on[t]:
+                found.setdefault((on[f], on[t]), []).append(f"{f} -> {t}")
+    drawn = {(a, b) for a, b, *_ in board.get("arrows", [])}
+    ideas = set(board.get("ideas", {}))
+    for a, b, *why in board.get("never", []):
+        if (a, b) in found:
+            problems.append(f"never {a} -> {b} ({why[0] if why else ''}) BROKEN: "
+                            + "; ".join(sorted(found[a, b])))  # fmt: skip
+        if (a, b) in drawn:
+            problems.append(f"{a} -> {b} is drawn as an arrow and as a never")
+    problems += [
+        f"UNDRAWN arrow {a} -> {b}: " + "; ".join(sorted(files)[:3])
+        for (a, b), files in sorted(found.items())
+        if (a, b) not in drawn and (a, b) not in {(n[0], n[1]) for n in board.get("never", [])}
+    ]
+    problems += [
+        f"arrow {a} -> {b} NOT FOUND in the code"
+        for a, b in sorted(drawn)
+        if (a, b) not in found and a not in ideas and b not in ideas
+    ]
+    return problems
+
+
+def test_the_code_holds_to_docs_architecture_json() -> None:
+    """Every file on exactly one part, every import between parts drawn (and every drawn arrow
+    real), every never kept. Imports made for type checking only count too: they tie the
+    designs of two parts together as much as any other."""
+    board = json.loads(WHITEBOARD.read_text(encoding="utf-8"))
+    problems = whiteboard_problems(board, file_graph(type_checking=True))
+    assert not problems, (
+        "docs/architecture.json and the code differ (an intended new dependency between parts is "
+        "drawn there, in the same commit; a broken never is a design question, not an arrow to "
+        "add):\n" + "\n".join(problems)
+    )
+
+
+def test_whiteboard_check_names_each_kind_of_difference(tmp_path: Path) -> None:
+    files = {
+        "gensyn/__init__.py": "",
+        "gensyn/orphan.py": "",
+        "gensyn/app/__init__.py": "",
+        "gensyn/app/cli.py": "from gensyn.core import runs\n",
+        "gensyn/app/launcher.py": "import gensyn.base.io\n",
+        "gensyn/core/__init__.py": "",
+        "gensyn/core/runs.py": "from gensyn.base.io import atomic\n",
+        "gensyn/base/__init__.py": "",
+        "gensyn/base/io.py": "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from gensyn.drr import geometry\n",
+        "gensyn/drr/__init__.py": "",
+        "gensyn/drr/geometry.py": "def f():\n    import gensyn.core.runs\n",
+        "hydra_plugins/x/__init__.py": "",
+        "hydra_plugins/x/y.py": "import gensyn.app\nfrom gensyn.app.launcher import L\n",
+        "launch.py": "from gensyn.app.cli import main\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    board: dict[str, Any] = {
+        "parts": {
+            "App": {"is": ["gensyn/app/", "launch.py"]},
+            "Launcher": {"is": ["gensyn/app/launcher.py", "hydra_plugins/"]},
+            "Core": {"is": ["gensyn/core/"]},
+            "Base": {"is": ["gensyn/base/", "gensyn/__init__.py", "gensyn/gone.py"]},
+            "DRR": {"is": ["gensyn/drr/"]},
+        },
+        "arrows": [["App", "Core"], ["Core", "Base"], ["App", "Base"], ["Stages", "Core"]],
+        "never": [["DRR", "Core", "no run folders"], ["Base", "DRR", "leaf"], ["Core", "Base"]],
+        "colours": {},
+    }
+    graph = file_graph(tmp_path)
+    assert sorted(graph) == sorted(files)
+    # what an import names, not the packages Python runs on the way
+    assert graph["gensyn/drr/geometry.py"] == {"gensyn/core/runs.py"}
+    assert graph["launch.py"] == {"gensyn/app/cli.py"}
+    assert graph["gensyn/app/cli.py"] == {"gensyn/core/__init__.py", "gensyn/core/runs.py"}
+    assert graph["gensyn/base/io.py"] == set()  # for type checking only
+    assert part_of("gensyn/app/launcher.py", board["parts"]) == "Launcher"  # the longer path
+    assert part_of("gensyn/app/cli.py", board["parts"]) == "App"
+    assert whiteboard_problems(board, graph) == [
+        "unknown key 'colours' (allowed: ['arrows', 'ideas', 'never', 'notes', 'parts'])",
+        "gensyn/gone.py names no file of the architecture",
+        "gensyn/orphan.py is on no part",
+        "'Stages' is no part or idea",
+        "never DRR -> Core (no run folders) BROKEN: gensyn/drr/geometry.py -> gensyn/core/runs.py",
+        "never Core -> Base () BROKEN: gensyn/core/runs.py -> gensyn/base/io.py",
+        "Core -> Base is drawn as an arrow and as a never",
+        "UNDRAWN arrow Launcher -> App: hydra_plugins/x/y.py -> gensyn/app/__init__.py",
+        "UNDRAWN arrow Launcher -> Base: gensyn/app/launcher.py -> gensyn/base/io.py",
+        "arrow App -> Base NOT FOUND in the code",
+        "arrow Stages -> Core NOT FOUND in the code",
+    ]
+    typed = whiteboard_problems(board, file_graph(tmp_path, type_checking=True))
+    assert (  # `from gensyn.drr import geometry` names both
+        "never Base -> DRR (leaf) BROKEN: gensyn/base/io.py -> gensyn/drr/__init__.py; "
+        "gensyn/base/io.py -> gensyn/drr/geometry.py"
+    ) in typed
 
 
 # ---- the stage registry and the stage config group agree --------------------------------------
 def test_every_stage_has_its_yaml_and_every_yaml_a_stage() -> None:
-    from gensyn.confdir import CONF_DIR
-    from gensyn.registry import check_stage_configs, load_stages, stage_config_names
+    from gensyn.core.confdir import CONF_DIR
+    from gensyn.core.registry import check_stage_configs, load_stages, stage_config_names
 
     stages = load_stages()  # checks once; here again, explicitly
     check_stage_configs(stages, CONF_DIR / "stage")
@@ -409,9 +595,9 @@ def test_a_yaml_without_a_stage_and_a_stage_without_a_yaml_are_named(tmp_path: P
     import dataclasses
     import shutil
 
-    from gensyn.confdir import CONF_DIR
-    from gensyn.errors import GensynError
-    from gensyn.registry import check_stage_configs, load_stages
+    from gensyn.base.errors import GensynError
+    from gensyn.core.confdir import CONF_DIR
+    from gensyn.core.registry import check_stage_configs, load_stages
 
     stage_dir = tmp_path / "stage"
     shutil.copytree(CONF_DIR / "stage", stage_dir)
@@ -456,7 +642,7 @@ def test_launch_refuses_a_stage_yaml_without_a_stage(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "hydra_plugins", tmp_path / "hydra_plugins")
     (pkg / "conf" / "stage" / "segment.yaml").write_text("name: segment\n")
     proc = subprocess.run(
-        [sys.executable, "-c", "from gensyn.cli import main; main()", "stage=list"],
+        [sys.executable, "-c", "from gensyn.app.cli import main; main()", "stage=list"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path), "GENSYN_ROOT": str(tmp_path / "root")},
         capture_output=True,
@@ -555,7 +741,7 @@ def test_listing_the_stages_loads_no_heavy_package() -> None:
     requests ... (``launch.py`` imports them all to list and check the stages)."""
     code = (
         "import sys\n"
-        "from gensyn.registry import load_stages\n"
+        "from gensyn.core.registry import load_stages\n"
         "load_stages()\n"
         f"print(sorted(p for p in {HEAVY_PACKAGES!r} if p in sys.modules))\n"
     )

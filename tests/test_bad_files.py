@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
 
 TINY = ("profile=tiny", "logger=none")
 

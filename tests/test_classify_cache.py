@@ -9,7 +9,7 @@ import pytest
 from classify_fakes import FINDINGS, make_xray_set
 from PIL import Image
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.classify import cache as image_cache
 from gensyn.classify.data import BatchStream, load_image
 from gensyn.classify.models import ModelSpec
@@ -124,7 +124,7 @@ def test_training_from_cache_gives_the_same_metrics(tmp_path):
 def test_stage_writes_then_reuses_the_cache_under_the_work_dir(compose, gensyn_root):
     from test_classify_stages import _fake_upstreams
 
-    from gensyn.runs import execute, run_dir
+    from gensyn.core.runs import execute, run_dir
 
     _fake_upstreams(compose, gensyn_root)
     first = io.read_json(execute(compose("profile=tiny"), "classify") / "summary.json")

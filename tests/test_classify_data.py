@@ -68,7 +68,7 @@ def _through_pillow(path, size):  # type: ignore[no-untyped-def]
      ((40, 48), np.uint16, 64), ((24, 24, 3), np.uint8, 24), ((24, 24, 3), np.uint8, 16)],
 )  # fmt: skip
 def test_load_image_of_pngs_gensyn_wrote_equals_pillows(tmp_path, shape, dtype, size):  # type: ignore[no-untyped-def]
-    from gensyn.io import decode_png, write_image
+    from gensyn.base.io import decode_png, write_image
 
     rng = np.random.default_rng(sum(shape) + size)
     pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)

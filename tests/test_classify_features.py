@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from classify_fakes import FINDINGS, make_xray_set
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.classify.features import (
     FeatureCacheSettings,
     features_for,
@@ -263,7 +263,7 @@ def test_classify_and_predict_give_the_same_aucs_with_and_without_features(launc
 
 
 def test_feature_cache_setting_is_checked_and_not_hashed(compose):
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
     from gensyn.stages._shared import feature_settings, features_expected
 
     auto, off = compose("classifier=densenet121"), compose("classifier=densenet121",

@@ -92,7 +92,7 @@ IMAGENET_SCRIPT = """
 import sys
 import numpy as np
 from gensyn.classify.models import ModelSpec, build_model
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 try:
     model = build_model(ModelSpec("densenet121", image_size_px=32, weights="imagenet"))
 except GensynError as exc:
@@ -179,8 +179,8 @@ def test_a_weights_path_under_home_is_expanded_at_start_up_and_by_the_model(
     compose, tmp_path, monkeypatch
 ):
     """``classifier.weights=~/w.h5``: start-up and the model read the same file."""
-    from gensyn.errors import GensynError
-    from gensyn.startup import check_classifier_weights
+    from gensyn.app.startup import check_classifier_weights
+    from gensyn.base.errors import GensynError
 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "w.h5").write_bytes(b"checked for existence only")

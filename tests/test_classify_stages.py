@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from classify_fakes import FINDINGS, draw_xray, make_xray_set
 
-from gensyn import io
-from gensyn.runs import DONE, run_dir
+from gensyn.base import io
+from gensyn.core.runs import DONE, run_dir
 from gensyn.stages.predict import with_dataset
 
 
@@ -132,7 +132,7 @@ def test_sweep_over_folds_and_arms_then_report(compose, launch, gensyn_root):
 def test_steps_schedule_gives_a_synthetic_arm_the_baseline_steps(compose, gensyn_root):
     """Tiny profile, fold 0: under ``steps`` the DRR arm takes the baseline's optimiser steps,
     under ``epochs`` more; the CT table has no Pneumonia column, so those labels are unknown."""
-    from gensyn.runs import execute
+    from gensyn.core.runs import execute
 
     _fake_upstreams(compose, gensyn_root, ct_findings=FINDINGS[:4])
     runs = {}
@@ -171,7 +171,7 @@ def test_real_epochs_stage_summary_counts(compose, gensyn_root):
     real image ``epochs`` times; the DRR arm's batches carry s synthetic images on top (s from
     the natural share, capped) and the summary's counts equal the formulas."""
     from gensyn.classify.train import synthetic_per_batch
-    from gensyn.runs import execute
+    from gensyn.core.runs import execute
 
     _fake_upstreams(compose, gensyn_root)
     summary = {}
@@ -279,7 +279,7 @@ def test_repeated_cross_validation_over_seeds(compose, launch, gensyn_root):
     """seed=0,1,2 × 2 folds × {baseline, drr_2}, trained for real (one model left out): the
     seeds share the hold-out and the folds, their models differ, and report.seeds=[0,1,2]
     compares J = folds × seeds paired models; the exposure table counts what each arm saw."""
-    from gensyn.runs import execute
+    from gensyn.core.runs import execute
 
     _fake_upstreams(compose, gensyn_root)
     base = ("profile=tiny", "num_workers=2", "classifier.n_folds=2")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gensyn.devices import COMPILE_CACHES, use_compile_caches
+from gensyn.base.devices import COMPILE_CACHES, use_compile_caches
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_each_compiler_gets_its_folder_and_a_users_own_setting_wins(
 
 @pytest.mark.usefixtures("no_cache_env")
 def test_every_stage_runs_with_its_kernels_cached_in_the_work_dir(compose, gensyn_root: Path) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
-    from gensyn.main import run
-    from gensyn.registry import _REGISTRY, stage
+    from gensyn.app.main import run
+    from gensyn.core.registry import _REGISTRY, stage
 
     seen: dict[str, str | None] = {}
 
@@ -58,7 +58,7 @@ def test_every_stage_runs_with_its_kernels_cached_in_the_work_dir(compose, gensy
 
 _COMPILE_ONCE = """
 import json, sys
-from gensyn.devices import use_compile_caches
+from gensyn.base.devices import use_compile_caches
 use_compile_caches(sys.argv[1])
 import torch
 from torch._dynamo.utils import counters

@@ -135,7 +135,7 @@ def test_composed_groups_become_the_science_settings(compose) -> None:
 
 def test_settings_built_in_python_are_checked_against_their_bounds() -> None:
     """check_instance: the bounds declared on the fields, named by the config key."""
-    from gensyn.bounds import check_instance
+    from gensyn.base.bounds import check_instance
     from gensyn.drr.settings import ProjectorSettings
     from gensyn.reader.blinding import BlindingParams
 

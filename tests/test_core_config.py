@@ -82,7 +82,7 @@ def test_wrong_type_and_unknown_option_fail_at_start(launch) -> None:
 
 
 def test_stage_list_names_every_registered_stage(launch) -> None:
-    from gensyn.registry import load_stages
+    from gensyn.core.registry import load_stages
 
     proc = launch("stage=list", timeout=120)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -112,7 +112,7 @@ def test_plus_does_not_skip_the_unknown_key_check(launch, gensyn_root: Path, ove
 
 
 def test_free_form_extension_points_take_new_keys(launch, compose) -> None:
-    from gensyn.cli import in_free_form
+    from gensyn.app.cli import in_free_form
 
     cfg = compose()
     assert in_free_form(cfg, "extras.note") and in_free_form(cfg, "extras.a.b")

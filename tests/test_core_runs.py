@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gensyn import io
-from gensyn.registry import _REGISTRY, stage
-from gensyn.runs import execute, is_done, run_dir, stage_hash, stage_identity, with_overrides
+from gensyn.base import io
+from gensyn.core.registry import _REGISTRY, stage
+from gensyn.core.runs import execute, is_done, run_dir, stage_hash, stage_identity, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def test_execute_writes_metadata_done_last_and_skips_when_done(compose) -> None:
 
 
 def test_missing_upstream_without_run_upstream_is_a_clear_error(compose) -> None:
-    from gensyn.runs import UpstreamMissingError
+    from gensyn.core.runs import UpstreamMissingError
 
     cfg = compose("seed=4", "run_upstream=false")
     with pytest.raises(UpstreamMissingError, match="stage=_test_writer"):
@@ -117,10 +117,10 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {root!r})
     from hydra import compose, initialize_config_dir
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.config import register_configs
-    from gensyn.registry import stage
-    from gensyn.runs import execute
+    from gensyn.core.registry import stage
+    from gensyn.core.runs import execute
 
     @stage("_slow", summary="slow writer", config_keys=("seed",))
     def run(cfg, ctx):
@@ -279,7 +279,7 @@ def _wandb_history(run_folder: Path) -> list[tuple[int, dict[str, object]]]:
 def test_wandb_history_is_back_filled_after_a_kill(compose) -> None:
     import json
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
     from gensyn.tracking import WandbTracker
 
     cfg = compose("seed=9", "logger=wandb", "logger.mode=offline")
@@ -328,7 +328,7 @@ def test_third_party_start_up_noise_stays_out_of_stage_logs(launch, gensyn_root:
         assert "Unable to initialize backend" not in where
 
 
-# ---- what is hashed: marked on the schema fields (gensyn.bounds.unhashed) -------------------
+# ---- what is hashed: marked on the schema fields (gensyn.base.bounds.unhashed) -------------------
 #: Every setting no run hash includes: what runs.HASH_EXCLUDED_LEAVES, gan_train.UNHASHED and
 #: prepare_xrays.UNHASHED left out before the mark moved onto the fields, plus
 #: dataset.xray.num_workers (prepare_xrays hashed it by mistake) and the top-level
@@ -372,14 +372,14 @@ UNHASHED = {
 
 
 def test_the_unhashed_settings_are_exactly_the_marked_ones() -> None:
-    from gensyn.bounds import unhashed_paths
+    from gensyn.base.bounds import unhashed_paths
     from gensyn.config import Config
 
     assert unhashed_paths(Config) == UNHASHED
 
 
 def test_unhashed_settings_change_no_stage_hash_and_hashed_ones_do(compose) -> None:
-    from gensyn.registry import load_stages
+    from gensyn.core.registry import load_stages
 
     stages = sorted(n for n, s in load_stages().items() if s.hashed and not n.startswith("_"))
     base = compose("profile=tiny")

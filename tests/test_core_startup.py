@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gensyn.errors import GensynError
-from gensyn.startup import check_config
+from gensyn.app.startup import check_config
+from gensyn.base.errors import GensynError
 
 BAD_VALUES = [
     ("projector.image_size_px=0", "projector.image_size_px=0; allowed: 16 or more"),
@@ -78,8 +78,8 @@ def _float_fields() -> list[str]:
     import dataclasses
     import typing
 
+    from gensyn.app.startup import _number_kind
     from gensyn.config import Config
-    from gensyn.startup import _number_kind
 
     keys: list[str] = []
 
@@ -100,7 +100,7 @@ def test_every_float_setting_must_be_finite(compose) -> None:
     """NaN and infinities are refused for every float key, declared bounds or not."""
     from omegaconf import OmegaConf
 
-    from gensyn.startup import check_bounds
+    from gensyn.app.startup import check_bounds
 
     keys = _float_fields()
     assert {"projector.kvp", "carm_pose.alpha_deg", "generator.lr", "report.ci_level"} <= set(keys)
@@ -178,9 +178,9 @@ def test_run_folder_below_a_file_is_one_clear_error(launch, gensyn_root: Path) -
 
 
 def test_full_disk_names_the_folder(compose, caplog: pytest.LogCaptureFixture) -> None:
-    from gensyn.main import run
-    from gensyn.registry import _REGISTRY, stage
-    from gensyn.runs import is_done, run_dir
+    from gensyn.app.main import run
+    from gensyn.core.registry import _REGISTRY, stage
+    from gensyn.core.runs import is_done, run_dir
 
     @stage("_test_disk_full", summary="writes to a full device", config_keys=("seed",))
     def _fill(cfg, ctx) -> None:  # type: ignore[no-untyped-def]

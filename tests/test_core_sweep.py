@@ -99,7 +99,7 @@ def test_unwritable_work_dir_is_one_clear_error(launch, gensyn_root: Path, sweep
 def test_a_process_waiting_for_a_lock_logs_whom_it_waits_for(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gensyn.runs import _locked
+    from gensyn.core.runs import _locked
 
     folder = tmp_path / "run"
     got_it = threading.Event()
@@ -108,7 +108,7 @@ def test_a_process_waiting_for_a_lock_logs_whom_it_waits_for(
         with _locked(folder):
             got_it.set()
 
-    caplog.set_level(logging.INFO, logger="gensyn.runs")
+    caplog.set_level(logging.INFO, logger="gensyn.core.runs")
     with _locked(folder):
         assert f"pid {os.getpid()}" in (folder / ".lock").read_text()
         waiter = threading.Thread(target=second)

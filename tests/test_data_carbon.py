@@ -221,7 +221,7 @@ def test_arm_only_where_the_result_depends_on_it(tmp_path: Path) -> None:
     assert table.loc["classify", "arm"] == "baseline" and table.loc["classify", "split_idx"] == 3
     assert table.loc["report", "arm"] == "baseline"
     # in the CSV a fold is written as the whole number it is, and left empty where there is none
-    from gensyn import io
+    from gensyn.base import io
 
     io.write_table(tmp_path / "carbon_runs.csv", table.reset_index())
     rows = {

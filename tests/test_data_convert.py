@@ -269,8 +269,8 @@ def test_rerun_skips_converted_volumes(tmp_path: Path) -> None:
 
 
 def test_coronal_preview_is_independent_of_storage_order(tmp_path: Path) -> None:
+    from gensyn.base.io import write_nifti
     from gensyn.data.ct.convert import coronal_preview
-    from gensyn.io import write_nifti
 
     vol = np.full((20, 10, 30), -1000, np.int16)  # RAS order: x (to the Right), y, z (up)
     vol[15:19, :, 24:29] = 1000  # the patient's right, near the top

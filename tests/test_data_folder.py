@@ -90,7 +90,7 @@ def test_read_nifti_keeps_stored_integers_on_request(tmp_path: Path) -> None:
     """read_nifti(dtype=None): int16 stays int16 (plain and gzipped); scaled files are floats."""
     import nibabel as nib
 
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     hu = np.arange(-1000, -1000 + 2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
     for name in ("ct.nii", "ct.nii.gz"):
@@ -126,7 +126,7 @@ def test_read_nifti_gz_equals_nibabels_reading(
     import nibabel as nib
     from isal import isal_zlib
 
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     if reader == "stream":
         monkeypatch.delattr(isal_zlib, "_GzipReader")
@@ -174,7 +174,7 @@ def test_read_nifti_gz_truncated_in_the_voxels_names_the_file(tmp_path: Path) ->
 
     import nibabel as nib
 
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     raw = tmp_path / "v.nii"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.int16), np.eye(4)), raw)
@@ -258,8 +258,8 @@ def _monochrome1_case(path: Path) -> np.ndarray:
 
 
 def test_dicom_xray_monochrome1_window_by_hand(tmp_path: Path) -> None:
+    from gensyn.base.io import read_image
     from gensyn.data.xray.prep import PrepJob, PrepOptions, prepare_image
-    from gensyn.io import read_image
 
     expected = _monochrome1_case(tmp_path / "cr.dcm")
     row = prepare_image(

@@ -14,8 +14,8 @@ import pytest
 from data_fakes import FakeState, serve
 from study_fakes import radchest_record
 
-from gensyn import io
-from gensyn.errors import GensynError
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 
 TOKEN = "zen-T0KEN-on-disk-1234"
 OFFLINE_API = "http://zenodo.invalid/api"  # .invalid never resolves (RFC 6761)
@@ -52,8 +52,8 @@ def _radchest(compose, *extra: str):  # type: ignore[no-untyped-def]
 def test_files_placed_by_hand_convert_with_the_network_unreachable(
     compose, gensyn_root: Path, record, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute, is_done, run_dir
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute, is_done, run_dir
 
     load_stages()
     monkeypatch.delenv("ZENODO_TOKEN", raising=False)
@@ -80,8 +80,8 @@ def test_files_placed_by_hand_convert_with_the_network_unreachable(
 def test_listing_of_an_earlier_download_decides_and_offline_fails_fast(
     compose, gensyn_root: Path, record, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute, run_dir
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute, run_dir
 
     load_stages()
     files, _ = record
@@ -128,8 +128,8 @@ def test_listing_of_an_earlier_download_decides_and_offline_fails_fast(
 def test_unfinished_download_is_not_a_complete_folder(
     compose, gensyn_root: Path, record, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute
 
     load_stages()
     monkeypatch.delenv("ZENODO_TOKEN", raising=False)
@@ -175,8 +175,8 @@ def test_name_resolution_failure_is_not_retried(tmp_path: Path) -> None:
 def test_failed_file_is_named_once(
     compose, gensyn_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute, run_dir
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute, run_dir
 
     load_stages()
     monkeypatch.delenv("ZENODO_TOKEN", raising=False)
@@ -196,7 +196,7 @@ def test_failed_file_is_named_once(
 
 
 def test_missing_raw_dir_given_on_the_command_line_is_named(compose) -> None:
-    from gensyn.startup import check_raw_dirs
+    from gensyn.app.startup import check_raw_dirs
 
     given = {"ct_dataset.raw_dir"}
     cfg = _radchest(compose, "stage=convert", "ct_dataset.raw_dir=/nonexistent/radchest")
@@ -231,7 +231,7 @@ def test_missing_raw_dir_fails_at_start_up_without_a_run_folder(launch, gensyn_r
 
 
 def test_sweep_summary_names_the_stage_that_comes_next() -> None:
-    from gensyn.launcher import PlannedJob, sweep_summary
+    from gensyn.app.launcher import PlannedJob, sweep_summary
 
     def plans(stage: str) -> list[PlannedJob]:
         return [PlannedJob(i, [], None, False, stage) for i in range(2)]
@@ -253,8 +253,8 @@ def test_sweep_summary_names_the_stage_that_comes_next() -> None:
 
 
 def test_raw_dir_that_cannot_be_made_is_one_line(compose, tmp_path: Path) -> None:
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute
 
     load_stages()
     blocker = tmp_path / "a_file"
@@ -272,8 +272,8 @@ def test_nbia_series_listed_by_an_earlier_download_are_checked_offline(
 
     from data_fakes import make_series_zip
 
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute, run_dir
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute, run_dir
 
     load_stages()
     state = FakeState()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from gensyn.base.io import read_image
 from gensyn.data.xray.prep import (
     PrepJob,
     PrepOptions,
@@ -19,7 +20,6 @@ from gensyn.data.xray.prep import (
     read_xray,
     stored_bits,
 )
-from gensyn.io import read_image
 
 
 def _save16(path: Path, arr: np.ndarray) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gensyn.base.errors import GensynError
 from gensyn.drr.deepdrr_adapter import (
     DeepDrrRenderer,
     DeepDrrSettings,
@@ -33,7 +34,6 @@ from gensyn.drr.geometry import (
     project_points,
 )
 from gensyn.drr.physics import PhysicsConfig, density_from_hu
-from gensyn.errors import GensynError
 
 POSES = [
     CarmPose(0.0, 0.0),

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gensyn.degenerate import degenerate_reason
-from gensyn.errors import GensynError
+from gensyn.base.degenerate import degenerate_reason
+from gensyn.base.errors import GensynError
 
 
 def test_degenerate_reason() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gensyn import io
+from gensyn.base import io
 
 #: Manifest columns that name files, and the folder (below the run folder) they are relative to.
 PATH_COLUMNS = {"path": ".", "source_drr": ".", "nifti": "volumes"}

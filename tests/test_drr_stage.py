@@ -28,7 +28,7 @@ def _phantom_ct(shape=(40, 36, 32), spacing=(6.0, 6.0, 7.0)):
 def convert_dir(tmp_path: Path) -> Path:
     import pandas as pd
 
-    from gensyn.io import write_nifti, write_table
+    from gensyn.base.io import write_nifti, write_table
 
     folder = tmp_path / "convert"
     rows = []
@@ -41,7 +41,7 @@ def convert_dir(tmp_path: Path) -> Path:
 
 
 def _run_stage(cfg, out_dir: Path, convert_dir: Path):
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
     from gensyn.stages import drr
 
     ctx = RunContext(
@@ -56,7 +56,7 @@ def _run_stage(cfg, out_dir: Path, convert_dir: Path):
 
 
 def test_stage_grid_images_manifest_and_resume(compose, convert_dir, tmp_path):
-    from gensyn.io import read_image, read_table
+    from gensyn.base.io import read_image, read_table
 
     cfg = compose(
         "carm_pose=grid",
@@ -95,7 +95,7 @@ def test_a_marked_ct_with_a_cut_png_is_rendered_again(compose, convert_dir, tmp_
     """The images are written without an fsync each (one sync at the end): a machine crash can
     leave a renamed PNG empty or cut under a CT's marker. The resumed run renders that CT again
     (same bytes) and keeps the others; the summary times the one sync."""
-    from gensyn.io import read_table
+    from gensyn.base.io import read_table
 
     cfg = compose("carm_pose=grid", "carm_pose.alpha_deg=[-10,0]", "carm_pose.beta_deg=[0,10]",
                   "projector.image_size_px=32", "projector.bit_depth=16")  # fmt: skip
@@ -121,8 +121,8 @@ def test_a_constant_drr_fails_naming_the_ct(compose, convert_dir, tmp_path):
     keeps the CTs rendered before and is never DONE (issue 36)."""
     import pandas as pd
 
-    from gensyn.errors import GensynError
-    from gensyn.io import read_table, write_nifti, write_table
+    from gensyn.base.errors import GensynError
+    from gensyn.base.io import read_table, write_nifti, write_table
 
     hu, affine = _phantom_ct()
     write_nifti(convert_dir / "volumes" / "sat.nii.gz", np.full_like(hu, 32767), affine)
@@ -164,7 +164,7 @@ def test_pose_sets():
 )
 def test_stage_end_to_end_tiny(launch, gensyn_root):
     """python launch.py stage=drr profile=tiny: convert (demo phantoms) then DRRs."""
-    from gensyn.io import read_table
+    from gensyn.base.io import read_table
 
     launch("stage=drr", "profile=tiny", "carm_pose=random", "carm_pose.num_random=2", "logger=none")
     manifests = list(gensyn_root.rglob("drr/*/manifest.csv"))

@@ -120,8 +120,8 @@ def test_xray_export_loads_with_monai_and_keeps_classify_folds(compose, gensyn_r
     monai_data = pytest.importorskip("monai.data")
     from test_classify_stages import _fake_upstreams
 
-    from gensyn import io
-    from gensyn.runs import execute, run_dir
+    from gensyn.base import io
+    from gensyn.core.runs import execute, run_dir
     from gensyn.stages._shared import real_folds
 
     xrays = _fake_upstreams(compose, gensyn_root)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gensyn.base.pipeline_io import StageTimer
 from gensyn.gan.model import CycleGAN
 from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.translate import compiled_generator, translate_batch, translate_files
-from gensyn.pipeline_io import StageTimer
 
 pytestmark = pytest.mark.gpu
 
@@ -48,7 +48,7 @@ def test_compiled_translation_matches_eager_and_pads_the_last_batch(tmp_path) ->
     bf16 autocast is, on tensors and through PNG files, and its padded last batch is right."""
     import numpy as np
 
-    from gensyn.io import read_image, write_image
+    from gensyn.base.io import read_image, write_image
 
     _, gpu = _pair()
     net = gpu.g_ab.eval()

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gensyn import io
-from gensyn.run_context import RunContext
+from gensyn.base import io
+from gensyn.core.run_context import RunContext
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from gensyn.base.io import write_image
 from gensyn.gan.data import UnpairedDataset, epoch_plan
 from gensyn.gan.model import LOSS_NAMES, CycleGAN, lr_factor
 from gensyn.gan.pool import ImagePool
 from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.trainer import CycleGANTrainer
-from gensyn.io import write_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(

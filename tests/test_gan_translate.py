@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from gensyn.base.io import read_image, write_image
 from gensyn.gan.data import load_image, tensor_to_uint8, uint8_images
 from gensyn.gan.model import CycleGAN
 from gensyn.gan.settings import CycleGANSettings
 from gensyn.gan.translate import load_generator, pad_to_multiple, translate_batch, translate_files
-from gensyn.io import read_image, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +155,8 @@ def test_compiled_path_of_translate_files_on_the_cpu(
     batch, the compile timing, the report), with the InferenceGenerator standing in for the
     compiled graph: the outputs are the eager network's; a graph that fails falls back."""
     import gensyn.gan.translate as translate
+    from gensyn.base.pipeline_io import StageTimer
     from gensyn.gan.networks import InferenceGenerator
-    from gensyn.pipeline_io import StageTimer
 
     net, _ = load_generator(saved_generator, "cpu")
     calls = {"graph": 0}
@@ -227,7 +227,7 @@ def test_a_broken_generator_writes_nothing(
     tmp_path: Path, saved_generator: Path, weight: float, reason: str
 ) -> None:
     """A diverged (NaN) or dead (zero-weight) generator fails naming the DRR (issue 36)."""
-    from gensyn.degenerate import DegenerateOutputError
+    from gensyn.base.degenerate import DegenerateOutputError
 
     state = torch.load(saved_generator)
     state["state_dict"] = {

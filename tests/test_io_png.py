@@ -1,4 +1,4 @@
-"""PNG encoding (gensyn.io.encode_png / write_image): checked against Pillow's decoder."""
+"""PNG encoding (gensyn.base.io.encode_png / write_image): checked against Pillow's decoder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gensyn.io import encode_png, png_complete, read_image, write_image
+from gensyn.base.io import encode_png, png_complete, read_image, write_image
 
 
 def _smooth(shape: tuple[int, ...], dtype: type, seed: int = 0) -> np.ndarray:
@@ -124,7 +124,7 @@ def test_writer_threads_keep_the_umask_and_file_modes(tmp_path) -> None:  # type
     after = os.umask(0o022)
     os.umask(after)
     assert after == before
-    from gensyn.io import _UMASK
+    from gensyn.base.io import _UMASK
 
     modes = {stat.S_IMODE((tmp_path / f"{i}.png").stat().st_mode) for i in range(200)}
     assert modes == {0o666 & ~_UMASK}
@@ -168,7 +168,7 @@ def _png_with_filters(pixels: np.ndarray, filters: np.ndarray, colour: int) -> b
 def test_fast_png_decoder_undoes_none_sub_and_up_as_pillow_does(
     shape: tuple[int, ...], dtype: type, colour: int
 ) -> None:
-    from gensyn.io import decode_png
+    from gensyn.base.io import decode_png
 
     rng = np.random.default_rng(sum(shape))
     pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
@@ -190,7 +190,7 @@ def test_fast_png_decoder_undoes_none_sub_and_up_as_pillow_does(
 
 
 def test_read_image_decodes_every_png_it_wrote_and_others_pillow_wrote(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from gensyn.io import decode_png
+    from gensyn.base.io import decode_png
 
     for i, (shape, dtype) in enumerate([((64, 48), np.uint8), ((64, 48), np.uint16), ((30, 20, 3), np.uint8)]):  # fmt: skip
         pixels = _smooth(shape, dtype, seed=i)

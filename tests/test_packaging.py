@@ -203,7 +203,11 @@ def test_wheel_installs_fresh_and_runs_from_another_folder(tmp_path: Path) -> No
         return out.stdout
 
     where = subprocess.run(
-        [str(python), "-c", "import gensyn.confdir as c; print(c.__file__); print(c.CONF_DIR)"],
+        [
+            str(python),
+            "-c",
+            "import gensyn.core.confdir as c; print(c.__file__); print(c.CONF_DIR)",
+        ],
         cwd=elsewhere,
         env=env,
         capture_output=True,

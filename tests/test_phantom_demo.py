@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from gensyn.base.io import read_image, read_table
 from gensyn.data.phantom import demo
 from gensyn.data.phantom.demo import (
     CT_GROUP,
@@ -20,7 +21,6 @@ from gensyn.data.phantom.demo import (
     write_demo_xrays,
 )
 from gensyn.data.phantom.volume import FINDINGS, sample_labels
-from gensyn.io import read_image, read_table
 
 TINY = DemoSpec(
     num_ct_patients=3,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 #: Values a careless command line gives: specials, signs, extremes, and ordinary numbers.
 SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e-12, 1e12]
@@ -151,8 +151,8 @@ def _refused_in_one_line(err: GensynError, values: dict[str, Any]) -> None:
 def test_drawn_settings_are_refused_in_one_line_or_render_usable_drrs(
     base_cfg: Any, values: dict[str, Any]
 ) -> None:
-    from gensyn.degenerate import degenerate_reason
-    from gensyn.startup import check_config
+    from gensyn.app.startup import check_config
+    from gensyn.base.degenerate import degenerate_reason
 
     cfg = _with(base_cfg, values)
     try:
@@ -217,7 +217,7 @@ def test_drawn_settings_through_the_real_stages_give_usable_outputs_or_one_line(
     predictions, or a one-line error naming what is garbage (never a DONE run of garbage)."""
     import shutil
 
-    from gensyn import io
+    from gensyn.base import io
 
     shutil.rmtree(gensyn_root / "workdir", ignore_errors=True)  # each draw from scratch
     note(f"values: {values}")

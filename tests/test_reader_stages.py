@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 from gensyn.reader.labelstudio import LabelStudioClient, free_port, port_is_free
 from gensyn.reader.serve import image_id_of, reader_email, submit_answer
 from gensyn.reader.sites import credentials_from_env, server_pids

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def test_page_html_embeds_figures(tmp_path):
-    from gensyn.io import write_image
+    from gensyn.base.io import write_image
     from gensyn.report.page import Page
 
     figure = write_image(tmp_path / "runs" / "drr" / "abc" / "fig.png", np.zeros((8, 8), np.uint8))
@@ -20,9 +20,9 @@ def test_page_html_embeds_figures(tmp_path):
 
 
 def test_titled_grid_has_a_header_row(tmp_path):
+    from gensyn.base.io import write_image
     from gensyn.data.xray.prep import contact_sheet
     from gensyn.gan.checks import image_grid
-    from gensyn.io import write_image
 
     rng = np.random.default_rng(0)
     rows = [[rng.random((32, 32)) for _ in range(3)] for _ in range(2)]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from test_report_browser import CHROMIUM, CHROMIUM_FLAGS
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.report import render
 from gensyn.report.front import domain_gap_note, headline_rows
 from gensyn.report.page import is_numeric

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.core.runs import DONE, run_dir
 from gensyn.report import multiplicity, render
-from gensyn.runs import DONE, run_dir
 
 CLASSES = ["Effusion", "Cardiomegaly"]
 #: test set -> number of negatives per class (one positive each, so AUCs are k / n_neg)

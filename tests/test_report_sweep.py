@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.report import plots, render
 from gensyn.report.sweep import (
     Condition,
@@ -139,7 +139,7 @@ def test_carm_angle_study_on_the_tiny_profile(launch, gensyn_root: Path) -> None
 
 
 def test_report_sweep_takes_the_multirun_overrides_and_names_mistakes(compose) -> None:
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
     from gensyn.stages.report import parse_sweep, report_settings, sweep_conditions
 
     assert parse_sweep([f"{ALPHA}=[-5,5],[-20,20]", "projector.kvp=range(80,121,20)"]) == {
@@ -166,7 +166,7 @@ def test_report_sweep_takes_the_multirun_overrides_and_names_mistakes(compose) -
 
 def test_missing_runs_are_not_finished_or_not_scheduled(compose) -> None:
     """A classify folder without DONE is 'not finished'; no folder at all is 'not scheduled'."""
-    from gensyn.runs import DONE, run_dir, with_overrides
+    from gensyn.core.runs import DONE, run_dir, with_overrides
     from gensyn.stages.report import gather, report_settings, sweep_conditions
 
     cfg = compose("report.arms=[none]", "classifier.n_folds=3")

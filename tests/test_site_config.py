@@ -82,7 +82,7 @@ def test_a_site_folder_that_does_not_exist_is_one_clear_error(
 
 
 def test_site_keys_change_no_run_hash(site_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     with_site = _compose_hydra("site=night")
     monkeypatch.delenv("GENSYN_CONFIG_DIR")
@@ -94,7 +94,7 @@ def test_site_keys_change_no_run_hash(site_dir: Path, monkeypatch: pytest.Monkey
 def test_help_names_the_command_it_was_run_as(
     site_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gensyn import help as gensyn_help
+    from gensyn.app import help as gensyn_help
 
     monkeypatch.setattr(sys, "argv", ["/venv/bin/gensyn", "--help"])
     text = gensyn_help.usage_text()
@@ -109,7 +109,7 @@ def test_help_names_the_command_it_was_run_as(
 def test_docs_url_matches_the_project_urls() -> None:
     import tomllib
 
-    from gensyn.help import DOCS_URL
+    from gensyn.app.help import DOCS_URL
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["urls"]["Documentation"] == DOCS_URL

@@ -23,8 +23,8 @@ from slurm_helpers import (
     wait_for,
 )
 
-from gensyn import io
-from gensyn.runs import DONE, run_dir
+from gensyn.base import io
+from gensyn.core.runs import DONE, run_dir
 
 pytestmark = pytest.mark.slow
 TINY = ["stage=classify", "profile=tiny", "logger=none"]
@@ -34,7 +34,7 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=20"]
 @pytest.fixture(scope="module")
 def slurm_cluster(in_ci: bool) -> None:
     require_cluster(in_ci)
-    from gensyn.registry import load_stages
+    from gensyn.core.registry import load_stages
 
     if "classify" not in load_stages():
         pytest.skip("stage=classify is not registered yet")

@@ -1,4 +1,4 @@
-"""gensyn.preemption with real signals sent to this process (no SLURM needed).
+"""gensyn.base.preemption with real signals sent to this process (no SLURM needed).
 
 ``requeue_now`` stands for submitit's checkpoint-and-requeue handler; here it records the
 call instead of requeueing (there is no job to requeue), which is all the module decides.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gensyn import preemption
+from gensyn.base import preemption
 
 
 @pytest.fixture

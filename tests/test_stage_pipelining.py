@@ -1,6 +1,6 @@
 """Pipelined stages: loaders ahead, writers behind, same output; time breakdown in the summary.
 
-The ordered pipeline helpers of gensyn.pipeline_io; stage=drr with loader/writer threads gives
+The ordered pipeline helpers of gensyn.base.pipeline_io; stage=drr with loader/writer threads gives
 the same bytes as the sequential path and still lists an unreadable CT; stage=predict lists an
 unreadable test image and predicts the others.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gensyn import io
-from gensyn.pipeline_io import (
+from gensyn.base import io
+from gensyn.base.pipeline_io import (
     TIME_PARTS,
     BackgroundWriter,
     InOrderSlots,
@@ -228,7 +228,7 @@ def _convert_dir(folder: Path, n_cts: int, broken: int | None = None) -> Path:
 
 
 def _run_drr(cfg, out_dir: Path, convert_dir: Path):  # type: ignore[no-untyped-def]
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
     from gensyn.stages import drr
 
     ctx = RunContext(
@@ -291,7 +291,7 @@ def test_pipelined_drr_writes_the_same_bytes_as_the_sequential_path(compose, tmp
 
 
 def test_pipelined_drr_lists_a_ct_its_loader_cannot_read_and_renders_the_others(compose, tmp_path):
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
 
     convert = _convert_dir(tmp_path / "convert", 4, broken=1)
     out = tmp_path / "drr"
@@ -328,7 +328,7 @@ def _predict_inputs(compose, tmp_path, n_patients):
 
 def _predict(cfg, tmp_path, name):
     """``stage=predict`` into ``tmp_path/name`` on the inputs of :func:`_predict_inputs`."""
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
     from gensyn.stages import predict
 
     ctx = RunContext(

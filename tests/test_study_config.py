@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gensyn.errors import GensynError
-from gensyn.startup import check_config
+from gensyn.app.startup import check_config
+from gensyn.base.errors import GensynError
 
 
 def _job(launch: Callable[..., Any], *overrides: str) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def test_check_config_accepts_the_study_and_the_demo(compose: Callable[..., Any]
 
 def test_run_folders_hash_the_right_source(compose: Callable[..., Any]) -> None:
     """convert follows ct_dataset only; prepare_xrays follows dataset only."""
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     base = compose("experiment=thesis")
     other_ct = compose("experiment=thesis", "ct_dataset=lidc_idri")
@@ -132,7 +132,7 @@ def test_run_folders_hash_the_right_source(compose: Callable[..., Any]) -> None:
 
 
 def test_drr_hashes_the_seed_only_when_it_draws_noise(compose: Callable[..., Any]) -> None:
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     def h(*extra: str) -> str:
         cfg = compose("experiment=thesis", "profile=tiny", *extra)
@@ -162,7 +162,7 @@ def test_training_seeds_share_the_data_and_the_synthetic_images(
 ) -> None:
     """seed=0,1,2 (repeated cross-validation) share the hold-out, folds and, unless
     synthex_per_seed, the CycleGAN; only the classifiers differ. split_seed changes them all."""
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     def h(stage: str, *extra: str) -> str:
         cfg = compose("experiment=thesis", "profile=tiny", "sampling=synthex_5", *extra)

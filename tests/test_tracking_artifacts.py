@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from wandb_offline import wandb_records
 
-from gensyn import io
-from gensyn.errors import GensynError
-from gensyn.registry import _REGISTRY, stage
-from gensyn.runs import execute, run_dir
+from gensyn.base import io
+from gensyn.base.errors import GensynError
+from gensyn.core.registry import _REGISTRY, stage
+from gensyn.core.runs import execute, run_dir
 from gensyn.tracking.artifacts import (
     ARTIFACT_KINDS,
     artifact_kinds,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from wandb_offline import wandb_records
 
-from gensyn import io
-from gensyn.runs import run_dir
+from gensyn.base import io
+from gensyn.core.runs import run_dir
 from gensyn.tracking.report_table import TABLE_COLUMNS, TABLE_KEY, auc_rows
 from gensyn.tracking.run_labels import parse_overrides, run_labels
 

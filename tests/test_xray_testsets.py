@@ -11,7 +11,7 @@ import pytest
 from data_fakes import write_chestxray14_tree, write_padchest_tree
 from test_classify_splits import LABELS, _table
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.data import splits
 
 
@@ -87,7 +87,7 @@ def test_predict_row_selection() -> None:
 
 
 def test_configs_and_hash(compose) -> None:
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     pc = compose("dataset=padchest")
     assert pc.dataset.xray.test_fraction == 0.3 and pc.dataset.xray.split_source == "holdout"
@@ -115,9 +115,9 @@ def _write_nih_lists(raw: Path, rows: pd.DataFrame) -> tuple[set[str], str]:
 
 
 def test_chestxray14_official_lists_are_honoured(compose, gensyn_root: Path) -> None:
-    from gensyn.errors import GensynError
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute
+    from gensyn.base.errors import GensynError
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute
 
     load_stages()
     raw = gensyn_root / "data" / "chestxray14" / "raw"
@@ -141,7 +141,7 @@ def test_chestxray14_official_lists_are_honoured(compose, gensyn_root: Path) -> 
 def test_predict_padchest_with_chestxray14_external(compose, launch, gensyn_root: Path) -> None:
     """The issue's command on fakes: PadChest's 30% patient hold-out and all of ChestX-ray14's
     PA images (its official lists present, yet ignored: external_test=all)."""
-    from gensyn.runs import run_dir
+    from gensyn.core.runs import run_dir
     from gensyn.stages.predict import with_dataset
 
     data = gensyn_root / "data"
@@ -209,9 +209,9 @@ def _write_leaky_lists(raw: Path, rows: pd.DataFrame) -> list[str]:
 def test_patients_in_both_lists_block_training_only(compose, gensyn_root: Path) -> None:
     """The lists' leak is refused where the split is used (classify on ChestX-ray14), naming
     the data set and the list files; preparing it as an external test set still works."""
-    from gensyn.errors import GensynError
-    from gensyn.registry import load_stages
-    from gensyn.runs import execute
+    from gensyn.base.errors import GensynError
+    from gensyn.core.registry import load_stages
+    from gensyn.core.runs import execute
 
     load_stages()
     raw = gensyn_root / "data" / "chestxray14" / "raw"
@@ -232,7 +232,7 @@ def test_patients_in_both_lists_block_training_only(compose, gensyn_root: Path) 
 
 
 def test_official_lists_enter_the_prepare_hash(compose, gensyn_root: Path) -> None:
-    from gensyn.runs import stage_hash
+    from gensyn.core.runs import stage_hash
 
     raw = gensyn_root / "data" / "chestxray14" / "raw"
     raw.mkdir(parents=True)
@@ -259,8 +259,8 @@ def test_official_lists_enter_the_prepare_hash(compose, gensyn_root: Path) -> No
 
 
 def test_external_set_settings_from_the_command_line(compose, gensyn_root: Path) -> None:
-    from gensyn.cli import check_overrides
-    from gensyn.runs import stage_hash
+    from gensyn.app.cli import check_overrides
+    from gensyn.core.runs import stage_hash
     from gensyn.stages.predict import with_dataset
 
     base = compose("experiment=thesis")
@@ -275,7 +275,7 @@ def test_external_set_settings_from_the_command_line(compose, gensyn_root: Path)
     hashes = {stage_hash(c, "predict") for c in (base, moved, rows)}
     assert len(hashes) == 3  # each setting changes the predictions' run
     # without the external set, predict's hash is what it always was (no inputs entry)
-    assert "inputs" not in __import__("gensyn.runs").runs.stage_identity(
+    assert "inputs" not in __import__("gensyn.core.runs").runs.stage_identity(
         compose("experiment=thesis", "report.test_datasets=[]"), "predict"
     )
     with pytest.raises(SystemExit):  # a misspelt key is refused before anything runs

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import PIL
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.io import decode_png
+from gensyn.base.processes import init_worker
 from gensyn.classify.data import AUTO_PROCESS_WORKERS, load_image
-from gensyn.io import decode_png
-from gensyn.processes import init_worker
 
 log = logging.getLogger(__name__)
 

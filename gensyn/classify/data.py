@@ -35,9 +35,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from gensyn.base.io import decode_png
+from gensyn.base.processes import init_worker
 from gensyn.classify.settings import DecodeMode, checked
-from gensyn.io import decode_png
-from gensyn.processes import init_worker
 
 
 class CachedImages(Protocol):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.classify.cache import DISK_MARGIN_BYTES, cache_key, cache_lock
 from gensyn.classify.data import BatchStream
 from gensyn.classify.predict import padded_batches

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gensyn.base.errors import GensynError
 from gensyn.classify.keras_env import keras
 from gensyn.classify.settings import ClassifierName, ClassifierSettings, checked, weights_file
-from gensyn.errors import GensynError
 from gensyn.study import FINDINGS
 
 log = logging.getLogger(__name__)

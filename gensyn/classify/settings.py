@@ -8,7 +8,7 @@ DenseNet121 no-top weights file (``~`` is expanded). Names that must come from a
 are Enums, so a misspelling fails when the config is composed; :func:`checked` holds a plain
 string to the same Enum. The ``classifier`` config group's schema
 (:class:`gensyn.config.classifier.ClassifierConfig`) is this class, so each field is
-declared here only; fields declared :func:`~gensyn.bounds.unhashed` change no result and are
+declared here only; fields declared :func:`~gensyn.base.bounds.unhashed` change no result and are
 left out of the run hashes.
 """
 
@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from gensyn.bounds import bounded, unhashed
+from gensyn.base.bounds import bounded, unhashed
 
 __all__ = [
     "ClassWeighting",

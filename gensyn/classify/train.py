@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.classify.data import BatchStream, RealEpochsStream
 from gensyn.classify.features import FeatureCacheSettings, FeatureStream, use_feature_cache
 from gensyn.classify.keras_env import keras

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from gensyn.bounds import bounded, unhashed
+from gensyn.base.bounds import bounded, unhashed
 from gensyn.config.carm_pose import CarmPoseConfig
 from gensyn.config.classifier import ClassifierConfig
 from gensyn.config.dataset import FINDINGS, CtDatasetConfig, DatasetConfig
@@ -106,9 +106,9 @@ def register_configs() -> None:
     from gensyn.config.launcher import register_launcher_configs
 
     register_launcher_configs()  # hydra/launcher=slurm
-    from gensyn.help import register_help_resolver
+    from gensyn.app.help import register_help_resolver
 
     register_help_resolver()  # hydra.help.template: `python launch.py --help`
-    from gensyn.hydra_folders import register_launch_id_resolver
+    from gensyn.app.hydra_folders import register_launch_id_resolver
 
     register_launch_id_resolver()  # hydra.run.dir: <time>_<pid>, one folder per launch

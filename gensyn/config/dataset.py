@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import II
 
-from gensyn.bounds import bounded, unhashed
+from gensyn.base.bounds import bounded, unhashed
 from gensyn.data.ct.readers import NpzOptions
 from gensyn.data.splits import SplitSource
 from gensyn.data.xray.prep import PrepOptions

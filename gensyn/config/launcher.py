@@ -3,7 +3,7 @@
 Every field of hydra-submitit-launcher's ``SlurmQueueConf`` is available (partition,
 gpus_per_node, cpus_per_task, mem_gb, timeout_min, array_parallelism, account, qos,
 additional_parameters for any other ``#SBATCH`` option, setup lines run before the job ...);
-the fields below are GENSYN's additions, handled by :class:`gensyn.launcher.SlurmLauncher`.
+the fields below are GENSYN's additions, handled by :class:`gensyn.app.launcher.SlurmLauncher`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class GensynSlurmConf(SlurmQueueConf):
     # Do not submit jobs whose run folder is already DONE (they would only find it done).
     skip_done: bool = True
     # After SLURM's pre-emption/time-out signal, how long a stage that checkpoints at safe
-    # points (gensyn.preemption.checkpoint_point) gets to reach one before the job is
+    # points (gensyn.base.preemption.checkpoint_point) gets to reach one before the job is
     # checkpointed and requeued at once (it then resumes from its last saved checkpoint).
     checkpoint_grace_s: int = 60
 

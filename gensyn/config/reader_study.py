@@ -9,7 +9,7 @@ allowed values are the reader package's enums.
 
 from dataclasses import dataclass, field
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 from gensyn.reader.analyze import UncertainAs
 from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 from gensyn.config.dataset import DatasetConfig
 from gensyn.report.multiplicity import PrimaryComparison
 from gensyn.study import THESIS_ARMS

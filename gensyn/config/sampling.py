@@ -10,7 +10,7 @@ another arm. The options ``sampling=drr_5`` etc. are the thesis grid's arms by n
 from dataclasses import dataclass
 from enum import Enum
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 
 class SyntheticSource(Enum):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
 
 SPLIT_COLUMNS = ("image_id", "patient_id", "fold")
 HOLDOUT_COLUMNS = ("image_id", "patient_id", "split")

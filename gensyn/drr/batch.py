@@ -12,7 +12,7 @@ files are (resume marker); a volume that cannot be read is returned as a failure
 others render. Files are written atomically without an fsync each (the disk's fsync rate, not the encoder,
 set the pace: 881 files/s on 16 threads of an H100 host, 276 on one) and made durable
 together by one ``os.sync()`` at the end (timed as ``sync``); a resumed run checks each PNG of
-a marked CT (:func:`gensyn.io.png_complete`), so one cut by a machine crash is rendered again.
+a marked CT (:func:`gensyn.base.io.png_complete`), so one cut by a machine crash is rendered again.
 Poisson noise is seeded per (seed, CT, view) (:func:`gensyn.drr.render.view_noise_seed`).
 """
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gensyn.base.pipeline_io import InOrderSlots, StageTimer
 from gensyn.drr.renderers import Renderer, renderer_for
 from gensyn.drr.settings import ProjectorSettings
-from gensyn.pipeline_io import InOrderSlots, StageTimer
 
 __all__ = ["DEVICE_PREFETCH_CTS", "CtJob", "render_cts", "render_views"]
 
@@ -71,7 +71,7 @@ def _loader(
     and build the material density volumes its views need."""
     import numpy as np
 
-    from gensyn.io import read_nifti
+    from gensyn.base.io import read_nifti
 
     s = settings
 
@@ -123,7 +123,7 @@ def _refuse_degenerate(job: CtJob, views: list[Any], drrs: Any, images: Any) -> 
     whose image is constant (nothing of this CT is written then)."""
     import numpy as np
 
-    from gensyn.degenerate import DegenerateOutputError, degenerate_reason
+    from gensyn.base.degenerate import DegenerateOutputError, degenerate_reason
 
     # one reduction a batch where the DRRs lie, one over the batch's images on the host; the
     # per-view reasons only when one fails
@@ -148,7 +148,7 @@ def _write_view(
     the float .npy; both atomically, without an fsync (:func:`render_cts` syncs once)."""
     import numpy as np
 
-    from gensyn.io import atomic_write, write_image
+    from gensyn.base.io import atomic_write, write_image
 
     with timer.time("write"):
         write_image(png, image, level, durable=False)
@@ -171,9 +171,9 @@ def render_cts(
     Returns (DRRs rendered, unreadable CTs as ct_id/file/reason)."""
     import os
 
-    from gensyn import preemption
-    from gensyn.io import write_json
-    from gensyn.pipeline_io import BackgroundWriter, ordered_map
+    from gensyn.base import preemption
+    from gensyn.base.io import write_json
+    from gensyn.base.pipeline_io import BackgroundWriter, ordered_map
 
     p = settings
     workers = max(0, int(workers))

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from gensyn.bounds import bounded, check_instance, unhashed
+from gensyn.base.bounds import bounded, check_instance, unhashed
+from gensyn.base.errors import GensynError
 from gensyn.drr.geometry import (
     CarmGeometry,
     CarmPose,
@@ -51,7 +52,6 @@ from gensyn.drr.geometry import (
     volume_center_world,
 )
 from gensyn.drr.physics import PhysicsConfig, density_from_hu, material_masks
-from gensyn.errors import GensynError
 
 __all__ = [
     "DEEPDRR_MATERIALS",

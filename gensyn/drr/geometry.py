@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 __all__ = [
     "GEOMETRY_PRESETS",

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 from gensyn.drr.spectra import spekpy_spectrum
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 from gensyn.drr.geometry import CarmPose
 
 __all__ = ["PoseMode", "PoseSettings", "View", "pose_set"]

@@ -342,7 +342,7 @@ def to_image(
     ``low``/``high`` default to the image's ``percentiles``. For ``-ln(I/I0)`` DRRs
     (``output=line_integral``) bone is bright, as on a radiograph.
     """
-    from gensyn.io import to_uint
+    from gensyn.base.io import to_uint
 
     return to_uint(window_level(drr, low, high, tuple(percentiles)), bit_depth, 0.0, 1.0)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gensyn.bounds import bounded, check_instance, unhashed
+from gensyn.base.bounds import bounded, check_instance, unhashed
 from gensyn.drr.deepdrr_adapter import DeepDrrSettings, DeepDrrSpectrum
 from gensyn.drr.geometry import GeometrySettings
 from gensyn.drr.physics import PhysicsSettings

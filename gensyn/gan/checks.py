@@ -128,7 +128,7 @@ def image_grid(
                 tile = np.asarray(Image.fromarray(tile).resize((w, h), Image.Resampling.BILINEAR))
             y, x = pad_px + i * (h + pad_px), pad_px + j * (w + pad_px)
             grid[y : y + h, x : x + w] = tile
-    from gensyn.io import with_column_titles
+    from gensyn.base.io import with_column_titles
 
     return with_column_titles(grid, titles)
 
@@ -142,7 +142,7 @@ def plot_histograms(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gensyn.io import atomic_write
+    from gensyn.base.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     for name, hist in histograms.items():

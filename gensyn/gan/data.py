@@ -1,6 +1,6 @@
 """Unpaired image domains for CycleGAN training and image lists for translation.
 
-Images are PNG files (8- or 16-bit grey, or 8-bit RGB) read with :func:`gensyn.io.read_image`
+Images are PNG files (8- or 16-bit grey, or 8-bit RGB) read with :func:`gensyn.base.io.read_image`
 and turned into float tensors (C, H, W) in [-1, 1] (0 → -1, full scale → +1).
 
 Training augmentation follows the reference recipe: resize to ``load_size``² (bicubic),
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from gensyn.io import read_image
+from gensyn.base.io import read_image
 
 _PLAN_SALT = 0x5EED_6A11
 

@@ -113,7 +113,7 @@ def read_upstream_table(
     folder: str | os.PathLike[str], names: tuple[str, ...], what: str
 ) -> pd.DataFrame:
     """Read the first of ``names`` in ``folder`` with paths made absolute (relative to it)."""
-    from gensyn.io import read_table
+    from gensyn.base.io import read_table
 
     folder = Path(folder)
     for name in names:

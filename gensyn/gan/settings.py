@@ -11,7 +11,7 @@ is this class plus the group's ``name``, so each field is declared here only.
 
 from dataclasses import dataclass
 
-from gensyn.bounds import bounded, unhashed
+from gensyn.base.bounds import bounded, unhashed
 
 __all__ = ["CycleGANSettings"]
 

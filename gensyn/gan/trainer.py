@@ -2,7 +2,7 @@
 
 A checkpoint (``checkpoint.pt``, written atomically) is saved at the end of every epoch and
 on pre-emption (SIGTERM outside SLURM; inside a SLURM job the launcher's signal handlers
-and :func:`gensyn.preemption.checkpoint_point`, called after every iteration): networks,
+and :func:`gensyn.base.preemption.checkpoint_point`, called after every iteration): networks,
 optimisers, LR schedulers,
 image pools, epoch, position in the epoch, loss sums and the RNG states of python, numpy,
 torch and CUDA. Because every random choice of the data pipeline is a function of
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from gensyn import preemption
-from gensyn.errors import GensynError
+from gensyn.base import preemption
+from gensyn.base.errors import GensynError
+from gensyn.base.io import atomic_write
 from gensyn.gan.data import UnpairedDataset
 from gensyn.gan.model import LOSS_NAMES, CycleGAN
 from gensyn.gan.settings import CycleGANSettings
-from gensyn.io import atomic_write
 
 log = logging.getLogger(__name__)
 

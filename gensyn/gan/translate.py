@@ -5,9 +5,9 @@ back, so outputs always have the size of their inputs. Inputs are decoded by ``n
 loader processes ahead of the GPU; on CUDA each batch is converted to uint8 on the GPU and
 copied back asynchronously while the next batch is already queued, so the GPU does not wait
 for the host between batches; outputs are 8-bit PNGs encoded and written by a thread pool
-(:class:`gensyn.pipeline_io.BackgroundWriter`); files that already exist are skipped, so an
+(:class:`gensyn.base.pipeline_io.BackgroundWriter`); files that already exist are skipped, so an
 interrupted translation resumes where it stopped (writes are atomic). A
-:class:`~gensyn.pipeline_io.StageTimer` gets the seconds spent decoding (``read``), queueing
+:class:`~gensyn.base.pipeline_io.StageTimer` gets the seconds spent decoding (``read``), queueing
 or (off CUDA) running the translation (``compute``), the GPU's own time (``gpu``, from CUDA
 events), encoding + writing (``write``) and the main thread's waits (``wait_input``,
 ``wait_gpu``, ``wait_output``) and hand-over to the writers (``hand_over``).
@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from gensyn.degenerate import DegenerateOutputError
+from gensyn.base.degenerate import DegenerateOutputError
+from gensyn.base.io import png_complete, write_image
+from gensyn.base.pipeline_io import BackgroundWriter, StageTimer, frozen_heap
 from gensyn.gan.data import (
     ImageListDataset,
     collate_same_size,
@@ -35,8 +37,6 @@ from gensyn.gan.data import (
     uint8_images,
 )
 from gensyn.gan.networks import InferenceGenerator, ResnetGenerator, build_generator
-from gensyn.io import png_complete, write_image
-from gensyn.pipeline_io import BackgroundWriter, StageTimer, frozen_heap
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from gensyn import io
-from gensyn.errors import GensynError
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.reader.labelstudio import LabelStudioError
 from gensyn.reader.serve import fetch_answers
 from gensyn.reader.settings import ServerSettings

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gensyn.bounds import bounded, check_instance
+from gensyn.base.bounds import bounded, check_instance
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,8 +18,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from gensyn import io
-from gensyn.bounds import bounded, check_instance
+from gensyn.base import io
+from gensyn.base.bounds import bounded, check_instance
 
 
 class Framing(StrEnum):

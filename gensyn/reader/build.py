@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.reader.audit import AuditParams, audit_sources, failure_message, feature_table
 from gensyn.reader.blinding import (
     BlindingParams,

@@ -29,7 +29,7 @@ from typing import Any
 
 import requests
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 DEFAULT_VENV = ".venv-reader"
 HEALTH_PATH = "/health"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.reader.analyze import INTERVALS, VERDICTS, StudyResults
 
 TRUTH_COLOURS = {"real": "#4C72B0", "fake": "#DD8452"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gensyn.bounds import bounded
+from gensyn.base.bounds import bounded
 
 __all__ = ["ServerMode", "ServerSettings"]
 

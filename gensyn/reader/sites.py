@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from gensyn import io
-from gensyn.errors import GensynError
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.reader.analyze import ANSWER_COLUMNS
 from gensyn.reader.labelstudio import (
     LabelStudioClient,

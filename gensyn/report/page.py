@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gensyn import io
+from gensyn.base import io
 
 
 def _fmt(value: Any) -> str:

@@ -330,7 +330,7 @@ def plot_delta_heatmap(
 
 
 def _save(fig, path: str | os.PathLike[str], plt) -> Path:  # type: ignore[no-untyped-def]
-    from gensyn import io
+    from gensyn.base import io
 
     with io.atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -279,7 +279,7 @@ def write_report(
     pairs) are shown after the notes; ``lead`` builds blocks from the summary table (all
     test sets) that go first, right after the notes (e.g. a sweep's comparison). Returns the page path and the long summary table.
     """
-    from gensyn import io
+    from gensyn.base import io
     from gensyn.report.page import Page
 
     out_dir = Path(out_dir)

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from gensyn.base.errors import GensynError
+from gensyn.base.io import unwritable_reason, write_table
+from gensyn.core.runs import stage_hash
 from gensyn.data.phantom.demo import DemoSpec
 from gensyn.data.splits import load_or_make_folds
-from gensyn.errors import GensynError
-from gensyn.io import unwritable_reason, write_table
-from gensyn.runs import stage_hash
 
 if TYPE_CHECKING:
     from gensyn.classify.features import FeatureCacheSettings  # heavy: keras, jax
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 #: stage that provides the synthetic images of each sampling source
 SYNTHETIC_STAGE = {"drr": "drr", "synthex": "gan_translate"}

@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from gensyn import io
-from gensyn.registry import stage
+from gensyn.base import io
+from gensyn.core.registry import stage
 from gensyn.report.page import Page
 from gensyn.tracking.carbon_logs import assumptions, collect, sig_figs, summarise
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 @stage(

@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gensyn import io, preemption
+from gensyn.base import io, preemption
+from gensyn.base.devices import jax_device
+from gensyn.base.errors import GensynError
 from gensyn.classify import data as classify_data  # as a module: tests replace its checks
 from gensyn.classify import sampling
 from gensyn.classify.cache import cache_report, describe, open_existing, open_or_build
 from gensyn.classify.settings import ClassifierSettings
 from gensyn.config.settings import to_settings
+from gensyn.core.registry import stage
 from gensyn.data.splits import leaking_patients
-from gensyn.devices import jax_device
-from gensyn.errors import GensynError
-from gensyn.registry import stage
 from gensyn.stages._shared import (
     SYNTHETIC_STAGE,
     cache_folder,
@@ -67,7 +67,7 @@ from gensyn.stages._shared import (
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _train(cfg, ctx, train, val, findings, caches, features):  # type: ignore[no
 
 
 def _after_epoch(ctx, epoch, metrics):  # type: ignore[no-untyped-def]
-    """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.preemption)."""
+    """Log the epoch; its checkpoint is saved, so stop here if SLURM asked (gensyn.base.preemption)."""
     ctx.log_metrics(metrics, step=epoch)
     preemption.checkpoint_point()
 

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.config.settings import to_settings
+from gensyn.core.registry import stage
 from gensyn.data.ct.convert import (
     FORMATS,
     NpzOptions,
@@ -28,14 +30,12 @@ from gensyn.data.ct.convert import (
 )
 from gensyn.data.ct.labels import attach_ct_labels, read_ct_label_tables
 from gensyn.data.phantom import demo
-from gensyn.errors import GensynError
-from gensyn.registry import stage
 from gensyn.stages._shared import run_demo
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

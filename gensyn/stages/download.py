@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.errors import GensynError
+from gensyn.core.registry import stage
 from gensyn.data.ct.convert import discover_sources
-from gensyn.errors import GensynError
-from gensyn.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

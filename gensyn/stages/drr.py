@@ -18,7 +18,7 @@ writer threads (at most ``num_workers``) encode and write the images (atomically
 fsync each; one ``os.sync()`` at the end, timed as ``time_sync_s``); ``num_workers=0`` does
 everything in sequence on one thread. The output
 is the same byte for byte. The summary holds the time breakdown (``time_read_s`` ... ``time_wall_s``) and
-``drrs_per_s`` / ``cts_per_s`` (gensyn.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
+``drrs_per_s`` / ``cts_per_s`` (gensyn.base.pipeline_io.StageTimer), ``time_to_first_ct_s`` (the
 pipeline's fill: the first CT read, prepared and rendered) and ``cts_per_s_after_first`` (the
 CTs after the first over the time after it: the rate a long run approaches).
 """
@@ -32,27 +32,27 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from gensyn.base.degenerate import DegenerateOutputError
+from gensyn.base.devices import torch_device
+from gensyn.base.errors import GensynError
+from gensyn.base.io import png_complete, read_json, read_table, write_table
+from gensyn.base.pipeline_io import StageTimer
 from gensyn.classify.sampling import ct_findings
-from gensyn.confdir import rerun_command
 from gensyn.config import FINDINGS
 from gensyn.config.settings import to_settings
-from gensyn.degenerate import DegenerateOutputError
-from gensyn.devices import torch_device
+from gensyn.core.confdir import rerun_command
+from gensyn.core.registry import stage
 from gensyn.drr import PhysicsConfig, PoseSettings, pose_set
 from gensyn.drr.batch import CtJob, render_cts
 from gensyn.drr.geometry import CarmGeometry, GeometrySettings
 from gensyn.drr.physics import spectrum_table
 from gensyn.drr.settings import ProjectorSettings
-from gensyn.errors import GensynError
-from gensyn.io import png_complete, read_json, read_table, write_table
-from gensyn.pipeline_io import StageTimer
-from gensyn.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from gensyn import io
+from gensyn.base import io
 from gensyn.classify.sampling import ct_findings, resolve_paths
 from gensyn.config import FINDINGS
-from gensyn.registry import stage
+from gensyn.core.registry import stage
 from gensyn.stages._shared import option_str, real_folds
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -15,22 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gensyn import io
-from gensyn.bounds import hashed_field_names
+from gensyn.base import io
+from gensyn.base.bounds import hashed_field_names
+from gensyn.base.devices import torch_device
 from gensyn.config.generator import GeneratorConfig
 from gensyn.config.settings import to_settings
-from gensyn.devices import torch_device
+from gensyn.core.registry import stage
 from gensyn.gan import checks
 from gensyn.gan.domains import domain_paths
 from gensyn.gan.settings import CycleGANSettings
-from gensyn.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from gensyn.core.run_context import RunContext
     from gensyn.gan.trainer import CycleGANTrainer
-    from gensyn.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gensyn import io
-from gensyn.degenerate import DegenerateOutputError
-from gensyn.devices import torch_device
-from gensyn.errors import GensynError
+from gensyn.base import io
+from gensyn.base.degenerate import DegenerateOutputError
+from gensyn.base.devices import torch_device
+from gensyn.base.errors import GensynError
+from gensyn.base.pipeline_io import StageTimer
+from gensyn.core.registry import stage
 from gensyn.gan import checks
 from gensyn.gan.domains import DRR_MANIFESTS, read_upstream_table
-from gensyn.pipeline_io import StageTimer
-from gensyn.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     sources = manifest["path"].astype(str).tolist()
     outputs = [synthex_path(src, i, drr_dir) for i, src in enumerate(sources)]
     out_paths = [str(ctx.out_dir / p) for p in outputs]
-    timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.pipeline_io
+    timer = StageTimer()  # decoding and writing overlap the GPU: see gensyn.base.pipeline_io
     compile_report: dict[str, Any] = {}
     g = cfg.generator
     try:

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from gensyn import io
-from gensyn.confdir import CONF_DIR
-from gensyn.errors import GensynError
-from gensyn.registry import load_stages, stage
+from gensyn.base import io
+from gensyn.base.errors import GensynError
+from gensyn.core.confdir import CONF_DIR
+from gensyn.core.registry import load_stages, stage
+from gensyn.core.runs import execute, with_overrides
 from gensyn.report.front import add_front_page, domain_gap_note
 from gensyn.report.glossary import summary_meaning
 from gensyn.report.page import Page
-from gensyn.runs import execute, with_overrides
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -46,18 +46,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.degenerate import degenerate_reason
+from gensyn.base.devices import jax_device
+from gensyn.base.errors import GensynError
+from gensyn.base.pipeline_io import StageTimer
 from gensyn.classify import data as classify_data  # as a module: tests replace its checks
 from gensyn.classify import sampling
 from gensyn.classify.cache import cache_report, describe, open_existing
-from gensyn.confdir import CONF_DIR
 from gensyn.config.dataset import DatasetConfig
-from gensyn.degenerate import degenerate_reason
-from gensyn.devices import jax_device
-from gensyn.errors import GensynError
-from gensyn.pipeline_io import StageTimer
-from gensyn.registry import stage
-from gensyn.runs import execute, stage_hash
+from gensyn.core.confdir import CONF_DIR
+from gensyn.core.registry import stage
+from gensyn.core.runs import execute, stage_hash
 from gensyn.stages._shared import (
     cache_folder,
     feature_settings,
@@ -68,7 +68,7 @@ from gensyn.stages._shared import (
 )
 
 if TYPE_CHECKING:
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -22,22 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gensyn import io
-from gensyn.bounds import hashed_field_names
+from gensyn.base import io
+from gensyn.base.bounds import hashed_field_names
+from gensyn.base.errors import GensynError
 from gensyn.config.dataset import XrayConfig
 from gensyn.config.settings import to_settings
+from gensyn.core.registry import stage
 from gensyn.data import splits
 from gensyn.data.phantom import demo
 from gensyn.data.xray.labels import read_image_list, read_label_table
 from gensyn.data.xray.prep import PrepOptions, contact_sheet, locate_images, prepare_table
-from gensyn.errors import GensynError
-from gensyn.registry import stage
 from gensyn.stages._shared import run_demo, write_left_out
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

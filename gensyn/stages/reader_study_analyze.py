@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.core.registry import stage
 from gensyn.reader.analyze import analyze
 from gensyn.reader.report import write_report
-from gensyn.registry import stage
 
 if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 def _upstream(cfg: DictConfig) -> list[str]:

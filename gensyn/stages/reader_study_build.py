@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.config.settings import to_settings
-from gensyn.errors import GensynError
+from gensyn.core.registry import load_stages, stage
 from gensyn.reader.audit import AuditParams
 from gensyn.reader.blinding import BlindingParams
 from gensyn.reader.build import Source, build_study
-from gensyn.registry import load_stages, stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 def _upstream(cfg: DictConfig) -> list[str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gensyn import io
-from gensyn.registry import stage
+from gensyn.base import io
+from gensyn.core.registry import stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.runs import RunContext
+    from gensyn.core.runs import RunContext
 
 
 @stage(

@@ -35,11 +35,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.classify.sampling import arm_name, parse_arm
 from gensyn.config.report import ReportConfig
-from gensyn.errors import GensynError
-from gensyn.registry import stage
+from gensyn.core.registry import stage
+from gensyn.core.runs import execute, is_done, run_dir, stage_hash, with_overrides
 from gensyn.report import plots
 from gensyn.report.exposure import EXPOSURE_CAPTION, exposure_table
 from gensyn.report.multiplicity import PrimaryComparison
@@ -52,12 +53,11 @@ from gensyn.report.sweep import (
     short_names,
     varied_keys,
 )
-from gensyn.runs import execute, is_done, run_dir, stage_hash, with_overrides
 from gensyn.stages._shared import source_of
 from gensyn.tracking.report_table import log_report
 
 if TYPE_CHECKING:
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

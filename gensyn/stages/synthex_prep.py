@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gensyn import io
+from gensyn.base import io
+from gensyn.core.registry import stage
 from gensyn.gan.domains import (
     DRR_MANIFESTS,
     XRAY_TABLES,
     read_upstream_table,
     select_domains,
 )
-from gensyn.registry import stage
 from gensyn.stages._shared import synthetic_seed, synthetic_seed_key
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 
 @stage(

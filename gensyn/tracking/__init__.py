@@ -2,11 +2,11 @@
 
 Every stage runs inside :func:`tracking`, which starts the configured W&B run (or none) and
 the carbontracker monitor, hands the tracker to the stage's
-:class:`~gensyn.run_context.RunContext` and closes both however the stage ends; a stage that
+:class:`~gensyn.core.run_context.RunContext` and closes both however the stage ends; a stage that
 succeeds has its checkpoints and report logged as W&B artifacts when ``logger.artifacts``
 asks for them (:mod:`gensyn.tracking.artifacts`). Tracking never stops a stage: a tracker
 that fails to start is reported once and replaced by a no-op. Tracking knows a run only by
-its plain facts (:class:`~gensyn.run_context.RunContext`), never by :mod:`gensyn.runs`.
+its plain facts (:class:`~gensyn.core.run_context.RunContext`), never by :mod:`gensyn.core.runs`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gensyn.tracking.wandb_tracker import NullTracker, Tracker, WandbTracker
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 ARTIFACT_KINDS = ("checkpoints", "report")
 #: The W&B artifact type of each kind.

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 #: The W&B key of the table and its columns.
 TABLE_KEY = "auc_by_model"

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from gensyn.run_context import METRICS_FILE
+from gensyn.core.run_context import METRICS_FILE
 from gensyn.tracking.run_labels import run_labels
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class WandbTracker(Tracker):
         return sent
 
     def _mark(self, step: int | None) -> None:
-        from gensyn import io
+        from gensyn.base import io
 
         assert self._out_dir is not None
         io.write_json(self._out_dir / DELIVERED_FILE, {"rows": self._delivered, "last_step": step})

@@ -1,6 +1,6 @@
-"""The launcher class Hydra instantiates for ``hydra/launcher=local`` (see gensyn.local_launcher)."""
+"""The launcher class Hydra instantiates for ``hydra/launcher=local`` (see gensyn.app.local_launcher)."""
 
-from gensyn.local_launcher import LocalLauncher
+from gensyn.app.local_launcher import LocalLauncher
 
 
 class GensynLocalLauncher(LocalLauncher):

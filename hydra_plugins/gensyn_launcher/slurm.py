@@ -1,7 +1,7 @@
-"""The launcher class Hydra instantiates for ``hydra/launcher=slurm`` (see gensyn.launcher)."""
+"""The launcher class Hydra instantiates for ``hydra/launcher=slurm`` (see gensyn.app.launcher)."""
 
-from gensyn.launcher import SlurmLauncher
+from gensyn.app.launcher import SlurmLauncher
 
 
 class GensynSlurmLauncher(SlurmLauncher):
-    """hydra-submitit-launcher's SLURM launcher with GENSYN's additions (gensyn.launcher)."""
+    """hydra-submitit-launcher's SLURM launcher with GENSYN's additions (gensyn.app.launcher)."""

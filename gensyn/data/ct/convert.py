@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gensyn.base.processes import init_worker
 from gensyn.data.ct.readers import (
     NON_DICOM_SUFFIXES,
     ConversionError,
@@ -34,7 +35,6 @@ from gensyn.data.ct.readers import (
     read_npz_volume,
     read_nrrd_volume,
 )
-from gensyn.processes import init_worker
 
 __all__ = [
     "ConversionError",
@@ -110,7 +110,7 @@ def convert_volume(
     suffix: str = ".nii.gz",
 ) -> dict[str, Any]:
     """Convert one volume to ``out_dir/<volume_id><suffix>`` (atomic) and return its validation row."""
-    from gensyn.io import write_nifti
+    from gensyn.base.io import write_nifti
 
     volume, affine = read_volume(source, npz)
     out = Path(out_dir) / f"{source.volume_id}{suffix}"

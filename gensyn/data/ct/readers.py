@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gensyn.bounds import bounded, check_instance
+from gensyn.base.bounds import bounded, check_instance
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 AXIS_CODES = {

@@ -121,7 +121,7 @@ def write_demo_cts(
     Returns the table: ``ct_id, patient_id, path`` (relative to ``out_dir``), the five labels
     as 0/1, ``labels`` (names joined by ``|``), ``patient_seed``, ``source``.
     """
-    from gensyn.io import write_table
+    from gensyn.base.io import write_table
 
     out = Path(out_dir)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def _make_xray(args: tuple[Path, int, DemoSpec, dict[str, bool]]) -> dict[str, A
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     params = sample_chain_params(rng)
     if not path.exists():
-        from gensyn.io import write_image
+        from gensyn.base.io import write_image
 
         ph = generate_phantom(seed, labels, spec.xray_shape_vox, spec.xray_spacing_mm)
         render_px = min(spec.xray_render_px, spec.xray_size_px)
@@ -201,7 +201,7 @@ def write_demo_xrays(
     five labels as 0/1, ``labels``, ``split`` (``train``/``test``, by patient, a seeded
     ``test_fraction``), ``source``, ``marker``, ``rotation_deg``.
     """
-    from gensyn.io import write_table
+    from gensyn.base.io import write_table
 
     if not 0.0 <= spec.test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {spec.test_fraction}")
@@ -259,7 +259,7 @@ def _run(fn: Any, jobs: list[Any], workers: int, cpu_s_per_job: float) -> list[A
 def _one_thread(parent_pid: int) -> None:
     """Worker start-up: one BLAS/OpenMP thread per process (torch reads it when imported); the
     worker ends when its parent does (a killed convert leaves no workers behind)."""
-    from gensyn.processes import init_worker
+    from gensyn.base.processes import init_worker
 
     init_worker(parent_pid)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -302,8 +302,8 @@ def prepare_xrays(
     spec: DemoSpec, out_dir: str | os.PathLike[str], workers: int = 1
 ) -> dict[str, Any]:
     """``stage=prepare_xrays dataset=demo``: simulated radiographs, ``xrays.csv``, contact sheet."""
+    from gensyn.base.io import write_image
     from gensyn.data.xray.prep import contact_sheet
-    from gensyn.io import write_image
 
     table = write_demo_xrays(out_dir, spec, workers)
     paths = [str(Path(out_dir) / p) for p in table["path"][:16]]

@@ -21,8 +21,8 @@ def overview_figure(path: str | os.PathLike[str], seed: int = 0) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gensyn.base.io import atomic_write
     from gensyn.data.phantom.xray_sim import pa_line_integral, simulate_real_radiograph
-    from gensyn.io import atomic_write
 
     ct_labels = {"Effusion": True, "Cardiomegaly": True}
     ph = generate_phantom(patient_seed(seed, CT_GROUP, 0), ct_labels)
@@ -79,7 +79,7 @@ def ct_slices_figure(
     import matplotlib.pyplot as plt
     import nibabel as nib
 
-    from gensyn.io import atomic_write
+    from gensyn.base.io import atomic_write
 
     img = nib.as_closest_canonical(nib.load(nifti_path))  # RAS axis order
     hu = np.asarray(img.dataobj, dtype=np.float32)

@@ -246,7 +246,7 @@ def heart_volume_ml(phantom: Phantom) -> float:
 
 def save_phantom_nifti(phantom: Phantom, path: str | os.PathLike[str]) -> Path:
     """Write the HU volume as NIfTI (int16, RAS+ affine, qform/sform code 1) atomically."""
-    from gensyn.io import write_nifti
+    from gensyn.base.io import write_nifti
 
     return write_nifti(path, phantom.hu, phantom.affine)
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gensyn.bounds import bounded, check_instance
-from gensyn.processes import init_worker
+from gensyn.base.bounds import bounded, check_instance
+from gensyn.base.processes import init_worker
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -213,7 +213,7 @@ def window_limits(
 def prepare_image(job: PrepJob, options: PrepOptions) -> dict[str, Any]:
     """Prepare one image (see module docstring); returns its journal row. Never raises for a
     bad image: the row then has ``status = failed`` and the reason."""
-    from gensyn.io import to_uint, write_image
+    from gensyn.base.io import to_uint, write_image
 
     row: dict[str, Any] = {
         "image_id": job.image_id,
@@ -403,7 +403,7 @@ def contact_sheet(
     paths: list[str], tile_px: int = 128, columns: int = 4, title: str = ""
 ) -> np.ndarray:
     """A uint8 grid of up to ``columns``² prepared images (for reports), ``title`` above it."""
-    from gensyn.io import read_image
+    from gensyn.base.io import read_image
 
     paths = paths[: columns * columns]
     rows = max(1, -(-len(paths) // columns))
@@ -415,6 +415,6 @@ def contact_sheet(
         sheet[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px] = np.clip(
             img / top * 255, 0, 255
         ).astype(np.uint8)
-    from gensyn.io import with_column_titles
+    from gensyn.base.io import with_column_titles
 
     return with_column_titles(sheet, [title] if title else [])

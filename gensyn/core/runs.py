@@ -5,7 +5,7 @@ config values the stage declared (``config_keys``) plus the hashes of its upstre
 so the same config always finds the same folder, and a change upstream changes every
 folder downstream. Settings that never change results (worker counts, caches) or only
 describe this machine (interpreter paths, time-outs) are declared with
-:func:`gensyn.bounds.unhashed` on their schema field and left out of the hash wherever their
+:func:`gensyn.base.bounds.unhashed` on their schema field and left out of the hash wherever their
 group appears (the config's nodes carry their schema). A hashed path below one of the ``paths`` folders is hashed relative to that folder
 (``${paths.data_dir}/demo/raw``), so moving the data or the output root keeps every hash.
 """
@@ -32,13 +32,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gensyn import __version__, io
-from gensyn.bounds import unhashed_field_names
-from gensyn.errors import GensynError
-from gensyn.registry import Stage, get_stage
-from gensyn.run_context import METRICS_FILE, RunContext
+from gensyn import __version__
+from gensyn.base import io
+from gensyn.base.bounds import unhashed_field_names
+from gensyn.base.errors import GensynError
+from gensyn.core.registry import Stage, get_stage
+from gensyn.core.run_context import METRICS_FILE, RunContext
 
-__all__ = [  # RunContext and METRICS_FILE live in gensyn.run_context; named here as before
+__all__ = [  # RunContext and METRICS_FILE live in gensyn.core.run_context; named here as before
     "DONE",
     "METRICS_FILE",
     "RunContext",
@@ -71,7 +72,7 @@ def _schema(node: Any) -> type | None:
 
 
 def _unhashed_key(cfg: DictConfig, key: str) -> bool:
-    """Whether ``key``'s own schema field is declared :func:`~gensyn.bounds.unhashed`."""
+    """Whether ``key``'s own schema field is declared :func:`~gensyn.base.bounds.unhashed`."""
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     schema = _schema(parent)
@@ -87,7 +88,7 @@ def _select(cfg: DictConfig, key: str, anchors: list[tuple[str, str]]) -> Any:
     if _unhashed_key(cfg, key):
         raise KeyError(
             f"stage hashes config key {key!r}, which its schema declares unhashed "
-            "(gensyn.bounds.unhashed); leave it out of the stage's config_keys"
+            "(gensyn.base.bounds.unhashed); leave it out of the stage's config_keys"
         )
     if isinstance(value, DictConfig) or OmegaConf.is_list(value):
         plain = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
@@ -200,7 +201,7 @@ def is_done(path: Path) -> bool:
 def code_version() -> dict[str, Any]:
     """The package version and, inside a git checkout, the commit and whether it was dirty."""
     info: dict[str, Any] = {"gensyn": __version__}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding gensyn/core/
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

@@ -18,7 +18,7 @@ or, where saving is too costly to do at every safe point::
 
     preemption.checkpoint_point(save=lambda: save_checkpoint(ctx.out_dir, step))
 
-What happens on a signal (set up by :class:`gensyn.launcher.SlurmLauncher` in the job):
+What happens on a signal (set up by :class:`gensyn.app.launcher.SlurmLauncher` in the job):
 
 * ``USR2`` (time-out or pre-emption): the next :func:`checkpoint_point` saves and raises
   :class:`Preempted`; the launcher then requeues the job through submitit and exits. A stage

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gensyn.io import unwritable_reason
+from gensyn.base.io import unwritable_reason
 
 
 def _check(folder: str, key: str) -> None:

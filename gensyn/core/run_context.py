@@ -1,7 +1,7 @@
 """What a stage gets besides its config: :class:`RunContext`, the plain facts of one run.
 
 This module imports nothing from the rest of GENSYN (only the standard library and NumPy),
-so the registry, the run-folder helper (:mod:`gensyn.runs`) and the trackers
+so the registry, the run-folder helper (:mod:`gensyn.core.runs`) and the trackers
 (:mod:`gensyn.tracking`) can all name it without importing each other.
 """
 

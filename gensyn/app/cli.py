@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gensyn.confdir import CONF_DIR, rerun_command
+from gensyn.core.confdir import CONF_DIR, rerun_command
 
 __all__ = [
     "CONF_DIR",
@@ -213,7 +213,7 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _run(cfg: DictConfig) -> None:
-        from gensyn.main import run
+        from gensyn.app.main import run
 
         run(cfg)
 

@@ -8,7 +8,7 @@ A settings field is declared with :func:`bounded` instead of a bare default::
     )
 
 The :class:`Bounds` travel in the field's metadata; Hydra and OmegaConf ignore them, and the
-start-up check (:func:`gensyn.startup.check_bounds`) reads them from the schema. Every float
+start-up check (:func:`gensyn.app.startup.check_bounds`) reads them from the schema. Every float
 setting must be finite (NaN and infinities give garbage, not errors, deep inside a stage)
 unless its bounds say ``finite=False``. Bounds hold for a scalar or for each element of a
 list; ``length`` and ``order`` are about the list itself; ``above`` names a sibling field
@@ -21,7 +21,7 @@ interpreter's path, a time-out) is declared with :func:`unhashed`, with bounds o
     cache: str = unhashed("auto")  # decode-once image cache folder
 
 It is left out of every run hash, wherever its group sits in a hashed key
-(:func:`gensyn.runs.stage_identity` reads the mark from the schema); a stage that names
+(:func:`gensyn.core.runs.stage_identity` reads the mark from the schema); a stage that names
 such a key in its ``config_keys`` is an error. :func:`hashed_field_names` lists the fields
 of a schema that are hashed, for stages that hash a group field by field.
 """

@@ -1,6 +1,6 @@
 """Where GENSYN's configs live, and how to spell a command that reruns a stage.
 
-Shared by the command line (gensyn/cli.py) and the stages, so that no stage imports the CLI.
+Shared by the command line (gensyn/app/cli.py) and the stages, so that no stage imports the CLI.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 def _find_conf_dir() -> Path:
     """The config folder: ``gensyn/conf`` in an installed wheel, else the checkout's ``conf/``."""
-    packaged = Path(__file__).resolve().parent / "conf"  # pyproject maps conf/ there in a wheel
+    packaged = Path(__file__).resolve().parents[1] / "conf"  # pyproject maps conf/ there in a wheel
     if (packaged / "config.yaml").is_file():
         return packaged
-    return Path(__file__).resolve().parent.parent / "conf"
+    return Path(__file__).resolve().parents[2] / "conf"
 
 
 CONF_DIR = _find_conf_dir()

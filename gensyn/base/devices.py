@@ -12,7 +12,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ sweep to SLURM as one job array (submitit). On top of hydra-submitit-launcher's
   run next (:func:`sweep_summary`, shared with the local launcher);
 * runs jobs with the interpreter that runs ``launch.py`` (the project's .venv), or
   ``hydra.launcher.python``;
-* inside each job, turns SLURM's signals into checkpoint-and-requeue (:mod:`gensyn.preemption`).
+* inside each job, turns SLURM's signals into checkpoint-and-requeue (:mod:`gensyn.base.preemption`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from omegaconf import DictConfig
 
-from gensyn import preemption
-from gensyn.errors import GensynError
+from gensyn.base import preemption
+from gensyn.base.errors import GensynError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class PlannedJob:
 
 def plan_job(cfg: DictConfig, idx: int, overrides: list[str]) -> PlannedJob:
     """Where job ``idx`` (composed config ``cfg``) writes, and whether that run is DONE."""
-    from gensyn.registry import get_stage
-    from gensyn.runs import failed_items, is_done, run_dir
+    from gensyn.core.registry import get_stage
+    from gensyn.core.runs import failed_items, is_done, run_dir
 
     name = str(cfg.stage.name)
     spec = get_stage(name) if name != "list" else None
@@ -204,7 +204,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
     # ---- inside the job ------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """Run one sweep job on the node, with checkpoint-and-requeue on SLURM's signals."""
-        from gensyn.hydra_folders import register_launch_id_resolver
+        from gensyn.app.hydra_folders import register_launch_id_resolver
 
         register_launch_id_resolver()  # the job's config names it in hydra.run.dir
         requeue_now = _guarded(signal.getsignal(preemption.STOP_SIGNAL))

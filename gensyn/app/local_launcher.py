@@ -9,7 +9,7 @@ failed job in one table (its overrides, the first line of its error, its log fil
 exits with status 1. A crash's traceback goes to that job's log file, not to the console.
 Finished runs are DONE, so the same command again reruns only the failed jobs. Ctrl-C stops
 the sweep: the table then lists the failed jobs and the interrupted one, and says how many
-jobs did not start; the command exits with status 130 (gensyn.cli.exit_on_interrupt).
+jobs did not start; the command exits with status 130 (gensyn.app.cli.exit_on_interrupt).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hydra.core.utils import (
 from hydra.errors import CompactHydraException
 from omegaconf import open_dict
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def contained(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except SystemExit as exc:
             if exc.code in (0, None):
                 return None
-            # gensyn.main chains the GensynError it already logged
+            # gensyn.app.main chains the GensynError it already logged
             cause = exc.__cause__ or exc.__context__
             raise JobExitedError(str(cause) if cause else f"exit status {exc.code}") from None
         except Exception as exc:
@@ -130,7 +130,7 @@ class LocalLauncher(BasicLauncher):
         Ctrl-C stops after the running job: the table (failed, interrupted, not started) is
         logged and KeyboardInterrupt raised again (the command then exits with status 130).
         """
-        from gensyn.launcher import plan_jobs, sweep_summary
+        from gensyn.app.launcher import plan_jobs, sweep_summary
 
         assert self.task_function is not None and self.config is not None
         # which runs are DONE before the sweep: the summary counts them as skipped

@@ -3,9 +3,9 @@
 The schemas (gensyn/config/) already refuse unknown keys and wrong types. These checks catch
 combinations that are valid YAML but would waste a GPU-week: real data at the demo's sizes,
 frozen layers on random weights, ``device=cuda`` without a GPU, and values out of their range:
-every numeric setting against the bounds declared on its schema field (:mod:`gensyn.bounds`:
+every numeric setting against the bounds declared on its schema field (:mod:`gensyn.base.bounds`:
 sizes >= 1, fractions in [0, 1], C-arm angles within 90 degrees, ordered percentile pairs, and
-every float finite), then relations between keys (a shard outside ``num_shards``). Each raises :class:`~gensyn.errors.GensynError` with the key, the value and
+every float finite), then relations between keys (a shard outside ``num_shards``). Each raises :class:`~gensyn.base.errors.GensynError` with the key, the value and
 what is allowed (or the command to use), before any stage runs or any folder is made.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gensyn.errors import GensynError
+from gensyn.base.errors import GensynError
 
 DEMO = "demo"
 
@@ -108,7 +108,7 @@ def _plain(value: Any) -> Any:
 
 
 def _check_fields(cfg: DictConfig, schema: type, prefix: str) -> None:
-    from gensyn.bounds import Bounds, field_bounds
+    from gensyn.base.bounds import Bounds, field_bounds
 
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
@@ -147,7 +147,7 @@ def check_bounds(cfg: DictConfig) -> None:
 
     Floats must be finite unless declared otherwise (NaN passes every ``<`` check and then
     renders all-zero images); ranges, list lengths and orders come from
-    :class:`gensyn.bounds.Bounds` in each field's metadata (gensyn/config/, gensyn/gan/settings.py).
+    :class:`gensyn.base.bounds.Bounds` in each field's metadata (gensyn/config/, gensyn/gan/settings.py).
     """
     from gensyn.config import Config
 
@@ -226,7 +226,7 @@ def check_raw_dirs(cfg: DictConfig, given: set[str] | None = None) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Every start-up check, in order; the first problem raises GensynError."""
-    from gensyn.devices import check_device
+    from gensyn.base.devices import check_device
     from gensyn.tracking.artifacts import artifact_kinds
 
     check_values(cfg)

@@ -83,8 +83,8 @@ def options(conf_dir: Path, group: str) -> list[str]:
 
 def usage_text() -> str:
     """GENSYN's usage: stages with summaries, main groups with options, examples, docs."""
-    from gensyn.confdir import CONF_DIR
-    from gensyn.registry import describe_stages
+    from gensyn.core.confdir import CONF_DIR
+    from gensyn.core.registry import describe_stages
 
     stages = describe_stages()
     cmd = command_name()

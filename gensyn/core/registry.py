@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gensyn.confdir import CONF_DIR
+from gensyn.core.confdir import CONF_DIR
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from gensyn.run_context import RunContext
+    from gensyn.core.run_context import RunContext
 
 StageFunc = Callable[["DictConfig", "RunContext"], None]
 UpstreamSpec = Sequence[str] | Callable[["DictConfig"], Sequence[str]]
@@ -127,10 +127,10 @@ def check_stage_configs(
     :data:`BUILTIN_STAGES`).
 
     A mismatch is a GensynError naming the files and the stages on both sides. Stages
-    registered outside ``package`` (tests calling :func:`gensyn.runs.execute`) need no file;
+    registered outside ``package`` (tests calling :func:`gensyn.core.runs.execute`) need no file;
     a missing ``stage_dir`` (the package used as a library, without configs) is not checked.
     """
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
 
     if not Path(stage_dir).is_dir():
         return
@@ -162,7 +162,7 @@ def check_stage_configs(
 
 def get_stage(name: str) -> Stage:
     """Return the stage called ``name``; a GensynError lists the known stages otherwise."""
-    from gensyn.errors import GensynError
+    from gensyn.base.errors import GensynError
 
     stages = load_stages()
     if name not in stages:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gensyn.devices import use_compile_caches
-from gensyn.errors import GensynError
-from gensyn.hydra_folders import discard_hydra_dir
-from gensyn.registry import describe_stages, get_stage
-from gensyn.runs import execute
-from gensyn.startup import check_config
+from gensyn.app.hydra_folders import discard_hydra_dir
+from gensyn.app.startup import check_config
+from gensyn.base.devices import use_compile_caches
+from gensyn.base.errors import GensynError
+from gensyn.core.registry import describe_stages, get_stage
+from gensyn.core.runs import execute
 
 log = logging.getLogger("gensyn")
 
