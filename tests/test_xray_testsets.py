@@ -260,7 +260,7 @@ def test_official_lists_enter_the_prepare_hash(compose, gensyn_root: Path) -> No
 
 def test_external_set_settings_from_the_command_line(compose, gensyn_root: Path) -> None:
     from gensyn.app.cli import check_overrides
-    from gensyn.core.runs import stage_hash
+    from gensyn.core.runs import stage_hash, stage_identity
     from gensyn.stages.predict import with_dataset
 
     base = compose("experiment=thesis")
@@ -275,8 +275,24 @@ def test_external_set_settings_from_the_command_line(compose, gensyn_root: Path)
     hashes = {stage_hash(c, "predict") for c in (base, moved, rows)}
     assert len(hashes) == 3  # each setting changes the predictions' run
     # without the external set, predict's hash is what it always was (no inputs entry)
-    assert "inputs" not in __import__("gensyn.core.runs").runs.stage_identity(
+    assert "inputs" not in stage_identity(
         compose("experiment=thesis", "report.test_datasets=[]"), "predict"
     )
     with pytest.raises(SystemExit):  # a misspelt key is refused before anything runs
         check_overrides(["experiment=thesis", "report.external.chestxray14.xray.sizepx=64"])
+
+
+def test_a_misspelt_external_test_choice_is_refused_naming_the_allowed_rows(compose) -> None:
+    """``external_test`` is an Enum on the schema: a misspelling is refused when the config is
+    composed, for the data set itself and for an external test set, with the choices listed."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    with pytest.raises((ConfigCompositionException, ValidationError)) as own:
+        compose("dataset=padchest", "dataset.xray.external_test=test")
+    assert "all" in str(own.value.__cause__ or own.value) and "test_split" in str(
+        own.value.__cause__ or own.value
+    )
+    with pytest.raises((ConfigCompositionException, ValidationError)) as external:
+        compose("experiment=thesis", "report.external.chestxray14.xray.external_test=tests")
+    assert "test_split" in str(external.value.__cause__ or external.value)

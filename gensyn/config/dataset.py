@@ -13,7 +13,7 @@ from omegaconf import II
 
 from gensyn.base.bounds import bounded, unhashed
 from gensyn.data.ct.readers import NpzOptions
-from gensyn.data.splits import SplitSource
+from gensyn.data.splits import ExternalTestRows, SplitSource
 from gensyn.data.xray.prep import PrepOptions
 from gensyn.study import FINDINGS
 
@@ -101,7 +101,7 @@ class XrayConfig(PrepOptions):
         0.0, ge=0, lt=1
     )  # holdout: fraction of patients held out as split=test, [0, 1)
     # all | test_split: predict's rows (predict hashes it with each external test set's run)
-    external_test: str = unhashed("all")
+    external_test: ExternalTestRows = unhashed(ExternalTestRows.all)
     num_workers: int = unhashed(
         II("num_workers"), ge=0
     )  # parallel image workers; default: the run's

@@ -32,6 +32,15 @@ SPLIT_COLUMNS = ("image_id", "patient_id", "fold")
 HOLDOUT_COLUMNS = ("image_id", "patient_id", "split")
 
 
+class ExternalTestRows(StrEnum):
+    """Which rows of a data set ``predict`` uses when it is another data set's external test
+    set (``dataset.xray.external_test``): ``all`` (whatever their split) or ``test_split``
+    (the rows of split test)."""
+
+    all = "all"
+    test_split = "test_split"
+
+
 class SplitSource(StrEnum):
     """Where an X-ray data set's test split comes from (``dataset.xray.split_source``):
     ``official`` lists, a seeded ``holdout`` of patients, or ``auto`` (official where both

@@ -109,10 +109,6 @@ def external_test_runs(cfg: DictConfig) -> dict[str, Any]:
     return {"external_test_sets": runs} if runs else {}
 
 
-#: dataset.xray.external_test choices: the rows of an external test set that are predicted
-EXTERNAL_TEST_ROWS = ("all", "test_split")
-
-
 def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
     """(name, prepare_xrays folder, rows) of the training data set and the external test sets.
 
@@ -124,12 +120,7 @@ def test_sets(cfg: DictConfig, own_dir: Path) -> list[tuple[str, Path, str]]:
         if str(name) == str(cfg.dataset.name):
             continue
         ext = with_dataset(cfg, str(name))
-        rows = str(ext.dataset.xray.external_test)
-        if rows not in EXTERNAL_TEST_ROWS:
-            raise GensynError(
-                f"report.external.{name}.xray.external_test={rows!r} (or conf/dataset/"
-                f"{name}.yaml: xray.external_test); allowed: {', '.join(EXTERNAL_TEST_ROWS)}"
-            )
+        rows = str(ext.dataset.xray.external_test)  # one of ExternalTestRows: checked at compose
         sets.append((str(name), execute(ext, "prepare_xrays"), rows))
     return sets
 
