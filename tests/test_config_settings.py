@@ -79,6 +79,13 @@ SCIENCE_SCHEMAS = [
     ),
     ("gensyn.config.dataset", "ConvertConfig", "gensyn.data.ct.readers", "NpzOptions", None),
     ("gensyn.config.dataset", "XrayConfig", "gensyn.data.xray.prep", "PrepOptions", None),
+    (
+        "gensyn.config.dataset",
+        "DemoDataConfig",
+        "gensyn.data.phantom.demo",
+        "DemoSizes",
+        {"num_workers"},
+    ),
 ]
 
 

@@ -118,3 +118,17 @@ def test_two_worker_processes_give_the_same_data(
         np.testing.assert_array_equal(
             read_image(tmp_path / "one" / rel), read_image(tmp_path / "two" / rel)
         )
+
+
+def test_demo_spec_takes_its_defaults_from_the_declared_sizes() -> None:
+    """The sizes users set (``DemoSizes``, the schema's base) and the generator's defaults
+    (``DemoSpec``) are one declaration: every size agrees."""
+    import dataclasses
+
+    from gensyn.data.phantom.demo import DemoSizes, DemoSpec
+
+    sizes, spec = DemoSizes(), DemoSpec()
+    for f in dataclasses.fields(DemoSizes):
+        value = getattr(sizes, f.name)
+        want = tuple(value) if isinstance(value, list) else value
+        assert getattr(spec, f.name) == want, f.name

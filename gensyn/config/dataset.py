@@ -13,24 +13,17 @@ from omegaconf import II
 
 from gensyn.base.bounds import bounded, unhashed
 from gensyn.data.ct.readers import NpzOptions
+from gensyn.data.phantom.demo import DemoSizes
 from gensyn.data.splits import ExternalTestRows, SplitSource
 from gensyn.data.xray.prep import PrepOptions
 from gensyn.study import FINDINGS
 
 
 @dataclass
-class DemoDataConfig:
-    """Size of the built-in simulated data set (procedural CT phantoms and simulated X-rays)."""
+class DemoDataConfig(DemoSizes):
+    """Size of the built-in simulated data set (procedural CT phantoms and simulated X-rays;
+    the sizes are :class:`gensyn.data.phantom.demo.DemoSizes`, declared once, there)."""
 
-    num_ct_patients: int = bounded(40, ge=1)
-    num_xray_patients: int = bounded(400, ge=1)
-    volume_shape_vox: list[int] = bounded(factory=lambda: [128, 128, 128], ge=1, length=3)
-    voxel_spacing_mm: list[float] = bounded(factory=lambda: [2.8, 2.8, 2.6], gt=0, length=3)
-    xray_size_px: int = bounded(256, ge=1)
-    finding_prevalence: float = bounded(0.3, ge=0, le=1)
-    test_fraction: float = bounded(
-        0.3, ge=0, lt=1
-    )  # fraction of simulated X-ray patients held out as the test set
     num_workers: int = unhashed(2, ge=0)  # processes that generate the demo data
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gensyn.base.bounds import bounded
 from gensyn.data.phantom.patients import CT_GROUP, XRAY_GROUP, patient_seed
 from gensyn.data.phantom.volume import (
     FINDINGS,
@@ -41,17 +42,46 @@ XRAY_TABLE = "xrays.csv"
 MIN_POOL_CPU_S = 10.0  # estimated work below this runs without worker processes
 
 
+@dataclass
+class DemoSizes:
+    """The size of the demo data set, as users set it (``dataset.demo`` / ``ct_dataset.demo``,
+    whose schema extends this class); :class:`DemoSpec` takes its defaults from here."""
+
+    num_ct_patients: int = bounded(40, ge=1)  # simulated CT patients (one volume each)
+    num_xray_patients: int = bounded(400, ge=1)  # simulated X-ray patients (one PA image each)
+    # phantom grid, voxels (x, y, z)
+    volume_shape_vox: list[int] = bounded(factory=lambda: [128, 128, 128], ge=1, length=3)
+    # phantom voxel size, mm (x, y, z)
+    voxel_spacing_mm: list[float] = bounded(factory=lambda: [2.8, 2.8, 2.6], gt=0, length=3)
+    xray_size_px: int = bounded(256, ge=1)  # side of the simulated X-rays, pixels
+    finding_prevalence: float = bounded(0.3, ge=0, le=1)  # chance of each finding per patient
+    # fraction of simulated X-ray patients held out as the test set
+    test_fraction: float = bounded(0.3, ge=0, lt=1)
+
+
+_SIZES = DemoSizes()
+
+
 @dataclass(frozen=True)
 class DemoSpec:
-    """Size and seeds of the demo data (mirrors the ``dataset.demo`` config group)."""
+    """Size and seeds of the demo data: :class:`DemoSizes` (its defaults), the seed and the
+    rendering internals."""
 
-    num_ct_patients: int = 40
-    num_xray_patients: int = 400
-    volume_shape_vox: tuple[int, int, int] = (128, 128, 128)
-    voxel_spacing_mm: tuple[float, float, float] = (2.8, 2.8, 2.6)
-    xray_size_px: int = 256
-    finding_prevalence: float = 0.3
-    test_fraction: float = 0.3
+    num_ct_patients: int = _SIZES.num_ct_patients
+    num_xray_patients: int = _SIZES.num_xray_patients
+    volume_shape_vox: tuple[int, int, int] = (
+        _SIZES.volume_shape_vox[0],
+        _SIZES.volume_shape_vox[1],
+        _SIZES.volume_shape_vox[2],
+    )
+    voxel_spacing_mm: tuple[float, float, float] = (
+        _SIZES.voxel_spacing_mm[0],
+        _SIZES.voxel_spacing_mm[1],
+        _SIZES.voxel_spacing_mm[2],
+    )
+    xray_size_px: int = _SIZES.xray_size_px
+    finding_prevalence: float = _SIZES.finding_prevalence
+    test_fraction: float = _SIZES.test_fraction
     seed: int = 0
     # X-ray patients are rendered from coarser phantoms (same field of view; None = 5/8 of
     # the CT grid in x and z, 3/8 along the beam) onto a coarser detector (at most
