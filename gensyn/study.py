@@ -6,10 +6,22 @@ finding or an arm is spelt in one place. Plain Python: no config, no run folders
 
 from __future__ import annotations
 
+from enum import Enum
+
 #: The five findings every classifier predicts, in the order of every label table's columns.
 FINDINGS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
-#: Where a sampling arm's synthetic images come from (``none``: the baseline, real images only).
-SOURCES = ("none", "drr", "synthex")
+
+
+class SyntheticSource(Enum):
+    """Where a sampling arm's added images come from (``sampling.source``)."""
+
+    none = "none"  # baseline: real images only
+    drr = "drr"  # stage drr's manifest
+    synthex = "synthex"  # stage gan_translate's manifest (DRRs translated to the real domain)
+
+
+#: The sources' names, in that order.
+SOURCES = tuple(s.value for s in SyntheticSource)
 #: The original study's nine arms, as names of options of the ``sampling`` group.
 THESIS_ARMS = (
     "none",

@@ -8,17 +8,11 @@ another arm. The options ``sampling=drr_5`` etc. are the thesis grid's arms by n
 """
 
 from dataclasses import dataclass
-from enum import Enum
 
 from gensyn.base.bounds import bounded
+from gensyn.study import SyntheticSource
 
-
-class SyntheticSource(Enum):
-    """Where the added images come from."""
-
-    none = "none"  # baseline: real images only
-    drr = "drr"  # stage drr's manifest
-    synthex = "synthex"  # stage gan_translate's manifest (DRRs translated to the real domain)
+__all__ = ["SamplingConfig", "SyntheticSource"]
 
 
 @dataclass

@@ -14,9 +14,11 @@ import os
 
 import pandas as pd
 
+from gensyn.study import FINDINGS
+
 __all__ = ["COMMON_COLUMNS", "STUDY_LABELS", "folder_findings", "require_columns", "zero_one"]
 
-STUDY_LABELS = ("Effusion", "Pneumothorax", "Atelectasis", "Cardiomegaly", "Pneumonia")
+STUDY_LABELS = FINDINGS  # the study's five findings (gensyn.study), in their order
 
 
 COMMON_COLUMNS = (
