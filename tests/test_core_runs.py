@@ -332,10 +332,10 @@ def test_third_party_start_up_noise_stays_out_of_stage_logs(launch, gensyn_root:
 #: Every setting no run hash includes: what runs.HASH_EXCLUDED_LEAVES, gan_train.UNHASHED and
 #: prepare_xrays.UNHASHED left out before the mark moved onto the fields, plus
 #: dataset.xray.num_workers (prepare_xrays hashed it by mistake) and the top-level
-#: num_workers and extras (no stage hashes them), and projector.write_threads (added since).
+#: num_workers (no stage hashes it), and projector.write_threads (added since). ``extras`` is
+#: hashed where a stage names it (a user's own stage keeps its settings there).
 UNHASHED = {
     "num_workers",
-    "extras",
     "classifier.prefetch",
     "classifier.decode",
     "classifier.cache",

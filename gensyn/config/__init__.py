@@ -92,7 +92,8 @@ class Config:
     num_shards: int = bounded(1, ge=1)  # ... out of num_shards
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = unhashed(2, ge=0)  # data-loading workers
-    extras: dict[str, Any] = unhashed(factory=dict)  # free-form notes
+    # free-form settings of a user's own stage (hashed where that stage names extras.*)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
