@@ -21,13 +21,17 @@ that did not predict that finding); the macro AUC is the mean over classes that 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 DEFAULT_N_BOOTSTRAP = 2000
+#: threads computing a bootstrap's (model, class) pairs (at most the machine's cores)
+BOOTSTRAP_THREADS = 8
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:
@@ -65,9 +69,20 @@ def per_class_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
 
 
 class _SortedClass:
-    """One class's scores sorted once, so that many weighted AUCs cost O(n) each."""
+    """One class's scores sorted once, so that many weighted AUCs cost O(n) each.
 
-    def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
+    With ``patient_of_image`` (and ``n_patients``), :meth:`auc_of_counts` takes the
+    bootstrap's draws per patient directly: each score group's positive and negative weight
+    is then a sparse product (patients × groups), never an image-sized weight matrix.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        s: np.ndarray,
+        patient_of_image: np.ndarray | None = None,
+        n_patients: int = 0,
+    ) -> None:
         order = np.argsort(s, kind="mergesort")
         self.order = order
         s_sorted = s[order]
@@ -76,6 +91,16 @@ class _SortedClass:
         new_group = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
         self.group = np.cumsum(new_group) - 1
         self.n_groups = int(self.group[-1]) + 1 if s.size else 0
+        self.by_patient: tuple[sparse.csr_matrix, sparse.csr_matrix] | None = None
+        if patient_of_image is not None:
+            pid = np.asarray(patient_of_image)[order]
+            shape = (n_patients, self.n_groups)
+            self.by_patient = tuple(  # type: ignore[assignment]
+                sparse.csr_matrix(
+                    (np.ones(int(m.sum())), (pid[m], self.group[m])), shape=shape
+                )  # images of a patient in a group: their count (duplicates summed)
+                for m in (self.is_pos, ~self.is_pos)
+            )
 
     def auc(self, w: np.ndarray) -> np.ndarray:
         """Weighted AUC for each row of weights ``w`` (B, n) in the original image order.
@@ -96,24 +121,33 @@ class _SortedClass:
         size = b * self.n_groups
         pos_g = np.bincount(idx, weights=w_pos.ravel(), minlength=size).reshape(b, -1)
         neg_g = np.bincount(idx, weights=w_neg.ravel(), minlength=size).reshape(b, -1)
-        neg_below = np.cumsum(neg_g, axis=1) - neg_g  # negative weight strictly below each group
-        num = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
-        den = pos_g.sum(axis=1) * neg_g.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return _grouped_auc(pos_g, neg_g)
+
+    def auc_of_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Weighted AUC for each row of ``counts`` (B, n_patients): how often each patient
+        was drawn; every image of a patient weighs its patient's count. The same numbers as
+        :meth:`auc` of the image weights ``counts[:, patient_of_image]``."""
+        assert self.by_patient is not None, "built without patient_of_image"
+        pos, neg = self.by_patient
+        # (B, P) @ (P, G) as (G, P) @ (P, B): the sparse matrix on the left
+        pos_g = np.asarray((pos.T @ counts.T).T)
+        neg_g = np.asarray((neg.T @ counts.T).T)
+        return _grouped_auc(pos_g, neg_g)
+
+
+def _grouped_auc(pos_g: np.ndarray, neg_g: np.ndarray) -> np.ndarray:
+    """Weighted AUC per row from the positive and negative weight of each score group
+    (columns in increasing score): ties count one half."""
+    neg_below = np.cumsum(neg_g, axis=1) - neg_g  # negative weight strictly below each group
+    num = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
+    den = pos_g.sum(axis=1) * neg_g.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _patient_index(patient_ids: np.ndarray) -> tuple[np.ndarray, int]:
     _, inverse = np.unique(np.asarray(patient_ids), return_inverse=True)
     return inverse.ravel(), int(inverse.max()) + 1 if inverse.size else 0
-
-
-def _bootstrap_weights(
-    patient_of_image: np.ndarray, n_patients: int, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
-    """(n_boot, n_images) image weights: how often each image's patient was drawn."""
-    counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
-    return counts[:, patient_of_image].astype(np.float64)
 
 
 def bootstrap_auc_replicates(
@@ -141,18 +175,25 @@ def bootstrap_auc_replicates(
         raise ValueError(f"{pid.size} patient ids for {yt.shape[0]} images")
     rng = np.random.default_rng(seed)
     sorted_cls = [
-        [_SortedClass(yt[:, k], s[:, k]) if np.isfinite(s[:, k]).all() else None
+        [_SortedClass(yt[:, k], s[:, k], pid, n_pat) if np.isfinite(s[:, k]).all() else None
          for k in range(yt.shape[1])]
         for s in scores
     ]  # fmt: skip
+    jobs = [(m, k, sc) for m, per in enumerate(sorted_cls) for k, sc in enumerate(per) if sc]
     out = np.full((len(scores), n_boot, yt.shape[1]), np.nan)
-    for start in range(0, n_boot, chunk):
-        stop = min(start + chunk, n_boot)
-        w = _bootstrap_weights(pid, n_pat, stop - start, rng)
-        for m, per_cls in enumerate(sorted_cls):
-            for k, sc in enumerate(per_cls):
-                if sc is not None:
-                    out[m, start:stop, k] = sc.auc(w)
+    # the sparse products and sums release the GIL: (model, class) pairs in parallel threads
+    threads = max(1, min(len(jobs), BOOTSTRAP_THREADS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in range(0, n_boot, chunk):
+            stop = min(start + chunk, n_boot)
+            counts = rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=stop - start).astype(
+                np.float64
+            )  # draws per patient: the same draws as image weights gave
+            done = pool.map(
+                _SortedClass.auc_of_counts, [job[2] for job in jobs], [counts] * len(jobs)
+            )
+            for (m, k, _), aucs in zip(jobs, done, strict=True):
+                out[m, start:stop, k] = aucs
     return out
 
 
