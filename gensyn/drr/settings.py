@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gensyn.base.bounds import bounded, check_instance, unhashed
-from gensyn.drr.deepdrr_adapter import DeepDrrSettings, DeepDrrSpectrum
+from gensyn.base.bounds import bounded, unhashed
+from gensyn.drr.deepdrr_adapter import DeepDrrSettings
 from gensyn.drr.geometry import GeometrySettings
 from gensyn.drr.physics import PhysicsSettings
 from gensyn.drr.render import RenderMethod
@@ -63,10 +63,4 @@ class ProjectorSettings(DeepDrrSettings, RenderSettings, PhysicsSettings, Geomet
 
     name: ProjectorName = ProjectorName.torch  # torch (GENSYN's own) | deepdrr
 
-    def __post_init__(self) -> None:
-        if self.deepdrr_spectrum not in tuple(DeepDrrSpectrum):
-            raise ValueError(
-                f"projector.deepdrr_spectrum={self.deepdrr_spectrum!r}; allowed: "
-                f"{[str(s) for s in DeepDrrSpectrum]}"
-            )
-        check_instance(self, "projector.")
+    # __post_init__: DeepDrrSettings' (the spectrum, then every field's bounds, as projector.*)
