@@ -13,7 +13,7 @@ It applies when the features of a run are JAX arrays (on the accelerator, or on 
 backend) and training runs on one device; otherwise (features in host memory or in a
 memory-mapped file, or data parallel over several devices) training uses Keras' ``fit``
 (:func:`scan_fit_for` says why). Results agree with ``fit`` to floating-point tolerance
-(``tests/test_classify_scan_fit.py``).
+(``tests/test_classify_features.py``).
 """
 
 from __future__ import annotations
