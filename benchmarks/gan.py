@@ -114,6 +114,10 @@ def worker_ours(a: argparse.Namespace) -> dict[str, Any]:
 
 #: kernel-name fragments -> the part of a CycleGAN step they belong to (first match wins)
 KERNEL_KINDS = (
+    ("triton_red", "Inductor fused reductions (norm statistics, losses)"),
+    ("triton_per", "Inductor fused reductions (norm statistics, losses)"),
+    ("triton_poi", "Inductor fused element-wise (padding, norm, activations)"),
+    ("triton", "Inductor other"),
     ("wgrad", "convolution, weight gradient"),
     ("dgrad", "convolution, data gradient"),
     ("conv", "convolution / GEMM"),
@@ -148,18 +152,21 @@ def worker_profile(a: argparse.Namespace) -> dict[str, Any]:
 
     Profiles the step as the trainer runs it on a GPU (``--graphs 1``: bf16, channels-last,
     two CUDA graphs) or eagerly (``--graphs 0``), after 20 warm-up steps (cuDNN autotuning and
-    graph capture). Reports wall ms per step, GPU busy ms per step (sum of kernel times: the
+    graph capture; ``--compile 1``: the networks compiled by torch.compile first, as the
+    trainer does on a GPU by default). Reports wall ms per step, GPU busy ms per step (sum of kernel times: the
     rest is launch latency and host work between kernels), the GPU time by kind of kernel and
     the 25 most expensive kernels.
     """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    opts = _bench_options(a, compile=False)
+    opts = _bench_options(a)
     from gensyn.gan.model import CycleGAN
 
     torch.backends.cudnn.benchmark = True
     model = CycleGAN(opts, torch.device("cuda"))
+    if opts.compile:
+        model.compile()
     x = torch.rand(1, 1, a.crop, a.crop, device="cuda") * 2 - 1
     for _ in range(20):
         model.train_step(x, x)
@@ -192,7 +199,7 @@ def worker_profile(a: argparse.Namespace) -> dict[str, Any]:
         f"wall {wall_ms:.2f} ms/step ({1000 / wall_ms:.1f} it/s), GPU busy {busy_ms:.2f} ms/step "
         f"({busy_ms / wall_ms:.0%} of wall), {n_kernels / steps:.0f} kernels/step, "
         f"graphs={bool(opts.cuda_graphs)}, precision={opts.precision}, "
-        f"channels_last={bool(opts.channels_last)}"
+        f"channels_last={bool(opts.channels_last)}, compiled={bool(opts.compile)}"
     )
     return {
         "wall_ms_per_step": wall_ms,
@@ -479,7 +486,9 @@ def main() -> None:
         default="",
         help="comma list of what to run (default all): reference, ours_fp32, ours_bf16, ours_bf16_cl, "
         "each also as <name>_graphs (CUDA graphs, the GPU default), ours_bf16_cl_compile[_graphs], "
-        "translate, translate_compile (GPU); reference, ours_cpu_fp32 (CPU)",
+        "translate, translate_compile, profile (all three profiles) or one of "
+        "profile_bf16_compile_graphs, profile_bf16_cl_graphs, profile_bf16_cl_eager (GPU); "
+        "reference, ours_cpu_fp32 (CPU)",
     )
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -554,8 +563,12 @@ def main() -> None:
         if wanted(name):
             train[name] = _run_worker(a, "ours", extra)
     results["train"] = train
-    if gpu and wanted("profile"):  # printed in full by the worker
+    if gpu:  # --only profile: all three; --only <label>: that one (printed in full by the worker)
         for label, extra in (
+            (  # the trainer's GPU default
+                "profile_bf16_compile_graphs",
+                ["--precision", "bf16", "--channels-last", "0", "--graphs", "1", "--compile", "1"],
+            ),
             (
                 "profile_bf16_cl_graphs",
                 ["--precision", "bf16", "--channels-last", "1", "--graphs", "1"],
@@ -565,6 +578,8 @@ def main() -> None:
                 ["--precision", "bf16", "--channels-last", "1", "--graphs", "0"],
             ),
         ):
+            if not (wanted("profile") or label in only):
+                continue
             results[label] = _run_worker(a, "profile", extra)
             print(f"\n### {label}\n" + results[label].get("table", ""), flush=True)
     if gpu and (wanted("translate") or wanted("translate_compile")):

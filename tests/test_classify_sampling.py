@@ -60,6 +60,35 @@ def test_views_are_seeded_nested_and_vary_by_ct():
     assert picks.nunique() > 1  # not the same angled views for every CT
 
 
+def _views_one_ct_at_a_time(manifest: pd.DataFrame, views: int, seed: int) -> pd.DataFrame:
+    """select_views' definition, written the slow way: a groupby loop over the CTs."""
+    import zlib
+
+    rows = []
+    for ct_id, group in manifest.groupby("ct_id", sort=True):
+        center = group[group["is_center"].astype(bool)]
+        angled = group[~group["is_center"].astype(bool)]
+        order = np.random.default_rng([seed, zlib.crc32(str(ct_id).encode())]).permutation(
+            len(angled)
+        )
+        rows += [center, angled.iloc[np.sort(order[: views - 1])]]
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize("views", [1, 3, 10])
+def test_views_match_a_per_ct_loop_on_a_shuffled_uneven_manifest(views):
+    rng = np.random.default_rng(7)
+    rows = []
+    for c in rng.permutation(300):
+        n_angled = int(rng.integers(views - 1, 15))
+        for v in range(n_angled + 1):
+            rows.append({"path": f"c{c}/v{v}.png", "ct_id": f"ct{c:03d}", "is_center": v == 3 % (n_angled + 1)})  # fmt: skip
+    m = pd.DataFrame(rows).sample(frac=1.0, random_state=3).reset_index(drop=True)
+    got = sampling.select_views(m, views, seed=11)
+    pd.testing.assert_frame_equal(got, _views_one_ct_at_a_time(m, views, seed=11))
+    assert got.groupby("ct_id").size().eq(views).all()
+
+
 def test_too_many_views_or_no_centre_is_an_error():
     with pytest.raises(ValueError, match="angled views"):
         sampling.select_views(_manifest(n_angled=3), 5, seed=0)
@@ -149,3 +178,15 @@ def test_arm_names_and_parsing():
         sampling.parse_arm("syntex_5")
     with pytest.raises(ValueError):
         sampling.parse_arm("drr_x")
+
+
+@pytest.mark.parametrize("root", ["/data/run", "/data/run/", "/", "rel/dir", ".", "./rel"])
+def test_resolved_paths_are_pathlib_joins(root):
+    import os
+    from pathlib import Path
+
+    paths = ["a/b.png", "./a.png", "a/./b", "a//b", "a/", "", "/abs/x.png", "../x.png",
+             "a/../b", ".hidden/x", "a..b/c", "x.", "...", "a/.", "./", "//x"]  # fmt: skip
+    got = sampling.resolve_paths(pd.DataFrame({"path": paths, "k": range(len(paths))}), root)
+    assert list(got["path"]) == [p if os.path.isabs(p) else str(Path(root) / p) for p in paths]
+    assert list(got["k"]) == list(range(len(paths)))
