@@ -84,12 +84,17 @@ def compose(gensyn_root: Path) -> Callable[..., object]:
 def launch(gensyn_root: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python launch.py ARGS`` as a subprocess in a temp GENSYN root."""
 
-    def _launch(*args: str, check: bool = True, timeout: float = 900,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def _launch(
+        *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "GENSYN_ROOT": str(gensyn_root), **(env or {})}
         proc = subprocess.run(
             [sys.executable, str(ROOT / "launch.py"), *args],
-            cwd=gensyn_root, env=full_env, capture_output=True, text=True, timeout=timeout,
+            cwd=gensyn_root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

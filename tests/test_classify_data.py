@@ -269,3 +269,48 @@ def test_unreadable_images_are_checked_once_per_unchanged_file(tmp_path, monkeyp
     os.utime(good, ns=(time.time_ns(), time.time_ns() + 10**9))
     again = data.unreadable_images(paths, workers=2)
     assert reads == [paths[0]] and paths[0] in again
+
+
+def test_a_readability_record_spares_other_processes_the_reads(tmp_path, monkeypatch):
+    """What one process checked (a record beside the cache) another does not read again,
+    unless the file changed; a damaged record is ignored, never trusted."""
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i},odd name.png"  # a comma: the record is a quoted CSV
+        Image.fromarray(np.full((8, 8), i * 50, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    paths.append(str(tmp_path / "bad.png"))
+    record = tmp_path / "cache" / "readable.csv"
+    reads: list[str] = []
+    real = data.image_problem
+    monkeypatch.setattr(data, "image_problem", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(data, "_CHECKED", {})
+    monkeypatch.setattr(data, "_RECORDS_READ", {})
+
+    first = data.unreadable_images(paths, workers=2, record=record)
+    assert sorted(reads) == sorted(paths) and list(first) == [paths[-1]]
+    assert record.is_file()
+
+    def new_process() -> None:
+        monkeypatch.setattr(data, "_CHECKED", {})
+        monkeypatch.setattr(data, "_RECORDS_READ", {})
+        reads.clear()
+
+    new_process()
+    assert data.unreadable_images(paths, workers=2, record=record) == first
+    assert reads == []  # every answer, the bad file's reason included, came from the record
+    # a changed file is read again, and the record learns its new state
+    changed = Path(paths[1])
+    changed.write_bytes(changed.read_bytes()[:20])
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    new_process()
+    again = data.unreadable_images(paths, workers=2, record=record)
+    assert reads == [paths[1]] and sorted(again) == sorted([paths[1], paths[-1]])
+    new_process()
+    assert data.unreadable_images(paths, workers=2, record=record) == again and reads == []
+    # a damaged record: everything is checked again, the same answer
+    record.write_text("path,size\n1,2,3,4\n")
+    new_process()
+    assert data.unreadable_images(paths, workers=2, record=record) == again
+    assert sorted(reads) == sorted(paths)

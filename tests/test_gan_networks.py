@@ -106,7 +106,9 @@ def test_lsgan_is_mse_to_targets() -> None:
         ((1, 2), "resnet_6blocks", True, False),
     ],
 )
-def test_inference_generator_computes_what_the_network_does(channels, arch, planes, channels_last) -> None:  # type: ignore[no-untyped-def]
+def test_inference_generator_computes_what_the_network_does(
+    channels, arch, planes, channels_last
+) -> None:  # type: ignore[no-untyped-def]
     """Zero-widened thin ends, in float32 here, give the original outputs; the original
     network is left untouched (its weights, dtype and layout)."""
     from gensyn.gan.networks import InferenceGenerator

@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from gensyn.base.io import decode_png
+from gensyn.base.io import atomic_write, decode_png
 from gensyn.base.processes import init_worker
 from gensyn.classify.settings import DecodeMode, checked
 
@@ -138,17 +138,75 @@ def _checked_problem(path: str) -> tuple[tuple[str, int, int] | None, str | None
     return key, image_problem(path)
 
 
-def unreadable_images(paths: Sequence[str], workers: int = 4) -> dict[str, str]:
+#: readability records already merged into ``_CHECKED`` in this process: path -> mtime_ns
+_RECORDS_READ: dict[str, int] = {}
+_RECORD_COLUMNS = ("path", "size", "mtime_ns", "problem")
+
+
+def _merge_record(record: Path) -> None:
+    """Merge a readability record another process wrote into this process's memo (once per
+    version of the file). An unreadable or malformed record is ignored: its files are
+    simply checked again."""
+    import pandas as pd
+
+    try:
+        stamp = record.stat().st_mtime_ns
+    except OSError:
+        return
+    if _RECORDS_READ.get(str(record)) == stamp:
+        return
+    try:
+        table = pd.read_csv(record, dtype={"path": str, "problem": str}, keep_default_na=False)
+        rows = zip(
+            table["path"].tolist(),
+            table["size"].astype("int64").tolist(),
+            table["mtime_ns"].astype("int64").tolist(),
+            table["problem"].tolist(),
+            strict=True,
+        )
+        for path, size, mtime_ns, problem in rows:
+            _CHECKED.setdefault((path, size, mtime_ns), problem or None)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return
+    _RECORDS_READ[str(record)] = stamp
+
+
+def _write_record(record: Path) -> None:
+    """This process's memo (what other processes recorded included) to ``record``, atomically."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [(p, size, mtime, why or "") for (p, size, mtime), why in _CHECKED.items()],
+        columns=list(_RECORD_COLUMNS),
+    )
+    try:
+        with atomic_write(record, durable=False) as tmp:
+            table.to_csv(tmp, index=False)
+        _RECORDS_READ[str(record)] = record.stat().st_mtime_ns
+    except OSError:  # a record is a saving, never a requirement
+        return
+
+
+def unreadable_images(
+    paths: Sequence[str], workers: int = 4, record: Path | None = None
+) -> dict[str, str]:
     """The files of ``paths`` that are not readable images, each with the reason.
 
     A file checked before in this process, unchanged since (same size and modification
-    time), is not read again.
+    time), is not read again. ``record``: a CSV (path, size, mtime_ns, problem) shared by
+    processes, e.g. a SLURM sweep's jobs or a grid resumed in a new session: files it lists
+    unchanged are not read again either, and what this call checked is added to it.
     """
+    if record is not None:
+        _merge_record(record)
+    before = len(_CHECKED)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = list(pool.map(_checked_problem, paths))
     for key, problem in found:
         if key is not None:
             _CHECKED[key] = problem
+    if record is not None and len(_CHECKED) > before:
+        _write_record(record)
     return {p: why for p, (_, why) in zip(paths, found, strict=True) if why is not None}
 
 

@@ -103,7 +103,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     train, val = sampling.training_tables(
         real_train, folds, int(cfg.split_idx), synthetic, findings
     )
-    train, val = _without_unreadable(ctx, train, val, int(cfg.num_workers))
+    folder = cache_folder(cfg)
+    record = None if folder is None else folder / "readable.csv"
+    train, val = _without_unreadable(ctx, train, val, int(cfg.num_workers), record)
     io.write_table(ctx.path("train_images.csv"), train)
     io.write_table(ctx.path("val_images.csv"), val)
     counts = {
@@ -148,12 +150,14 @@ def training_summary(cfg: DictConfig, result: Any) -> dict[str, Any]:
     return summary
 
 
-def _without_unreadable(ctx, train, val, workers):  # type: ignore[no-untyped-def]
+def _without_unreadable(ctx, train, val, workers, record):  # type: ignore[no-untyped-def]
     """Leave out images that cannot be read (checked before training, not mid-epoch).
 
     They are listed in ``unreadable_images.csv`` (split, path, reason; empty when none).
+    ``record``: ``<classifier.cache>/readable.csv`` (None: cache off), what earlier runs in
+    any process found of unchanged files, so a sweep's jobs do not read them all again.
     """
-    bad = classify_data.unreadable_images([*train["path"], *val["path"]], workers)
+    bad = classify_data.unreadable_images([*train["path"], *val["path"]], workers, record)
     rows = [
         {"split": split, "path": path, "reason": bad[path]}
         for split, table in (("train", train), ("val", val))
