@@ -150,7 +150,18 @@ def _strip(value: Any, node: Any, anchors: list[tuple[str, str]]) -> Any:
     return value
 
 
-def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
+class _HashMemo:
+    """One hash computation's shared work: the ``paths`` anchors (resolving them costs ~10 ms
+    of OmegaConf interpolation) and each upstream stage's hash, found once however many
+    stages downstream of it the identity reaches (a grid's predict reaches prepare_xrays by
+    several paths). Never kept beyond one call: the config may change between calls."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.anchors = _path_anchors(cfg)
+        self.hashes: dict[str, str] = {}
+
+
+def stage_identity(cfg: DictConfig, name: str, _memo: _HashMemo | None = None) -> dict[str, Any]:
     """What the hash of stage ``name`` is computed from (config values and upstream hashes).
 
     Folders are hashed by where they sit below ``paths.root_dir`` / ``data_dir`` / ... (e.g.
@@ -158,12 +169,12 @@ def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
     absolute path, so a moved root or data folder keeps its runs (DESIGN principle 3).
     A stage's ``inputs`` (file contents, other configurations' runs) are added when not empty.
     """
+    memo = _HashMemo(cfg) if _memo is None else _memo
     spec = get_stage(name)
-    anchors = _path_anchors(cfg)
     identity = {
         "stage": name,
-        "config": {key: _select(cfg, key, anchors) for key in spec.keys(cfg)},
-        "upstream": {u: stage_hash(cfg, u) for u in spec.upstream(cfg)},
+        "config": {key: _select(cfg, key, memo.anchors) for key in spec.keys(cfg)},
+        "upstream": {u: _stage_hash(cfg, u, memo) for u in spec.upstream(cfg)},
     }
     inputs = spec.inputs(cfg) if spec.inputs is not None else {}
     if inputs:  # only when there are any: other stages' hashes stay as they were
@@ -171,15 +182,23 @@ def stage_identity(cfg: DictConfig, name: str) -> dict[str, Any]:
     return identity
 
 
+def _stage_hash(cfg: DictConfig, name: str, memo: _HashMemo) -> str:
+    if name not in memo.hashes:
+        identity = stage_identity(cfg, name, memo)
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        memo.hashes[name] = hashlib.sha256(blob.encode()).hexdigest()[:HASH_LENGTH]
+    return memo.hashes[name]
+
+
 def stage_hash(cfg: DictConfig, name: str) -> str:
     """The short hex hash naming stage ``name``'s run folder for this config."""
-    blob = json.dumps(stage_identity(cfg, name), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LENGTH]
+    return _stage_hash(cfg, name, _HashMemo(cfg))
 
 
-def run_dir(cfg: DictConfig, name: str) -> Path:
+def run_dir(cfg: DictConfig, name: str, _memo: _HashMemo | None = None) -> Path:
     """The run folder of stage ``name`` for this config (it may not exist yet)."""
-    return Path(cfg.paths.runs_dir).resolve() / name / stage_hash(cfg, name)
+    memo = _HashMemo(cfg) if _memo is None else _memo
+    return Path(cfg.paths.runs_dir).resolve() / name / _stage_hash(cfg, name, memo)
 
 
 def with_overrides(cfg: DictConfig, overrides: Mapping[str, Any]) -> DictConfig:
@@ -357,9 +376,10 @@ def execute(cfg: DictConfig, name: str, force: bool = False, redo: str = "none")
     true, else :class:`UpstreamMissingError` names the command to run.
     """
     spec: Stage = get_stage(name)
+    memo = _HashMemo(cfg)  # the stage's and its upstreams' folders share their hashing
     upstream_dirs: dict[str, Path] = {}
     for up in spec.upstream(cfg):
-        up_dir = run_dir(cfg, up)
+        up_dir = run_dir(cfg, up, memo)
         if not is_done(up_dir):
             if not cfg.get("run_upstream", True):
                 raise UpstreamMissingError(
@@ -377,7 +397,7 @@ def execute(cfg: DictConfig, name: str, force: bool = False, redo: str = "none")
         with _disk_full_named(out):
             _run_in(cfg, spec, out, upstream_dirs)
         return out
-    out = run_dir(cfg, name)
+    out = run_dir(cfg, name, memo)
     retry = redo == "failed" and failed_items(out)[0] > 0
     if redo == "failed" and is_done(out) and not retry:
         log.info("stage %s: redo=failed, but no item failed in %s", name, out)
@@ -401,17 +421,23 @@ def execute(cfg: DictConfig, name: str, force: bool = False, redo: str = "none")
         elif any(p.name not in (".lock",) for p in out.iterdir()):
             log.info("stage %s: resuming unfinished run in %s", name, out)
         with _disk_full_named(out):
-            _run_in(cfg, spec, out, upstream_dirs)
+            _run_in(cfg, spec, out, upstream_dirs, memo)
     _say_failed(name, out)
     return out
 
 
-def _run_in(cfg: DictConfig, spec: Stage, out: Path, upstream_dirs: dict[str, Path]) -> None:
+def _run_in(
+    cfg: DictConfig,
+    spec: Stage,
+    out: Path,
+    upstream_dirs: dict[str, Path],
+    memo: _HashMemo | None = None,
+) -> None:
     from gensyn.tracking import tracking
 
     digest = out.name
     io.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    io.write_json(out / "identity.json", stage_identity(cfg, spec.name))
+    io.write_json(out / "identity.json", stage_identity(cfg, spec.name, memo))
     io.write_json(out / "code_version.json", code_version())
     ctx = RunContext(spec.name, out, digest, cfg, upstream_dirs)
     log.info("stage %s: running in %s", spec.name, out)
