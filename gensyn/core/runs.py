@@ -388,7 +388,9 @@ def execute(cfg: DictConfig, name: str, force: bool = False, redo: str = "none")
                     "overrides first, or set run_upstream=true"
                 )
             log.info("stage %s needs %s: running it first", name, up)
-            execute(cfg, up)
+            up_dir = execute(cfg, up)  # its folder as hashed once its own upstreams ran
+            # a stage run may write what a hash reads (a stage's ``inputs``): hash afresh
+            memo = _HashMemo(cfg)
         upstream_dirs[up] = up_dir
 
     if not spec.hashed:  # collectors (e.g. carbon_summary) always run, in a new folder
