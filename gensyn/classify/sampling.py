@@ -173,9 +173,10 @@ def resolve_paths(table: pd.DataFrame, root: str | os.PathLike[str]) -> pd.DataF
     """
     base = Path(root)
     paths = table["path"].astype(str)
-    if os.sep != "/" or paths.empty:
-        return table.assign(path=[p if os.path.isabs(p) else str(base / p) for p in paths])
-    odd = paths.str.contains(_NOT_PLAIN, regex=True).to_numpy(dtype=bool)
+    if os.sep != "/" or paths.empty:  # every row through pathlib
+        odd = np.ones(len(paths), dtype=bool)
+    else:
+        odd = paths.str.contains(_NOT_PLAIN, regex=True).to_numpy(dtype=bool)
     prefix = "" if str(base) == "." else str(base).rstrip("/") + "/"
     out = (prefix + paths).to_numpy(dtype=object)
     out[odd] = [p if os.path.isabs(p) else str(base / p) for p in paths[odd]]
