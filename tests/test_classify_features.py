@@ -332,3 +332,36 @@ def test_scanned_epochs_are_fit_epochs(tmp_path, monkeypatch):
     assert scan.best_epoch == fit.best_epoch
     for a, b in zip(scan_model.variables, fit_model.variables, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_predict_reuses_one_architecture_and_reads_each_runs_weights(tmp_path):
+    """Two runs of one process save the same architecture (Keras' names restart), so
+    ``load_classifier(reuse=True)`` reads the second run's weights into the first's model:
+    its predictions are those of the second model loaded anew, to the bit."""
+    from gensyn.classify.predict import architecture_key
+
+    table = make_xray_set(tmp_path / "img", n_patients=16, size_px=32, seed=0)
+    paths, labels = list(table["path"]), table[list(FINDINGS)].to_numpy(float)
+    for seed in (0, 1):  # other initial tails, other weights
+        settings = TrainSettings(epochs=1, batch_size=8, seed=seed, **ONE_THREAD)
+        train_classifier(
+            ModelSpec(image_size_px=32, weights=None, seed=seed), paths[:16], labels[:16],
+            paths[16:24], labels[16:24], tmp_path / f"run{seed}", settings, FINDINGS,
+        )  # fmt: skip
+    files = [tmp_path / f"run{seed}" / "best.keras" for seed in (0, 1)]
+    assert architecture_key(files[0]) == architecture_key(files[1])
+    anew = predict_paths(load_classifier(files[1]), paths[24:], 32, 8, **ONE_THREAD)
+    first = load_classifier(files[0], reuse=True)
+    first_probs = predict_paths(first, paths[24:], 32, 8, **ONE_THREAD)
+    second = load_classifier(files[1], reuse=True)
+    assert second is first
+    reused = predict_paths(second, paths[24:], 32, 8, **ONE_THREAD)
+    np.testing.assert_array_equal(reused, anew)
+    assert not np.allclose(first_probs, anew)  # the weights did change
+    # another architecture (another image size) is built, not reused
+    train_classifier(
+        ModelSpec(image_size_px=48, weights=None, seed=0), paths[:16], labels[:16],
+        paths[16:24], labels[16:24], tmp_path / "run48",
+        TrainSettings(epochs=1, batch_size=8, seed=0, **ONE_THREAD), FINDINGS,
+    )  # fmt: skip
+    assert load_classifier(tmp_path / "run48" / "best.keras", reuse=True) is not first

@@ -122,3 +122,30 @@ def test_a_process_waiting_for_a_lock_logs_whom_it_waits_for(
     (line,) = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
     assert str(folder) in line and f"pid {os.getpid()} on " in line and "since" in line
     assert (folder / ".lock").read_text() == ""  # released: no stale holder
+
+
+def test_each_job_config_is_composed_once_and_handed_out_as_copies() -> None:
+    from omegaconf import OmegaConf
+
+    from gensyn.app.launcher import SweepConfigMemo
+
+    calls: list[list[str]] = []
+
+    def load(master_config, sweep_overrides):  # type: ignore[no-untyped-def]
+        calls.append(list(sweep_overrides))
+        return OmegaConf.create({"overrides": list(sweep_overrides), "job": {"id": None}})
+
+    memo = SweepConfigMemo(load, size=2)
+    master = OmegaConf.create({})
+    first, again = memo(master, ["x=1"]), memo(master, ["x=1"])
+    assert calls == [["x=1"]]
+    assert first == again and first is not again
+    first.job.id = 3  # the launcher writes into its copy: later copies do not see it
+    assert memo(master, ["x=1"]).job.id is None
+    assert memo(master, ["x=2"]).overrides == ["x=2"]
+    memo(master, ["x=3"])  # the least recently used (x=1) is dropped
+    memo(master, ["x=1"])
+    assert calls == [["x=1"], ["x=2"], ["x=3"], ["x=1"]]
+    # another master config is another sweep: composed again
+    memo(OmegaConf.create({"other": 1}), ["x=1"])
+    assert len(calls) == 5

@@ -122,6 +122,14 @@ def failure_table(failed: Sequence[tuple[int, JobReturn]]) -> str:
 class LocalLauncher(BasicLauncher):
     """Hydra's basic launcher that runs every job of the sweep and reports failures together."""
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        """Hydra's set-up; each job's config is then composed once, not three times
+        (:func:`gensyn.app.launcher.remember_sweep_configs`)."""
+        from gensyn.app.launcher import remember_sweep_configs
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        remember_sweep_configs(hydra_context)
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,10 +156,50 @@ def warm_up(model: keras.Model, batch_size: int, image_size_px: int) -> None:
     model.predict(((zeros,) for _ in range(1)), steps=1, verbose=0)
 
 
-def load_classifier(path: str | os.PathLike[str]) -> keras.Model:
-    """Load a model saved by training (``best.keras``) for inference; the file must exist."""
+#: The model :func:`load_classifier` last built with ``reuse``, under its architecture's key.
+_REUSABLE: list[tuple[str, keras.Model]] = []
+
+
+def architecture_key(path: str | os.PathLike[str]) -> str:
+    """What a saved ``.keras`` model is built from: its ``config.json`` less the training's
+    compile settings (loss weights differ between folds), as canonical JSON."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    config.pop("compile_config", None)
+    text = json.dumps(config, sort_keys=True)
+    # objects shared within the config (dtype policies) carry Python ids of the saving
+    # process: numbered in order of appearance instead
+    ids: dict[str, str] = {}
+    return re.sub(
+        r'"shared_object_id": (\d+)',
+        lambda m: f'"shared_object_id": {ids.setdefault(m.group(1), str(len(ids)))}',
+        text,
+    )
+
+
+def load_classifier(path: str | os.PathLike[str], reuse: bool = False) -> keras.Model:
+    """Load a model saved by training (``best.keras``) for inference; the file must exist.
+
+    ``reuse``: where the model last loaded with ``reuse`` has the same architecture
+    (:func:`architecture_key`), read only ``path``'s weights into it and return it; a
+    sweep's predictions (other arms and folds, one architecture) then skip rebuilding
+    DenseNet121 from its config, about a second each, and keep its compiled prediction
+    steps. The model returned earlier then holds the new weights: only for a caller done
+    with it (``stage=predict``). Without ``reuse`` every call builds a new model.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trained classifier at {path}; run stage=classify first")
+    key = architecture_key(path) if reuse else ""
+    if reuse and _REUSABLE and _REUSABLE[0][0] == key:
+        model = _REUSABLE[0][1]
+        model.load_weights(path)  # every variable, or an error: no stale weight stays
+        return model
     # compile=False: the training loss (possibly class-weighted) is not needed to predict
-    return keras.saving.load_model(path, compile=False)
+    model = keras.saving.load_model(path, compile=False)
+    if reuse:
+        _REUSABLE[:] = [(key, model)]
+    return model

@@ -395,6 +395,10 @@ def train_classifier(
         raise ValueError(
             f"{len(train_paths)} training images are fewer than one batch ({settings.batch_size})"
         )
+    # Keras' global state as in a fresh process: layer names restart (a sweep's models all
+    # save the same architecture, which predict then reuses: load_classifier), no settings
+    # left by an earlier run of the process
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(settings.seed)
     keras.config.set_dtype_policy(resolve_precision(settings.precision))
     n_devices = configure_devices(settings.batch_size)

@@ -233,6 +233,10 @@ def predict_readable(
             raise
 
 
+#: The last model split (the model, its split or why not), for a reused model.
+_SPLIT: list[tuple[Any, Any]] = []
+
+
 def frozen_split(cfg: DictConfig, ctx: RunContext, model: Any) -> Any:
     """The model split at its frozen prefix (:func:`gensyn.classify.prefix.split_frozen_prefix`)
     when ``classifier.feature_cache`` is on and the split exists; else None (the reason in the
@@ -242,7 +246,11 @@ def frozen_split(cfg: DictConfig, ctx: RunContext, model: Any) -> Any:
     if feature_settings(cfg) is None:
         ctx.summary["feature_cache"] = "off"
         return None
-    split = split_frozen_prefix(model)  # prediction never augments
+    if _SPLIT and _SPLIT[0][0] is model:  # the reused model (load_classifier): its split,
+        split = _SPLIT[0][1]  # whose compiled steps read the variables' new values
+    else:
+        split = split_frozen_prefix(model)  # prediction never augments
+        _SPLIT[:] = [(model, split)]
     if isinstance(split, str):
         log.info("predict: feature cache not used: %s", split)
         ctx.summary["feature_cache"] = f"not used: {split}"
@@ -337,7 +345,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> None:
     folder = cache_folder(cfg)
     if folder is not None:  # another arm's or fold's prediction step: loaded, not compiled
         use_compilation_cache(folder / "jax")
-    model = load_classifier(ctx.upstream_dir("classify") / "best.keras")
+    # the model of the sweep's previous prediction, where it is the same architecture
+    model = load_classifier(ctx.upstream_dir("classify") / "best.keras", reuse=True)
     size_px = int(model.input_shape[1])  # the size the model was trained at, by construction
     split = frozen_split(cfg, ctx, model)
     timer = StageTimer()
