@@ -349,3 +349,34 @@ def test_data_parallel_over_two_devices(xrays, tmp_path):
             assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
         else:
             assert proc.returncode != 0 and "divisible by the 2 devices" in proc.stderr
+
+
+def _weights(path):
+    return [np.asarray(v) for v in load_classifier(path).weights]
+
+
+def test_a_reused_model_trains_as_a_freshly_built_one(xrays, tmp_path):
+    """A sweep's next run of the same spec gets the last run's model back, its variables as
+    built (train.fresh_model): the run is the one a freshly built model gives, to the bit."""
+    from gensyn.classify import train
+
+    short = TrainSettings(epochs=2, batch_size=16, learning_rate=3e-3, num_workers=2, seed=3)
+    half = xrays.iloc[: len(xrays) // 2 + 10]
+    train._BUILT.clear()
+    _run(xrays, tmp_path / "first", short)  # built, then trained: its variables change
+    (key, model, _, _) = train._BUILT[0]
+    reused = _run(half, tmp_path / "reused", short)
+    assert train._BUILT[0][1] is model  # not built again
+    train._BUILT.clear()
+    fresh = _run(half, tmp_path / "fresh", short)
+    assert train._BUILT[0][1] is not model and train._BUILT[0][0] == key
+    def results(history):  # every figure but the speed
+        return [{k: v for k, v in row.items() if k != "train_images_per_s"} for row in history]
+
+    assert results(reused.history) == results(fresh.history)
+    for a, b in zip(_weights(tmp_path / "reused" / "best.keras"),
+                    _weights(tmp_path / "fresh" / "best.keras"), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    # another seed is another model: built anew
+    _run(half, tmp_path / "seed4", TrainSettings(**{**short.__dict__, "seed": 4}))
+    assert train._BUILT[0][1] is not model

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gensyn.base import io
+from gensyn.base.errors import GensynError
 from gensyn.classify.data import BatchStream, RealEpochsStream
 from gensyn.classify.features import FeatureCacheSettings, FeatureStream, use_feature_cache
 from gensyn.classify.keras_env import keras
@@ -361,6 +362,62 @@ def _load_checkpoint(
         return dict(json.loads(str(data["state_json"]))), best
 
 
+#: The model this process built last: (what it was built from, the model, every variable's
+#: value as built, the global seed generator's state after the build).
+_BUILT: list[tuple[tuple[object, ...], keras.Model, list[np.ndarray], np.ndarray | None]] = []
+
+
+def _global_seed_state() -> np.ndarray | None:
+    from keras.src.backend.common import global_state
+
+    gen = global_state.get_global_attribute("global_seed_generator")
+    return None if gen is None else np.array(gen.state)
+
+
+def _build_key(spec: ModelSpec, seed: int) -> tuple[object, ...]:
+    """What a built model depends on: the spec, the run's seed, the dtype policy, and the
+    weights file's size and modification time (a file replaced between runs is read again)."""
+    stamp: tuple[int, int] | None = None
+    if spec.weights is not None:
+        try:
+            from gensyn.classify.models import resolve_weights
+
+            stat = Path(str(resolve_weights(spec.weights))).stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except (OSError, ValueError, GensynError):
+            stamp = None  # build_model then reports the problem
+    return (spec, seed, keras.config.dtype_policy().name, stamp)
+
+
+def fresh_model(spec: ModelSpec, seed: int) -> keras.Model:
+    """``build_model(spec)`` as a fresh process builds it after ``set_random_seed(seed)``.
+
+    Where this process built the model of the same spec, seed, dtype policy and weights file
+    last (the runs of a local sweep: arms and folds), that model is handed out again with
+    every variable set back to its value as built and the global seed generator as the build
+    left it: the same model, without building DenseNet121 and reading its weights file again
+    (1.5-2 s a run). Under a distribution (data parallel) the model is always built anew.
+    Call it right after ``keras.utils.set_random_seed(seed)`` and the dtype policy.
+    """
+    if keras.distribution.distribution() is not None:
+        _BUILT.clear()
+        return build_model(spec)
+    key = _build_key(spec, seed)
+    if _BUILT and _BUILT[0][0] == key:
+        _, model, values, seed_state = _BUILT[0]
+        for var, value in zip(model.variables, values, strict=True):
+            var.assign(value)
+        if seed_state is not None:
+            from keras.src.random.seed_generator import global_seed_generator
+
+            global_seed_generator().state.assign(seed_state)
+        return model
+    _BUILT.clear()  # one model kept: the old one's memory goes
+    model = build_model(spec)
+    _BUILT.append((key, model, [np.array(v) for v in model.variables], _global_seed_state()))
+    return model
+
+
 def train_classifier(
     spec: ModelSpec,
     train_paths: Sequence[str],
@@ -402,7 +459,7 @@ def train_classifier(
     keras.utils.set_random_seed(settings.seed)
     keras.config.set_dtype_policy(resolve_precision(settings.precision))
     n_devices = configure_devices(settings.batch_size)
-    model = build_model(spec)
+    model = fresh_model(spec, settings.seed)
     pos_weight = None
     if settings.class_weighting == "balanced":
         pos_weight = positive_class_weights(train_labels).tolist()
