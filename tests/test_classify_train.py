@@ -370,6 +370,7 @@ def test_a_reused_model_trains_as_a_freshly_built_one(xrays, tmp_path):
     train._BUILT.clear()
     fresh = _run(half, tmp_path / "fresh", short)
     assert train._BUILT[0][1] is not model and train._BUILT[0][0] == key
+
     def results(history):  # every figure but the speed
         return [{k: v for k, v in row.items() if k != "train_images_per_s"} for row in history]
 
