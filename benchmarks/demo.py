@@ -40,14 +40,22 @@ def main() -> None:
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="gensyn-demo-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GENSYN_ROOT": str(root), "MPLBACKEND": "Agg",
-           "WANDB_DIR": str(root / "wandb-home"), "WANDB_CACHE_DIR": str(root / "wandb-cache"),
-           "WANDB_CONFIG_DIR": str(root / "wandb-config"), "KERAS_HOME": str(root / "keras"),
-           "MPLCONFIGDIR": str(root / "mpl"), "XDG_CACHE_HOME": str(root / "cache")}
+    env = {
+        **os.environ,
+        "GENSYN_ROOT": str(root),
+        "MPLBACKEND": "Agg",
+        "WANDB_DIR": str(root / "wandb-home"),
+        "WANDB_CACHE_DIR": str(root / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(root / "wandb-config"),
+        "KERAS_HOME": str(root / "keras"),
+        "MPLCONFIGDIR": str(root / "mpl"),
+        "XDG_CACHE_HOME": str(root / "cache"),
+    }
     cmd = [sys.executable, str(ROOT / "launch.py"), *args.overrides]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     watcher = psutil.Process(proc.pid)
     peak = 0
     lines: list[str] = []

@@ -283,9 +283,11 @@ def test_feature_cache_setting_is_checked_and_not_hashed(compose):
         compose("classifier.feature_cache=sometimes")
 
 
-def test_scanned_epochs_are_fit_epochs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("unroll", ["1", "2"])
+def test_scanned_epochs_are_fit_epochs(tmp_path, monkeypatch, unroll):
     """DenseNet121 at 32² (random weights), real_epochs with synthetic images in every batch:
-    3 epochs of 5 steps in chunks of 2 (the last chunk half skipped), against ``fit``."""
+    3 epochs of 5 steps in chunks of 2 (the last chunk half skipped), against ``fit``, with
+    one and two steps per loop iteration."""
     table = make_xray_set(tmp_path / "img", n_patients=30, size_px=32, seed=3)
     paths, labels = list(table["path"]), table[list(FINDINGS)].to_numpy(float)
     real, synthetic, val = slice(0, 28), slice(28, 40), slice(40, 50)
@@ -297,7 +299,7 @@ def test_scanned_epochs_are_fit_epochs(tmp_path, monkeypatch):
         learning_rate=3e-3, **ONE_THREAD,
     )  # fmt: skip
     monkeypatch.setattr(scan_fit, "DEFAULT_CHUNK", 2)
-    monkeypatch.setattr(scan_fit.ScannedFit.__init__, "__defaults__", (2,))
+    monkeypatch.setenv("GENSYN_SCAN_UNROLL", unroll)
     runs = {}
     for loop in ("scan", "fit"):
         forget_resident()
@@ -365,3 +367,22 @@ def test_predict_reuses_one_architecture_and_reads_each_runs_weights(tmp_path):
         TrainSettings(epochs=1, batch_size=8, seed=0, **ONE_THREAD), FINDINGS,
     )  # fmt: skip
     assert load_classifier(tmp_path / "run48" / "best.keras", reuse=True) is not first
+
+
+def test_epochs_are_split_into_even_chunks_and_the_unroll_is_checked(monkeypatch):
+    assert scan_fit.balanced_chunk(279, 32) == 31  # 9 calls, no padding step
+    assert scan_fit.balanced_chunk(419, 32) == 30  # 14 calls, 1 padding step
+    assert scan_fit.balanced_chunk(256, 32) == 32
+    assert scan_fit.balanced_chunk(5, 2) == 2
+    for n in range(1, 700):
+        chunk = scan_fit.balanced_chunk(n, 32)
+        calls = -(-n // chunk)
+        assert chunk <= 32 and calls == -(-n // 32) and calls * chunk - n < calls
+    monkeypatch.delenv("GENSYN_SCAN_UNROLL", raising=False)
+    assert scan_fit.scan_unroll() == scan_fit.DEFAULT_UNROLL
+    monkeypatch.setenv("GENSYN_SCAN_UNROLL", "8")
+    assert scan_fit.scan_unroll() == 8
+    for bad in ("0", "x", "-2"):
+        monkeypatch.setenv("GENSYN_SCAN_UNROLL", bad)
+        with pytest.raises(ValueError, match="GENSYN_SCAN_UNROLL"):
+            scan_fit.scan_unroll()

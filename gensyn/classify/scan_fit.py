@@ -6,8 +6,15 @@ millisecond of GPU work, while Keras' ``fit`` loop spends about 2 ms of Python o
 store. :class:`ScannedFit` runs the same steps as ``fit`` (Keras' own ``train_step``, the
 same batches in the same order, the same optimiser and loss metric) but ``chunk`` steps at a
 time in one jitted ``jax.lax.scan`` that also gathers each batch's features from the stored
-blocks on the device. A chunk's steps past the epoch's end are skipped (``lax.cond``), so one
-compiled program serves every epoch, fold and arm of the same batch shape and block count.
+blocks on the device. A chunk's steps past the epoch's end are computed and their results
+dropped (a select on the state, not a ``lax.cond``: on a GPU, XLA reads a conditional's
+predicate back to the host, a round trip every step), and an epoch's steps are spread evenly
+over its calls (:func:`balanced_chunk`: at most one padding step a call), so one compiled
+program serves every epoch and fold of the same steps per epoch, batch shape and blocks. The scan runs ``unroll`` steps per
+loop iteration (:data:`DEFAULT_UNROLL`, or ``GENSYN_SCAN_UNROLL`` in the environment):
+XLA's GPU loop checks its condition on the host between iterations, so more steps per
+iteration mean fewer round trips and a longer compile (``benchmarks/scan_fit.py`` measures
+both).
 
 It applies when the features of a run are JAX arrays (on the accelerator, or on the CPU
 backend) and training runs on one device; otherwise (features in host memory or in a
@@ -19,6 +26,7 @@ memory-mapped file, or data parallel over several devices) training uses Keras' 
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,12 +36,36 @@ from gensyn.classify.keras_env import keras
 if TYPE_CHECKING:
     from gensyn.classify.features import Features, FeatureStream
 
-__all__ = ["DEFAULT_CHUNK", "ScannedFit", "scan_fit_for"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "DEFAULT_UNROLL",
+    "ScannedFit",
+    "balanced_chunk",
+    "scan_fit_for",
+    "scan_unroll",
+]
 
 log = logging.getLogger(__name__)
 
 #: optimiser steps per compiled call (an epoch of the study is 279 steps: 9 calls)
 DEFAULT_CHUNK = 32
+#: optimiser steps per iteration of the compiled loop (see the module's docstring)
+DEFAULT_UNROLL = 1
+
+
+def scan_unroll() -> int:
+    """Steps per loop iteration: ``GENSYN_SCAN_UNROLL`` if set (1 .. the chunk), else
+    :data:`DEFAULT_UNROLL`. Results do not depend on it (the same steps in the same order)."""
+    raw = os.environ.get("GENSYN_SCAN_UNROLL", "").strip()
+    if not raw:
+        return DEFAULT_UNROLL
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"GENSYN_SCAN_UNROLL={raw!r}; allowed: a whole number >= 1")
+    return value
 
 
 def scan_fit_for(features: Features, n_devices: int) -> str | None:
@@ -52,6 +84,14 @@ def scan_fit_for(features: Features, n_devices: int) -> str | None:
     return None
 
 
+def balanced_chunk(n_steps: int, most: int) -> int:
+    """Steps per compiled call for an epoch of ``n_steps``: as many calls as chunks of
+    ``most`` need, the steps spread evenly over them, so that at most calls - 1 padding
+    steps are computed and dropped (419 steps: 14 calls of 30, 1 padding step, not 29)."""
+    calls = -(-n_steps // most)
+    return -(-n_steps // calls)
+
+
 class ScannedFit:
     """``chunk`` optimiser steps of ``tail`` per compiled call, features gathered on the device.
 
@@ -60,12 +100,19 @@ class ScannedFit:
     global batches that ``fit`` would be given.
     """
 
-    def __init__(self, tail: keras.Model, features: Features, chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(
+        self,
+        tail: keras.Model,
+        features: Features,
+        chunk: int | None = None,  # the most steps per call (see balanced_chunk)
+        unroll: int | None = None,
+    ) -> None:
         import jax
         import jax.numpy as jnp
 
         self.tail = tail
-        self.chunk = int(chunk)
+        self.chunk = int(DEFAULT_CHUNK if chunk is None else chunk)
+        self.unroll = max(1, min(self.chunk, scan_unroll() if unroll is None else int(unroll)))
         self.blocks = tuple(
             b.data if isinstance(b.data, jax.Array) else jnp.asarray(b.data)
             for b in features.blocks
@@ -91,15 +138,12 @@ class ScannedFit:
 
         def body(state: Any, xs: Any) -> Any:
             i, b, r, y = xs
-
-            def step(state: Any) -> Any:
-                _, new = self.tail.train_step(state, (gather(b, r), y))
-                return new
-
-            return jax.lax.cond(i < n_valid, step, lambda s: s, state), None
+            _, new = self.tail.train_step(state, (gather(b, r), y))
+            keep = i < n_valid  # a padding step's results are dropped: the state stays
+            return jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state), None
 
         steps = jnp.arange(which.shape[0])
-        state, _ = jax.lax.scan(body, state, (steps, which, rows, labels))
+        state, _ = jax.lax.scan(body, state, (steps, which, rows, labels), unroll=self.unroll)
         return state
 
     def epoch(self, stream: FeatureStream, first_batch: int, n_steps: int) -> float:
@@ -116,10 +160,11 @@ class ScannedFit:
             [v.value for v in tail.metrics_variables],
         )
         plan = stream.index_plan(first_batch, n_steps)
-        for start in range(0, n_steps, self.chunk):
-            part = plan[start : start + self.chunk]
+        chunk = balanced_chunk(n_steps, self.chunk)
+        for start in range(0, n_steps, chunk):
+            part = plan[start : start + chunk]
             n_valid = len(part)
-            pad = [part[-1]] * (self.chunk - n_valid)  # skipped steps: any valid indices
+            pad = [part[-1]] * (chunk - n_valid)  # dropped steps: any valid indices
             which = np.stack([p[0] for p in part + pad]).astype(np.int32)
             rows = np.stack([p[1] for p in part + pad]).astype(np.int32)
             labels = np.stack([p[2] for p in part + pad])
