@@ -59,7 +59,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _npz_cts(gensyn_root: Path, n: int = 16) -> Path:
+#: CTs the interrupted conversions get: enough that a signal sent once the first volume is
+#: written lands mid-conversion (16 took under a second on an idle 2-core VM: the run ended
+#: before the signal came)
+N_CTS = 64
+
+
+def _npz_cts(gensyn_root: Path, n: int = N_CTS) -> Path:
     """``n`` random-HU NPZ CTs (slow to compress: a signal lands mid-conversion)."""
     import numpy as np
 
@@ -115,7 +121,7 @@ def test_sigkill_of_convert_leaves_no_worker_running(gensyn_root: Path) -> None:
         os.kill(pid, signal.SIGKILL)
     assert survivors == []
     written = len(list(volumes.glob("*/volumes/*.nii.gz")))
-    assert written < 16  # the kill came before the end: the workers did not finish the data set
+    assert written < N_CTS  # the kill came before the end: the workers did not finish the data set
 
 
 def _ctrl_c(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -140,12 +146,12 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(
     (run,) = (gensyn_root / "workdir" / "runs" / "convert").iterdir()
     assert not (run / "DONE").exists()
     kept = {p.name: p.stat().st_mtime_ns for p in (run / "volumes").glob("*.nii.gz")}
-    assert 0 < len(kept) < 16
+    assert 0 < len(kept) < N_CTS
     again = _popen(gensyn_root, *_convert_args(raw))
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
     assert "resuming unfinished run" in out + err
-    assert len(list((run / "volumes").glob("*.nii.gz"))) == 16
+    assert len(list((run / "volumes").glob("*.nii.gz"))) == N_CTS
     for name, mtime in kept.items():  # volumes written before Ctrl-C are kept, not redone
         assert (run / "volumes" / name).stat().st_mtime_ns == mtime
 
