@@ -10,7 +10,8 @@ at a known point and compare the final weights, bit for bit, with an uninterrupt
         +extras.step_s=0.5 seed=0,1 hydra/launcher=slurm
 
 ``+extras.fail_flag=/some/dir/fail-SEED`` makes the job of a seed fail (after its first
-step, with a ValueError) while the file with SEED replaced by the seed exists.
+step, with a ValueError) while the file with SEED replaced by the seed exists;
+``+extras.gpu_fail_flag=...`` likewise, with the runtime error JAX raises when the GPU fails.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def probe(cfg: DictConfig, ctx: object) -> None:
         fail_flag = str(cfg.extras.get("fail_flag", ""))
         if fail_flag and Path(fail_flag.replace("SEED", str(cfg.seed))).exists():
             raise ValueError(f"slurm_probe: deliberate failure after step {step} ({fail_flag})")
+        gpu_flag = str(cfg.extras.get("gpu_fail_flag", ""))
+        if gpu_flag and Path(gpu_flag.replace("SEED", str(cfg.seed))).exists():
+            import jax
+
+            # the error XLA raised in a grid whose GPU another process had filled
+            raise jax.errors.JaxRuntimeError(
+                "NOT_FOUND: All configs failed during profiling or were excluded from "
+                f"selection. (slurm_probe, step {step})"
+            )
         preemption.checkpoint_point()
     io.write_json(out / "result.json", {"w": w.tolist(), "loss": float(np.mean((x @ w - y) ** 2))})
 

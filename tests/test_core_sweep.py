@@ -149,3 +149,60 @@ def test_each_job_config_is_composed_once_and_handed_out_as_copies() -> None:
     # another master config is another sweep: composed again
     memo(OmegaConf.create({"other": 1}), ["x=1"])
     assert len(calls) == 5
+
+
+def _probe_sweep(gensyn_root: Path, seeds: str, flag: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable, str(ROOT / "tests" / "slurm_app.py"), "-m", "stage=list",
+            "stage.name=slurm_probe", "+extras.steps=1", "+extras.step_s=0", f"seed={seeds}",
+            "logger=none", f"+extras.gpu_fail_flag={gensyn_root}/{flag}-SEED",
+        ],
+        cwd=gensyn_root, env={**os.environ, "GENSYN_ROOT": str(gensyn_root)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_two_gpu_failures_in_a_row_stop_a_local_sweep(gensyn_root: Path) -> None:
+    """A GPU whose runtime failed twice in a row (a broken context) stops the sweep: the
+    table lists the failed jobs and how many did not start; the same command resumes."""
+    for seed in (1, 2):
+        (gensyn_root / f"gpu-{seed}").touch()
+    proc = _probe_sweep(gensyn_root, "0,1,2,3,4", "gpu")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    assert out.count("slurm_probe: /") == 1, out  # seed 0 ran; 3 and 4 never started
+    assert "#3 : " not in out and "the sweep stopped: 2 of 5 jobs did not start" in out, out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("#1 ", "#2 "))]
+    assert len(rows) == 2 and all("JaxRuntimeError: NOT_FOUND: All configs" in r for r in rows)
+    assert "run the same command again: a new process starts a new GPU context" in out
+    assert "local sweep: 1 done, 0 skipped (already DONE), 2 failed" in out
+    for seed in (1, 2):
+        (gensyn_root / f"gpu-{seed}").unlink()
+    again = _probe_sweep(gensyn_root, "0,1,2,3,4", "gpu")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 done, 1 skipped (already DONE), 0 failed" in again.stdout + again.stderr
+
+
+def test_one_gpu_failure_does_not_stop_a_local_sweep(gensyn_root: Path) -> None:
+    (gensyn_root / "gpu-1").touch()
+    (gensyn_root / "gpu-3").touch()  # not in a row: every job runs
+    proc = _probe_sweep(gensyn_root, "0,1,2,3,4", "gpu")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert out.count("slurm_probe: /") == 3, out
+    assert "2 of 5 jobs of this sweep failed" in out and "did not start" not in out
+
+
+def test_what_counts_as_a_failure_of_the_gpu() -> None:
+    import jax
+
+    from gensyn.app.local_launcher import JobExitedError, accelerator_failure
+
+    assert accelerator_failure(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory"))
+    assert accelerator_failure(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert accelerator_failure(RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
+    assert not accelerator_failure(ValueError("slurm_probe: deliberate failure"))
+    assert not accelerator_failure(JobExitedError("split_idx=9; allowed: 0 .. 4"))
+    assert not accelerator_failure(None)

@@ -7,7 +7,10 @@ job that crashes is reported with a traceback only after the others. This launch
 every job whatever happens to the others (Ctrl-C still stops the sweep), then lists every
 failed job in one table (its overrides, the first line of its error, its log file) and
 exits with status 1. A crash's traceback goes to that job's log file, not to the console.
-Finished runs are DONE, so the same command again reruns only the failed jobs. Ctrl-C stops
+Finished runs are DONE, so the same command again reruns only the failed jobs. Two jobs in a
+row that fail on the GPU's runtime (out of memory, a failed kernel: the process's GPU context
+may stay broken) stop the sweep with the same table and the jobs not started, rather than
+failing every later job the same way. Ctrl-C stops
 the sweep: the table then lists the failed jobs and the interrupted one, and says how many
 jobs did not start; the command exits with status 130 (gensyn.app.cli.exit_on_interrupt).
 """
@@ -119,6 +122,25 @@ def failure_table(failed: Sequence[tuple[int, JobReturn]]) -> str:
     )
 
 
+#: Jobs in a row that fail on the accelerator before a local sweep stops (see
+#: :func:`accelerator_failure`).
+ACCELERATOR_FAILURES_TO_STOP = 2
+#: Marks of an accelerator's runtime error in an exception's text (CUDA, cuDNN, cuBLAS, XLA).
+_ACCELERATOR_MARKS = ("CUDA_ERROR", "CUDA error", "cudnn status", "CUDNN_STATUS", "CUBLAS_STATUS")
+
+
+def accelerator_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a failure of the accelerator's runtime rather than of the job's
+    inputs: JAX's runtime error (XLA: out of memory, a failed kernel or autotuning), or an
+    error naming CUDA, cuDNN or cuBLAS (PyTorch). After such an error the process's GPU
+    context may stay broken: every later job of the sweep then fails the same way."""
+    if exc is None or isinstance(exc, JobExitedError | JobInterruptedError):
+        return False
+    if type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError"):
+        return True
+    return any(mark in str(exc) for mark in _ACCELERATOR_MARKS)
+
+
 class LocalLauncher(BasicLauncher):
     """Hydra's basic launcher that runs every job of the sweep and reports failures together."""
 
@@ -153,6 +175,23 @@ class LocalLauncher(BasicLauncher):
             (initial_job_idx + i, r) for i, r in enumerate(results) if r.status == JobStatus.FAILED
         ]
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        if interrupted == "accelerator":
+            not_started = len(job_overrides) - len(results)
+            raise LocalJobsFailedError(
+                f"{len(failed)} of {len(results)} jobs of this sweep failed (sweep folder "
+                f"{sweep_dir}); the last {ACCELERATOR_FAILURES_TO_STOP} failed on the GPU one "
+                f"after the other, so the sweep stopped: {not_started} of {len(job_overrides)} "
+                "jobs did not start:\n"
+                + failure_table(failed)
+                + "\nAfter an error of the GPU's runtime (out of memory, a failed kernel) this "
+                "process's GPU state may stay broken, and every later job would fail the same "
+                "way. Check that no other process holds the GPU (nvidia-smi), fix the cause, "
+                "and run the same command again: a new process starts a new GPU context, "
+                "finished runs are DONE and skipped.\n"
+                + sweep_summary(
+                    "local sweep", plans[: len(results)], {i for i, _ in failed}, job_overrides
+                )
+            )
         if interrupted:
             not_started = len(job_overrides) - len(results)
             log.warning(
@@ -178,8 +217,10 @@ class LocalLauncher(BasicLauncher):
 
     def _run_jobs(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> tuple[list[JobReturn], bool]:
-        """Hydra's basic launcher loop, stopping at Ctrl-C: (results so far, interrupted)."""
+    ) -> tuple[list[JobReturn], bool | str]:
+        """Hydra's basic launcher loop, stopping at Ctrl-C, or after
+        :data:`ACCELERATOR_FAILURES_TO_STOP` jobs in a row failed on the accelerator: (results
+        so far, True for Ctrl-C, ``"accelerator"`` for those failures, else False)."""
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
         assert self.task_function is not None
@@ -187,6 +228,7 @@ class LocalLauncher(BasicLauncher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
         runs: list[JobReturn] = []
+        on_accelerator = 0  # jobs in a row that failed on the accelerator
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -210,13 +252,21 @@ class LocalLauncher(BasicLauncher):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             if isinstance(ret._return_value, JobInterruptedError):
                 return runs, True
+            failed = ret.status == JobStatus.FAILED
+            on_accelerator = (
+                on_accelerator + 1 if failed and accelerator_failure(ret._return_value) else 0
+            )
+            if on_accelerator >= ACCELERATOR_FAILURES_TO_STOP and offset + 1 < len(job_overrides):
+                return runs, "accelerator"
         return runs, False
 
 
 __all__ = [
+    "ACCELERATOR_FAILURES_TO_STOP",
     "JobInterruptedError",
     "LocalJobsFailedError",
     "LocalLauncher",
+    "accelerator_failure",
     "contained",
     "failure_table",
 ]
