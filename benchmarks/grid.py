@@ -148,6 +148,17 @@ def fake_synthetic(a: argparse.Namespace, root: Path) -> int:
     return a.n_cts * a.views
 
 
+def gpu_processes() -> list[str]:
+    """The processes that hold memory on the GPUs now (``nvidia-smi``; none without it)."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"]  # fmt: skip
+    got = subprocess.run(query, capture_output=True, text=True, check=False)
+    return [line.strip() for line in got.stdout.splitlines() if line.strip()]
+
+
 def summaries(runs_dir: Path, stage: str) -> list[dict[str, Any]]:
     """Every finished run's summary of ``stage`` under ``runs_dir``."""
     return [
@@ -306,6 +317,9 @@ def main() -> None:
     p.add_argument("--mem-fraction", default="0.9", help="XLA_PYTHON_CLIENT_MEM_FRACTION (GPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON of this call's figures")
     p.add_argument(
+        "--shared-gpu", action="store_true", help="run although other processes hold GPU memory"
+    )
+    p.add_argument(
         "--profile",
         default="",
         help="stages to run under cProfile: classify,predict "
@@ -317,6 +331,15 @@ def main() -> None:
         "limit); the same command again resumes",
     )  # fmt: skip
     a = p.parse_args()
+    busy = gpu_processes() if a.device == "cuda" else []
+    if busy and not a.shared_gpu:
+        # timings would be shared, and two allocators on one GPU leave XLA's autotuner
+        # without memory: every classify job then fails (benchmarks/LOG.md, fifteenth lease)
+        raise SystemExit(
+            "other processes hold GPU memory:\n  " + "\n  ".join(busy) + "\nstop them, or "
+            "pass --shared-gpu to run beside them anyway; and start nothing else on the GPU "
+            "while the grid runs"
+        )
     deadline = Deadline(a.deadline_s)
     root = a.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
