@@ -168,14 +168,14 @@ class LocalLauncher(BasicLauncher):
         task = self.task_function
         self.task_function = contained(task)
         try:
-            results, interrupted = self._run_jobs(job_overrides, initial_job_idx)
+            results, stopped = self._run_jobs(job_overrides, initial_job_idx)
         finally:
             self.task_function = task
         failed = [
             (initial_job_idx + i, r) for i, r in enumerate(results) if r.status == JobStatus.FAILED
         ]
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        if interrupted == "accelerator":
+        if stopped == "accelerator":
             not_started = len(job_overrides) - len(results)
             raise LocalJobsFailedError(
                 f"{len(failed)} of {len(results)} jobs of this sweep failed (sweep folder "
@@ -192,7 +192,7 @@ class LocalLauncher(BasicLauncher):
                     "local sweep", plans[: len(results)], {i for i, _ in failed}, job_overrides
                 )
             )
-        if interrupted:
+        if stopped == "interrupted":
             not_started = len(job_overrides) - len(results)
             log.warning(
                 "%s",
@@ -217,10 +217,10 @@ class LocalLauncher(BasicLauncher):
 
     def _run_jobs(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> tuple[list[JobReturn], bool | str]:
+    ) -> tuple[list[JobReturn], str | None]:
         """Hydra's basic launcher loop, stopping at Ctrl-C, or after
         :data:`ACCELERATOR_FAILURES_TO_STOP` jobs in a row failed on the accelerator: (results
-        so far, True for Ctrl-C, ``"accelerator"`` for those failures, else False)."""
+        so far, why it stopped early: ``"interrupted"``, ``"accelerator"``, or None)."""
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
         assert self.task_function is not None
@@ -247,18 +247,18 @@ class LocalLauncher(BasicLauncher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             except KeyboardInterrupt:  # between jobs, outside the task: nothing of it ran
-                return runs, True
+                return runs, "interrupted"
             runs.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             if isinstance(ret._return_value, JobInterruptedError):
-                return runs, True
+                return runs, "interrupted"
             failed = ret.status == JobStatus.FAILED
             on_accelerator = (
                 on_accelerator + 1 if failed and accelerator_failure(ret._return_value) else 0
             )
             if on_accelerator >= ACCELERATOR_FAILURES_TO_STOP and offset + 1 < len(job_overrides):
                 return runs, "accelerator"
-        return runs, False
+        return runs, None
 
 
 __all__ = [

@@ -169,7 +169,11 @@ def architecture_key(path: str | os.PathLike[str]) -> str:
     """What a saved ``.keras`` model is built from: its ``config.json`` less the training's
     compile settings (loss weights differ between folds), as canonical JSON."""
     with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
+        return _architecture_key(archive)
+
+
+def _architecture_key(archive: zipfile.ZipFile) -> str:
+    config = json.loads(archive.read("config.json"))
     config.pop("compile_config", None)
     text = json.dumps(config, sort_keys=True)
     # objects shared within the config (dtype policies) carry Python ids of the saving
@@ -195,17 +199,19 @@ def load_classifier(path: str | os.PathLike[str], reuse: bool = False) -> keras.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trained classifier at {path}; run stage=classify first")
-    key = architecture_key(path) if reuse else ""
-    if reuse and _REUSABLE and _REUSABLE[0][0] == key:
-        model = _REUSABLE[0][1]
-        # h5py reads a weights file inside the zip through Python calls (2.8 s for
-        # DenseNet121 on a 2-core VM); taken out to a plain file first: 0.7 s
-        with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as tmp:
-            weights = archive.extract(KERAS_WEIGHTS_MEMBER, tmp)
-            model.load_weights(weights)  # every variable, or an error: no stale weight stays
-        return model
-    # compile=False: the training loss (possibly class-weighted) is not needed to predict
+    if not reuse:
+        # compile=False: the training loss (possibly class-weighted) is not needed to predict
+        return keras.saving.load_model(path, compile=False)
+    with zipfile.ZipFile(path) as archive:
+        key = _architecture_key(archive)
+        if _REUSABLE and _REUSABLE[0][0] == key:
+            model = _REUSABLE[0][1]
+            # h5py reads a weights file inside the zip through Python calls (2.8 s for
+            # DenseNet121 on a 2-core VM); taken out to a plain file first: 0.7 s
+            with tempfile.TemporaryDirectory() as tmp:
+                # every variable, or an error: no stale weight stays
+                model.load_weights(archive.extract(KERAS_WEIGHTS_MEMBER, tmp))
+            return model
     model = keras.saving.load_model(path, compile=False)
-    if reuse:
-        _REUSABLE[:] = [(key, model)]
+    _REUSABLE[:] = [(key, model)]
     return model

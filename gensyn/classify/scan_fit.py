@@ -8,13 +8,12 @@ same batches in the same order, the same optimiser and loss metric) but ``chunk`
 time in one jitted ``jax.lax.scan`` that also gathers each batch's features from the stored
 blocks on the device. A chunk's steps past the epoch's end are computed and their results
 dropped (a select on the state, not a ``lax.cond``: on a GPU, XLA reads a conditional's
-predicate back to the host, a round trip every step), and an epoch's steps are spread evenly
-over its calls (:func:`balanced_chunk`: at most one padding step a call), so one compiled
-program serves every epoch and fold of the same steps per epoch, batch shape and blocks. The scan runs ``unroll`` steps per
-loop iteration (:data:`DEFAULT_UNROLL`, or ``GENSYN_SCAN_UNROLL`` in the environment):
-XLA's GPU loop checks its condition on the host between iterations, so more steps per
-iteration mean fewer round trips and a longer compile (``benchmarks/scan_fit.py`` measures
-both).
+predicate back to the host, a round trip every step: 0.807 against 0.727 ms a step on an
+H100), and an epoch's steps are spread evenly over its calls (:func:`balanced_chunk`: at most
+one padding step a call), so one compiled program serves every epoch and fold of the same
+steps per epoch, batch shape and blocks. The scan runs ``unroll`` steps per loop iteration
+(:data:`DEFAULT_UNROLL`, or ``GENSYN_SCAN_UNROLL`` in the environment); on the H100 more
+than one gained nothing and lengthened each compile (``benchmarks/scan_fit.py``).
 
 It applies when the features of a run are JAX arrays (on the accelerator, or on the CPU
 backend) and training runs on one device; otherwise (features in host memory or in a
