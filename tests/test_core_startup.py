@@ -206,3 +206,28 @@ def test_full_disk_names_the_folder(compose, caplog: pytest.LogCaptureFixture) -
         assert not is_done(out)
     finally:
         _REGISTRY.pop("_test_disk_full", None)
+
+
+def test_jax_gpu_probe_runs_once_per_process_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each job of a sweep checks ``device=cuda`` at start; the child process that asks JAX
+    for GPUs (1-2 s on a GPU machine) runs once per process and environment, not per job."""
+    from gensyn.base import devices
+
+    real_probe = devices._probe_jax_gpus
+    probes: list[str] = []
+
+    def counted() -> list[str]:
+        probes.append(devices.os.environ.get("JAX_PLATFORMS", ""))
+        return real_probe()
+
+    monkeypatch.setattr(devices, "_probe_jax_gpus", counted)
+    monkeypatch.setattr(devices, "_JAX_GPUS", {})
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    first = devices.jax_gpu_devices()
+    assert devices.jax_gpu_devices() == first and devices.jax_gpu_devices() == first
+    assert probes == [""]
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # another environment: asked again
+    assert devices.jax_gpu_devices() == []
+    assert probes == ["", "cpu"]

@@ -70,8 +70,22 @@ def jax_gpu_devices() -> list[str]:
     """The GPU devices JAX sees ([] with a CPU-only jaxlib or ``JAX_PLATFORMS=cpu``).
 
     Asked in a child process: initialising JAX's GPU backend here would make every later
-    fork of this process (data-loader workers, conversion pools) unsafe.
+    fork of this process (data-loader workers, conversion pools) unsafe. The child does not
+    preallocate GPU memory (it may run beside this process's own allocation). Asked once per
+    process and environment: a sweep's jobs run in one process and each checks its device at
+    start, and on a GPU the child costs 1-2 s (Python, JAX, CUDA) each time.
     """
+    key = (os.environ.get("JAX_PLATFORMS", ""), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if key not in _JAX_GPUS:
+        _JAX_GPUS[key] = _probe_jax_gpus()
+    return list(_JAX_GPUS[key])
+
+
+#: :func:`jax_gpu_devices`' answers in this process, by (JAX_PLATFORMS, CUDA_VISIBLE_DEVICES)
+_JAX_GPUS: dict[tuple[str, str | None], list[str]] = {}
+
+
+def _probe_jax_gpus() -> list[str]:
     import subprocess
     import sys
 
@@ -80,9 +94,10 @@ def jax_gpu_devices() -> list[str]:
         "try:\n    print('\\n'.join(str(d) for d in jax.devices('gpu')))\n"
         "except RuntimeError:\n    pass\n"
     )
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     try:
         out = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env
         )
     except (OSError, subprocess.TimeoutExpired):
         return []
