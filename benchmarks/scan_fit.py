@@ -15,6 +15,12 @@ All variants must end with the same weights (checked to tolerance: the same step
 same order). Prints one row per variant: compile + first epoch s, ms a step, steps/s, the
 ratio to ``cond``; ``--out`` writes them as JSON.
 
+``--predict N`` then times a validation pass over N stored images (the study's fold: 8,899)
+both ways, ``--predict-repeats`` times after a warm-up: :class:`gensyn.classify.scan_fit.
+ScannedPredict` (``PREDICT_CALL`` batches of 256 per compiled call) against Keras'
+``predict`` fed the same batches gathered on the device (the peer: what validation ran
+before); their outputs must agree.
+
     python benchmarks/scan_fit.py --device cpu --image-size 64 --images 512 --steps 20
     python benchmarks/scan_fit.py --device cuda          # on the GPU machine
 """
@@ -89,6 +95,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=279, help="steps per epoch (the study's 279)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up one")
     p.add_argument("--unrolls", default="1,4,8,16,32")
+    p.add_argument("--predict", type=int, default=0, help="images of a timed validation pass")
+    p.add_argument("--predict-repeats", type=int, default=10)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.device == "cpu":
@@ -119,7 +127,9 @@ def main() -> None:
     store = SimpleNamespace(blocks=[SimpleNamespace(data=features)])
     plan = Plan(a.images, a.batch, int(model.output_shape[-1]), 0)
     variants = [("cond", CondScannedFit.make(scan_fit.ScannedFit), 1)]
-    variants += [(f"mask-u{u}", scan_fit.ScannedFit, int(u)) for u in a.unrolls.split(",")]
+    variants += [(f"mask-u{u}", scan_fit.ScannedFit, int(u)) for u in a.unrolls.split(",") if u]
+    if not a.unrolls:
+        variants = []
     rows, finals = [], {}
     for name, cls, unroll in variants:
         for var, value in zip(model.variables, start_values, strict=True):
@@ -145,7 +155,7 @@ def main() -> None:
                      "loss": round(float(loss_value), 6)})  # fmt: skip
         print(f"{name:10s} compile+epoch {warm:7.2f} s  {ms:8.4f} ms/step  "
               f"{1e3 / ms:8.1f} steps/s  loss {loss_value:.6f}", flush=True)  # fmt: skip
-    base = rows[0]["ms_per_step"]
+    base = rows[0]["ms_per_step"] if rows else 1.0
     for row in rows:
         row["speed_vs_cond"] = round(base / row["ms_per_step"], 3)
         same = all(
@@ -154,10 +164,59 @@ def main() -> None:
         )
         row["same_weights_as_cond"] = bool(same)
         print(f"{row['variant']:10s} x{row['speed_vs_cond']:.2f} vs cond, weights as cond: {same}")
+    predict = time_predict(a, split.tail, store, features) if a.predict else {}
     if a.out is not None:
         a.out.write_text(
-            json.dumps({"args": vars(a) | {"out": str(a.out)}, "rows": rows}, indent=1)
+            json.dumps(
+                {"args": vars(a) | {"out": str(a.out)}, "rows": rows, "predict": predict}, indent=1
+            )
         )
+
+
+def time_predict(a: argparse.Namespace, tail: Any, store: Any, features: Any) -> dict[str, Any]:
+    """A validation pass of ``--predict`` stored images, scanned and through Keras' predict."""
+    import jax
+    import jax.numpy as jnp
+
+    from gensyn.classify import scan_fit
+    from gensyn.classify.features import PREDICT_BATCH
+
+    rows = np.random.default_rng(1).integers(0, a.images, a.predict)
+    which = np.zeros_like(rows)
+    n_batches = -(-a.predict // PREDICT_BATCH)
+
+    def keras_way() -> np.ndarray:
+        def batches() -> Any:
+            for b in range(n_batches):
+                sel = rows[b * PREDICT_BATCH : (b + 1) * PREDICT_BATCH]
+                sel = np.concatenate([sel, np.full(PREDICT_BATCH - sel.size, sel[-1])])
+                yield (jnp.take(features, jnp.asarray(sel, dtype=np.int32), axis=0),)
+
+        out = tail.predict(batches(), steps=n_batches, verbose=0)
+        return np.asarray(out, np.float32)[: a.predict]
+
+    scanned = scan_fit.ScannedPredict(tail, store, PREDICT_BATCH)
+    result: dict[str, Any] = {"images": a.predict, "batch": PREDICT_BATCH,
+                              "batches_per_call": scan_fit.PREDICT_CALL}  # fmt: skip
+    outs = {}
+    for name, fn in (("keras_predict", keras_way), ("scanned", lambda: scanned(which, rows))):
+        clock = time.perf_counter()
+        outs[name] = fn()
+        first = time.perf_counter() - clock
+        clock = time.perf_counter()
+        for _ in range(a.predict_repeats):
+            fn()
+        ms = 1e3 * (time.perf_counter() - clock) / a.predict_repeats
+        result[name] = {"first_s": round(first, 3), "ms_per_pass": round(ms, 2),
+                        "images_per_s": round(a.predict / ms * 1e3, 1)}  # fmt: skip
+        print(f"predict {name:14s} first {first:6.2f} s  {ms:8.2f} ms a pass of {a.predict} "
+              f"images  {a.predict / ms * 1e3:10.1f} images/s", flush=True)  # fmt: skip
+    jax.block_until_ready(jnp.zeros(1))
+    result["speedup"] = round(result["keras_predict"]["ms_per_pass"] / result["scanned"]["ms_per_pass"], 2)  # fmt: skip
+    result["largest_difference"] = float(np.abs(outs["scanned"] - outs["keras_predict"]).max())
+    print(f"scanned x{result['speedup']:.2f} vs Keras predict; outputs differ by at most "
+          f"{result['largest_difference']:.2e}", flush=True)  # fmt: skip
+    return result
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 from classify_fakes import FINDINGS, make_xray_set
 
 from gensyn.base import io
+from gensyn.classify import features as features_module
 from gensyn.classify import scan_fit, train
 from gensyn.classify.features import (
     FeatureCacheSettings,
@@ -176,6 +177,38 @@ def test_bfloat16_features_on_the_device_in_ram_and_on_disk_agree(tmp_path):
         )
     np.testing.assert_array_equal(got["device"], got["host"])
     np.testing.assert_array_equal(got["file"], got["host"])
+
+
+@pytest.mark.parametrize("where", ["device", "host"])
+def test_scanned_prediction_is_keras_predict(tmp_path, monkeypatch, densenet32, where):
+    """Several batches per compiled call (2 here, so 23 images take 2 calls of 2 batches of
+    8, the last call padded), features from two blocks interleaved: the outputs of Keras'
+    ``predict`` on the same features, in the same order, and the full model's."""
+    split = split_frozen_prefix(densenet32)
+    assert not isinstance(split, str)
+    table = make_xray_set(tmp_path / "img", n_patients=12, size_px=32, seed=7)
+    paths = list(table["path"])[:23]
+    cap = 1 << 30 if where == "device" else 0
+    settings = FeatureCacheSettings(batch_size=8, max_device_bytes=cap, **ONE_THREAD)
+    features = features_for(split, [paths[:11], paths[11:]], 32, settings)
+    assert len(features.blocks) == 2 and {b.where for b in features.blocks} == {where}
+    order = paths[::2] + paths[1::2]  # both blocks in every batch
+    monkeypatch.setattr(scan_fit, "PREDICT_CALL", 2)
+    monkeypatch.setattr(features_module, "PREDICT_BATCH", 8)
+    scanned = predict_features(split.tail, features, order, 8)
+    (predictor,) = features._predictors.values()
+    assert predictor.n_calls == 2  # 16 images, then 7 and 9 of padding
+    again = predict_features(split.tail, features, order, 8)  # the compiled predictor kept
+    assert features._predictors == {(id(split.tail), 8): predictor}
+    assert predictor.n_calls == 4
+    monkeypatch.setattr(scan_fit, "scan_fit_for", lambda *a: "asked for Keras' predict")
+    keras_way = predict_features(split.tail, features, order, 8)
+    assert predictor.n_calls == 4
+    assert scanned.shape == (23, len(FINDINGS)) and scanned.dtype == np.float32
+    np.testing.assert_array_equal(scanned, again)
+    np.testing.assert_allclose(scanned, keras_way, rtol=1e-6, atol=1e-7)
+    full = predict_paths(densenet32, order, 32, 8, **ONE_THREAD)
+    np.testing.assert_allclose(scanned, full, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -79,6 +79,8 @@ class Features:
     n_computed: int = 0
     n_reused: int = 0
     _gather: Any = field(default=None, repr=False)
+    #: compiled predictors of this run's features, by (id of the tail, batch size)
+    _predictors: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -233,13 +235,24 @@ def predict_features(
     """Probabilities (n, n_classes) of ``tail`` on the stored features of ``paths``, in order.
 
     Batches of up to :data:`PREDICT_BATCH` images (at least ``batch_size``; the prediction of
-    an image does not depend on its batch) are padded to one size (one compiled step).
+    an image does not depend on its batch) are padded to one size (one compiled step). Where
+    the features are on the device (:func:`gensyn.classify.scan_fit.scan_fit_for`), several
+    batches go through the tail per compiled call (:class:`~gensyn.classify.scan_fit.
+    ScannedPredict`); else through Keras' ``predict``, a batch a step.
     """
     if len(paths) == 0:
         return np.zeros((0, int(tail.output_shape[-1])), dtype=np.float32)
     # the tail in inference mode treats each image alone: bigger batches, fewer Python steps
     batch_size = max(batch_size, min(PREDICT_BATCH, -(-len(paths) // batch_size) * batch_size))
     blocks, rows = features.locate(paths)
+    from gensyn.classify.scan_fit import ScannedPredict, scan_fit_for
+
+    if scan_fit_for(features, 1) is None:  # features on the device: many batches a call
+        key = (id(tail), batch_size)
+        predictor = features._predictors.get(key)
+        if predictor is None or predictor.tail is not tail:
+            predictor = features._predictors[key] = ScannedPredict(tail, features, batch_size)
+        return predictor(blocks, rows)
     n_batches = -(-len(paths) // batch_size)
 
     def batches() -> Iterator[tuple[Any]]:
