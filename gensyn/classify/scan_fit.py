@@ -27,21 +27,41 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from gensyn.classify.keras_env import keras
 
 if TYPE_CHECKING:
-    from gensyn.classify.features import Features, FeatureStream
+    from gensyn.classify.feature_store import FeatureBlock
+
+
+class StoredFeatures(Protocol):
+    """What the compiled loops read of a run's features: its blocks
+    (:class:`gensyn.classify.features.Features` is one)."""
+
+    @property
+    def blocks(self) -> Sequence[FeatureBlock]: ...
+
+
+class BatchPlan(Protocol):
+    """What the scanned loop reads of a stream of feature batches: each batch's (block
+    index, row, labels) (:class:`gensyn.classify.features.FeatureStream` is one)."""
+
+    def index_plan(
+        self, first_batch: int, n_batches: int, count: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+
 
 __all__ = [
     "DEFAULT_CHUNK",
     "DEFAULT_UNROLL",
     "PREDICT_CALL",
+    "BatchPlan",
     "ScannedFit",
     "ScannedPredict",
+    "StoredFeatures",
     "balanced_chunk",
     "device_blocks",
     "gather_rows",
@@ -74,7 +94,7 @@ def scan_unroll() -> int:
     return value
 
 
-def scan_fit_for(features: Features, n_devices: int) -> str | None:
+def scan_fit_for(features: StoredFeatures, n_devices: int) -> str | None:
     """Why the scanned loop cannot train on ``features`` (None: it can)."""
     import jax
 
@@ -114,7 +134,7 @@ def gather_rows(blocks: Sequence[Any], which: Any, rows: Any) -> Any:
     return out
 
 
-def device_blocks(features: Features) -> tuple[Any, ...]:
+def device_blocks(features: StoredFeatures) -> tuple[Any, ...]:
     """The feature blocks as JAX arrays (those on the accelerator as they are)."""
     import jax
     import jax.numpy as jnp
@@ -135,7 +155,7 @@ class ScannedFit:
     def __init__(
         self,
         tail: keras.Model,
-        features: Features,
+        features: StoredFeatures,
         chunk: int | None = None,  # the most steps per call (see balanced_chunk)
         unroll: int | None = None,
     ) -> None:
@@ -164,7 +184,7 @@ class ScannedFit:
         state, _ = jax.lax.scan(body, state, (steps, which, rows, labels), unroll=self.unroll)
         return state
 
-    def epoch(self, stream: FeatureStream, first_batch: int, n_steps: int) -> float:
+    def epoch(self, stream: BatchPlan, first_batch: int, n_steps: int) -> float:
         """Train on global batches ``first_batch`` .. ``+ n_steps - 1``; the epoch's mean loss.
 
         Counts the images fed (the stream's ``times_seen``) as ``fit`` on the stream does.
@@ -214,7 +234,7 @@ class ScannedPredict:
     (``tests/test_classify_features.py``). Applies where :func:`scan_fit_for` allows.
     """
 
-    def __init__(self, tail: keras.Model, features: Features, batch: int) -> None:
+    def __init__(self, tail: keras.Model, features: StoredFeatures, batch: int) -> None:
         import jax
 
         self.tail = tail
