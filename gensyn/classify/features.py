@@ -78,7 +78,6 @@ class Features:
     compute_s: float = 0.0
     n_computed: int = 0
     n_reused: int = 0
-    _gather: Any = field(default=None, repr=False)
     #: compiled predictors of this run's features, by (id of the tail, batch size)
     _predictors: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False)
 
